@@ -1,0 +1,37 @@
+# Entry points; the README's first two commands are `make run` and `make test`.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Tools built or installed by ci/tools.sh (helm, promtool, prometheus, ...).
+TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: venv tools run test test-fast bench clean
+
+# Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	bash ci/tools.sh
+
+run: venv
+	$(BIN)/inferscale serve --host $(HOST) --port $(PORT)
+
+test: venv tools
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: venv
+	$(BIN)/python bench/metrics_under_load.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,111 @@
+"""/metrics latency while every model slot is busy: inferscale against a naive server.
+
+Both run the same model (INFERENCE_DURATION_SECONDS each, one slot per process)
+under the same closed-loop load of `--clients` concurrent /predict callers.
+The naive baseline calls the model inline in one synchronous gunicorn worker.
+
+    python bench/metrics_under_load.py [--seconds 30] [--clients 8] [--inference 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers import LOOPBACK, ServerProcess  # noqa: E402
+
+
+def naive_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "--worker-class", "sync", "--workers", "1",
+        "--bind", f"{LOOPBACK}:{port}", "--chdir", str(ROOT / "bench"),
+        "--timeout", "600", "--no-control-socket", "naive_app:create_app()",
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def measure(server: ServerProcess, seconds: float, clients: int) -> list[float]:
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                server.predict(timeout=120)
+            except requests.RequestException:
+                pass
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2)  # let the queue fill before sampling
+    latencies = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        requests.get(server.url + "/metrics", timeout=300).raise_for_status()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.05)
+    stop.set()
+    return latencies
+
+
+def run(label: str, server: ServerProcess, args) -> dict:
+    server.start()
+    try:
+        latencies = measure(server, args.seconds, args.clients)
+    finally:
+        server.stop(timeout=10)
+    result = {
+        "server": label,
+        "samples": len(latencies),
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 99),
+    }
+    print(f"{label:<11} samples={result['samples']:<4} "
+          f"p50={result['p50'] * 1000:9.1f} ms  p99={result['p99'] * 1000:9.1f} ms", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30, help="sampling time per server")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent /predict callers")
+    parser.add_argument("--inference", type=float, default=1.0, help="INFERENCE_DURATION_SECONDS")
+    args = parser.parse_args()
+    env = {
+        "INFERENCE_DURATION_SECONDS": str(args.inference),
+        "MODEL_CONCURRENCY": "1",
+        "MAX_QUEUE": "4",
+        "MODEL_LOAD_SECONDS": "0",
+    }
+    print(f"# {args.clients} clients, {args.inference} s inference, "
+          f"{args.seconds} s of /metrics sampling per server")
+    with tempfile.TemporaryDirectory() as work:
+        ours_dir, naive_dir = Path(work, "inferscale"), Path(work, "naive")
+        ours_dir.mkdir()
+        naive_dir.mkdir()
+        ours = run("inferscale", ServerProcess(ours_dir, env, workers=2), args)
+        naive_server = ServerProcess(naive_dir, env, workers=1)
+        naive_server.command = naive_command(naive_server.port)
+        naive_server.env.pop("PROMETHEUS_MULTIPROC_DIR")  # one process: plain in-memory metrics
+        naive = run("naive", naive_server, args)
+    print(f"ratio naive/inferscale: p50 x{naive['p50'] / ours['p50']:.0f}, "
+          f"p99 x{naive['p99'] / ours['p99']:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""What /predict and V2 infer share: reading a JSON body and running it through the service."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from inferscale.api.errors import ApiError, invalid_body
+from inferscale.executor import Draining, Outcome, QueueFull
+from inferscale.model import ModelNotLoaded
+from inferscale.runtime import current_runtime
+from inferscale.service import InferenceFailed
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def parse_body(schema: type[Body]) -> Body:
+    if not request.is_json:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
+        )
+    # Past MAX_CONTENT_LENGTH this raises 413 before the body is buffered.
+    raw = request.get_data(cache=False)
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as error:
+        raise invalid_body(error) from None
+
+
+def check_width(rows: np.ndarray) -> None:
+    limit = current_runtime().settings.max_features
+    if rows.shape[1] > limit:
+        raise ApiError(
+            400,
+            "too_many_features",
+            f"{rows.shape[1]} features per row; this model accepts at most {limit}",
+        )
+
+
+def run(rows: np.ndarray) -> Outcome:
+    runtime = current_runtime()
+    retry_after = {"Retry-After": str(runtime.settings.retry_after)}
+    try:
+        return runtime.service.infer(rows)
+    except QueueFull as error:
+        raise ApiError(503, "overloaded", str(error), headers=retry_after) from None
+    except Draining as error:
+        raise ApiError(503, "shutting_down", str(error), headers=retry_after) from None
+    except InferenceFailed as error:
+        if isinstance(error.__cause__, ModelNotLoaded):
+            raise ApiError(503, "model_unavailable", "the model failed to load") from None
+        raise ApiError(500, "inference_failed", "the model failed on this request") from None

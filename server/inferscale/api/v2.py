@@ -1,0 +1,126 @@
+"""The Open Inference Protocol (KServe V2) REST routes for the one model this server holds."""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, jsonify
+
+import inferscale
+from inferscale.api import inference
+from inferscale.api.errors import ApiError
+from inferscale.api.schemas import InferInputTensor, InferRequest
+from inferscale.runtime import current_runtime
+
+blueprint = Blueprint("v2", __name__, url_prefix="/v2")
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "probability"
+
+
+@blueprint.get("")
+def server_metadata():
+    return jsonify(name="inferscale", version=inferscale.__version__, extensions=[])
+
+
+@blueprint.get("/health/live")
+def server_live():
+    return jsonify(live=True)
+
+
+@blueprint.get("/health/ready")
+def server_ready():
+    ready = current_runtime().service.ready
+    return jsonify(ready=ready), 200 if ready else 503
+
+
+@blueprint.get("/models/<name>")
+@blueprint.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    settings = _model(name, version)
+    return jsonify(
+        name=settings.model_name,
+        versions=[settings.model_version],
+        platform="inferscale-numpy",
+        inputs=[{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, -1]}],
+        outputs=[{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+    )
+
+
+@blueprint.get("/models/<name>/ready")
+@blueprint.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    settings = _model(name, version)
+    ready = current_runtime().service.ready
+    return jsonify(name=settings.model_name, ready=ready), 200 if ready else 503
+
+
+@blueprint.post("/models/<name>/infer")
+@blueprint.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
+    settings = _model(name, version)
+    body = inference.parse_body(InferRequest)
+    _check_requested_outputs(body)
+    rows = _rows(body.inputs[0], settings.max_batch_size)
+    inference.check_width(rows)
+    outcome = inference.run(rows)
+    response = {
+        "model_name": settings.model_name,
+        "model_version": settings.model_version,
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "datatype": "FP64",
+                "shape": [len(outcome.value)],
+                "data": [float(value) for value in outcome.value],
+            }
+        ],
+        "parameters": {
+            "inference_seconds": round(outcome.inference_seconds, 6),
+            "queue_seconds": round(outcome.queue_seconds, 6),
+        },
+    }
+    if body.id is not None:
+        response["id"] = body.id
+    return jsonify(response)
+
+
+def _model(name: str, version: str | None):
+    settings = current_runtime().settings
+    if name != settings.model_name:
+        raise ApiError(404, "model_not_found", f"model {name!r} not found")
+    if version is not None and version != settings.model_version:
+        raise ApiError(404, "model_not_found", f"model {name!r} has no version {version!r}")
+    return settings
+
+
+def _check_requested_outputs(body: InferRequest) -> None:
+    for output in body.outputs or []:
+        if output.name != OUTPUT_NAME:
+            raise ApiError(
+                400, "unknown_output", f"unknown output {output.name!r}; this model has {OUTPUT_NAME!r}"
+            )
+
+
+def _rows(tensor: InferInputTensor, max_batch_size: int) -> np.ndarray:
+    if tensor.name != INPUT_NAME:
+        raise ApiError(
+            400, "unknown_input", f"unknown input {tensor.name!r}; this model's input is {INPUT_NAME!r}"
+        )
+    batch, width = tensor.shape if len(tensor.shape) == 2 else [1, tensor.shape[0]]
+    if batch > max_batch_size:
+        raise ApiError(400, "batch_too_large", f"batch of {batch} rows; at most {max_batch_size}")
+    nested = [row for row in tensor.data if isinstance(row, list)]
+    if nested and any(len(row) != width for row in nested):
+        raise ApiError(400, "shape_mismatch", f"every row of input {tensor.name!r} must hold {width} values")
+    flat = [value for row in tensor.data for value in (row if isinstance(row, list) else [row])]
+    if len(flat) != batch * width:
+        raise ApiError(
+            400,
+            "shape_mismatch",
+            f"input {tensor.name!r} has {len(flat)} values but shape {tensor.shape} needs {batch * width}",
+        )
+    if tensor.datatype.is_integer and not all(float(value).is_integer() for value in flat):
+        raise ApiError(
+            400, "datatype_mismatch", f"input {tensor.name!r} is {tensor.datatype.value} but holds non-integers"
+        )
+    return np.asarray(flat, dtype=np.float64).reshape(batch, width)

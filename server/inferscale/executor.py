@@ -1,0 +1,120 @@
+"""Model slots and a bounded wait queue in front of them.
+
+A request holds a slot for seconds, so the executor admits at most
+`slots + max_queue` requests and refuses the rest at once: a caller learns
+"busy, retry later" in milliseconds instead of tying up a server thread,
+and nothing it did admit is ever dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Rejected(Exception):
+    """The request was not admitted; nothing was started for it."""
+
+
+class QueueFull(Rejected):
+    pass
+
+
+class Draining(Rejected):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    value: Any
+    queue_seconds: float
+    inference_seconds: float
+
+
+class ExecutorObserver(Protocol):
+    def admitted(self) -> None: ...
+    def started(self, queue_seconds: float) -> None: ...
+    def finished(self, inference_seconds: float) -> None: ...
+
+
+class ModelExecutor:
+    """Runs `work(payload)` on `slots` threads with at most `max_queue` waiting.
+
+    `gate` holds queued work back until it is set (the model has loaded); that
+    wait counts as queue time, since the caller waits for a usable slot.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[Any], Any],
+        slots: int,
+        max_queue: int,
+        observer: ExecutorObserver,
+        gate: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._work = work
+        self._capacity = slots + max_queue
+        self._observer = observer
+        self._gate = gate or _open_gate()
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-slot")
+        self._lock = threading.Condition()
+        self._admitted = 0
+        self._draining = False
+
+    @property
+    def admitted(self) -> int:
+        """Requests queued or running now."""
+        with self._lock:
+            return self._admitted
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def submit(self, payload: Any) -> Future[Outcome]:
+        with self._lock:
+            if self._draining:
+                raise Draining("the server is shutting down")
+            if self._admitted >= self._capacity:
+                raise QueueFull(f"all {self._capacity} model slots and queue places are taken")
+            self._admitted += 1
+        self._observer.admitted()
+        return self._pool.submit(self._run, payload, self._clock())
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new work, then wait up to `timeout` s for admitted work; True if all done."""
+        deadline = self._clock() + timeout
+        with self._lock:
+            self._draining = True
+            while self._admitted:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
+
+    def _run(self, payload: Any, admitted_at: float) -> Outcome:
+        self._gate.wait()
+        started = self._clock()
+        self._observer.started(started - admitted_at)
+        try:
+            value = self._work(payload)
+        finally:
+            inference_seconds = self._clock() - started
+            self._observer.finished(inference_seconds)
+            with self._lock:
+                self._admitted -= 1
+                self._lock.notify_all()
+        return Outcome(value, started - admitted_at, inference_seconds)
+
+
+def _open_gate() -> threading.Event:
+    gate = threading.Event()
+    gate.set()
+    return gate

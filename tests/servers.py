@@ -1,0 +1,115 @@
+"""Real server processes for tests: free loopback ports, readiness waits, reliable teardown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+LOOPBACK = "127.0.0.1"
+# Fast enough for tests, slow enough that "while a slot is busy" is observable.
+TEST_ENV = {
+    "MODEL_LOAD_SECONDS": "0.2",
+    "MODEL_MEMORY_MB": "8",
+    "INFERENCE_DURATION_SECONDS": "0.2",
+    "LOG_LEVEL": "warning",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`inferscale serve` (gunicorn) on a free loopback port, with its own metrics directory.
+
+`command` runs another server instead (the benchmark's baseline); it must bind `port`.
+"""
+
+    def __init__(
+        self, workdir: Path, env: dict[str, str], workers: int = 2, command: list[str] | None = None
+    ):
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.multiproc_dir = workdir / "metrics"
+        self.log_path = workdir / "server.log"
+        self.env = {
+            **os.environ,
+            **TEST_ENV,
+            **env,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
+        }
+        self.workers = workers
+        self.command = command or [
+            sys.executable, "-m", "inferscale.cli", "serve",
+            "--host", LOOPBACK, "--port", str(self.port), "--workers", str(workers),
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> "ServerProcess":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_for("/health")
+        if wait_ready:
+            self.wait_for("/ready")
+        return self
+
+    def wait_for(self, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + path, timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{path} not 200 within {timeout} s:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def predict(self, features=(1.0, 2.0, 3.0), timeout: float = 60.0) -> requests.Response:
+        return requests.post(self.url + "/predict", json={"features": list(features)}, timeout=timeout)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Samples of a /metrics page keyed like `name{label="value"}` (labels sorted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = requests.get(url + "/metrics", timeout=10)
+    response.raise_for_status()
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

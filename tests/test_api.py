@@ -1,0 +1,215 @@
+"""The protocol layer in process: shapes, status codes and JSON errors for every bad input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from inferscale.app import create_app
+from inferscale.runtime import runtime_of
+from inferscale.settings import Settings
+
+FAST = dict(
+    model_load_seconds=0, model_memory_mb=1, inference_duration_seconds=0, max_features=8,
+    max_batch_size=4, max_body_bytes=4096,
+)
+
+
+def make_client(**overrides):
+    app = create_app(Settings(**{**FAST, **overrides}))
+    service = runtime_of(app).service
+    deadline = time.monotonic() + 10
+    while not service.loaded:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return app.test_client()
+
+
+@pytest.fixture
+def client():
+    return make_client()
+
+
+def infer_body(**tensor):
+    base = {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+    return {"inputs": [{**base, **tensor}]}
+
+
+def test_predict_returns_a_probability_with_timings(client):
+    response = client.post("/predict", json={"features": [0.5, -1, 2]})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert 0 < body["prediction"] < 1
+    assert body["model"] == "inferscale"
+    assert body["inference_seconds"] >= 0 and body["queue_seconds"] >= 0
+
+
+def test_same_features_give_the_same_prediction_in_separate_apps():
+    first = make_client().post("/predict", json={"features": [1, 2]}).get_json()["prediction"]
+    second = make_client().post("/predict", json={"features": [1, 2]}).get_json()["prediction"]
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"", "Invalid JSON"),
+        (b'{"features": []}', "at least 1 item"),
+        (b'{"features": ["1"]}', "valid number"),
+        (b'{"features": [true]}', "valid number"),
+        (b'{"features": [NaN]}', "finite number"),
+        (b'{"features": 3}', "valid array"),
+        (b'{"feature": [1]}', "features"),
+        (b'[1, 2]', "should be an object"),
+        (b"[" * 3000, "recursion limit"),
+    ],
+)
+def test_malformed_predict_bodies_get_400_naming_the_problem(client, body, fragment):
+    response = client.post("/predict", data=body, content_type="application/json")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_request"
+    assert fragment in error["message"]
+
+
+def test_too_many_features_is_400(client):
+    response = client.post("/predict", json={"features": [1] * 9})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == "9 features per row; this model accepts at most 8"
+
+
+def test_oversized_body_is_413(client):
+    response = client.post("/predict", data=b'{"features": [' + b"1," * 4000 + b"1]}",
+                           content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_wrong_content_type_is_415(client):
+    response = client.post("/predict", data='{"features": [1]}', content_type="text/plain")
+    assert response.status_code == 415
+    assert "application/json" in response.get_json()["error"]["message"]
+
+
+def test_wrong_method_is_405_with_allow_header(client):
+    response = client.get("/predict")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_unknown_route_is_json_404(client):
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_v2_infer_echoes_id_and_returns_one_output_per_row(client):
+    body = infer_body(shape=[2, 3], data=[[1, 2, 3], [4, 5, 6]])
+    response = client.post("/v2/models/inferscale/infer", json={"id": "req-7", **body})
+    assert response.status_code == 200
+    payload = response.get_json()
+    assert payload["id"] == "req-7"
+    assert payload["model_name"] == "inferscale" and payload["model_version"] == "1"
+    [output] = payload["outputs"]
+    assert output["name"] == "probability" and output["shape"] == [2] and len(output["data"]) == 2
+
+
+def test_v2_flat_and_nested_data_agree(client):
+    flat = client.post("/v2/models/inferscale/infer", json=infer_body(shape=[2, 3], data=[1, 2, 3, 4, 5, 6]))
+    nested = client.post("/v2/models/inferscale/infer", json=infer_body(shape=[2, 3], data=[[1, 2, 3], [4, 5, 6]]))
+    assert flat.get_json()["outputs"] == nested.get_json()["outputs"]
+
+
+def test_v2_versioned_route_and_metadata(client):
+    assert client.post("/v2/models/inferscale/versions/1/infer", json=infer_body()).status_code == 200
+    metadata = client.get("/v2/models/inferscale").get_json()
+    assert metadata["name"] == "inferscale" and metadata["versions"] == ["1"]
+    assert metadata["inputs"][0]["name"] == "features"
+    assert client.get("/v2").get_json()["name"] == "inferscale"
+    assert client.get("/v2/health/live").get_json() == {"live": True}
+    assert client.get("/v2/health/ready").get_json() == {"ready": True}
+    assert client.get("/v2/models/inferscale/ready").get_json() == {"name": "inferscale", "ready": True}
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("/v2/models/other/infer", "model 'other' not found"),
+        ("/v2/models/inferscale/versions/9/infer", "model 'inferscale' has no version '9'"),
+    ],
+)
+def test_v2_unknown_model_or_version_is_404_in_v2_error_shape(client, path, message):
+    response = client.post(path, json=infer_body())
+    assert response.status_code == 404
+    assert response.get_json() == {"error": message}
+
+
+@pytest.mark.parametrize(
+    "tensor, fragment",
+    [
+        (dict(shape=[1, 4]), "has 3 values but shape [1, 4] needs 4"),
+        (dict(shape=[2, 2], data=[[1, 2, 3], [4]]), "every row"),
+        (dict(name="pixels"), "unknown input 'pixels'"),
+        (dict(datatype="INT32", data=[1, 2.5, 3]), "non-integers"),
+        (dict(datatype="BYTES"), "datatype"),
+        (dict(shape=[5, 1], data=[1, 2, 3, 4, 5]), "batch of 5 rows; at most 4"),
+        (dict(shape=[1, 9], data=[1] * 9), "9 features per row"),
+        (dict(shape=[0, 3], data=[]), "shape"),
+        (dict(shape=[1, 1, 3]), "shape"),
+        (dict(data=["a", "b", "c"]), "data"),
+    ],
+)
+def test_v2_bad_tensors_get_400_in_v2_error_shape(client, tensor, fragment):
+    response = client.post("/v2/models/inferscale/infer", json=infer_body(**tensor))
+    assert response.status_code == 400
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert fragment in body["error"]
+
+
+def test_v2_unknown_requested_output_is_400(client):
+    response = client.post("/v2/models/inferscale/infer", json={**infer_body(), "outputs": [{"name": "x"}]})
+    assert response.status_code == 400
+    assert "unknown output 'x'" in response.get_json()["error"]
+
+
+def test_ready_reports_loading_until_the_model_is_loaded():
+    app = create_app(Settings(**{**FAST, "model_load_seconds": 0.5}))
+    client = app.test_client()
+    assert client.get("/ready").status_code == 503
+    assert client.get("/ready").get_json() == {"status": "loading"}
+    assert client.get("/v2/models/inferscale/ready").status_code == 503
+    assert client.get("/health").status_code == 200
+    time.sleep(1.0)
+    assert client.get("/ready").status_code == 200
+
+
+def test_metrics_follow_the_contract(client):
+    client.post("/predict", json={"features": [1]})
+    client.post("/predict", json={"features": []})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'inference_requests_total{status="success"} 1.0' in text
+    assert 'inference_requests_total{status="error"} 0.0' in text
+    assert 'inference_requests_total{status="rejected"} 0.0' in text
+    assert "inference_request_duration_seconds_count 1.0" in text
+    for name in ("inference_duration_seconds_bucket", "inference_queue_wait_seconds_bucket",
+                 "inference_in_flight_requests 0.0", "inference_queue_depth 0.0",
+                 "inference_model_ready 1.0"):
+        assert name in text
+
+
+def test_model_failure_is_a_json_500_counted_as_error(client, monkeypatch):
+    model = runtime_of(client.application).service.model
+
+    def broken(rows):
+        raise RuntimeError("accelerator fell over")
+
+    monkeypatch.setattr(model, "_spend", broken)
+    response = client.post("/predict", json={"features": [1]})
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "inference_failed"
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'inference_requests_total{status="error"} 1.0' in text

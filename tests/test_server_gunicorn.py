@@ -1,0 +1,196 @@
+"""The server as it runs in a pod: real gunicorn processes on loopback."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.mmap_dict import MmapedDict
+
+from servers import scrape
+
+SUCCESS = 'inference_requests_total{status="success"}'
+REJECTED = 'inference_requests_total{status="rejected"}'
+
+
+def timed_get(url: str) -> float:
+    started = time.perf_counter()
+    response = requests.get(url, timeout=10)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    return elapsed
+
+
+def flood(server, stop: threading.Event, clients: int) -> list[int]:
+    """Keep `clients` predict calls outstanding until `stop`; returns every status seen."""
+    statuses: list[int] = []
+
+    def client():
+        while not stop.is_set():
+            statuses.append(server.predict(timeout=60).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    flood.threads = threads
+    return statuses
+
+
+def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "3"}, workers=2
+    )
+    stop = threading.Event()
+    statuses = flood(server, stop, clients=12)
+    try:
+        time.sleep(1.0)
+        latencies, saturated = [], []
+        for _ in range(20):
+            latencies.append(timed_get(server.url + "/metrics"))
+            latencies.append(timed_get(server.url + "/health"))
+            samples = scrape(server.url)
+            saturated.append(
+                samples["inference_in_flight_requests"] == 2 and samples["inference_queue_depth"] > 0
+            )
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in flood.threads:
+            thread.join(60)
+    assert sum(saturated) >= len(saturated) * 0.8, "the load did not keep every slot busy"
+    assert 200 in statuses and 503 in statuses
+    # Generous: a blocked probe would take a whole 2 s inference or more.
+    assert statistics.median(latencies) < 0.1
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]
+
+
+def test_success_counter_sums_predictions_across_both_workers(start_server):
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0.05", "MAX_QUEUE": "8"}, workers=2)
+    predictions = 40
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: server.predict(), range(predictions)))
+    assert [r.status_code for r in responses] == [200] * predictions
+    per_worker = success_counts_per_process(server.multiproc_dir)
+    assert len([count for count in per_worker.values() if count > 0]) == 2, per_worker
+    assert scrape(server.url)[SUCCESS] == predictions
+
+
+def success_counts_per_process(directory: Path) -> dict[str, float]:
+    counts = {}
+    for path in directory.glob("counter_*.db"):
+        counts[path.stem] = sum(
+            value
+            for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))
+            if '"status": "success"' in key
+        )
+    return counts
+
+
+def test_cold_start_is_unready_while_loading_and_alive_throughout(start_server):
+    load_seconds = 3.0
+    server = start_server({"MODEL_LOAD_SECONDS": str(load_seconds)}, workers=1, wait_ready=False)
+    started = time.monotonic()
+    readiness = []
+    while time.monotonic() - started < load_seconds + 2:
+        assert requests.get(server.url + "/health", timeout=2).status_code == 200
+        readiness.append((time.monotonic() - started, requests.get(server.url + "/ready", timeout=2)))
+        time.sleep(0.1)
+    unready = [t for t, r in readiness if r.status_code == 503]
+    ready = [t for t, r in readiness if r.status_code == 200]
+    assert unready and ready and max(unready) < min(ready)
+    assert readiness[0][1].json() == {"status": "loading"}
+    # Readiness flips once, after roughly the load time (the server started a bit before `started`).
+    assert load_seconds - 1.0 < min(ready) < load_seconds + 1.0
+    assert scrape(server.url)["inference_model_ready"] == 1
+
+
+def test_full_queue_answers_503_with_retry_after_and_admitted_work_completes(start_server):
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "1.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "2"}, workers=1
+    )
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: server.predict(), range(6)))
+    ok = [r for r in responses if r.status_code == 200]
+    rejected = [r for r in responses if r.status_code == 503]
+    assert len(ok) == 3 and len(rejected) == 3
+    for response in rejected:
+        assert response.headers["Retry-After"] == "2"
+        assert response.json()["error"]["code"] == "overloaded"
+    # One slot: the admitted three ran back to back, so they waited 0, 1 and 2 inferences.
+    waits = sorted(r.json()["queue_seconds"] for r in ok)
+    assert waits == pytest.approx([0.0, 1.5, 3.0], abs=0.3)
+    samples = scrape(server.url)
+    assert samples[SUCCESS] == 3 and samples[REJECTED] == 3
+    assert samples["inference_request_duration_seconds_count"] == 3
+
+
+def test_sigterm_finishes_in_flight_and_queued_work_then_exits(start_server):
+    server = start_server(
+        {
+            "INFERENCE_DURATION_SECONDS": "1",
+            "MODEL_CONCURRENCY": "1",
+            "MAX_QUEUE": "3",
+            "GRACEFUL_SHUTDOWN_SECONDS": "20",
+        },
+        workers=1,
+    )
+    with ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(server.predict) for _ in range(4)]
+        wait_until(lambda: scrape(server.url)["inference_queue_depth"] == 3)
+        server.terminate()
+        wait_until(lambda: requests.get(server.url + "/ready", timeout=2).status_code == 503)
+        assert requests.get(server.url + "/ready", timeout=2).json() == {"status": "draining"}
+        assert requests.get(server.url + "/health", timeout=2).status_code == 200
+        refused = server.predict()
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+        assert [f.result().status_code for f in pending] == [200] * 4
+    assert server.process.wait(15) == 0
+
+
+def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_server):
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "0", "MAX_REQUESTS": "5", "MAX_QUEUE": "8", "LOG_LEVEL": "info"},
+        workers=2,
+    )
+    answered, last_total, scrape_times = 0, 0.0, []
+    for _round in range(12):
+        for _ in range(10):
+            # A recycling worker may close the connection under a request it never
+            # read; a client retries such a request (it was not admitted).
+            response = retry_on_connection_error(server.predict)
+            assert response.status_code == 200
+            answered += 1
+        started = time.perf_counter()
+        total = scrape(server.url)[SUCCESS]
+        scrape_times.append(time.perf_counter() - started)
+        assert total >= last_total, "counter went backwards across a worker recycle"
+        last_total = total
+    assert last_total == answered
+    recycles = server.log().count("Booting worker") - server.workers
+    assert recycles >= 10, "workers were not recycled; the test proves nothing"
+    # Four files per live worker (counter, histogram, two live gauges), one more
+    # worker that may be starting, and the two archives: not one per recycle.
+    assert len(list(server.multiproc_dir.glob("*.db"))) <= 4 * (server.workers + 1) + 2
+    assert statistics.median(scrape_times[-4:]) < 3 * statistics.median(scrape_times[:4]) + 0.05
+
+
+def retry_on_connection_error(call, attempts: int = 5):
+    for attempt in range(attempts):
+        try:
+            return call()
+        except requests.ConnectionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
