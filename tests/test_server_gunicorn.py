@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -26,9 +27,11 @@ def timed_get(url: str) -> float:
     return elapsed
 
 
-def flood(server, stop: threading.Event, clients: int) -> list[int]:
-    """Keep `clients` predict calls outstanding until `stop`; returns every status seen."""
+@contextlib.contextmanager
+def saturating_load(server, clients: int):
+    """Keep `clients` predict calls outstanding; yields the statuses seen so far."""
     statuses: list[int] = []
+    stop = threading.Event()
 
     def client():
         while not stop.is_set():
@@ -37,19 +40,21 @@ def flood(server, stop: threading.Event, clients: int) -> list[int]:
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
-    flood.threads = threads
-    return statuses
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
 
 
 def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
     server = start_server(
         {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "3"}, workers=2
     )
-    stop = threading.Event()
-    statuses = flood(server, stop, clients=12)
-    try:
+    latencies, saturated = [], []
+    with saturating_load(server, clients=12) as statuses:
         time.sleep(1.0)
-        latencies, saturated = [], []
         for _ in range(20):
             latencies.append(timed_get(server.url + "/metrics"))
             latencies.append(timed_get(server.url + "/health"))
@@ -58,10 +63,6 @@ def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
                 samples["inference_in_flight_requests"] == 2 and samples["inference_queue_depth"] > 0
             )
             time.sleep(0.1)
-    finally:
-        stop.set()
-        for thread in flood.threads:
-            thread.join(60)
     assert sum(saturated) >= len(saturated) * 0.8, "the load did not keep every slot busy"
     assert 200 in statuses and 503 in statuses
     # Generous: a blocked probe would take a whole 2 s inference or more.

@@ -8,7 +8,7 @@ from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from inferscale import multiprocess
-from inferscale.api import health, predict, v2
+from inferscale.api import health, metrics, predict, v2
 from inferscale.api.errors import register_error_handlers
 from inferscale.metrics import InferenceMetrics
 from inferscale.model import Model
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     attach(app, Runtime(settings, service, registry, os.environ.get(multiprocess.ENV_VAR)))
 
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(metrics.blueprint)
     app.register_blueprint(predict.blueprint)
     app.register_blueprint(v2.blueprint)
     register_error_handlers(app)

@@ -1,11 +1,9 @@
-"""Probes and the scrape endpoint: cheap, and never behind a model slot."""
+"""Probes: cheap, and never behind a model slot."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, jsonify
 
-from inferscale import multiprocess
 from inferscale.runtime import current_runtime
 
 blueprint = Blueprint("health", __name__)
@@ -29,13 +27,3 @@ def ready():
     if not service.loaded:
         return jsonify(status="loading"), 503
     return jsonify(status="ready")
-
-
-@blueprint.get("/metrics")
-def metrics():
-    runtime = current_runtime()
-    if runtime.multiproc_dir:
-        body, content_type = multiprocess.render(runtime.multiproc_dir)
-    else:
-        body, content_type = generate_latest(runtime.registry), CONTENT_TYPE_LATEST
-    return Response(body, content_type=content_type)

@@ -1,0 +1,59 @@
+{{/*
+Naming and labels only. Every object in this chart uses these.
+*/}}
+
+{{/* The chart name, or nameOverride. DNS labels stop at 63 characters. */}}
+{{- define "inferscale.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of this release's objects: fullnameOverride, else
+<release>-<name>, or just <release> when the release name already contains
+the chart name (so `helm install inferscale ./chart` gives "inferscale", not
+"inferscale-inferscale"). Truncated to 63 characters: names end up in DNS
+labels (Service) and label values.
+*/}}
+{{- define "inferscale.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* name-version for the helm.sh/chart label ("+" is not allowed in label values). */}}
+{{- define "inferscale.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "inferscale.labels" -}}
+helm.sh/chart: {{ include "inferscale.chart" . }}
+{{ include "inferscale.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: inferscale
+{{- end }}
+
+{{/* The immutable subset used by the Deployment selector, the Service and the PDB. */}}
+{{- define "inferscale.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inferscale.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount the pods run as. */}}
+{{- define "inferscale.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "inferscale.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,590 @@
+"""The Helm chart, rendered by the real helm CLI (built by ci/tools.sh).
+
+Missing tools fail these tests (they do not skip): CI installs them with
+`bash ci/tools.sh`, and a chart test that silently skips proves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "chart"
+RULE_TESTS = Path(__file__).resolve().parent / "rules"
+RELEASE = "inferscale"
+NAMESPACE = "serving"
+FULLNAME = "inferscale"  # release name contains the chart name: no suffix
+PODS_METRIC = "inference_request_duration_seconds_avg"
+EXTERNAL_METRIC = "inference_request_duration_seconds_avg_external"
+
+
+# ---- tools -------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str:
+    """The tool from $<NAME>, the ci/tools.sh bin dir, or PATH; a clear failure otherwise."""
+    env = os.environ.get(name.upper())
+    if env:
+        if not os.access(env, os.X_OK):
+            pytest.fail(f"${name.upper()}={env} is not an executable file")
+        return env
+    cache = Path(os.environ.get("INFERSCALE_CACHE", Path.home() / ".cache" / "inferscale"))
+    candidate = cache / "bin" / name
+    if os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    pytest.fail(
+        f"{name} not found (looked at ${name.upper()}, {candidate}, PATH). "
+        "Install the pinned tools with: bash ci/tools.sh"
+    )
+
+
+def run(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def value_args(values: dict) -> list[str]:
+    """--set-json for each top-level key: exact types, no --set string parsing surprises."""
+    args: list[str] = []
+    for key, value in values.items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    return args
+
+
+def helm_template(values: dict | None = None, extra: tuple[str, ...] = (), chart: Path = CHART):
+    return run(
+        [find_tool("helm"), "template", RELEASE, str(chart), "--namespace", NAMESPACE, *extra]
+        + value_args(values or {})
+    )
+
+
+@lru_cache(maxsize=None)
+def _render_cached(values_json: str, extra: tuple[str, ...]) -> tuple[dict, ...]:
+    result = helm_template(json.loads(values_json), extra)
+    if result.returncode != 0:
+        raise AssertionError(f"helm template failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render(values: dict | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
+    return list(_render_cached(json.dumps(values or {}, sort_keys=True), extra))
+
+
+def only(docs: list[dict], kind: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def kinds(docs: list[dict]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def server_container(docs: list[dict]) -> dict:
+    return only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def chart_values() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+# ---- the matrix of value sets -------------------------------------------------
+
+MATRIX = {
+    "defaults": {},
+    "hpa-off": {"autoscaling": {"enabled": False}},
+    "external-metric": {"autoscaling": {"metric": {"type": "External"}}},
+    "keda": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}},
+    "pdb-off": {"podDisruptionBudget": {"enabled": False}},
+    "servicemonitor-off": {"serviceMonitor": {"enabled": False}},
+    "prometheusrule-off": {"prometheusRule": {"enabled": False}},
+    "dashboard-off": {"dashboard": {"enabled": False}},
+    "prestop-exec": {"preStop": {"mode": "exec"}},
+    "cpu-mode-more-slots": {
+        "server": {"inferenceMode": "cpu", "modelConcurrency": 2, "maxQueue": 8, "inferenceDurationSeconds": 2.5},
+    },
+}
+EXPECTED_KINDS = {
+    "defaults": {"Deployment", "Service", "ServiceAccount", "ServiceMonitor", "PrometheusRule",
+                 "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "Pod"},
+}
+
+
+def expected_kinds(case: str) -> set[str]:
+    base = set(EXPECTED_KINDS["defaults"])
+    removed = {
+        "hpa-off": {"HorizontalPodAutoscaler"},
+        "keda": {"HorizontalPodAutoscaler"},
+        "pdb-off": {"PodDisruptionBudget"},
+        "servicemonitor-off": {"ServiceMonitor"},
+        "prometheusrule-off": {"PrometheusRule"},
+        "dashboard-off": {"ConfigMap"},
+    }.get(case, set())
+    added = {"keda": {"ScaledObject"}}.get(case, set())
+    return (base - removed) | added
+
+
+def test_helm_is_the_pinned_version():
+    tools = (ROOT / "ci" / "tools.sh").read_text()
+    pinned = re.search(r'HELM_VERSION="\$\{HELM_VERSION:-(v[0-9.]+)\}"', tools).group(1)
+    result = run([find_tool("helm"), "version", "--template", "{{.Version}}"])
+    assert result.stdout.strip() == pinned
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_chart_lints_strictly(case):
+    result = run([find_tool("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+                 + value_args(MATRIX[case]))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_each_value_set_renders_the_expected_objects(case):
+    docs = render(MATRIX[case])
+    assert kinds(docs) == expected_kinds(case)
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == NAMESPACE
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["helm.sh/chart"] == "inferscale-0.1.0"
+
+
+# ---- Deployment ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["defaults", "external-metric", "keda"])
+def test_deployment_has_no_replicas_while_an_autoscaler_owns_it(case):
+    assert "replicas" not in only(render(MATRIX[case]), "Deployment")["spec"]
+
+
+def test_deployment_has_replicas_when_autoscaling_is_off():
+    docs = render({"autoscaling": {"enabled": False}, "replicaCount": 3})
+    assert only(docs, "Deployment")["spec"]["replicas"] == 3
+
+
+def test_server_runs_inferscale_serve_on_the_named_http_port():
+    container = server_container(render())
+    assert container["command"] + container["args"] == ["inferscale", "serve"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    service = only(render(), "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"] == only(render(), "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_probes_use_ready_for_startup_and_readiness_and_health_for_liveness():
+    container = server_container(render())
+    assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_startup_probe_allows_for_the_model_load():
+    container = server_container(render())
+    probe = container["startupProbe"]
+    load = float(env_of(container)["MODEL_LOAD_SECONDS"])
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 2 * load
+
+
+def test_liveness_outlasts_one_inference():
+    container = server_container(render())
+    probe = container["livenessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] > float(env_of(container)["INFERENCE_DURATION_SECONDS"])
+
+
+@pytest.mark.parametrize("case", ["defaults", "prestop-exec", "cpu-mode-more-slots"])
+def test_grace_period_exceeds_prestop_plus_drain_and_drain_exceeds_a_full_queue(case):
+    docs = render(MATRIX[case])
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = env_of(container)
+    pre_stop = container["lifecycle"]["preStop"]
+    delay = pre_stop["sleep"]["seconds"] if "sleep" in pre_stop else float(pre_stop["exec"]["command"][-1])
+    graceful = float(env["GRACEFUL_SHUTDOWN_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] > graceful + delay
+    slots, queue = int(env["MODEL_CONCURRENCY"]), int(env["MAX_QUEUE"])
+    worst = (queue + slots) * (float(env["INFERENCE_DURATION_SECONDS"]) + float(env["INFERENCE_JITTER_SECONDS"])) / slots
+    assert graceful > worst
+
+
+def test_prestop_uses_the_native_sleep_action_by_default_and_exec_on_request():
+    assert server_container(render())["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+    exec_hook = server_container(render(MATRIX["prestop-exec"]))["lifecycle"]["preStop"]
+    assert exec_hook == {"exec": {"command": ["/bin/sleep", "5"]}}
+    assert "lifecycle" not in server_container(render({"preStop": {"mode": "none"}}))
+
+
+def test_every_server_setting_reaches_the_container_as_env():
+    server = chart_values()["server"]
+    env = env_of(server_container(render()))
+    for key, value in server.items():
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
+        assert name in env, f"server.{key} is not passed as {name}"
+        assert env[name] == str(value), f"{name}={env[name]!r}, values say {value!r}"
+
+
+def test_large_integers_are_not_rendered_in_float_notation():
+    env = env_of(server_container(render({"server": {"maxBodyBytes": 104857600}})))
+    assert env["MAX_BODY_BYTES"] == "104857600"
+
+
+def test_fractional_durations_keep_their_fraction():
+    env = env_of(server_container(render(MATRIX["cpu-mode-more-slots"])))
+    assert env["INFERENCE_DURATION_SECONDS"] == "2.5"
+    assert env["INFERENCE_MODE"] == "cpu"
+
+
+def test_metrics_dir_and_tmp_are_writable_emptydirs_under_a_read_only_root():
+    docs = render()
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in (env_of(container)["PROMETHEUS_MULTIPROC_DIR"], "/tmp"):
+        assert path in mounts, f"{path} is not mounted"
+        assert "emptyDir" in volumes[mounts[path]]
+
+
+# ---- pod security: the namespace enforces the "restricted" profile --------------
+
+ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                        "persistentVolumeClaim", "projected", "secret"}
+
+
+def restricted_violations(pod_spec: dict) -> list[str]:
+    """The checks of Kubernetes' Pod Security Standard "restricted" (v1.30+) that a chart can get wrong."""
+    problems = []
+    pod_ctx = pod_spec.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            problems.append(f"{flag} is set")
+    for volume in pod_spec.get("volumes", []):
+        kind = set(volume) - {"name"}
+        if not kind <= ALLOWED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} has type {kind}")
+    if pod_ctx.get("runAsUser") == 0:
+        problems.append("pod runAsUser is 0")
+    containers = pod_spec.get("containers", []) + pod_spec.get("initContainers", [])
+    for c in containers:
+        ctx = c.get("securityContext", {})
+        name = c["name"]
+        if ctx.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        caps = ctx.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            problems.append(f"{name}: capabilities do not drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {caps['add']}")
+        if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+            problems.append(f"{name}: runAsNonRoot is not true")
+        if ctx.get("runAsUser") == 0:
+            problems.append(f"{name}: runAsUser is 0")
+        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile is {seccomp}")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                problems.append(f"{name}: hostPort {port['hostPort']}")
+    return problems
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_every_pod_meets_the_restricted_pod_security_profile(case):
+    docs = render(MATRIX[case])
+    pod_specs = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    pod_specs += [d["spec"] for d in docs if d["kind"] == "Pod"]
+    assert len(pod_specs) == 2
+    for spec in pod_specs:
+        assert restricted_violations(spec) == []
+
+
+def test_the_restricted_checker_catches_a_root_privileged_pod():
+    bad = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+           "containers": [{"name": "c", "securityContext": {"privileged": True, "runAsUser": 0}}]}
+    assert len(restricted_violations(bad)) >= 6
+
+
+# ---- HPA, KEDA -----------------------------------------------------------------
+
+
+def test_hpa_scales_the_deployment_on_the_pods_duration_metric():
+    docs = render()
+    hpa = only(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == PODS_METRIC
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "12"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 10)
+
+
+def test_hpa_target_sits_above_the_bare_inference_duration():
+    docs = render()
+    target = float(only(docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
+    assert target > float(env_of(server_container(docs))["INFERENCE_DURATION_SECONDS"])
+
+
+def test_hpa_behavior_reacts_fast_up_and_slowly_down():
+    behavior = only(render(), "HorizontalPodAutoscaler")["spec"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    # One scale-down round per drain: the previous round's pods are gone first.
+    graceful = float(env_of(server_container(render()))["GRACEFUL_SHUTDOWN_SECONDS"])
+    assert all(p["periodSeconds"] >= graceful for p in behavior["scaleDown"]["policies"])
+
+
+def test_external_variant_selects_this_service_and_compares_the_value():
+    hpa = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"] == {
+        "name": EXTERNAL_METRIC, "selector": {"matchLabels": {"service": FULLNAME}}}
+    assert metric["external"]["target"] == {"type": "Value", "value": "12"}
+
+
+def test_fractional_target_is_a_valid_quantity():
+    hpa = only(render({"autoscaling": {"targetAverageDurationSeconds": 0.75}}), "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "0.75"
+
+
+def test_keda_scaledobject_queries_the_service_average_and_shares_the_hpa_settings():
+    docs = render(MATRIX["keda"])
+    scaled = only(docs, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"] == {"name": FULLNAME}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 10)
+    assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == chart_values()["autoscaling"]["behavior"]
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
+    meta = trigger["metadata"]
+    assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert meta["threshold"] == "12"
+    selector = f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}'
+    assert f"rate(inference_request_duration_seconds_sum{selector}[1m])" in meta["query"]
+    assert "clamp_min(" in meta["query"]
+
+
+def test_keda_query_is_valid_promql():
+    query = only(render(MATRIX["keda"]), "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
+    rules = {"groups": [{"name": "keda", "rules": [{"record": "keda:query", "expr": query}]}]}
+    promtool_check_rules(rules)
+
+
+# ---- refusals: schema and template checks -------------------------------------
+
+REFUSALS = {
+    "negative inference duration": ({"server": {"inferenceDurationSeconds": -1}},
+                                    "inferenceDurationSeconds"),
+    "negative graceful shutdown": ({"server": {"gracefulShutdownSeconds": -5}}, "gracefulShutdownSeconds"),
+    "negative target": ({"autoscaling": {"targetAverageDurationSeconds": -2}}, "targetAverageDurationSeconds"),
+    "negative rate window": ({"autoscaling": {"rateWindow": "-1m"}}, "rateWindow"),
+    "zero prestop": ({"preStop": {"seconds": 0}}, "preStop"),
+    "min above max": ({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
+                      "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (3)"),
+    "min above max with keda": ({"autoscaling": {"enabled": False, "minReplicas": 4, "maxReplicas": 2},
+                                 "keda": {"enabled": True}}, "must not exceed autoscaling.maxReplicas"),
+    "unknown server key": ({"server": {"inferenceDurationSecond": 3}}, "inferenceDurationSecond"),
+    "unknown autoscaling key": ({"autoscaling": {"targetCPU": 80}}, "targetCPU"),
+    "unknown serviceMonitor key": ({"serviceMonitor": {"labels": {"a": "b"}}}, "labels"),
+    "unknown prometheusRule key": ({"prometheusRule": {"rules": []}}, "rules"),
+    "unknown keda key": ({"keda": {"threshold": 3}}, "threshold"),
+    "unknown dashboard key": ({"dashboard": {"folder": "x"}}, "folder"),
+    "unknown probes key": ({"probes": {"startup": {"path": "/x"}}}, "path"),
+    "bad inference mode": ({"server": {"inferenceMode": "gpu"}}, "inferenceMode"),
+    "bad metric type": ({"autoscaling": {"metric": {"type": "Object"}}}, "type"),
+    "bad prestop mode": ({"preStop": {"mode": "wait"}}, "mode"),
+    "bad log level": ({"server": {"logLevel": "verbose"}}, "logLevel"),
+    "hpa and keda together": ({"keda": {"enabled": True}}, "mutually exclusive"),
+    "grace period too short": ({"terminationGracePeriodSeconds": 60},
+                               "terminationGracePeriodSeconds (60) must exceed preStop.seconds + server.gracefulShutdownSeconds = 65"),
+    "drain shorter than a full queue": ({"server": {"maxQueue": 10}},
+                                        "server.gracefulShutdownSeconds (60) must exceed the worst drain"),
+    "jitter above duration": ({"server": {"inferenceJitterSeconds": 11}}, "must not exceed server.inferenceDurationSeconds"),
+    "startup budget under model load": ({"server": {"modelLoadSeconds": 20}}, "probes.startup"),
+    "threads too few": ({"server": {"threads": 3}}, "server.threads (3)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_bad_values_are_refused_with_a_clear_message(case):
+    values, message = REFUSALS[case]
+    result = helm_template(values)
+    assert result.returncode != 0, f"{case}: helm accepted it"
+    assert message in result.stderr, result.stderr
+
+
+def test_native_sleep_prestop_is_refused_on_kubernetes_before_1_30():
+    result = helm_template(extra=("--kube-version", "1.29.0"))
+    assert result.returncode != 0
+    assert "preStop.mode=sleep needs Kubernetes >= 1.30" in result.stderr
+    assert helm_template({"preStop": {"mode": "exec"}}, extra=("--kube-version", "1.29.0")).returncode == 0
+
+
+def test_schema_documents_the_pair_checks_it_cannot_make():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert "maxReplicas" in schema["properties"]["autoscaling"]["properties"]["minReplicas"]["description"]
+    for section in ("server", "autoscaling", "serviceMonitor", "prometheusRule", "keda", "dashboard",
+                    "probes", "preStop", "podDisruptionBudget"):
+        assert schema["properties"][section]["additionalProperties"] is False, section
+
+
+def test_every_values_key_is_in_the_schema():
+    """A key in values.yaml that the schema does not know would be refused in the strict sections."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(chart_values()) <= set(schema["properties"])
+
+
+# ---- ServiceMonitor, dashboard, NOTES, helm test --------------------------------
+
+
+def test_servicemonitor_carries_the_label_kube_prometheus_stack_selects():
+    monitor = only(render(), "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["selector"]["matchLabels"] == only(render(), "Service")["spec"]["selector"]
+    custom = only(render({"serviceMonitor": {"additionalLabels": {"release": "monitoring"}}}), "ServiceMonitor")
+    assert custom["metadata"]["labels"]["release"] == "monitoring"
+
+
+def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():
+    docs = render()
+    [configmap] = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    [(key, text)] = configmap["data"].items()
+    assert key.endswith(".json")
+    assert "__" not in re.sub(r"__name__", "", text), "a placeholder was not replaced"
+    dashboard = json.loads(text)
+    titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
+    for needed in ("current vs desired", "average request duration", "p95", "queue depth",
+                   "in-flight", "requests per second", "errors"):
+        assert needed in titles
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert any(f'horizontalpodautoscaler="{FULLNAME}"' in e for e in exprs)
+    assert any("namespace_pod:inference_request_duration_seconds:avg_rate1m" in e for e in exprs)
+
+
+def test_dashboard_queries_are_valid_promql():
+    [configmap] = [d for d in render() if d["kind"] == "ConfigMap"]
+    dashboard = json.loads(next(iter(configmap["data"].values())))
+    rules = [{"record": f"dashboard:panel{p['id']}:{t['refId']}", "expr": t["expr"]}
+             for p in dashboard["panels"] for t in p["targets"]]
+    promtool_check_rules({"groups": [{"name": "dashboard", "rules": rules}]})
+
+
+def render_notes(values: dict | None = None, tmp_path: Path | None = None) -> str:
+    """helm renders NOTES.txt only on install, which needs a cluster: render it through tpl instead."""
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART, copy)
+    shutil.copy(copy / "templates" / "NOTES.txt", copy / "notes-source.txt")
+    (copy / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
+        'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n')
+    result = helm_template(values, chart=copy)
+    assert result.returncode == 0, result.stderr
+    [cm] = [d for d in yaml.safe_load_all(result.stdout) if d and d["metadata"]["name"] == "rendered-notes"]
+    return cm["data"]["notes"]
+
+
+def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
+    notes = render_notes(tmp_path=tmp_path)
+    assert f"kubectl get hpa {FULLNAME} -w -n {NAMESPACE}" in notes
+    assert f"kubectl port-forward -n {NAMESPACE} svc/{FULLNAME} 8080:80" in notes
+    assert "kubectl port-forward -n monitoring svc/prometheus-operated 9090:9090" in notes
+    assert "curl -s -X POST http://127.0.0.1:8080/predict" in notes
+    assert f'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/{PODS_METRIC}"' in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+
+
+def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
+    notes = render_notes(MATRIX["external-metric"], tmp_path=tmp_path)
+    assert f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}" in notes
+
+
+def test_helm_test_pod_calls_ready_and_predict_on_the_service():
+    [pod] = [d for d in render() if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    container = pod["spec"]["containers"][0]
+    env = env_of(container)
+    assert env["BASE_URL"] == f"http://{FULLNAME}:80"
+    script = container["command"][-1]
+    assert '"/ready"' in script and '"/predict"' in script
+    compile(script, "test-connection", "exec")
+    # Not selected by the Service or the PDB.
+    selector = only(render(), "Service")["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+
+
+# ---- PrometheusRule: promtool ----------------------------------------------------
+
+
+def promtool_check_rules(rules: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.yaml"
+        path.write_text(yaml.safe_dump(rules, sort_keys=False))
+        result = run([find_tool("promtool"), "check", "rules", str(path)])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def rendered_rule_groups(values: dict | None = None) -> dict:
+    rule = only(render(values), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    return {"groups": rule["spec"]["groups"]}
+
+
+@pytest.mark.parametrize("case", ["defaults", "external-metric", "keda", "hpa-off"])
+def test_rendered_rules_pass_promtool_check(case):
+    promtool_check_rules(rendered_rule_groups(MATRIX[case]))
+
+
+def test_rules_carry_the_label_kube_prometheus_stack_selects():
+    assert only(render(), "PrometheusRule")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_hpa_alerts_exist_only_with_an_autoscaler():
+    def alerts(values):
+        return {r["alert"] for g in rendered_rule_groups(values)["groups"] for r in g["rules"] if "alert" in r}
+
+    assert {"InferenceHPAAtMaxReplicas", "InferenceHPAMetricUnavailable"} <= alerts({})
+    assert "InferenceHPAAtMaxReplicas" not in alerts(MATRIX["hpa-off"])
+    keda_rules = yaml.safe_dump(rendered_rule_groups(MATRIX["keda"]))
+    assert f'horizontalpodautoscaler="keda-hpa-{FULLNAME}"' in keda_rules
+
+
+def test_recording_rules_and_alerts_behave_as_specified(tmp_path):
+    """promtool test rules: idle pod = 0, busy pod = its average, and every alert fires when it should.
+
+    The rules come from the rendered chart (the single source); annotations are
+    dropped for the unit test (promtool compares them verbatim; `promtool check
+    rules` above validates their templates).
+    """
+    groups = rendered_rule_groups()
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rendered-rules.yaml").write_text(yaml.safe_dump(groups, sort_keys=False))
+    shutil.copy(RULE_TESTS / "inferscale_rules_test.yaml", tmp_path)
+    result = run([find_tool("promtool"), "test", "rules", "inferscale_rules_test.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr

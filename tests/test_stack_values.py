@@ -1,0 +1,273 @@
+"""adapter-values.yaml, prometheus-values.yaml, the stack/ umbrella chart and the
+app chart agree with each other: same adapter rules on both install paths,
+same metric names, windows and labels end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "stack"
+REPO_URL = "https://prometheus-community.github.io/helm-charts"
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def adapter() -> dict:
+    return load(ROOT / "adapter-values.yaml")
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> dict:
+    return load(ROOT / "prometheus-values.yaml")
+
+
+@pytest.fixture(scope="module")
+def chart_values() -> dict:
+    return load(ROOT / "chart" / "values.yaml")
+
+
+@pytest.fixture(scope="module")
+def stack_values() -> dict:
+    return load(STACK / "values.yaml")
+
+
+def find_tool(name: str) -> str:
+    env = os.environ.get(name.upper())
+    if env:
+        return env
+    cache = Path(os.environ.get("INFERSCALE_CACHE", Path.home() / ".cache" / "inferscale"))
+    if os.access(cache / "bin" / name, os.X_OK):
+        return str(cache / "bin" / name)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found (${name.upper()}, {cache / 'bin'}, PATH); install it with: bash ci/tools.sh")
+    return found
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration (15s, 1m, 1m30s) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"([0-9]+)(ms|s|m|h|d)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+# ---- both install paths get the same values ---------------------------------------
+
+
+@pytest.mark.parametrize("dependency,source", [
+    ("prometheus-adapter", "adapter-values.yaml"),
+    ("kube-prometheus-stack", "prometheus-values.yaml"),
+])
+def test_stack_values_nest_the_standalone_files_exactly(stack_values, dependency, source):
+    nested = dict(stack_values[dependency])
+    assert nested.pop("enabled") is True
+    assert nested == load(ROOT / source)
+
+
+def test_stack_values_are_regenerated():
+    result = subprocess.run([sys.executable, str(ROOT / "ci" / "sync_stack_values.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_stack_dependencies_are_pinned_with_conditions():
+    chart = load(STACK / "Chart.yaml")
+    assert chart["apiVersion"] == "v2" and chart["name"] == "inferscale-stack"
+    deps = {d["name"]: d for d in chart["dependencies"]}
+    assert set(deps) == {"inferscale", "kube-prometheus-stack", "prometheus-adapter"}
+    assert deps["inferscale"]["repository"] == "file://../chart"
+    assert deps["inferscale"]["version"] == load(ROOT / "chart" / "Chart.yaml")["version"]
+    for name in ("kube-prometheus-stack", "prometheus-adapter"):
+        assert deps[name]["repository"] == REPO_URL
+        assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", deps[name]["version"]), "pin an exact version"
+    for name, dep in deps.items():
+        assert dep["condition"] == f"{name}.enabled"
+
+
+def test_app_chart_has_no_dependencies():
+    assert "dependencies" not in load(ROOT / "chart" / "Chart.yaml")
+
+
+def test_helm_sees_the_pinned_dependencies():
+    result = subprocess.run([find_tool("helm"), "dependency", "list", str(STACK)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"kube-prometheus-stack\s+88\.5\.3\s", result.stdout)
+    assert re.search(r"prometheus-adapter\s+5\.3\.0\s", result.stdout)
+
+
+def test_umbrella_renders_the_app_with_its_values(tmp_path):
+    """The remote charts can't be downloaded here; the app part of the umbrella can still be rendered."""
+    stack = tmp_path / "stack"
+    shutil.copytree(STACK, stack)
+    chart = load(stack / "Chart.yaml")
+    chart["dependencies"] = [d for d in chart["dependencies"] if d["name"] == "inferscale"]
+    (stack / "Chart.yaml").write_text(yaml.safe_dump(chart))
+    shutil.copytree(ROOT / "chart", stack / "charts" / "inferscale")
+    result = subprocess.run(
+        [find_tool("helm"), "template", "demo", str(stack), "--namespace", "loop"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Service", "inferscale") in names
+    assert ("HorizontalPodAutoscaler", "inferscale") in names
+
+
+# ---- adapter rules ----------------------------------------------------------------------
+
+
+def custom_rule(adapter: dict) -> dict:
+    [rule] = adapter["rules"]["custom"]
+    return rule
+
+
+def external_rule(adapter: dict) -> dict:
+    [rule] = adapter["rules"]["external"]
+    return rule
+
+
+def test_adapter_serves_only_the_inferscale_rules(adapter):
+    assert adapter["rules"]["default"] is False
+    assert "existing" not in adapter["rules"] or not adapter["rules"]["existing"]
+
+
+def test_adapter_metric_names_are_what_the_chart_asks_for(adapter, chart_values):
+    metric = chart_values["autoscaling"]["metric"]
+    assert custom_rule(adapter)["name"]["as"] == metric["name"] == "inference_request_duration_seconds_avg"
+    assert external_rule(adapter)["name"]["as"] == metric["externalName"]
+
+
+def test_adapter_maps_namespace_and_pod_labels_to_resources(adapter):
+    assert custom_rule(adapter)["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert external_rule(adapter)["resources"]["overrides"] == {"namespace": {"resource": "namespace"}}
+
+
+@pytest.mark.parametrize("which", ["custom", "external"])
+def test_adapter_queries_use_the_templates_and_guard_against_nan(adapter, which):
+    rule = custom_rule(adapter) if which == "custom" else external_rule(adapter)
+    query = rule["metricsQuery"]
+    for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+        assert placeholder in query
+    assert "clamp_min(" in query
+    assert "inference_request_duration_seconds_count" in rule["seriesQuery"]
+
+
+def windows(query: str) -> set[str]:
+    return set(re.findall(r"\[([0-9a-z]+)\]", query))
+
+
+def test_rate_window_is_the_charts_and_at_least_four_scrapes(adapter, chart_values, prometheus):
+    chart_window = chart_values["autoscaling"]["rateWindow"]
+    for rule in (custom_rule(adapter), external_rule(adapter)):
+        assert windows(rule["metricsQuery"]) == {chart_window}
+    scrape = prometheus["prometheus"]["prometheusSpec"]["scrapeInterval"]
+    assert chart_values["serviceMonitor"]["interval"] == scrape
+    assert seconds(chart_window) >= 4 * seconds(scrape)
+
+
+def test_adapter_relists_no_faster_than_prometheus_scrapes(adapter, prometheus):
+    scrape = prometheus["prometheus"]["prometheusSpec"]["scrapeInterval"]
+    assert seconds(adapter["metricsRelistInterval"]) >= seconds(scrape)
+
+
+def test_adapter_talks_to_prometheus_operated_in_its_own_namespace(adapter):
+    # The adapter chart runs the url through tpl; standalone both live in `monitoring`.
+    assert adapter["prometheus"]["url"] == "http://prometheus-operated.{{ .Release.Namespace }}.svc"
+    assert adapter["prometheus"]["port"] == 9090
+
+
+def adapter_query(rule: dict, label_matchers: str, group_by: str) -> str:
+    """Fill the adapter's Go template the way prometheus-adapter does."""
+    return (rule["metricsQuery"]
+            .replace("<<.Series>>", "inference_request_duration_seconds_count")
+            .replace("<<.LabelMatchers>>", label_matchers)
+            .replace("<<.GroupBy>>", group_by))
+
+
+def test_adapter_queries_read_zero_for_idle_pods_and_the_average_for_busy_ones(adapter, tmp_path):
+    """Evaluates the adapter's filled-in queries with promtool on synthetic scrapes."""
+    pods = adapter_query(custom_rule(adapter), 'namespace="serving",pod=~"busy|idle|new"', "pod")
+    external = adapter_query(external_rule(adapter), 'service="inferscale",namespace="serving"', "namespace")
+    labels = 'namespace="serving",service="inferscale",job="inferscale"'
+    series = [
+        (f'inference_request_duration_seconds_count{{{labels},pod="busy"}}', "0+1x40"),
+        (f'inference_request_duration_seconds_sum{{{labels},pod="busy"}}', "0+14x40"),
+        (f'inference_request_duration_seconds_count{{{labels},pod="idle"}}', "7x40"),
+        (f'inference_request_duration_seconds_sum{{{labels},pod="idle"}}', "70x40"),
+        (f'up{{{labels},pod="busy"}}', "1x40"),
+        (f'up{{{labels},pod="idle"}}', "1x40"),
+        (f'up{{{labels},pod="new"}}', "1x40"),
+    ]
+    test = {
+        "rule_files": ["empty-rules.yaml"],
+        "evaluation_interval": "15s",
+        "tests": [{
+            "interval": "15s",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [
+                {"expr": pods, "eval_time": "5m", "exp_samples": [
+                    {"labels": '{pod="busy"}', "value": 14},
+                    {"labels": '{pod="idle"}', "value": 0},
+                    {"labels": '{pod="new"}', "value": 0},
+                ]},
+                {"expr": external, "eval_time": "5m", "exp_samples": [
+                    {"labels": '{namespace="serving"}', "value": 14},
+                ]},
+            ],
+        }],
+    }
+    (tmp_path / "empty-rules.yaml").write_text("groups: []\n")
+    (tmp_path / "adapter_test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([find_tool("promtool"), "test", "rules", "adapter_test.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- kube-prometheus-stack values -----------------------------------------------------
+
+
+def selects_by_release_label(spec: dict, kind: str) -> bool:
+    return spec.get(f"{kind}SelectorNilUsesHelmValues", True) and not spec.get(f"{kind}Selector")
+
+
+def test_prometheus_finds_the_charts_servicemonitor_and_rules(prometheus, chart_values):
+    spec = prometheus["prometheus"]["prometheusSpec"]
+    for kind, section in (("serviceMonitor", "serviceMonitor"), ("rule", "prometheusRule")):
+        if selects_by_release_label(spec, kind):
+            # Then the chart's objects must carry release: <the kube-prometheus-stack release>.
+            assert chart_values[section]["additionalLabels"].get("release") == "kube-prometheus-stack"
+        else:
+            assert spec[f"{kind}Selector"] == {} and spec[f"{kind}NamespaceSelector"] == {}, \
+                "select every object in every namespace"
+
+
+def test_grafana_sidecar_loads_the_charts_dashboard_from_any_namespace(prometheus, chart_values):
+    sidecar = prometheus["grafana"]["sidecar"]["dashboards"]
+    assert prometheus["grafana"]["enabled"] is True and sidecar["enabled"] is True
+    assert chart_values["dashboard"]["labels"] == {sidecar["label"]: sidecar["labelValue"]}
+    assert sidecar["searchNamespace"] == "ALL"
+
+
+def test_kube_state_metrics_stays_on_for_the_hpa_alerts(prometheus):
+    assert prometheus.get("kubeStateMetrics", {}).get("enabled", True) is True
+
+
+def test_retention_is_small(prometheus):
+    spec = prometheus["prometheus"]["prometheusSpec"]
+    assert seconds(spec["retention"]) <= 7 * 86400
