@@ -7,14 +7,13 @@
 #   eval "$(bash ci/tools.sh --env)"   # install, then export PATH/HELM/PROMTOOL
 #
 # Idempotent: a tool whose binary already reports the pinned version is not
-# rebuilt. Everything lands under ${INFERSCALE_CACHE:-$HOME/.cache/inferscale}:
-#   bin/        the binaries (put it on PATH)
-#   go/mod      Go module cache    (override: INFERSCALE_GOMODCACHE)
-#   go/build    Go build cache     (override: INFERSCALE_GOCACHE)
-# Every Go-built tool installed here shares them: helm and the Kubernetes
-# binaries use the same k8s.io modules, so the second one builds much faster.
-# Measured: helm cold (empty caches) 125 s wall on the 2-core machine while
-# another Go build ran; warm no-op run 0.1 s.
+# rebuilt. Binaries land in ${INFERSCALE_CACHE:-$HOME/.cache/inferscale}/bin
+# (put it on PATH). Go keeps its usual module and build caches ($HOME/go,
+# $HOME/.cache/go-build), shared by every Go-built tool here: helm and the
+# Kubernetes binaries compile many of the same k8s.io packages.
+# Measured cold (empty caches, 2 cores, other builds running): helm 125 s;
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
+# adapter 424 s together (ci/build_k8s.sh); a warm no-op run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -28,14 +27,14 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # version only: Debian security rebuilds (+deb12uN) replace older builds on
 # the mirror, so an exact Debian revision pin would break without warning.
 PROMETHEUS_DEB_UPSTREAM="${PROMETHEUS_DEB_UPSTREAM:-2.42.0}"
+# The operator version kube-prometheus-stack 88.5.3 (stack/Chart.yaml) ships;
+# its Go module carries the ServiceMonitor and PrometheusRule CRDs.
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.93.1}"
 
-TOOLS=(helm prometheus)
+TOOLS=(helm prometheus kubernetes crds)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
-export GOMODCACHE="${INFERSCALE_GOMODCACHE:-$CACHE_DIR/go/mod}"
-export GOCACHE="${INFERSCALE_GOCACHE:-$CACHE_DIR/go/build}"
-# -modcacherw: module files stay deletable (rm -rf of the cache just works).
 export GOFLAGS="-modcacherw ${GOFLAGS:-}"
 # Never let go fetch a newer toolchain: only the module proxy is reachable,
 # and the pin above was chosen for the installed go.
@@ -146,6 +145,29 @@ install_prometheus() {
     log "         It was not started by this script's install step if the package was already present."
   fi
   promtool --version 2>&1 | head -n1 >&2
+}
+
+# ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------
+# ci/build_k8s.sh pins their versions and skips binaries already built.
+install_kubernetes() {
+  bash "$(dirname "${BASH_SOURCE[0]}")/build_k8s.sh"
+}
+
+# ---- monitoring.coreos.com CRDs (from the prometheus-operator Go module) ----
+install_crds() {
+  local dest="$CACHE_DIR/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+  if [[ -s "$dest/monitoring.coreos.com_servicemonitors.yaml" ]]; then
+    log "CRDs $PROMETHEUS_OPERATOR_VERSION already in $dest"
+    return 0
+  fi
+  local dir
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  mkdir -p "$dest"
+  for kind in servicemonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dest/"
+  done
+  log "CRDs $PROMETHEUS_OPERATOR_VERSION copied to $dest"
 }
 
 # ---- main ------------------------------------------------------------------
