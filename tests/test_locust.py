@@ -1,0 +1,182 @@
+"""locustfile.py driven by the real locust CLI against the real server, on loopback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from servers import LOOPBACK, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = REPO / "locustfile.py"
+LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+
+# 2 workers x 2 slots / 0.2 s = 20 requests/s of capacity, 4 queue places per worker.
+UNDER_CAPACITY_SERVER = {"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "4"}
+
+
+def locust_env(**load: str) -> dict[str, str]:
+    """The caller's environment without any LOAD_* it may carry, plus `load`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LOAD_", "LOCUST_"))}
+    return {**env, **load}
+
+
+def run_locust_headless(
+    host: str, csv_prefix: Path, env: dict[str, str], args: list[str], timeout: float
+) -> subprocess.CompletedProcess:
+    """`locust --headless` to completion; its whole process group is killed if it overruns."""
+    command = [*LOCUST, "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary", *args]
+    process = subprocess.Popen(
+        command, env=env, cwd=csv_prefix.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    return subprocess.CompletedProcess(command, process.returncode, output)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def aggregated(csv_prefix: Path) -> dict[str, str]:
+    rows = [row for row in read_csv(Path(f"{csv_prefix}_stats.csv")) if row["Name"] == "Aggregated"]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+@pytest.mark.slow
+def test_headless_run_below_capacity_has_no_failures(start_server, tmp_path):
+    server = start_server(UNDER_CAPACITY_SERVER, workers=2)
+    # 3 users x 1 request/s, Poisson: ~3/s against 20/s of capacity.
+    result = run_locust_headless(
+        server.url, tmp_path / "run", locust_env(LOAD_USER_RPS="1"),
+        ["-u", "3", "-r", "3", "-t", "15s"], timeout=60,
+    )
+    assert result.returncode == 0, result.stdout
+    total = aggregated(tmp_path / "run")
+    # ~45 expected; the CSV lags the end of the run by up to a second.
+    assert int(total["Request Count"]) >= 25, result.stdout
+    assert int(total["Failure Count"]) == 0, result.stdout
+    routes = {row["Name"] for row in read_csv(tmp_path / "run_stats.csv")} - {"Aggregated"}
+    # Stats group by route, not by URL: exactly one row per route.
+    assert routes == {"/predict", "/v2/models/inferscale/infer"}, routes
+    # Below capacity nothing queues: every answer takes about one inference.
+    assert 200 <= float(total["Average Response Time"]) < 400, total
+
+
+@pytest.mark.slow
+def test_step_shape_adds_users_step_by_step(start_server, tmp_path):
+    server = start_server(UNDER_CAPACITY_SERVER, workers=2)
+    env = locust_env(
+        LOAD_SHAPE="step", LOAD_STEP_USERS="1", LOAD_USERS="3", LOAD_STEP_SECONDS="4",
+        LOAD_DURATION_SECONDS="14", LOAD_USER_RPS="1",
+    )
+    # No -t: the shape ends the run (LOAD_DURATION_SECONDS).
+    started = time.monotonic()
+    result = run_locust_headless(server.url, tmp_path / "step", env, [], timeout=60)
+    assert result.returncode == 0, result.stdout
+    assert time.monotonic() - started < 30, "the shape did not end the run"
+    history = [row for row in read_csv(tmp_path / "step_stats_history.csv") if row["Name"] == "Aggregated"]
+    counts = [int(row["User Count"]) for row in history if int(row["User Count"])]
+    # 1 user, then 2, then 3, never fewer than before.
+    assert sorted(set(counts)) == [1, 2, 3], counts
+    assert counts == sorted(counts), counts
+    assert int(aggregated(tmp_path / "step")["Failure Count"]) == 0, result.stdout
+
+
+def final_stats(json_file: Path) -> dict[str, dict]:
+    """locust's exact end-of-run stats by name (the CSV can lag the end by a second)."""
+    return {entry["name"]: entry for entry in json.loads(json_file.read_text())}
+
+
+@pytest.mark.slow
+def test_rejections_are_failures_unless_told_otherwise(start_server, tmp_path):
+    # One slot, no queue: each burst of 4 gets one answer and three immediate 503s.
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"}, workers=1
+    )
+    load = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "4", "LOAD_USER_RPS": "0.5", "LOAD_V2_WEIGHT": "0"}
+    for mode in ("failure", "ok"):
+        result = run_locust_headless(
+            server.url, tmp_path / mode, locust_env(**load, LOAD_REJECTED=mode),
+            ["-u", "1", "-r", "1", "-t", "5s", "--json-file", str(tmp_path / mode)], timeout=60,
+        )
+        stats = final_stats(tmp_path / f"{mode}.json")  # locust appends .json
+        if mode == "failure":
+            assert result.returncode == 1, result.stdout  # locust's exit code when anything failed
+            route = stats["/predict"]
+            served, rejected = route["num_requests"] - route["num_failures"], route["num_failures"]
+            errors = read_csv(tmp_path / "failure_failures.csv")
+            assert {row["Name"] for row in errors} == {"/predict"}, errors
+            assert "rejected: queue full (503, Retry-After 1)" in errors[0]["Error"], errors
+        else:
+            assert result.returncode == 0, result.stdout
+            assert stats["/predict"]["num_failures"] == 0, stats
+            served, rejected = stats["/predict"]["num_requests"], stats["/predict (rejected)"]["num_requests"]
+            # Separate rows keep the route's response times those of served requests.
+            route = stats["/predict"]
+            assert route["total_response_time"] / route["num_requests"] >= 500, route
+        # 1-3 bursts in 5 s; the run's end may cut off the last burst's served request.
+        assert served >= 1 and rejected % 3 == 0 and rejected // 3 in (served, served + 1), (served, rejected)
+
+
+def ui_template_args(url: str, timeout: float = 30.0) -> dict:
+    """GET / until it answers 200; the settings locust's web UI renders from."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = requests.get(url + "/", timeout=2)
+            if response.status_code == 200:
+                match = re.search(r"templateArgs = (\{.*\})", response.text)
+                assert match, response.text[:2000]
+                return json.loads(match.group(1))
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"locust web UI not answering 200 on {url}/ within {timeout} s")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "shape, user_fields_shown", [("", True), ("steady", False)], ids=["no-shape", "steady-shape"]
+)
+def test_web_ui_answers_and_lets_the_user_pick_users_without_a_shape(tmp_path, shape, user_fields_shown):
+    port = free_port()
+    log = open(tmp_path / "locust-ui.log", "wb")
+    process = subprocess.Popen(
+        [*LOCUST, "--host", f"http://{LOOPBACK}:9", "--web-host", LOOPBACK, "--web-port", str(port)],
+        env=locust_env(LOAD_SHAPE=shape) if shape else locust_env(),
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        args = ui_template_args(f"http://{LOOPBACK}:{port}")
+        assert set(args["available_user_classes"]) == {"PredictUser", "V2InferUser"}, args
+        # hide_common_options: the UI hides its user count and spawn rate inputs
+        # because a shape class drives the users.
+        assert (not args["hide_common_options"]) is user_fields_shown, args
+        assert args["state"] == "ready", args  # nothing sent until the user presses start
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log.close()
+    assert process.returncode == 0, (tmp_path / "locust-ui.log").read_text()

@@ -1,0 +1,326 @@
+"""The metric half of the autoscaling loop, with real processes: gunicorn pods scraped
+by a real Prometheus evaluating the chart's rules, under bounded locust load, queried
+with the exact PromQL prometheus-adapter sends for the HPA.
+
+One timeline serves every slow test here (module fixture `loop`):
+  pod-a (1 worker, 1 slot, 1 s inference, queue 4) and an idle pod-b are scraped every 1 s;
+  locust sends pod-a a burst of 3 requests every 4 s for LOAD_SECONDS: each burst is
+  answered after 1, 2 and 3 s (queue wait included), so the average is ~2 s, the
+  queue never overflows and there are no rejections;
+  MEASURED_AT, a few seconds before the load ends, has a full rate window of steady load.
+Queries evaluated `at=MEASURED_AT` read the same data whenever they run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from prometheus import (
+    REPO,
+    PrometheusProcess,
+    Target,
+    by_label,
+    chart_rule_groups,
+    find_tool,
+    is_number,
+)
+from servers import ServerProcess, scrape
+from test_locust import locust_env, read_csv, run_locust_headless
+
+NAMESPACE = "test"
+RELEASE = "inferscale"  # the chart's fullname is then "inferscale": the `service` label
+PODS = ("pod-a", "pod-b")
+HPA_METRIC = "inference_request_duration_seconds_avg"
+POD_ENV = {"INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "4"}
+BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "3", "LOAD_USER_RPS": "0.25"}
+# The adapter rule's window is a literal 1m (not parameterised), so the test
+# waits it out: LOAD_SECONDS must exceed it plus warm-up, and "idle" comes a
+# window after the load ends.
+LOAD_SECONDS = 75
+MEASURE_BEFORE_END = 5
+RECORDING_RULE = "namespace_pod:inference_request_duration_seconds:avg_rate1m"
+
+
+# ---- prometheus-adapter's query, expanded as the adapter expands it ------------------
+
+
+def adapter_pods_rule(metric: str) -> tuple[dict, str]:
+    """The rules.custom entry serving `metric`, and the series name its seriesQuery selects."""
+    values = yaml.safe_load((REPO / "adapter-values.yaml").read_text())
+    for rule in values["rules"]["custom"]:
+        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip()).group(0)
+        # The adapter names a metric by regexp replacement on the series name (Go's $1 is \1 here).
+        as_template = re.sub(r"\$(\d+)", r"\\\1", rule["name"].get("as") or "$1")
+        if re.fullmatch(rule["name"]["matches"], series) and re.sub(
+            rule["name"]["matches"], as_template, series
+        ) == metric:
+            return rule, series
+    raise AssertionError(f"no rules.custom entry in adapter-values.yaml serves {metric}")
+
+
+def expand_adapter_query(rule: dict, series: str, namespace: str, pods: tuple[str, ...]) -> str:
+    """metricsQuery for a Pods metric request, as pkg/naming/metrics_query.go Build() renders it:
+    matchers from the (empty) metric selector, then namespace, then the pods (`=` for one name,
+    `=~` joining names with `|` for several), comma-joined with Go's %q quoting; GroupBy is
+    the pod resource's label alone."""
+    label_for = {override["resource"]: label for label, override in rule["resources"]["overrides"].items()}
+    namespace_label, pod_label = label_for["namespace"], label_for["pod"]
+    matchers = [f"{namespace_label}={json.dumps(namespace)}"]
+    if len(pods) == 1:
+        matchers.append(f"{pod_label}={json.dumps(pods[0])}")
+    else:
+        matchers.append(f"{pod_label}=~{json.dumps('|'.join(pods))}")
+    fields = {"Series": series, "LabelMatchers": ",".join(matchers), "GroupBy": pod_label}
+
+    def field(match: re.Match) -> str:
+        assert match.group(1) in fields, f"template field {match.group(0)} not supported by this test"
+        return fields[match.group(1)]
+
+    return re.sub(r"<<\s*\.(\w+)\s*>>", field, rule["metricsQuery"])
+
+
+def hpa_query() -> str:
+    rule, series = adapter_pods_rule(HPA_METRIC)
+    return expand_adapter_query(rule, series, NAMESPACE, PODS)
+
+
+def test_adapter_query_expands_like_prometheus_adapter():
+    rule, series = adapter_pods_rule(HPA_METRIC)
+    assert series == "inference_request_duration_seconds_count"
+    query = expand_adapter_query(rule, series, NAMESPACE, PODS)
+    assert "<<" not in query and ">>" not in query, query
+    assert 'rate(inference_request_duration_seconds_count{namespace="test",pod=~"pod-a|pod-b"}[1m])' in query
+    assert "sum by (pod)" in query, query
+    assert 'pod="pod-a"}' in expand_adapter_query(rule, series, NAMESPACE, ("pod-a",))
+
+
+# ---- the timeline ---------------------------------------------------------------------
+
+
+class Loop:
+    def __init__(self, prometheus: PrometheusProcess, pods: dict[str, ServerProcess], csv_prefix: Path,
+                 load_ended_at: float):
+        self.prometheus = prometheus
+        self.pods = pods
+        self.csv_prefix = csv_prefix
+        self.measured_at = load_ended_at - MEASURE_BEFORE_END
+        self.load_ended_at = load_ended_at
+        self.idle_since: float | None = None
+
+    def hpa_values(self, at: float) -> dict[str, float]:
+        return by_label(self.prometheus.query(hpa_query(), at=at), "pod")
+
+    def wait_until_pod_a_idle(self) -> float:
+        """Poll the HPA query until pod-a reads 0; the time it first did."""
+        if self.idle_since is None:
+            # The last queued requests finish up to 3 s after locust stops; then a
+            # whole 1m window must pass, plus scrape and evaluation slack.
+            deadline = self.load_ended_at + 3 + 60 + 20
+            while True:
+                now = time.time()
+                values = self.hpa_values(now)
+                if values.get("pod-a") == 0:
+                    self.idle_since = now
+                    break
+                assert now < deadline, f"pod-a still reads {values} {now - self.load_ended_at:.0f} s after the load"
+                time.sleep(1)
+        return self.idle_since
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("loop")
+    pods: dict[str, ServerProcess] = {}
+    prometheus = None
+    try:
+        for pod in PODS:
+            (workdir / pod).mkdir()
+            pods[pod] = ServerProcess(workdir / pod, POD_ENV, workers=1).start()
+        # The labels kube-prometheus-stack's ServiceMonitor scrape gives a pod.
+        targets = [
+            Target(server.url, {"namespace": NAMESPACE, "service": RELEASE, "pod": pod,
+                                "container": "inferscale", "endpoint": "http"})
+            for pod, server in pods.items()
+        ]
+        rules = chart_rule_groups(RELEASE, NAMESPACE)
+        prometheus = PrometheusProcess(workdir / "prometheus", targets, rules)
+        (workdir / "prometheus").mkdir()
+        prometheus.start()
+        prometheus.wait_for_targets_up()
+        prometheus.wait_for_rules_loaded()
+        result = run_locust_headless(
+            pods["pod-a"].url, workdir / "load", locust_env(**BURSTY_LOAD),
+            ["-u", "1", "-r", "1", "-t", f"{LOAD_SECONDS}s"], timeout=LOAD_SECONDS + 60,
+        )
+        load_ended_at = time.time()
+        assert result.returncode == 0, result.stdout
+        yield Loop(prometheus, pods, workdir / "load", load_ended_at)
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        for server in pods.values():
+            server.stop()
+
+
+def client_window_average(csv_prefix: Path, start: float, end: float) -> tuple[float, int]:
+    """Average response time (s) and count of the requests locust completed in (start, end].
+
+    The history holds one cumulative row per second; sum = average x count, so the
+    difference between two rows is exactly the requests completed between them.
+    """
+    rows = [
+        (int(row["Timestamp"]), int(row["Total Request Count"]), float(row["Total Average Response Time"]))
+        for row in read_csv(Path(f"{csv_prefix}_stats_history.csv"))
+        if row["Name"] == "Aggregated"
+    ]
+
+    def at(moment: float):
+        before = [row for row in rows if row[0] <= moment]
+        assert before, f"no locust history row before {moment}"
+        _, count, average_ms = before[-1]
+        return count, count * average_ms / 1000
+
+    count_start, sum_start = at(start)
+    count_end, sum_end = at(end)
+    completed = count_end - count_start
+    assert completed > 0, "locust completed nothing in the window"
+    return (sum_end - sum_start) / completed, completed
+
+
+@pytest.mark.slow
+def test_hpa_metric_equals_what_clients_waited(loop):
+    """The adapter's value for the busy pod is the mean request duration callers saw.
+
+    Compared with locust's client-side mean over the same completions: what the HPA
+    metric claims to be is "how long a caller waits". The server-side histogram
+    (which Prometheus reads) excludes only HTTP parsing and the loopback
+    round trip, milliseconds against ~2 s, so 10% is a real bound, not slack.
+    The window is the stored samples rate() used: (first, last] sample of pod-a.
+    """
+    values = loop.hpa_values(loop.measured_at)
+    assert set(values) == set(PODS), values
+    samples = loop.prometheus.raw_samples(
+        f'inference_request_duration_seconds_count{{namespace="{NAMESPACE}",pod="pod-a"}}', "1m", loop.measured_at
+    )
+    client_average, completed = client_window_average(loop.csv_prefix, samples[0].timestamp, samples[-1].timestamp)
+    assert completed >= 30, completed  # ~45 expected: 3 every 4 s for 60 s
+    assert client_average > 1.5, f"the load did not queue (client average {client_average:.2f} s)"
+    assert values["pod-a"] == pytest.approx(client_average, rel=0.10), (values, client_average)
+    # The load never overflowed the queue, so no rejected request is missing from either side.
+    stats = read_csv(Path(f"{loop.csv_prefix}_stats.csv"))
+    assert all(int(row["Failure Count"]) == 0 for row in stats), stats
+
+
+@pytest.mark.slow
+def test_idle_pod_reads_zero_never_nan_or_missing(loop):
+    values = loop.hpa_values(loop.measured_at)
+    assert "pod-b" in values, f"pod-b has no value (the HPA would stop scaling down): {values}"
+    assert values["pod-b"] == 0, values
+
+
+@pytest.mark.slow
+def test_busy_pod_reads_zero_a_window_after_the_load_stops(loop):
+    idle_since = loop.wait_until_pod_a_idle()
+    # Not before the window could have emptied: the value came from real data until then.
+    assert idle_since >= loop.load_ended_at + 55, idle_since - loop.load_ended_at
+    values = loop.hpa_values(idle_since)
+    assert values == {"pod-a": 0, "pod-b": 0}, values
+    # The rule is evaluated every second: let it catch up with the same data.
+    time.sleep(max(0.0, idle_since + 3 - time.time()))
+    recorded = by_label(loop.prometheus.query(RECORDING_RULE, at=idle_since + 2), "pod")
+    assert recorded == {"pod-a": 0, "pod-b": 0}, recorded
+
+
+@pytest.mark.slow
+def test_recording_rule_equals_the_adapter_query(loop):
+    """The chart's recorded per-pod average is the HPA's number, sample for sample.
+
+    Each recorded sample is compared with the adapter query evaluated at the sample's
+    own timestamp. A rule evaluation can race a scrape that started just before it
+    (the sample is stamped with the scrape start, stored a few ms later), so a
+    couple of samples may legitimately differ by one request; the rest match exactly.
+    """
+    selector = f'{RECORDING_RULE}{{namespace="{NAMESPACE}",service="{RELEASE}",pod="pod-a"}}'
+    recorded = loop.prometheus.raw_samples(selector, "15s", loop.measured_at)
+    assert len(recorded) >= 10, recorded  # evaluated every second
+    adapter = [loop.hpa_values(sample.timestamp)["pod-a"] for sample in recorded]
+    pairs = [(sample.value, value) for sample, value in zip(recorded, adapter)]
+    exact = [rule == pytest.approx(value, rel=1e-9) for rule, value in pairs]
+    assert sum(exact) >= len(exact) - 2, pairs
+    assert all(rule == pytest.approx(value, rel=0.05) for rule, value in pairs), pairs
+    idle = by_label(loop.prometheus.query(RECORDING_RULE, at=loop.measured_at), "pod")
+    assert idle["pod-b"] == 0, idle
+
+
+# ---- README ---------------------------------------------------------------------------
+
+
+def readme_queries() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    region = text.split("<!-- promql:start -->", 1)[1].split("<!-- promql:end -->", 1)[0]
+    return [query.strip() for query in re.findall(r"```promql\n(.*?)```", region, re.S)]
+
+
+def test_readme_queries_cover_what_an_operator_needs():
+    queries = "\n".join(readme_queries())
+    for needed in (
+        "inference_request_duration_seconds_sum",  # average duration per pod: the HPA metric
+        "inference_request_duration_seconds_bucket",  # p95
+        "inference_requests_total",  # RPS by status, error and rejection ratio
+        "inference_queue_depth",
+        "inference_in_flight_requests",
+        "inference_duration_seconds_sum",  # model compute
+        "inference_queue_wait_seconds_sum",  # queue wait
+    ):
+        assert needed in queries, f"README's PromQL section has no query over {needed}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", range(len(readme_queries())))
+def test_readme_query_returns_data(loop, number):
+    query = readme_queries()[number]
+    samples = loop.prometheus.query(query, at=loop.measured_at)
+    assert samples, f"no data for README query:\n{query}"
+    assert all(is_number(sample.value) for sample in samples), (query, samples)
+
+
+# ---- exposition -----------------------------------------------------------------------
+
+
+def test_metrics_page_passes_promtool_check_after_traffic(start_server):
+    # One slot, no queue: of 3 simultaneous requests one is served, the others rejected.
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"},
+                          workers=1)
+    statuses = []
+    threads = [threading.Thread(target=lambda: statuses.append(server.predict().status_code)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    v2 = requests.post(
+        server.url + "/v2/models/inferscale/infer",
+        json={"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]},
+        timeout=30,
+    )
+    assert sorted(statuses) == [200, 503, 503] and v2.status_code == 200, (statuses, v2.text)
+    samples = scrape(server.url)
+    assert samples['inference_requests_total{status="success"}'] == 2, samples
+    assert samples['inference_requests_total{status="rejected"}'] == 2, samples
+    assert 'inference_requests_total{status="error"}' in samples, samples
+    assert samples["inference_request_duration_seconds_count"] == 2, samples
+
+    page = requests.get(server.url + "/metrics", timeout=10).text
+    result = subprocess.run(
+        [find_tool("promtool"), "check", "metrics"], input=page, capture_output=True, text=True, timeout=60
+    )
+    report = result.stdout + result.stderr
+    assert result.returncode == 0 and not report, f"promtool check metrics:\n{report}\n--- /metrics ---\n{page}"
