@@ -1,4 +1,4 @@
-# Entry points; the README's first two commands are `make run` and `make test`.
+# Entry points; the README's first two commands are `make demo` and `make test`.
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv tools run test test-fast bench clean
+.PHONY: venv tools demo run test test-fast bench clean
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,10 @@ venv: $(VENV)/.installed
 
 tools:
 	bash ci/tools.sh
+
+# The whole autoscaling loop on this machine until Ctrl-C (cluster/localcluster).
+demo: venv tools
+	PATH="$(TOOLS_BIN):$$PATH" PYTHONPATH=cluster $(BIN)/python -m localcluster demo $(DEMO_ARGS)
 
 run: venv
 	$(BIN)/inferscale serve --host $(HOST) --port $(PORT)

@@ -1,0 +1,159 @@
+"""How fast the real loop reacts: a load step against the local control plane.
+
+For each configuration (the chart's defaults, and the seeds' 240 s scale-up /
+300 s scale-down stabilization) this brings up the whole stack
+(localcluster), steps the load from nothing to `--users` locust users, and
+prints, in seconds from the step: the HPA's first scale-up decision, the first
+added pod Ready, the replica count the load settles at, when the per-pod
+average came back under the target, and how often the replica count changed
+during the steady last part of the load. Then it prints the reaction-time
+budget (scrape interval + rate window + adapter relist + HPA sync + pod
+readiness) to compare the measurements against.
+
+    python bench/autoscale.py                 # both configurations, chart timing (~30 min)
+    python bench/autoscale.py --fast          # FAST_LOOP timing, for a quick look (~10 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "cluster"), str(ROOT / "tests")]
+
+from localcluster.hpa import HpaRecorder, sample  # noqa: E402
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
+from servers import free_port  # noqa: E402
+
+SEEDS_BEHAVIOR = {"autoscaling": {"behavior": {
+    "scaleUp": {"stabilizationWindowSeconds": 240},
+    "scaleDown": {"stabilizationWindowSeconds": 300},
+}}}
+
+
+@dataclass
+class Timing:
+    scrape: float
+    window: float
+    relist: float
+    sync: float
+    readiness: float
+
+    @property
+    def budget(self) -> float:
+        return self.scrape + self.window + self.relist + self.sync + self.readiness
+
+
+def seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]]
+
+
+def timing_of(fast: bool) -> Timing:
+    if fast:
+        values = FAST_LOOP["chart_values"]
+        return Timing(seconds(FAST_LOOP["scrape_interval"]), seconds(FAST_LOOP["rate_window"]),
+                      seconds(FAST_LOOP["relist_interval"]), seconds(FAST_LOOP["hpa_sync_period"]),
+                      values["server"]["modelLoadSeconds"] + 2 * values["probes"]["startup"]["periodSeconds"])
+    # chart/values.yaml and adapter-values.yaml defaults; model load 5 s + a 2 s startup probe period.
+    return Timing(15, 60, 30, 15, 5 + 2 * 2)
+
+
+def measure(label: str, config: StackConfig, users: int, user_rps: float, load_seconds: float,
+            steady_seconds: float, target: float) -> dict:
+    with LocalStack(config) as stack:
+        deadline = time.monotonic() + 180
+        while sample(stack.hpa(), 0).metric is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the HPA never read its metric")
+            time.sleep(2)
+        recorder = HpaRecorder(stack.hpa, period=1.0)
+        recorder.start()
+        locust = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless",
+             "--host", stack.service_url, "-u", str(users), "-r", str(users),
+             "-t", f"{int(load_seconds)}s", "--only-summary"],
+            env={**os.environ, "LOAD_USER_RPS": str(user_rps)},
+            capture_output=True, text=True, timeout=load_seconds + 300,
+        )
+        samples = recorder.stop()
+    return summarize(label, samples, load_seconds, steady_seconds, target, locust)
+
+
+def first(samples, condition) -> float | None:
+    return next((s.at for s in samples if condition(s)), None)
+
+
+def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> dict:
+    peak = max(s.replicas for s in samples)
+    reached = first(samples, lambda s: s.replicas == peak)
+    steady = [s.replicas for s in samples if s.at >= load_seconds - steady_seconds]
+    failures = next((line for line in locust.stdout.splitlines() + locust.stderr.splitlines()
+                     if line.strip().startswith("Aggregated")), "")
+    return {
+        "config": label,
+        "first scale-up decision": first(samples, lambda s: s.desired > 1),
+        "first added pod running": first(samples, lambda s: s.replicas > 1),
+        "settled replicas": peak,
+        "reached settled replicas": reached,
+        "latency back under target": first(
+            samples, lambda s: reached is not None and s.at >= reached and s.metric is not None
+            and s.metric < target),
+        "replica changes in steady period": sum(1 for a, b in zip(steady, steady[1:]) if a != b),
+        "locust aggregated": " ".join(failures.split()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="FAST_LOOP timing instead of the chart's")
+    parser.add_argument("--users", type=int, default=None, help="locust users after the step")
+    parser.add_argument("--load-seconds", type=float, default=None)
+    args = parser.parse_args()
+    timing = timing_of(args.fast)
+    base = dict(FAST_LOOP) if args.fast else {}
+    chart_values = dict(base.pop("chart_values", {}))
+    target = chart_values.get("autoscaling", {}).get("targetAverageDurationSeconds", 12)
+    # Offered load = 5 pods' worth: one pod serves workers x slots / inference seconds.
+    user_rps = 0.5 if args.fast else 0.2
+    users = args.users or 5
+    load_seconds = args.load_seconds or (240 if args.fast else 720)
+    steady_seconds = load_seconds / 4
+    results = []
+    for label, extra in (("chart defaults", {}), ("seeds 240s up / 300s down", SEEDS_BEHAVIOR)):
+        with tempfile.TemporaryDirectory() as work:
+            config = StackConfig(
+                workdir=Path(work), proxy_port=free_port(), prometheus_port=free_port(),
+                chart_values=merged(chart_values, extra), **base,
+            )
+            result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target)
+        results.append(result)
+        print(result, flush=True)
+    print(f"\n# load step: 0 -> {users} users x {user_rps} req/s for {load_seconds:.0f} s; "
+          f"target {target} s; steady period = last {steady_seconds:.0f} s")
+    keys = [k for k in results[0] if k != "config"]
+    print(f"{'':36}" + "".join(f"{r['config']:>30}" for r in results))
+    for key in keys:
+        print(f"{key:36}" + "".join(f"{fmt(r[key]):>30}" for r in results))
+    print(f"\n# reaction budget: scrape {timing.scrape:.0f} + rate window {timing.window:.0f} + "
+          f"relist {timing.relist:.0f} + HPA sync {timing.sync:.0f} + readiness {timing.readiness:.0f}"
+          f" = {timing.budget:.0f} s (plus any scale-up stabilization window)")
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float):
+        return f"{value:.0f} s"
+    return str(value)[:28]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""`python -m localcluster demo`: the whole loop on this machine until Ctrl-C (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from localcluster.processes import ManagedProcess
+from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localcluster")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the autoscaling loop until interrupted")
+    demo.add_argument("--workdir", type=Path, default=REPO / ".cache" / "demo")
+    demo.add_argument("--service-port", type=int, default=8080)
+    demo.add_argument("--prometheus-port", type=int, default=9090)
+    demo.add_argument("--locust-port", type=int, default=8089)
+    demo.add_argument("--fast", action="store_true",
+                      help="1 s inferences and second-scale windows instead of the chart's defaults")
+    args = parser.parse_args(argv)
+    return run_demo(args)
+
+
+def run_demo(args) -> int:
+    # Ctrl-C and a plain `kill` both end in the same teardown.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    config = StackConfig(
+        workdir=args.workdir, proxy_port=args.service_port, prometheus_port=args.prometheus_port,
+        **(FAST_LOOP if args.fast else {}),
+    )
+    try:
+        print("starting the control plane, node agent, chart, Prometheus and adapter ...", flush=True)
+        with LocalStack(config) as stack:
+            locust = ManagedProcess(
+                "locust",
+                [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"),
+                 "--host", stack.service_url, "--web-host", "127.0.0.1",
+                 "--web-port", str(args.locust_port)],
+                args.workdir / "locust.log",
+            )
+            locust.start()
+            try:
+                print(banner(stack, args), flush=True)
+                signal.pause()
+            finally:
+                locust.stop()
+    except KeyboardInterrupt:
+        print("stopped; everything the demo started has exited.", flush=True)
+    return 0
+
+
+def banner(stack: LocalStack, args) -> str:
+    namespace = stack.config.namespace
+    return f"""
+inferscale demo is up (logs in {args.workdir}).
+  service (Ready pods):  {stack.service_url}
+      curl -s {stack.service_url}/predict -H 'Content-Type: application/json' -d '{{"features": [1, 2, 3]}}'
+  locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
+  Prometheus UI:         {stack.prometheus.url}   (queries: README, "PromQL for the Prometheus UI")
+  watch the HPA:
+      kubectl --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
+  and the pods:
+      kubectl --kubeconfig {stack.kubeconfig} get pods -n {namespace} -w
+Ctrl-C stops everything.
+ready
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

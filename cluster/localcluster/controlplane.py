@@ -1,0 +1,257 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver,
+kube-controller-manager (with the real HPA controller) and kube-scheduler.
+
+Every component is the pinned upstream binary (see binaries.py) with
+generated certificates (pki.py); each listens on a free port of 127.0.0.1.
+Choices that differ from a production cluster, and why:
+
+- `--endpoint-reconciler-type=none`: the `kubernetes` Service's Endpoints
+  would point at 127.0.0.1, which the API refuses (and nothing in a pod needs
+  to reach the API server here).
+- The endpoint controllers are off: pods live on 127.0.1.N (see
+  node_agent.py), which Endpoints and EndpointSlices refuse as well, so they
+  would only log errors. Load reaches pods through service_proxy.py instead.
+- Controllers that need a cloud provider or node CIDRs are left to skip
+  themselves, which they do when those flags are absent.
+- etcd runs with `--unsafe-no-fsync`: the cluster is thrown away with its
+  workdir, and fsync on a shared CI disk costs seconds per write burst.
+- No leader election: there is one of each.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+
+import requests
+
+from .binaries import binary
+from .kubeconfig import write_kubeconfig
+from .pki import Pki
+from .processes import ManagedProcess, ProcessGroup
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+SERVICE_CIDR = "10.96.0.0/16"
+# The first address of the service range: the `kubernetes` Service's ClusterIP,
+# which belongs in the API server's certificate like kubeadm puts it there.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Endpoint controllers refuse loopback pod IPs (see module doc); the rest run.
+DISABLED_CONTROLLERS = ("endpoints-controller", "endpointslice-controller", "endpointslice-mirroring-controller")
+START_TIMEOUT = 120.0
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port nothing listens on right now (the usual bind-to-0 race is accepted)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout: float, process: ManagedProcess | None = None, interval: float = 0.1):
+    """Poll `check()` until it returns a true value; fail early if `process` died."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive:
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - anything means "not yet"
+            last_error = error
+        time.sleep(interval)
+    tail = process.log_tail() if process else ""
+    raise TimeoutError(f"{what} not within {timeout} s (last error: {last_error})\n{tail}")
+
+
+class ControlPlane:
+    """Context manager: `with ControlPlane(tmp) as cp: kubectl --kubeconfig cp.admin_kubeconfig ...`."""
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        hpa_sync_period: str = "5s",
+        extra_controller_manager_args=(),
+        extra_apiserver_args=(),
+    ):
+        self.workdir = Path(workdir)
+        self.hpa_sync_period = hpa_sync_period
+        self.extra_controller_manager_args = tuple(extra_controller_manager_args)
+        self.extra_apiserver_args = tuple(extra_apiserver_args)
+        self.pki: Pki | None = None
+        self.api_url = ""
+        self.etcd_url = ""
+        self.admin_kubeconfig: Path | None = None
+        self.start_seconds: float | None = None
+        self._group = ProcessGroup()
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return list(self._group.processes)
+
+    def __enter__(self) -> "ControlPlane":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> "ControlPlane":
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.pki = Pki.create(self.workdir / "pki")
+            self._start_etcd()
+            self.api_url = f"https://{LOOPBACK}:{free_port()}"
+            self.admin_kubeconfig = self.kubeconfig_for("admin", ["system:masters"])
+            self._start_apiserver()
+            controller_manager = self._start_controller_manager()
+            scheduler = self._start_scheduler()
+            for process, port in (controller_manager, scheduler):
+                self._wait_healthy(process, f"https://{LOOPBACK}:{port}/healthz")
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+        log.info("control plane at %s up in %.1f s", self.api_url, self.start_seconds)
+        return self
+
+    def stop(self) -> None:
+        """Stop every component, newest first; nothing is left running."""
+        self._group.stop()
+
+    def kubeconfig_for(self, user: str, groups=()) -> Path:
+        """A kubeconfig authenticating as `user` in `groups` (client certificate: CN=user, O=groups)."""
+        name = user.replace(":", "-")
+        cert = self.pki.issue(f"client-{name}", user, organizations=tuple(groups), client=True)
+        return write_kubeconfig(
+            self.workdir / "kubeconfigs" / f"{name}.kubeconfig", self.api_url, self.pki.ca_cert, cert.cert, cert.key,
+            user,
+        )
+
+    def node_kubeconfig(self, node_name: str) -> Path:
+        """The identity a kubelet has: the Node authorizer limits it to its own node and pods."""
+        return self.kubeconfig_for(f"system:node:{node_name}", ["system:nodes"])
+
+    # --- components ---------------------------------------------------------
+
+    def _start(self, name: str, argv: list[str], stop_timeout: float = 10.0) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", stop_timeout=stop_timeout)
+        return self._group.start(process)
+
+    def _start_etcd(self) -> None:
+        client_port, peer_port = free_port(), free_port()
+        self.etcd_url = f"http://{LOOPBACK}:{client_port}"
+        peer_url = f"http://{LOOPBACK}:{peer_port}"
+        etcd = self._start("etcd", [
+            binary("etcd"),
+            "--name=localcluster",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=localcluster={peer_url}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ])
+        wait_until(
+            lambda: requests.get(f"{self.etcd_url}/health", timeout=1).json().get("health") == "true",
+            "etcd /health", START_TIMEOUT, etcd,
+        )
+
+    def _start_apiserver(self) -> None:
+        port = int(self.api_url.rsplit(":", 1)[1])
+        pki = self.pki
+        serving = pki.issue(
+            "apiserver", "kube-apiserver", server=True,
+            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                       "kubernetes.default.svc.cluster.local"),
+            ip_addresses=(LOOPBACK, KUBERNETES_SERVICE_IP),
+        )
+        front_proxy = pki.issue("front-proxy-client", "front-proxy-client", client=True, ca="front-proxy")
+        apiserver = self._start("kube-apiserver", [
+            binary("kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={port}",
+            f"--advertise-address={LOOPBACK}",
+            "--endpoint-reconciler-type=none",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-private-key-file={serving.key}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front_proxy.cert}",
+            f"--proxy-client-key-file={front_proxy.key}",
+            "--profiling=false",
+            *self.extra_apiserver_args,
+        ], stop_timeout=15.0)
+        # /readyz is 200 only once the RBAC bootstrap roles and system namespaces exist.
+        admin = (str(pki.directory / "client-admin.crt"), str(pki.directory / "client-admin.key"))
+        wait_until(
+            lambda: requests.get(f"{self.api_url}/readyz", cert=admin, verify=str(pki.ca_cert), timeout=2).status_code
+            == 200,
+            "kube-apiserver /readyz", START_TIMEOUT, apiserver, interval=0.25,
+        )
+
+    def _component_args(self, name: str, user: str) -> tuple[list[str], int]:
+        """Flags every client-go component shares: its identity, and a serving
+        certificate from our CA so that /healthz can be checked with verification on."""
+        kubeconfig = self.kubeconfig_for(user)
+        serving = self.pki.issue(f"{name}-serving", name, server=True, dns_names=("localhost",), ip_addresses=(LOOPBACK,))
+        port = free_port()
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={port}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-private-key-file={serving.key}",
+            "--leader-elect=false",
+        ], port
+
+    def _start_controller_manager(self) -> tuple[ManagedProcess, int]:
+        args, port = self._component_args("kube-controller-manager", "system:kube-controller-manager")
+        process = self._start("kube-controller-manager", [
+            binary("kube-controller-manager"),
+            *args,
+            "--controllers=*," + ",".join(f"-{name}" for name in DISABLED_CONTROLLERS),
+            f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
+            # Each controller acts with its own service account, as in kubeadm clusters,
+            # so RBAC is exercised as it would be.
+            "--use-service-account-credentials=true",
+            f"--root-ca-file={self.pki.ca_cert}",
+            f"--service-account-private-key-file={self.pki.sa_key}",
+            f"--cluster-signing-cert-file={self.pki.ca_cert}",
+            f"--cluster-signing-key-file={self.pki.ca_key}",
+            # The not-ready taint a new Node is born with goes at the first check
+            # after it reports Ready; 1 s instead of 5 s shortens every start.
+            "--node-monitor-period=1s",
+            *self.extra_controller_manager_args,
+        ])
+        return process, port
+
+    def _start_scheduler(self) -> tuple[ManagedProcess, int]:
+        args, port = self._component_args("kube-scheduler", "system:kube-scheduler")
+        return self._start("kube-scheduler", [binary("kube-scheduler"), *args]), port
+
+    def _wait_healthy(self, process: ManagedProcess, url: str) -> None:
+        wait_until(
+            lambda: requests.get(url, verify=str(self.pki.ca_cert), timeout=2).status_code == 200,
+            f"{process.name} /healthz", START_TIMEOUT, process,
+        )

@@ -1,0 +1,54 @@
+"""Reading the HorizontalPodAutoscaler's view: replicas, desired replicas, current metric."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HpaSample:
+    at: float  # seconds since the recorder started
+    replicas: int
+    desired: int
+    metric: float | None  # the Pods metric's current average; None while <unknown>
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity such as `1500m` or `2` as a float."""
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def sample(hpa: dict, at: float) -> HpaSample:
+    status = hpa.get("status", {})
+    metric = None
+    for current in status.get("currentMetrics") or []:
+        if current.get("type") == "Pods":
+            metric = quantity(current["pods"]["current"]["averageValue"])
+    return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
+
+
+class HpaRecorder(threading.Thread):
+    """Samples an HPA every `period` seconds until stopped."""
+
+    def __init__(self, read_hpa, period: float = 2.0):
+        super().__init__(daemon=True)
+        self._read_hpa = read_hpa
+        self._period = period
+        self._stop_event = threading.Event()
+        self.started = time.monotonic()
+        self.samples: list[HpaSample] = []
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append(sample(self._read_hpa(), time.monotonic() - self.started))
+            self._stop_event.wait(self._period)
+
+    def stop(self) -> list[HpaSample]:
+        self._stop_event.set()
+        self.join()
+        return self.samples
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started

@@ -1,0 +1,33 @@
+"""kubectl against the local API server: the same tool a user runs, so what works here works there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+KUBECTL = "kubectl"
+
+
+class KubectlError(RuntimeError):
+    pass
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+    result = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        input=stdin, capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise KubectlError(f"kubectl {' '.join(args)} failed:\n{result.stderr.strip()}")
+    return result.stdout
+
+
+def apply(kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+
+def get_json(kubeconfig: Path, *args: str) -> dict[str, Any]:
+    return json.loads(kubectl(kubeconfig, "get", *args, "-o", "json"))

@@ -1,0 +1,259 @@
+"""The whole autoscaling loop on one machine, every part real but the kubelet.
+
+    control plane (etcd, kube-apiserver, kube-controller-manager with the HPA
+    controller, kube-scheduler)  ->  node agent (runs pods as processes, probes
+    them, routes a Service's traffic to its Ready pods)  ->  the app chart,
+    installed with helm  ->  Prometheus, configured from the chart's
+    ServiceMonitor and PrometheusRule  ->  prometheus-adapter with the rules of
+    adapter-values.yaml, behind the aggregation layer  ->  the HPA scales the
+    Deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from localcluster.adapter import PrometheusAdapter, adapter_config
+from localcluster.binaries import binary, bin_dir
+from localcluster.controlplane import ControlPlane, free_port
+from localcluster.kubectl import apply, get_json, kubectl
+from localcluster.monitoring import PodDiscovery, Prometheus
+from localcluster.node_agent import agent_process
+from localcluster.processes import ManagedProcess
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "chart"
+ADAPTER_VALUES = REPO / "adapter-values.yaml"
+NODE_NAME = "local-node"
+
+
+@dataclass
+class StackConfig:
+    workdir: Path
+    # Where users look: the Service (through the node agent's proxy) and Prometheus.
+    proxy_port: int
+    prometheus_port: int
+    # Internal: prometheus-adapter's HTTPS port and Prometheus's pod discovery.
+    adapter_port: int = field(default_factory=free_port)
+    discovery_port: int = field(default_factory=free_port)
+    namespace: str = "inferscale"
+    release: str = "inferscale"
+    # Values laid over the chart's defaults (a nested dict, as in values.yaml).
+    chart_values: dict = field(default_factory=dict)
+    # None keeps what the chart and adapter-values.yaml say (15s scrape, 1m window, 30s relist).
+    scrape_interval: str | None = None
+    rate_window: str | None = None
+    relist_interval: str = "30s"
+    hpa_sync_period: str = "15s"
+    crds_dir: Path | None = None
+
+
+def crds_dir() -> Path:
+    """The monitoring.coreos.com CRDs ci/tools.sh copied from the prometheus-operator module."""
+    found = sorted(bin_dir().parent.glob("crds/prometheus-operator-*"))
+    if not found:
+        raise FileNotFoundError("no CRDs under the tools cache: run `bash ci/tools.sh`")
+    return found[-1]
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.control_plane = ControlPlane(
+            config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period
+        )
+        self.prometheus = Prometheus(config.workdir / "prometheus", config.prometheus_port,
+                                     evaluation_interval=config.scrape_interval or "15s")
+        self.adapter = PrometheusAdapter(config.workdir / "adapter", config.adapter_port)
+        self.node_agent: ManagedProcess | None = None
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.control_plane.admin_kubeconfig
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.proxy_port}"
+
+    @property
+    def deployment(self) -> str:
+        return self.release_fullname
+
+    @property
+    def release_fullname(self) -> str:
+        # The chart's fullname when the release name contains the chart name.
+        return self.config.release if "inferscale" in self.config.release else f"{self.config.release}-inferscale"
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> None:
+        self.config.workdir.mkdir(parents=True, exist_ok=True)
+        self.control_plane.start()
+        self._stack.callback(self.control_plane.stop)
+        self._start_node_agent()
+        self._install_crds()
+        self._install_chart()
+        discovery = PodDiscovery(self._prometheus_kubeconfig(), self.config.discovery_port)
+        discovery.start()
+        self._stack.callback(discovery.stop)
+        self.prometheus.configure_from_cluster(self.kubeconfig, discovery, self.config.scrape_interval)
+        self.prometheus.start()
+        self._stack.callback(self.prometheus.stop)
+        self._stack.callback(self.adapter.stop)
+        self.adapter.start(
+            self.control_plane, self.prometheus.url,
+            adapter_config(ADAPTER_VALUES, self.config.rate_window), self.config.relist_interval,
+        )
+
+    def down(self) -> None:
+        self._stack.close()
+
+    def hpa(self) -> dict:
+        return get_json(self.kubeconfig, "hpa", self.deployment, "-n", self.config.namespace)
+
+    def kubectl(self, *args: str) -> str:
+        return kubectl(self.kubeconfig, *args)
+
+    def _start_node_agent(self) -> None:
+        self.node_agent = agent_process(
+            self.control_plane.node_kubeconfig(NODE_NAME), NODE_NAME, self.config.workdir / "node",
+            {"inferscale": str(Path(sys.executable).parent / "inferscale")},
+            [f"{self.config.namespace}/{self.release_fullname}=127.0.0.1:{self.config.proxy_port}"],
+        )
+        self.node_agent.start()
+        self._stack.callback(self.node_agent.stop)
+        _wait(lambda: _node_ready(self.kubeconfig), 60, "node Ready")
+
+    def _install_crds(self) -> None:
+        directory = self.config.crds_dir or crds_dir()
+        kubectl(self.kubeconfig, "apply", "--server-side", "-f", str(directory))
+        kubectl(self.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+                "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+
+    def _install_chart(self) -> None:
+        namespace = self.config.namespace
+        apply(self.kubeconfig, [{
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }},
+        }])
+        values = self.config.workdir / "chart-values.yaml"
+        values.write_text(yaml.safe_dump(self.config.chart_values))
+        result = subprocess.run(
+            [binary("helm"), "install", self.config.release, str(CHART), "--namespace", namespace,
+             "--kubeconfig", str(self.kubeconfig), "--wait", "--timeout", "5m", "-f", str(values)],
+            capture_output=True, text=True, timeout=330,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"helm install failed:\n{result.stderr.strip()}")
+
+    def _prometheus_kubeconfig(self) -> Path:
+        """Prometheus's own identity, allowed to discover what kube-prometheus-stack's may."""
+        apply(self.kubeconfig, [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "prometheus-discovery"},
+             "rules": [{"apiGroups": [""], "resources": ["pods", "services", "endpoints", "nodes"],
+                        "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "prometheus-discovery"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "prometheus-discovery"},
+             "subjects": [{"kind": "User", "name": "prometheus", "apiGroup": "rbac.authorization.k8s.io"}]},
+        ])
+        return self.control_plane.kubeconfig_for("prometheus", ())
+
+
+def _node_ready(kubeconfig: Path) -> bool:
+    nodes = get_json(kubeconfig, "nodes")["items"]
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for node in nodes for c in node.get("status", {}).get("conditions", [])
+    )
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(0.5)
+
+
+# A loop fast enough for a test or a quick look: 1 s inferences, 2 s scrapes,
+# a 10 s rate window (5 samples), 5 s relists and HPA syncs, short
+# stabilization. Only the timing shrinks; every part and rule is the same.
+FAST_LOOP = dict(
+    scrape_interval="2s",
+    rate_window="10s",
+    relist_interval="5s",
+    hpa_sync_period="5s",
+    chart_values={
+        "server": {
+            "workers": 1,
+            "modelLoadSeconds": 1,
+            "modelMemoryMb": 8,
+            "inferenceDurationSeconds": 1,
+            # Deep enough to hold the backlog of the first ~30 s of a load step
+            # on one pod (the time the loop needs to add pods) without a 503.
+            "maxQueue": 60,
+            "gracefulShutdownSeconds": 70,
+        },
+        "terminationGracePeriodSeconds": 80,
+        "preStop": {"seconds": 1},
+        "probes": {
+            "startup": {"periodSeconds": 1, "failureThreshold": 30},
+            "readiness": {"periodSeconds": 1},
+        },
+        "autoscaling": {
+            "maxReplicas": 8,
+            "targetAverageDurationSeconds": 1.5,
+            "rateWindow": "10s",
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 10},
+                        {"type": "Pods", "value": 4, "periodSeconds": 10},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 20,
+                    "selectPolicy": "Min",
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 10}],
+                },
+            },
+        },
+        "serviceMonitor": {"interval": "2s"},
+    },
+)
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` laid over `base`, nested dicts merged key by key (as helm merges values)."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result

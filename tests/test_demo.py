@@ -1,0 +1,86 @@
+"""`make demo` brings the loop up, says where to look, and Ctrl-C leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from servers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def processes_referring_to(text: str) -> list[str]:
+    """Every live process whose command line, working directory or environment mentions `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            places = [cmdline, os.readlink(entry / "cwd"), (entry / "environ").read_bytes().decode(errors="replace")]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if any(text in place for place in places):
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    os.set_blocking(process.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line:
+            seen.append(line)
+            if line.strip() == marker:
+                return "".join(seen)
+        elif process.poll() is not None:
+            break
+        else:
+            time.sleep(0.2)
+    raise AssertionError(f"no {marker!r} line within {timeout} s:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
+    workdir = tmp_path / "demo"
+    ports = {name: free_port() for name in ("service", "prometheus", "locust")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "localcluster", "demo", "--fast", "--workdir", str(workdir),
+         *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "cluster")}, cwd=REPO,
+    )
+    try:
+        banner = read_until(demo, "ready", 300)
+        assert f"http://127.0.0.1:{ports['locust']}" in banner
+        assert f"http://127.0.0.1:{ports['prometheus']}" in banner
+        assert "get hpa -n inferscale -w" in banner
+        for port in (ports["locust"], ports["prometheus"]):
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        predict = requests.post(f"http://127.0.0.1:{ports['service']}/predict",
+                                json={"features": [1, 2]}, timeout=30)
+        assert predict.status_code == 200, predict.text
+        assert processes_referring_to(str(workdir)), "the check below would prove nothing"
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(180) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    deadline = time.monotonic() + 10
+    while processes_referring_to(str(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_referring_to(str(workdir)) == []
+    for port in ports.values():
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/", timeout=2)

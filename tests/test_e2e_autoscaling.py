@@ -1,0 +1,91 @@
+"""The proof of the loop: the real HPA scales the chart's Deployment on the adapter's metric.
+
+Control plane, helm, Prometheus, prometheus-adapter and locust are the real
+programs; only the kubelet is the node agent. The timing is FAST_LOOP's
+(1 s inferences, 2 s scrapes, 10 s rate window); everything else is the
+chart and adapter-values.yaml as shipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localcluster.hpa import HpaRecorder, sample
+from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
+from servers import free_port
+
+TARGET_SECONDS = FAST_LOOP["chart_values"]["autoscaling"]["targetAverageDurationSeconds"]
+# 5 users x 0.5 requests/s = 2.5 requests/s against pods that serve 1/s each:
+# one pod queues without bound, three or more keep up.
+LOAD_USERS = 5
+LOAD_USER_RPS = 0.5
+LOAD_SECONDS = 150
+
+
+def current_metric(stack: LocalStack) -> float | None:
+    return sample(stack.hpa(), 0).metric
+
+
+def run_locust(stack: LocalStack, csv_prefix: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LOAD_USER_RPS": str(LOAD_USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
+         "--host", stack.service_url, "-u", str(LOAD_USERS), "-r", str(LOAD_USERS),
+         "-t", f"{LOAD_SECONDS}s", "--csv", str(csv_prefix), "--only-summary",
+         "--stop-timeout", "60"],
+        env=env, capture_output=True, text=True, timeout=LOAD_SECONDS + 120,
+    )
+
+
+def aggregated(csv_prefix: Path) -> dict[str, str]:
+    with open(f"{csv_prefix}_stats.csv") as handle:
+        return next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
+    config = StackConfig(
+        workdir=tmp_path / "stack", proxy_port=free_port(), prometheus_port=free_port(), **FAST_LOOP,
+    )
+    with LocalStack(config) as stack:
+        # The adapter serves the metric for the idle pod: 0, not <unknown>.
+        wait_for(lambda: current_metric(stack) is not None, 120, "a current HPA metric")
+        table = stack.kubectl("get", "hpa", "-n", config.namespace)
+        assert "<unknown>" not in table, table
+
+        recorder = HpaRecorder(stack.hpa)
+        recorder.start()
+        result = run_locust(stack, tmp_path / "locust")
+        load_ended = recorder.elapsed()
+        wait_for(lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
+                 240, "scale-in to minReplicas")
+        samples = recorder.stop()
+
+    timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples)
+    print("HPA timeline (seconds: current/desired replicas @ metric):", timeline)
+    during_load = [s for s in samples if s.at <= load_ended]
+    peak = max(s.replicas for s in during_load)
+    assert peak >= 3, timeline
+    reached_peak = next(s.at for s in during_load if s.replicas == peak)
+    back_under = [s for s in during_load if s.at > reached_peak and s.metric is not None
+                  and s.metric < TARGET_SECONDS]
+    assert back_under, "the per-pod average never came back under the target while loaded"
+
+    stats = aggregated(tmp_path / "locust")
+    assert int(stats["Request Count"]) > LOAD_USERS * LOAD_USER_RPS * LOAD_SECONDS * 0.7, stats
+    assert stats["Failure Count"] == "0", result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
