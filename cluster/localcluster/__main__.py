@@ -46,6 +46,7 @@ def run_demo(args) -> int:
             )
             locust.start()
             try:
+                locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
                 print(banner(stack, args), flush=True)
                 signal.pause()
             finally:

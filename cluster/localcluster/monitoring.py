@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -219,7 +218,7 @@ class Prometheus:
             self.workdir / "prometheus.log",
         )
         self._process.start()
-        _wait_http_ok(self.url + "/-/ready", timeout, self._process)
+        self._process.wait_http_ok(self.url + "/-/ready", timeout)
 
     def stop(self) -> None:
         if self._process:
@@ -229,17 +228,3 @@ class Prometheus:
         response = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
         response.raise_for_status()
         return response.json()["data"]["result"]
-
-
-def _wait_http_ok(url: str, timeout: float, process: ManagedProcess, **kwargs) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process.alive:
-            raise RuntimeError(f"{process.name} exited; see {process.log_path}")
-        try:
-            if requests.get(url, timeout=2, **kwargs).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready within {timeout} s; see {process.log_path}")

@@ -195,6 +195,22 @@ class ManagedProcess:
         while session_members(self._popen.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def wait_http_ok(self, url: str, timeout: float, **request_options) -> None:
+        """Until `url` answers 200; fails early, with the log's tail, if the process exits."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
+            try:
+                if requests.get(url, timeout=2, **request_options).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{url} did not answer 200 within {timeout} s:\n{self.log_tail()}")
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
