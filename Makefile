@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv tools demo run test test-fast bench clean
+.PHONY: venv tools demo run test test-fast bench bench-autoscale clean
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
@@ -31,11 +31,15 @@ run: venv
 test: venv tools
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest
 
-test-fast: venv
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: venv tools
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
 bench: venv
 	$(BIN)/python bench/metrics_under_load.py
+
+# Reaction times of the real loop, chart defaults against the seeds' windows (~30 min).
+bench-autoscale: venv tools
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/autoscale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
