@@ -95,8 +95,8 @@ def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> d
     peak = max(s.replicas for s in samples)
     reached = first(samples, lambda s: s.replicas == peak)
     steady = [s.replicas for s in samples if s.at >= load_seconds - steady_seconds]
-    failures = next((line for line in locust.stdout.splitlines() + locust.stderr.splitlines()
-                     if line.strip().startswith("Aggregated")), "")
+    aggregated = next((line.split() for line in locust.stdout.splitlines() + locust.stderr.splitlines()
+                       if line.strip().startswith("Aggregated")), ["", "?", "?"])
     return {
         "config": label,
         "first scale-up decision": first(samples, lambda s: s.desired > 1),
@@ -107,7 +107,8 @@ def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> d
             samples, lambda s: reached is not None and s.at >= reached and s.metric is not None
             and s.metric < target),
         "replica changes in steady period": sum(1 for a, b in zip(steady, steady[1:]) if a != b),
-        "locust aggregated": " ".join(failures.split()),
+        # locust's summary row: "Aggregated <requests> <failures>(<percent>)".
+        "requests (failed)": f"{aggregated[1]} ({aggregated[2]})",
     }
 
 

@@ -84,13 +84,10 @@ class LocalStack:
         return f"http://127.0.0.1:{self.config.proxy_port}"
 
     @property
-    def deployment(self) -> str:
-        return self.release_fullname
-
-    @property
-    def release_fullname(self) -> str:
-        # The chart's fullname when the release name contains the chart name.
-        return self.config.release if "inferscale" in self.config.release else f"{self.config.release}-inferscale"
+    def fullname(self) -> str:
+        """The name of the chart's Deployment, Service and HPA (its `inferscale.fullname`)."""
+        release = self.config.release
+        return release if "inferscale" in release else f"{release}-inferscale"
 
     def __enter__(self) -> "LocalStack":
         try:
@@ -126,7 +123,7 @@ class LocalStack:
         self._stack.close()
 
     def hpa(self) -> dict:
-        return get_json(self.kubeconfig, "hpa", self.deployment, "-n", self.config.namespace)
+        return get_json(self.kubeconfig, "hpa", self.fullname, "-n", self.config.namespace)
 
     def kubectl(self, *args: str) -> str:
         return kubectl(self.kubeconfig, *args)
@@ -135,7 +132,7 @@ class LocalStack:
         self.node_agent = agent_process(
             self.control_plane.node_kubeconfig(NODE_NAME), NODE_NAME, self.config.workdir / "node",
             {"inferscale": str(Path(sys.executable).parent / "inferscale")},
-            [f"{self.config.namespace}/{self.release_fullname}=127.0.0.1:{self.config.proxy_port}"],
+            [f"{self.config.namespace}/{self.fullname}=127.0.0.1:{self.config.proxy_port}"],
         )
         self.node_agent.start()
         self._stack.callback(self.node_agent.stop)
