@@ -100,7 +100,7 @@ def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> d
     return {
         "config": label,
         "first scale-up decision": first(samples, lambda s: s.desired > 1),
-        "first added pod running": first(samples, lambda s: s.replicas > 1),
+        "replicas first above 1": first(samples, lambda s: s.replicas > 1),
         "settled replicas": peak,
         "reached settled replicas": reached,
         "latency back under target": first(

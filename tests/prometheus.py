@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -20,28 +19,18 @@ from pathlib import Path
 import requests
 import yaml
 
+from localcluster.binaries import binary
 from servers import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "chart"
-TOOLS_BIN = Path(os.environ.get("INFERSCALE_CACHE") or Path.home() / ".cache" / "inferscale") / "bin"
-
-
-def find_tool(name: str) -> str:
-    """A tool from PATH or ci/tools.sh's cache; a missing tool fails the test (never a skip)."""
-    found = shutil.which(name) or shutil.which(name, path=str(TOOLS_BIN))
-    if not found:
-        raise AssertionError(
-            f"`{name}` is neither on PATH nor in {TOOLS_BIN}: run `make tools` (bash ci/tools.sh)"
-        )
-    return found
 
 
 def chart_rule_groups(release: str, namespace: str, values: dict[str, str] | None = None) -> list[dict]:
     """spec.groups of the chart's PrometheusRule, as `helm template` renders it."""
     sets = [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")]
     result = subprocess.run(
-        [find_tool("helm"), "template", release, str(CHART), "--namespace", namespace,
+        [binary("helm"), "template", release, str(CHART), "--namespace", namespace,
          "--show-only", "templates/prometheusrule.yaml", *sets],
         capture_output=True, text=True, timeout=60,
     )
@@ -115,14 +104,14 @@ class PrometheusProcess:
     def start(self, timeout: float = 30.0) -> "PrometheusProcess":
         self.write_config()
         check = subprocess.run(
-            [find_tool("promtool"), "check", "config", str(self.config_path)],
+            [binary("promtool"), "check", "config", str(self.config_path)],
             capture_output=True, text=True, timeout=60,
         )
         assert check.returncode == 0, f"promtool check config:\n{check.stdout}{check.stderr}"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
-                    find_tool("prometheus"),
+                    binary("prometheus"),
                     f"--config.file={self.config_path}",
                     f"--storage.tsdb.path={self.workdir / 'data'}",
                     f"--web.listen-address={LOOPBACK}:{self.port}",

@@ -7,7 +7,6 @@ Missing tools fail these tests (they do not skip): CI installs them with
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from localcluster.binaries import binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
@@ -29,26 +30,6 @@ EXTERNAL_METRIC = "inference_request_duration_seconds_avg_external"
 
 
 # ---- tools -------------------------------------------------------------------
-
-
-def find_tool(name: str) -> str:
-    """The tool from $<NAME>, the ci/tools.sh bin dir, or PATH; a clear failure otherwise."""
-    env = os.environ.get(name.upper())
-    if env:
-        if not os.access(env, os.X_OK):
-            pytest.fail(f"${name.upper()}={env} is not an executable file")
-        return env
-    cache = Path(os.environ.get("INFERSCALE_CACHE", Path.home() / ".cache" / "inferscale"))
-    candidate = cache / "bin" / name
-    if os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    pytest.fail(
-        f"{name} not found (looked at ${name.upper()}, {candidate}, PATH). "
-        "Install the pinned tools with: bash ci/tools.sh"
-    )
 
 
 def run(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -65,7 +46,7 @@ def value_args(values: dict) -> list[str]:
 
 def helm_template(values: dict | None = None, extra: tuple[str, ...] = (), chart: Path = CHART):
     return run(
-        [find_tool("helm"), "template", RELEASE, str(chart), "--namespace", NAMESPACE, *extra]
+        [binary("helm"), "template", RELEASE, str(chart), "--namespace", NAMESPACE, *extra]
         + value_args(values or {})
     )
 
@@ -143,13 +124,13 @@ def expected_kinds(case: str) -> set[str]:
 def test_helm_is_the_pinned_version():
     tools = (ROOT / "ci" / "tools.sh").read_text()
     pinned = re.search(r'HELM_VERSION="\$\{HELM_VERSION:-(v[0-9.]+)\}"', tools).group(1)
-    result = run([find_tool("helm"), "version", "--template", "{{.Version}}"])
+    result = run([binary("helm"), "version", "--template", "{{.Version}}"])
     assert result.stdout.strip() == pinned
 
 
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_chart_lints_strictly(case):
-    result = run([find_tool("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    result = run([binary("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE]
                  + value_args(MATRIX[case]))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -543,7 +524,7 @@ def promtool_check_rules(rules: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rules.yaml"
         path.write_text(yaml.safe_dump(rules, sort_keys=False))
-        result = run([find_tool("promtool"), "check", "rules", str(path)])
+        result = run([binary("promtool"), "check", "rules", str(path)])
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -585,6 +566,6 @@ def test_recording_rules_and_alerts_behave_as_specified(tmp_path):
             rule.pop("annotations", None)
     (tmp_path / "rendered-rules.yaml").write_text(yaml.safe_dump(groups, sort_keys=False))
     shutil.copy(RULE_TESTS / "inferscale_rules_test.yaml", tmp_path)
-    result = run([find_tool("promtool"), "test", "rules", "inferscale_rules_test.yaml"], cwd=tmp_path)
+    result = run([binary("promtool"), "test", "rules", "inferscale_rules_test.yaml"], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr

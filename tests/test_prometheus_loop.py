@@ -24,13 +24,13 @@ import pytest
 import requests
 import yaml
 
+from localcluster.binaries import binary
 from prometheus import (
     REPO,
     PrometheusProcess,
     Target,
     by_label,
     chart_rule_groups,
-    find_tool,
     is_number,
 )
 from servers import ServerProcess, scrape
@@ -320,7 +320,7 @@ def test_metrics_page_passes_promtool_check_after_traffic(start_server):
 
     page = requests.get(server.url + "/metrics", timeout=10).text
     result = subprocess.run(
-        [find_tool("promtool"), "check", "metrics"], input=page, capture_output=True, text=True, timeout=60
+        [binary("promtool"), "check", "metrics"], input=page, capture_output=True, text=True, timeout=60
     )
     report = result.stdout + result.stderr
     assert result.returncode == 0 and not report, f"promtool check metrics:\n{report}\n--- /metrics ---\n{page}"

@@ -5,7 +5,6 @@ same metric names, windows and labels end to end.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from localcluster.binaries import binary
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
@@ -42,19 +43,6 @@ def chart_values() -> dict:
 @pytest.fixture(scope="module")
 def stack_values() -> dict:
     return load(STACK / "values.yaml")
-
-
-def find_tool(name: str) -> str:
-    env = os.environ.get(name.upper())
-    if env:
-        return env
-    cache = Path(os.environ.get("INFERSCALE_CACHE", Path.home() / ".cache" / "inferscale"))
-    if os.access(cache / "bin" / name, os.X_OK):
-        return str(cache / "bin" / name)
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} not found (${name.upper()}, {cache / 'bin'}, PATH); install it with: bash ci/tools.sh")
-    return found
 
 
 def seconds(duration: str) -> float:
@@ -103,7 +91,7 @@ def test_app_chart_has_no_dependencies():
 
 
 def test_helm_sees_the_pinned_dependencies():
-    result = subprocess.run([find_tool("helm"), "dependency", "list", str(STACK)],
+    result = subprocess.run([binary("helm"), "dependency", "list", str(STACK)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert re.search(r"kube-prometheus-stack\s+88\.5\.3\s", result.stdout)
@@ -119,7 +107,7 @@ def test_umbrella_renders_the_app_with_its_values(tmp_path):
     (stack / "Chart.yaml").write_text(yaml.safe_dump(chart))
     shutil.copytree(ROOT / "chart", stack / "charts" / "inferscale")
     result = subprocess.run(
-        [find_tool("helm"), "template", "demo", str(stack), "--namespace", "loop"],
+        [binary("helm"), "template", "demo", str(stack), "--namespace", "loop"],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -234,7 +222,7 @@ def test_adapter_queries_read_zero_for_idle_pods_and_the_average_for_busy_ones(a
     }
     (tmp_path / "empty-rules.yaml").write_text("groups: []\n")
     (tmp_path / "adapter_test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
-    result = subprocess.run([find_tool("promtool"), "test", "rules", "adapter_test.yaml"],
+    result = subprocess.run([binary("promtool"), "test", "rules", "adapter_test.yaml"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
