@@ -92,15 +92,17 @@ def first(samples, condition) -> float | None:
 
 
 def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> dict:
+    scaled = first(samples, lambda s: s.replicas > 1)
     peak = max(s.replicas for s in samples)
-    reached = first(samples, lambda s: s.replicas == peak)
+    # Without a scale-up there is nothing to settle at or recover from.
+    reached = first(samples, lambda s: s.replicas == peak) if scaled is not None else None
     steady = [s.replicas for s in samples if s.at >= load_seconds - steady_seconds]
     aggregated = next((line.split() for line in locust.stdout.splitlines() + locust.stderr.splitlines()
                        if line.strip().startswith("Aggregated")), ["", "?", "?"])
     return {
         "config": label,
         "first scale-up decision": first(samples, lambda s: s.desired > 1),
-        "replicas first above 1": first(samples, lambda s: s.replicas > 1),
+        "replicas first above 1": scaled,
         "settled replicas": peak,
         "reached settled replicas": reached,
         "latency back under target": first(
