@@ -9,6 +9,7 @@ chart and adapter-values.yaml as shipped.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +67,11 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         wait_for(lambda: current_metric(stack) is not None, 120, "a current HPA metric")
         table = stack.kubectl("get", "hpa", "-n", config.namespace)
         assert "<unknown>" not in table, table
+        # The External-metric variant's rule is served as well (autoscaling.metric.type=External).
+        external = json.loads(stack.kubectl(
+            "get", "--raw", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{config.namespace}/"
+            f"inference_request_duration_seconds_avg_external?labelSelector=service%3D{stack.fullname}"))
+        assert [item["value"] for item in external["items"]] == ["0"], external
 
         recorder = HpaRecorder(stack.hpa)
         recorder.start()
