@@ -9,8 +9,6 @@ target labels add the same ones, so the PromQL under test runs unchanged.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,7 +18,8 @@ import requests
 import yaml
 
 from localcluster.binaries import binary
-from servers import LOOPBACK, free_port
+from localcluster.monitoring import Prometheus
+from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "chart"
@@ -66,82 +65,39 @@ class PrometheusProcess:
         self, workdir: Path, targets: list[Target], rule_groups: list[dict], interval_seconds: int = 1,
         job: str = "inferscale",
     ):
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        self.config_path = workdir / "prometheus.yml"
-        self.rules_path = workdir / "rules.yml"
-        self.log_path = workdir / "prometheus.log"
+        self.server = Prometheus(workdir, free_port())
+        self.url = self.server.url
         self.targets = targets
         self.rule_groups = rule_groups
         self.interval = f"{interval_seconds}s"
         self.job = job
-        self.process: subprocess.Popen | None = None
-
-    def write_config(self) -> None:
-        self.rules_path.write_text(yaml.safe_dump({"groups": self.rule_groups}, sort_keys=False))
-        config = {
-            "global": {
-                "scrape_interval": self.interval,
-                "scrape_timeout": self.interval,
-                "evaluation_interval": self.interval,
-            },
-            "rule_files": [str(self.rules_path)],
-            "scrape_configs": [
-                {
-                    # kube-prometheus-stack names the job after the Service.
-                    "job_name": self.job,
-                    "metrics_path": "/metrics",
-                    "static_configs": [
-                        {"targets": [target.url.removeprefix("http://")], "labels": target.labels}
-                        for target in self.targets
-                    ],
-                }
-            ],
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self, timeout: float = 30.0) -> "PrometheusProcess":
-        self.write_config()
+        scrape = {
+            # kube-prometheus-stack names the job after the Service.
+            "job_name": self.job,
+            "metrics_path": "/metrics",
+            "scrape_timeout": self.interval,
+            "static_configs": [
+                {"targets": [target.url.removeprefix("http://")], "labels": target.labels}
+                for target in self.targets
+            ],
+        }
+        self.server.write_config(self.interval, [scrape], self.rule_groups)
         check = subprocess.run(
-            [binary("promtool"), "check", "config", str(self.config_path)],
+            [binary("promtool"), "check", "config", str(self.server.config_path)],
             capture_output=True, text=True, timeout=60,
         )
         assert check.returncode == 0, f"promtool check config:\n{check.stdout}{check.stderr}"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    binary("prometheus"),
-                    f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address={LOOPBACK}:{self.port}",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"prometheus not ready within {timeout} s:\n{self.log()}")
+        self.server.start(timeout)
+        return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        self.server.stop()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        path = self.server.log_path
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_for_targets_up(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

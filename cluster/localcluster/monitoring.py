@@ -24,7 +24,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import requests
 import yaml
 from kubernetes import client, config
 
@@ -179,14 +178,27 @@ def rule_groups(prometheus_rules: list[dict]) -> list[dict]:
 
 
 class Prometheus:
-    """Debian's prometheus binary on a loopback port, configured from the cluster."""
+    """Debian's prometheus binary on a loopback port, from a config this class writes."""
 
-    def __init__(self, workdir: Path, port: int, evaluation_interval: str = "15s"):
+    def __init__(self, workdir: Path, port: int):
         self.workdir = workdir
         self.url = f"http://127.0.0.1:{port}"
+        self.config_path = workdir / "prometheus.yml"
+        self.log_path = workdir / "prometheus.log"
         self._port = port
-        self._evaluation_interval = evaluation_interval
         self._process: ManagedProcess | None = None
+
+    def write_config(self, interval: str, scrape_configs: list[dict], rule_groups: list[dict]) -> None:
+        """Scrape and evaluate every `interval` (rules at the scrape pace, like the stack's values)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        rules_path = self.workdir / "rules.yaml"
+        rules_path.write_text(yaml.safe_dump({"groups": rule_groups}, sort_keys=False))
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(rules_path)],
+            "scrape_configs": scrape_configs,
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def configure_from_cluster(
         self, kubeconfig: Path, discovery: PodDiscovery, scrape_interval: str | None
@@ -194,28 +206,23 @@ class Prometheus:
         monitors = get_json(kubeconfig, "servicemonitors.monitoring.coreos.com", "-A")["items"]
         services = get_json(kubeconfig, "services", "-A")["items"]
         rules = get_json(kubeconfig, "prometheusrules.monitoring.coreos.com", "-A")["items"]
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        rules_file = self.workdir / "rules.yaml"
-        rules_file.write_text(yaml.safe_dump({"groups": rule_groups(rules)}, sort_keys=False))
-        config = {
-            "global": {"scrape_interval": scrape_interval or "15s",
-                       "evaluation_interval": self._evaluation_interval},
-            "rule_files": [str(rules_file)],
-            "scrape_configs": scrape_configs(monitors, services, discovery, scrape_interval),
-        }
-        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.write_config(
+            scrape_interval or "15s",
+            scrape_configs(monitors, services, discovery, scrape_interval),
+            rule_groups(rules),
+        )
 
     def start(self, timeout: float = 60) -> None:
         self._process = ManagedProcess(
             "prometheus",
             [
                 binary("prometheus"),
-                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self._port}",
                 "--storage.tsdb.retention.time=1d",
             ],
-            self.workdir / "prometheus.log",
+            self.log_path,
         )
         self._process.start()
         self._process.wait_http_ok(self.url + "/-/ready", timeout)
@@ -223,8 +230,3 @@ class Prometheus:
     def stop(self) -> None:
         if self._process:
             self._process.stop()
-
-    def query(self, expr: str) -> list[dict]:
-        response = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
-        response.raise_for_status()
-        return response.json()["data"]["result"]

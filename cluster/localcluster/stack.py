@@ -69,8 +69,7 @@ class LocalStack:
         self.control_plane = ControlPlane(
             config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period
         )
-        self.prometheus = Prometheus(config.workdir / "prometheus", config.prometheus_port,
-                                     evaluation_interval=config.scrape_interval or "15s")
+        self.prometheus = Prometheus(config.workdir / "prometheus", config.prometheus_port)
         self.adapter = PrometheusAdapter(config.workdir / "adapter", config.adapter_port)
         self.node_agent: ManagedProcess | None = None
         self._stack = contextlib.ExitStack()
