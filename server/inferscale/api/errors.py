@@ -51,7 +51,7 @@ def invalid_body(error: ValidationError) -> ApiError:
 
 
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(ApiError, error_response)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, _unexpected)
 
@@ -65,10 +65,6 @@ def error_response(error: ApiError) -> Response:
     response.status_code = error.status
     response.headers.update(error.headers)
     return response
-
-
-def _api_error(error: ApiError) -> Response:
-    return error_response(error)
 
 
 def _http_exception(error: HTTPException) -> Response:
