@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+
+from localcluster.controlplane import free_port
 
 LOOPBACK = "127.0.0.1"
 # Fast enough for tests, slow enough that "while a slot is busy" is observable.
@@ -20,12 +21,6 @@ TEST_ENV = {
     "INFERENCE_DURATION_SECONDS": "0.2",
     "LOG_LEVEL": "warning",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

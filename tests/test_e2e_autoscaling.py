@@ -13,11 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from localcluster.controlplane import wait_until
 from localcluster.hpa import HpaRecorder, sample
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
 from servers import free_port
@@ -50,13 +50,6 @@ def aggregated(csv_prefix: Path) -> dict[str, str]:
         return next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(2)
-
-
 @pytest.mark.slow
 def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
     config = StackConfig(
@@ -64,7 +57,7 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
     )
     with LocalStack(config) as stack:
         # The adapter serves the metric for the idle pod: 0, not <unknown>.
-        wait_for(lambda: current_metric(stack) is not None, 120, "a current HPA metric")
+        wait_until(lambda: current_metric(stack) is not None, "a current HPA metric", 120, interval=2)
         table = stack.kubectl("get", "hpa", "-n", config.namespace)
         assert "<unknown>" not in table, table
         # The External-metric variant's rule is served as well (autoscaling.metric.type=External).
@@ -77,8 +70,8 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         recorder.start()
         result = run_locust(stack, tmp_path / "locust")
         load_ended = recorder.elapsed()
-        wait_for(lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
-                 240, "scale-in to minReplicas")
+        wait_until(lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
+                   "scale-in to minReplicas", 240, interval=2)
         samples = recorder.stop()
 
     timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples)

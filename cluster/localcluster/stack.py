@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import yaml
 
 from localcluster.adapter import PrometheusAdapter, adapter_config
 from localcluster.binaries import binary, bin_dir
-from localcluster.controlplane import ControlPlane, free_port
+from localcluster.controlplane import ControlPlane, free_port, wait_until
 from localcluster.kubectl import apply, get_json, kubectl
 from localcluster.monitoring import PodDiscovery, Prometheus
 from localcluster.node_agent import agent_process
@@ -135,7 +134,7 @@ class LocalStack:
         )
         self.node_agent.start()
         self._stack.callback(self.node_agent.stop)
-        _wait(lambda: _node_ready(self.kubeconfig), 60, "node Ready")
+        wait_until(lambda: _node_ready(self.kubeconfig), "node Ready", 60, self.node_agent, interval=0.5)
 
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()
@@ -185,13 +184,6 @@ def _node_ready(kubeconfig: Path) -> bool:
         for node in nodes for c in node.get("status", {}).get("conditions", [])
     )
 
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(0.5)
 
 
 # A loop fast enough for a test or a quick look: 1 s inferences, 2 s scrapes,
