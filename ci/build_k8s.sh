@@ -54,17 +54,21 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
 gorun() { "${NICE[@]}" go "$@"; }
 
-# Does the binary report the pinned version?
+# Does the binary report the pinned version? The output is captured before it
+# is searched: `cmd | grep -q` under pipefail fails whenever grep exits at the
+# first match while cmd is still writing (SIGPIPE), which made a fresh build
+# report "does not report the pinned version" at random.
 have_version() {
-  local f="$BIN_DIR/$1"
+  local f="$BIN_DIR/$1" out
   [[ -x $f ]] || return 1
   case $1 in
-    kube-*) [[ $("$f" --version 2>/dev/null) == "Kubernetes $K8S_VERSION" ]] ;;
-    kubectl) "$f" version --client 2>/dev/null | grep -qx "Client Version: $K8S_VERSION" ;;
-    etcd) "$f" --version 2>/dev/null | grep -qx "etcd Version: ${ETCD_VERSION#v}" ;;
+    kube-*) out="$("$f" --version 2>/dev/null)" ; [[ $out == "Kubernetes $K8S_VERSION" ]] ;;
+    kubectl) out="$("$f" version --client 2>/dev/null)"
+             grep -qx "Client Version: $K8S_VERSION" <<<"$out" ;;
+    etcd) out="$("$f" --version 2>/dev/null)" ; grep -qx "etcd Version: ${ETCD_VERSION#v}" <<<"$out" ;;
     # adapter has no --version: read the module version Go stamped into it.
-    adapter) go version -m "$f" 2>/dev/null |
-               grep -Eq "^\s+(mod|dep)\s+sigs\.k8s\.io/prometheus-adapter\s+$ADAPTER_VERSION(\s|$)" ;;
+    adapter) out="$(go version -m "$f" 2>/dev/null)"
+             grep -Eq "^\s+(mod|dep)\s+sigs\.k8s\.io/prometheus-adapter\s+$ADAPTER_VERSION(\s|$)" <<<"$out" ;;
     *) return 1 ;;
   esac
 }
