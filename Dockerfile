@@ -22,7 +22,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    # Shared by the gunicorn workers for prometheus_client multiprocess mode.
+    # Shared by the pod's processes for prometheus_client multiprocess mode.
     # The chart mounts an emptyDir here: the root filesystem is read-only.
     PROMETHEUS_MULTIPROC_DIR=/tmp/inferscale-metrics \
     HOME=/tmp
@@ -34,6 +34,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # equals the chart's securityContext.runAsUser.
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8080
+# 8080: inference (PORT); 8081: /health, /ready and /metrics (ADMIN_PORT).
+EXPOSE 8080 8081
 ENTRYPOINT ["inferscale"]
 CMD ["serve"]

@@ -66,7 +66,7 @@ def _env_number(name: str, default: float, minimum: float = 0.0, kind=float):
 # What a user sends.
 USER_RPS = _env_number("LOAD_USER_RPS", 0.2, minimum=0.001)
 # 0.2/s default: one user offers about what one pod serves at the server's
-# defaults (2 workers x 1 slot / 10 s inference), so "users" reads as "pods needed".
+# defaults (2 model slots per pod / 10 s inference), so "users" reads as "pods needed".
 PACING = _env("LOAD_PACING", "open", ("open", "closed"))
 ARRIVALS = _env("LOAD_ARRIVALS", "poisson", ("poisson", "fixed"))
 BURST = _env_number("LOAD_BURST", 1, minimum=1, kind=int)  # requests sent together per arrival

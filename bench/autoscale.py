@@ -124,7 +124,7 @@ def main() -> None:
     base = dict(FAST_LOOP) if args.fast else {}
     chart_values = dict(base.pop("chart_values", {}))
     target = chart_values.get("autoscaling", {}).get("targetAverageDurationSeconds", 12)
-    # Offered load = 5 pods' worth: one pod serves workers x slots / inference seconds.
+X
     user_rps = 0.5 if args.fast else 0.2
     users = args.users or 5
     load_seconds = args.load_seconds or (240 if args.fast else 720)

@@ -1,6 +1,6 @@
 """/metrics latency while every model slot is busy: inferscale against a naive server.
 
-Both run the same model (INFERENCE_DURATION_SECONDS each, one slot per process)
+Both run the same model (INFERENCE_DURATION_SECONDS each, one slot)
 under the same closed-loop load of `--clients` concurrent /predict callers.
 The naive baseline calls the model inline in one synchronous gunicorn worker.
 
@@ -56,7 +56,7 @@ def measure(server: ServerProcess, seconds: float, clients: int) -> list[float]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         started = time.perf_counter()
-        requests.get(server.url + "/metrics", timeout=300).raise_for_status()
+        requests.get(server.admin_url + "/metrics", timeout=300).raise_for_status()
         latencies.append(time.perf_counter() - started)
         time.sleep(0.05)
     stop.set()
@@ -99,8 +99,7 @@ def main() -> None:
         ours_dir.mkdir()
         naive_dir.mkdir()
         ours = run("inferscale", ServerProcess(ours_dir, env, workers=2), args)
-        naive_server = ServerProcess(naive_dir, env, workers=1)
-        naive_server.command = naive_command(naive_server.port)
+        naive_server = ServerProcess(naive_dir, env, workers=1, command=naive_command)
         naive_server.env.pop("PROMETHEUS_MULTIPROC_DIR")  # one process: plain in-memory metrics
         naive = run("naive", naive_server, args)
     print(f"ratio naive/inferscale: p50 x{naive['p50'] / ours['p50']:.0f}, "

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -24,16 +25,24 @@ TEST_ENV = {
 
 
 class ServerProcess:
-    """`inferscale serve` (gunicorn) on a free loopback port, with its own metrics directory.
+    """`inferscale serve` on free loopback ports, with its own metrics directory.
 
-`command` runs another server instead (the benchmark's baseline); it must bind `port`.
+`command(port)` runs another server instead (a benchmark's baseline); it must
+bind `port` and serve /health, /ready and /metrics there.
 """
 
     def __init__(
-        self, workdir: Path, env: dict[str, str], workers: int = 2, command: list[str] | None = None
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        workers: int = 2,
+        command: Callable[[int], list[str]] | None = None,
     ):
         self.port = free_port()
+        self.admin_port = free_port() if command is None else self.port
         self.url = f"http://{LOOPBACK}:{self.port}"
+        # Probes and scrapes: the admin port, as the chart's probes and ServiceMonitor use it.
+        self.admin_url = f"http://{LOOPBACK}:{self.admin_port}"
         self.multiproc_dir = workdir / "metrics"
         self.log_path = workdir / "server.log"
         self.env = {
@@ -43,13 +52,15 @@ class ServerProcess:
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
         }
         self.workers = workers
-        self.command = command or [
+        self.command = command(self.port) if command else [
             sys.executable, "-m", "inferscale.cli", "serve",
-            "--host", LOOPBACK, "--port", str(self.port), "--workers", str(workers),
+            "--host", LOOPBACK, "--port", str(self.port), "--admin-port", str(self.admin_port),
+            "--workers", str(workers),
         ]
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> "ServerProcess":
+        self.started_at = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -65,16 +76,23 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + path, timeout=1).status_code == 200:
+                if requests.get(self.admin_url + path, timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or listening while its workers still boot
             time.sleep(0.05)
         raise TimeoutError(f"{path} not 200 within {timeout} s:\n{self.log()}")
 
+    def processes(self, name: str) -> list[int]:
+        """Pids of the server's processes named `name`: model-process, gunicorn or http-worker."""
+        return [pid for pid in descendants(self.process.pid) if process_name(pid) == name]
+
+    def model_pid(self) -> int:
+        [pid] = self.processes("model-process")
+        return pid
+
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return self.processes("http-worker")
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -94,6 +112,21 @@ class ServerProcess:
 
     def predict(self, features=(1.0, 2.0, 3.0), timeout: float = 60.0) -> requests.Response:
         return requests.post(self.url + "/predict", json={"features": list(features)}, timeout=timeout)
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [grandchild for child in map(int, children) for grandchild in [child, *descendants(child)]]
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -18,9 +18,9 @@ FAST = dict(
 
 def make_client(**overrides):
     app = create_app(Settings(**{**FAST, **overrides}))
-    service = runtime_of(app).service
+    backend = runtime_of(app).backend
     deadline = time.monotonic() + 10
-    while not service.loaded:
+    while not backend.status().loaded:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     return app.test_client()
@@ -202,7 +202,7 @@ def test_metrics_follow_the_contract(client):
 
 
 def test_model_failure_is_a_json_500_counted_as_error(client, monkeypatch):
-    model = runtime_of(client.application).service.model
+    model = runtime_of(client.application).backend.model
 
     def broken(rows):
         raise RuntimeError("accelerator fell over")

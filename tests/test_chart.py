@@ -159,20 +159,29 @@ def test_deployment_has_replicas_when_autoscaling_is_off():
     assert only(docs, "Deployment")["spec"]["replicas"] == 3
 
 
-def test_server_runs_inferscale_serve_on_the_named_http_port():
+def test_server_runs_inferscale_serve_on_the_named_http_and_admin_ports():
     container = server_container(render())
     assert container["command"] + container["args"] == ["inferscale", "serve"]
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    env = env_of(container)
+    assert (env["PORT"], env["ADMIN_PORT"]) == ("8080", "8081")
     service = only(render(), "Service")
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", "http"), ("admin", "admin")
+    ]
     assert service["spec"]["selector"] == only(render(), "Deployment")["spec"]["selector"]["matchLabels"]
 
 
-def test_probes_use_ready_for_startup_and_readiness_and_health_for_liveness():
+def test_probes_and_scrapes_use_the_admin_port():
     container = server_container(render())
-    assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "admin"}
+    [endpoint] = only(render(), "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("admin", "/metrics")
 
 
 def test_startup_probe_allows_for_the_model_load():
@@ -401,7 +410,8 @@ REFUSALS = {
                                         "server.gracefulShutdownSeconds (60) must exceed the worst drain"),
     "jitter above duration": ({"server": {"inferenceJitterSeconds": 11}}, "must not exceed server.inferenceDurationSeconds"),
     "startup budget under model load": ({"server": {"modelLoadSeconds": 20}}, "probes.startup"),
-    "threads too few": ({"server": {"threads": 3}}, "server.threads (3)"),
+    "admin port on the http port": ({"server": {"adminPort": 8080}}, "server.adminPort (8080) must differ"),
+    "removed threads setting": ({"server": {"threads": 3}}, "threads"),
 }
 
 
@@ -442,7 +452,7 @@ def test_servicemonitor_carries_the_label_kube_prometheus_stack_selects():
     monitor = only(render(), "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [
-        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
+        {"port": "admin", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
     assert monitor["spec"]["selector"]["matchLabels"] == only(render(), "Service")["spec"]["selector"]
     custom = only(render({"serviceMonitor": {"additionalLabels": {"release": "monitoring"}}}), "ServiceMonitor")
     assert custom["metadata"]["labels"]["release"] == "monitoring"

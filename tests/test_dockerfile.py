@@ -162,11 +162,11 @@ def test_command_is_the_projects_console_script():
     assert project["scripts"]["inferscale"] == "inferscale.cli:main"
 
 
-def test_exposed_port_is_the_containers_http_port(runtime, container):
-    [port] = [p for p in container["ports"] if p["name"] == "http"]
-    assert runtime["expose"] == [port["containerPort"]]
+def test_exposed_ports_are_the_containers_http_and_admin_ports(runtime, container):
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert runtime["expose"] == [ports["http"], ports["admin"]]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["PORT"] == str(port["containerPort"])
+    assert (env["PORT"], env["ADMIN_PORT"]) == (str(ports["http"]), str(ports["admin"]))
 
 
 def test_user_is_numeric_non_root_and_matches_run_as_user(runtime, pod_spec, container):

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from inferscale.executor import Draining, ModelExecutor, QueueFull
+from inferscale.errors import Overloaded, ShuttingDown
+from inferscale.executor import ModelExecutor
 
 
 class Recorder:
@@ -32,14 +33,33 @@ def blocking_work(release: threading.Event):
     return work
 
 
+class FakeClock:
+    """Time that passes only when the work says so: the test measures work, not the machine."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_admits_slots_plus_queue_and_refuses_the_rest_at_once():
     release = threading.Event()
     executor = ModelExecutor(blocking_work(release), slots=2, max_queue=3, observer=Recorder())
     futures = [executor.submit(n) for n in range(5)]
-    started = time.monotonic()
-    with pytest.raises(QueueFull, match="all 5 model slots and queue places are taken"):
-        executor.submit(99)
-    assert time.monotonic() - started < 0.1
+    # Nothing admitted can finish until `release`: a refusal that waited for a
+    # slot would never come back.
+    refusal = {}
+
+    def submit_one_more():
+        with pytest.raises(Overloaded, match="all 5 model slots and queue places are taken"):
+            executor.submit(99)
+        refusal["raised"] = True
+
+    refuser = threading.Thread(target=submit_one_more)
+    refuser.start()
+    refuser.join(10)
+    assert refusal == {"raised": True}
     release.set()
     assert [f.result(5).value for f in futures] == [0, 2, 4, 6, 8]
     assert executor.admitted == 0
@@ -47,12 +67,19 @@ def test_admits_slots_plus_queue_and_refuses_the_rest_at_once():
 
 
 def test_queue_wait_and_inference_time_are_measured_apart():
-    executor = ModelExecutor(lambda _: time.sleep(0.2), slots=1, max_queue=1, observer=Recorder())
+    clock, release = FakeClock(), threading.Event()
+
+    def infer(_):
+        release.wait(10)
+        clock.now += 0.2  # one inference's worth of time
+
+    executor = ModelExecutor(infer, slots=1, max_queue=1, observer=Recorder(), clock=clock)
     first, second = executor.submit(None), executor.submit(None)
+    release.set()
     a, b = first.result(5), second.result(5)
-    assert a.queue_seconds < 0.05 and a.inference_seconds == pytest.approx(0.2, abs=0.05)
-    assert b.queue_seconds == pytest.approx(0.2, abs=0.05)
-    assert b.inference_seconds == pytest.approx(0.2, abs=0.05)
+    assert (a.queue_seconds, a.inference_seconds) == (0.0, pytest.approx(0.2))
+    # The second waited exactly the first's inference, then took its own.
+    assert (b.queue_seconds, b.inference_seconds) == (pytest.approx(0.2), pytest.approx(0.2))
 
 
 def test_observer_sees_admission_start_and_finish_in_order():
@@ -64,14 +91,16 @@ def test_observer_sees_admission_start_and_finish_in_order():
 
 
 def test_gate_holds_work_queued_and_counts_the_wait_as_queue_time():
-    gate = threading.Event()
-    executor = ModelExecutor(lambda p: p, slots=1, max_queue=1, observer=Recorder(), gate=gate)
+    clock, gate = FakeClock(), threading.Event()
+    executor = ModelExecutor(lambda p: p, slots=1, max_queue=1, observer=Recorder(), gate=gate,
+                             clock=clock)
     future = executor.submit("x")
-    time.sleep(0.2)
-    assert not future.done()
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.2)
+    clock.now += 3.0  # the model took 3 s to load
     gate.set()
     outcome = future.result(5)
-    assert outcome.value == "x" and outcome.queue_seconds >= 0.2
+    assert outcome.value == "x" and outcome.queue_seconds == pytest.approx(3.0)
 
 
 def test_a_failing_model_frees_its_slot():
@@ -91,8 +120,9 @@ def test_drain_refuses_new_work_and_waits_for_admitted_work():
     result = {}
     drainer = threading.Thread(target=lambda: result.update(done=executor.drain(10)))
     drainer.start()
-    time.sleep(0.1)
-    with pytest.raises(Draining):
+    while not executor.draining:
+        time.sleep(0.01)
+    with pytest.raises(ShuttingDown):
         executor.submit(7)
     assert drainer.is_alive()
     release.set()

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "locustfile.py"
 LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
 
-# 2 workers x 2 slots / 0.2 s = 20 requests/s of capacity, 4 queue places per worker.
-UNDER_CAPACITY_SERVER = {"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "4"}
+# 4 slots / 0.2 s = 20 requests/s of capacity, 8 queue places.
+UNDER_CAPACITY_SERVER = {"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "8"}
 
 
 def locust_env(**load: str) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -37,31 +35,47 @@ def test_predictions_are_deterministic_probabilities_per_row():
     assert first[0] != first[1]
 
 
-def test_load_takes_the_configured_time_and_allocates_the_weights():
-    model = Model(spec(load_seconds=0.3, memory_mb=16))
-    started = time.monotonic()
+class Clock:
+    """A clock that moves `tick` seconds per reading: waits are recorded, busy loops counted."""
+
+    def __init__(self, tick: float = 0.0):
+        self.now, self.tick, self.readings = 0.0, tick, 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        self.now += self.tick
+        return self.now
+
+
+def test_load_waits_out_the_configured_time_and_allocates_the_weights():
+    slept = []
+    model = Model(spec(load_seconds=0.3, memory_mb=16), clock=Clock(), sleep=slept.append)
     model.load()
-    assert time.monotonic() - started == pytest.approx(0.3, abs=0.1)
-    assert model._ballast.nbytes == 16 * 1024 * 1024
+    assert slept == [pytest.approx(0.3)]
+    assert model._ballast.nbytes == 16 * 1024 * 1024 and model.loaded
 
 
-@pytest.mark.parametrize("mode", [InferenceMode.SLEEP, InferenceMode.CPU])
-def test_inference_takes_the_configured_time_in_either_mode(mode):
-    model = loaded(inference_seconds=0.3, mode=mode)
-    started = time.monotonic()
+def test_sleep_mode_holds_the_slot_for_the_inference_time_without_computing():
+    slept, clock = [], Clock(tick=0.001)
+    model = Model(spec(inference_seconds=0.3, mode=InferenceMode.SLEEP), clock=clock,
+                  sleep=slept.append)
+    model.load()
+    readings = clock.readings
     model.predict(np.ones((1, 3)))
-    assert time.monotonic() - started == pytest.approx(0.3, abs=0.1)
+    assert slept == [pytest.approx(0.3)]
+    assert clock.readings == readings  # no busy loop
 
 
-def test_cpu_mode_burns_cpu_and_sleep_mode_does_not():
-    def cpu_seconds(mode):
-        model = loaded(inference_seconds=0.3, mode=mode)
-        started = time.process_time()
-        model.predict(np.ones((1, 3)))
-        return time.process_time() - started
-
-    assert cpu_seconds(InferenceMode.CPU) > 0.2
-    assert cpu_seconds(InferenceMode.SLEEP) < 0.05
+def test_cpu_mode_computes_until_the_deadline_and_never_sleeps():
+    slept, clock = [], Clock(tick=0.01)
+    model = Model(spec(inference_seconds=0.3, mode=InferenceMode.CPU), clock=clock,
+                  sleep=slept.append)
+    model.load()
+    readings = clock.readings
+    model.predict(np.ones((1, 3)))
+    assert slept == []
+    # One reading for the deadline, then one per matrix multiply until 0.3 s have passed.
+    assert clock.readings - readings == pytest.approx(0.3 / 0.01 + 1, abs=1)
 
 
 def test_jitter_spreads_durations_within_bounds():

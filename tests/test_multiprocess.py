@@ -15,8 +15,9 @@ def record_in_child(directory, script: str) -> int:
         """
         import os
         from prometheus_client import CollectorRegistry
-        from inferscale.metrics import InferenceMetrics
-        metrics = InferenceMetrics(CollectorRegistry())
+        from inferscale.metrics import ModelMetrics, RequestMetrics
+        metrics = RequestMetrics(CollectorRegistry())
+        model = ModelMetrics(CollectorRegistry())
         """
     ) + textwrap.dedent(script) + "\nprint(os.getpid())\n"
     result = subprocess.run(
@@ -36,7 +37,8 @@ def test_archiving_dead_workers_keeps_every_count_and_drops_their_files(tmp_path
         metrics.answered("success", 2.0)
         metrics.answered("success", 4.0)
         metrics.rejected()
-        metrics.in_flight.inc()
+        model.in_flight.inc()
+        model.model_ready.set(1)
     """
     first = record_in_child(tmp_path, script)
     before = exposition(tmp_path)
@@ -50,7 +52,8 @@ def test_archiving_dead_workers_keeps_every_count_and_drops_their_files(tmp_path
     assert 'inference_requests_total{status="rejected"} 2.0' in after
     assert "inference_request_duration_seconds_sum 12.0" in after
     assert 'inference_request_duration_seconds_bucket{le="5.0"} 4.0' in after
-    assert "inference_in_flight_requests " not in after  # live gauges of the dead are gone
+    # Live gauges of the dead are gone.
+    assert "inference_in_flight_requests " not in after and "inference_model_ready " not in after
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
 
 

@@ -147,8 +147,8 @@ def loop(tmp_path_factory):
             pods[pod] = ServerProcess(workdir / pod, POD_ENV, workers=1).start()
         # The labels kube-prometheus-stack's ServiceMonitor scrape gives a pod.
         targets = [
-            Target(server.url, {"namespace": NAMESPACE, "service": RELEASE, "pod": pod,
-                                "container": "inferscale", "endpoint": "http"})
+            Target(server.admin_url, {"namespace": NAMESPACE, "service": RELEASE, "pod": pod,
+                                      "container": "inferscale", "endpoint": "admin"})
             for pod, server in pods.items()
         ]
         rules = chart_rule_groups(RELEASE, NAMESPACE)
@@ -312,13 +312,13 @@ def test_metrics_page_passes_promtool_check_after_traffic(start_server):
         timeout=30,
     )
     assert sorted(statuses) == [200, 503, 503] and v2.status_code == 200, (statuses, v2.text)
-    samples = scrape(server.url)
+    samples = scrape(server.admin_url)
     assert samples['inference_requests_total{status="success"}'] == 2, samples
     assert samples['inference_requests_total{status="rejected"}'] == 2, samples
     assert 'inference_requests_total{status="error"}' in samples, samples
     assert samples["inference_request_duration_seconds_count"] == 2, samples
 
-    page = requests.get(server.url + "/metrics", timeout=10).text
+    page = requests.get(server.admin_url + "/metrics", timeout=10).text
     result = subprocess.run(
         [binary("promtool"), "check", "metrics"], input=page, capture_output=True, text=True, timeout=60
     )

@@ -1,9 +1,8 @@
-"""The server as it runs in a pod: real gunicorn processes on loopback."""
+"""The server as it runs in a pod: `inferscale serve`, its model process and gunicorn, on loopback."""
 
 from __future__ import annotations
 
 import contextlib
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,24 +49,26 @@ def saturating_load(server, clients: int):
 
 def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
     server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "3"}, workers=2
+        {"INFERENCE_DURATION_SECONDS": "3", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "6"}, workers=2
     )
     latencies, saturated = [], []
     with saturating_load(server, clients=12) as statuses:
         time.sleep(1.0)
         for _ in range(20):
-            latencies.append(timed_get(server.url + "/metrics"))
-            latencies.append(timed_get(server.url + "/health"))
-            samples = scrape(server.url)
+            for url in (server.admin_url, server.url):
+                latencies.append(timed_get(url + "/metrics"))
+                latencies.append(timed_get(url + "/health"))
+            samples = scrape(server.admin_url)
             saturated.append(
                 samples["inference_in_flight_requests"] == 2 and samples["inference_queue_depth"] > 0
             )
             time.sleep(0.1)
     assert sum(saturated) >= len(saturated) * 0.8, "the load did not keep every slot busy"
-    assert 200 in statuses and 503 in statuses
-    # Generous: a blocked probe would take a whole 2 s inference or more.
-    assert statistics.median(latencies) < 0.1
-    assert max(latencies) < 0.5, sorted(latencies)[-5:]
+    assert 503 in statuses, "the queue never filled"
+    # A probe that waited behind a slot would take a whole 3 s inference; the
+    # bound leaves room for a busy machine (bench/slow_clients.py has the
+    # milliseconds).
+    assert max(latencies) < 1.5, sorted(latencies)[-5:]
 
 
 def test_success_counter_sums_predictions_across_both_workers(start_server):
@@ -78,7 +79,7 @@ def test_success_counter_sums_predictions_across_both_workers(start_server):
     assert [r.status_code for r in responses] == [200] * predictions
     per_worker = success_counts_per_process(server.multiproc_dir)
     assert len([count for count in per_worker.values() if count > 0]) == 2, per_worker
-    assert scrape(server.url)[SUCCESS] == predictions
+    assert scrape(server.admin_url)[SUCCESS] == predictions
 
 
 def success_counts_per_process(directory: Path) -> dict[str, float]:
@@ -93,39 +94,41 @@ def success_counts_per_process(directory: Path) -> dict[str, float]:
 
 
 def test_cold_start_is_unready_while_loading_and_alive_throughout(start_server):
-    load_seconds = 3.0
+    load_seconds = 4.0
     server = start_server({"MODEL_LOAD_SECONDS": str(load_seconds)}, workers=1, wait_ready=False)
-    started = time.monotonic()
     readiness = []
-    while time.monotonic() - started < load_seconds + 2:
-        assert requests.get(server.url + "/health", timeout=2).status_code == 200
-        readiness.append((time.monotonic() - started, requests.get(server.url + "/ready", timeout=2)))
+    while not readiness or readiness[-1][1].status_code != 200:
+        assert time.monotonic() - server.started_at < load_seconds + 20, "never became ready"
+        assert requests.get(server.admin_url + "/health", timeout=5).status_code == 200
+        readiness.append(
+            (time.monotonic() - server.started_at, requests.get(server.admin_url + "/ready", timeout=5))
+        )
         time.sleep(0.1)
-    unready = [t for t, r in readiness if r.status_code == 503]
-    ready = [t for t, r in readiness if r.status_code == 200]
-    assert unready and ready and max(unready) < min(ready)
-    assert readiness[0][1].json() == {"status": "loading"}
-    # Readiness flips once, after roughly the load time (the server started a bit before `started`).
-    assert load_seconds - 1.0 < min(ready) < load_seconds + 1.0
-    assert scrape(server.url)["inference_model_ready"] == 1
+    unready = [r.json()["status"] for _, r in readiness[:-1]]
+    assert "loading" in unready and set(unready) <= {"loading", "model_unreachable"}, unready
+    # Loading began when the process did, so readiness cannot come sooner.
+    assert readiness[-1][0] >= load_seconds
+    assert scrape(server.admin_url)["inference_model_ready"] == 1
 
 
-def test_full_queue_answers_503_with_retry_after_and_admitted_work_completes(start_server):
+def test_the_queue_bound_is_the_pods_whichever_worker_takes_the_request(start_server):
     server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "1.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "2"}, workers=1
+        {"INFERENCE_DURATION_SECONDS": "1.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "2"}, workers=3
     )
     with ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(lambda _: server.predict(), range(6)))
     ok = [r for r in responses if r.status_code == 200]
     rejected = [r for r in responses if r.status_code == 503]
+    # One slot and two queue places per pod, however the 6 spread over 3 workers.
     assert len(ok) == 3 and len(rejected) == 3
     for response in rejected:
         assert response.headers["Retry-After"] == "2"
         assert response.json()["error"]["code"] == "overloaded"
-    # One slot: the admitted three ran back to back, so they waited 0, 1 and 2 inferences.
+    # One slot: the admitted three ran back to back, each waiting one more
+    # 1.5 s inference than the one before (less however much later it arrived).
     waits = sorted(r.json()["queue_seconds"] for r in ok)
-    assert waits == pytest.approx([0.0, 1.5, 3.0], abs=0.3)
-    samples = scrape(server.url)
+    assert waits[0] < 0.5 and waits[1] - waits[0] > 1.0 and waits[2] - waits[1] > 1.0, waits
+    samples = scrape(server.admin_url)
     assert samples[SUCCESS] == 3 and samples[REJECTED] == 3
     assert samples["inference_request_duration_seconds_count"] == 3
 
@@ -138,15 +141,15 @@ def test_sigterm_finishes_in_flight_and_queued_work_then_exits(start_server):
             "MAX_QUEUE": "3",
             "GRACEFUL_SHUTDOWN_SECONDS": "20",
         },
-        workers=1,
+        workers=2,
     )
     with ThreadPoolExecutor(4) as pool:
         pending = [pool.submit(server.predict) for _ in range(4)]
-        wait_until(lambda: scrape(server.url)["inference_queue_depth"] == 3)
+        wait_until(lambda: scrape(server.admin_url)["inference_queue_depth"] == 3)
         server.terminate()
-        wait_until(lambda: requests.get(server.url + "/ready", timeout=2).status_code == 503)
-        assert requests.get(server.url + "/ready", timeout=2).json() == {"status": "draining"}
-        assert requests.get(server.url + "/health", timeout=2).status_code == 200
+        wait_until(lambda: requests.get(server.admin_url + "/ready", timeout=2).status_code == 503)
+        assert requests.get(server.admin_url + "/ready", timeout=2).json() == {"status": "draining"}
+        assert requests.get(server.admin_url + "/health", timeout=2).status_code == 200
         refused = server.predict()
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
         assert [f.result().status_code for f in pending] == [200] * 4
@@ -159,23 +162,27 @@ def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_serv
         workers=2,
     )
     answered, last_total = 0, 0.0
-    for _round in range(12):
+    for _round in range(10):
+        # A gevent worker notices it is due for recycling within a second of its
+        # last request: pause so each round meets fresh workers.
+        time.sleep(1.2)
         for _ in range(10):
             # A recycling worker may close the connection under a request it never
             # read; a client retries such a request (it was not admitted).
             response = retry_on_connection_error(server.predict)
             assert response.status_code == 200
             answered += 1
-        total = scrape(server.url)[SUCCESS]
+        total = scrape(server.admin_url)[SUCCESS]
         assert total >= last_total, "counter went backwards across a worker recycle"
         last_total = total
     assert last_total == answered
     recycles = server.log().count("Booting worker") - server.workers
-    assert recycles >= 10, "workers were not recycled; the test proves nothing"
+    assert recycles >= 8, "workers were not recycled; the test proves nothing"
     # A scrape reads every file in the directory, so its cost follows their
-    # number: four per live worker (counter, histogram, two live gauges), one
-    # more worker that may be starting, and the two archives; not one per recycle.
-    assert len(list(server.multiproc_dir.glob("*.db"))) <= 4 * (server.workers + 1) + 2
+    # number: three per live HTTP worker (counter, histogram, live gauge), one
+    # more worker that may be starting, three of the model process, one of the
+    # supervisor and the two archives; not one per recycle.
+    assert len(list(server.multiproc_dir.glob("*.db"))) <= 3 * (server.workers + 1) + 3 + 1 + 2
 
 
 def retry_on_connection_error(call, attempts: int = 5):

@@ -21,11 +21,6 @@ def test_environment_variables_are_read_and_typed(monkeypatch):
     assert settings.inference_duration_seconds == 2.5
 
 
-def test_threads_default_leaves_room_beyond_slots_and_queue():
-    settings = Settings(model_concurrency=2, max_queue=5)
-    assert settings.worker_threads == 2 + 5 + 4
-
-
 def test_retry_after_defaults_to_one_inference_rounded_up():
     assert Settings(inference_duration_seconds=2.2).retry_after == 3
     assert Settings(inference_duration_seconds=0).retry_after == 1
@@ -38,7 +33,8 @@ def test_retry_after_defaults_to_one_inference_rounded_up():
         ({"inference_duration_seconds": -1}, "greater than or equal to 0"),
         ({"model_concurrency": 0}, "greater than or equal to 1"),
         ({"inference_mode": "gpu"}, "'sleep' or 'cpu'"),
-        ({"threads": 3, "model_concurrency": 1, "max_queue": 2}, "THREADS must exceed"),
+        ({"admin_port": 8080, "port": 8080}, "ADMIN_PORT must differ from PORT"),
+        ({"request_timeout_seconds": 0}, "greater than 0"),
         ({"inference_jitter_seconds": 5, "inference_duration_seconds": 1}, "JITTER"),
         ({"model_name": "has space"}, "pattern"),
     ],

@@ -197,6 +197,9 @@ FAST_LOOP = dict(
     chart_values={
         "server": {
             "workers": 1,
+            # One slot per pod: 1 request/s of capacity, so the e2e test's
+            # 2.5 requests/s needs 3 pods.
+            "modelConcurrency": 1,
             "modelLoadSeconds": 1,
             "modelMemoryMb": 8,
             "inferenceDurationSeconds": 1,

@@ -8,13 +8,17 @@ import sys
 
 import inferscale
 
-# CLI options override the environment by writing to it: gunicorn workers,
-# which build their own Settings after fork, then see the same values.
+# Spelled out, not imported from inferscale.multiprocess: importing that would
+# import prometheus_client before the variable is set.
+ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+# CLI options override the environment by writing to it, so that Settings has
+# one source and names the variable in its errors.
 SERVE_OPTIONS = {
     "host": ("HOST", str),
     "port": ("PORT", int),
+    "admin_port": ("ADMIN_PORT", int),
     "workers": ("WORKERS", int),
-    "threads": ("THREADS", int),
 }
 
 
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the inference server under gunicorn")
     for option, (env, kind) in SERVE_OPTIONS.items():
-        serve.add_argument(f"--{option}", type=kind, help=f"overrides ${env}")
+        serve.add_argument(f"--{option.replace('_', '-')}", type=kind, help=f"overrides ${env}")
     args = parser.parse_args(argv)
 
     for option, (env, _) in SERVE_OPTIONS.items():
@@ -40,14 +44,16 @@ def _serve() -> int:
     from inferscale.settings import Settings
 
     try:
-        Settings()
+        settings = Settings()
     except ValidationError as error:
         print(f"inferscale: invalid settings:\n{error}", file=sys.stderr)
         return 2
-    from inferscale.server import GunicornServer
+    # prometheus_client picks single- or multi-process storage when it is first
+    # imported, so the directory must be in the environment before that import.
+    os.environ[ENV_VAR] = settings.prometheus_multiproc_dir
+    from inferscale.supervisor import serve
 
-    GunicornServer().run()
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-
-class Rejected(Exception):
-    """The request was not admitted; nothing was started for it."""
-
-
-class QueueFull(Rejected):
-    pass
-
-
-class Draining(Rejected):
-    pass
+from inferscale.errors import Overloaded, ShuttingDown
 
 
 @dataclass(frozen=True)
@@ -80,24 +70,36 @@ class ModelExecutor:
     def submit(self, payload: Any) -> Future[Outcome]:
         with self._lock:
             if self._draining:
-                raise Draining("the server is shutting down")
+                raise ShuttingDown("the server is shutting down")
             if self._admitted >= self._capacity:
-                raise QueueFull(f"all {self._capacity} model slots and queue places are taken")
+                raise Overloaded(f"all {self._capacity} model slots and queue places are taken")
             self._admitted += 1
         self._observer.admitted()
         return self._pool.submit(self._run, payload, self._clock())
 
     def drain(self, timeout: float) -> bool:
         """Refuse new work, then wait up to `timeout` s for admitted work; True if all done."""
-        deadline = self._clock() + timeout
+        self.refuse_new_work()
+        return self.wait_idle(timeout)
+
+    def refuse_new_work(self) -> None:
         with self._lock:
             self._draining = True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until no work is admitted; True if none is."""
+        deadline = self._clock() + timeout
+        with self._lock:
             while self._admitted:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
                 self._lock.wait(remaining)
         return True
+
+    def shutdown(self) -> None:
+        """Wait until every started request has run and its callbacks have returned."""
+        self._pool.shutdown(wait=True)
 
     def _run(self, payload: Any, admitted_at: float) -> Outcome:
         self._gate.wait()

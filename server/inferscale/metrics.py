@@ -1,4 +1,11 @@
-"""The metric contract of DESIGN.md: the names the adapter rules, chart and tests rely on."""
+"""The metric contract: the names the adapter rules, the chart and the tests rely on.
+
+The pod's metrics come from two kinds of process. The model process owns the
+model's view (slots, queue, compute time, readiness); the HTTP workers own the
+caller's view (what each request waited and how it ended) and the connections.
+Each metric is written by one kind only, so its multiprocess aggregation
+(sum, live sum, most recent) has one meaning.
+"""
 
 from __future__ import annotations
 
@@ -18,17 +25,14 @@ ERROR = "error"
 REJECTED = "rejected"
 STATUSES = (SUCCESS, ERROR, REJECTED)
 
+MODEL_READY = "inference_model_ready"
+MODEL_READY_HELP = "1 once the pod's model process has loaded its model, else 0."
 
-class InferenceMetrics:
-    """Owns every inference metric; also the executor's observer."""
+
+class ModelMetrics:
+    """The model process's metrics; also the executor's observer."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.request_duration = Histogram(
-            "inference_request_duration_seconds",
-            "Time from admission to answer of an inference request, queue wait included.",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
         self.inference_duration = Histogram(
             "inference_duration_seconds",
             "Model compute time of one inference request.",
@@ -41,15 +45,8 @@ class InferenceMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        self.requests = Counter(
-            "inference_requests",
-            "Inference requests by outcome: success, error (the model failed) or rejected "
-            "(not admitted: queue full or shutting down).",
-            ["status"],
-            registry=registry,
-        )
-        # livesum: a dead worker's files are removed by mark_process_dead, so a
-        # crashed worker cannot leave a request "in flight" forever.
+        # livesum: a dead process's gauge files are removed, so a crashed model
+        # process cannot leave a request "in flight" forever.
         self.in_flight = Gauge(
             "inference_in_flight_requests",
             "Inference requests running on the model now.",
@@ -62,15 +59,7 @@ class InferenceMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        # livemin: the pod reads 1 only when every live worker has its model.
-        self.model_ready = Gauge(
-            "inference_model_ready",
-            "1 once the model is loaded in every live worker process, else 0.",
-            multiprocess_mode="livemin",
-            registry=registry,
-        )
-        for status in STATUSES:
-            self.requests.labels(status=status)
+        self.model_ready = model_ready_gauge(registry)
 
     def admitted(self) -> None:
         self.queue_depth.inc()
@@ -84,6 +73,37 @@ class InferenceMetrics:
         self.in_flight.dec()
         self.inference_duration.observe(inference_seconds)
 
+
+def model_ready_gauge(registry: CollectorRegistry | None) -> Gauge:
+    # livemostrecent: the model process writes 0 then 1 as it loads, and the
+    # supervisor writes 0 when the model process dies; the latest write of a
+    # live process is the truth, and a restart reads 0 until the reload is done.
+    return Gauge(
+        MODEL_READY, MODEL_READY_HELP, multiprocess_mode="livemostrecent", registry=registry
+    )
+
+
+class RequestMetrics:
+    """An HTTP worker's metrics: how inference requests ended, and what callers waited."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.request_duration = Histogram(
+            "inference_request_duration_seconds",
+            "Time from admission to answer of an inference request, queue wait included.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "inference_requests",
+            "Inference requests by outcome: success, error (the model failed, or its process "
+            "died under the request) or rejected (not admitted: queue full, shutting down, "
+            "no model loaded).",
+            ["status"],
+            registry=registry,
+        )
+        for status in STATUSES:
+            self.requests.labels(status=status)
+
     def answered(self, status: str, request_seconds: float) -> None:
         """An admitted request ended; its duration feeds the HPA metric."""
         self.requests.labels(status=status).inc()
@@ -93,3 +113,22 @@ class InferenceMetrics:
         # Not observed in request_duration: instant refusals would pull the
         # average down exactly when the pod is overloaded and must scale out.
         self.requests.labels(status=REJECTED).inc()
+
+
+class ConnectionMetrics:
+    """An HTTP worker's connections: how many are still sending a request, and timeouts."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.receiving = Gauge(
+            "inference_http_receiving_connections",
+            "Connections part-way through sending a request (headers or body): slow or "
+            "stalled clients. A healthy client finishes within milliseconds.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.timeouts = Counter(
+            "inference_http_request_timeouts",
+            "Requests refused with 408 because their headers and body did not arrive "
+            "within REQUEST_TIMEOUT_SECONDS.",
+            registry=registry,
+        )

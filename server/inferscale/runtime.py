@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry
 
-from inferscale.service import InferenceService
+from inferscale.backend import InferenceBackend
+from inferscale.metrics import RequestMetrics
 from inferscale.settings import Settings
 
 EXTENSION = "inferscale"
@@ -16,9 +17,10 @@ EXTENSION = "inferscale"
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    service: InferenceService
+    backend: InferenceBackend
     registry: CollectorRegistry
-    # Set when gunicorn workers share metric files; None for a single process.
+    requests: RequestMetrics
+    # Set when several processes share metric files; None for a single process.
     multiproc_dir: str | None
 
 

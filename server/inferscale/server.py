@@ -1,21 +1,25 @@
-"""gunicorn embedded: the project's config module plus the app factory."""
+"""gunicorn embedded: the HTTP workers, built from `Settings`, talking to the model process."""
 
 from __future__ import annotations
 
 from gunicorn.app.base import BaseApplication
 
+from inferscale import gunicorn_conf
+from inferscale.settings import Settings
+
 
 class GunicornServer(BaseApplication):
-    def load_config(self) -> None:
-        # Imported here, not at module level: importing it reads the settings
-        # and fixes prometheus_client's multiprocess directory.
-        from inferscale import gunicorn_conf
+    def __init__(self, settings: Settings, model_socket: str):
+        self.settings = settings
+        self.model_socket = model_socket
+        super().__init__()
 
-        for key in self.cfg.settings:
-            if hasattr(gunicorn_conf, key):
-                self.cfg.set(key, getattr(gunicorn_conf, key))
+    def load_config(self) -> None:
+        for key, value in gunicorn_conf.options(self.settings).items():
+            self.cfg.set(key, value)
 
     def load(self):
         from inferscale.app import create_app
+        from inferscale.model_client import ModelClient
 
-        return create_app()
+        return create_app(self.settings, ModelClient(self.model_socket))

@@ -1,23 +1,27 @@
-"""The model behind its executor: load in the background, admit, time, count. No HTTP."""
+"""The model behind its executor: load in the background, admit, time. No HTTP.
+
+It runs in the pod's one model process (served to the HTTP workers by
+`model_process`), or inside a test's own process.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 
-from inferscale.executor import ModelExecutor, Outcome, Rejected
-from inferscale.metrics import ERROR, SUCCESS, InferenceMetrics
-from inferscale.model import Model, ModelSpec
+from inferscale.backend import ModelStatus
+from inferscale.errors import InferenceFailed, ModelUnavailable
+from inferscale.executor import ModelExecutor, Outcome
+from inferscale.metrics import ModelMetrics
+from inferscale.model import Model, ModelNotLoaded, ModelSpec
 from inferscale.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class InferenceFailed(Exception):
-    """The model raised while serving an admitted request."""
 
 
 def model_from_settings(settings: Settings) -> Model:
@@ -36,15 +40,24 @@ def model_from_settings(settings: Settings) -> Model:
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, metrics: InferenceMetrics, model: Model):
+    """The pod's model slots and queue. `on_status` hears every change of `status()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ModelMetrics,
+        model: Model,
+        on_status: Callable[[ModelStatus], None] = lambda status: None,
+    ):
         self.model = model
         self.metrics = metrics
+        self._on_status = on_status
         # Opened when loading ends, however it ends: queued work must never wait
-        # on a load that failed (it then fails fast with ModelNotLoaded).
+        # on a load that failed (it then fails fast with ModelUnavailable).
         self._load_finished = threading.Event()
-        self.load_error: BaseException | None = None
+        self._load_error: str | None = None
         self.executor = ModelExecutor(
-            model.predict,
+            self._predict,
             slots=settings.model_concurrency,
             max_queue=settings.max_queue,
             observer=metrics,
@@ -52,43 +65,38 @@ class InferenceService:
         )
         metrics.model_ready.set(0)
 
-    @property
-    def loaded(self) -> bool:
-        return self.model.loaded
-
-    @property
-    def draining(self) -> bool:
-        return self.executor.draining
-
-    @property
-    def ready(self) -> bool:
-        return self.loaded and not self.draining
+    def status(self) -> ModelStatus:
+        return ModelStatus(
+            loaded=self.model.loaded, draining=self.executor.draining, load_error=self._load_error
+        )
 
     def start_loading(self) -> threading.Thread:
-        """Load in the background so /health answers (and work queues) meanwhile."""
+        """Load in the background so the status answers (and work queues) meanwhile."""
         thread = threading.Thread(target=self._load, name="model-load", daemon=True)
         thread.start()
         return thread
 
+    def submit(self, rows: np.ndarray) -> Future[Outcome]:
+        """Admit one request or raise `Rejected`; the future raises the other domain errors."""
+        return self.executor.submit(rows)
+
     def infer(self, rows: np.ndarray) -> Outcome:
-        """Run one request; raises Rejected (not admitted) or InferenceFailed."""
-        admitted_at = time.monotonic()
-        try:
-            future = self.executor.submit(rows)
-        except Rejected:
-            self.metrics.rejected()
-            raise
-        try:
-            outcome = future.result()
-        except Exception as error:
-            self.metrics.answered(ERROR, time.monotonic() - admitted_at)
-            log.exception("inference failed")
-            raise InferenceFailed(str(error)) from error
-        self.metrics.answered(SUCCESS, time.monotonic() - admitted_at)
-        return outcome
+        return self.submit(rows).result()
 
     def drain(self, timeout: float) -> bool:
-        return self.executor.drain(timeout)
+        """Refuse new work, finish admitted work within `timeout` s; True if all finished."""
+        self.executor.refuse_new_work()
+        self._on_status(self.status())
+        return self.executor.wait_idle(timeout)
+
+    def _predict(self, rows: np.ndarray) -> np.ndarray:
+        try:
+            return self.model.predict(rows)
+        except ModelNotLoaded:
+            raise ModelUnavailable("the model failed to load") from None
+        except Exception as error:
+            log.exception("inference failed")
+            raise InferenceFailed("the model failed on this request") from error
 
     def _load(self) -> None:
         started = time.monotonic()
@@ -97,7 +105,8 @@ class InferenceService:
             self.metrics.model_ready.set(1)
             log.info("model %s loaded in %.1f s", self.model.spec.name, time.monotonic() - started)
         except Exception as error:  # a failed load must surface in /health, not vanish
-            self.load_error = error
+            self._load_error = f"{type(error).__name__}: {error}"
             log.exception("model load failed")
         finally:
             self._load_finished.set()
+            self._on_status(self.status())

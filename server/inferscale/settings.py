@@ -8,12 +8,6 @@ from enum import Enum
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Threads beyond the model slots and the wait queue: they keep /metrics, /health
-# and /ready answering, and turn surplus /predict calls away quickly, while every
-# slot and queue place is held by a request that waits seconds.
-SPARE_THREADS = 4
-
-
 class InferenceMode(str, Enum):
     SLEEP = "sleep"  # holds the slot without CPU, like waiting on an accelerator
     CPU = "cpu"  # burns CPU with numpy, like inference on the host
@@ -24,11 +18,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    host: str = Field("0.0.0.0", description="Address gunicorn binds.")
+    host: str = Field("0.0.0.0", description="Address gunicorn binds, both ports.")
     port: int = Field(8080, ge=1, le=65535, description="Port for every route, /metrics included.")
-    workers: int = Field(2, ge=1, description="gunicorn worker processes.")
-    threads: int = Field(
-        0, ge=0, description="Threads per worker; 0 = MODEL_CONCURRENCY + MAX_QUEUE + 4."
+    admin_port: int = Field(
+        8081, ge=1, le=65535, description="Port for /health, /ready and /metrics only."
+    )
+    workers: int = Field(2, ge=1, description="gunicorn HTTP worker processes (no model in them).")
+    worker_connections: int = Field(
+        1000, ge=1, description="Open connections per worker and port; more wait in the backlog."
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time for a request's headers and body to arrive; then 408."
     )
 
     model_name: str = Field(
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     )
     model_version: str = Field("1", description="Version reported by the V2 metadata route.")
     model_load_seconds: float = Field(5.0, ge=0, description="Simulated weight loading time.")
-    model_memory_mb: int = Field(64, ge=0, description="Weights allocated (and touched) per worker.")
+    model_memory_mb: int = Field(64, ge=0, description="Weights allocated (and touched), once per pod.")
     max_features: int = Field(256, ge=1, le=65536, description="Longest accepted feature vector.")
     max_batch_size: int = Field(64, ge=1, description="Most rows in one V2 infer tensor.")
 
@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     inference_mode: InferenceMode = Field(InferenceMode.SLEEP, description="sleep or cpu.")
     inference_jitter_seconds: float = Field(0.0, ge=0, description="Uniform +/- jitter.")
 
-    model_concurrency: int = Field(1, ge=1, description="Model slots per worker process.")
-    max_queue: int = Field(4, ge=0, description="Requests that may wait for a slot, per worker.")
+    model_concurrency: int = Field(2, ge=1, description="Model slots (inferences at once) per pod.")
+    max_queue: int = Field(8, ge=0, description="Requests that may wait for a slot, per pod.")
     retry_after_seconds: int = Field(
         0, ge=0, description="Retry-After on 503; 0 = one inference duration, rounded up."
     )
@@ -68,15 +68,9 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> "Settings":
         if self.inference_jitter_seconds > self.inference_duration_seconds:
             raise ValueError("INFERENCE_JITTER_SECONDS must not exceed INFERENCE_DURATION_SECONDS")
-        if self.threads and self.threads <= self.model_concurrency + self.max_queue:
-            # Every thread could then be held by a waiting /predict and the probes
-            # and /metrics would hang behind them: exactly what this server avoids.
-            raise ValueError("THREADS must exceed MODEL_CONCURRENCY + MAX_QUEUE (or be 0 for auto)")
+        if self.admin_port == self.port:
+            raise ValueError("ADMIN_PORT must differ from PORT")
         return self
-
-    @property
-    def worker_threads(self) -> int:
-        return self.threads or self.model_concurrency + self.max_queue + SPARE_THREADS
 
     @property
     def retry_after(self) -> int:

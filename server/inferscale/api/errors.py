@@ -13,6 +13,17 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from inferscale.arrival import RequestTimeout, refuse_rest_of_request
+from inferscale.errors import (
+    InferenceError,
+    InferenceFailed,
+    InferenceLost,
+    ModelUnavailable,
+    Overloaded,
+    ShuttingDown,
+)
+from inferscale.runtime import current_runtime
+
 log = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2"
@@ -50,8 +61,20 @@ def invalid_body(error: ValidationError) -> ApiError:
     return ApiError(400, "invalid_request", f"invalid request body: {summary}", details)
 
 
+# Status and code of every domain error; `retry` adds Retry-After (a retry may succeed).
+INFERENCE_ERRORS: dict[type[InferenceError], tuple[int, str, bool]] = {
+    Overloaded: (503, "overloaded", True),
+    ShuttingDown: (503, "shutting_down", True),
+    ModelUnavailable: (503, "model_unavailable", True),
+    InferenceLost: (503, "inference_lost", True),
+    InferenceFailed: (500, "inference_failed", False),
+}
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, error_response)
+    app.register_error_handler(InferenceError, _inference_error)
+    app.register_error_handler(RequestTimeout, _request_timeout)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, _unexpected)
 
@@ -67,7 +90,19 @@ def error_response(error: ApiError) -> Response:
     return response
 
 
+def _inference_error(error: InferenceError) -> Response:
+    status, code, retry = INFERENCE_ERRORS[type(error)]
+    headers = {"Retry-After": str(current_runtime().settings.retry_after)} if retry else None
+    return error_response(ApiError(status, code, str(error), headers=headers))
+
+
+def _request_timeout(error: RequestTimeout) -> Response:
+    return error_response(ApiError(408, "request_timeout", str(error)))
+
+
 def _http_exception(error: HTTPException) -> Response:
+    if error.code == 413:
+        refuse_rest_of_request()  # don't read a body we have refused
     # Keep the headers werkzeug computed, e.g. Allow on a 405.
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     code = (error.name or "error").lower().replace(" ", "_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 import numpy as np
@@ -9,10 +10,10 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from inferscale.api.errors import ApiError, invalid_body
-from inferscale.executor import Draining, Outcome, QueueFull
-from inferscale.model import ModelNotLoaded
+from inferscale.errors import InferenceError, Rejected
+from inferscale.executor import Outcome
+from inferscale.metrics import ERROR, SUCCESS
 from inferscale.runtime import current_runtime
-from inferscale.service import InferenceFailed
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -43,15 +44,16 @@ def check_width(rows: np.ndarray) -> None:
 
 
 def run(rows: np.ndarray) -> Outcome:
+    """Run rows on the model, counting how the request ended; domain errors propagate."""
     runtime = current_runtime()
-    retry_after = {"Retry-After": str(runtime.settings.retry_after)}
+    admitted_at = time.monotonic()
     try:
-        return runtime.service.infer(rows)
-    except QueueFull as error:
-        raise ApiError(503, "overloaded", str(error), headers=retry_after) from None
-    except Draining as error:
-        raise ApiError(503, "shutting_down", str(error), headers=retry_after) from None
-    except InferenceFailed as error:
-        if isinstance(error.__cause__, ModelNotLoaded):
-            raise ApiError(503, "model_unavailable", "the model failed to load") from None
-        raise ApiError(500, "inference_failed", "the model failed on this request") from None
+        outcome = runtime.backend.infer(rows)
+    except Rejected:
+        runtime.requests.rejected()
+        raise
+    except InferenceError:
+        runtime.requests.answered(ERROR, time.monotonic() - admitted_at)
+        raise
+    runtime.requests.answered(SUCCESS, time.monotonic() - admitted_at)
+    return outcome

@@ -29,7 +29,7 @@ def server_live():
 
 @blueprint.get("/health/ready")
 def server_ready():
-    ready = current_runtime().service.ready
+    ready = current_runtime().backend.status().ready
     return jsonify(ready=ready), 200 if ready else 503
 
 
@@ -50,7 +50,7 @@ def model_metadata(name: str, version: str | None = None):
 @blueprint.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     settings = _model(name, version)
-    ready = current_runtime().service.ready
+    ready = current_runtime().backend.status().ready
     return jsonify(name=settings.model_name, ready=ready), 200 if ready else 503
 
 

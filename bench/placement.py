@@ -1,0 +1,104 @@
+"""Placement inside one pod: waits while a slot is free, and how many slots a saturated pod keeps busy.
+
+1. Staggered pairs: request A, then B `gap` seconds later (0.05-0.5 s, while A
+   runs), each on its own connection, on a pod of several HTTP workers with 2
+   slots. B should never wait: a slot is free. Prints how many waited and the
+   queue waits the server reported.
+2. Saturation: `--clients` closed-loop callers on kept-alive connections
+   against `--slots` slots. Prints busy slots on average (the sum of the
+   inference time served over the wall time) and requests per second against
+   slots / inference time.
+
+    python bench/placement.py [--pairs 100] [--inference 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "cluster")]
+
+from overload import percentile  # noqa: E402
+from servers import ServerProcess  # noqa: E402
+
+
+def predict(session: requests.Session, url: str) -> dict:
+    response = session.post(url + "/predict", json={"features": [1.0, 2.0]}, timeout=120)
+    response.raise_for_status()
+    return response.json()
+
+
+def staggered_pairs(url: str, pairs: int) -> list[float]:
+    waits = []
+    with ThreadPoolExecutor(2) as pool:
+        for trial in range(pairs):
+            gap = 0.05 + 0.45 * (trial % 10) / 9
+            first = pool.submit(predict, requests.Session(), url)
+            time.sleep(gap)
+            second = pool.submit(predict, requests.Session(), url)
+            waits += [first.result()["queue_seconds"], second.result()["queue_seconds"]]
+    return waits
+
+
+def saturation(url: str, clients: int, rounds: int) -> tuple[float, float]:
+    """(busy seconds served, wall seconds)."""
+
+    def client(_) -> float:
+        session = requests.Session()
+        return sum(predict(session, url)["inference_seconds"] for _ in range(rounds))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        busy = sum(pool.map(client, range(clients)))
+    return busy, time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--inference", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=2, help="HTTP workers")
+    parser.add_argument("--slots", type=int, default=8, help="slots for the saturation part")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        env = {"INFERENCE_DURATION_SECONDS": str(args.inference), "MODEL_CONCURRENCY": "2",
+               "MAX_QUEUE": "4", "MODEL_LOAD_SECONDS": "0", "LOG_LEVEL": "warning"}
+        (Path(work) / "pairs").mkdir()
+        server = ServerProcess(Path(work) / "pairs", env, workers=args.workers).start()
+        try:
+            waits = staggered_pairs(server.url, args.pairs)
+        finally:
+            server.stop()
+        waited = [w for w in waits if w > 0.01]
+        print(f"staggered pairs: {len(waits)} requests, {args.workers} HTTP workers, 2 slots, "
+              f"{args.inference:g} s inferences")
+        print(f"  waited over 10 ms with a slot free: {len(waited)}; queue wait p50 "
+              f"{percentile(waits, 50) * 1000:.2f} ms, p99 {percentile(waits, 99) * 1000:.2f} ms, "
+              f"max {max(waits) * 1000:.2f} ms")
+
+        env.update(MODEL_CONCURRENCY=str(args.slots), MAX_QUEUE=str(args.clients))
+        (Path(work) / "saturation").mkdir()
+        server = ServerProcess(Path(work) / "saturation", env, workers=args.workers).start()
+        try:
+            busy, wall = saturation(server.url, args.clients, args.rounds)
+        finally:
+            server.stop()
+        served = args.clients * args.rounds
+        print(f"saturation: {args.clients} clients on {args.slots} slots, {served} requests")
+        print(f"  busy slots on average {busy / wall:.2f} of {args.slots} "
+              f"({busy / wall / args.slots:.1%}); {served / wall:.2f} requests/s against "
+              f"slots / inference = {args.slots / args.inference:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""What the protocol layer needs from whatever runs the model: a result, or the model's state.
+
+Two things provide it: `InferenceService` runs the model in this process (the
+model process, and tests), and `ModelClient` reaches the pod's model process
+from an HTTP worker. The routes cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from inferscale.executor import Outcome
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    loaded: bool = False
+    draining: bool = False
+    load_error: str | None = None
+    # False while the model process is down (crashed and being restarted).
+    reachable: bool = True
+
+    @property
+    def ready(self) -> bool:
+        return self.reachable and self.loaded and not self.draining
+
+
+class InferenceBackend(Protocol):
+    def infer(self, rows: np.ndarray) -> Outcome:
+        """Score (batch, features) rows; raises an `inferscale.errors.InferenceError`."""
+
+    def status(self) -> ModelStatus: ...

@@ -1,0 +1,165 @@
+"""The pod's one model process: the model, its slots and its queue, served to the HTTP workers.
+
+One process owns every model slot, so a request never waits behind a busy
+slot while another is free, and the queue bound is the pod's, whichever HTTP
+worker a request arrived on. Each HTTP worker keeps one Unix-socket
+connection here and multiplexes its requests over it (see `wire`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+from concurrent.futures import Future
+
+from prometheus_client import CollectorRegistry
+
+from inferscale import wire
+from inferscale.backend import ModelStatus
+from inferscale.errors import InferenceError, Rejected
+from inferscale.executor import Outcome
+from inferscale.metrics import ModelMetrics
+from inferscale.service import InferenceService, model_from_settings
+from inferscale.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECV_BYTES = 256 * 1024
+
+
+class WorkerConnection:
+    """One HTTP worker's connection: replies come from many slot threads, one at a time."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self.open = True
+
+    def send(self, message: bytes) -> None:
+        with self._send_lock:
+            if not self.open:
+                return  # the worker is gone; its answers have no one to go to
+            try:
+                self.sock.sendall(message)
+            except OSError:
+                self.open = False
+
+    def close(self) -> None:
+        with self._send_lock:
+            self.open = False
+        self.sock.close()
+
+
+class ModelServer:
+    """Accepts HTTP workers on `listener` and runs their requests on `service`."""
+
+    def __init__(self, listener: socket.socket):
+        self._listener = listener
+        self._connections: set[WorkerConnection] = set()
+        self._lock = threading.Lock()
+        self._status = ModelStatus()
+        # The listener outlives this process (the supervisor holds it for the
+        # next one), so stopping must not shut it down: a pipe wakes the loop.
+        self._stop_reader, self._stop_writer = os.pipe()
+        self.service: InferenceService | None = None
+
+    def stop(self) -> None:
+        os.write(self._stop_writer, b"x")
+
+    def serve_forever(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._stop_reader, selectors.EVENT_READ)
+            while True:
+                ready = {key.fileobj for key, _ in selector.select()}
+                if self._stop_reader in ready:
+                    return
+                self._accept()
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except BlockingIOError:
+            return  # a spurious wake-up: nothing to accept after all
+        sock.setblocking(True)
+        connection = WorkerConnection(sock)
+        with self._lock:
+            self._connections.add(connection)
+            # Under the lock: a status published meanwhile reaches it after this one.
+            connection.send(wire.status(self._status))
+        threading.Thread(
+            target=self._serve, args=(connection,), name="worker-connection", daemon=True
+        ).start()
+
+    def publish(self, status: ModelStatus) -> None:
+        """Tell every HTTP worker the model's new state (they answer /ready from it)."""
+        with self._lock:
+            self._status = status
+            connections = list(self._connections)
+        for connection in connections:
+            connection.send(wire.status(status))
+
+    def _serve(self, connection: WorkerConnection) -> None:
+        reader = wire.Reader()
+        try:
+            while data := connection.sock.recv(RECV_BYTES):
+                for message in reader.feed(data):
+                    self._infer(connection, message)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            connection.close()
+
+    def _infer(self, connection: WorkerConnection, message: list) -> None:
+        call_id = message[1]
+        try:
+            future = self.service.submit(wire.rows_of(message))
+        except Rejected as error:
+            connection.send(wire.failure(call_id, error))
+            return
+        future.add_done_callback(lambda done: connection.send(_reply(call_id, done)))
+
+
+def _reply(call_id: int, done: Future[Outcome]) -> bytes:
+    try:
+        return wire.result(call_id, done.result())
+    except InferenceError as error:
+        return wire.failure(call_id, error)
+
+
+def run(settings: Settings, listener: socket.socket) -> int:
+    """The model process's main: load, serve until SIGTERM (drain) or SIGINT/SIGQUIT (stop now)."""
+    server = ModelServer(listener)
+    service = InferenceService(
+        settings, ModelMetrics(CollectorRegistry()), model_from_settings(settings), server.publish
+    )
+    server.service = service
+    exit_code = [0]
+
+    def drain_then_stop() -> None:
+        drained = service.drain(settings.graceful_shutdown_seconds)
+        if drained:
+            service.executor.shutdown()  # every reply has been written
+        else:
+            log.warning("drain took over %.0f s; stopping anyway", settings.graceful_shutdown_seconds)
+            exit_code[0] = 1
+        server.stop()
+
+    def on_signal(signum, _frame) -> None:
+        if signum == signal.SIGTERM:
+            threading.Thread(target=drain_then_stop, name="drain", daemon=True).start()
+        else:
+            server.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, on_signal)
+    server.publish(service.status())
+    service.start_loading()
+    server.serve_forever()
+    return exit_code[0]

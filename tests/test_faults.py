@@ -1,0 +1,131 @@
+"""Processes of the pod killed with SIGKILL under load: what callers and the metrics see."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from servers import scrape
+
+SUCCESS = 'inference_requests_total{status="success"}'
+ERROR = 'inference_requests_total{status="error"}'
+COUNTERS = (
+    SUCCESS,
+    ERROR,
+    'inference_requests_total{status="rejected"}',
+    "inference_request_duration_seconds_count",
+    "inference_queue_wait_seconds_count",
+    "inference_duration_seconds_count",
+)
+
+
+def call(url: str) -> requests.Response | Exception:
+    """One request on its own connection; the exception if the connection broke."""
+    try:
+        return requests.post(url + "/predict", json={"features": [1.0]}, timeout=60)
+    except requests.ConnectionError as error:
+        return error
+
+
+def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+    return result
+
+
+def client_connections(pid: int, port: int) -> int:
+    """Established TCP connections to `port` held by process `pid`."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    established = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            established += 1
+    return established
+
+
+def assert_monotonic(before: dict[str, float], after: dict[str, float]) -> None:
+    for name in COUNTERS:
+        assert after[name] >= before[name], f"{name} went backwards: {before[name]} -> {after[name]}"
+
+
+def test_killing_an_http_worker_loses_only_its_own_connections(start_server):
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "4"}, workers=2
+    )
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(call, server.url) for _ in range(8)]
+        wait_for(lambda: scrape(server.admin_url)["inference_queue_depth"] == 4)
+        before = scrape(server.admin_url)
+        held = {pid: client_connections(pid, server.port) for pid in server.worker_pids()}
+        victim = max(held, key=held.get)
+        os.kill(victim, signal.SIGKILL)
+        results = [future.result() for future in pending]
+    broken = [r for r in results if isinstance(r, Exception)]
+    answered = [r for r in results if not isinstance(r, Exception)]
+    assert len(broken) == held[victim] >= 1, (held, results)
+    assert [r.status_code for r in answered] == [200] * len(answered)
+    # gunicorn replaces the worker; the model never noticed.
+    wait_for(lambda: len(server.worker_pids()) == 2 and victim not in server.worker_pids())
+    after = scrape(server.admin_url)
+    assert_monotonic(before, after)
+    assert after[SUCCESS] == len(answered) and after["inference_model_ready"] == 1
+    # The dead worker's requests still ran on the model, and then freed their slots.
+    wait_for(lambda: scrape(server.admin_url)["inference_in_flight_requests"] == 0)
+    assert server.predict().status_code == 200
+
+
+def test_killing_the_model_process_answers_its_requests_and_the_pod_recovers(start_server):
+    server = start_server(
+        {
+            "INFERENCE_DURATION_SECONDS": "3",
+            "MODEL_LOAD_SECONDS": "1",
+            "MODEL_CONCURRENCY": "2",
+            "MAX_QUEUE": "4",
+        },
+        workers=2,
+    )
+    with ThreadPoolExecutor(6) as pool:
+        pending = [pool.submit(call, server.url) for _ in range(6)]
+        wait_for(lambda: scrape(server.admin_url)["inference_queue_depth"] == 4)
+        before = scrape(server.admin_url)
+        model_pid = server.model_pid()
+        killed_at = time.monotonic()
+        os.kill(model_pid, signal.SIGKILL)
+        results = [future.result() for future in pending]
+        answered_within = time.monotonic() - killed_at
+    # Every caller gets an answer on its own connection, at once, not after its inference.
+    assert answered_within < 2.0
+    for response in results:
+        assert not isinstance(response, Exception), response
+        assert response.status_code == 503 and "Retry-After" in response.headers
+        assert response.json()["error"]["code"] == "inference_lost"
+    # Not ready until the new model process has loaded; the model reads 0 meanwhile.
+    observed = []
+
+    def ready_again() -> bool:
+        status = requests.get(server.admin_url + "/ready", timeout=5).json()["status"]
+        observed.append((status, scrape(server.admin_url)["inference_model_ready"]))
+        return status == "ready"
+
+    wait_for(ready_again)
+    assert any(status != "ready" and ready == 0 for status, ready in observed), observed
+    assert observed[-1] == ("ready", 1)
+    assert server.model_pid() != model_pid
+    after = scrape(server.admin_url)
+    assert_monotonic(before, after)
+    assert after[ERROR] - before[ERROR] == 6
+    assert requests.get(server.admin_url + "/health", timeout=5).status_code == 200
+    assert server.predict().status_code == 200
