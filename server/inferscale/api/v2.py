@@ -6,7 +6,7 @@ import numpy as np
 from flask import Blueprint, jsonify
 
 import inferscale
-from inferscale.api import inference
+from inferscale.api import inference, media_types
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferInputTensor, InferRequest
 from inferscale.runtime import current_runtime
@@ -58,7 +58,8 @@ def model_ready(name: str, version: str | None = None):
 @blueprint.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     settings = _model(name, version)
-    body = inference.parse_body(InferRequest)
+    media_types.require_infer_body()
+    body = inference.validate_json(InferRequest, inference.read_body())
     _check_requested_outputs(body)
     rows = _rows(body.inputs[0], settings.max_batch_size)
     inference.check_width(rows)
