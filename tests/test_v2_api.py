@@ -74,14 +74,29 @@ def test_v2_unknown_model_or_version_is_404_in_v2_error_shape(client, path, mess
     assert response.get_json() == {"error": message}
 
 
+def test_tensor_data_types_integer_bool_and_float_inputs_agree(client):
+    answers = [
+        client.post(INFER, json=infer_body(datatype=datatype, data=data)).get_json()["outputs"]
+        for datatype, data in [("INT8", [1, 0, 1]), ("UINT64", [1, 0, 1]), ("BOOL", [True, False, True]),
+                               ("FP16", [1.0, 0, 1]), ("FP64", [1, 0.0, 1])]
+    ]
+    assert all(answer == answers[0] for answer in answers)
+
+
 @pytest.mark.parametrize(
     "tensor, fragment",
     [
         (dict(shape=[1, 4]), "has 3 values but shape [1, 4] needs 4"),
         (dict(shape=[2, 2], data=[[1, 2, 3], [4]]), "every row"),
         (dict(name="pixels"), "unknown input 'pixels'"),
-        (dict(datatype="INT32", data=[1, 2.5, 3]), "non-integers"),
-        (dict(datatype="BYTES"), "datatype"),
+        (dict(datatype="INT32", data=[1, 2.5, 3]),
+         "is INT32: data element 1 (2.5): Input should be a valid integer"),
+        (dict(datatype="UINT8", data=[1, 256, 3]), "is UINT8: data element 1 (256)"),
+        (dict(datatype="BOOL", data=[1, 0, 1]),
+         "is BOOL: data element 0 (1): Input should be a valid boolean"),
+        (dict(datatype="FP16", data=[1, 70000, 3]), "is FP16: data element 1"),
+        (dict(datatype="BYTES", data=["a", "b", "c"]), "datatype BYTES is not accepted"),
+        (dict(datatype="fp32"), "datatype"),
         (dict(shape=[5, 1], data=[1, 2, 3, 4, 5]), "batch of 5 rows; at most 4"),
         (dict(shape=[1, 9], data=[1] * 9), "9 features per row"),
         (dict(shape=[0, 3], data=[]), "shape"),
@@ -89,12 +104,24 @@ def test_v2_unknown_model_or_version_is_404_in_v2_error_shape(client, path, mess
         (dict(data=["a", "b", "c"]), "data"),
     ],
 )
-def test_v2_bad_tensors_get_400_in_v2_error_shape(client, tensor, fragment):
-    response = client.post("/v2/models/inferscale/infer", json=infer_body(**tensor))
-    assert response.status_code == 400
-    body = response.get_json()
-    assert set(body) == {"error"}
-    assert fragment in body["error"]
+def test_request_input_refusals_are_400_in_the_v2_error_shape(client, tensor, fragment):
+    assert_v2_error(client.post(INFER, json=infer_body(**tensor)), 400, fragment)
+
+
+def test_json_nan_is_refused(client):
+    raw = b'{"inputs": [{"name": "features", "shape": [2], "datatype": "FP64", "data": [1, NaN]}]}'
+    assert_v2_error(client.post(INFER, data=raw), 400, "finite number")
+
+
+def test_model_metadata_states_which_datatypes_the_input_takes(client):
+    metadata = client.get("/v2/models/inferscale").get_json()
+    assert metadata["inputs"] == [{"name": "features", "datatype": "FP64", "shape": [-1, -1]}]
+    # `properties` is the spec's map of string to string.
+    assert metadata["properties"] == {
+        "features.accepted_datatypes":
+            "BOOL,UINT8,UINT16,UINT32,UINT64,INT8,INT16,INT32,INT64,FP16,FP32,FP64",
+        "features.refused_datatypes": "BYTES",
+    }
 
 
 def test_v2_unknown_requested_output_is_400(client):

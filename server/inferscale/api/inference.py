@@ -41,12 +41,16 @@ def validate_json(schema: type[Body], raw: bytes) -> Body:
 
 
 def check_width(rows: np.ndarray) -> None:
+    check_feature_count(rows.shape[1])
+
+
+def check_feature_count(count: int) -> None:
     limit = current_runtime().settings.max_features
-    if rows.shape[1] > limit:
+    if count > limit:
         raise ApiError(
             400,
             "too_many_features",
-            f"{rows.shape[1]} features per row; this model accepts at most {limit}",
+            f"{count} features per row; this model accepts at most {limit}",
         )
 
 

@@ -6,14 +6,13 @@ import numpy as np
 from flask import Blueprint, jsonify
 
 import inferscale
-from inferscale.api import inference, media_types
+from inferscale.api import features, inference, media_types
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferInputTensor, InferRequest
 from inferscale.runtime import current_runtime
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 
-INPUT_NAME = "features"
 OUTPUT_NAME = "probability"
 
 
@@ -41,9 +40,20 @@ def model_metadata(name: str, version: str | None = None):
         name=settings.model_name,
         versions=[settings.model_version],
         platform="inferscale-numpy",
-        inputs=[{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, -1]}],
+        # $metadata_tensor has room for one datatype: the one the model computes in.
+        inputs=[{"name": features.INPUT_NAME, "datatype": "FP64", "shape": [-1, -1]}],
         outputs=[{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+        # Which datatypes the input takes goes in `properties`, the string-to-string
+        # map that the protocol's REST schema and gRPC ModelMetadataResponse both define.
+        properties={
+            f"{features.INPUT_NAME}.accepted_datatypes": _names(features.ACCEPTED),
+            f"{features.INPUT_NAME}.refused_datatypes": _names(features.REFUSED),
+        },
     )
+
+
+def _names(datatypes) -> str:
+    return ",".join(datatype.name for datatype in datatypes)
 
 
 @blueprint.get("/models/<name>/ready")
@@ -62,7 +72,6 @@ def infer(name: str, version: str | None = None):
     body = inference.validate_json(InferRequest, inference.read_body())
     _check_requested_outputs(body)
     rows = _rows(body.inputs[0], settings.max_batch_size)
-    inference.check_width(rows)
     outcome = inference.run(rows)
     response = {
         "model_name": settings.model_name,
@@ -103,25 +112,9 @@ def _check_requested_outputs(body: InferRequest) -> None:
 
 
 def _rows(tensor: InferInputTensor, max_batch_size: int) -> np.ndarray:
-    if tensor.name != INPUT_NAME:
-        raise ApiError(
-            400, "unknown_input", f"unknown input {tensor.name!r}; this model's input is {INPUT_NAME!r}"
-        )
-    batch, width = tensor.shape if len(tensor.shape) == 2 else [1, tensor.shape[0]]
+    # The limits hold on the declared shape, so no array is built past them.
+    batch, width = features.declared_rows(tensor)
     if batch > max_batch_size:
         raise ApiError(400, "batch_too_large", f"batch of {batch} rows; at most {max_batch_size}")
-    nested = [row for row in tensor.data if isinstance(row, list)]
-    if nested and any(len(row) != width for row in nested):
-        raise ApiError(400, "shape_mismatch", f"every row of input {tensor.name!r} must hold {width} values")
-    flat = [value for row in tensor.data for value in (row if isinstance(row, list) else [row])]
-    if len(flat) != batch * width:
-        raise ApiError(
-            400,
-            "shape_mismatch",
-            f"input {tensor.name!r} has {len(flat)} values but shape {tensor.shape} needs {batch * width}",
-        )
-    if tensor.datatype.is_integer and not all(float(value).is_integer() for value in flat):
-        raise ApiError(
-            400, "datatype_mismatch", f"input {tensor.name!r} is {tensor.datatype.value} but holds non-integers"
-        )
-    return np.asarray(flat, dtype=np.float64).reshape(batch, width)
+    inference.check_feature_count(width)
+    return features.decode_rows(tensor)
