@@ -33,21 +33,38 @@ def assert_v2_error(response, status: int, fragment: str) -> None:
     assert fragment in body["error"]
 
 
-def test_v2_infer_echoes_id_and_returns_one_output_per_row(client):
+def test_inference_response_echoes_id_and_has_every_output_per_row(client):
     body = infer_body(shape=[2, 3], data=[[1, 2, 3], [4, 5, 6]])
-    response = client.post("/v2/models/inferscale/infer", json={"id": "req-7", **body})
+    response = client.post(INFER, json={"id": "req-7", **body})
     assert response.status_code == 200
+    assert response.content_type == "application/json"
     payload = response.get_json()
     assert payload["id"] == "req-7"
     assert payload["model_name"] == "inferscale" and payload["model_version"] == "1"
-    [output] = payload["outputs"]
-    assert output["name"] == "probability" and output["shape"] == [2] and len(output["data"]) == 2
+    probability, label = payload["outputs"]
+    assert probability["name"] == "probability" and probability["datatype"] == "FP64"
+    assert probability["shape"] == [2] and len(probability["data"]) == 2
+    assert label == {"name": "label", "datatype": "INT64", "shape": [2],
+                     "data": [int(p >= 0.5) for p in probability["data"]]}
+
+
+def test_inference_response_has_no_id_when_the_request_has_none(client):
+    assert "id" not in client.post(INFER, json=infer_body()).get_json()
 
 
 def test_v2_flat_and_nested_data_agree(client):
     flat = client.post("/v2/models/inferscale/infer", json=infer_body(shape=[2, 3], data=[1, 2, 3, 4, 5, 6]))
     nested = client.post("/v2/models/inferscale/infer", json=infer_body(shape=[2, 3], data=[[1, 2, 3], [4, 5, 6]]))
     assert flat.get_json()["outputs"] == nested.get_json()["outputs"]
+
+
+def test_label_is_one_where_the_probability_reaches_one_half(client):
+    # Enough varied rows that both classes appear.
+    rows = [[i, -i, 2 * i] for i in range(-2, 2)]
+    payload = client.post(INFER, json=infer_body(shape=[4, 3], data=rows)).get_json()
+    probability, label = (output["data"] for output in payload["outputs"])
+    assert label == [int(p >= 0.5) for p in probability]
+    assert set(label) == {0, 1}
 
 
 def test_v2_versioned_route_and_metadata(client):
@@ -113,9 +130,12 @@ def test_json_nan_is_refused(client):
     assert_v2_error(client.post(INFER, data=raw), 400, "finite number")
 
 
-def test_model_metadata_states_which_datatypes_the_input_takes(client):
+def test_model_metadata_lists_both_outputs_and_which_datatypes_the_input_takes(client):
     metadata = client.get("/v2/models/inferscale").get_json()
+    assert metadata["name"] == "inferscale" and metadata["versions"] == ["1"]
     assert metadata["inputs"] == [{"name": "features", "datatype": "FP64", "shape": [-1, -1]}]
+    assert metadata["outputs"] == [{"name": "probability", "datatype": "FP64", "shape": [-1]},
+                                   {"name": "label", "datatype": "INT64", "shape": [-1]}]
     # `properties` is the spec's map of string to string.
     assert metadata["properties"] == {
         "features.accepted_datatypes":
@@ -124,11 +144,27 @@ def test_model_metadata_states_which_datatypes_the_input_takes(client):
     }
 
 
-def test_v2_unknown_requested_output_is_400(client):
-    response = client.post("/v2/models/inferscale/infer", json={**infer_body(), "outputs": [{"name": "x"}]})
-    assert response.status_code == 400
-    assert "unknown output 'x'" in response.get_json()["error"]
+# --- Request Output: requested outputs -----------------------------------------------------
 
+
+def test_requested_outputs_come_exactly_in_the_order_asked(client):
+    body = {**infer_body(), "outputs": [{"name": "label"}, {"name": "probability"}]}
+    names = [output["name"] for output in client.post(INFER, json=body).get_json()["outputs"]]
+    assert names == ["label", "probability"]
+    only = client.post(INFER, json={**infer_body(), "outputs": [{"name": "label"}]}).get_json()
+    assert [output["name"] for output in only["outputs"]] == ["label"]
+
+
+@pytest.mark.parametrize(
+    "requested, fragment",
+    [
+        ([{"name": "x"}], "unknown output 'x'; this model's outputs are 'probability', 'label'"),
+        ([{"name": "label"}, {"name": "label"}], "output 'label' is requested twice"),
+        ([{"parameters": {}}], "outputs.0.name"),
+    ],
+)
+def test_requested_output_refusals_are_400(client, requested, fragment):
+    assert_v2_error(client.post(INFER, json={**infer_body(), "outputs": requested}), 400, fragment)
 
 
 # --- Content-Type and Content-Encoding -----------------------------------------------------

@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from inferscale.api import features
+from inferscale.api import features, outputs
 from inferscale.api.datatypes import DATATYPES
 from inferscale.api.errors import ApiError
 from inferscale.api.inference import validate_json
@@ -147,3 +147,58 @@ def test_tensor_data_json_must_respect_the_datatype(datatype, element, fragment)
 )
 def test_tensor_data_json_must_fill_the_declared_shape(fields, fragment):
     assert fragment in refusal(features.decode_rows, tensor(**fields))
+
+
+# --- Request Output: requested outputs -----------------------------------------------------
+
+
+def request(**fields) -> InferRequest:
+    body = {"inputs": [{"name": "features", "shape": [1], "datatype": "FP64", "data": [1]}], **fields}
+    return validate_json(InferRequest, json.dumps(body).encode())
+
+
+def selection(body: InferRequest) -> list[str]:
+    return [output.name for output in outputs.select(body)]
+
+
+def test_request_without_outputs_gets_every_output():
+    assert selection(request()) == ["probability", "label"]
+
+
+def test_an_empty_outputs_list_gets_every_output_as_triton_does():
+    assert selection(request(outputs=[])) == ["probability", "label"]
+
+
+def test_requested_outputs_come_exactly_and_in_the_order_asked():
+    assert selection(request(outputs=[{"name": "label"}])) == ["label"]
+    assert selection(request(outputs=[{"name": "label"}, {"name": "probability"}])) == [
+        "label", "probability"
+    ]
+
+
+@pytest.mark.parametrize(
+    "requested, fragment",
+    [
+        ([{"name": "score"}], "unknown output 'score'; this model's outputs are 'probability', 'label'"),
+        ([{"name": "label"}, {"name": "label"}], "output 'label' is requested twice"),
+    ],
+)
+def test_requested_outputs_must_exist_once(requested, fragment):
+    assert fragment in refusal(outputs.select, request(outputs=requested))
+
+
+def test_id_is_kept_for_the_response_to_echo():
+    assert request(id="42").id == "42"
+
+
+# --- Response Output -----------------------------------------------------------------------
+
+
+def test_outputs_carry_their_datatype_shape_and_data():
+    probabilities = np.array([0.25, 0.5, 0.75])
+    assert outputs.encode(outputs.OUTPUTS["probability"], probabilities) == {
+        "name": "probability", "datatype": "FP64", "shape": [3], "data": [0.25, 0.5, 0.75]
+    }
+    assert outputs.encode(outputs.OUTPUTS["label"], probabilities) == {
+        "name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 1]
+    }

@@ -6,14 +6,12 @@ import numpy as np
 from flask import Blueprint, jsonify
 
 import inferscale
-from inferscale.api import features, inference, media_types
+from inferscale.api import features, inference, media_types, outputs
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferInputTensor, InferRequest
 from inferscale.runtime import current_runtime
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
-
-OUTPUT_NAME = "probability"
 
 
 @blueprint.get("")
@@ -42,7 +40,10 @@ def model_metadata(name: str, version: str | None = None):
         platform="inferscale-numpy",
         # $metadata_tensor has room for one datatype: the one the model computes in.
         inputs=[{"name": features.INPUT_NAME, "datatype": "FP64", "shape": [-1, -1]}],
-        outputs=[{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+        outputs=[
+            {"name": output.name, "datatype": output.datatype.name, "shape": [-1]}
+            for output in outputs.OUTPUTS.values()
+        ],
         # Which datatypes the input takes goes in `properties`, the string-to-string
         # map that the protocol's REST schema and gRPC ModelMetadataResponse both define.
         properties={
@@ -70,28 +71,10 @@ def infer(name: str, version: str | None = None):
     settings = _model(name, version)
     media_types.require_infer_body()
     body = inference.validate_json(InferRequest, inference.read_body())
-    _check_requested_outputs(body)
+    selected = outputs.select(body)
     rows = _rows(body.inputs[0], settings.max_batch_size)
     outcome = inference.run(rows)
-    response = {
-        "model_name": settings.model_name,
-        "model_version": settings.model_version,
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "datatype": "FP64",
-                "shape": [len(outcome.value)],
-                "data": [float(value) for value in outcome.value],
-            }
-        ],
-        "parameters": {
-            "inference_seconds": round(outcome.inference_seconds, 6),
-            "queue_seconds": round(outcome.queue_seconds, 6),
-        },
-    }
-    if body.id is not None:
-        response["id"] = body.id
-    return jsonify(response)
+    return _response(settings, body, selected, outcome)
 
 
 def _model(name: str, version: str | None):
@@ -103,14 +86,6 @@ def _model(name: str, version: str | None):
     return settings
 
 
-def _check_requested_outputs(body: InferRequest) -> None:
-    for output in body.outputs or []:
-        if output.name != OUTPUT_NAME:
-            raise ApiError(
-                400, "unknown_output", f"unknown output {output.name!r}; this model has {OUTPUT_NAME!r}"
-            )
-
-
 def _rows(tensor: InferInputTensor, max_batch_size: int) -> np.ndarray:
     # The limits hold on the declared shape, so no array is built past them.
     batch, width = features.declared_rows(tensor)
@@ -118,3 +93,20 @@ def _rows(tensor: InferInputTensor, max_batch_size: int) -> np.ndarray:
         raise ApiError(400, "batch_too_large", f"batch of {batch} rows; at most {max_batch_size}")
     inference.check_feature_count(width)
     return features.decode_rows(tensor)
+
+
+def _response(
+    settings, body: InferRequest, selected: list[outputs.Output], outcome: inference.Outcome
+):
+    payload = {
+        "model_name": settings.model_name,
+        "model_version": settings.model_version,
+        "outputs": [outputs.encode(output, outcome.value) for output in selected],
+        "parameters": {
+            "inference_seconds": round(outcome.inference_seconds, 6),
+            "queue_seconds": round(outcome.queue_seconds, 6),
+        },
+    }
+    if body.id is not None:
+        payload["id"] = body.id
+    return jsonify(payload)
