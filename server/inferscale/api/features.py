@@ -4,7 +4,7 @@ The model computes in float64, which every fixed-size datatype converts to (the
 64-bit integers beyond 2**53 by rounding). BYTES is refused: its elements are
 raw byte strings with no numeric value. JSON data is held to the datatype
 (integers in range, true/false, finite numbers the type can hold) and rounded
-to it, as the type would store it.
+to it, so a tensor reads the same as JSON and as binary data.
 """
 
 from __future__ import annotations
@@ -44,14 +44,20 @@ def declared_rows(tensor: InferInputTensor) -> tuple[int, int]:
     return batch, width
 
 
-def decode_rows(tensor: InferInputTensor) -> np.ndarray:
-    """The tensor as float64 rows."""
+def decode_rows(tensor: InferInputTensor, chunk: memoryview | None) -> np.ndarray:
+    """The tensor as float64 rows; `chunk` is its binary data, None when it comes as JSON."""
     batch, width = declared_rows(tensor)
-    values = _from_json(tensor, DATATYPES[tensor.datatype], batch, width)
+    datatype = DATATYPES[tensor.datatype]
+    if chunk is None:
+        values = _from_json(tensor, datatype, batch, width)
+    else:
+        values = _from_binary(tensor, datatype, batch * width, chunk)
     return values.astype(np.float64).reshape(batch, width)
 
 
 def _from_json(tensor: InferInputTensor, datatype: Datatype, batch: int, width: int) -> np.ndarray:
+    if tensor.data is None:
+        raise _invalid(f"input {tensor.name!r} has neither data nor binary_data_size")
     flat = _flatten(tensor, batch, width)
     try:
         values = datatype.json_values.validate_python(flat)
@@ -81,6 +87,45 @@ def _flatten(tensor: InferInputTensor, batch: int, width: int) -> list:
             f"but shape {tensor.shape} needs {batch * width}"
         )
     return data
+
+
+def _from_binary(
+    tensor: InferInputTensor, datatype: Datatype, count: int, chunk: memoryview
+) -> np.ndarray:
+    if tensor.data is not None:
+        raise _invalid(f"input {tensor.name!r} has both data and binary_data_size; send one")
+    size = datatype.wire.itemsize
+    if len(chunk) % size:
+        raise _invalid(
+            f"input {tensor.name!r}: binary_data_size {len(chunk)} is not a whole number "
+            f"of {datatype.name} elements ({size} bytes each)"
+        )
+    needed = count * size
+    if len(chunk) != needed:
+        raise _invalid(
+            f"input {tensor.name!r} of shape {tensor.shape} and datatype {datatype.name} "
+            f"needs {needed} bytes, but its binary_data_size is {len(chunk)}"
+        )
+    values = np.frombuffer(chunk, dtype=datatype.wire)
+    _check_binary_values(tensor.name, datatype, values)
+    return values
+
+
+def _check_binary_values(name: str, datatype: Datatype, values: np.ndarray) -> None:
+    if datatype.wire.kind == "b":
+        raw = values.view(np.uint8)
+        wrong = np.flatnonzero(raw > 1)
+        if wrong.size:
+            raise _invalid(
+                f"input {name!r} is BOOL: byte {wrong[0]} is {raw[wrong[0]]}, but must be 0 or 1"
+            )
+    elif datatype.wire.kind == "f":
+        wrong = np.flatnonzero(~np.isfinite(values))
+        if wrong.size:
+            raise _invalid(
+                f"input {name!r} is {datatype.name}: element {wrong[0]} is {values[wrong[0]]}, "
+                "but must be a finite number"
+            )
 
 
 def _invalid(message: str) -> ApiError:

@@ -1,4 +1,4 @@
-"""The model's outputs, which of them a request gets, and how each goes back."""
+"""The model's outputs, which of them a request gets, and how each goes back: JSON or binary."""
 
 from __future__ import annotations
 
@@ -30,14 +30,23 @@ OUTPUTS = {
 }
 
 
-def select(body: InferRequest) -> list[Output]:
-    """The outputs to send, in order.
+@dataclass(frozen=True)
+class Delivery:
+    output: Output
+    binary: bool
 
-    No `outputs`, or an empty list as Triton takes it, means all of them.
+
+def select(body: InferRequest) -> list[Delivery]:
+    """The outputs to send, in order, and whether each goes as binary data.
+
+    No `outputs`, or an empty list as Triton takes it, means all of them. A
+    request-level `binary_data_output` sets the default that an output's own
+    `binary_data` overrides (binary tensor data extension).
     """
+    default = bool(body.parameters and body.parameters.binary_data_output)
     if not body.outputs:
-        return list(OUTPUTS.values())
-    selected: list[Output] = []
+        return [Delivery(output, default) for output in OUTPUTS.values()]
+    deliveries = []
     for requested in body.outputs:
         if requested.name not in OUTPUTS:
             known = ", ".join(repr(name) for name in OUTPUTS)
@@ -46,18 +55,19 @@ def select(body: InferRequest) -> list[Output]:
                 "unknown_output",
                 f"unknown output {requested.name!r}; this model's outputs are {known}",
             )
-        if any(output.name == requested.name for output in selected):
+        if any(delivery.output.name == requested.name for delivery in deliveries):
             raise ApiError(400, "duplicate_output", f"output {requested.name!r} is requested twice")
-        selected.append(OUTPUTS[requested.name])
-    return selected
+        own = requested.parameters.binary_data if requested.parameters else None
+        deliveries.append(Delivery(OUTPUTS[requested.name], default if own is None else own))
+    return deliveries
 
 
-def encode(output: Output, probabilities: np.ndarray) -> dict:
-    """The output's `$response_output` object."""
+def encode(delivery: Delivery, probabilities: np.ndarray) -> tuple[dict, bytes | None]:
+    """The output's `$response_output` object, and its raw bytes when it goes as binary data."""
+    output = delivery.output
     values = output.compute(probabilities)
-    return {
-        "name": output.name,
-        "datatype": output.datatype.name,
-        "shape": list(values.shape),
-        "data": values.tolist(),
-    }
+    tensor = {"name": output.name, "datatype": output.datatype.name, "shape": list(values.shape)}
+    if not delivery.binary:
+        return {**tensor, "data": values.tolist()}, None
+    raw = values.astype(output.datatype.wire).tobytes()
+    return {**tensor, "parameters": {"binary_data_size": len(raw)}}, raw

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 import inferscale
-from inferscale.api import features, inference, media_types, outputs
+from inferscale.api import binary_data, features, inference, media_types, outputs
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferInputTensor, InferRequest
 from inferscale.runtime import current_runtime
@@ -16,7 +16,10 @@ blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 
 @blueprint.get("")
 def server_metadata():
-    return jsonify(name="inferscale", version=inferscale.__version__, extensions=[])
+    # Triton's name for the binary tensor data extension.
+    return jsonify(
+        name="inferscale", version=inferscale.__version__, extensions=["binary_tensor_data"]
+    )
 
 
 @blueprint.get("/health/live")
@@ -70,11 +73,15 @@ def model_ready(name: str, version: str | None = None):
 def infer(name: str, version: str | None = None):
     settings = _model(name, version)
     media_types.require_infer_body()
-    body = inference.validate_json(InferRequest, inference.read_body())
-    selected = outputs.select(body)
-    rows = _rows(body.inputs[0], settings.max_batch_size)
+    header, tail = binary_data.split_body(
+        inference.read_body(), request.headers.get(binary_data.HEADER_LENGTH)
+    )
+    body = inference.validate_json(InferRequest, header)
+    deliveries = outputs.select(body)
+    [chunk] = binary_data.input_chunks([tensor.binary_data_size for tensor in body.inputs], tail)
+    rows = _rows(body.inputs[0], chunk, settings.max_batch_size)
     outcome = inference.run(rows)
-    return _response(settings, body, selected, outcome)
+    return _response(settings, body, deliveries, outcome)
 
 
 def _model(name: str, version: str | None):
@@ -86,22 +93,23 @@ def _model(name: str, version: str | None):
     return settings
 
 
-def _rows(tensor: InferInputTensor, max_batch_size: int) -> np.ndarray:
+def _rows(tensor: InferInputTensor, chunk: memoryview | None, max_batch_size: int) -> np.ndarray:
     # The limits hold on the declared shape, so no array is built past them.
     batch, width = features.declared_rows(tensor)
     if batch > max_batch_size:
         raise ApiError(400, "batch_too_large", f"batch of {batch} rows; at most {max_batch_size}")
     inference.check_feature_count(width)
-    return features.decode_rows(tensor)
+    return features.decode_rows(tensor, chunk)
 
 
 def _response(
-    settings, body: InferRequest, selected: list[outputs.Output], outcome: inference.Outcome
+    settings, body: InferRequest, deliveries: list[outputs.Delivery], outcome: inference.Outcome
 ):
+    encoded = [outputs.encode(delivery, outcome.value) for delivery in deliveries]
     payload = {
         "model_name": settings.model_name,
         "model_version": settings.model_version,
-        "outputs": [outputs.encode(output, outcome.value) for output in selected],
+        "outputs": [tensor for tensor, _ in encoded],
         "parameters": {
             "inference_seconds": round(outcome.inference_seconds, 6),
             "queue_seconds": round(outcome.queue_seconds, 6),
@@ -109,4 +117,8 @@ def _response(
     }
     if body.id is not None:
         payload["id"] = body.id
-    return jsonify(payload)
+    binaries = [raw for _, raw in encoded if raw is not None]
+    if not binaries:
+        return jsonify(payload)
+    content, headers = binary_data.join_body(current_app.json.dumps(payload).encode(), binaries)
+    return Response(content, content_type=media_types.OCTET_STREAM, headers=headers)
