@@ -31,11 +31,6 @@ def client():
     return make_client()
 
 
-def infer_body(**tensor):
-    base = {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
-    return {"inputs": [{**base, **tensor}]}
-
-
 def test_predict_returns_a_probability_with_timings(client):
     response = client.post("/predict", json={"features": [0.5, -1, 2]})
     assert response.status_code == 200
@@ -104,76 +99,6 @@ def test_unknown_route_is_json_404(client):
     response = client.get("/nope")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
-
-
-def test_v2_infer_echoes_id_and_returns_one_output_per_row(client):
-    body = infer_body(shape=[2, 3], data=[[1, 2, 3], [4, 5, 6]])
-    response = client.post("/v2/models/inferscale/infer", json={"id": "req-7", **body})
-    assert response.status_code == 200
-    payload = response.get_json()
-    assert payload["id"] == "req-7"
-    assert payload["model_name"] == "inferscale" and payload["model_version"] == "1"
-    [output] = payload["outputs"]
-    assert output["name"] == "probability" and output["shape"] == [2] and len(output["data"]) == 2
-
-
-def test_v2_flat_and_nested_data_agree(client):
-    flat = client.post("/v2/models/inferscale/infer", json=infer_body(shape=[2, 3], data=[1, 2, 3, 4, 5, 6]))
-    nested = client.post("/v2/models/inferscale/infer", json=infer_body(shape=[2, 3], data=[[1, 2, 3], [4, 5, 6]]))
-    assert flat.get_json()["outputs"] == nested.get_json()["outputs"]
-
-
-def test_v2_versioned_route_and_metadata(client):
-    assert client.post("/v2/models/inferscale/versions/1/infer", json=infer_body()).status_code == 200
-    metadata = client.get("/v2/models/inferscale").get_json()
-    assert metadata["name"] == "inferscale" and metadata["versions"] == ["1"]
-    assert metadata["inputs"][0]["name"] == "features"
-    assert client.get("/v2").get_json()["name"] == "inferscale"
-    assert client.get("/v2/health/live").get_json() == {"live": True}
-    assert client.get("/v2/health/ready").get_json() == {"ready": True}
-    assert client.get("/v2/models/inferscale/ready").get_json() == {"name": "inferscale", "ready": True}
-
-
-@pytest.mark.parametrize(
-    "path, message",
-    [
-        ("/v2/models/other/infer", "model 'other' not found"),
-        ("/v2/models/inferscale/versions/9/infer", "model 'inferscale' has no version '9'"),
-    ],
-)
-def test_v2_unknown_model_or_version_is_404_in_v2_error_shape(client, path, message):
-    response = client.post(path, json=infer_body())
-    assert response.status_code == 404
-    assert response.get_json() == {"error": message}
-
-
-@pytest.mark.parametrize(
-    "tensor, fragment",
-    [
-        (dict(shape=[1, 4]), "has 3 values but shape [1, 4] needs 4"),
-        (dict(shape=[2, 2], data=[[1, 2, 3], [4]]), "every row"),
-        (dict(name="pixels"), "unknown input 'pixels'"),
-        (dict(datatype="INT32", data=[1, 2.5, 3]), "non-integers"),
-        (dict(datatype="BYTES"), "datatype"),
-        (dict(shape=[5, 1], data=[1, 2, 3, 4, 5]), "batch of 5 rows; at most 4"),
-        (dict(shape=[1, 9], data=[1] * 9), "9 features per row"),
-        (dict(shape=[0, 3], data=[]), "shape"),
-        (dict(shape=[1, 1, 3]), "shape"),
-        (dict(data=["a", "b", "c"]), "data"),
-    ],
-)
-def test_v2_bad_tensors_get_400_in_v2_error_shape(client, tensor, fragment):
-    response = client.post("/v2/models/inferscale/infer", json=infer_body(**tensor))
-    assert response.status_code == 400
-    body = response.get_json()
-    assert set(body) == {"error"}
-    assert fragment in body["error"]
-
-
-def test_v2_unknown_requested_output_is_400(client):
-    response = client.post("/v2/models/inferscale/infer", json={**infer_body(), "outputs": [{"name": "x"}]})
-    assert response.status_code == 400
-    assert "unknown output 'x'" in response.get_json()["error"]
 
 
 def test_ready_reports_loading_until_the_model_is_loaded():

@@ -20,6 +20,8 @@ WEIGHT_SEED = 20261130
 # A square matrix small enough that one multiply takes well under a millisecond,
 # so `cpu` mode can stop within that of its deadline.
 CPU_BURN_SIZE = 96
+# A row is labelled positive from this probability on: ties go to the positive class.
+POSITIVE_THRESHOLD = 0.5
 
 
 class ModelNotLoaded(RuntimeError):
@@ -92,3 +94,8 @@ class Model:
         a = np.full((CPU_BURN_SIZE, CPU_BURN_SIZE), 0.5)
         while self._clock() < deadline:
             a = np.tanh(a @ a)
+
+
+def label(probabilities: np.ndarray) -> np.ndarray:
+    """The class of each row, 1 (positive) or 0, from `Model.predict`'s probabilities."""
+    return (probabilities >= POSITIVE_THRESHOLD).astype(np.int64)

@@ -1,4 +1,4 @@
-"""What /predict and V2 infer share: reading a JSON body and running it through the service."""
+"""What /predict and V2 infer share: reading a body, the width limit, running the service."""
 
 from __future__ import annotations
 
@@ -19,14 +19,22 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def parse_body(schema: type[Body]) -> Body:
+    """A JSON body that must say it is JSON: /predict's strict reading."""
     if not request.is_json:
         raise ApiError(
             415,
             "unsupported_media_type",
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
         )
+    return validate_json(schema, read_body())
+
+
+def read_body() -> bytes:
     # Past MAX_CONTENT_LENGTH this raises 413 before the body is buffered.
-    raw = request.get_data(cache=False)
+    return request.get_data(cache=False)
+
+
+def validate_json(schema: type[Body], raw: bytes) -> Body:
     try:
         return schema.model_validate_json(raw)
     except ValidationError as error:
@@ -34,12 +42,16 @@ def parse_body(schema: type[Body]) -> Body:
 
 
 def check_width(rows: np.ndarray) -> None:
+    check_feature_count(rows.shape[1])
+
+
+def check_feature_count(count: int) -> None:
     limit = current_runtime().settings.max_features
-    if rows.shape[1] > limit:
+    if count > limit:
         raise ApiError(
             400,
             "too_many_features",
-            f"{rows.shape[1]} features per row; this model accepts at most {limit}",
+            f"{count} features per row; this model accepts at most {limit}",
         )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from inferscale.api.datatypes import DatatypeName
 
 # strict: true and "1" are not numbers; allow_inf_nan: JSON's NaN/Infinity
 # extensions would poison the model's arithmetic.
@@ -18,48 +19,54 @@ class PredictRequest(BaseModel):
     features: list[FiniteNumber] = Field(min_length=1)
 
 
-class Datatype(str, Enum):
-    """The Open Inference Protocol's numeric tensor types this model accepts."""
+# Open Inference Protocol bodies. Unknown fields and parameters are ignored, as
+# Triton and KServe do: the protocol lets servers define extensions, and Triton's
+# own binary-data example sends a "model_name" field the schema does not list.
+# The binary tensor data extension's parameters, though, must have their types.
 
-    INT8 = "INT8"
-    INT16 = "INT16"
-    INT32 = "INT32"
-    INT64 = "INT64"
-    UINT8 = "UINT8"
-    UINT16 = "UINT16"
-    UINT32 = "UINT32"
-    UINT64 = "UINT64"
-    FP16 = "FP16"
-    FP32 = "FP32"
-    FP64 = "FP64"
+Dimension = Annotated[int, Field(strict=True, ge=1)]
+ByteCount = Annotated[int, Field(strict=True, ge=0)]
 
-    @property
-    def is_integer(self) -> bool:
-        return not self.value.startswith("FP")
+
+class InputParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data_size: ByteCount | None = None
 
 
 class InferInputTensor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     name: str = Field(min_length=1)
-    shape: list[Annotated[int, Field(strict=True, ge=1)]] = Field(min_length=1, max_length=2)
-    datatype: Datatype
-    parameters: dict[str, Any] | None = None
-    # Row-major flat data, or one level of nesting per row.
-    data: list[FiniteNumber] | list[list[FiniteNumber]]
+    shape: list[Dimension] = Field(min_length=1, max_length=2)
+    datatype: DatatypeName
+    parameters: InputParameters | None = None
+    # Row-major, flat or one list per row; what an element may be depends on the
+    # datatype, which the tensor codec checks. None when the data is binary.
+    data: list[Any] | None = None
+
+    @property
+    def binary_data_size(self) -> int | None:
+        return self.parameters.binary_data_size if self.parameters else None
+
+
+class OutputParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data: StrictBool | None = None
 
 
 class RequestedOutput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data_output: StrictBool | None = None
 
 
 class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: RequestParameters | None = None
     inputs: list[InferInputTensor] = Field(min_length=1, max_length=1)
     outputs: list[RequestedOutput] | None = None

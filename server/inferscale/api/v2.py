@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 import inferscale
-from inferscale.api import inference
+from inferscale.api import binary_data, features, inference, media_types, outputs
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferInputTensor, InferRequest
 from inferscale.runtime import current_runtime
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 
-INPUT_NAME = "features"
-OUTPUT_NAME = "probability"
-
 
 @blueprint.get("")
 def server_metadata():
-    return jsonify(name="inferscale", version=inferscale.__version__, extensions=[])
+    # Triton's name for the binary tensor data extension.
+    return jsonify(
+        name="inferscale", version=inferscale.__version__, extensions=["binary_tensor_data"]
+    )
 
 
 @blueprint.get("/health/live")
@@ -41,9 +41,23 @@ def model_metadata(name: str, version: str | None = None):
         name=settings.model_name,
         versions=[settings.model_version],
         platform="inferscale-numpy",
-        inputs=[{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, -1]}],
-        outputs=[{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+        # $metadata_tensor has room for one datatype: the one the model computes in.
+        inputs=[{"name": features.INPUT_NAME, "datatype": "FP64", "shape": [-1, -1]}],
+        outputs=[
+            {"name": output.name, "datatype": output.datatype.name, "shape": [-1]}
+            for output in outputs.OUTPUTS.values()
+        ],
+        # Which datatypes the input takes goes in `properties`, the string-to-string
+        # map that the protocol's REST schema and gRPC ModelMetadataResponse both define.
+        properties={
+            f"{features.INPUT_NAME}.accepted_datatypes": _names(features.ACCEPTED),
+            f"{features.INPUT_NAME}.refused_datatypes": _names(features.REFUSED),
+        },
     )
+
+
+def _names(datatypes) -> str:
+    return ",".join(datatype.name for datatype in datatypes)
 
 
 @blueprint.get("/models/<name>/ready")
@@ -58,30 +72,16 @@ def model_ready(name: str, version: str | None = None):
 @blueprint.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     settings = _model(name, version)
-    body = inference.parse_body(InferRequest)
-    _check_requested_outputs(body)
-    rows = _rows(body.inputs[0], settings.max_batch_size)
-    inference.check_width(rows)
+    media_types.require_infer_body()
+    header, tail = binary_data.split_body(
+        inference.read_body(), request.headers.get(binary_data.HEADER_LENGTH)
+    )
+    body = inference.validate_json(InferRequest, header)
+    deliveries = outputs.select(body)
+    [chunk] = binary_data.input_chunks([tensor.binary_data_size for tensor in body.inputs], tail)
+    rows = _rows(body.inputs[0], chunk, settings.max_batch_size)
     outcome = inference.run(rows)
-    response = {
-        "model_name": settings.model_name,
-        "model_version": settings.model_version,
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "datatype": "FP64",
-                "shape": [len(outcome.value)],
-                "data": [float(value) for value in outcome.value],
-            }
-        ],
-        "parameters": {
-            "inference_seconds": round(outcome.inference_seconds, 6),
-            "queue_seconds": round(outcome.queue_seconds, 6),
-        },
-    }
-    if body.id is not None:
-        response["id"] = body.id
-    return jsonify(response)
+    return _response(settings, body, deliveries, outcome)
 
 
 def _model(name: str, version: str | None):
@@ -93,34 +93,32 @@ def _model(name: str, version: str | None):
     return settings
 
 
-def _check_requested_outputs(body: InferRequest) -> None:
-    for output in body.outputs or []:
-        if output.name != OUTPUT_NAME:
-            raise ApiError(
-                400, "unknown_output", f"unknown output {output.name!r}; this model has {OUTPUT_NAME!r}"
-            )
-
-
-def _rows(tensor: InferInputTensor, max_batch_size: int) -> np.ndarray:
-    if tensor.name != INPUT_NAME:
-        raise ApiError(
-            400, "unknown_input", f"unknown input {tensor.name!r}; this model's input is {INPUT_NAME!r}"
-        )
-    batch, width = tensor.shape if len(tensor.shape) == 2 else [1, tensor.shape[0]]
+def _rows(tensor: InferInputTensor, chunk: memoryview | None, max_batch_size: int) -> np.ndarray:
+    # The limits hold on the declared shape, so no array is built past them.
+    batch, width = features.declared_rows(tensor)
     if batch > max_batch_size:
         raise ApiError(400, "batch_too_large", f"batch of {batch} rows; at most {max_batch_size}")
-    nested = [row for row in tensor.data if isinstance(row, list)]
-    if nested and any(len(row) != width for row in nested):
-        raise ApiError(400, "shape_mismatch", f"every row of input {tensor.name!r} must hold {width} values")
-    flat = [value for row in tensor.data for value in (row if isinstance(row, list) else [row])]
-    if len(flat) != batch * width:
-        raise ApiError(
-            400,
-            "shape_mismatch",
-            f"input {tensor.name!r} has {len(flat)} values but shape {tensor.shape} needs {batch * width}",
-        )
-    if tensor.datatype.is_integer and not all(float(value).is_integer() for value in flat):
-        raise ApiError(
-            400, "datatype_mismatch", f"input {tensor.name!r} is {tensor.datatype.value} but holds non-integers"
-        )
-    return np.asarray(flat, dtype=np.float64).reshape(batch, width)
+    inference.check_feature_count(width)
+    return features.decode_rows(tensor, chunk)
+
+
+def _response(
+    settings, body: InferRequest, deliveries: list[outputs.Delivery], outcome: inference.Outcome
+):
+    encoded = [outputs.encode(delivery, outcome.value) for delivery in deliveries]
+    payload = {
+        "model_name": settings.model_name,
+        "model_version": settings.model_version,
+        "outputs": [tensor for tensor, _ in encoded],
+        "parameters": {
+            "inference_seconds": round(outcome.inference_seconds, 6),
+            "queue_seconds": round(outcome.queue_seconds, 6),
+        },
+    }
+    if body.id is not None:
+        payload["id"] = body.id
+    binaries = [raw for _, raw in encoded if raw is not None]
+    if not binaries:
+        return jsonify(payload)
+    content, headers = binary_data.join_body(current_app.json.dumps(payload).encode(), binaries)
+    return Response(content, content_type=media_types.OCTET_STREAM, headers=headers)
