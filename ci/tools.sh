@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the pinned tools that the chart tests and the local autoscaling
-# loop need, from the package registries only (Go module proxy, Debian apt).
+# Installs the pinned tools that the chart tests, the local autoscaling loop
+# and the benchmarks need, from the package registries only (Go module proxy,
+# Debian apt).
 #
 #   bash ci/tools.sh            # install everything, print the bin dir
 #   bash ci/tools.sh helm       # only the named tools
@@ -30,8 +31,11 @@ PROMETHEUS_DEB_UPSTREAM="${PROMETHEUS_DEB_UPSTREAM:-2.42.0}"
 # The operator version kube-prometheus-stack 88.5.3 (stack/Chart.yaml) ships;
 # its Go module carries the ServiceMonitor and PrometheusRule CRDs.
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.93.1}"
+# The HTTP load generator of bench/vs_kserve.py; Debian bookworm ships 4.1.0.
+# Pinned on the upstream version only, as prometheus above.
+WRK_DEB_UPSTREAM="${WRK_DEB_UPSTREAM:-4.1.0}"
 
-TOOLS=(helm prometheus kubernetes crds)
+TOOLS=(helm prometheus kubernetes crds wrk)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
@@ -42,6 +46,11 @@ export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 
 log() { printf '[tools] %s\n' "$*" >&2; }
+
+# Debian packages go in with apt-get: as root, or through sudo.
+SUDO=""
+[[ "$(id -u)" == 0 ]] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
 
 # ---- helm ------------------------------------------------------------------
 install_helm() {
@@ -82,53 +91,53 @@ install_helm() {
   [[ "$have" == "$want" ]] || { log "helm reports $have, expected $want"; return 1; }
 }
 
-# ---- prometheus / promtool (Debian) ------------------------------------------
-prometheus_installed_version() {
-  dpkg-query -W -f '${Status} ${Version}\n' prometheus 2>/dev/null \
-    | awk '$3 == "installed" {print $4}'
+# ---- Debian packages -----------------------------------------------------------
+# The installed version of Debian package $1, if any.
+deb_installed_version() {
+  dpkg-query -W -f '${Status} ${Version}\n' "$1" 2>/dev/null | awk '$3 == "installed" {print $4}'
 }
 
 apt_candidate() {
   apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" {print $2}'
 }
 
+# Succeeds once apt offers package $1 at upstream version $2; runs apt-get
+# update only when the lists are missing or do not know the pin. (Captured,
+# not piped into grep -q: with pipefail, grep -q closing the pipe early makes
+# apt-cache die of SIGPIPE and the test read as false.)
+apt_offers() {
+  local candidate
+  candidate="$(apt_candidate "$1")"
+  if [[ "$candidate" != "$2"* ]]; then
+    log "apt-get update"
+    $SUDO apt-get update -qq
+    candidate="$(apt_candidate "$1")"
+  fi
+  [[ "$candidate" == "$2"* ]] || { log "apt offers $1 '${candidate:-none}', expected $2"; return 1; }
+}
+
+# ---- prometheus / promtool (Debian) ------------------------------------------
 install_prometheus() {
   local have
-  have="$(prometheus_installed_version || true)"
+  have="$(deb_installed_version prometheus || true)"
   if [[ "$have" == "$PROMETHEUS_DEB_UPSTREAM"* ]] && command -v promtool >/dev/null; then
     log "prometheus $have already installed (Debian package)"
   else
-    local sudo=""
-    [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    # apt-get update only when the lists are missing or do not know the pin.
-    # (Captured, not piped into grep -q: with pipefail, grep -q closing the
-    # pipe early makes apt-cache die of SIGPIPE and the test read as false.)
-    local candidate
-    candidate="$(apt_candidate prometheus)"
-    if [[ "$candidate" != "$PROMETHEUS_DEB_UPSTREAM"* ]]; then
-      log "apt-get update"
-      $sudo apt-get update -qq
-      candidate="$(apt_candidate prometheus)"
-    fi
-    if [[ "$candidate" != "$PROMETHEUS_DEB_UPSTREAM"* ]]; then
-      log "apt offers prometheus '${candidate:-none}', expected $PROMETHEUS_DEB_UPSTREAM"
-      return 1
-    fi
+    apt_offers prometheus "$PROMETHEUS_DEB_UPSTREAM"
     # The package's maintainer scripts start the daemon through invoke-rc.d.
     # We want the binaries only: a policy-rc.d that answers 101 ("action
     # forbidden") keeps the service down. Ours is temporary and removed after;
     # a policy-rc.d that was already there is left untouched.
     local policy=/usr/sbin/policy-rc.d created_policy=""
     if [[ ! -e "$policy" ]]; then
-      printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-      $sudo chmod 755 "$policy"
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+      $SUDO chmod 755 "$policy"
       created_policy=1
     fi
     log "apt-get install prometheus=$PROMETHEUS_DEB_UPSTREAM*"
     local rc=0
-    $sudo apt-get install -y -qq --no-install-recommends "prometheus=$PROMETHEUS_DEB_UPSTREAM*" >&2 || rc=$?
-    [[ -z "$created_policy" ]] || $sudo rm -f "$policy"
+    $SUDO apt-get install -y -qq --no-install-recommends "prometheus=$PROMETHEUS_DEB_UPSTREAM*" >&2 || rc=$?
+    [[ -z "$created_policy" ]] || $SUDO rm -f "$policy"
     [[ $rc == 0 ]] || return "$rc"
   fi
   # promtool/prometheus live in /usr/bin; link them into the bin dir so that
@@ -144,7 +153,19 @@ install_prometheus() {
     log "WARNING: a prometheus process is running (pids: $running)."
     log "         It was not started by this script's install step if the package was already present."
   fi
-  promtool --version 2>&1 | head -n1 >&2
+  promtool --version 2>&1 | sed -n 1p >&2  # sed, not head: reads on, so no SIGPIPE under pipefail
+}
+
+# ---- wrk (Debian) -------------------------------------------------------------
+install_wrk() {
+  if [[ "$(deb_installed_version wrk || true)" != "$WRK_DEB_UPSTREAM"* ]]; then
+    apt_offers wrk "$WRK_DEB_UPSTREAM"
+    log "apt-get install wrk=$WRK_DEB_UPSTREAM*"
+    $SUDO apt-get install -y -qq --no-install-recommends "wrk=$WRK_DEB_UPSTREAM*" >&2
+  fi
+  mkdir -p "$BIN_DIR"
+  ln -sf "$(command -v wrk)" "$BIN_DIR/wrk"
+  log "wrk $(deb_installed_version wrk) (Debian package)"
 }
 
 # ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------

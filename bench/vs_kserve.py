@@ -1,0 +1,428 @@
+"""inferscale against KServe's Python model server: throughput, /metrics under load, idle memory.
+
+Each server in turn, on a free loopback port: start it, wait until it is ready,
+send a few V2 infer requests and sum the PSS of its process tree, then run wrk
+(a warm-up, then the measured run) on POST /v2/models/inferscale/infer with
+0 s inference while a thread scrapes its /metrics every 50 ms. KServe 0.21.0
+runs from its own venv in the cache, installed on first use; its model is
+bench/kserve_model.py, the same arithmetic as inferscale's. Prints numbers;
+exits non-zero on errors (including non-2xx answers), never on a ratio.
+
+    python bench/vs_kserve.py [--seconds 20] [--connections 8] [--skip-kserve-install]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "cluster"))
+
+from localcluster.controlplane import LOOPBACK, free_port, wait_until  # noqa: E402
+
+# The server's settings for this benchmark; adapt here when settings.py changes.
+# MODEL_MEMORY_MB=0: the KServe model allocates no ballast, so PSS compares the
+# servers and not inferscale's simulated weights. PROMETHEUS_MULTIPROC_DIR is
+# added per run (a fresh directory).
+INFERSCALE_ENV = {
+    "INFERENCE_DURATION_SECONDS": "0",
+    "MODEL_LOAD_SECONDS": "0",
+    "MODEL_MEMORY_MB": "0",
+    "WORKERS": "2",
+    "LOG_LEVEL": "warning",
+}
+
+KSERVE_VERSION = "0.21.0"
+CACHE_DIR = Path(os.environ.get("INFERSCALE_CACHE") or Path.home() / ".cache" / "inferscale")
+KSERVE_VENV = CACHE_DIR / "bench" / "kserve-venv"
+
+MODEL = "inferscale"
+INFER_PATH = f"/v2/models/{MODEL}/infer"
+INFER_BODY = json.dumps(
+    {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+)
+START_TIMEOUT = 120.0
+METRICS_INTERVAL = 0.05
+IDLE_REQUESTS = 10
+SPREAD_LOOK_DELAY = 0.5
+# Both servers' access logs (gunicorn's and uvicorn's) quote the request line, then the status.
+ACCESS_STATUS = re.compile(r'"POST \S+ HTTP/1\.1" (\d{3})')
+
+# wrk has no flag for a request body; its summary's errors.status counts
+# answers with status > 399 (what "non-2xx" means for servers that never redirect).
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = os.getenv("WRK_BODY")
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK_RESULT %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+WRK_FIELDS = ("requests", "duration_us", "p50_us", "p99_us", "non_2xx", "connect", "read", "write", "timeout")
+
+
+@dataclass
+class Server:
+    """A server process in its own session, so that stopping it reaches every worker."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    ready_path: str
+    metrics_path: str
+    log_path: Path
+    # Where probes and scrapes go, when not the port that serves inference.
+    admin_port: int | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.admin_port or self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_until(self._ready, f"{self.name} {self.ready_path} == 200", START_TIMEOUT, process=self)
+
+    def _ready(self) -> bool:
+        return requests.get(self.admin_url + self.ready_path, timeout=1).status_code == 200
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if not self.alive:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+@dataclass
+class Result:
+    name: str
+    answer: list[float]
+    pss_mib: float
+    pss_by_process: list[tuple[int, float]]
+    wrk: dict[str, float]
+    metrics_ms: list[float]
+    metrics_failures: int
+    spread: list[int]
+    statuses: Counter
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.wrk["requests"] / (self.wrk["duration_us"] / 1e6)
+
+    @property
+    def socket_errors(self) -> int:
+        return int(sum(self.wrk[key] for key in ("connect", "read", "write", "timeout")))
+
+
+# ---- the servers ------------------------------------------------------------
+
+def inferscale_server(work: Path) -> Server:
+    port, admin_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        **INFERSCALE_ENV,
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "inferscale-metrics"),
+    }
+    command = [
+        str(Path(sys.executable).parent / "inferscale"), "serve", "--host", LOOPBACK,
+        "--port", str(port), "--admin-port", str(admin_port),
+    ]
+    # Probes and scrapes on the admin port, as the chart's probes and ServiceMonitor do.
+    return Server(
+        "inferscale", command, env, port, "/ready", "/metrics", work / "inferscale.log", admin_port
+    )
+
+
+def kserve_server(work: Path, python: Path, workers: int) -> Server:
+    port = free_port()
+    # KServe's default registry is per process; a multiprocess directory left
+    # in the caller's environment would change what its /metrics serves.
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    command = [
+        str(python), str(ROOT / "bench" / "kserve_model.py"),
+        "--http_port", str(port), "--workers", str(workers), "--enable_grpc", "false",
+    ]
+    name = f"KServe {workers}-worker"
+    # KServe 0.21 serves prometheus_client's default registry on /metrics of its HTTP port.
+    return Server(
+        name, command, env, port, f"/v2/models/{MODEL}/ready", "/metrics", work / f"kserve-{workers}.log"
+    )
+
+
+def kserve_python(skip_install: bool) -> Path:
+    """The KServe venv's python; created and filled on first use, never the project's venv."""
+    python = KSERVE_VENV / "bin" / "python"
+    if installed_kserve(python) == KSERVE_VERSION:
+        return python
+    if skip_install:
+        raise SystemExit(f"kserve {KSERVE_VERSION} is not installed in {KSERVE_VENV} (--skip-kserve-install)")
+    print(f"# installing kserve=={KSERVE_VERSION} into {KSERVE_VENV} (about a minute)", flush=True)
+    # python3 from PATH, not this venv's interpreter: the KServe venv must not
+    # depend on the project's venv, which `make clean` removes.
+    subprocess.run(["python3", "-m", "venv", str(KSERVE_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"kserve=={KSERVE_VERSION}"], check=True
+    )
+    if installed_kserve(python) != KSERVE_VERSION:
+        raise SystemExit(f"kserve {KSERVE_VERSION} did not install into {KSERVE_VENV}")
+    return python
+
+
+def installed_kserve(python: Path) -> str | None:
+    if not python.exists():
+        return None
+    answer = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('kserve'))"],
+        capture_output=True, text=True,
+    )
+    return answer.stdout.strip() if answer.returncode == 0 else None
+
+
+# ---- what is measured -------------------------------------------------------
+
+def infer_once(server: Server) -> list[float]:
+    response = requests.post(
+        server.url + INFER_PATH, data=INFER_BODY, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    response.raise_for_status()
+    return response.json()["outputs"][0]["data"]
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (children are listed per thread in /proc)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            pids.extend(process_tree(int(child)))
+    return pids
+
+
+def pss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no Pss line for pid {pid}")
+
+
+def start_wrk(server: Server, script: Path, args, seconds: float) -> subprocess.Popen:
+    command = [
+        "wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "-s", str(script),
+        server.url + INFER_PATH,
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WRK_BODY": INFER_BODY},
+    )
+
+
+def wrk_result(wrk: subprocess.Popen, seconds: float) -> dict[str, float]:
+    stdout, stderr = wrk.communicate(timeout=seconds + 60)
+    match = re.search(r"^WRK_RESULT (.+)$", stdout, re.MULTILINE)
+    if wrk.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed ({wrk.returncode}):\n{stdout}\n{stderr}")
+    return dict(zip(WRK_FIELDS, map(float, match.group(1).split())))
+
+
+class MetricsSampler(threading.Thread):
+    """GET /metrics every METRICS_INTERVAL s, each on a new connection as a fresh scrape would."""
+
+    def __init__(self, url: str):
+        super().__init__(name="metrics-sampler", daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.latencies_ms: list[float] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            try:
+                requests.get(self.url, timeout=10).raise_for_status()
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            except requests.RequestException:
+                self.failures += 1
+            self.stop.wait(METRICS_INTERVAL)
+
+
+def connections_per_process(server: Server) -> list[int]:
+    """Established connections to the server's port, per process that holds any, most first.
+
+    The workers share one listening socket and the kernel gives each new
+    connection to whichever worker accepts first; wrk keeps its connections
+    for the whole run, so an uneven split moves req/s and can overflow one
+    worker's queue while the other idles.
+    """
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].split(":")[1], 16) == server.port:  # 01 = ESTABLISHED
+            established.add(f"socket:[{fields[9]}]")
+    counts = [len(open_files(pid) & established) for pid in process_tree(server.process.pid)]
+    return sorted((count for count in counts if count), reverse=True)
+
+
+def open_files(pid: int) -> set[str]:
+    links = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.add(os.readlink(fd))
+        except FileNotFoundError:  # closed while we looked
+            pass
+    return links
+
+
+def measure(server: Server, script: Path, args) -> Result:
+    try:
+        server.start()
+        answer = infer_once(server)
+        for _ in range(IDLE_REQUESTS - 1):
+            infer_once(server)
+        by_process = [(pid, pss_mib(pid)) for pid in process_tree(server.process.pid)]
+        wrk_result(start_wrk(server, script, args, args.warmup), args.warmup)
+        wrk = start_wrk(server, script, args, args.seconds)
+        # wrk connects at once and keeps its connections, so one early look
+        # tells their split; taken before the sampler's connections exist.
+        time.sleep(SPREAD_LOOK_DELAY)
+        spread = connections_per_process(server)
+        sampler = MetricsSampler(server.admin_url + server.metrics_path)
+        sampler.start()
+        try:
+            wrk_numbers = wrk_result(wrk, args.seconds)
+        finally:
+            sampler.stop.set()
+            sampler.join()
+    finally:
+        server.stop()
+    statuses = Counter(ACCESS_STATUS.findall(server.log_path.read_text(errors="replace")))
+    return Result(
+        server.name, answer, sum(pss for _, pss in by_process), by_process, wrk_numbers,
+        sampler.latencies_ms, sampler.failures, spread, statuses,
+    )
+
+
+# ---- report -----------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"\n{'':<17}{'wrk':-^46}  {'/metrics ms':-^30}")
+    print(f"{'server':<17}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sockerr':>8}{'conns':>6}"
+          f"  {'n':>6}{'p50':>8}{'p99':>8}{'max':>8}{'idle PSS MiB':>14}")
+    for r in results:
+        m = r.metrics_ms or [float("nan")]
+        print(f"{r.name:<17}{r.requests_per_second:>8.0f}{r.wrk['p50_us'] / 1000:>8.2f}"
+              f"{r.wrk['p99_us'] / 1000:>8.2f}{r.wrk['non_2xx']:>8.0f}{r.socket_errors:>8}"
+              f"{'+'.join(map(str, r.spread)):>6}"
+              f"  {len(r.metrics_ms):>6}{statistics.median(m):>8.1f}{percentile(m, 99):>8.1f}{max(m):>8.1f}"
+              f"{r.pss_mib:>14.1f}")
+    print("(conns: how wrk's connections were split over the worker processes)")
+    print("\nidle PSS per process, MiB (the main process first):")
+    for r in results:
+        print(f"  {r.name:<17}" + "  ".join(f"{pid}:{pss:.1f}" for pid, pss in r.pss_by_process))
+
+
+def print_ratios(ours: Result, kserve: Result) -> None:
+    print(f"\ninferscale / {kserve.name}:")
+    print(f"  req/s        x{ours.requests_per_second / kserve.requests_per_second:.2f}")
+    if ours.metrics_ms and kserve.metrics_ms:
+        print(f"  /metrics max x{max(ours.metrics_ms) / max(kserve.metrics_ms):.2f}"
+              f"  (p99 x{percentile(ours.metrics_ms, 99) / percentile(kserve.metrics_ms, 99):.2f})")
+    print(f"  idle PSS     x{ours.pss_mib / kserve.pss_mib:.2f}")
+
+
+def errors_of(results: list[Result]) -> list[str]:
+    errors = []
+    # Different answers would mean the servers did different work.
+    if any(r.answer != results[0].answer for r in results):
+        errors.append("the servers disagree: " + ", ".join(f"{r.name} {r.answer}" for r in results))
+    for r in results:
+        if r.wrk["non_2xx"]:
+            errors.append(
+                f"{r.name}: {r.wrk['non_2xx']:.0f} non-2xx answers of {r.wrk['requests']:.0f} "
+                f"(statuses in its access log, warm-up included: {dict(r.statuses)})"
+            )
+        if r.socket_errors:
+            errors.append(f"{r.name}: {r.socket_errors} socket errors (connect/read/write/timeout)")
+        if r.metrics_failures:
+            errors.append(f"{r.name}: {r.metrics_failures} /metrics scrapes failed")
+    return errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20, help="measured wrk run per server")
+    parser.add_argument("--warmup", type=float, default=3, help="wrk run before it, not measured")
+    parser.add_argument("--connections", type=int, default=8, help="wrk -c")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--skip-kserve-install", action="store_true",
+                        help=f"use {KSERVE_VENV} as it is; fail if kserve {KSERVE_VERSION} is missing")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: bash ci/tools.sh wrk")
+    python = kserve_python(args.skip_kserve_install)
+
+    with tempfile.TemporaryDirectory(prefix="vs-kserve-") as tmp:
+        work = Path(tmp)
+        script = work / "v2_infer.lua"
+        script.write_text(WRK_SCRIPT)
+        servers = [inferscale_server(work), kserve_server(work, python, 2), kserve_server(work, python, 1)]
+        print(f"# wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s after a {args.warmup:g} s "
+              f"warm-up, POST {INFER_PATH}; {os.cpu_count()} cores, "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        results = []
+        for server in servers:
+            results.append(measure(server, script, args))
+            print(f"# {server.name} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    print_table(results)
+    print_ratios(results[0], results[1])
+    errors = errors_of(results)
+    for error in errors:
+        print(f"\n!!! ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
