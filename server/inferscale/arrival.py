@@ -1,11 +1,11 @@
 """How long a request may take to arrive: slow and stalled clients get 408, not a server's patience.
 
-A request's clock starts at its first byte; its headers and its whole body
-must be in within REQUEST_TIMEOUT_SECONDS. The body is read before any route
-runs (`receive_body`), so a route never holds a request that is still
-arriving, and a client trickling one byte a second cannot keep a connection
-for longer than the deadline. An idle keep-alive connection is closed quietly
-after KEEPALIVE_SECONDS: it owes us nothing.
+A request's clock starts at its first byte; its headers and its body must be
+in within REQUEST_TIMEOUT_SECONDS, however the bytes trickle in (a client
+sending one byte a second is cut off at the deadline too). The routes read
+the body before they hand anything to the model, so a slow body is refused
+before it holds a slot. An idle keep-alive connection is closed quietly after
+KEEPALIVE_SECONDS: it owes us nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Arrivals:
         self.idle_seconds = idle_seconds
         self.arrival_seconds = arrival_seconds
         self.metrics = metrics
-        self.idle: set[ArrivalDeadline] = set()
+        self.idle: set[ClientConnection] = set()
         self.stopping = False
 
     def stop(self) -> None:
@@ -41,27 +41,34 @@ class Arrivals:
             connection.hang_up()
 
 
-class ArrivalDeadline:
-    """A client socket that enforces each request's arrival deadline on its reads.
+class ClientConnection:
+    """A client's socket as an HTTP worker uses it: each request must arrive within
+    its deadline, and each response leaves in one write.
 
-    Everything but reading is the wrapped socket's own (gunicorn writes the
-    response through it unchanged).
+    Everything else is the wrapped socket's own.
     """
 
     def __init__(self, sock: socket.socket, arrivals: Arrivals):
         self._sock = sock
         self._arrivals = arrivals
         self._deadline: float | None = None
+        self._stalled = False
         self._refusing = False
+        self._head = b""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
     def recv(self, size: int) -> bytes:
+        self._flush()
         if self._refusing:
             return b""
         if self._deadline is None:
             return self._first_bytes(size)
+        if not self._stalled:
+            # Not all there after the first read: counted until it is all in.
+            self._stalled = True
+            self._arrivals.metrics.receiving.inc()
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             self._timed_out()
@@ -74,16 +81,34 @@ class ArrivalDeadline:
             self._sock.settimeout(None)
 
     def sendall(self, data: bytes) -> None:
-        if self._refusing and data.startswith(b"HTTP/1.1 "):
-            # gunicorn drops an application's Connection header, but this
-            # connection closes after this answer: say so (RFC 9112, 9.6).
-            data = data.replace(b"\r\nConnection: keep-alive\r\n", b"\r\nConnection: close\r\n", 1)
+        if data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+            # An answer means the request is in (or refused). gunicorn writes a
+            # response's head and body in two calls: hold the head for the body,
+            # so the client gets one segment from one system call. Nothing is
+            # held past the next read or the close (`_flush`).
+            self.request_received()
+            self._head = self._closing_head(data) if self._refusing else data
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
         self._sock.sendall(data)
+
+    def _flush(self) -> None:
+        if self._head:
+            head, self._head = self._head, b""
+            self._sock.sendall(head)
+
+    @staticmethod
+    def _closing_head(head: bytes) -> bytes:
+        # gunicorn drops an application's Connection header, but this
+        # connection closes after this answer: say so (RFC 9112, 9.6).
+        return head.replace(b"\r\nConnection: keep-alive\r\n", b"\r\nConnection: close\r\n", 1)
 
     def request_received(self) -> None:
         """The whole request is in: stop its clock."""
-        if self._deadline is not None:
-            self._deadline = None
+        self._deadline = None
+        if self._stalled:
+            self._stalled = False
             self._arrivals.metrics.receiving.dec()
 
     def refuse_rest(self) -> None:
@@ -98,6 +123,8 @@ class ArrivalDeadline:
 
     def close(self) -> None:
         self.request_received()
+        with contextlib.suppress(OSError):
+            self._flush()
         self._sock.close()
 
     def _first_bytes(self, size: int) -> bytes:
@@ -116,7 +143,6 @@ class ArrivalDeadline:
             self._arrivals.idle.discard(self)
         if data:
             self._deadline = time.monotonic() + self._arrivals.arrival_seconds
-            self._arrivals.metrics.receiving.inc()
         return data
 
     def _timed_out(self):
@@ -127,16 +153,8 @@ class ArrivalDeadline:
         ) from None
 
 
-def receive_body() -> None:
-    """Flask before_request hook: read the whole body now, under the arrival deadline."""
-    request.get_data()
-    connection = request.environ.get("gunicorn.socket")
-    if isinstance(connection, ArrivalDeadline):
-        connection.request_received()
-
-
 def refuse_rest_of_request() -> None:
     """After an answer that leaves part of the request unread (408, 413): close, don't drain."""
     connection = request.environ.get("gunicorn.socket")
-    if isinstance(connection, ArrivalDeadline):
+    if isinstance(connection, ClientConnection):
         connection.refuse_rest()

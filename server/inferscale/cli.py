@@ -51,6 +51,10 @@ def _serve() -> int:
     # prometheus_client picks single- or multi-process storage when it is first
     # imported, so the directory must be in the environment before that import.
     os.environ[ENV_VAR] = settings.prometheus_multiproc_dir
+    # numpy's OpenBLAS would start a thread per core at import, in the process
+    # that forks every other: the model's slots already run in parallel, and
+    # its small products gain nothing from more threads. A user's value wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from inferscale.supervisor import serve
 
     return serve(settings)

@@ -1,4 +1,11 @@
-"""gunicorn's settings and hooks for the HTTP workers, derived from `Settings`."""
+"""gunicorn's settings and hooks for the pod's two gunicorn instances, derived from `Settings`.
+
+The main one serves every route on PORT with WORKERS workers. The admin one
+serves /health, /ready and /metrics on ADMIN_PORT with one worker of its own:
+a probe or a scrape then never waits behind inference traffic, which can keep
+every main worker's CPU busy, and a flood of slow clients on PORT cannot
+touch it.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +21,32 @@ from inferscale.settings import Settings
 STOP_SECONDS = 5
 
 
-def options(settings: Settings) -> dict[str, Any]:
+def main_options(settings: Settings) -> dict[str, Any]:
     return {
-        "bind": [f"{settings.host}:{settings.port}", f"{settings.host}:{settings.admin_port}"],
+        **_common(settings),
+        "bind": [f"{settings.host}:{settings.port}"],
         "workers": settings.workers,
+        "proc_name": "http-worker",
+        "max_requests": settings.max_requests,
+        "max_requests_jitter": settings.max_requests_jitter,
+        "accesslog": "-",
+        "logger_class": "inferscale.access_log.AccessLogger",
+    }
+
+
+def admin_options(settings: Settings) -> dict[str, Any]:
+    # No access log: the kubelet probes every few seconds and Prometheus
+    # scrapes every 15; their lines would drown the requests that matter.
+    return {
+        **_common(settings),
+        "bind": [f"{settings.host}:{settings.admin_port}"],
+        "workers": 1,
+        "proc_name": "admin-worker",
+    }
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    return {
         # gevent: a connection that waits (for a slow client's bytes, or for a
         # model slot) costs a greenlet, not one of a few threads; see worker.py.
         "worker_class": "inferscale.worker.InferenceWorker",
@@ -25,10 +54,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "timeout": settings.worker_timeout_seconds,
         "graceful_timeout": STOP_SECONDS,
         "keepalive": settings.keepalive_seconds,
-        "max_requests": settings.max_requests,
-        "max_requests_jitter": settings.max_requests_jitter,
         "loglevel": settings.log_level,
-        "accesslog": "-",
         "errorlog": "-",
         # gunicorn's admin socket lives under $HOME: a read-only root filesystem
         # has no room for it, and two servers on one machine would fight over it.

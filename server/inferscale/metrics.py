@@ -121,8 +121,8 @@ class ConnectionMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.receiving = Gauge(
             "inference_http_receiving_connections",
-            "Connections part-way through sending a request (headers or body): slow or "
-            "stalled clients. A healthy client finishes within milliseconds.",
+            "Connections part-way through sending a request (headers or body) that did not "
+            "arrive in one read: slow or stalled clients. Healthy ones read 0 within milliseconds.",
             multiprocess_mode="livesum",
             registry=registry,
         )

@@ -19,7 +19,8 @@ class Runtime:
     settings: Settings
     backend: InferenceBackend
     registry: CollectorRegistry
-    requests: RequestMetrics
+    # None in the admin app: it serves no inference request.
+    requests: RequestMetrics | None
     # Set when several processes share metric files; None for a single process.
     multiproc_dir: str | None
 

@@ -1,4 +1,4 @@
-"""gunicorn embedded: the HTTP workers, built from `Settings`, talking to the model process."""
+"""gunicorn embedded: the pod's HTTP workers, built from `Settings`, talking to the model process."""
 
 from __future__ import annotations
 
@@ -9,17 +9,22 @@ from inferscale.settings import Settings
 
 
 class GunicornServer(BaseApplication):
-    def __init__(self, settings: Settings, model_socket: str):
+    """The main instance (every route on PORT), or with `admin` the probes and /metrics on ADMIN_PORT."""
+
+    def __init__(self, settings: Settings, model_socket: str, admin: bool = False):
         self.settings = settings
         self.model_socket = model_socket
+        self.admin = admin
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in gunicorn_conf.options(self.settings).items():
+        options = gunicorn_conf.admin_options if self.admin else gunicorn_conf.main_options
+        for key, value in options(self.settings).items():
             self.cfg.set(key, value)
 
     def load(self):
-        from inferscale.app import create_app
+        from inferscale.app import create_admin_app, create_app
         from inferscale.model_client import ModelClient
 
-        return create_app(self.settings, ModelClient(self.model_socket))
+        factory = create_admin_app if self.admin else create_app
+        return factory(self.settings, ModelClient(self.model_socket))

@@ -1,21 +1,28 @@
 """`inferscale serve`: the first process of the pod, parent of the model process and of gunicorn.
 
-    inferscale serve (this)         signals, restarts, shutdown order
-    ├── model process               the model, every slot, the pod's queue
-    └── gunicorn master
-        └── HTTP workers (gevent)   parsing, validation, /metrics, probes
+    inferscale serve (this)      signals, restarts, shutdown order
+    ├── model-process            the model, every slot, the pod's queue
+    ├── gunicorn                 PORT: every route
+    │   └── http-worker × WORKERS   (gevent) parse, validate, forward to the model process
+    └── gunicorn-admin           ADMIN_PORT: /health, /ready, /metrics
+        └── admin-worker
 
 The model process is restarted when it dies (the HTTP workers answer its lost
-requests with 503 and say "not ready" until the reload is done); gunicorn
+requests with 503 and say "not ready" until the reload is done); a gunicorn
 dying ends the pod. On SIGTERM the model process drains first (its queue
-finishes, new work gets 503, /ready says draining) and only then does
-gunicorn stop, so every admitted request's answer is written. SIGINT and
-SIGQUIT stop everything at once.
+finishes, new work gets 503, /ready says draining), then the main gunicorn
+stops once every admitted request's answer is written, and the admin one
+last. SIGINT and SIGQUIT stop everything at once.
+
+Every child is forked from this process after the heavy imports (see
+`_import_shared`), so the pages holding the interpreter's modules are shared
+by all of them instead of copied into each.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -40,6 +47,9 @@ LAST_RESTART_SECONDS = 30.0
 STABLE_SECONDS = 60.0
 # Beyond each stage's own budget: time for a process to exit and be reaped.
 EXIT_MARGIN_SECONDS = 5.0
+# Nice level of the request path (HTTP workers, model process) relative to the
+# admin worker: a weight of about 1/3 of its (the kernel's table: 335 vs 1024).
+REQUEST_PATH_NICENESS = 5
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 
@@ -72,6 +82,7 @@ class Supervisor:
         self.model_pid = 0
         self.model_started = 0.0
         self.gunicorn_pid = 0
+        self.admin_pid = 0
         self.restart_delay = FIRST_RESTART_SECONDS
         self.restart_at: float | None = None
         self.stopping = False
@@ -81,7 +92,9 @@ class Supervisor:
         # between checking a child and waiting; children unblock them at fork.
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         set_process_name("inferscale")
-        self.gunicorn_pid = _fork(self._run_gunicorn)
+        _import_shared()
+        self.gunicorn_pid = _fork(lambda: self._run_gunicorn(admin=False))
+        self.admin_pid = _fork(lambda: self._run_gunicorn(admin=True))
         self._start_model()
         while True:
             info = self._wait_for_signal()
@@ -91,22 +104,25 @@ class Supervisor:
             elif info.si_signo == signal.SIGTERM:
                 return self._stop(graceful=True, code=0)
             elif info.si_signo == signal.SIGHUP:
-                os.kill(self.gunicorn_pid, signal.SIGHUP)  # gunicorn's own reload of its workers
+                # gunicorn's own reload of its workers
+                os.kill(self.gunicorn_pid, signal.SIGHUP)
+                os.kill(self.admin_pid, signal.SIGHUP)
             else:
                 return self._stop(graceful=False, code=0)
 
-    def _run_gunicorn(self) -> int:
+    def _run_gunicorn(self, admin: bool) -> int:
         from inferscale.server import GunicornServer
 
         self.listener.close()  # only model processes accept on it
-        set_process_name("gunicorn")
-        GunicornServer(self.settings, self.socket_path).run()
+        set_process_name("gunicorn-admin" if admin else "gunicorn")
+        GunicornServer(self.settings, self.socket_path, admin).run()
         return 0
 
     def _run_model(self) -> int:
         from inferscale import model_process
 
         set_process_name("model-process")
+        yield_to_probes()
         return model_process.run(self.settings, self.listener)
 
     def _start_model(self) -> None:
@@ -122,10 +138,11 @@ class Supervisor:
         return signal.sigtimedwait(SIGNALS, max(0.0, self.restart_at - time.monotonic()))
 
     def _reap_and_restart(self) -> bool:
-        """Reap every exited child; False once gunicorn is gone (the pod can't serve)."""
+        """Reap every exited child; False once a gunicorn is gone (the pod can't serve)."""
+        gunicorns = {self.gunicorn_pid: "gunicorn", self.admin_pid: "gunicorn-admin"}
         for pid, status in self._reap():
-            if pid == self.gunicorn_pid:
-                log.error("gunicorn exited (%s); stopping", _describe(status))
+            if pid in gunicorns:
+                log.error("%s exited (%s); stopping", gunicorns[pid], _describe(status))
                 return False
         if self.restart_at is not None and time.monotonic() >= self.restart_at:
             self._start_model()
@@ -146,6 +163,8 @@ class Supervisor:
                 self._model_exited(status)
             elif pid == self.gunicorn_pid:
                 self.gunicorn_pid = 0
+            elif pid == self.admin_pid:
+                self.admin_pid = 0
         return exited
 
     def _model_exited(self, status: int) -> None:
@@ -165,11 +184,15 @@ class Supervisor:
         self.model_pid = 0
 
     def _stop(self, graceful: bool, code: int) -> int:
-        """Model first (drained when graceful), then gunicorn; each within its budget."""
+        """Model first (drained when graceful), then the main gunicorn, then the admin one:
+        /ready answers "draining" until the very end."""
         self.stopping = True
         drain = self.settings.graceful_shutdown_seconds if graceful else 0.0
         self._stop_child("model", drain, signal.SIGTERM if graceful else signal.SIGINT)
-        self._stop_child("gunicorn", gunicorn_conf.STOP_SECONDS, signal.SIGTERM if graceful else signal.SIGQUIT)
+        for name in ("gunicorn", "admin"):
+            self._stop_child(
+                name, gunicorn_conf.STOP_SECONDS, signal.SIGTERM if graceful else signal.SIGQUIT
+            )
         return code
 
     def _stop_child(self, name: str, budget: float, signum: int) -> None:
@@ -184,6 +207,22 @@ class Supervisor:
                 os.kill(pid, signal.SIGKILL)
             signal.sigtimedwait({signal.SIGCHLD}, 0.5)
             self._reap()
+
+
+def _import_shared() -> None:
+    """Import what every child needs before forking any, so they share those pages.
+
+    gc.freeze: the collector would otherwise write to every imported object's
+    header in each child, copying the pages the fork shared, and would spend
+    milliseconds scanning them in the middle of a scrape.
+    """
+    import inferscale.app  # noqa: F401  flask, numpy, pydantic, prometheus_client
+    import inferscale.model_client  # noqa: F401  msgpack
+    import inferscale.model_process  # noqa: F401
+    import inferscale.worker  # noqa: F401  gunicorn, gevent (not patched: workers patch)
+
+    gc.collect()
+    gc.freeze()
 
 
 def _fork(target: Callable[[], int]) -> int:
@@ -210,6 +249,18 @@ def set_process_name(name: str) -> None:
     """The name `ps` and `top` show (15 bytes at most): every process of the pod looks
     alike otherwise, all forked from one `inferscale serve`."""
     _prctl(PR_SET_NAME, name.encode()[:15])
+
+
+def yield_to_probes() -> None:
+    """Lower this process's CPU priority below the admin worker's.
+
+    Under saturation the HTTP workers and the model process keep both cores
+    busy; at equal priority a probe or a scrape then waits for its turn, tens
+    of milliseconds. One nice level below, the admin worker gets the CPU as
+    soon as it needs it. A process may always lower its own priority, so this
+    needs no capability, and it only weighs against the pod's own processes.
+    """
+    os.nice(REQUEST_PATH_NICENESS)
 
 
 def _die_with(parent: int) -> None:

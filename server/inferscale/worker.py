@@ -2,9 +2,8 @@
 
 gevent, not threads: a request waiting for a model slot, or a client sending
 its request slowly, holds a greenlet, so there is no small pool of threads
-for them to exhaust, and /metrics and the probes are answered however many
-connections stall. Each listener (the main port, the admin port) has its own
-pool of WORKER_CONNECTIONS, so a flood on one cannot starve the other.
+for them to exhaust. Both gunicorn instances of the pod (the main port's and
+the admin port's) run it.
 """
 
 from __future__ import annotations
@@ -16,14 +15,16 @@ import gevent
 from gunicorn.workers.ggevent import GeventWorker
 from prometheus_client import CollectorRegistry
 
-from inferscale.arrival import ArrivalDeadline, Arrivals, RequestTimeout
+from inferscale.arrival import Arrivals, ClientConnection, RequestTimeout
 from inferscale.metrics import ConnectionMetrics
-from inferscale.supervisor import set_process_name
+from inferscale.supervisor import set_process_name, yield_to_probes
 
 
 class InferenceWorker(GeventWorker):
     def init_process(self) -> None:
-        set_process_name("http-worker")
+        set_process_name(self.cfg.proc_name)
+        if self.cfg.proc_name == "http-worker":
+            yield_to_probes()
         arrival_seconds = self.app.settings.request_timeout_seconds
         # After fork, so the gauge writes to this worker's own metric file.
         self.arrivals = Arrivals(
@@ -34,7 +35,7 @@ class InferenceWorker(GeventWorker):
         super().init_process()
 
     def handle(self, listener, client, addr) -> None:
-        super().handle(listener, ArrivalDeadline(client, self.arrivals), addr)
+        super().handle(listener, ClientConnection(client, self.arrivals), addr)
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
@@ -43,7 +44,7 @@ class InferenceWorker(GeventWorker):
 
     def timeout_ctx(self):
         # gunicorn would otherwise bound the header read by the keep-alive time
-        # and close silently; ArrivalDeadline times requests instead.
+        # and close silently; ClientConnection times requests instead.
         return contextlib.nullcontext()
 
     def handle_error(self, req, client, addr, exc) -> None:
