@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv tools demo run test test-fast bench bench-autoscale clean
+.PHONY: venv tools demo run test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale clean
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,24 @@ test-fast: venv tools
 
 bench: venv
 	$(BIN)/python bench/metrics_under_load.py
+
+# inferscale against KServe 0.21.0 under wrk (~80 s; the first run also installs
+# kserve into its own venv under the cache, about a minute).
+bench-kserve: venv
+	bash ci/tools.sh wrk >/dev/null
+	$(BIN)/python bench/vs_kserve.py $(BENCH_ARGS)
+
+# Inside one pod: waits beside a free slot, busy slots at saturation (~1 min).
+bench-placement: venv
+	$(BIN)/python bench/placement.py $(BENCH_ARGS)
+
+# Probe and scrape latency while 300 connections stall and every slot is taken (~1 min).
+bench-slow-clients: venv
+	$(BIN)/python bench/slow_clients.py $(BENCH_ARGS)
+
+# Ten times the pod's capacity for ten minutes: memory, descriptors, threads, refusals.
+bench-overload: venv
+	$(BIN)/python bench/overload.py $(BENCH_ARGS)
 
 # Reaction times of the real loop, chart defaults against the seeds' windows (~30 min).
 bench-autoscale: venv tools

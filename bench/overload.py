@@ -95,6 +95,9 @@ def summarize(rows: list[tuple[dict, ProcessUse]]) -> None:
     refused = [seconds for answers, _ in rows for seconds in answers.get(503, [])]
     print(f"RSS first -> last interval: {rss_first / 1024:.1f} -> {rss_last / 1024:.1f} MiB "
           f"({(rss_last / rss_first - 1) * 100:+.1f} %)")
+    for pid, rss in first.rss_kib.items():
+        if pid in last.rss_kib:
+            print(f"  {first.names[pid]:<15} RSS {rss / 1024:7.1f} -> {last.rss_kib[pid] / 1024:7.1f} MiB")
     print(f"fds {sum(first.fds.values())} -> {sum(last.fds.values())}, "
           f"threads {sum(first.threads.values())} -> {sum(last.threads.values())}, "
           f"processes {len(first.rss_kib)} -> {len(last.rss_kib)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from servers import ServerProcess, descendants
+from servers import ServerProcess, descendants, process_name
 
 
 @dataclass
@@ -96,11 +96,12 @@ class ProcessUse:
     rss_kib: dict[int, int]
     fds: dict[int, int]
     threads: dict[int, int]
+    names: dict[int, str]
 
     @classmethod
     def of(cls, server: ServerProcess) -> "ProcessUse":
         pids = [server.process.pid, *descendants(server.process.pid)]
-        rss, fds, threads = {}, {}, {}
+        rss, fds, threads, names = {}, {}, {}, {}
         for pid in pids:
             try:
                 status = dict(
@@ -109,9 +110,10 @@ class ProcessUse:
                 rss[pid] = int(status["VmRSS"].split()[0])
                 threads[pid] = int(status["Threads"])
                 fds[pid] = len(os.listdir(f"/proc/{pid}/fd"))
+                names[pid] = process_name(pid)
             except (FileNotFoundError, ProcessLookupError, KeyError):
                 continue  # exited between listing and reading
-        return cls(rss, fds, threads)
+        return cls(rss, fds, threads, names)
 
 
 def percentile(values: list[float], q: float) -> float:
