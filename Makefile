@@ -37,10 +37,11 @@ test-fast: venv tools
 bench: venv
 	$(BIN)/python bench/metrics_under_load.py
 
-# inferscale against KServe 0.21.0 under wrk (~80 s; the first run also installs
-# kserve into its own venv under the cache, about a minute).
+# inferscale against KServe 0.21.0 under wrk, scraped by Prometheus, 3 rounds
+# (~3.5 min; the first run also installs kserve into its own venv under the
+# cache, about a minute).
 bench-kserve: venv
-	bash ci/tools.sh wrk >/dev/null
+	bash ci/tools.sh wrk prometheus >/dev/null
 	$(BIN)/python bench/vs_kserve.py $(BENCH_ARGS)
 
 # Inside one pod: waits beside a free slot, busy slots at saturation (~1 min).

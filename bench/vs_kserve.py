@@ -1,14 +1,21 @@
-"""inferscale against KServe's Python model server: throughput, /metrics under load, idle memory.
+"""inferscale against KServe's Python model server: throughput, CPU per request, scrapes under load, idle memory.
 
 Each server in turn, on a free loopback port: start it, wait until it is ready,
 send a few V2 infer requests and sum the PSS of its process tree, then run wrk
 (a warm-up, then the measured run) on POST /v2/models/inferscale/infer with
-0 s inference while a thread scrapes its /metrics every 50 ms. KServe 0.21.0
-runs from its own venv in the cache, installed on first use; its model is
-bench/kserve_model.py, the same arithmetic as inferscale's. Prints numbers;
-exits non-zero on errors (including non-2xx answers), never on a ratio.
+0 s inference while a real Prometheus scrapes its /metrics every 100 ms and
+records each scrape's duration. KServe 0.21.0 runs from its own venv in the
+cache, installed on first use; its model is bench/kserve_model.py, the same
+arithmetic as inferscale's.
 
-    python bench/vs_kserve.py [--seconds 20] [--connections 8] [--skip-kserve-install]
+This machine's speed drifts by tens of percent from one minute to the next,
+so the servers take turns over several rounds (the order flips every round)
+and the ratios are per round, with their median; CPU time per request of each
+server's process tree is printed beside req/s, as the measure of work. Prints
+numbers; exits non-zero on errors (including non-2xx answers and failed
+scrapes), never on a ratio.
+
+    python bench/vs_kserve.py [--rounds 3] [--seconds 20] [--connections 8] [--skip-kserve-install]
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -35,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster.controlplane import LOOPBACK, free_port, wait_until  # noqa: E402
+from localcluster.monitoring import Prometheus  # noqa: E402
 
 # The server's settings for this benchmark; adapt here when settings.py changes.
 # MODEL_MEMORY_MB=0: the KServe model allocates no ballast, so PSS compares the
@@ -58,7 +65,9 @@ INFER_BODY = json.dumps(
     {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
 )
 START_TIMEOUT = 120.0
-METRICS_INTERVAL = 0.05
+# Prometheus's scrape interval, and its timeout: a scrape slower than this fails.
+SCRAPE_INTERVAL = "100ms"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_REQUESTS = 10
 SPREAD_LOOK_DELAY = 0.5
 # Both servers' access logs (gunicorn's and uvicorn's) quote the request line, then the status.
@@ -135,18 +144,24 @@ class Server:
 @dataclass
 class Result:
     name: str
+    round: int
     answer: list[float]
     pss_mib: float
     pss_by_process: list[tuple[int, float]]
     wrk: dict[str, float]
-    metrics_ms: list[float]
-    metrics_failures: int
+    cpu_seconds: float
+    scrape_ms: list[float]
+    scrape_failures: int
     spread: list[int]
     statuses: Counter
 
     @property
     def requests_per_second(self) -> float:
         return self.wrk["requests"] / (self.wrk["duration_us"] / 1e6)
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.wrk["requests"] * 1e6
 
     @property
     def socket_errors(self) -> int:
@@ -262,25 +277,56 @@ def wrk_result(wrk: subprocess.Popen, seconds: float) -> dict[str, float]:
     return dict(zip(WRK_FIELDS, map(float, match.group(1).split())))
 
 
-class MetricsSampler(threading.Thread):
-    """GET /metrics every METRICS_INTERVAL s, each on a new connection as a fresh scrape would."""
+class Scraper:
+    """A real Prometheus scraping one server's /metrics, as the chart's ServiceMonitor makes it do.
 
-    def __init__(self, url: str):
-        super().__init__(name="metrics-sampler", daemon=True)
-        self.url = url
-        self.stop = threading.Event()
-        self.latencies_ms: list[float] = []
-        self.failures = 0
+    Prometheus times every scrape itself (`scrape_duration_seconds`), on the
+    keep-alive connection it holds to the target, and a scrape slower than
+    SCRAPE_INTERVAL fails (`up` 0).
+    """
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            started = time.perf_counter()
-            try:
-                requests.get(self.url, timeout=10).raise_for_status()
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
-            except requests.RequestException:
-                self.failures += 1
-            self.stop.wait(METRICS_INTERVAL)
+    JOB = "server"
+
+    def __init__(self, work: Path, server: Server):
+        self._prometheus = Prometheus(work / f"prometheus-{server.name.replace(' ', '-')}", free_port())
+        target = server.admin_url.removeprefix("http://")
+        self._prometheus.write_config(
+            SCRAPE_INTERVAL,
+            [{"job_name": self.JOB, "scrape_timeout": SCRAPE_INTERVAL, "metrics_path": server.metrics_path,
+              "static_configs": [{"targets": [target]}]}],
+            [],
+        )
+
+    def __enter__(self) -> "Scraper":
+        self._prometheus.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._prometheus.stop()
+
+    def last(self, seconds: float) -> tuple[list[float], int]:
+        """Scrape durations (ms) of the last `seconds`, and how many scrapes failed then."""
+        window = f"[{round(seconds * 1000)}ms]"
+        durations = self._samples(f'scrape_duration_seconds{{job="{self.JOB}"}}{window}')
+        up = self._samples(f'up{{job="{self.JOB}"}}{window}')
+        # Both series get one sample per scrape, stamped with the scrape's start.
+        failed = sum(1 for value in up.values() if value == 0)
+        return [durations[at] * 1000 for at, value in up.items() if value == 1 and at in durations], failed
+
+    def _samples(self, selector: str) -> dict[float, float]:
+        answer = requests.get(self._prometheus.url + "/api/v1/query", params={"query": selector}, timeout=10)
+        answer.raise_for_status()
+        series = answer.json()["data"]["result"]
+        return {at: float(value) for at, value in series[0]["values"]} if series else {}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time used so far by these processes, all their threads included."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
 
 
 def connections_per_process(server: Server) -> list[int]:
@@ -310,32 +356,30 @@ def open_files(pid: int) -> set[str]:
     return links
 
 
-def measure(server: Server, script: Path, args) -> Result:
+def measure(server: Server, round_number: int, work: Path, script: Path, args) -> Result:
     try:
         server.start()
         answer = infer_once(server)
         for _ in range(IDLE_REQUESTS - 1):
             infer_once(server)
-        by_process = [(pid, pss_mib(pid)) for pid in process_tree(server.process.pid)]
-        wrk_result(start_wrk(server, script, args, args.warmup), args.warmup)
-        wrk = start_wrk(server, script, args, args.seconds)
-        # wrk connects at once and keeps its connections, so one early look
-        # tells their split; taken before the sampler's connections exist.
-        time.sleep(SPREAD_LOOK_DELAY)
-        spread = connections_per_process(server)
-        sampler = MetricsSampler(server.admin_url + server.metrics_path)
-        sampler.start()
-        try:
+        pids = process_tree(server.process.pid)
+        by_process = [(pid, pss_mib(pid)) for pid in pids]
+        with Scraper(work, server) as scraper:
+            wrk_result(start_wrk(server, script, args, args.warmup), args.warmup)
+            cpu_before = cpu_seconds(pids)
+            wrk = start_wrk(server, script, args, args.seconds)
+            # wrk connects at once and keeps its connections, so one early look tells their split.
+            time.sleep(SPREAD_LOOK_DELAY)
+            spread = connections_per_process(server)
             wrk_numbers = wrk_result(wrk, args.seconds)
-        finally:
-            sampler.stop.set()
-            sampler.join()
+            cpu = cpu_seconds(pids) - cpu_before
+            scrape_ms, scrape_failures = scraper.last(args.seconds)
     finally:
         server.stop()
     statuses = Counter(ACCESS_STATUS.findall(server.log_path.read_text(errors="replace")))
     return Result(
-        server.name, answer, sum(pss for _, pss in by_process), by_process, wrk_numbers,
-        sampler.latencies_ms, sampler.failures, spread, statuses,
+        server.name, round_number, answer, sum(pss for _, pss in by_process), by_process, wrk_numbers,
+        cpu, scrape_ms, scrape_failures, spread, statuses,
     )
 
 
@@ -347,29 +391,40 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"\n{'':<17}{'wrk':-^46}  {'/metrics ms':-^30}")
-    print(f"{'server':<17}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sockerr':>8}{'conns':>6}"
+    print(f"\n{'':<25}{'wrk':-^40}{'server CPU':>12}  {'scrape ms (Prometheus)':-^30}")
+    print(f"{'round  server':<25}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'conns':>8}{'us/req':>12}"
           f"  {'n':>6}{'p50':>8}{'p99':>8}{'max':>8}{'idle PSS MiB':>14}")
     for r in results:
-        m = r.metrics_ms or [float("nan")]
-        print(f"{r.name:<17}{r.requests_per_second:>8.0f}{r.wrk['p50_us'] / 1000:>8.2f}"
-              f"{r.wrk['p99_us'] / 1000:>8.2f}{r.wrk['non_2xx']:>8.0f}{r.socket_errors:>8}"
-              f"{'+'.join(map(str, r.spread)):>6}"
-              f"  {len(r.metrics_ms):>6}{statistics.median(m):>8.1f}{percentile(m, 99):>8.1f}{max(m):>8.1f}"
+        m = r.scrape_ms or [float("nan")]
+        print(f"{r.round:>5}  {r.name:<18}{r.requests_per_second:>8.0f}{r.wrk['p50_us'] / 1000:>8.2f}"
+              f"{r.wrk['p99_us'] / 1000:>8.2f}{r.wrk['non_2xx']:>8.0f}{'+'.join(map(str, r.spread)):>8}"
+              f"{r.cpu_us_per_request:>12.0f}"
+              f"  {len(r.scrape_ms):>6}{statistics.median(m):>8.1f}{percentile(m, 99):>8.1f}{max(m):>8.1f}"
               f"{r.pss_mib:>14.1f}")
     print("(conns: how wrk's connections were split over the worker processes)")
-    print("\nidle PSS per process, MiB (the main process first):")
+    print("\nidle PSS per process, MiB (the main process first), first round:")
     for r in results:
-        print(f"  {r.name:<17}" + "  ".join(f"{pid}:{pss:.1f}" for pid, pss in r.pss_by_process))
+        if r.round == 1:
+            print(f"  {r.name:<18}" + "  ".join(f"{pid}:{pss:.1f}" for pid, pss in r.pss_by_process))
 
 
-def print_ratios(ours: Result, kserve: Result) -> None:
-    print(f"\ninferscale / {kserve.name}:")
-    print(f"  req/s        x{ours.requests_per_second / kserve.requests_per_second:.2f}")
-    if ours.metrics_ms and kserve.metrics_ms:
-        print(f"  /metrics max x{max(ours.metrics_ms) / max(kserve.metrics_ms):.2f}"
-              f"  (p99 x{percentile(ours.metrics_ms, 99) / percentile(kserve.metrics_ms, 99):.2f})")
-    print(f"  idle PSS     x{ours.pss_mib / kserve.pss_mib:.2f}")
+def print_ratios(results: list[Result], ours: str, theirs: str) -> None:
+    """Per round (the two ran minutes apart at most), then the median over rounds."""
+    pairs = [
+        (next(r for r in results if r.round == n and r.name == ours),
+         next(r for r in results if r.round == n and r.name == theirs))
+        for n in sorted({r.round for r in results})
+    ]
+    rows = {
+        "req/s": [a.requests_per_second / b.requests_per_second for a, b in pairs],
+        "CPU per request": [a.cpu_us_per_request / b.cpu_us_per_request for a, b in pairs],
+        "scrape max": [max(a.scrape_ms) / max(b.scrape_ms) for a, b in pairs if a.scrape_ms and b.scrape_ms],
+        "idle PSS": [a.pss_mib / b.pss_mib for a, b in pairs],
+    }
+    print(f"\n{ours} / {theirs}, per round, and the median:")
+    for label, ratios in rows.items():
+        print(f"  {label:<16}" + "".join(f"  x{ratio:.2f}" for ratio in ratios)
+              + f"   median x{statistics.median(ratios):.2f}")
 
 
 def errors_of(results: list[Result]) -> list[str]:
@@ -385,13 +440,15 @@ def errors_of(results: list[Result]) -> list[str]:
             )
         if r.socket_errors:
             errors.append(f"{r.name}: {r.socket_errors} socket errors (connect/read/write/timeout)")
-        if r.metrics_failures:
-            errors.append(f"{r.name}: {r.metrics_failures} /metrics scrapes failed")
+        if r.scrape_failures:
+            errors.append(f"{r.name} round {r.round}: {r.scrape_failures} scrapes failed (slower than "
+                          f"{SCRAPE_INTERVAL} or refused)")
     return errors
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server takes")
     parser.add_argument("--seconds", type=float, default=20, help="measured wrk run per server")
     parser.add_argument("--warmup", type=float, default=3, help="wrk run before it, not measured")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c")
@@ -404,20 +461,23 @@ def main() -> int:
     python = kserve_python(args.skip_kserve_install)
 
     with tempfile.TemporaryDirectory(prefix="vs-kserve-") as tmp:
-        work = Path(tmp)
-        script = work / "v2_infer.lua"
+        script = Path(tmp) / "v2_infer.lua"
         script.write_text(WRK_SCRIPT)
-        servers = [inferscale_server(work), kserve_server(work, python, 2), kserve_server(work, python, 1)]
-        print(f"# wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s after a {args.warmup:g} s "
-              f"warm-up, POST {INFER_PATH}; {os.cpu_count()} cores, "
+        print(f"# {args.rounds} rounds of wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s "
+              f"after a {args.warmup:g} s warm-up, POST {INFER_PATH}; {os.cpu_count()} cores, "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         results = []
-        for server in servers:
-            results.append(measure(server, script, args))
-            print(f"# {server.name} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+        for round_number in range(1, args.rounds + 1):
+            work = Path(tmp) / f"round-{round_number}"
+            work.mkdir()
+            servers = [inferscale_server(work), kserve_server(work, python, 2)]
+            for server in servers if round_number % 2 else reversed(servers):
+                results.append(measure(server, round_number, work, script, args))
+                print(f"# round {round_number}: {server.name} done, {results[-1].requests_per_second:.0f} req/s, "
+                      f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
     print_table(results)
-    print_ratios(results[0], results[1])
+    print_ratios(results, "inferscale", "KServe 2-worker")
     errors = errors_of(results)
     for error in errors:
         print(f"\n!!! ERROR: {error}", file=sys.stderr)
