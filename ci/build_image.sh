@@ -6,9 +6,8 @@
 #      the system Python), and commits it into buildah's storage;
 #   2. `buildah bud` builds the Dockerfile with PYTHON_IMAGE set to that base;
 #   3. the image is written as a docker archive that `ctr images import` and
-#      `skopeo` read, named inferscale:<chart appVersion> (containerd reads
-#      that name as docker.io/library/inferscale:<appVersion>, which is what
-#      the chart's `image: inferscale:<appVersion>` resolves to).
+#      `skopeo` read, named docker.io/library/inferscale:<chart appVersion>:
+#      what the chart's `image: inferscale:<appVersion>` resolves to.
 #
 #   bash ci/build_image.sh      # prints the archive's path on stdout
 #
@@ -39,7 +38,9 @@ log() { printf '[image] %s\n' "$*" >&2; }
 
 APP_VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$ROOT/chart/Chart.yaml")"
 [[ -n "$APP_VERSION" ]] || { log "cannot read appVersion from chart/Chart.yaml"; exit 1; }
-IMAGE_NAME="inferscale:$APP_VERSION"
+# Fully qualified, as containerd and the kubelet name the chart's
+# `inferscale:<appVersion>` (buildah would otherwise call it localhost/...).
+IMAGE_NAME="docker.io/library/inferscale:$APP_VERSION"
 ARCHIVE="$IMAGE_DIR/inferscale-$APP_VERSION.tar"
 
 bash "$ROOT/ci/tools.sh" oci >/dev/null
