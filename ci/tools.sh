@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned tools that the chart tests, the local autoscaling loop
-# and the benchmarks need, from the package registries only (Go module proxy,
+# Installs the pinned tools that the chart tests, the local autoscaling loop,
+# the image build (ci/build_image.sh) and the benchmarks need, from the package registries only (Go module proxy,
 # Debian apt).
 #
 #   bash ci/tools.sh            # install everything, print the bin dir
