@@ -123,6 +123,7 @@ def http(netns: Path, method: str, port: int, path: str, body: dict | None = Non
 
 
 def descendants(pid: int) -> list[int]:
+    """pid and every process under it, as the host sees them (their uids and capabilities are the kernel's word)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -165,13 +166,13 @@ def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):  
     # machine create, share and remove.
     netns = tmp_path / "netns"
     runc = ["runc", "--root", str(tmp_path / "runc")]
-    bundle = tmp_path / "bundle"
+    bundle, layout = tmp_path / "bundle", tmp_path / "oci"
     log_path = tmp_path / "container.log"
-    run("skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{tmp_path / 'oci'}:{app_version}")
-    run("umoci", "unpack", "--image", f"{tmp_path / 'oci'}:{app_version}", str(bundle), timeout=300)
-    bundle_config(bundle, netns, chart_env, chart_env["PROMETHEUS_MULTIPROC_DIR"])
     started = False
     try:
+        run("skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{layout}:{app_version}")
+        run("umoci", "unpack", "--image", f"{layout}:{app_version}", str(bundle), timeout=300)
+        bundle_config(bundle, netns, chart_env, chart_env["PROMETHEUS_MULTIPROC_DIR"])
         netns.touch()
         run("unshare", f"--net={netns}", "true")
         run("nsenter", f"--net={netns}", "ip", "link", "set", "lo", "up")
@@ -220,5 +221,7 @@ def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):  
         if started:
             subprocess.run(runc + ["delete", "--force", NAME], capture_output=True, timeout=60)
         subprocess.run(["umount", str(netns)], capture_output=True, timeout=30)
+        # A copy of the image each: pytest keeps the last runs' tmp_path.
         shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(layout, ignore_errors=True)
     assert leftovers(tmp_path) == []
