@@ -150,13 +150,18 @@ def status_fields(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
 
 
+def container_cgroups() -> list[Path]:
+    """runc's cgroups for the container, wherever the hierarchy placed them (under the caller's own, on v1)."""
+    return list(Path("/sys/fs/cgroup").glob(f"**/{NAME}"))
+
+
 def leftovers(tmp: Path) -> list[str]:
     """What is still there of a run whose files, namespace mount included, are all under tmp."""
     mountinfo = Path("/proc/self/mountinfo").read_text()
     found = [f"mount: {line}" for line in mountinfo.splitlines() if str(tmp) in line]
     if (tmp / "runc" / NAME).exists():
         found.append(f"runc state of {NAME}")
-    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/{NAME}")]
+    found += [f"cgroup {p}" for p in container_cgroups()]
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and os.readlink(entry / "root").startswith(str(tmp)):
@@ -194,6 +199,7 @@ def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):  
                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=60)
         started = True
         pid = json.loads(run(*runc, "state", NAME))["pid"]
+        assert container_cgroups(), "runc made no cgroup: the check that none is left would prove nothing"
 
         deadline = time.monotonic() + 60
         while (ready := http(netns, "GET", ports["admin"], "/ready"))[0] != 200:
