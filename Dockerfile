@@ -12,7 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps the rest out).
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml ./
 COPY server/ ./server/
 RUN pip wheel --wheel-dir /wheels .
 

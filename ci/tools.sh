@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned tools that the chart tests, the local autoscaling loop
-# and the benchmarks need, from the package registries only (Go module proxy,
+# Installs the pinned tools that the chart tests, the local autoscaling loop,
+# the image build (ci/build_image.sh) and the benchmarks need, from the package registries only (Go module proxy,
 # Debian apt).
 #
 #   bash ci/tools.sh            # install everything, print the bin dir
@@ -34,8 +34,17 @@ PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.93.1}"
 # The HTTP load generator of bench/vs_kserve.py; Debian bookworm ships 4.1.0.
 # Pinned on the upstream version only, as prometheus above.
 WRK_DEB_UPSTREAM="${WRK_DEB_UPSTREAM:-4.1.0}"
+# What ci/build_image.sh builds and tests/test_image.py runs the image with,
+# all Debian bookworm's; pinned on the upstream version, as prometheus above.
+OCI_DEBS=(
+  "buildah=${BUILDAH_DEB_UPSTREAM:-1.28.2}"
+  "mmdebstrap=${MMDEBSTRAP_DEB_UPSTREAM:-1.3.5}"
+  "umoci=${UMOCI_DEB_UPSTREAM:-0.4.7}"
+  "skopeo=${SKOPEO_DEB_UPSTREAM:-1.9.3}"
+  "runc=${RUNC_DEB_UPSTREAM:-1.1.5}"
+)
 
-TOOLS=(helm prometheus kubernetes crds wrk)
+TOOLS=(helm prometheus kubernetes crds wrk oci)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
@@ -156,16 +165,30 @@ install_prometheus() {
   promtool --version 2>&1 | sed -n 1p >&2  # sed, not head: reads on, so no SIGPIPE under pipefail
 }
 
+# Installs Debian package $1 at upstream version $2 unless it is installed.
+install_deb() {
+  if [[ "$(deb_installed_version "$1" || true)" != "$2"* ]]; then
+    apt_offers "$1" "$2"
+    log "apt-get install $1=$2*"
+    $SUDO apt-get install -y -qq --no-install-recommends "$1=$2*" >&2
+  fi
+}
+
 # ---- wrk (Debian) -------------------------------------------------------------
 install_wrk() {
-  if [[ "$(deb_installed_version wrk || true)" != "$WRK_DEB_UPSTREAM"* ]]; then
-    apt_offers wrk "$WRK_DEB_UPSTREAM"
-    log "apt-get install wrk=$WRK_DEB_UPSTREAM*"
-    $SUDO apt-get install -y -qq --no-install-recommends "wrk=$WRK_DEB_UPSTREAM*" >&2
-  fi
+  install_deb wrk "$WRK_DEB_UPSTREAM"
   mkdir -p "$BIN_DIR"
   ln -sf "$(command -v wrk)" "$BIN_DIR/wrk"
   log "wrk $(deb_installed_version wrk) (Debian package)"
+}
+
+# ---- OCI image builder and runtime (Debian) ----------------------------------
+install_oci() {
+  local pin
+  for pin in "${OCI_DEBS[@]}"; do
+    install_deb "${pin%%=*}" "${pin#*=}"
+  done
+  log "$(buildah --version), mmdebstrap $(deb_installed_version mmdebstrap), umoci $(deb_installed_version umoci), skopeo $(deb_installed_version skopeo), runc $(deb_installed_version runc) (Debian packages)"
 }
 
 # ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------

@@ -1,8 +1,9 @@
 """The Dockerfile and the chart's Deployment describe the same container.
 
-No Docker engine runs here, so the image is not built; instead the Dockerfile
-is parsed and compared with what `helm template` renders (command, port,
-user, metrics directory) and with pyproject.toml (the console script).
+The Dockerfile is parsed and compared with what `helm template` renders
+(command, port, user, metrics directory) and with pyproject.toml (the console
+script): fast, without a build. tests/test_image.py (slow) builds the image
+and runs it.
 """
 
 from __future__ import annotations
