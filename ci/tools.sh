@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that the chart tests, the local autoscaling loop,
-# the image build (ci/build_image.sh) and the benchmarks need, from the package registries only (Go module proxy,
-# Debian apt).
+# the image build (ci/build_image.sh) and the benchmarks need, from the
+# package registries only (Go module proxy, Debian apt).
 #
 #   bash ci/tools.sh            # install everything, print the bin dir
 #   bash ci/tools.sh helm       # only the named tools
