@@ -14,7 +14,9 @@
 # Kubernetes binaries compile many of the same k8s.io packages.
 # Measured cold (empty caches, 2 cores, other builds running): helm 125 s;
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
-# adapter 424 s together (ci/build_k8s.sh); a warm no-op run 0.3 s.
+# adapter 424 s together (ci/build_k8s.sh); the node's Debian packages and
+# the pause image 12 s (containerd and conntrack downloaded, the rest there);
+# a warm no-op run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -44,7 +46,17 @@ OCI_DEBS=(
   "runc=${RUNC_DEB_UPSTREAM:-1.1.5}"
 )
 
-TOOLS=(helm prometheus kubernetes crds wrk oci)
+# What a real node (cluster/localcluster/node.py) runs besides runc above:
+# Debian bookworm's versions, pinned on the upstream version (conntrack's with
+# its epoch) as above.
+NODE_DEBS=(
+  "containerd=${CONTAINERD_DEB_UPSTREAM:-1.6.20}"
+  "containernetworking-plugins=${CNI_PLUGINS_DEB_UPSTREAM:-1.1.1}"
+  "iptables=${IPTABLES_DEB_UPSTREAM:-1.8.9}"
+  "conntrack=${CONNTRACK_DEB_UPSTREAM:-1:1.4.7}"
+)
+
+TOOLS=(helm prometheus kubernetes crds wrk oci node)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
@@ -125,6 +137,26 @@ apt_offers() {
   [[ "$candidate" == "$2"* ]] || { log "apt offers $1 '${candidate:-none}', expected $2"; return 1; }
 }
 
+# apt-get install "$@" (name=version* specs) without starting any daemon.
+# Maintainer scripts start services through invoke-rc.d or deb-systemd-invoke;
+# we want the binaries only, and the tests start their own processes. A
+# policy-rc.d that answers 101 ("action forbidden") keeps every service down.
+# Ours is temporary and removed after; one that was already there is left
+# untouched.
+apt_install_without_starting() {
+  local policy=/usr/sbin/policy-rc.d created_policy=""
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    created_policy=1
+  fi
+  log "apt-get install $*"
+  local rc=0
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  [[ -z "$created_policy" ]] || $SUDO rm -f "$policy"
+  return "$rc"
+}
+
 # ---- prometheus / promtool (Debian) ------------------------------------------
 install_prometheus() {
   local have
@@ -133,21 +165,7 @@ install_prometheus() {
     log "prometheus $have already installed (Debian package)"
   else
     apt_offers prometheus "$PROMETHEUS_DEB_UPSTREAM"
-    # The package's maintainer scripts start the daemon through invoke-rc.d.
-    # We want the binaries only: a policy-rc.d that answers 101 ("action
-    # forbidden") keeps the service down. Ours is temporary and removed after;
-    # a policy-rc.d that was already there is left untouched.
-    local policy=/usr/sbin/policy-rc.d created_policy=""
-    if [[ ! -e "$policy" ]]; then
-      printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-      $SUDO chmod 755 "$policy"
-      created_policy=1
-    fi
-    log "apt-get install prometheus=$PROMETHEUS_DEB_UPSTREAM*"
-    local rc=0
-    $SUDO apt-get install -y -qq --no-install-recommends "prometheus=$PROMETHEUS_DEB_UPSTREAM*" >&2 || rc=$?
-    [[ -z "$created_policy" ]] || $SUDO rm -f "$policy"
-    [[ $rc == 0 ]] || return "$rc"
+    apt_install_without_starting "prometheus=$PROMETHEUS_DEB_UPSTREAM*"
   fi
   # promtool/prometheus live in /usr/bin; link them into the bin dir so that
   # one PATH entry finds every tool.
@@ -169,8 +187,7 @@ install_prometheus() {
 install_deb() {
   if [[ "$(deb_installed_version "$1" || true)" != "$2"* ]]; then
     apt_offers "$1" "$2"
-    log "apt-get install $1=$2*"
-    $SUDO apt-get install -y -qq --no-install-recommends "$1=$2*" >&2
+    apt_install_without_starting "$1=$2*"
   fi
 }
 
@@ -189,6 +206,50 @@ install_oci() {
     install_deb "${pin%%=*}" "${pin#*=}"
   done
   log "$(buildah --version), mmdebstrap $(deb_installed_version mmdebstrap), umoci $(deb_installed_version umoci), skopeo $(deb_installed_version skopeo), runc $(deb_installed_version runc) (Debian packages)"
+}
+
+# ---- a real node: containerd, CNI plugins, iptables, conntrack (Debian) ------
+# runc, and umoci for the pause image, come with the oci tool; the pod sandbox
+# image is built here: no registry is reachable to pull one.
+install_node() {
+  install_oci
+  local pin
+  for pin in "${NODE_DEBS[@]}"; do
+    install_deb "${pin%%=*}" "${pin#*=}"
+    log "${pin%%=*} $(deb_installed_version "${pin%%=*}") (Debian package)"
+  done
+  build_pause_image
+}
+
+# cluster/pause (our own program) as a one-file OCI image archive, rebuilt
+# only when its source changes. umoci writes an OCI layout without any image
+# store, so nothing is left in /var/lib/containers; the node imports the tar.
+PAUSE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/cluster/pause"
+PAUSE_ARCHIVE="$CACHE_DIR/images/pause.oci.tar"
+PAUSE_TAG=v1
+build_pause_image() {
+  local stamp="$PAUSE_ARCHIVE.source-sha256" want
+  want="$(cat "$PAUSE_SRC"/go.mod "$PAUSE_SRC"/*.go | sha256sum | cut -d' ' -f1)"
+  if [[ -s "$PAUSE_ARCHIVE" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
+    log "pause image already in $PAUSE_ARCHIVE"
+    return 0
+  fi
+  command -v go >/dev/null || { log "go is required to build the pause image"; return 1; }
+  local work
+  work="$(mktemp -d)"
+  (cd "$PAUSE_SRC" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$work/pause" .)
+  umoci init --layout "$work/layout"
+  umoci new --image "$work/layout:$PAUSE_TAG"
+  # --rootless: the layer records the file as uid 0 without needing root to unpack.
+  umoci insert --rootless --image "$work/layout:$PAUSE_TAG" "$work/pause" /pause
+  # 65535: the nobody uid; the sandbox needs no privilege.
+  umoci config --image "$work/layout:$PAUSE_TAG" --config.entrypoint /pause --config.user 65535:65535
+  mkdir -p "$(dirname "$PAUSE_ARCHIVE")"
+  tar -C "$work/layout" -cf "$PAUSE_ARCHIVE.tmp" .
+  mv "$PAUSE_ARCHIVE.tmp" "$PAUSE_ARCHIVE"
+  echo "$want" >"$stamp"
+  rm -rf "$work"
+  log "pause image built: $PAUSE_ARCHIVE ($(du -h "$PAUSE_ARCHIVE" | cut -f1))"
 }
 
 # ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------

@@ -1,0 +1,3 @@
+module inferscale.local/cluster/pause
+
+go 1.22
