@@ -43,6 +43,8 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Endpoint controllers refuse loopback pod IPs (see module doc); the rest run.
 DISABLED_CONTROLLERS = ("endpoints-controller", "endpointslice-controller", "endpointslice-mirroring-controller")
 START_TIMEOUT = 120.0
+# The API server's identity toward kubelets (logs, exec, port-forward), as kubeadm names it.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -175,6 +177,7 @@ class ControlPlane:
             ip_addresses=(LOOPBACK, KUBERNETES_SERVICE_IP),
         )
         front_proxy = pki.issue("front-proxy-client", "front-proxy-client", client=True, ca="front-proxy")
+        kubelet_client = pki.issue("apiserver-kubelet-client", KUBELET_CLIENT_USER, client=True)
         apiserver = self._start("kube-apiserver", [
             binary("kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
@@ -197,6 +200,11 @@ class ControlPlane:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={front_proxy.cert}",
             f"--proxy-client-key-file={front_proxy.key}",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            # A node's Hostname address names no DNS entry here; its InternalIP is reachable.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--profiling=false",
             *self.extra_apiserver_args,
         ], stop_timeout=15.0)
@@ -207,6 +215,24 @@ class ControlPlane:
             == 200,
             "kube-apiserver /readyz", START_TIMEOUT, apiserver, interval=0.25,
         )
+        self._allow_kubelet_api(admin)
+
+    def _allow_kubelet_api(self, admin: tuple[str, str]) -> None:
+        """A kubelet asks the API server (webhook authorization) whether our
+        client may use its API; kubeadm binds the same role."""
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": KUBELET_CLIENT_USER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}],
+        }
+        requests.post(
+            f"{self.api_url}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding, cert=admin,
+            verify=str(self.pki.ca_cert), timeout=10,
+        ).raise_for_status()
 
     def _component_args(self, name: str, user: str) -> tuple[list[str], int]:
         """Flags every client-go component shares: its identity, and a serving
