@@ -1,12 +1,14 @@
 """A local Kubernetes cluster for tests and the demo: the real control plane
-binaries, and a node agent that runs pods as local processes on loopback.
+binaries, and a node agent that runs pods as local processes on loopback, or
+a real node (containerd and the kubelet, node.py).
 
-    from localcluster import ControlPlane, NodeAgent
+    from localcluster import ControlPlane, NodeAgent, RealNode
 """
 
 from .binaries import MissingBinary, bin_dir, binary
 from .controlplane import ControlPlane, free_port, wait_until
 from .kubeconfig import write_kubeconfig
+from .node import NodeBusy, RealNode
 from .pki import CertPaths, Pki
 from .processes import ManagedProcess, ProcessGroup
 from .service_proxy import ProxySpec, ServiceProxy
@@ -24,6 +26,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CertPaths", "ControlPlane", "ManagedProcess", "MissingBinary", "NodeAgent", "Pki", "ProcessGroup", "ProxySpec",
-    "ServiceProxy", "agent_process", "bin_dir", "binary", "free_port", "wait_until", "write_kubeconfig",
+    "CertPaths", "ControlPlane", "ManagedProcess", "MissingBinary", "NodeAgent", "NodeBusy", "Pki", "ProcessGroup",
+    "ProxySpec", "RealNode", "ServiceProxy", "agent_process", "bin_dir", "binary", "free_port", "wait_until",
+    "write_kubeconfig",
 ]

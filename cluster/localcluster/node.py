@@ -1,0 +1,453 @@
+"""A real Kubernetes node joined to the local control plane: containerd,
+runc, the CNI bridge plugin and the pinned kubelet.
+
+    with ControlPlane(tmp / "cp") as cp, RealNode(cp, tmp / "node") as node:
+        ...  # pods scheduled to node.name run as runc containers
+
+The node lives in a network namespace of its own (`inferscale-node`): a veth
+pair gives it NODE_IP, reachable from the host, and the bridge `cni0` with
+its pods' 10.88.0.0/16 stays inside, with every iptables rule the node's
+components write. Deleting the namespace takes those with it.
+
+What cannot be kept per node, and why one node per machine is the limit
+(a second one is refused, see NodeBusy):
+- the sysctls the kubelet writes (vm.overcommit_memory, kernel.panic,
+  kernel.panic_on_oops) are not namespaced: recorded first, restored at stop;
+- containerd's socket is /run/containerd/containerd.sock, where cAdvisor
+  looks for it, and containerd keeps shim sockets and runc state under
+  /run/containerd whatever its config says;
+- the CRI plugin mounts pod network namespaces under /run/netns, libcni
+  caches results in /var/lib/cni, and the kubelet links container logs from
+  /var/log/containers;
+- the kubelet's cgroups (cgroupfs driver, cgroup v1) are /kubepods in every
+  hierarchy.
+
+Settings this machine needs (facts from issue 8): root lacks CAP_SYS_RESOURCE,
+so containerd must not raise oom_score_adj (restrict_oom_score_adj) and the
+kubelet must not lower its own (oomScoreAdj 0); cgroup v1 needs the cgroupfs
+driver and failCgroupV1 false. The namespace is entered with
+`nsenter --net` only: `ip netns exec` also remounts /sys, hiding the cgroup
+mounts from the kubelet. No registry is reachable, so the sandbox image is
+ours (cluster/pause, built by `ci/tools.sh node`) and is imported, not pulled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import netns_relay
+from .binaries import binary, cache_dir
+from .controlplane import ControlPlane, wait_until
+from .kubectl import get_json
+from .processes import ManagedProcess, ProcessGroup
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "inferscale-node"
+NETNS = Path("/run/netns/inferscale-node")
+HOST_IF, NODE_IF = "inferscale0", "eth0"
+HOST_IP, NODE_IP = "10.87.0.1", "10.87.0.2"
+POD_CIDR = "10.88.0.0/16"
+CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
+CONTAINERD_RUN_DIR = Path("/run/containerd")
+CNI_BIN_DIR = "/usr/lib/cni"
+CNI_NETWORK = "inferscale-pods"
+# Fixed paths outside the workdir where the node leaves files of its pods:
+# libcni's result cache (named after the network) and the kubelet's log links.
+CNI_CACHE = Path("/var/lib/cni/results")
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+PAUSE_IMAGE = "localhost/inferscale/pause:v1"
+LOCK_PATH = Path("/run/inferscale-node.lock")
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+START_TIMEOUT = 120.0
+MNT_DETACH = 2
+
+
+class NodeBusy(RuntimeError):
+    """Another node holds this machine's fixed paths."""
+
+
+def pause_archive() -> Path:
+    path = cache_dir() / "images" / "pause.oci.tar"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `bash ci/tools.sh node` to build the pause image")
+    return path
+
+
+def run(*argv: str, netns: bool = False) -> str:
+    """Run a short command (in the node's namespace with `netns`), failing loudly."""
+    prefix = ["nsenter", f"--net={NETNS}", "--"] if netns else []
+    result = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace, as the kernel spells it (octal escapes decoded)."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    return [point.encode().decode("unicode_escape") for point in points]
+
+
+def read_sysctls() -> dict[str, str]:
+    return {name: (Path("/proc/sys") / name).read_text().strip() for name in KUBELET_SYSCTLS}
+
+
+class RealNode:
+    """Context manager; `start()` returns once the Node is Ready, `stop()` leaves nothing behind."""
+
+    def __init__(self, control_plane: ControlPlane, workdir: Path | str, name: str = NODE_NAME):
+        self.control_plane = control_plane
+        self.workdir = Path(workdir)
+        self.name = name
+        self.start_seconds: float | None = None
+        self._group = ProcessGroup()
+        self._lock: int | None = None
+        self._sysctls: dict[str, str] = {}
+        self._netns_before: set[str] = set()
+        self._mounts_before: set[str] = set()
+
+    def __enter__(self) -> "RealNode":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return list(self._group.processes)
+
+    def start(self) -> "RealNode":
+        started = time.monotonic()
+        try:
+            self._take_machine()
+            self._sysctls = read_sysctls()
+            self._netns_before = set(os.listdir(NETNS.parent)) if NETNS.parent.exists() else set()
+            self._mounts_before = set(mount_points())
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._create_network()
+            self._start_containerd()
+            self._start_kubelet()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+        log.info("node %s Ready in %.1f s", self.name, self.start_seconds)
+        return self
+
+    def stop(self) -> None:
+        """Stop the kubelet, the pods' containers and containerd; unmount, remove
+        cgroups and the namespace; restore the sysctls."""
+        if self._lock is None:
+            return
+        errors = []
+        for step in (
+            self._group.stop,
+            self._kill_leftover_pods,
+            lambda: self._unmount([self.workdir.resolve(), CONTAINERD_RUN_DIR, NETNS.parent]),
+            self._remove_cgroups,
+            self._delete_netns,
+            self._remove_pod_files,
+            lambda: shutil.rmtree(CONTAINERD_RUN_DIR, ignore_errors=True),
+            self._restore_sysctls,
+        ):
+            try:
+                step()
+            except Exception as error:  # one failed step must not keep the others from cleaning up
+                log.exception("node teardown step failed")
+                errors.append(error)
+        os.close(self._lock)
+        self._lock = None
+        if errors:
+            raise errors[0]
+
+    # --- one node per machine ----------------------------------------------
+
+    def _take_machine(self) -> None:
+        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode().strip() or "?"
+            os.close(fd)
+            raise NodeBusy(
+                f"a node already runs on this machine (pid {holder} holds {LOCK_PATH}); "
+                "one node per machine: the kubelet and containerd use fixed paths"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+        if _serving(CONTAINERD_SOCKET):
+            raise NodeBusy(f"a containerd that is not ours serves {CONTAINERD_SOCKET}; the node needs that path")
+        if NETNS.exists() or CONTAINERD_SOCKET.exists():
+            self._clear_killed_run()
+
+    def _clear_killed_run(self) -> None:
+        """The lock was free, so these are from a node whose owner was SIGKILLed
+        (its processes died with it, see processes.py): clear the rest."""
+        log.warning("clearing what a killed node left behind")
+        self._kill_leftover_pods()
+        self._unmount([CONTAINERD_RUN_DIR])
+        self._remove_cgroups()
+        if NETNS.exists():
+            run("ip", "netns", "delete", NETNS.name)
+        shutil.rmtree(CONTAINERD_RUN_DIR, ignore_errors=True)
+
+    # --- network -----------------------------------------------------------
+
+    def _create_network(self) -> None:
+        run("ip", "netns", "add", NETNS.name)
+        run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NODE_IF, "netns", NETNS.name)
+        run("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
+        run("ip", "link", "set", HOST_IF, "up")
+        for argv in (
+            ("ip", "addr", "add", f"{NODE_IP}/30", "dev", NODE_IF),
+            ("ip", "link", "set", NODE_IF, "up"),
+            ("ip", "link", "set", "lo", "up"),
+            ("ip", "route", "add", "default", "via", HOST_IP),
+        ):
+            run(*argv, netns=True)
+        self._write_cni_config()
+
+    def _write_cni_config(self) -> None:
+        """bridge + host-local + portmap; containerd brings up each pod's loopback itself."""
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": CNI_NETWORK,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    # kube-proxy sends a pod's traffic to its own Service back to it.
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(self.workdir / "cni" / "networks"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        conf_dir = self.workdir / "cni" / "net.d"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        (conf_dir / "10-inferscale.conflist").write_text(json.dumps(conflist, indent=2))
+
+    # --- containerd --------------------------------------------------------
+
+    def _containerd_config(self) -> Path:
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        config = f"""\
+version = 2
+root = "{self.workdir / 'containerd' / 'root'}"
+state = "{self.workdir / 'containerd' / 'state'}"
+[grpc]
+  address = "{CONTAINERD_SOCKET}"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{self.workdir / 'containerd' / 'opt'}"
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{self.workdir / 'cni' / 'net.d'}"
+"""
+        path = self.workdir / "containerd" / "config.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config)
+        return path
+
+    def _in_netns(self, name: str, argv: list[str], stop_timeout: float = 10.0) -> ManagedProcess:
+        process = ManagedProcess(
+            name, ["nsenter", f"--net={NETNS}", "--", *argv], self.workdir / "logs" / f"{name}.log",
+            stop_timeout=stop_timeout,
+        )
+        return self._group.start(process)
+
+    def _start_containerd(self) -> None:
+        # Shims stay up until containerd shuts their tasks down, which it does
+        # not do on exit: a short timeout, then stop() kills them with its session.
+        containerd = self._in_netns(
+            "containerd", ["containerd", "--config", str(self._containerd_config())], stop_timeout=3.0,
+        )
+        wait_until(lambda: self._ctr("version"), "containerd's socket", START_TIMEOUT, containerd)
+        # --base-name names the image: the archive's index holds only the tag.
+        self._ctr("images", "import", "--base-name", PAUSE_IMAGE.rsplit(":", 1)[0], str(pause_archive()))
+
+    def _ctr(self, *args: str) -> str:
+        return run("ctr", "--address", str(CONTAINERD_SOCKET), "--namespace", "k8s.io", *args)
+
+    # --- kubelet -----------------------------------------------------------
+
+    def _kubelet_config(self) -> Path:
+        pki = self.control_plane.pki
+        serving = pki.issue(
+            f"kubelet-{self.name}", f"system:node:{self.name}", organizations=("system:nodes",), server=True,
+            dns_names=(self.name,), ip_addresses=(NODE_IP,),
+        )
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "cgroupDriver": "cgroupfs",
+            "failCgroupV1": False,
+            "oomScoreAdj": 0,
+            "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCKET}",
+            "address": NODE_IP,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "tlsCertFile": str(serving.cert),
+            "tlsPrivateKeyFile": str(serving.key),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "x509": {"clientCAFile": str(pki.ca_cert)},
+                "webhook": {"enabled": True},
+            },
+            "authorization": {"mode": "Webhook"},
+            "podLogsDir": str(self.workdir.resolve() / "pod-logs"),
+            "clusterDomain": "cluster.local",
+            # This shared disk is often fuller than the default 10 %/15 % margins allow.
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+        }
+        path = self.workdir / "kubelet" / "config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _start_kubelet(self) -> None:
+        # The API server's timestamps have whole seconds.
+        since = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        port = int(self.control_plane.api_url.rsplit(":", 1)[1])
+        self._group.start(ManagedProcess(
+            "netns-relay", [sys.executable, "-I", netns_relay.__file__, str(NETNS), str(port)],
+            self.workdir / "logs" / "netns-relay.log",
+        ))
+        kubelet = self._in_netns("kubelet", [
+            binary("kubelet"),
+            f"--config={self._kubelet_config()}",
+            f"--kubeconfig={self.control_plane.node_kubeconfig(self.name)}",
+            f"--root-dir={self.workdir / 'kubelet' / 'root'}",
+            f"--hostname-override={self.name}",
+            f"--node-ip={NODE_IP}",
+            "--v=1",
+        ], stop_timeout=15.0)
+        wait_until(lambda: self._ready_since(since), f"node {self.name} Ready", START_TIMEOUT, kubelet, interval=0.5)
+
+    def _ready_since(self, since: datetime.datetime) -> bool:
+        """Ready as this kubelet reports it: a Node left by an earlier one still reads Ready for a while."""
+        node = get_json(self.control_plane.admin_kubeconfig, "node", self.name)
+        return any(
+            c["type"] == "Ready" and c["status"] == "True"
+            and datetime.datetime.fromisoformat(c["lastHeartbeatTime"].replace("Z", "+00:00")) >= since
+            for c in node["status"].get("conditions", [])
+        )
+
+    # --- teardown ----------------------------------------------------------
+
+    def _kill_leftover_pods(self) -> None:
+        """SIGKILL what still runs in a pod's cgroup: the kubelet stops without
+        stopping its pods, and runc puts them in sessions of their own."""
+        for procs in CGROUP_ROOT.glob("*/kubepods/**/cgroup.procs"):
+            for pid in procs.read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _unmount(self, roots: list[Path]) -> None:
+        """What appeared under `roots` since start (overlay roots, shm, pod netns
+        bind mounts, the kubelet's volume tmpfs, /run/netns itself), deepest first."""
+        umount2 = ctypes.CDLL(None, use_errno=True).umount2
+        for point in sorted(set(mount_points()) - self._mounts_before, key=len, reverse=True):
+            if any(point == str(root) or point.startswith(f"{root}/") for root in roots):
+                if umount2(point.encode(), MNT_DETACH) != 0:
+                    log.warning("umount %s: %s", point, os.strerror(ctypes.get_errno()))
+
+    def _new_netns(self) -> list[str]:
+        """Our namespace and the pods' ones the CRI plugin made under /run/netns."""
+        if not NETNS.parent.exists():
+            return []
+        return sorted(set(os.listdir(NETNS.parent)) - self._netns_before)
+
+    def _remove_cgroups(self) -> None:
+        for hierarchy in CGROUP_ROOT.iterdir():
+            top = hierarchy / "kubepods"
+            if top.is_dir():
+                for cgroup in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [top]:
+                    if cgroup.is_dir():
+                        _rmdir_when_empty(cgroup)
+
+    def _delete_netns(self) -> None:
+        """Unmounted already: the files go, and the namespaces with their last user."""
+        for name in self._new_netns():
+            (NETNS.parent / name).unlink(missing_ok=True)
+        if not self._netns_before:
+            with contextlib.suppress(OSError):
+                NETNS.parent.rmdir()
+
+    def _remove_pod_files(self) -> None:
+        """What the CNI DEL and the kubelet's container removal would have deleted
+        had the pods been deleted before the node stopped."""
+        for result in CNI_CACHE.glob(f"{CNI_NETWORK}-*-eth0"):
+            sandbox = result.name.removeprefix(f"{CNI_NETWORK}-").removesuffix("-eth0")
+            (CNI_CACHE / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
+            result.unlink(missing_ok=True)
+        logs = self.workdir.resolve() / "pod-logs"
+        for link in CONTAINER_LOG_LINKS.glob("*.log"):
+            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(logs):
+                link.unlink()
+
+    def _restore_sysctls(self) -> None:
+        for name, value in self._sysctls.items():
+            (Path("/proc/sys") / name).write_text(value)
+
+
+def _serving(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _rmdir_when_empty(cgroup: Path, timeout: float = 5.0) -> None:
+    """A cgroup whose last process was just killed stays busy for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cgroup.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
