@@ -1,0 +1,157 @@
+"""A real node (containerd, runc, the CNI bridge, the pinned kubelet) joins the
+local control plane, runs a pod, and leaves the machine as it found it.
+
+The node is started twice on one control plane: a second start after a
+teardown is what a re-run of the demo or of a test does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from localcluster import ControlPlane, wait_until
+from localcluster.kubectl import get_json, kubectl
+from localcluster.node import (
+    CONTAINERD_RUN_DIR, HOST_IF, NETNS, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode, mount_points, read_sysctls,
+)
+
+NAMESPACE = "default"
+PRE_STOP_SECONDS = 3
+GRACE_SECONDS = 10
+# comm is cut at 15 characters: containerd-shim-runc-v2 reads containerd-shim.
+NODE_PROCESSES = ("kubelet", "containerd", "containerd-shim", "pause")
+
+
+def host_firewall() -> list[str]:
+    """The host namespace's rules that could come from the node (every iptables
+    backend and family). Only those: another user of this machine may add and
+    remove rules of its own meanwhile (buildah's RUN steps do)."""
+    ours = re.compile(r"KUBE-|inferscale|cni0|10\.8[78]\.")
+    lines = []
+    for tool in ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"):
+        out = subprocess.run([tool], capture_output=True, text=True, check=True).stdout
+        lines += [line for line in out.splitlines() if ours.search(line)]
+    return lines
+
+
+def pause_pod(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "terminationGracePeriodSeconds": GRACE_SECONDS,
+            "containers": [{
+                "name": "pause",
+                "image": PAUSE_IMAGE,
+                "imagePullPolicy": "Never",
+                # No shell in the image: the kubelet's own sleep action makes
+                # deletion take a known time within the grace period.
+                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+            }],
+        },
+    }
+
+
+def running_pod(kubeconfig: Path, name: str) -> dict:
+    def running():
+        pod = get_json(kubeconfig, "pod", "-n", NAMESPACE, name)
+        return pod if pod["status"].get("phase") == "Running" else None
+
+    return wait_until(running, f"pod {name} Running", 60, interval=0.5)
+
+
+def runc_state(container_id: str) -> dict:
+    """What runc itself says of the container (containerd's runc root for the k8s.io namespace)."""
+    out = subprocess.run(["runc", "--root", f"{CONTAINERD_RUN_DIR}/runc/k8s.io", "state", container_id],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def node_mounts(workdir: Path) -> set[str]:
+    roots = (str(workdir), str(CONTAINERD_RUN_DIR), str(NETNS.parent))
+    return {point for point in mount_points() if point.startswith(roots)}
+
+
+def leftover_processes() -> list[str]:
+    """Live ones: a killed shim is a zombie until PID 1, its parent, gets round to it."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,comm="], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.split()[2] in NODE_PROCESSES and line.split()[1][0] != "Z"]
+
+
+def machine_state(workdir: Path) -> dict:
+    """What a node may change on the host, and must give back."""
+    return {"sysctls": read_sysctls(), "firewall": host_firewall(), "mounts": node_mounts(workdir)}
+
+
+def assert_nothing_left(workdir: Path, before: dict) -> None:
+    assert leftover_processes() == []
+    assert not NETNS.exists()
+    # The kernel frees a namespace, and the veth in it, a moment after its last user.
+    wait_until(lambda: subprocess.run(["ip", "link", "show", HOST_IF], capture_output=True).returncode,
+               f"{HOST_IF} gone", 10)
+    assert machine_state(workdir) == before
+
+
+def run_pause_pod(kubeconfig: Path, name: str) -> dict:
+    """Create the pod; once Running, check it is a real runc container; runc's state of it."""
+    # The default ServiceAccount, which admission wants, comes a moment after the control plane.
+    wait_until(lambda: kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(pause_pod(name))),
+               "pod created", 30)
+    pod = running_pod(kubeconfig, name)
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(POD_CIDR)
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    state = runc_state(container_id)
+    assert state["status"] == "running"
+    assert Path(f"/proc/{state['pid']}/exe").resolve().name == "pause"
+    return state
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory):
+    control_plane = ControlPlane(tmp_path_factory.mktemp("real-node") / "control-plane")
+    with control_plane:
+        yield control_plane
+
+
+@pytest.mark.slow
+def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, tmp_path):
+    kubeconfig = control_plane.admin_kubeconfig
+    before = machine_state(tmp_path)
+    with RealNode(control_plane, tmp_path / "node") as node:
+        print(f"\nnode Ready in {node.start_seconds:.1f} s")
+        with pytest.raises(NodeBusy, match="one node per machine"):
+            RealNode(control_plane, tmp_path / "second").start()
+        state = run_pause_pod(kubeconfig, "pause-deleted")
+        # The kubelet's chains exist, in the node's namespace only.
+        inside = subprocess.run(["nsenter", f"--net={NETNS}", "iptables-save"], capture_output=True, text=True)
+        assert "KUBE-" in inside.stdout
+        assert host_firewall() == before["firewall"]
+        # The API server reaches the kubelet, both verifying the other's certificate.
+        assert kubectl(kubeconfig, "get", "--raw", f"/api/v1/nodes/{node.name}/proxy/healthz") == "ok"
+        kubectl(kubeconfig, "logs", "-n", NAMESPACE, "pause-deleted")
+
+        started = time.monotonic()
+        kubectl(kubeconfig, "delete", "pod", "-n", NAMESPACE, "pause-deleted", "--wait=true", "--timeout=60s")
+        took = time.monotonic() - started
+        assert PRE_STOP_SECONDS <= took < GRACE_SECONDS + 5, took
+        assert not Path(f"/proc/{state['pid']}").exists()
+    assert_nothing_left(tmp_path, before)
+
+
+@pytest.mark.slow
+def test_node_starts_again_and_stops_with_a_pod_still_running(control_plane, tmp_path):
+    """The second node on this control plane (same name, new containerd), and
+    a teardown that finds a pod running, as Ctrl-C in the demo does."""
+    before = machine_state(tmp_path)
+    with RealNode(control_plane, tmp_path / "node") as node:
+        print(f"\nnode Ready in {node.start_seconds:.1f} s")
+        run_pause_pod(control_plane.admin_kubeconfig, "pause-left-running")
+    assert_nothing_left(tmp_path, before)
