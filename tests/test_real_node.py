@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,13 +21,14 @@ import pytest
 from localcluster import ControlPlane, wait_until
 from localcluster.kubectl import get_json, kubectl
 from localcluster.node import (
-    CONTAINERD_RUN_DIR, HOST_IF, NETNS, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode, mount_points, read_sysctls,
+    CONTAINERD_RUN_DIR, HOST_IF, NETNS, NODE_DIR, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode, mount_points, read_sysctls,
 )
 
 NAMESPACE = "default"
 PRE_STOP_SECONDS = 3
 GRACE_SECONDS = 10
 # comm is cut at 15 characters: containerd-shim-runc-v2 reads containerd-shim.
+ROOT = Path(__file__).resolve().parents[1]
 NODE_PROCESSES = ("kubelet", "containerd", "containerd-shim", "pause")
 
 
@@ -76,7 +79,7 @@ def runc_state(container_id: str) -> dict:
 
 
 def node_mounts(workdir: Path) -> set[str]:
-    roots = (str(workdir), str(CONTAINERD_RUN_DIR), str(NETNS.parent))
+    roots = (str(workdir), str(NODE_DIR), str(CONTAINERD_RUN_DIR), str(NETNS.parent))
     return {point for point in mount_points() if point.startswith(roots)}
 
 
@@ -93,7 +96,7 @@ def machine_state(workdir: Path) -> dict:
 
 def assert_nothing_left(workdir: Path, before: dict) -> None:
     assert leftover_processes() == []
-    assert not NETNS.exists()
+    assert not NETNS.exists() and not NODE_DIR.exists() and not CONTAINERD_RUN_DIR.exists()
     # The kernel frees a namespace, and the veth in it, a moment after its last user.
     wait_until(lambda: subprocess.run(["ip", "link", "show", HOST_IF], capture_output=True).returncode,
                f"{HOST_IF} gone", 10)
@@ -155,3 +158,40 @@ def test_node_starts_again_and_stops_with_a_pod_still_running(control_plane, tmp
         print(f"\nnode Ready in {node.start_seconds:.1f} s")
         run_pause_pod(control_plane.admin_kubeconfig, "pause-left-running")
     assert_nothing_left(tmp_path, before)
+
+
+# A node with a running pod, in a process of its own that the test SIGKILLs.
+KILLED_OWNER = """
+import sys, time
+from pathlib import Path
+sys.path[:0] = [sys.argv[1] + "/cluster", sys.argv[1] + "/tests"]
+from localcluster import ControlPlane, RealNode
+from test_real_node import run_pause_pod
+workdir = Path(sys.argv[2])
+control_plane = ControlPlane(workdir / "control-plane").start()
+RealNode(control_plane, workdir / "node").start()
+run_pause_pod(control_plane.admin_kubeconfig, "orphan")
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_next_node_clears_what_a_sigkilled_owner_left(control_plane, tmp_path):
+    """Its processes die with it (processes.py), but its pod, mounts, cgroups,
+    namespace and the sysctls the kubelet wrote would stay."""
+    before = machine_state(tmp_path)
+    owner = subprocess.Popen([sys.executable, "-c", KILLED_OWNER, str(ROOT), str(tmp_path / "killed")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline() == "up\n"
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    # Its watchdogs take the kubelet, containerd and the shims down; the pod stays.
+    wait_until(lambda: {line.split()[2] for line in leftover_processes()} == {"pause"}, "only the pod left", 10)
+    assert NETNS.exists()
+    with RealNode(control_plane, tmp_path / "node") as node:
+        print(f"\nnode Ready in {node.start_seconds:.1f} s after clearing")
+    assert_nothing_left(tmp_path, before)
+    assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))

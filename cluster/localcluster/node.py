@@ -16,6 +16,8 @@ What cannot be kept per node, and why one node per machine is the limit
 - containerd's socket is /run/containerd/containerd.sock, where cAdvisor
   looks for it, and containerd keeps shim sockets and runc state under
   /run/containerd whatever its config says;
+- the kubelet's root and containerd's images are in /var/lib/inferscale-node,
+  outside the workdir: the kubelet's unix sockets need a short path;
 - the CRI plugin mounts pod network namespaces under /run/netns, libcni
   caches results in /var/lib/cni, and the kubelet links container logs from
   /var/log/containers;
@@ -65,6 +67,9 @@ HOST_IP, NODE_IP = "10.87.0.1", "10.87.0.2"
 POD_CIDR = "10.88.0.0/16"
 CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
 CONTAINERD_RUN_DIR = Path("/run/containerd")
+# The kubelet's root (its unix sockets want a short path: a test's workdir can
+# pass the 108-byte limit) and containerd's images and snapshots.
+NODE_DIR = Path("/var/lib/inferscale-node")
 CNI_BIN_DIR = "/usr/lib/cni"
 CNI_NETWORK = "inferscale-pods"
 # Fixed paths outside the workdir where the node leaves files of its pods:
@@ -73,6 +78,8 @@ CNI_CACHE = Path("/var/lib/cni/results")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 PAUSE_IMAGE = "localhost/inferscale/pause:v1"
 LOCK_PATH = Path("/run/inferscale-node.lock")
+# What the next node needs to clean up after this one if its owner is SIGKILLed.
+STATE_PATH = Path("/run/inferscale-node.json")
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 START_TIMEOUT = 120.0
@@ -139,6 +146,7 @@ class RealNode:
         try:
             self._take_machine()
             self._sysctls = read_sysctls()
+            STATE_PATH.write_text(json.dumps({"workdir": str(self.workdir.resolve()), "sysctls": self._sysctls}))
             self._netns_before = set(os.listdir(NETNS.parent)) if NETNS.parent.exists() else set()
             self._mounts_before = set(mount_points())
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -161,12 +169,13 @@ class RealNode:
         for step in (
             self._group.stop,
             self._kill_leftover_pods,
-            lambda: self._unmount([self.workdir.resolve(), CONTAINERD_RUN_DIR, NETNS.parent]),
+            lambda: self._unmount([NODE_DIR, CONTAINERD_RUN_DIR, NETNS.parent]),
             self._remove_cgroups,
             self._delete_netns,
-            self._remove_pod_files,
-            lambda: shutil.rmtree(CONTAINERD_RUN_DIR, ignore_errors=True),
+            lambda: _remove_pod_files(self.workdir.resolve()),
+            _remove_node_dirs,
             self._restore_sysctls,
+            lambda: STATE_PATH.unlink(missing_ok=True),
         ):
             try:
                 step()
@@ -191,24 +200,36 @@ class RealNode:
                 f"a node already runs on this machine (pid {holder} holds {LOCK_PATH}); "
                 "one node per machine: the kubelet and containerd use fixed paths"
             ) from None
+        if _serving(CONTAINERD_SOCKET):
+            os.close(fd)
+            raise NodeBusy(
+                f"a containerd that is not this node's serves {CONTAINERD_SOCKET} (another, or a killed node's "
+                "still exiting); the node needs that path"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock = fd
-        if _serving(CONTAINERD_SOCKET):
-            raise NodeBusy(f"a containerd that is not ours serves {CONTAINERD_SOCKET}; the node needs that path")
-        if NETNS.exists() or CONTAINERD_SOCKET.exists():
+        if STATE_PATH.exists() or NETNS.exists() or CONTAINERD_SOCKET.exists():
             self._clear_killed_run()
 
     def _clear_killed_run(self) -> None:
         """The lock was free, so these are from a node whose owner was SIGKILLed
-        (its processes died with it, see processes.py): clear the rest."""
+        (its processes died with it, see processes.py, but not the pods): clear the
+        rest."""
         log.warning("clearing what a killed node left behind")
-        self._kill_leftover_pods()
-        self._unmount([CONTAINERD_RUN_DIR])
+        state = json.loads(STATE_PATH.read_text()) if STATE_PATH.exists() else {}
+        pod_namespaces = self._kill_leftover_pods()
+        self._unmount([NODE_DIR, CONTAINERD_RUN_DIR])
         self._remove_cgroups()
         if NETNS.exists():
             run("ip", "netns", "delete", NETNS.name)
-        shutil.rmtree(CONTAINERD_RUN_DIR, ignore_errors=True)
+        _clear_pod_netns(pod_namespaces)
+        if "workdir" in state:
+            _remove_pod_files(Path(state["workdir"]))
+        _remove_node_dirs()
+        self._sysctls = state.get("sysctls", {})
+        self._restore_sysctls()
+        STATE_PATH.unlink(missing_ok=True)
 
     # --- network -----------------------------------------------------------
 
@@ -258,12 +279,12 @@ class RealNode:
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         config = f"""\
 version = 2
-root = "{self.workdir / 'containerd' / 'root'}"
-state = "{self.workdir / 'containerd' / 'state'}"
+root = "{NODE_DIR / 'containerd'}"
+state = "{CONTAINERD_RUN_DIR}"
 [grpc]
   address = "{CONTAINERD_SOCKET}"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{self.workdir / 'containerd' / 'opt'}"
+  path = "{NODE_DIR / 'opt'}"
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
@@ -353,7 +374,7 @@ state = "{self.workdir / 'containerd' / 'state'}"
             binary("kubelet"),
             f"--config={self._kubelet_config()}",
             f"--kubeconfig={self.control_plane.node_kubeconfig(self.name)}",
-            f"--root-dir={self.workdir / 'kubelet' / 'root'}",
+            f"--root-dir={NODE_DIR / 'kubelet'}",
             f"--hostname-override={self.name}",
             f"--node-ip={NODE_IP}",
             "--v=1",
@@ -371,24 +392,24 @@ state = "{self.workdir / 'containerd' / 'state'}"
 
     # --- teardown ----------------------------------------------------------
 
-    def _kill_leftover_pods(self) -> None:
+    def _kill_leftover_pods(self) -> set[int]:
         """SIGKILL what still runs in a pod's cgroup: the kubelet stops without
-        stopping its pods, and runc puts them in sessions of their own."""
+        stopping its pods, and runc puts them in sessions of their own. Returns
+        the network namespaces (inode numbers) they were in."""
+        namespaces = set()
         for procs in CGROUP_ROOT.glob("*/kubepods/**/cgroup.procs"):
             for pid in procs.read_text().split():
-                try:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    namespaces.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        return namespaces
 
     def _unmount(self, roots: list[Path]) -> None:
         """What appeared under `roots` since start (overlay roots, shm, pod netns
         bind mounts, the kubelet's volume tmpfs, /run/netns itself), deepest first."""
-        umount2 = ctypes.CDLL(None, use_errno=True).umount2
         for point in sorted(set(mount_points()) - self._mounts_before, key=len, reverse=True):
             if any(point == str(root) or point.startswith(f"{root}/") for root in roots):
-                if umount2(point.encode(), MNT_DETACH) != 0:
-                    log.warning("umount %s: %s", point, os.strerror(ctypes.get_errno()))
+                _umount(point)
 
     def _new_netns(self) -> list[str]:
         """Our namespace and the pods' ones the CRI plugin made under /run/netns."""
@@ -412,21 +433,48 @@ state = "{self.workdir / 'containerd' / 'state'}"
             with contextlib.suppress(OSError):
                 NETNS.parent.rmdir()
 
-    def _remove_pod_files(self) -> None:
-        """What the CNI DEL and the kubelet's container removal would have deleted
-        had the pods been deleted before the node stopped."""
-        for result in CNI_CACHE.glob(f"{CNI_NETWORK}-*-eth0"):
-            sandbox = result.name.removeprefix(f"{CNI_NETWORK}-").removesuffix("-eth0")
-            (CNI_CACHE / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
-            result.unlink(missing_ok=True)
-        logs = self.workdir.resolve() / "pod-logs"
-        for link in CONTAINER_LOG_LINKS.glob("*.log"):
-            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(logs):
-                link.unlink()
-
     def _restore_sysctls(self) -> None:
         for name, value in self._sysctls.items():
             (Path("/proc/sys") / name).write_text(value)
+
+
+def _remove_pod_files(workdir: Path) -> None:
+    """What the CNI DEL and the kubelet's container removal would have deleted
+    had the pods been deleted before the node stopped."""
+    for result in CNI_CACHE.glob(f"{CNI_NETWORK}-*-eth0"):
+        sandbox = result.name.removeprefix(f"{CNI_NETWORK}-").removesuffix("-eth0")
+        (CNI_CACHE / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
+        result.unlink(missing_ok=True)
+    for link in CONTAINER_LOG_LINKS.glob("*.log"):
+        if link.is_symlink() and Path(os.readlink(link)).is_relative_to(workdir / "pod-logs"):
+            link.unlink()
+
+
+def _umount(point: str) -> None:
+    if ctypes.CDLL(None, use_errno=True).umount2(point.encode(), MNT_DETACH) != 0:
+        log.warning("umount %s: %s", point, os.strerror(ctypes.get_errno()))
+
+
+def _clear_pod_netns(namespaces: set[int]) -> None:
+    """A killed node's pod namespaces under /run/netns, known by the namespace
+    its pods were in (their names do not say whose they are); then /run/netns
+    itself, which `ip netns add` made a mount point, if nothing else is in it."""
+    if not NETNS.parent.is_dir():
+        return
+    for entry in NETNS.parent.iterdir():
+        if entry.stat().st_ino in namespaces:
+            _umount(str(entry))
+            entry.unlink()
+    if not any(NETNS.parent.iterdir()) and str(NETNS.parent) in mount_points():
+        _umount(str(NETNS.parent))
+        NETNS.parent.rmdir()
+
+
+def _remove_node_dirs() -> None:
+    """Unmounted already. containerd's root goes too: the next start imports
+    the images again rather than trust what a killed run left."""
+    for directory in (NODE_DIR, CONTAINERD_RUN_DIR):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _serving(path: Path) -> bool:
