@@ -36,8 +36,8 @@ ours (cluster/pause, built by `ci/tools.sh node`) and is imported, not pulled.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import ctypes
+import datetime
 import fcntl
 import json
 import logging
@@ -128,7 +128,8 @@ class RealNode:
         self._group = ProcessGroup()
         self._lock: int | None = None
         self._sysctls: dict[str, str] = {}
-        self._netns_before: set[str] = set()
+        # What /run/netns held before this node touched it; None until recorded.
+        self._netns_before: set[str] | None = None
         self._mounts_before: set[str] = set()
 
     def __enter__(self) -> "RealNode":
@@ -169,9 +170,9 @@ class RealNode:
         for step in (
             self._group.stop,
             self._kill_leftover_pods,
-            lambda: self._unmount([NODE_DIR, CONTAINERD_RUN_DIR, NETNS.parent]),
+            lambda: self._unmount([NODE_DIR, CONTAINERD_RUN_DIR]),
             self._remove_cgroups,
-            self._delete_netns,
+            self._release_netns,
             lambda: _remove_pod_files(self.workdir.resolve()),
             _remove_node_dirs,
             self._restore_sysctls,
@@ -404,10 +405,11 @@ state = "{CONTAINERD_RUN_DIR}"
                     os.kill(int(pid), signal.SIGKILL)
         return namespaces
 
-    def _unmount(self, roots: list[Path]) -> None:
-        """What appeared under `roots` since start (overlay roots, shm, pod netns
-        bind mounts, the kubelet's volume tmpfs, /run/netns itself), deepest first."""
-        for point in sorted(set(mount_points()) - self._mounts_before, key=len, reverse=True):
+    @staticmethod
+    def _unmount(roots: list[Path], keep: set[str] = frozenset()) -> None:
+        """Every mount under `roots` but those in `keep`, deepest first: overlay
+        roots, shm, the kubelet's volume tmpfs, pod netns bind mounts."""
+        for point in sorted(set(mount_points()) - keep, key=len, reverse=True):
             if any(point == str(root) or point.startswith(f"{root}/") for root in roots):
                 _umount(point)
 
@@ -425,13 +427,18 @@ state = "{CONTAINERD_RUN_DIR}"
                     if cgroup.is_dir():
                         _rmdir_when_empty(cgroup)
 
-    def _delete_netns(self) -> None:
-        """Unmounted already: the files go, and the namespaces with their last user."""
+    def _release_netns(self) -> None:
+        """Ours and the pods' namespaces, and /run/netns itself (`ip netns add`
+        makes it a mount point) if it was not there before."""
+        if self._netns_before is None:
+            return
+        self._unmount([NETNS.parent], keep=self._mounts_before)
         for name in self._new_netns():
             (NETNS.parent / name).unlink(missing_ok=True)
         if not self._netns_before:
             with contextlib.suppress(OSError):
                 NETNS.parent.rmdir()
+        self._netns_before = None
 
     def _restore_sysctls(self) -> None:
         for name, value in self._sysctls.items():
