@@ -1,8 +1,8 @@
 """A real node (containerd, runc, the CNI bridge, the pinned kubelet) joins the
 local control plane, runs a pod, and leaves the machine as it found it.
 
-The node is started twice on one control plane: a second start after a
-teardown is what a re-run of the demo or of a test does.
+Each test starts the node anew on one control plane, as a re-run of the demo
+or of a test does; the last one after SIGKILLing a node's owner.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from localcluster.node import (
 NAMESPACE = "default"
 PRE_STOP_SECONDS = 3
 GRACE_SECONDS = 10
-# comm is cut at 15 characters: containerd-shim-runc-v2 reads containerd-shim.
 ROOT = Path(__file__).resolve().parents[1]
+# comm is cut at 15 characters: containerd-shim-runc-v2 reads containerd-shim.
 NODE_PROCESSES = ("kubelet", "containerd", "containerd-shim", "pause")
 
 
