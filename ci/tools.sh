@@ -14,7 +14,8 @@
 # Kubernetes binaries compile many of the same k8s.io packages.
 # Measured cold (empty caches, 2 cores, other builds running): helm 125 s;
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
-# adapter 424 s together (ci/build_k8s.sh); the node's Debian packages and
+# adapter 424 s together, the kubelet and kube-proxy 69 s more after them
+# (ci/build_k8s.sh has their times alone); the node's Debian packages and
 # the pause image 12 s (containerd and conntrack downloaded, the rest there);
 # a warm no-op run 0.3 s.
 #
@@ -281,7 +282,7 @@ main() {
   for arg in "$@"; do
     case "$arg" in
       --env) print_env=1 ;;
-      -h|--help) sed -n '2,20p' "$0"; return 0 ;;
+      -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; return 0 ;;
       *) selected+=("$arg") ;;
     esac
   done
