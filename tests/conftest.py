@@ -1,11 +1,17 @@
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from servers import ServerProcess  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -23,3 +29,34 @@ def start_server(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+# ---- the rendered Deployment (helm built by ci/tools.sh; missing = failure) -------
+
+
+def find_helm() -> str:
+    env = os.environ.get("HELM")
+    if env:
+        return env
+    cache = Path(os.environ.get("INFERSCALE_CACHE", Path.home() / ".cache" / "inferscale"))
+    if os.access(cache / "bin" / "helm", os.X_OK):
+        return str(cache / "bin" / "helm")
+    found = shutil.which("helm")
+    if not found:
+        pytest.fail(f"helm not found ($HELM, {cache / 'bin'}, PATH); install it with: bash ci/tools.sh")
+    return found
+
+
+@pytest.fixture(scope="module")
+def pod_spec() -> dict:
+    result = subprocess.run(
+        [find_helm(), "template", "inferscale", str(ROOT / "chart"), "--show-only", "templates/deployment.yaml"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def container(pod_spec) -> dict:
+    return pod_spec["containers"][0]

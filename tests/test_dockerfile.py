@@ -9,15 +9,11 @@ and runs it.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,37 +87,6 @@ def runtime(dockerfile) -> dict:
         elif keyword in ("USER", "ENTRYPOINT", "CMD"):
             summary[keyword.lower()] = args
     return summary
-
-
-# ---- the rendered Deployment (helm built by ci/tools.sh; missing = failure) -------
-
-
-def find_helm() -> str:
-    env = os.environ.get("HELM")
-    if env:
-        return env
-    cache = Path(os.environ.get("INFERSCALE_CACHE", Path.home() / ".cache" / "inferscale"))
-    if os.access(cache / "bin" / "helm", os.X_OK):
-        return str(cache / "bin" / "helm")
-    found = shutil.which("helm")
-    if not found:
-        pytest.fail(f"helm not found ($HELM, {cache / 'bin'}, PATH); install it with: bash ci/tools.sh")
-    return found
-
-
-@pytest.fixture(scope="module")
-def pod_spec() -> dict:
-    result = subprocess.run(
-        [find_helm(), "template", "inferscale", str(ROOT / "chart"), "--show-only", "templates/deployment.yaml"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)["spec"]["template"]["spec"]
-
-
-@pytest.fixture(scope="module")
-def container(pod_spec) -> dict:
-    return pod_spec["containers"][0]
 
 
 # ---- tests --------------------------------------------------------------------------

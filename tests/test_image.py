@@ -23,9 +23,6 @@ from pathlib import Path
 
 import pytest
 
-# The chart's rendered Deployment: the container spec the image must satisfy.
-from test_dockerfile import container, pod_spec  # noqa: F401
-
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -76,7 +73,7 @@ def test_image_stays_small(manifest):
     assert manifest["size"] < 270e6, f"{manifest['size'] / 1e6:.0f} MB uncompressed"
 
 
-def test_config_user_command_ports_and_metrics_dir(manifest, container):  # noqa: F811
+def test_config_user_command_ports_and_metrics_dir(manifest, container):
     config = manifest["config"]
     assert config["User"] == f"{USER}:{USER}"
     assert config["Entrypoint"] + config["Cmd"] == container["command"] + container["args"] == ["inferscale", "serve"]
@@ -171,7 +168,7 @@ def leftovers(tmp: Path) -> list[str]:
     return found
 
 
-def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):  # noqa: F811
+def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):
     chart_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     # Kept under tmp_path rather than /run/netns, which other tools on a node
