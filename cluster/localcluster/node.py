@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 NODE_NAME = "inferscale-node"
 NETNS = Path("/run/netns/inferscale-node")
 HOST_IF, NODE_IF = "inferscale0", "eth0"
+HOST_LINK = Path("/sys/class/net") / HOST_IF
 HOST_IP, NODE_IP = "10.87.0.1", "10.87.0.2"
 POD_CIDR = "10.88.0.0/16"
 CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
@@ -173,6 +174,7 @@ class RealNode:
             lambda: self._unmount([NODE_DIR, CONTAINERD_RUN_DIR]),
             self._remove_cgroups,
             self._release_netns,
+            _delete_host_link,
             lambda: _remove_pod_files(self.workdir.resolve()),
             _remove_node_dirs,
             self._restore_sysctls,
@@ -210,7 +212,7 @@ class RealNode:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock = fd
-        if STATE_PATH.exists() or NETNS.exists() or CONTAINERD_SOCKET.exists():
+        if STATE_PATH.exists() or NETNS.exists() or CONTAINERD_SOCKET.exists() or HOST_LINK.exists():
             self._clear_killed_run()
 
     def _clear_killed_run(self) -> None:
@@ -224,6 +226,7 @@ class RealNode:
         self._remove_cgroups()
         if NETNS.exists():
             run("ip", "netns", "delete", NETNS.name)
+        _delete_host_link()
         _clear_pod_netns(pod_namespaces)
         if "workdir" in state:
             _remove_pod_files(Path(state["workdir"]))
@@ -475,6 +478,17 @@ def _clear_pod_netns(namespaces: set[int]) -> None:
     if not any(NETNS.parent.iterdir()) and str(NETNS.parent) in mount_points():
         _umount(str(NETNS.parent))
         NETNS.parent.rmdir()
+
+
+def _delete_host_link() -> None:
+    """The kernel frees an unmounted namespace, and the veth end in it, in the
+    background: the host's end can outlive `ip netns delete` long enough for the
+    next start's `ip link add` to fail. Deleting it takes both ends at once."""
+    if not HOST_LINK.exists():
+        return
+    result = subprocess.run(["ip", "link", "delete", HOST_IF], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0 and HOST_LINK.exists():
+        raise RuntimeError(f"ip link delete {HOST_IF} failed: {result.stderr.strip()}")
 
 
 def _remove_node_dirs() -> None:
