@@ -124,7 +124,7 @@ def main() -> None:
     base = dict(FAST_LOOP) if args.fast else {}
     chart_values = dict(base.pop("chart_values", {}))
     target = chart_values.get("autoscaling", {}).get("targetAverageDurationSeconds", 12)
-X
+    # Offered load = 5 pods' worth: one pod serves workers x slots / inference seconds.
     user_rps = 0.5 if args.fast else 0.2
     users = args.users or 5
     load_seconds = args.load_seconds or (240 if args.fast else 720)
@@ -133,7 +133,7 @@ X
     for label, extra in (("chart defaults", {}), ("seeds 240s up / 300s down", SEEDS_BEHAVIOR)):
         with tempfile.TemporaryDirectory() as work:
             config = StackConfig(
-                workdir=Path(work), proxy_port=free_port(), prometheus_port=free_port(),
+                workdir=Path(work), prometheus_port=free_port(),
                 chart_values=merged(chart_values, extra), **base,
             )
             result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target)
