@@ -33,12 +33,23 @@ class Arrivals:
         self.metrics = metrics
         self.idle: set[ClientConnection] = set()
         self.stopping = False
+        self.draining = False
 
     def stop(self) -> None:
         """The worker is stopping: end idle keep-alive connections now, not a keep-alive later."""
         self.stopping = True
         for connection in list(self.idle):
             connection.hang_up()
+
+    def close_kept_alive(self) -> None:
+        """The pod is draining: hang up connections waiting for their next
+        request, so their clients reconnect, to a pod still in the Service; and
+        end the others after the answer they wait for, which says so. One that
+        has not sent its first request yet still gets an answer (503)."""
+        self.draining = True
+        for connection in list(self.idle):
+            if connection.kept_alive:
+                connection.hang_up()
 
 
 class ClientConnection:
@@ -55,6 +66,17 @@ class ClientConnection:
         self._stalled = False
         self._refusing = False
         self._head = b""
+        self._opened = time.monotonic()
+        self._requests = 0
+
+    def age(self) -> float:
+        """Seconds since the connection was accepted."""
+        return time.monotonic() - self._opened
+
+    @property
+    def kept_alive(self) -> bool:
+        """It has carried a request before the one it may be waiting for."""
+        return self._requests > 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -87,7 +109,8 @@ class ClientConnection:
             # so the client gets one segment from one system call. Nothing is
             # held past the next read or the close (`_flush`).
             self.request_received()
-            self._head = self._closing_head(data) if self._refusing else data
+            closing = self._refusing or self._arrivals.draining
+            self._head = self._closing_head(data) if closing else data
             return
         if self._head:
             data, self._head = self._head + data, b""
@@ -130,6 +153,8 @@ class ClientConnection:
     def _first_bytes(self, size: int) -> bytes:
         if self._arrivals.stopping:
             return b""
+        if self._arrivals.draining and self.kept_alive and not self._request_waiting():
+            return b""
         self._arrivals.idle.add(self)
         self._sock.settimeout(self._arrivals.idle_seconds)
         try:
@@ -142,8 +167,19 @@ class ClientConnection:
             self._sock.settimeout(None)
             self._arrivals.idle.discard(self)
         if data:
+            self._requests += 1
             self._deadline = time.monotonic() + self._arrivals.arrival_seconds
         return data
+
+    def _request_waiting(self) -> bool:
+        """Bytes of a next request already in: it was sent, so it gets an answer."""
+        self._sock.settimeout(0)
+        try:
+            return bool(self._sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # nothing yet (EAGAIN), or reset
+            return False
+        finally:
+            self._sock.settimeout(None)
 
     def _timed_out(self):
         self.refuse_rest()

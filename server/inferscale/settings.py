@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     )
     worker_timeout_seconds: int = Field(30, ge=1, description="gunicorn heartbeat timeout.")
     keepalive_seconds: int = Field(5, ge=0, description="HTTP keep-alive idle timeout.")
+    max_connection_age_seconds: float = Field(
+        30.0, ge=0,
+        description="A keep-alive connection this old is closed after its current response; 0 = never.",
+    )
     max_requests: int = Field(0, ge=0, description="Recycle a worker after this many; 0 = never.")
     max_requests_jitter: int = Field(0, ge=0, description="Random spread of MAX_REQUESTS.")
 

@@ -17,14 +17,24 @@ from prometheus_client import CollectorRegistry
 
 from inferscale.arrival import Arrivals, ClientConnection, RequestTimeout
 from inferscale.metrics import ConnectionMetrics
+from inferscale.runtime import runtime_of
 from inferscale.supervisor import set_process_name, yield_to_probes
+
+
+# How soon idle keep-alive connections are hung up once the pod drains.
+DRAIN_CHECK_SECONDS = 0.1
 
 
 class InferenceWorker(GeventWorker):
     def init_process(self) -> None:
         set_process_name(self.cfg.proc_name)
-        if self.cfg.proc_name == "http-worker":
+        serves_traffic = self.cfg.proc_name == "http-worker"
+        if serves_traffic:
             yield_to_probes()
+        # Prometheus and the kubelet reach each pod directly: the admin port
+        # keeps its connections, however old and through the drain.
+        self.serves_traffic = serves_traffic
+        self.max_connection_age = self.app.settings.max_connection_age_seconds if serves_traffic else 0
         arrival_seconds = self.app.settings.request_timeout_seconds
         # After fork, so the gauge writes to this worker's own metric file.
         self.arrivals = Arrivals(
@@ -36,6 +46,30 @@ class InferenceWorker(GeventWorker):
 
     def handle(self, listener, client, addr) -> None:
         super().handle(listener, ClientConnection(client, self.arrivals), addr)
+
+    def run(self) -> None:
+        if self.serves_traffic:
+            gevent.spawn(self._close_kept_alive_once_draining)
+        super().run()
+
+    def handle_request(self, listener_name, req, sock, addr) -> None:
+        # Behind kube-proxy a connection stays with the pod it first reached:
+        # a keep-alive client must reconnect now and then for the pods the HPA
+        # adds to get its load. Marked before the response is made, so the
+        # response itself says `Connection: close` and the client does not send
+        # its next request into a closing socket.
+        if self.max_connection_age and sock.age() >= self.max_connection_age:
+            req.must_close = True
+        super().handle_request(listener_name, req, sock, addr)
+
+    def _close_kept_alive_once_draining(self) -> None:
+        """SIGTERM drains the model process first, while this worker still runs:
+        its keep-alive clients would send their next request here, into a 503,
+        though their pod has left the Service."""
+        backend = runtime_of(self.wsgi).backend
+        while not backend.status().draining:
+            gevent.sleep(DRAIN_CHECK_SECONDS)
+        self.arrivals.close_kept_alive()
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
