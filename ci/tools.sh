@@ -17,7 +17,7 @@
 # adapter 424 s together, the kubelet and kube-proxy 69 s more after them
 # (ci/build_k8s.sh has their times alone); the node's Debian packages and
 # the pause image 12 s (containerd and conntrack downloaded, the rest there);
-# a warm no-op run 0.3 s.
+# CoreDNS 100 s (empty build cache); a warm no-op run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -57,6 +57,9 @@ NODE_DEBS=(
   "conntrack=${CONNTRACK_DEB_UPSTREAM:-1:1.4.7}"
 )
 
+# The cluster DNS of the real node: the CoreDNS version kubeadm v1.33 installs.
+# Its go.mod has no replace directives, so `go install module@version` takes it.
+COREDNS_VERSION="${COREDNS_VERSION:-v1.12.0}"
 TOOLS=(helm prometheus kubernetes crds wrk oci node)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
@@ -220,11 +223,28 @@ install_node() {
     log "${pin%%=*} $(deb_installed_version "${pin%%=*}") (Debian package)"
   done
   build_pause_image
+  build_coredns_image
 }
 
-# cluster/pause (our own program) as a one-file OCI image archive, rebuilt
-# only when its source changes. umoci writes an OCI layout without any image
-# store, so nothing is left in /var/lib/containers; the node imports the tar.
+# One static binary as a one-file OCI image archive. umoci writes an OCI
+# layout without any image store, so nothing is left in /var/lib/containers;
+# the node imports the tar.
+#   pack_image BINARY PATH_IN_IMAGE TAG USER ARCHIVE
+pack_image() {
+  local binary="$1" path="$2" tag="$3" user="$4" archive="$5" work
+  work="$(mktemp -d)"
+  umoci init --layout "$work/layout"
+  umoci new --image "$work/layout:$tag"
+  # --rootless: the layer records the file as uid 0 without needing root to unpack.
+  umoci insert --rootless --image "$work/layout:$tag" "$binary" "$path"
+  umoci config --image "$work/layout:$tag" --config.entrypoint "$path" --config.user "$user"
+  mkdir -p "$(dirname "$archive")"
+  tar -C "$work/layout" -cf "$archive.tmp" .
+  mv "$archive.tmp" "$archive"
+  rm -rf "$work"
+}
+
+# cluster/pause (our own program) as an image, rebuilt only when its source changes.
 PAUSE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/cluster/pause"
 PAUSE_ARCHIVE="$CACHE_DIR/images/pause.oci.tar"
 PAUSE_TAG=v1
@@ -239,18 +259,32 @@ build_pause_image() {
   local work
   work="$(mktemp -d)"
   (cd "$PAUSE_SRC" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$work/pause" .)
-  umoci init --layout "$work/layout"
-  umoci new --image "$work/layout:$PAUSE_TAG"
-  # --rootless: the layer records the file as uid 0 without needing root to unpack.
-  umoci insert --rootless --image "$work/layout:$PAUSE_TAG" "$work/pause" /pause
   # 65535: the nobody uid; the sandbox needs no privilege.
-  umoci config --image "$work/layout:$PAUSE_TAG" --config.entrypoint /pause --config.user 65535:65535
-  mkdir -p "$(dirname "$PAUSE_ARCHIVE")"
-  tar -C "$work/layout" -cf "$PAUSE_ARCHIVE.tmp" .
-  mv "$PAUSE_ARCHIVE.tmp" "$PAUSE_ARCHIVE"
+  pack_image "$work/pause" /pause "$PAUSE_TAG" 65535:65535 "$PAUSE_ARCHIVE"
   echo "$want" >"$stamp"
   rm -rf "$work"
   log "pause image built: $PAUSE_ARCHIVE ($(du -h "$PAUSE_ARCHIVE" | cut -f1))"
+}
+
+# CoreDNS from the Go module proxy as an image, for the cluster DNS
+# (cluster/localcluster/dns.py names the same version).
+COREDNS_ARCHIVE="$CACHE_DIR/images/coredns.oci.tar"
+build_coredns_image() {
+  local stamp="$COREDNS_ARCHIVE.version"
+  if [[ -s "$COREDNS_ARCHIVE" && "$(cat "$stamp" 2>/dev/null)" == "$COREDNS_VERSION" ]]; then
+    log "CoreDNS $COREDNS_VERSION image already in $COREDNS_ARCHIVE"
+    return 0
+  fi
+  command -v go >/dev/null || { log "go is required to build CoreDNS"; return 1; }
+  log "building CoreDNS $COREDNS_VERSION with $(go version | awk '{print $3}')"
+  local work start=$SECONDS
+  work="$(mktemp -d)"
+  GOBIN="$work" nice -n 10 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  # Root inside its container, with NET_BIND_SERVICE alone (for port 53), as kubeadm runs it.
+  pack_image "$work/coredns" /coredns "$COREDNS_VERSION" 0:0 "$COREDNS_ARCHIVE"
+  echo "$COREDNS_VERSION" >"$stamp"
+  rm -rf "$work"
+  log "CoreDNS image built in $((SECONDS - start)) s: $COREDNS_ARCHIVE ($(du -h "$COREDNS_ARCHIVE" | cut -f1))"
 }
 
 # ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------

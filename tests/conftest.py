@@ -9,6 +9,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from localcluster.images import app_image  # noqa: E402
 from servers import ServerProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,3 +61,11 @@ def pod_spec() -> dict:
 @pytest.fixture(scope="module")
 def container(pod_spec) -> dict:
     return pod_spec["containers"][0]
+
+
+# ---- the image users build from the Dockerfile (ci/build_image.sh) --------------
+
+
+@pytest.fixture(scope="session")
+def image_archive() -> Path:
+    return app_image()

@@ -175,6 +175,15 @@ def test_server_runs_inferscale_serve_on_the_named_http_and_admin_ports():
     assert service["spec"]["selector"] == only(render(), "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def test_node_port_is_set_only_on_a_service_that_has_node_ports():
+    def node_ports(values):
+        return [p.get("nodePort") for p in only(render(values), "Service")["spec"]["ports"]]
+
+    assert node_ports({"service": {"type": "NodePort", "nodePort": 30080}}) == [30080, None]
+    assert node_ports({"service": {"type": "NodePort"}}) == [None, None]
+    assert node_ports({"service": {"nodePort": 30080}}) == [None, None]
+
+
 def test_probes_and_scrapes_use_the_admin_port():
     container = server_container(render())
     assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}

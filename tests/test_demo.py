@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from localcluster.node import HOST_IF
 from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,11 +55,13 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
 @pytest.mark.slow
 def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     workdir = tmp_path / "demo"
-    ports = {name: free_port() for name in ("service", "prometheus", "locust")}
+    ports = {name: free_port() for name in ("prometheus", "locust")}
     demo = subprocess.Popen(
         [sys.executable, "-m", "localcluster", "demo", "--fast", "--workdir", str(workdir),
          *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As `make demo &` from a script starts it: Ctrl-C must still stop it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         env={**os.environ, "PYTHONPATH": str(REPO / "cluster")}, cwd=REPO,
     )
     try:
@@ -65,10 +69,14 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         assert f"http://127.0.0.1:{ports['locust']}" in banner
         assert f"http://127.0.0.1:{ports['prometheus']}" in banner
         assert "get hpa -n inferscale -w" in banner
+        # Not printed before the HPA has a value to show.
+        hpa = subprocess.run(["kubectl", "--kubeconfig", str(workdir / "control-plane/kubeconfigs/admin.kubeconfig"),
+                              "get", "hpa", "-n", "inferscale"], capture_output=True, text=True, check=True).stdout
+        assert "<unknown>" not in hpa, hpa
         for port in (ports["locust"], ports["prometheus"]):
             assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
-        predict = requests.post(f"http://127.0.0.1:{ports['service']}/predict",
-                                json={"features": [1, 2]}, timeout=30)
+        service = re.search(r"service \(NodePort\): +(\S+)", banner).group(1)
+        predict = requests.post(f"{service}/predict", json={"features": [1, 2]}, timeout=30)
         assert predict.status_code == 200, predict.text
         assert processes_referring_to(str(workdir)), "the check below would prove nothing"
 
@@ -84,3 +92,6 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     for port in ports.values():
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    # The node's address went with its link: no connection to it is tried,
+    # since this machine's default route would carry it off the machine.
+    assert not Path(f"/sys/class/net/{HOST_IF}").exists()

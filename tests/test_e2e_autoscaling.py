@@ -1,7 +1,8 @@
 """The proof of the loop: the real HPA scales the chart's Deployment on the adapter's metric.
 
-Control plane, helm, Prometheus, prometheus-adapter and locust are the real
-programs; only the kubelet is the node agent. The timing is FAST_LOOP's
+Control plane, the node (containerd, kubelet, kube-proxy), the image built
+from the Dockerfile, helm, Prometheus, prometheus-adapter and locust are the
+real programs; locust reaches the Service through its NodePort. The timing is FAST_LOOP's
 (1 s inferences, 2 s scrapes, 10 s rate window); everything else is the
 chart and adapter-values.yaml as shipped.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from localcluster.controlplane import wait_until
-from localcluster.hpa import HpaRecorder, sample
+from localcluster.hpa import HpaRecorder
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
 from servers import free_port
 
@@ -28,10 +29,6 @@ TARGET_SECONDS = FAST_LOOP["chart_values"]["autoscaling"]["targetAverageDuration
 LOAD_USERS = 5
 LOAD_USER_RPS = 0.5
 LOAD_SECONDS = 150
-
-
-def current_metric(stack: LocalStack) -> float | None:
-    return sample(stack.hpa(), 0).metric
 
 
 def run_locust(stack: LocalStack, csv_prefix: Path) -> subprocess.CompletedProcess:
@@ -53,11 +50,11 @@ def aggregated(csv_prefix: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
     config = StackConfig(
-        workdir=tmp_path / "stack", proxy_port=free_port(), prometheus_port=free_port(), **FAST_LOOP,
+        workdir=tmp_path / "stack", prometheus_port=free_port(), **FAST_LOOP,
     )
     with LocalStack(config) as stack:
         # The adapter serves the metric for the idle pod: 0, not <unknown>.
-        wait_until(lambda: current_metric(stack) is not None, "a current HPA metric", 120, interval=2)
+        stack.wait_for_hpa_metric(120)
         table = stack.kubectl("get", "hpa", "-n", config.namespace)
         assert "<unknown>" not in table, table
         # The External-metric variant's rule is served as well (autoscaling.metric.type=External).

@@ -39,12 +39,6 @@ def run(*cmd, timeout: float = 120) -> str:
 
 
 @pytest.fixture(scope="module")
-def archive() -> Path:
-    out = run("bash", str(ROOT / "ci" / "build_image.sh"), timeout=1800)
-    return Path(out.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
 def app_version() -> str:
     for line in (ROOT / "chart" / "Chart.yaml").read_text().splitlines():
         if line.startswith("appVersion:"):
@@ -53,8 +47,8 @@ def app_version() -> str:
 
 
 @pytest.fixture(scope="module")
-def manifest(archive) -> dict:
-    with tarfile.open(archive) as tar:
+def manifest(image_archive) -> dict:
+    with tarfile.open(image_archive) as tar:
         [entry] = json.load(tar.extractfile("manifest.json"))
         entry["config"] = json.load(tar.extractfile(entry["Config"]))["config"]
         entry["size"] = sum(tar.getmember(layer).size for layer in entry["Layers"])
@@ -168,7 +162,7 @@ def leftovers(tmp: Path) -> list[str]:
     return found
 
 
-def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):
+def test_runs_as_the_chart_runs_it(image_archive, app_version, container, tmp_path):
     chart_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     # Kept under tmp_path rather than /run/netns, which other tools on a node
@@ -179,7 +173,7 @@ def test_runs_as_the_chart_runs_it(archive, app_version, container, tmp_path):
     log_path = tmp_path / "container.log"
     started = False
     try:
-        run("skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{layout}:{app_version}")
+        run("skopeo", "copy", "--quiet", f"docker-archive:{image_archive}", f"oci:{layout}:{app_version}")
         run("umoci", "unpack", "--image", f"{layout}:{app_version}", str(bundle), timeout=300)
         rootfs = bundle / "rootfs"
         leftovers_of_build = [p for p in ("wheels", "src", "root/.cache", "usr/bin/gcc", "usr/bin/cc")

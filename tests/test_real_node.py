@@ -1,8 +1,11 @@
-"""A real node (containerd, runc, the CNI bridge, the pinned kubelet) joins the
-local control plane, runs a pod, and leaves the machine as it found it.
+"""A real node (containerd, runc, the CNI bridge, the pinned kubelet and
+kube-proxy) joins the local control plane, runs pods, and leaves the machine
+as it found it.
 
 Each test starts the node anew on one control plane, as a re-run of the demo
-or of a test does; the last one after SIGKILLing a node's owner.
+or of a test does; the last one after SIGKILLing a node's owner. One installs
+the chart with the image built from the Dockerfile and sends it traffic the
+way a user outside the cluster does, through a NodePort.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from localcluster import ControlPlane, wait_until
+from conftest import find_helm
+from localcluster import ControlPlane, dns, wait_until
 from localcluster.kubectl import get_json, kubectl
 from localcluster.node import (
-    CONTAINERD_RUN_DIR, HOST_IF, NETNS, NODE_DIR, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode, mount_points, read_sysctls,
+    CONTAINERD_RUN_DIR, HOST_IF, HOST_IP, NETNS, NODE_DIR, NODE_IP, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode,
+    mount_points, read_sysctls,
 )
 
 NAMESPACE = "default"
@@ -29,7 +37,19 @@ PRE_STOP_SECONDS = 3
 GRACE_SECONDS = 10
 ROOT = Path(__file__).resolve().parents[1]
 # comm is cut at 15 characters: containerd-shim-runc-v2 reads containerd-shim.
-NODE_PROCESSES = ("kubelet", "containerd", "containerd-shim", "pause")
+NODE_PROCESSES = ("kubelet", "kube-proxy", "containerd", "containerd-shim", "pause", "coredns", "inferscale")
+CHART_NAMESPACE = "inferscale"
+# The chart as users install it, but quick to load and answer, exposed on the
+# node, and without the monitoring objects whose CRDs this cluster lacks.
+CHART_VALUES = {
+    "replicaCount": 2,
+    "service": {"type": "NodePort"},
+    "server": {"modelLoadSeconds": 0.5, "inferenceDurationSeconds": 0.1, "modelMemoryMb": 8},
+    "preStop": {"seconds": 1},
+    "autoscaling": {"enabled": False},
+    "serviceMonitor": {"enabled": False},
+    "prometheusRule": {"enabled": False},
+}
 
 
 def host_firewall() -> list[str]:
@@ -89,9 +109,15 @@ def leftover_processes() -> list[str]:
     return [line for line in out.splitlines() if line.split()[2] in NODE_PROCESSES and line.split()[1][0] != "Z"]
 
 
+def host_routes() -> list[str]:
+    out = subprocess.run(["ip", "route", "show"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if re.search(rf"{HOST_IF}|10\.8[78]\.", line)]
+
+
 def machine_state(workdir: Path) -> dict:
     """What a node may change on the host, and must give back."""
-    return {"sysctls": read_sysctls(), "firewall": host_firewall(), "mounts": node_mounts(workdir)}
+    return {"sysctls": read_sysctls(), "firewall": host_firewall(), "mounts": node_mounts(workdir),
+            "routes": host_routes()}
 
 
 def assert_nothing_left(workdir: Path, before: dict) -> None:
@@ -118,7 +144,7 @@ def run_pause_pod(kubeconfig: Path, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory):
-    control_plane = ControlPlane(tmp_path_factory.mktemp("real-node") / "control-plane")
+    control_plane = ControlPlane(tmp_path_factory.mktemp("real-node") / "control-plane", advertise_address=HOST_IP)
     with control_plane:
         yield control_plane
 
@@ -194,3 +220,92 @@ def test_next_node_clears_what_a_sigkilled_owner_left(control_plane, tmp_path):
         print(f"\nnode Ready in {node.start_seconds:.1f} s after clearing")
     assert_nothing_left(tmp_path, before)
     assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
+
+
+def install_chart(kubeconfig: Path, workdir: Path) -> None:
+    """Into a namespace that enforces the restricted pod security profile, as the README installs it."""
+    kubectl(kubeconfig, "create", "namespace", CHART_NAMESPACE)
+    kubectl(kubeconfig, "label", "namespace", CHART_NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
+    values = workdir / "values.yaml"
+    values.write_text(yaml.safe_dump(CHART_VALUES))
+    result = subprocess.run(
+        [find_helm(), "install", "inferscale", str(ROOT / "chart"), "-n", CHART_NAMESPACE, "-f", str(values),
+         "--kubeconfig", str(kubeconfig), "--wait", "--timeout", "2m"],
+        capture_output=True, text=True, timeout=150,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def successes(pod_ip: str) -> float:
+    """The pod's own count of answered inferences, from its admin port (where Prometheus would scrape it)."""
+    text = requests.get(f"http://{pod_ip}:8081/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "inference_requests_total" and sample.labels.get("status") == "success")
+
+
+def container_status(pid: int) -> dict[str, str]:
+    fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: fields[name].strip() for name in ("Uid", "Gid", "CapEff", "CapBnd", "NoNewPrivs")}
+
+
+def root_mount_options(pid: int) -> set[str]:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return set(fields[5].split(","))
+    raise AssertionError(f"no root mount in /proc/{pid}/mountinfo")
+
+
+@pytest.mark.slow
+def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plane, image_archive, tmp_path):
+    kubeconfig = control_plane.admin_kubeconfig
+    before = machine_state(tmp_path)
+    with RealNode(control_plane, tmp_path / "node", images=[image_archive]) as node:
+        print(f"\nnode Ready with the image imported, kube-proxy synced, in {node.start_seconds:.1f} s")
+        started = time.monotonic()
+        dns.install(kubeconfig)
+        print(f"CoreDNS Ready in {time.monotonic() - started:.1f} s")
+        install_chart(kubeconfig, tmp_path)
+        pods = get_json(kubeconfig, "pods", "-n", CHART_NAMESPACE, "-l", "app.kubernetes.io/name=inferscale")["items"]
+        assert len(pods) == 2
+        pod_ips = [pod["status"]["podIP"] for pod in pods]
+        # The EndpointSlice controller lists both Ready pods, which kube-proxy routes to.
+        slices = get_json(kubeconfig, "endpointslices", "-n", CHART_NAMESPACE)["items"]
+        assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"] if e["conditions"]["ready"]) \
+            == sorted(pod_ips)
+
+        service = get_json(kubeconfig, "service", "-n", CHART_NAMESPACE, "inferscale")
+        [node_port] = [p["nodePort"] for p in service["spec"]["ports"] if p["name"] == "http"]
+        # A fresh connection each: kube-proxy balances connections, not requests.
+        for _ in range(40):
+            response = requests.post(f"http://{NODE_IP}:{node_port}/predict", json={"features": [1, 2, 3]},
+                                     headers={"Connection": "close"}, timeout=10)
+            assert response.status_code == 200, response.text
+        served = [successes(ip) for ip in pod_ips]
+        assert sum(served) == 40 and min(served) > 0, served
+
+        # runc enforces what the chart's securityContext asks for.
+        container_id = pods[0]["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+        pid = runc_state(container_id)["pid"]
+        status = container_status(pid)
+        assert status["Uid"].split() == ["10001"] * 4 and status["Gid"].split() == ["10001"] * 4
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0 and status["NoNewPrivs"] == "1"
+        assert "ro" in root_mount_options(pid)
+
+        name = pods[0]["metadata"]["name"]
+        assert "Booting worker" in kubectl(kubeconfig, "logs", "-n", CHART_NAMESPACE, name)
+        assert kubectl(kubeconfig, "exec", "-n", CHART_NAMESPACE, name, "--", "id", "-u").strip() == "10001"
+
+        # Cluster DNS, from inside a pod: the Service by its short name (the
+        # pod's search path), and the API server's Service.
+        resolve = "import socket, sys; print(*(socket.gethostbyname(n) for n in sys.argv[1:]))"
+        addresses = kubectl(kubeconfig, "exec", "-n", CHART_NAMESPACE, name, "--", "python3", "-c", resolve,
+                            "inferscale", "kubernetes.default.svc.cluster.local").split()
+        assert addresses == [service["spec"]["clusterIP"], "10.96.0.1"]
+        # The chart's own test: a pod that calls the Service by name, pod to Service to pod.
+        result = subprocess.run(
+            [find_helm(), "test", "inferscale", "-n", CHART_NAMESPACE, "--kubeconfig", str(kubeconfig),
+             "--timeout", "2m"], capture_output=True, text=True, timeout=150)
+        assert result.returncode == 0 and "Phase:          Succeeded" in result.stdout, result.stdout + result.stderr
+    assert_nothing_left(tmp_path, before)

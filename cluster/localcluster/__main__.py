@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
 from pathlib import Path
 
+from localcluster.binaries import MissingBinary
 from localcluster.processes import ManagedProcess
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
 
@@ -17,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the autoscaling loop until interrupted")
     demo.add_argument("--workdir", type=Path, default=REPO / ".cache" / "demo")
-    demo.add_argument("--service-port", type=int, default=8080)
+    demo.add_argument("--node-port", type=int, default=30080,
+                      help="the Service's NodePort, on the node's address (10.87.0.2)")
     demo.add_argument("--prometheus-port", type=int, default=9090)
     demo.add_argument("--locust-port", type=int, default=8089)
     demo.add_argument("--fast", action="store_true",
@@ -27,15 +30,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(args) -> int:
-    # Ctrl-C and a plain `kill` both end in the same teardown.
+    if os.geteuid() != 0:
+        print("the demo runs a real node (containerd, the kubelet, kube-proxy, iptables): run it as root",
+              file=sys.stderr)
+        return 1
+    # Ctrl-C and a plain `kill` both end in the same teardown. Set explicitly:
+    # Python leaves SIGINT alone when it starts ignored (`make demo &` from a
+    # script), and Ctrl-C would then never stop the demo.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shutil.rmtree(args.workdir, ignore_errors=True)
     config = StackConfig(
-        workdir=args.workdir, proxy_port=args.service_port, prometheus_port=args.prometheus_port,
+        workdir=args.workdir, prometheus_port=args.prometheus_port, node_port=args.node_port,
         **(FAST_LOOP if args.fast else {}),
     )
     try:
-        print("starting the control plane, node agent, chart, Prometheus and adapter ...", flush=True)
+        print("building the image, starting the control plane, the node, the chart, Prometheus and the adapter ...",
+              flush=True)
         with LocalStack(config) as stack:
             locust = ManagedProcess(
                 "locust",
@@ -47,12 +58,18 @@ def run_demo(args) -> int:
             locust.start()
             try:
                 locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
+                print("waiting for the HPA's first metric (a rate window of scrapes, then the adapter's relist) ...",
+                      flush=True)
+                stack.wait_for_hpa_metric()
                 print(banner(stack, args), flush=True)
                 signal.pause()
             finally:
                 locust.stop()
     except KeyboardInterrupt:
         print("stopped; everything the demo started has exited.", flush=True)
+    except MissingBinary as missing:
+        print(missing, file=sys.stderr)
+        return 1
     return 0
 
 
@@ -60,7 +77,7 @@ def banner(stack: LocalStack, args) -> str:
     namespace = stack.config.namespace
     return f"""
 inferscale demo is up (logs in {args.workdir}).
-  service (Ready pods):  {stack.service_url}
+  service (NodePort):    {stack.service_url}
       curl -s {stack.service_url}/predict -H 'Content-Type: application/json' -d '{{"features": [1, 2, 3]}}'
   locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
   Prometheus UI:         {stack.prometheus.url}   (queries: README, "PromQL for the Prometheus UI")

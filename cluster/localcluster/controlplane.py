@@ -5,12 +5,11 @@ Every component is the pinned upstream binary (see binaries.py) with
 generated certificates (pki.py); each listens on a free port of 127.0.0.1.
 Choices that differ from a production cluster, and why:
 
-- `--endpoint-reconciler-type=none`: the `kubernetes` Service's Endpoints
-  would point at 127.0.0.1, which the API refuses (and nothing in a pod needs
-  to reach the API server here).
-- The endpoint controllers are off: pods live on 127.0.1.N (see
-  node_agent.py), which Endpoints and EndpointSlices refuse as well, so they
-  would only log errors. Load reaches pods through service_proxy.py instead.
+- The API server listens on 127.0.0.1 only. With a real node, pods reach it
+  as in any cluster, through the `kubernetes` Service: it advertises the
+  host's address on the node's link (`advertise_address`), where the node
+  relays connections to loopback (node.py). Without one it advertises
+  nothing (`--endpoint-reconciler-type=none`): Endpoints refuse 127.0.0.1.
 - Controllers that need a cloud provider or node CIDRs are left to skip
   themselves, which they do when those flags are absent.
 - etcd runs with `--unsafe-no-fsync`: the cluster is thrown away with its
@@ -40,8 +39,6 @@ SERVICE_CIDR = "10.96.0.0/16"
 # which belongs in the API server's certificate like kubeadm puts it there.
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Endpoint controllers refuse loopback pod IPs (see module doc); the rest run.
-DISABLED_CONTROLLERS = ("endpoints-controller", "endpointslice-controller", "endpointslice-mirroring-controller")
 START_TIMEOUT = 120.0
 # The API server's identity toward kubelets (logs, exec, port-forward), as kubeadm names it.
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
@@ -81,11 +78,13 @@ class ControlPlane:
         hpa_sync_period: str = "5s",
         extra_controller_manager_args=(),
         extra_apiserver_args=(),
+        advertise_address: str | None = None,
     ):
         self.workdir = Path(workdir)
         self.hpa_sync_period = hpa_sync_period
         self.extra_controller_manager_args = tuple(extra_controller_manager_args)
         self.extra_apiserver_args = tuple(extra_apiserver_args)
+        self.advertise_address = advertise_address
         self.pki: Pki | None = None
         self.api_url = ""
         self.etcd_url = ""
@@ -174,7 +173,7 @@ class ControlPlane:
             "apiserver", "kube-apiserver", server=True,
             dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                        "kubernetes.default.svc.cluster.local"),
-            ip_addresses=(LOOPBACK, KUBERNETES_SERVICE_IP),
+            ip_addresses=(LOOPBACK, KUBERNETES_SERVICE_IP, *filter(None, [self.advertise_address])),
         )
         front_proxy = pki.issue("front-proxy-client", "front-proxy-client", client=True, ca="front-proxy")
         kubelet_client = pki.issue("apiserver-kubelet-client", KUBELET_CLIENT_USER, client=True)
@@ -183,8 +182,8 @@ class ControlPlane:
             f"--etcd-servers={self.etcd_url}",
             f"--bind-address={LOOPBACK}",
             f"--secure-port={port}",
-            f"--advertise-address={LOOPBACK}",
-            "--endpoint-reconciler-type=none",
+            *([f"--advertise-address={self.advertise_address}", "--endpoint-reconciler-type=lease"]
+              if self.advertise_address else [f"--advertise-address={LOOPBACK}", "--endpoint-reconciler-type=none"]),
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
             f"--client-ca-file={pki.ca_cert}",
@@ -256,7 +255,6 @@ class ControlPlane:
         process = self._start("kube-controller-manager", [
             binary("kube-controller-manager"),
             *args,
-            "--controllers=*," + ",".join(f"-{name}" for name in DISABLED_CONTROLLERS),
             f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
             # Each controller acts with its own service account, as in kubeadm clusters,
             # so RBAC is exercised as it would be.

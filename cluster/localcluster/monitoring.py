@@ -2,9 +2,9 @@
 
 Stands where kube-prometheus-stack's Prometheus Operator would: it reads the
 ServiceMonitor and PrometheusRule objects that `helm install` put in the API
-server and turns them into Prometheus configuration. Endpoints are off in the
-local cluster (pods live on loopback addresses, which Endpoints refuse), so
-targets come from pod discovery, with relabeling that keeps exactly the pods
+server and turns them into Prometheus configuration. Targets come from pod
+discovery (pods' 10.88.x.x addresses, which the host routes to the node), with
+relabeling that keeps exactly the pods
 behind the ServiceMonitor's Services and gives them the labels an
 Endpoints-based ServiceMonitor scrape gives: `namespace`, `pod`, `service`,
 `container`, `endpoint`, `job`.

@@ -1,15 +1,17 @@
-"""Carry TCP connections from 127.0.0.1:PORT inside a network namespace to
-127.0.0.1:PORT outside it.
+"""Carry TCP connections to the API server on the host's loopback, 127.0.0.1:PORT.
 
-The API server listens on the host's loopback only; the kubelet lives in the
-node's namespace and has a loopback of its own. This relay listens there and
-connects here, so the kubelet dials the same URL (and certificate name) as
-every other client, and nothing on the host listens beyond loopback.
+The API server listens on the host's loopback only. The kubelet and
+kube-proxy live in the node's namespace, which has a loopback of its own:
+`python netns_relay.py PORT --netns NETNS_PATH` listens on 127.0.0.1:PORT
+there, so they dial the same URL (and certificate name) as every other
+client. Pods reach the API server through the `kubernetes` Service, whose
+endpoint is the address the API server advertises, the host's end of the
+node's link: `python netns_relay.py PORT --address ADDRESS` listens there.
+Nothing on the host listens on an address another machine can reach.
 
-Run as a script (`python netns_relay.py NETNS_PATH PORT`), from the host's
-namespace: only the listening socket is opened inside the node's
-namespace (setns moves one thread, which then returns), so every connect is
-the host's.
+Run from the host's namespace: only the listening socket is opened inside
+the node's namespace (setns moves one thread, which then returns), so every
+connect is the host's.
 """
 
 from __future__ import annotations
@@ -71,10 +73,15 @@ def relay(client: socket.socket, port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("netns")
     parser.add_argument("port", type=int)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--netns", help="listen on 127.0.0.1 inside this network namespace")
+    where.add_argument("--address", help="listen on this address of the host")
     args = parser.parse_args()
-    listener = listen_inside(args.netns, args.port)
+    if args.netns:
+        listener = listen_inside(args.netns, args.port)
+    else:
+        listener = socket.create_server((args.address, args.port), backlog=128)
     while True:
         client, _ = listener.accept()
         threading.Thread(target=relay, args=(client, args.port), daemon=True).start()

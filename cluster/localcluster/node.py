@@ -1,13 +1,16 @@
 """A real Kubernetes node joined to the local control plane: containerd,
-runc, the CNI bridge plugin and the pinned kubelet.
+runc, the CNI bridge plugin, and the pinned kubelet and kube-proxy.
 
-    with ControlPlane(tmp / "cp") as cp, RealNode(cp, tmp / "node") as node:
+    with ControlPlane(tmp / "cp", advertise_address=HOST_IP) as cp, RealNode(cp, tmp / "node") as node:
         ...  # pods scheduled to node.name run as runc containers
 
 The node lives in a network namespace of its own (`inferscale-node`): a veth
 pair gives it NODE_IP, reachable from the host, and the bridge `cni0` with
 its pods' 10.88.0.0/16 stays inside, with every iptables rule the node's
-components write. Deleting the namespace takes those with it.
+components (kube-proxy's Services and NodePorts included) write. Deleting
+the namespace takes those with it. The host routes POD_CIDR to the node,
+as a cluster's network does, and a control plane that advertises HOST_IP
+is reached by pods through the `kubernetes` Service (netns_relay.py).
 
 What cannot be kept per node, and why one node per machine is the limit
 (a second one is refused, see NodeBusy):
@@ -49,10 +52,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
-from . import netns_relay
+from . import dns, netns_relay
 from .binaries import binary, cache_dir
 from .controlplane import ControlPlane, wait_until
 from .kubectl import get_json
@@ -64,6 +68,7 @@ NODE_NAME = "inferscale-node"
 NETNS = Path("/run/netns/inferscale-node")
 HOST_IF, NODE_IF = "inferscale0", "eth0"
 HOST_LINK = Path("/sys/class/net") / HOST_IF
+KUBE_PROXY_HEALTHZ_PORT = 10256
 HOST_IP, NODE_IP = "10.87.0.1", "10.87.0.2"
 POD_CIDR = "10.88.0.0/16"
 CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
@@ -121,10 +126,14 @@ def read_sysctls() -> dict[str, str]:
 class RealNode:
     """Context manager; `start()` returns once the Node is Ready, `stop()` leaves nothing behind."""
 
-    def __init__(self, control_plane: ControlPlane, workdir: Path | str, name: str = NODE_NAME):
+    def __init__(self, control_plane: ControlPlane, workdir: Path | str, name: str = NODE_NAME,
+                 images: Sequence[Path] = ()):
+        """`images`: docker or OCI archives to import, each under the names it
+        holds; pods run them with `imagePullPolicy: IfNotPresent` or `Never`."""
         self.control_plane = control_plane
         self.workdir = Path(workdir)
         self.name = name
+        self.images = tuple(Path(image) for image in images)
         self.start_seconds: float | None = None
         self._group = ProcessGroup()
         self._lock: int | None = None
@@ -155,6 +164,7 @@ class RealNode:
             self._create_network()
             self._start_containerd()
             self._start_kubelet()
+            self._start_kube_proxy()
         except BaseException:
             self.stop()
             raise
@@ -247,8 +257,16 @@ class RealNode:
             ("ip", "link", "set", NODE_IF, "up"),
             ("ip", "link", "set", "lo", "up"),
             ("ip", "route", "add", "default", "via", HOST_IP),
+            # The node routes between its eth0 and the pods' bridge, and Service
+            # traffic between two pods on that bridge must pass kube-proxy's
+            # rules; both settings belong to this namespace alone.
+            ("sysctl", "-qw", "net.ipv4.ip_forward=1"),
+            ("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"),
         ):
             run(*argv, netns=True)
+        # Pod IPs reachable from the host, as from any machine of a cluster's
+        # network: Prometheus scrapes them there. Goes with the link.
+        run("ip", "route", "add", POD_CIDR, "via", NODE_IP, "dev", HOST_IF)
         self._write_cni_config()
 
     def _write_cni_config(self) -> None:
@@ -324,6 +342,9 @@ state = "{CONTAINERD_RUN_DIR}"
         wait_until(lambda: self._ctr("version"), "containerd's socket", START_TIMEOUT, containerd)
         # --base-name names the image: the archive's index holds only the tag.
         self._ctr("images", "import", "--base-name", PAUSE_IMAGE.rsplit(":", 1)[0], str(pause_archive()))
+        self._ctr("images", "import", "--base-name", dns.IMAGE_NAME, str(dns.coredns_archive()))
+        for image in self.images:
+            self._ctr("images", "import", str(image))
 
     def _ctr(self, *args: str) -> str:
         return run("ctr", "--address", str(CONTAINERD_SOCKET), "--namespace", "k8s.io", *args)
@@ -355,7 +376,8 @@ state = "{CONTAINERD_RUN_DIR}"
             },
             "authorization": {"mode": "Webhook"},
             "podLogsDir": str(self.workdir.resolve() / "pod-logs"),
-            "clusterDomain": "cluster.local",
+            "clusterDomain": dns.CLUSTER_DOMAIN,
+            "clusterDNS": [dns.CLUSTER_DNS_IP],
             # This shared disk is often fuller than the default 10 %/15 % margins allow.
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
             "imageGCHighThresholdPercent": 100,
@@ -370,10 +392,13 @@ state = "{CONTAINERD_RUN_DIR}"
         # The API server's timestamps have whole seconds.
         since = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         port = int(self.control_plane.api_url.rsplit(":", 1)[1])
-        self._group.start(ManagedProcess(
-            "netns-relay", [sys.executable, "-I", netns_relay.__file__, str(NETNS), str(port)],
-            self.workdir / "logs" / "netns-relay.log",
-        ))
+        relays = {"netns-relay": ["--netns", str(NETNS)]}
+        if self.control_plane.advertise_address == HOST_IP:
+            relays["api-relay"] = ["--address", HOST_IP]
+        for name, where in relays.items():
+            self._group.start(ManagedProcess(
+                name, [sys.executable, "-I", netns_relay.__file__, str(port), *where], self.workdir / "logs" / f"{name}.log",
+            ))
         kubelet = self._in_netns("kubelet", [
             binary("kubelet"),
             f"--config={self._kubelet_config()}",
@@ -384,6 +409,34 @@ state = "{CONTAINERD_RUN_DIR}"
             "--v=1",
         ], stop_timeout=15.0)
         wait_until(lambda: self._ready_since(since), f"node {self.name} Ready", START_TIMEOUT, kubelet, interval=0.5)
+
+    def _start_kube_proxy(self) -> None:
+        """iptables mode, in the node's namespace like the kubelet, with the
+        identity the default `system:node-proxier` binding expects."""
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "mode": "iptables",
+            "clientConnection": {"kubeconfig": str(self.control_plane.kubeconfig_for("system:kube-proxy"))},
+            "hostnameOverride": self.name,
+            "clusterCIDR": POD_CIDR,
+            "healthzBindAddress": f"127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}",
+            "metricsBindAddress": "127.0.0.1:10249",
+            # nf_conntrack_max is the host's, read-only from this namespace.
+            "conntrack": {"maxPerCore": 0},
+        }
+        path = self.workdir / "kube-proxy" / "config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        proxy = self._in_netns("kube-proxy", [binary("kube-proxy"), f"--config={path}", "--v=1"])
+        wait_until(self._kube_proxy_synced, "kube-proxy's first sync", START_TIMEOUT, proxy, interval=0.5)
+
+    @staticmethod
+    def _kube_proxy_synced() -> bool:
+        """Its /healthz answers 200 once the rules are written from the API's Services and EndpointSlices."""
+        url = f"http://127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}/healthz"
+        run(sys.executable, "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)", netns=True)
+        return True
 
     def _ready_since(self, since: datetime.datetime) -> bool:
         """Ready as this kubelet reports it: a Node left by an earlier one still reads Ready for a while."""

@@ -1,44 +1,46 @@
-"""The whole autoscaling loop on one machine, every part real but the kubelet.
+"""The whole autoscaling loop on one machine.
 
     control plane (etcd, kube-apiserver, kube-controller-manager with the HPA
-    controller, kube-scheduler)  ->  node agent (runs pods as processes, probes
-    them, routes a Service's traffic to its Ready pods)  ->  the app chart,
-    installed with helm  ->  Prometheus, configured from the chart's
-    ServiceMonitor and PrometheusRule  ->  prometheus-adapter with the rules of
-    adapter-values.yaml, behind the aggregation layer  ->  the HPA scales the
-    Deployment.
+    and endpoint controllers, kube-scheduler)  ->  a real node (containerd,
+    runc, the CNI bridge, the kubelet, kube-proxy; see node.py) with CoreDNS
+    as the cluster DNS (dns.py)  ->  the app
+    chart, installed with helm, running the image built from the Dockerfile,
+    its Service a NodePort on the node's address  ->  Prometheus, configured
+    from the chart's ServiceMonitor and PrometheusRule, scraping the pods' IPs
+    ->  prometheus-adapter with the rules of adapter-values.yaml, behind the
+    aggregation layer  ->  the HPA scales the Deployment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from localcluster import dns
 from localcluster.adapter import PrometheusAdapter, adapter_config
 from localcluster.binaries import binary, bin_dir
 from localcluster.controlplane import ControlPlane, free_port, wait_until
+from localcluster.hpa import sample
+from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
 from localcluster.monitoring import PodDiscovery, Prometheus
-from localcluster.node_agent import agent_process
-from localcluster.processes import ManagedProcess
+from localcluster.node import HOST_IP, NODE_IP, RealNode
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"
 ADAPTER_VALUES = REPO / "adapter-values.yaml"
-NODE_NAME = "local-node"
 
 
 @dataclass
 class StackConfig:
     workdir: Path
-    # Where users look: the Service (through the node agent's proxy) and Prometheus.
-    proxy_port: int
+    # Where users look: Prometheus, and the Service's node port on NODE_IP.
     prometheus_port: int
+    node_port: int = 30080
     # Internal: prometheus-adapter's HTTPS port and Prometheus's pod discovery.
     adapter_port: int = field(default_factory=free_port)
     discovery_port: int = field(default_factory=free_port)
@@ -66,11 +68,11 @@ class LocalStack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.control_plane = ControlPlane(
-            config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period
+            config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period, advertise_address=HOST_IP,
         )
         self.prometheus = Prometheus(config.workdir / "prometheus", config.prometheus_port)
         self.adapter = PrometheusAdapter(config.workdir / "adapter", config.adapter_port)
-        self.node_agent: ManagedProcess | None = None
+        self.node: RealNode | None = None
         self._stack = contextlib.ExitStack()
 
     @property
@@ -79,7 +81,8 @@ class LocalStack:
 
     @property
     def service_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.proxy_port}"
+        """The chart's Service as a client outside the cluster reaches it: kube-proxy's NodePort."""
+        return f"http://{NODE_IP}:{self.config.node_port}"
 
     @property
     def fullname(self) -> str:
@@ -100,9 +103,13 @@ class LocalStack:
 
     def up(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
+        image = app_image()
         self.control_plane.start()
         self._stack.callback(self.control_plane.stop)
-        self._start_node_agent()
+        self.node = RealNode(self.control_plane, self.config.workdir / "node", images=[image])
+        self._stack.callback(self.node.stop)
+        self.node.start()
+        dns.install(self.kubeconfig)
         self._install_crds()
         self._install_chart()
         discovery = PodDiscovery(self._prometheus_kubeconfig(), self.config.discovery_port)
@@ -123,18 +130,15 @@ class LocalStack:
     def hpa(self) -> dict:
         return get_json(self.kubeconfig, "hpa", self.fullname, "-n", self.config.namespace)
 
+    def wait_for_hpa_metric(self, timeout: float = 300) -> float:
+        """Until `kubectl get hpa` shows a value, not `<unknown>`: Prometheus has
+        scraped the pods for a rate window, the adapter has relisted, and the HPA
+        controller has synced since."""
+        return wait_until(lambda: sample(self.hpa(), 0).metric is not None or None,
+                          "the HPA's first metric", timeout, interval=2)
+
     def kubectl(self, *args: str) -> str:
         return kubectl(self.kubeconfig, *args)
-
-    def _start_node_agent(self) -> None:
-        self.node_agent = agent_process(
-            self.control_plane.node_kubeconfig(NODE_NAME), NODE_NAME, self.config.workdir / "node",
-            {"inferscale": str(Path(sys.executable).parent / "inferscale")},
-            [f"{self.config.namespace}/{self.fullname}=127.0.0.1:{self.config.proxy_port}"],
-        )
-        self.node_agent.start()
-        self._stack.callback(self.node_agent.stop)
-        wait_until(lambda: _node_ready(self.kubeconfig), "node Ready", 60, self.node_agent, interval=0.5)
 
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()
@@ -152,7 +156,8 @@ class LocalStack:
             }},
         }])
         values = self.config.workdir / "chart-values.yaml"
-        values.write_text(yaml.safe_dump(self.config.chart_values))
+        exposed = {"service": {"type": "NodePort", "nodePort": self.config.node_port}}
+        values.write_text(yaml.safe_dump(merged(self.config.chart_values, exposed)))
         result = subprocess.run(
             [binary("helm"), "install", self.config.release, str(CHART), "--namespace", namespace,
              "--kubeconfig", str(self.kubeconfig), "--wait", "--timeout", "5m", "-f", str(values)],
@@ -177,14 +182,6 @@ class LocalStack:
         return self.control_plane.kubeconfig_for("prometheus", ())
 
 
-def _node_ready(kubeconfig: Path) -> bool:
-    nodes = get_json(kubeconfig, "nodes")["items"]
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for node in nodes for c in node.get("status", {}).get("conditions", [])
-    )
-
-
 
 # A loop fast enough for a test or a quick look: 1 s inferences, 2 s scrapes,
 # a 10 s rate window (5 samples), 5 s relists and HPA syncs, short
@@ -207,6 +204,8 @@ FAST_LOOP = dict(
             # on one pod (the time the loop needs to add pods) without a 503.
             "maxQueue": 60,
             "gracefulShutdownSeconds": 70,
+            # Three 1 s inferences, as the chart's 30 s are three of its 10 s ones.
+            "maxConnectionAgeSeconds": 3,
         },
         "terminationGracePeriodSeconds": 80,
         "preStop": {"seconds": 1},

@@ -1,0 +1,148 @@
+"""The cluster's DNS: CoreDNS as a Deployment in kube-system behind the
+`kube-dns` Service, the way kubeadm installs it, answering for cluster.local.
+
+The image is CoreDNS built from the Go module proxy by `ci/tools.sh node`
+(COREDNS_VERSION there); the kubelet points every pod at CLUSTER_DNS_IP.
+CoreDNS reads Services and EndpointSlices through the `kubernetes` Service,
+as any in-cluster client does.
+
+Names outside cluster.local are not forwarded: this machine has no resolver
+a test may send traffic to, so they fail instead of leaving it.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from .binaries import cache_dir
+from .controlplane import wait_until
+from .kubectl import apply, get_json
+
+NAMESPACE = "kube-system"
+NAME = "coredns"
+# The tenth address of the service range, where kubeadm puts it too.
+CLUSTER_DNS_IP = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+IMAGE_NAME = "localhost/inferscale/coredns"
+HEALTH_PORT, READY_PORT, METRICS_PORT = 8080, 8181, 9153
+
+COREFILE = f"""\
+.:53 {{
+    errors
+    health :{HEALTH_PORT}
+    ready :{READY_PORT}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    prometheus :{METRICS_PORT}
+    cache 30
+}}
+"""
+
+
+def coredns_archive() -> Path:
+    path = cache_dir() / "images" / "coredns.oci.tar"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `bash ci/tools.sh node` to build the CoreDNS image")
+    return path
+
+
+def coredns_image() -> str:
+    """The name the node imports the archive under: its tag is the version ci/tools.sh built."""
+    with tarfile.open(coredns_archive()) as archive:
+        [manifest] = json.load(archive.extractfile("./index.json"))["manifests"]
+    return f"{IMAGE_NAME}:{manifest['annotations']['org.opencontainers.image.ref.name']}"
+
+
+def install(kubeconfig: Path, timeout: float = 120) -> None:
+    """Apply CoreDNS's objects and wait until its pod is Ready (it has read the API)."""
+    apply(kubeconfig, objects())
+    wait_until(lambda: _ready(kubeconfig), "CoreDNS Ready", timeout, interval=0.5)
+
+
+def _ready(kubeconfig: Path) -> bool:
+    deployment = get_json(kubeconfig, "deployment", "-n", NAMESPACE, NAME)
+    return deployment.get("status", {}).get("readyReplicas", 0) >= 1
+
+
+def objects() -> list[dict]:
+    labels = {"k8s-app": "kube-dns"}
+    metadata = {"name": NAME, "namespace": NAMESPACE}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": f"system:{NAME}"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"system:{NAME}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"system:{NAME}"},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+        },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"Corefile": COREFILE}},
+        _deployment(metadata, labels),
+        {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": NAMESPACE, "labels": labels},
+            "spec": {
+                "selector": labels,
+                "clusterIP": CLUSTER_DNS_IP,
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                    {"name": "metrics", "port": METRICS_PORT, "protocol": "TCP"},
+                ],
+            },
+        },
+    ]
+
+
+def _deployment(metadata: dict, labels: dict) -> dict:
+    container = {
+        "name": NAME,
+        "image": coredns_image(),
+        "imagePullPolicy": "Never",
+        "args": ["-conf", "/etc/coredns/Corefile"],
+        "ports": [
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": READY_PORT}, "periodSeconds": 1},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": HEALTH_PORT}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "170Mi"}},
+        # Port 53 needs this one capability; the image's user is root, with nothing else.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {**metadata, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "priorityClassName": "system-cluster-critical",
+                    # Its own upstream would be itself.
+                    "dnsPolicy": "Default",
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": NAME}}],
+                },
+            },
+        },
+    }

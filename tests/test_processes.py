@@ -1,0 +1,40 @@
+"""ManagedProcess: what the harness starts is stopped, whoever ends it, and
+dies with its owner when the owner is SIGKILLed (processes.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from localcluster import ManagedProcess, wait_until
+from localcluster.processes import session_members
+
+
+def test_stop_kills_children_that_ignore_sigterm(tmp_path):
+    # The shell exits on SIGTERM; its background child ignores it and would live on.
+    script = "(trap '' TERM; sleep 300) & trap 'exit 0' TERM; while true; do sleep 0.1; done"
+    process = ManagedProcess("sh", ["sh", "-c", script], tmp_path / "sh.log").start()
+    wait_until(lambda: len(session_members(process.session)) >= 3, "child started", 5)
+    assert process.stop(timeout=1) == 0
+    assert session_members(process.session) == []
+
+
+def test_sigkilled_owner_takes_its_processes_with_it(tmp_path):
+    owner_code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from localcluster import ManagedProcess;"
+        "p = ManagedProcess('sleep', ['sleep', '300'], sys.argv[2]).start();"
+        "print(p.session, flush=True); time.sleep(300)"
+    )
+    cluster_dir = str(Path(__file__).parent.parent / "cluster")
+    owner = subprocess.Popen([sys.executable, "-c", owner_code, cluster_dir, str(tmp_path / "log")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        session = int(owner.stdout.readline())
+        assert session_members(session)
+        owner.kill()
+        wait_until(lambda: not session_members(session), "the owner's processes gone", 5)
+    finally:
+        owner.kill()
+        owner.wait()
