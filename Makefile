@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv tools demo run test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale clean
+.PHONY: venv tools demo require-root run test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale clean
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
@@ -22,8 +22,12 @@ tools:
 	bash ci/tools.sh
 
 # The whole autoscaling loop on this machine until Ctrl-C (cluster/localcluster).
-demo: venv tools
+demo: require-root venv tools
 	PATH="$(TOOLS_BIN):$$PATH" PYTHONPATH=cluster $(BIN)/python -m localcluster demo $(DEMO_ARGS)
+
+# The demo runs a real node; refuse before installing anything.
+require-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make demo runs a real node (containerd, the kubelet, iptables): run it as root" >&2; exit 1; }
 
 run: venv
 	$(BIN)/inferscale serve --host $(HOST) --port $(PORT)

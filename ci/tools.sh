@@ -171,11 +171,8 @@ install_prometheus() {
     apt_offers prometheus "$PROMETHEUS_DEB_UPSTREAM"
     apt_install_without_starting "prometheus=$PROMETHEUS_DEB_UPSTREAM*"
   fi
-  # promtool/prometheus live in /usr/bin; link them into the bin dir so that
-  # one PATH entry finds every tool.
-  mkdir -p "$BIN_DIR"
-  ln -sf "$(command -v promtool)" "$BIN_DIR/promtool"
-  ln -sf "$(command -v prometheus)" "$BIN_DIR/prometheus"
+  link_packaged prometheus promtool
+  link_packaged prometheus prometheus
   # Verify nothing was left running (there is no systemd here; a SysV script
   # could still have started a daemon). Tests start their own Prometheus.
   local running
@@ -185,6 +182,19 @@ install_prometheus() {
     log "         It was not started by this script's install step if the package was already present."
   fi
   promtool --version 2>&1 | sed -n 1p >&2  # sed, not head: reads on, so no SIGPIPE under pipefail
+}
+
+# Links $BIN_DIR/$2 to the program Debian package $1 installed, so that one
+# PATH entry finds every tool. The path comes from dpkg, not from PATH: the
+# PATH this script is told to advise may already hold $BIN_DIR, and the link
+# would then point at itself.
+link_packaged() {
+  local package="$1" name="$2" path
+  # awk reads to the end: leaving early would kill dpkg with SIGPIPE (pipefail).
+  path="$(dpkg -L "$package" | awk -v name="$name" '!found && $0 ~ "/s?bin/" name "$" { print; found = 1 }')"
+  [[ -n "$path" && -x "$path" && ! -L "$path" ]] || { log "$package installs no program $name"; return 1; }
+  mkdir -p "$BIN_DIR"
+  ln -sfn "$path" "$BIN_DIR/$name"
 }
 
 # Installs Debian package $1 at upstream version $2 unless it is installed.
@@ -198,8 +208,7 @@ install_deb() {
 # ---- wrk (Debian) -------------------------------------------------------------
 install_wrk() {
   install_deb wrk "$WRK_DEB_UPSTREAM"
-  mkdir -p "$BIN_DIR"
-  ln -sf "$(command -v wrk)" "$BIN_DIR/wrk"
+  link_packaged wrk wrk
   log "wrk $(deb_installed_version wrk) (Debian package)"
 }
 

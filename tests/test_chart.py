@@ -516,6 +516,13 @@ def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
+@pytest.mark.parametrize("autoscaling", [True, False], ids=["autoscaling", "fixed-replicas"])
+def test_notes_number_their_steps_without_a_gap(tmp_path, autoscaling):
+    notes = render_notes({"autoscaling": {"enabled": autoscaling}}, tmp_path=tmp_path)
+    steps = [int(line.split(".")[0]) for line in notes.splitlines() if re.match(r"\d+\. ", line)]
+    assert steps == list(range(1, 7 if autoscaling else 6)), steps
+
+
 def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
     notes = render_notes(MATRIX["external-metric"], tmp_path=tmp_path)
     assert f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}" in notes

@@ -52,6 +52,15 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
     raise AssertionError(f"no {marker!r} line within {timeout} s:\n{''.join(seen)}")
 
 
+def test_make_demo_without_root_says_so_first_and_installs_nothing():
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "make", "-s", "demo"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == \
+        "make demo runs a real node (containerd, the kubelet, iptables): run it as root"
+    assert result.stdout == ""
+
+
 @pytest.mark.slow
 def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     workdir = tmp_path / "demo"

@@ -162,6 +162,13 @@ def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, 
         inside = subprocess.run(["nsenter", f"--net={NETNS}", "iptables-save"], capture_output=True, text=True)
         assert "KUBE-" in inside.stdout
         assert host_firewall() == before["firewall"]
+        # NodeRestriction: the kubelet's own identity may not give its Node a
+        # label that steers workloads onto it.
+        node_kubeconfig = control_plane.node_kubeconfig(node.name)
+        refused = subprocess.run(
+            ["kubectl", "--kubeconfig", str(node_kubeconfig), "label", "node", node.name,
+             "node-restriction.kubernetes.io/trusted=yes"], capture_output=True, text=True)
+        assert refused.returncode != 0 and "is not allowed to modify labels" in refused.stderr, refused.stderr
         # The API server reaches the kubelet, both verifying the other's certificate.
         assert kubectl(kubeconfig, "get", "--raw", f"/api/v1/nodes/{node.name}/proxy/healthz") == "ok"
         kubectl(kubeconfig, "logs", "-n", NAMESPACE, "pause-deleted")

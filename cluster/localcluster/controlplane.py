@@ -186,6 +186,9 @@ class ControlPlane:
               if self.advertise_address else [f"--advertise-address={LOOPBACK}", "--endpoint-reconciler-type=none"]),
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
+            # With the Node authorizer, as kubeadm runs it: a kubelet may change
+            # only its own Node and pods, and not labels that steer workloads.
+            "--enable-admission-plugins=NodeRestriction",
             f"--client-ca-file={pki.ca_cert}",
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",

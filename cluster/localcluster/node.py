@@ -397,7 +397,8 @@ state = "{CONTAINERD_RUN_DIR}"
             relays["api-relay"] = ["--address", HOST_IP]
         for name, where in relays.items():
             self._group.start(ManagedProcess(
-                name, [sys.executable, "-I", netns_relay.__file__, str(port), *where], self.workdir / "logs" / f"{name}.log",
+                name, [sys.executable, "-I", netns_relay.__file__, str(port), *where],
+                self.workdir / "logs" / f"{name}.log",
             ))
         kubelet = self._in_netns("kubelet", [
             binary("kubelet"),
