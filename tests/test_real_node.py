@@ -28,7 +28,7 @@ from conftest import find_helm
 from localcluster import ControlPlane, dns, wait_until
 from localcluster.kubectl import get_json, kubectl
 from localcluster.node import (
-    CONTAINERD_RUN_DIR, HOST_IF, HOST_IP, NETNS, NODE_DIR, NODE_IP, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode,
+    CONTAINERD_RUN_DIR, CONTAINERD_SOCKET, HOST_IF, HOST_IP, NETNS, NODE_DIR, NODE_IP, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode,
     mount_points, read_sysctls,
 )
 
@@ -227,6 +227,47 @@ def test_next_node_clears_what_a_sigkilled_owner_left(control_plane, tmp_path):
         print(f"\nnode Ready in {node.start_seconds:.1f} s after clearing")
     assert_nothing_left(tmp_path, before)
     assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
+
+
+# Holds containerd's socket path, listening, for argv[1] seconds: what a
+# SIGKILLed containerd does until its last thread has exited.
+SOCKET_HOLDER = """
+import os, socket, sys, time
+os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[2])
+server.listen()
+print("up", flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
+def hold_containerd_socket(seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", SOCKET_HOLDER, str(seconds), str(CONTAINERD_SOCKET)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "up\n"
+    return holder
+
+
+@pytest.mark.slow
+def test_next_node_waits_for_a_dying_containerd_and_refuses_a_live_one(control_plane, tmp_path, monkeypatch):
+    before = machine_state(tmp_path)
+    holder = hold_containerd_socket(2)
+    with RealNode(control_plane, tmp_path / "node"):
+        assert holder.poll() is not None  # it waited for the socket to be let go
+    assert_nothing_left(tmp_path, before)
+
+    monkeypatch.setattr("localcluster.node.EXITING_CONTAINERD_SECONDS", 1.0)
+    holder = hold_containerd_socket(600)
+    try:
+        with pytest.raises(NodeBusy, match="has served /run/containerd/containerd.sock for 1 s"):
+            RealNode(control_plane, tmp_path / "refused").start()
+    finally:
+        holder.kill()
+        holder.wait()
+        CONTAINERD_SOCKET.unlink()
+        CONTAINERD_RUN_DIR.rmdir()
+    assert machine_state(tmp_path) == before
 
 
 def install_chart(kubeconfig: Path, workdir: Path) -> None:

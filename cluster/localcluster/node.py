@@ -89,6 +89,8 @@ STATE_PATH = Path("/run/inferscale-node.json")
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 START_TIMEOUT = 120.0
+# How long a killed node's containerd may take to let go of its socket.
+EXITING_CONTAINERD_SECONDS = 20.0
 MNT_DETACH = 2
 
 
@@ -213,11 +215,12 @@ class RealNode:
                 f"a node already runs on this machine (pid {holder} holds {LOCK_PATH}); "
                 "one node per machine: the kubelet and containerd use fixed paths"
             ) from None
-        if _serving(CONTAINERD_SOCKET):
+        if not _stops_serving(CONTAINERD_SOCKET, EXITING_CONTAINERD_SECONDS):
             os.close(fd)
             raise NodeBusy(
-                f"a containerd that is not this node's serves {CONTAINERD_SOCKET} (another, or a killed node's "
-                "still exiting); the node needs that path"
+                f"a containerd that is not this node's has served {CONTAINERD_SOCKET} for "
+                f"{EXITING_CONTAINERD_SECONDS:g} s (another node's, or one outside this project); the node needs "
+                "that path"
             )
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -550,6 +553,18 @@ def _remove_node_dirs() -> None:
     the images again rather than trust what a killed run left."""
     for directory in (NODE_DIR, CONTAINERD_RUN_DIR):
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stops_serving(path: Path, timeout: float) -> bool:
+    """A SIGKILLed containerd keeps its listening socket, which still accepts
+    connections, until its last thread has exited: under load that takes a
+    while after its main thread already shows as a zombie."""
+    deadline = time.monotonic() + timeout
+    while _serving(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _serving(path: Path) -> bool:
