@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import find_helm
 from localcluster import ControlPlane, dns, wait_until
 from localcluster.kubectl import get_json, kubectl
+from localcluster.stack import install_chart
 from localcluster.node import (
     CONTAINERD_RUN_DIR, CONTAINERD_SOCKET, HOST_IF, HOST_IP, NETNS, NODE_DIR, NODE_IP, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode,
     mount_points, read_sysctls,
@@ -270,20 +270,6 @@ def test_next_node_waits_for_a_dying_containerd_and_refuses_a_live_one(control_p
     assert machine_state(tmp_path) == before
 
 
-def install_chart(kubeconfig: Path, workdir: Path) -> None:
-    """Into a namespace that enforces the restricted pod security profile, as the README installs it."""
-    kubectl(kubeconfig, "create", "namespace", CHART_NAMESPACE)
-    kubectl(kubeconfig, "label", "namespace", CHART_NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
-    values = workdir / "values.yaml"
-    values.write_text(yaml.safe_dump(CHART_VALUES))
-    result = subprocess.run(
-        [find_helm(), "install", "inferscale", str(ROOT / "chart"), "-n", CHART_NAMESPACE, "-f", str(values),
-         "--kubeconfig", str(kubeconfig), "--wait", "--timeout", "2m"],
-        capture_output=True, text=True, timeout=150,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def successes(pod_ip: str) -> float:
     """The pod's own count of answered inferences, from its admin port (where Prometheus would scrape it)."""
     text = requests.get(f"http://{pod_ip}:8081/metrics", timeout=5).text
@@ -314,7 +300,8 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
         started = time.monotonic()
         dns.install(kubeconfig)
         print(f"CoreDNS Ready in {time.monotonic() - started:.1f} s")
-        install_chart(kubeconfig, tmp_path)
+        install_chart(kubeconfig, "inferscale", CHART_NAMESPACE, CHART_VALUES, tmp_path / "values.yaml",
+                      timeout_seconds=120)
         pods = get_json(kubeconfig, "pods", "-n", CHART_NAMESPACE, "-l", "app.kubernetes.io/name=inferscale")["items"]
         assert len(pods) == 2
         pod_ips = [pod["status"]["podIP"] for pod in pods]

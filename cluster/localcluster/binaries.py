@@ -31,3 +31,11 @@ def binary(name: str) -> str:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise MissingBinary(f"{name} is not in {bin_dir()}: run `bash ci/tools.sh` to build the pinned tools")
     return str(path)
+
+
+def image_archive(filename: str) -> Path:
+    """An image archive `ci/tools.sh node` packed (the pause image, CoreDNS)."""
+    path = cache_dir() / "images" / filename
+    if not path.is_file():
+        raise MissingBinary(f"{path} is missing: run `bash ci/tools.sh node` to build it")
+    return path

@@ -16,7 +16,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from .binaries import cache_dir
+from .binaries import image_archive
 from .controlplane import wait_until
 from .kubectl import apply, get_json
 
@@ -44,10 +44,7 @@ COREFILE = f"""\
 
 
 def coredns_archive() -> Path:
-    path = cache_dir() / "images" / "coredns.oci.tar"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `bash ci/tools.sh node` to build the CoreDNS image")
-    return path
+    return image_archive("coredns.oci.tar")
 
 
 def coredns_image() -> str:

@@ -57,7 +57,7 @@ from typing import Sequence
 import yaml
 
 from . import dns, netns_relay
-from .binaries import binary, cache_dir
+from .binaries import binary, image_archive
 from .controlplane import ControlPlane, wait_until
 from .kubectl import get_json
 from .processes import ManagedProcess, ProcessGroup
@@ -99,10 +99,7 @@ class NodeBusy(RuntimeError):
 
 
 def pause_archive() -> Path:
-    path = cache_dir() / "images" / "pause.oci.tar"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `bash ci/tools.sh node` to build the pause image")
-    return path
+    return image_archive("pause.oci.tar")
 
 
 def run(*argv: str, netns: bool = False) -> str:

@@ -147,24 +147,9 @@ class LocalStack:
                 "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
 
     def _install_chart(self) -> None:
-        namespace = self.config.namespace
-        apply(self.kubeconfig, [{
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            }},
-        }])
-        values = self.config.workdir / "chart-values.yaml"
         exposed = {"service": {"type": "NodePort", "nodePort": self.config.node_port}}
-        values.write_text(yaml.safe_dump(merged(self.config.chart_values, exposed)))
-        result = subprocess.run(
-            [binary("helm"), "install", self.config.release, str(CHART), "--namespace", namespace,
-             "--kubeconfig", str(self.kubeconfig), "--wait", "--timeout", "5m", "-f", str(values)],
-            capture_output=True, text=True, timeout=330,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"helm install failed:\n{result.stderr.strip()}")
+        install_chart(self.kubeconfig, self.config.release, self.config.namespace,
+                      merged(self.config.chart_values, exposed), self.config.workdir / "chart-values.yaml")
 
     def _prometheus_kubeconfig(self) -> Path:
         """Prometheus's own identity, allowed to discover what kube-prometheus-stack's may."""
@@ -236,6 +221,27 @@ FAST_LOOP = dict(
         "serviceMonitor": {"interval": "2s"},
     },
 )
+
+
+def install_chart(kubeconfig: Path, release: str, namespace: str, values: dict, values_file: Path,
+                  timeout_seconds: int = 300) -> None:
+    """helm install --wait of the chart, into a namespace that enforces the
+    restricted pod security profile, as the README installs it."""
+    apply(kubeconfig, [{
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }},
+    }])
+    values_file.write_text(yaml.safe_dump(values))
+    result = subprocess.run(
+        [binary("helm"), "install", release, str(CHART), "--namespace", namespace,
+         "--kubeconfig", str(kubeconfig), "--wait", "--timeout", f"{timeout_seconds}s", "-f", str(values_file)],
+        capture_output=True, text=True, timeout=timeout_seconds + 30,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"helm install failed:\n{result.stderr.strip()}")
 
 
 def merged(base: dict, override: dict) -> dict:
