@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that the chart tests, the local autoscaling loop,
 # the image build (ci/build_image.sh) and the benchmarks need, from the
-# package registries only (Go module proxy, Debian apt).
+# package registries only (Go module proxy, npm, Debian apt).
 #
 #   bash ci/tools.sh            # install everything, print the bin dir
 #   bash ci/tools.sh helm       # only the named tools
@@ -17,7 +17,8 @@
 # adapter 424 s together, the kubelet and kube-proxy 69 s more after them
 # (ci/build_k8s.sh has their times alone); the node's Debian packages and
 # the pause image 12 s (containerd and conntrack downloaded, the rest there);
-# CoreDNS 100 s (empty build cache); a warm no-op run 0.3 s.
+# CoreDNS 100 s (empty build cache); Prometheus and promtool with the web UI
+# 399 s (empty module and build caches; the UI 45 s of it); a warm no-op run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -27,10 +28,12 @@ set -euo pipefail
 # helm v3.22.0 needs go >= 1.26.0 (its go.mod "go" line); it has no replace
 # directives, so `go install module@version` accepts it.
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
-# Debian bookworm ships 2.42.0; promtool comes with it. Pinned on the upstream
-# version only: Debian security rebuilds (+deb12uN) replace older builds on
-# the mirror, so an exact Debian revision pin would break without warning.
-PROMETHEUS_DEB_UPSTREAM="${PROMETHEUS_DEB_UPSTREAM:-2.42.0}"
+# The Prometheus kube-prometheus-stack 88.5.3 runs; its Go module version is
+# v0.<major*100+minor>.<patch>. Built with its web UI, as its release is.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.14.0}"
+PROMETHEUS_MODULE_VERSION="${PROMETHEUS_MODULE_VERSION:-v0.314.0}"
+# Builds the Prometheus UI (its web/ui is a pnpm workspace with a lockfile).
+PNPM_VERSION="${PNPM_VERSION:-10.34.9}"
 # The operator version kube-prometheus-stack 88.5.3 (stack/Chart.yaml) ships;
 # its Go module carries the ServiceMonitor and PrometheusRule CRDs.
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.93.1}"
@@ -161,27 +164,66 @@ apt_install_without_starting() {
   return "$rc"
 }
 
-# ---- prometheus / promtool (Debian) ------------------------------------------
+# ---- prometheus / promtool (Go module, web UI by pnpm) ------------------------
+# As Prometheus's own release builds them (.promu.yml: the netgo and
+# builtinassets tags, the version stamped by ldflags), from a writable copy of
+# the module: the UI is built there with pnpm from its lockfile, compressed
+# into web/ui/static by its own scripts/compress_assets.sh and embedded. Inside
+# the module its go.mod's replace directives hold, which `go install
+# module@version` would refuse.
 install_prometheus() {
-  local have
-  have="$(deb_installed_version prometheus || true)"
-  if [[ "$have" == "$PROMETHEUS_DEB_UPSTREAM"* ]] && command -v promtool >/dev/null; then
-    log "prometheus $have already installed (Debian package)"
-  else
-    apt_offers prometheus "$PROMETHEUS_DEB_UPSTREAM"
-    apt_install_without_starting "prometheus=$PROMETHEUS_DEB_UPSTREAM*"
+  if prometheus_is_pinned prometheus && prometheus_is_pinned promtool; then
+    log "prometheus and promtool $PROMETHEUS_VERSION already built"
+    return 0
   fi
-  link_packaged prometheus promtool
-  link_packaged prometheus prometheus
-  # Verify nothing was left running (there is no systemd here; a SysV script
-  # could still have started a daemon). Tests start their own Prometheus.
-  local running
-  running="$(pgrep -x prometheus | tr '\n' ' ' || true)"
-  if [[ -n "$running" ]]; then
-    log "WARNING: a prometheus process is running (pids: $running)."
-    log "         It was not started by this script's install step if the package was already present."
+  local start=$SECONDS module src pnpm_dir="$CACHE_DIR/pnpm"
+  module="$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  src="$CACHE_DIR/build/prometheus-$PROMETHEUS_VERSION"
+  rm -rf "$src"
+  mkdir -p "$(dirname "$src")"
+  cp -r "$module" "$src"
+  chmod -R u+w "$src"
+  if [[ "$("$pnpm_dir/bin/pnpm" --version 2>/dev/null)" != "$PNPM_VERSION" ]]; then
+    npm install --silent --global --prefix "$pnpm_dir" "pnpm@$PNPM_VERSION" >&2
   fi
-  promtool --version 2>&1 | sed -n 1p >&2  # sed, not head: reads on, so no SIGPIPE under pipefail
+  log "building the Prometheus $PROMETHEUS_VERSION UI (pnpm $PNPM_VERSION)"
+  # The mantine UI only: the old React app is opt-in (--enable-feature=old-ui)
+  # and has a separate install of its own.
+  local ui_log="$CACHE_DIR/build/prometheus-$PROMETHEUS_VERSION-ui.log"
+  if ! (
+    cd "$src/web/ui"
+    export PATH="$pnpm_dir/bin:$PATH" CI=""
+    pnpm install --frozen-lockfile
+    bash build_ui.sh --mantine-ui
+    cd "$src" && bash scripts/compress_assets.sh
+  ) >"$ui_log" 2>&1; then
+    tail -n 40 "$ui_log" >&2
+    log "the Prometheus UI build failed; its whole log: $ui_log"
+    return 1
+  fi
+  log "building prometheus and promtool $PROMETHEUS_VERSION"
+  local ldflags="-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION
+    -X github.com/prometheus/common/version.Revision=$PROMETHEUS_MODULE_VERSION
+    -X github.com/prometheus/common/version.Branch=HEAD
+    -X github.com/prometheus/common/version.BuildUser=inferscale-ci-tools
+    -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+  mkdir -p "$BIN_DIR"
+  # Not through the links to Debian's 2.42 that earlier versions of this script made.
+  rm -f "$BIN_DIR/prometheus" "$BIN_DIR/promtool"
+  # Its go.work names modules the two commands do not need.
+  (cd "$src" && GOWORK=off go build -trimpath -tags netgo,builtinassets -ldflags "$ldflags" \
+    -o "$BIN_DIR/" ./cmd/prometheus ./cmd/promtool)
+  rm -rf "$src"
+  prometheus_is_pinned prometheus && prometheus_is_pinned promtool
+  log "prometheus and promtool $PROMETHEUS_VERSION built in $((SECONDS - start)) s"
+}
+
+# Does $BIN_DIR/$1 (prometheus or promtool) report the pinned version?
+prometheus_is_pinned() {
+  local out
+  out="$("$BIN_DIR/$1" --version 2>&1 || true)"
+  [[ "$out" == "$1, version $PROMETHEUS_VERSION "* ]]
 }
 
 # Links $BIN_DIR/$2 to the program Debian package $1 installed, so that one

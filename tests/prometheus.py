@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's `prometheus` binary) for tests: tmp storage, a free
+"""A real Prometheus (the `prometheus` ci/tools.sh builds) for tests: tmp storage, a free
 loopback port, the chart's rules, targets labelled as kube-prometheus-stack labels them.
 
 The adapter rules and the chart's recording rules select series by the labels a

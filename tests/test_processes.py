@@ -11,11 +11,21 @@ from localcluster import ManagedProcess, wait_until
 from localcluster.processes import session_members
 
 
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:  # gone meanwhile
+        return []
+
+
 def test_stop_kills_children_that_ignore_sigterm(tmp_path):
     # The shell exits on SIGTERM; its background child ignores it and would live on.
-    script = "(trap '' TERM; sleep 300) & trap 'exit 0' TERM; while true; do sleep 0.1; done"
+    # Its trap is set before the child starts, and the child's `sleep 300` runs
+    # only once the child ignores TERM: both are in place once that sleep runs.
+    script = "trap 'exit 0' TERM; (trap '' TERM; sleep 300) & while true; do sleep 0.1; done"
     process = ManagedProcess("sh", ["sh", "-c", script], tmp_path / "sh.log").start()
-    wait_until(lambda: len(session_members(process.session)) >= 3, "child started", 5)
+    wait_until(lambda: any(command_line(pid) == ["sleep", "300"] for pid in session_members(process.session)),
+               "the child ignoring TERM", 5)
     assert process.stop(timeout=1) == 0
     assert session_members(process.session) == []
 

@@ -205,6 +205,8 @@ def test_adapter_queries_read_zero_for_idle_pods_and_the_average_for_busy_ones(a
     test = {
         "rule_files": ["empty-rules.yaml"],
         "evaluation_interval": "15s",
+        # Prometheus 3's rate() may end a float's last bit away from the exact ratio.
+        "fuzzy_compare": True,
         "tests": [{
             "interval": "15s",
             "input_series": [{"series": s, "values": v} for s, v in series],

@@ -2,144 +2,52 @@
 
 Stands where kube-prometheus-stack's Prometheus Operator would: it reads the
 ServiceMonitor and PrometheusRule objects that `helm install` put in the API
-server and turns them into Prometheus configuration. Targets come from pod
-discovery (pods' 10.88.x.x addresses, which the host routes to the node), with
-relabeling that keeps exactly the pods
-behind the ServiceMonitor's Services and gives them the labels an
-Endpoints-based ServiceMonitor scrape gives: `namespace`, `pod`, `service`,
-`container`, `endpoint`, `job`.
-
-Debian's prometheus 2.42 is built without Kubernetes service discovery (its
-config parser rejects `kubernetes_sd_configs`), so `PodDiscovery` lists the
-pods from the API server and hands them to Prometheus over `http_sd_configs`
-with the same `__meta_kubernetes_pod_*` labels the `pod` role produces: the
-relabeling below is what it would be against kubernetes_sd.
+server and turns them into Prometheus configuration the way the operator
+does: one job per ServiceMonitor endpoint, Kubernetes service discovery with
+the `endpoints` role (the operator's default), and the relabeling that keeps
+the selected Services' endpoints on the named port and gives each target
+`namespace`, `service`, `pod`, `container`, `endpoint` and `job`. Prometheus
+(3.x, built by ci/tools.sh) watches the API server itself, with an identity
+of its own, and scrapes the pods at their 10.88.x.x addresses.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
-from kubernetes import client, config
 
 from localcluster.binaries import binary
 from localcluster.kubectl import get_json
 from localcluster.processes import ManagedProcess
 
 
-class PodDiscovery:
-    """An http_sd endpoint: GET /namespaces/<ns> lists that namespace's pods as targets."""
-
-    def __init__(self, kubeconfig: Path, port: int):
-        self.port = port
-        self._api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="pod-discovery", daemon=True)
-
-    def url(self, namespace: str) -> str:
-        return f"http://127.0.0.1:{self.port}/namespaces/{namespace}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def targets(self, namespace: str) -> list[dict]:
-        pods = self._api.list_namespaced_pod(namespace).items
-        return [group for pod in pods if pod.status.pod_ip for group in pod_target_groups(pod)]
-
-    def _handler(self):
-        discovery = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                parts = self.path.strip("/").split("/")
-                if len(parts) != 2 or parts[0] != "namespaces":
-                    self.send_error(404)
-                    return
-                body = json.dumps(discovery.targets(parts[1])).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
+def label_meta(kind: str, name: str) -> str:
+    """The discovery meta label for a `kind` (service, pod) label, as Prometheus sanitises it."""
+    return f"__meta_kubernetes_{kind}_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
-def pod_target_groups(pod) -> list[dict]:
-    """One target per container port, labelled like kubernetes_sd's `pod` role."""
-    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    common = {
-        "__meta_kubernetes_namespace": pod.metadata.namespace,
-        "__meta_kubernetes_pod_name": pod.metadata.name,
-        "__meta_kubernetes_pod_ip": pod.status.pod_ip,
-        "__meta_kubernetes_pod_phase": pod.status.phase or "",
-        "__meta_kubernetes_pod_ready": str(ready).lower(),
-        "__meta_kubernetes_pod_node_name": pod.spec.node_name or "",
-        **{label_meta(k): v for k, v in (pod.metadata.labels or {}).items()},
-    }
+def scrape_configs(service_monitors: list[dict], kubeconfig: Path, interval: str | None) -> list[dict]:
+    """One scrape job per ServiceMonitor endpoint, as the operator writes them."""
     return [
-        {
-            "targets": [f"{pod.status.pod_ip}:{port.container_port}"],
-            "labels": {
-                **common,
-                "__meta_kubernetes_pod_container_name": container.name,
-                "__meta_kubernetes_pod_container_port_name": port.name or "",
-                "__meta_kubernetes_pod_container_port_number": str(port.container_port),
-            },
-        }
-        for container in pod.spec.containers
-        for port in container.ports or []
+        _job(monitor, index, endpoint, kubeconfig, interval)
+        for monitor in service_monitors
+        for index, endpoint in enumerate(monitor["spec"]["endpoints"])
     ]
 
 
-def label_meta(name: str) -> str:
-    """The discovery meta label for a pod label, as Prometheus sanitises it."""
-    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
-
-
-def scrape_configs(
-    service_monitors: list[dict], services: list[dict], discovery: PodDiscovery, interval: str | None
-) -> list[dict]:
-    """One scrape job per ServiceMonitor endpoint and selected Service."""
-    jobs = []
-    for monitor in service_monitors:
-        namespace = monitor["metadata"]["namespace"]
-        selected = [
-            svc for svc in services
-            if svc["metadata"]["namespace"] == namespace and _matches(monitor["spec"]["selector"], svc)
-        ]
-        for index, endpoint in enumerate(monitor["spec"]["endpoints"]):
-            for service in selected:
-                jobs.append(_job(monitor, index, endpoint, service, discovery, interval))
-    return jobs
-
-
-def _matches(selector: dict, service: dict) -> bool:
-    labels = service["metadata"].get("labels", {})
+def _keep_selected_services(selector: dict) -> list[dict]:
     if selector.get("matchExpressions"):
         raise NotImplementedError("ServiceMonitor matchExpressions are not translated")
-    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
-
-
-def _job(monitor, index, endpoint, service, discovery: PodDiscovery, interval) -> dict:
-    namespace = monitor["metadata"]["namespace"]
-    service_name = service["metadata"]["name"]
-    keep_selected_pods = [
-        {"action": "keep", "source_labels": [label_meta(key)], "regex": re.escape(value)}
-        for key, value in service["spec"]["selector"].items()
+    return [
+        {"action": "keep", "source_labels": [label_meta("service", key)], "regex": re.escape(value)}
+        for key, value in selector.get("matchLabels", {}).items()
     ]
+
+
+def _job(monitor, index, endpoint, kubeconfig: Path, interval) -> dict:
+    namespace = monitor["metadata"]["namespace"]
     scrape_interval = interval or endpoint.get("interval", "30s")
     return {
         "job_name": f"serviceMonitor/{namespace}/{monitor['metadata']['name']}/{index}",
@@ -148,21 +56,21 @@ def _job(monitor, index, endpoint, service, discovery: PodDiscovery, interval) -
         "scrape_timeout": min(endpoint.get("scrapeTimeout", "10s"), scrape_interval, key=_seconds),
         "metrics_path": endpoint.get("path", "/metrics"),
         "scheme": endpoint.get("scheme", "http"),
-        # kubernetes_sd watches; polling as often as the scrape comes close.
-        "http_sd_configs": [{"url": discovery.url(namespace), "refresh_interval": scrape_interval}],
+        "kubernetes_sd_configs": [
+            {"role": "endpoints", "kubeconfig_file": str(kubeconfig), "namespaces": {"names": [namespace]}}
+        ],
         "relabel_configs": [
-            *keep_selected_pods,
-            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+            *_keep_selected_services(monitor["spec"]["selector"]),
+            {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
              "regex": re.escape(endpoint["port"])},
-            # Endpoints list no finished pods; neither does this.
             {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"],
              "regex": "Succeeded|Failed"},
             {"target_label": "namespace", "source_labels": ["__meta_kubernetes_namespace"]},
+            {"target_label": "service", "source_labels": ["__meta_kubernetes_service_name"]},
             {"target_label": "pod", "source_labels": ["__meta_kubernetes_pod_name"]},
             {"target_label": "container", "source_labels": ["__meta_kubernetes_pod_container_name"]},
-            {"target_label": "service", "replacement": service_name},
+            {"target_label": "job", "source_labels": ["__meta_kubernetes_service_name"]},
             {"target_label": "endpoint", "replacement": endpoint["port"]},
-            {"target_label": "job", "replacement": service_name},
         ],
     }
 
@@ -178,7 +86,7 @@ def rule_groups(prometheus_rules: list[dict]) -> list[dict]:
 
 
 class Prometheus:
-    """Debian's prometheus binary on a loopback port, from a config this class writes."""
+    """The prometheus binary ci/tools.sh built, on a loopback port, from a config this class writes."""
 
     def __init__(self, workdir: Path, port: int):
         self.workdir = workdir
@@ -201,14 +109,15 @@ class Prometheus:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def configure_from_cluster(
-        self, kubeconfig: Path, discovery: PodDiscovery, scrape_interval: str | None
+        self, kubeconfig: Path, discovery_kubeconfig: Path, scrape_interval: str | None
     ) -> None:
+        """From the cluster's ServiceMonitors and PrometheusRules (read with `kubeconfig`);
+        Prometheus discovers their targets with `discovery_kubeconfig`."""
         monitors = get_json(kubeconfig, "servicemonitors.monitoring.coreos.com", "-A")["items"]
-        services = get_json(kubeconfig, "services", "-A")["items"]
         rules = get_json(kubeconfig, "prometheusrules.monitoring.coreos.com", "-A")["items"]
         self.write_config(
             scrape_interval or "15s",
-            scrape_configs(monitors, services, discovery, scrape_interval),
+            scrape_configs(monitors, discovery_kubeconfig, scrape_interval),
             rule_groups(rules),
         )
 

@@ -27,7 +27,7 @@ from localcluster.controlplane import ControlPlane, free_port, wait_until
 from localcluster.hpa import sample
 from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
-from localcluster.monitoring import PodDiscovery, Prometheus
+from localcluster.monitoring import Prometheus
 from localcluster.node import HOST_IP, NODE_IP, RealNode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,9 +41,8 @@ class StackConfig:
     # Where users look: Prometheus, and the Service's node port on NODE_IP.
     prometheus_port: int
     node_port: int = 30080
-    # Internal: prometheus-adapter's HTTPS port and Prometheus's pod discovery.
+    # Internal: prometheus-adapter's HTTPS port.
     adapter_port: int = field(default_factory=free_port)
-    discovery_port: int = field(default_factory=free_port)
     namespace: str = "inferscale"
     release: str = "inferscale"
     # Values laid over the chart's defaults (a nested dict, as in values.yaml).
@@ -112,10 +111,9 @@ class LocalStack:
         dns.install(self.kubeconfig)
         self._install_crds()
         self._install_chart()
-        discovery = PodDiscovery(self._prometheus_kubeconfig(), self.config.discovery_port)
-        discovery.start()
-        self._stack.callback(discovery.stop)
-        self.prometheus.configure_from_cluster(self.kubeconfig, discovery, self.config.scrape_interval)
+        self.prometheus.configure_from_cluster(
+            self.kubeconfig, self._prometheus_kubeconfig(), self.config.scrape_interval
+        )
         self.prometheus.start()
         self._stack.callback(self.prometheus.stop)
         self._stack.callback(self.adapter.stop)

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 256 * 1024
 RECONNECT_SECONDS = 0.1
+# How long a request waits for the line to the model process when it is down:
+# a worker takes requests from its first moment, before its line is up, and a
+# model process the supervisor restarts is back within a second or two.
+CONNECT_WAIT_SECONDS = 2.0
 UNREACHABLE = ModelStatus(reachable=False)
 
 
@@ -63,6 +67,7 @@ class ModelClient:
         self._calls: dict[int, _Call] = {}
         self._ids = itertools.count()
         self._status = UNREACHABLE
+        self._reachable = threading.Event()
         threading.Thread(target=self._keep_connected, name="model-client", daemon=True).start()
 
     def status(self) -> ModelStatus:
@@ -71,6 +76,7 @@ class ModelClient:
     def infer(self, rows: np.ndarray) -> Outcome:
         call_id, call = next(self._ids), _Call()
         message = wire.infer(call_id, rows)
+        self._reachable.wait(CONNECT_WAIT_SECONDS)
         with self._send_lock:
             if self._sock is None:
                 raise ModelUnavailable("the model process is restarting")
@@ -111,11 +117,13 @@ class ModelClient:
         with self._send_lock:
             self._sock = sock
         self._status = status
+        self._reachable.set()
 
     def _disconnected(self) -> None:
         with self._send_lock:
             self._sock = None
             calls, self._calls = self._calls, {}
+        self._reachable.clear()
         self._status = UNREACHABLE
         if calls:
             log.warning("model process went away under %d request(s)", len(calls))

@@ -1,0 +1,60 @@
+"""An HTTP worker's line to the model process (model_client): a request that
+arrives before the line is up waits for it instead of failing.
+
+A gunicorn worker takes connections from its first moment, while its line to
+the model process is still being set up; the supervisor restarts a dead model
+process within a second or two. Neither is a reason to answer 503.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inferscale.errors import ModelUnavailable
+from inferscale.metrics import ModelMetrics
+from inferscale.model_client import ModelClient
+from inferscale.model_process import ModelServer
+from inferscale.service import InferenceService, model_from_settings
+from inferscale.settings import Settings
+
+ROWS = np.array([[1.0, 2.0, 3.0]])
+
+
+def serve_model(path: str, started: threading.Event) -> None:
+    """A model process's server, in this process, once `started` is set."""
+    started.wait()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    settings = Settings(inference_duration_seconds=0, model_load_seconds=0, model_memory_mb=0)
+    server = ModelServer(listener)
+    server.service = InferenceService(
+        settings, ModelMetrics(CollectorRegistry()), model_from_settings(settings), server.publish
+    )
+    server.publish(server.service.status())
+    server.service.start_loading()
+    server.serve_forever()
+
+
+def test_a_request_before_the_line_is_up_waits_for_it(tmp_path):
+    path = str(tmp_path / "model.sock")
+    start_model = threading.Event()
+    threading.Thread(target=serve_model, args=(path, start_model), daemon=True).start()
+    client = ModelClient(path)
+    assert not client.status().reachable
+    # The model process comes up only after the request was made.
+    threading.Timer(0.3, start_model.set).start()
+    outcome = client.infer(ROWS)
+    assert outcome.value.shape == (1,)
+    assert client.status().reachable
+
+
+def test_no_model_process_at_all_is_still_a_clean_refusal(tmp_path):
+    client = ModelClient(str(tmp_path / "nobody-listens.sock"))
+    with pytest.raises(ModelUnavailable, match="restarting"):
+        client.infer(ROWS)
