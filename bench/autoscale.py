@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "cluster"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster.hpa import HpaRecorder, sample  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
-from servers import free_port  # noqa: E402
 
 SEEDS_BEHAVIOR = {"autoscaling": {"behavior": {
     "scaleUp": {"stabilizationWindowSeconds": 240},
@@ -133,7 +132,7 @@ def main() -> None:
     for label, extra in (("chart defaults", {}), ("seeds 240s up / 300s down", SEEDS_BEHAVIOR)):
         with tempfile.TemporaryDirectory() as work:
             config = StackConfig(
-                workdir=Path(work), prometheus_port=free_port(),
+                workdir=Path(work),
                 chart_values=merged(chart_values, extra), **base,
             )
             result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target)

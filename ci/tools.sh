@@ -18,7 +18,9 @@
 # (ci/build_k8s.sh has their times alone); the node's Debian packages and
 # the pause image 12 s (containerd and conntrack downloaded, the rest there);
 # CoreDNS 100 s (empty build cache); Prometheus and promtool with the web UI
-# 399 s (empty module and build caches; the UI 45 s of it); a warm no-op run 0.3 s.
+# 399 s (empty module and build caches; the UI 45 s of it); the operator and
+# its config reloader, with the three monitoring images packed, 146 s (empty
+# module cache); a warm no-op run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -63,7 +65,7 @@ NODE_DEBS=(
 # The cluster DNS of the real node: the CoreDNS version kubeadm v1.33 installs.
 # Its go.mod has no replace directives, so `go install module@version` takes it.
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.0}"
-TOOLS=(helm prometheus kubernetes crds wrk oci node)
+TOOLS=(helm prometheus kubernetes crds wrk oci node monitoring)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
@@ -176,14 +178,8 @@ install_prometheus() {
     log "prometheus and promtool $PROMETHEUS_VERSION already built"
     return 0
   fi
-  local start=$SECONDS module src pnpm_dir="$CACHE_DIR/pnpm"
-  module="$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION" \
-    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-  src="$CACHE_DIR/build/prometheus-$PROMETHEUS_VERSION"
-  rm -rf "$src"
-  mkdir -p "$(dirname "$src")"
-  cp -r "$module" "$src"
-  chmod -R u+w "$src"
+  local start=$SECONDS src="$CACHE_DIR/build/prometheus-$PROMETHEUS_VERSION" pnpm_dir="$CACHE_DIR/pnpm"
+  copy_module "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION" "$src"
   if [[ "$("$pnpm_dir/bin/pnpm" --version 2>/dev/null)" != "$PNPM_VERSION" ]]; then
     npm install --silent --global --prefix "$pnpm_dir" "pnpm@$PNPM_VERSION" >&2
   fi
@@ -217,6 +213,21 @@ install_prometheus() {
   rm -rf "$src"
   prometheus_is_pinned prometheus && prometheus_is_pinned promtool
   log "prometheus and promtool $PROMETHEUS_VERSION built in $((SECONDS - start)) s"
+}
+
+# The module cache's (read-only) directory of Go module $1 (path@version), downloaded if need be.
+module_dir() {
+  go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'
+}
+
+# A writable copy of Go module $1 (path@version) at $2, for builds that write into it.
+copy_module() {
+  local module
+  module="$(module_dir "$1")"
+  rm -rf "$2"
+  mkdir -p "$(dirname "$2")"
+  cp -r "$module" "$2"
+  chmod -R u+w "$2"
 }
 
 # Does $BIN_DIR/$1 (prometheus or promtool) report the pinned version?
@@ -338,26 +349,80 @@ build_coredns_image() {
   log "CoreDNS image built in $((SECONDS - start)) s: $COREDNS_ARCHIVE ($(du -h "$COREDNS_ARCHIVE" | cut -f1))"
 }
 
+# ---- the monitoring stack's images (Go module proxy) ---------------------------
+# The Prometheus Operator, its config reloader and Prometheus, each as a
+# one-binary OCI archive tagged with the version kube-prometheus-stack 88.5.3
+# renders; the node imports them under the repositories it renders
+# (cluster/localcluster/monitoring.py names them), so nothing is pulled.
+MONITORING_IMAGES_DIR="$CACHE_DIR/images/monitoring"
+install_monitoring() {
+  install_prometheus
+  install_crds
+  local stamp="$MONITORING_IMAGES_DIR/versions" want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION"
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
+    log "monitoring images ($want) already in $MONITORING_IMAGES_DIR"
+    return 0
+  fi
+  local start=$SECONDS work
+  work="$(mktemp -d)"
+  build_operator "$work"
+  # The uids of the upstream images: nobody for the operator's, distroless's nonroot for Prometheus's.
+  pack_image "$work/operator" /bin/operator "$PROMETHEUS_OPERATOR_VERSION" 65534:65534 \
+    "$MONITORING_IMAGES_DIR/prometheus-operator.oci.tar"
+  pack_image "$work/prometheus-config-reloader" /bin/prometheus-config-reloader "$PROMETHEUS_OPERATOR_VERSION" \
+    65534:65534 "$MONITORING_IMAGES_DIR/prometheus-config-reloader.oci.tar"
+  pack_image "$BIN_DIR/prometheus" /bin/prometheus "v$PROMETHEUS_VERSION-distroless" 65532:65532 \
+    "$MONITORING_IMAGES_DIR/prometheus.oci.tar"
+  echo "$want" >"$stamp"
+  rm -rf "$work"
+  log "monitoring images built in $((SECONDS - start)) s: $MONITORING_IMAGES_DIR ($(du -sh "$MONITORING_IMAGES_DIR" | cut -f1))"
+}
+
+# The operator and its config reloader into directory $1, as its Makefile
+# builds them (version ldflags, stripped). Its go.mod points two of its own
+# nested modules at directories the module's zip leaves out; the copy points
+# them at their releases of the same version instead.
+build_operator() {
+  local out="$1" src="$CACHE_DIR/build/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+  copy_module "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" "$src"
+  local nested base=github.com/prometheus-operator/prometheus-operator
+  for nested in pkg/apis/monitoring pkg/client; do
+    (cd "$src" && go mod edit -replace "$base/$nested=$base/$nested@$PROMETHEUS_OPERATOR_VERSION")
+  done
+  log "building prometheus-operator and prometheus-config-reloader $PROMETHEUS_OPERATOR_VERSION"
+  local ldflags="-s
+    -X github.com/prometheus/common/version.Version=${PROMETHEUS_OPERATOR_VERSION#v}
+    -X github.com/prometheus/common/version.Revision=$PROMETHEUS_OPERATOR_VERSION
+    -X github.com/prometheus/common/version.Branch=HEAD
+    -X github.com/prometheus/common/version.BuildUser=inferscale-ci-tools
+    -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+  (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" \
+    ./cmd/operator ./cmd/prometheus-config-reloader)
+  rm -rf "$src"
+}
+
 # ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------
 # ci/build_k8s.sh pins their versions and skips binaries already built.
 install_kubernetes() {
   bash "$(dirname "${BASH_SOURCE[0]}")/build_k8s.sh"
 }
 
-# ---- monitoring.coreos.com CRDs (from the prometheus-operator Go module) ----
+# ---- monitoring.coreos.com CRDs and the operator's manifests (its Go module) ----
+OPERATOR_BUNDLE_DIR="$CACHE_DIR/operator"
 install_crds() {
   local dest="$CACHE_DIR/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
-  if [[ -s "$dest/monitoring.coreos.com_servicemonitors.yaml" ]]; then
+  if [[ -s "$OPERATOR_BUNDLE_DIR/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION.yaml" ]]; then
     log "CRDs $PROMETHEUS_OPERATOR_VERSION already in $dest"
     return 0
   fi
   local dir
-  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
-    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  dir="$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")"
   mkdir -p "$dest"
-  for kind in servicemonitors prometheusrules; do
-    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dest/"
-  done
+  cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml "$dest/"
+  # The operator's own install manifests (CRDs, RBAC, Deployment), from which
+  # cluster/localcluster/monitoring.py takes the operator's objects.
+  mkdir -p "$OPERATOR_BUNDLE_DIR"
+  cp "$dir/bundle.yaml" "$OPERATOR_BUNDLE_DIR/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION.yaml"
   log "CRDs $PROMETHEUS_OPERATOR_VERSION copied to $dest"
 }
 

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from localcluster.binaries import binary
-from localcluster.monitoring import Prometheus
+from localcluster.prometheus_process import Prometheus
 from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -421,6 +421,11 @@ REFUSALS = {
     "startup budget under model load": ({"server": {"modelLoadSeconds": 20}}, "probes.startup"),
     "admin port on the http port": ({"server": {"adminPort": 8080}}, "server.adminPort (8080) must differ"),
     "removed threads setting": ({"server": {"threads": 3}}, "threads"),
+    # The operator would drop the ServiceMonitor with only an event to say so.
+    "scrape timeout above the interval": ({"serviceMonitor": {"interval": "2s"}},
+                                          "serviceMonitor.scrapeTimeout (10s) must not exceed serviceMonitor.interval (2s)"),
+    "scrape timeout above a compound interval": ({"serviceMonitor": {"interval": "1m30s", "scrapeTimeout": "91s"}},
+                                                 "serviceMonitor.scrapeTimeout (91s) must not exceed"),
 }
 
 
@@ -455,6 +460,12 @@ def test_every_values_key_is_in_the_schema():
 
 
 # ---- ServiceMonitor, dashboard, NOTES, helm test --------------------------------
+
+
+@pytest.mark.parametrize("interval, timeout", [("1m30s", "90s"), ("1s", "500ms"), ("2s", "2s")])
+def test_scrape_timeout_up_to_the_interval_is_accepted_however_written(interval, timeout):
+    monitor = only(render({"serviceMonitor": {"interval": interval, "scrapeTimeout": timeout}}), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == timeout
 
 
 def test_servicemonitor_carries_the_label_kube_prometheus_stack_selects():

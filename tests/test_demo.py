@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from localcluster.node import HOST_IF
+from localcluster.node import HOST_IF, NODE_IP
 from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,10 +64,12 @@ def test_make_demo_without_root_says_so_first_and_installs_nothing():
 @pytest.mark.slow
 def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     workdir = tmp_path / "demo"
-    ports = {name: free_port() for name in ("prometheus", "locust")}
+    locust_port = free_port()
+    # Not the default: the flag is what puts Prometheus there.
+    prometheus = f"http://{NODE_IP}:30091"
     demo = subprocess.Popen(
         [sys.executable, "-m", "localcluster", "demo", "--fast", "--workdir", str(workdir),
-         *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))],
+         "--locust-port", str(locust_port), "--prometheus-node-port", "30091"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # As `make demo &` from a script starts it: Ctrl-C must still stop it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
@@ -75,15 +77,15 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     )
     try:
         banner = read_until(demo, "ready", 300)
-        assert f"http://127.0.0.1:{ports['locust']}" in banner
-        assert f"http://127.0.0.1:{ports['prometheus']}" in banner
+        assert f"http://127.0.0.1:{locust_port}" in banner
+        assert f"Prometheus UI:         {prometheus} " in banner
         assert "get hpa -n inferscale -w" in banner
         # Not printed before the HPA has a value to show.
         hpa = subprocess.run(["kubectl", "--kubeconfig", str(workdir / "control-plane/kubeconfigs/admin.kubeconfig"),
                               "get", "hpa", "-n", "inferscale"], capture_output=True, text=True, check=True).stdout
         assert "<unknown>" not in hpa, hpa
-        for port in (ports["locust"], ports["prometheus"]):
-            assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        for url in (f"http://127.0.0.1:{locust_port}/", f"{prometheus}/query"):
+            assert requests.get(url, timeout=10).status_code == 200, url
         service = re.search(r"service \(NodePort\): +(\S+)", banner).group(1)
         predict = requests.post(f"{service}/predict", json={"features": [1, 2]}, timeout=30)
         assert predict.status_code == 200, predict.text
@@ -98,9 +100,8 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     while processes_referring_to(str(workdir)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert processes_referring_to(str(workdir)) == []
-    for port in ports.values():
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{locust_port}/", timeout=2)
     # The node's address went with its link: no connection to it is tried,
     # since this machine's default route would carry it off the machine.
     assert not Path(f"/sys/class/net/{HOST_IF}").exists()

@@ -1,8 +1,8 @@
 """The proof of the loop: the real HPA scales the chart's Deployment on the adapter's metric.
 
 Control plane, the node (containerd, kubelet, kube-proxy), the image built
-from the Dockerfile, helm, Prometheus, prometheus-adapter and locust are the
-real programs; locust reaches the Service through its NodePort. The timing is FAST_LOOP's
+from the Dockerfile, helm, the Prometheus Operator and the Prometheus it runs,
+prometheus-adapter and locust are the real programs; locust reaches the Service through its NodePort. The timing is FAST_LOOP's
 (1 s inferences, 2 s scrapes, 10 s rate window); everything else is the
 chart and adapter-values.yaml as shipped.
 """
@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from localcluster.controlplane import wait_until
 from localcluster.hpa import HpaRecorder
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
-from servers import free_port
 
 TARGET_SECONDS = FAST_LOOP["chart_values"]["autoscaling"]["targetAverageDurationSeconds"]
 # 5 users x 0.5 requests/s = 2.5 requests/s against pods that serve 1/s each:
@@ -47,14 +47,33 @@ def aggregated(csv_prefix: Path) -> dict[str, str]:
         return next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
 
 
+def assert_operator_configured_prometheus(stack: LocalStack) -> None:
+    """Prometheus's targets and rules come from the chart's ServiceMonitor and
+    PrometheusRule, by way of the operator: its scrape pool names, its rule files."""
+    namespace, name = stack.config.namespace, stack.fullname
+    targets = requests.get(f"{stack.prometheus_url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    assert {target["scrapePool"] for target in targets} == {f"serviceMonitor/{namespace}/{name}/0"}, targets
+    for target in targets:
+        labels = target["labels"]
+        assert target["health"] == "up", target
+        assert (labels["namespace"], labels["service"], labels["endpoint"]) == (namespace, name, "admin"), labels
+        assert labels["pod"].startswith(f"{name}-"), labels
+    groups = requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert {group["name"] for group in groups} == {f"{name}.alerts", f"{name}.recording"}, groups
+    assert all("-rulefiles-" in group["file"] and group["rules"][0]["health"] == "ok" for group in groups), groups
+
+
 @pytest.mark.slow
 def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
     config = StackConfig(
-        workdir=tmp_path / "stack", prometheus_port=free_port(), **FAST_LOOP,
+        workdir=tmp_path / "stack", **FAST_LOOP,
     )
     with LocalStack(config) as stack:
-        # The adapter serves the metric for the idle pod: 0, not <unknown>.
-        stack.wait_for_hpa_metric(120)
+        # The adapter serves the metric for the idle pod: 0, not <unknown>. The
+        # operator's new configuration reaches Prometheus through a Secret volume,
+        # which the kubelet refreshes within about a minute.
+        stack.wait_for_hpa_metric(240)
+        assert_operator_configured_prometheus(stack)
         table = stack.kubectl("get", "hpa", "-n", config.namespace)
         assert "<unknown>" not in table, table
         # The External-metric variant's rule is served as well (autoscaling.metric.type=External).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,9 @@ from pathlib import Path
 import requests
 from prometheus_client.mmap_dict import MmapedDict
 
-from servers import scrape
+from inferscale.settings import Settings
+from inferscale.supervisor import Supervisor
+from servers import LOOPBACK, free_port, scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 REJECTED = 'inference_requests_total{status="rejected"}'
@@ -44,6 +47,22 @@ def saturating_load(server, clients: int):
         stop.set()
         for thread in threads:
             thread.join(60)
+
+
+def test_both_ports_accept_before_any_gunicorn_exists(tmp_path):
+    """The supervisor binds PORT and ADMIN_PORT itself, before it forks: a client
+    let in the moment /ready says yes (the admin gunicorn may be up before the
+    main one) waits in PORT's backlog for a worker instead of being refused."""
+    settings = Settings(host=LOOPBACK, port=free_port(), admin_port=free_port(),
+                        prometheus_multiproc_dir=str(tmp_path / "metrics"))
+    supervisor = Supervisor(settings, str(tmp_path / "model.sock"))
+    try:
+        for port in (settings.port, settings.admin_port):
+            socket.create_connection((LOOPBACK, port), timeout=2).close()
+    finally:
+        supervisor.listener.close()
+        for listener in supervisor.http_listeners.values():
+            listener.close()
 
 
 def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):

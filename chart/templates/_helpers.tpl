@@ -50,6 +50,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* The ServiceAccount the pods run as. */}}
+{{/*
+Milliseconds in a Prometheus duration (values.schema.json's promDuration: 1m30s, 10s, 500ms).
+*/}}
+{{- define "inferscale.durationMs" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" . -1 -}}
+{{- $unit := regexFind "(ms|s|m|h|d|w|y)$" . -}}
+{{- $total = add $total (mul (trimSuffix $unit . | atoi) (get $units $unit)) -}}
+{{- end -}}
+{{- $total -}}
+{{- end }}
+
 {{- define "inferscale.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "inferscale.fullname" .) .Values.serviceAccount.name }}

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workdir", type=Path, default=REPO / ".cache" / "demo")
     demo.add_argument("--node-port", type=int, default=30080,
                       help="the Service's NodePort, on the node's address (10.87.0.2)")
-    demo.add_argument("--prometheus-port", type=int, default=9090)
+    demo.add_argument("--prometheus-node-port", type=int, default=30090,
+                      help="Prometheus's NodePort (its web UI and API), on the node's address")
     demo.add_argument("--locust-port", type=int, default=8089)
     demo.add_argument("--fast", action="store_true",
                       help="1 s inferences and second-scale windows instead of the chart's defaults")
@@ -41,7 +42,7 @@ def run_demo(args) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shutil.rmtree(args.workdir, ignore_errors=True)
     config = StackConfig(
-        workdir=args.workdir, prometheus_port=args.prometheus_port, node_port=args.node_port,
+        workdir=args.workdir, node_port=args.node_port, prometheus_node_port=args.prometheus_node_port,
         **(FAST_LOOP if args.fast else {}),
     )
     try:
@@ -80,7 +81,7 @@ inferscale demo is up (logs in {args.workdir}).
   service (NodePort):    {stack.service_url}
       curl -s {stack.service_url}/predict -H 'Content-Type: application/json' -d '{{"features": [1, 2, 3]}}'
   locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
-  Prometheus UI:         {stack.prometheus.url}   (queries: README, "PromQL for the Prometheus UI")
+  Prometheus UI:         {stack.prometheus_url}   (queries: README, "PromQL for the Prometheus UI")
   watch the HPA:
       kubectl --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
   and the pods:

@@ -12,12 +12,11 @@ a test may send traffic to, so they fail instead of leaving it.
 
 from __future__ import annotations
 
-import json
-import tarfile
 from pathlib import Path
 
 from .binaries import image_archive
 from .controlplane import wait_until
+from .images import oci_image_name
 from .kubectl import apply, get_json
 
 NAMESPACE = "kube-system"
@@ -49,9 +48,7 @@ def coredns_archive() -> Path:
 
 def coredns_image() -> str:
     """The name the node imports the archive under: its tag is the version ci/tools.sh built."""
-    with tarfile.open(coredns_archive()) as archive:
-        [manifest] = json.load(archive.extractfile("./index.json"))["manifests"]
-    return f"{IMAGE_NAME}:{manifest['annotations']['org.opencontainers.image.ref.name']}"
+    return oci_image_name(IMAGE_NAME, coredns_archive())
 
 
 def install(kubeconfig: Path, timeout: float = 120) -> None:

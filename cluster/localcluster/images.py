@@ -1,8 +1,11 @@
-"""The image users build from the Dockerfile, as the node imports it."""
+"""The images the node runs: the one users build from the Dockerfile, and the
+one-binary OCI archives ci/tools.sh packs (their index names only a tag)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,3 +19,11 @@ def app_image() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD_SCRIPT.relative_to(REPO)} failed:\n{result.stderr.strip()[-2000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def oci_image_name(repository: str, archive: Path) -> str:
+    """`repository:tag` for an OCI archive whose index holds only the tag, as
+    the node imports it (`ctr images import --base-name repository`)."""
+    with tarfile.open(archive) as tar:
+        [manifest] = json.load(tar.extractfile("./index.json"))["manifests"]
+    return f"{repository}:{manifest['annotations']['org.opencontainers.image.ref.name']}"

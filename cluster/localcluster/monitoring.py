@@ -1,14 +1,21 @@
-"""A real Prometheus that scrapes what the cluster's ServiceMonitors select.
+"""The monitoring half of the loop as kube-prometheus-stack sets it up: the
+Prometheus Operator in `monitoring`, and the Prometheus it runs there from a
+`Prometheus` resource, found by the adapter at prometheus-operated.monitoring.svc.
 
-Stands where kube-prometheus-stack's Prometheus Operator would: it reads the
-ServiceMonitor and PrometheusRule objects that `helm install` put in the API
-server and turns them into Prometheus configuration the way the operator
-does: one job per ServiceMonitor endpoint, Kubernetes service discovery with
-the `endpoints` role (the operator's default), and the relabeling that keeps
-the selected Services' endpoints on the named port and gives each target
-`namespace`, `service`, `pod`, `container`, `endpoint` and `job`. Prometheus
-(3.x, built by ci/tools.sh) watches the API server itself, with an identity
-of its own, and scrapes the pods at their 10.88.x.x addresses.
+The operator is the one its project publishes: its own install manifests
+(the Go module's bundle.yaml, which ci/tools.sh copies into the cache), moved
+into `monitoring` where the chart puts it. Its images and Prometheus's are
+ci/tools.sh's builds, imported by the node under the names
+kube-prometheus-stack 88.5.3 renders. The `Prometheus` resource's spec is
+`prometheus.prometheusSpec` of prometheus-values.yaml as shipped, with the
+selectors the chart derives from it and the defaults the chart adds (image,
+service account, security context); a stack in fast timing overrides the
+scrape and evaluation intervals only.
+
+From there nothing is ours: the operator turns the app chart's ServiceMonitor
+and PrometheusRule into Prometheus's configuration, and Prometheus discovers
+the pods through the API server. The chart itself is not installed: its
+sources are not reachable from this machine (README, "What runs").
 """
 
 from __future__ import annotations
@@ -16,126 +23,137 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import requests
 import yaml
 
-from localcluster.binaries import binary
-from localcluster.kubectl import get_json
-from localcluster.processes import ManagedProcess
+from .binaries import cache_dir, image_archive, MissingBinary
+from .controlplane import wait_until
+from .images import oci_image_name
+from .kubectl import apply, kubectl
+
+NAMESPACE = "monitoring"
+# What kube-prometheus-stack names them for a release called kube-prometheus-stack.
+PROMETHEUS_NAME = "kube-prometheus-stack-prometheus"
+SERVICE_ACCOUNT = "kube-prometheus-stack-prometheus"
+OPERATOR_VERSION = "v0.93.1"
+PROMETHEUS_REPOSITORY = "quay.io/prometheus/prometheus"
+# Repository -> the archive ci/tools.sh packs (its index holds the tag).
+IMAGES = {
+    "quay.io/prometheus-operator/prometheus-operator": "monitoring/prometheus-operator.oci.tar",
+    "quay.io/prometheus-operator/prometheus-config-reloader": "monitoring/prometheus-config-reloader.oci.tar",
+    PROMETHEUS_REPOSITORY: "monitoring/prometheus.oci.tar",
+}
+# The chart's own switches in prometheusSpec: they choose selectors, they are not spec.
+SELECTORS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
+# prometheusSpec.securityContext's default in kube-prometheus-stack.
+SECURITY_CONTEXT = {
+    "runAsUser": 1000, "runAsGroup": 2000, "runAsNonRoot": True, "fsGroup": 2000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+START_TIMEOUT = 180
 
 
-def label_meta(kind: str, name: str) -> str:
-    """The discovery meta label for a `kind` (service, pod) label, as Prometheus sanitises it."""
-    return f"__meta_kubernetes_{kind}_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+def image_archives() -> dict[str, Path]:
+    """Repository -> OCI archive, for the node to import."""
+    return {repository: image_archive(name) for repository, name in IMAGES.items()}
 
 
-def scrape_configs(service_monitors: list[dict], kubeconfig: Path, interval: str | None) -> list[dict]:
-    """One scrape job per ServiceMonitor endpoint, as the operator writes them."""
+def operator_bundle() -> Path:
+    path = cache_dir() / "operator" / f"prometheus-operator-{OPERATOR_VERSION}.yaml"
+    if not path.is_file():
+        raise MissingBinary(f"{path} is missing: run `bash ci/tools.sh crds`")
+    return path
+
+
+def operator_objects(bundle: Path) -> list[dict]:
+    """The operator's RBAC, Deployment and Service from its bundle, moved into NAMESPACE.
+
+    The bundle's CRDs are left out: the stack applies them from the same module
+    beforehand. Documents are split as text: PyYAML's safe loader cannot read
+    the CRDs (a bare `=` in them is YAML's obsolete value tag)."""
+    objects = []
+    for document in re.split(r"(?m)^---\s*$", bundle.read_text()):
+        if re.search(r"(?m)^kind: CustomResourceDefinition", document):
+            continue
+        obj = yaml.safe_load(document)
+        if not obj:
+            continue
+        if "namespace" in obj["metadata"]:
+            obj["metadata"]["namespace"] = NAMESPACE
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = NAMESPACE
+        objects.append(obj)
+    return objects
+
+
+def prometheus_spec(values: dict, scrape_interval: str | None) -> dict:
+    """The `Prometheus` resource's spec as kube-prometheus-stack renders it from `values`."""
+    spec = dict(values["prometheus"]["prometheusSpec"])
+    for kind in SELECTORS:
+        nil_uses_helm_values = spec.pop(f"{kind}SelectorNilUsesHelmValues", True)
+        if spec.get(f"{kind}Selector") is None:
+            spec[f"{kind}Selector"] = (
+                {"matchLabels": {"release": "kube-prometheus-stack"}} if nil_uses_helm_values else {}
+            )
+        spec.setdefault(f"{kind}NamespaceSelector", {})
+    image = oci_image_name(PROMETHEUS_REPOSITORY, image_archive(IMAGES[PROMETHEUS_REPOSITORY]))
+    spec.update(
+        image=image,
+        version=image.rsplit(":", 1)[1].removesuffix("-distroless"),
+        serviceAccountName=SERVICE_ACCOUNT,
+        securityContext=SECURITY_CONTEXT,
+        replicas=1,
+    )
+    if scrape_interval:
+        spec.update(scrapeInterval=scrape_interval, evaluationInterval=scrape_interval)
+    return spec
+
+
+def prometheus_objects(spec: dict, node_port: int) -> list[dict]:
+    """Prometheus's identity (what the chart grants it), the resource, and a NodePort for the host."""
+    labels = {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": PROMETHEUS_NAME}
     return [
-        _job(monitor, index, endpoint, kubeconfig, interval)
-        for monitor in service_monitors
-        for index, endpoint in enumerate(monitor["spec"]["endpoints"])
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": SERVICE_ACCOUNT},
+         "rules": [
+             {"apiGroups": [""], "resources": ["nodes", "nodes/metrics", "services", "endpoints", "pods"],
+              "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+              "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+             {"nonResourceURLs": ["/metrics", "/metrics/cadvisor"], "verbs": ["get"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": SERVICE_ACCOUNT},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVICE_ACCOUNT},
+         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
+         "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE}, "spec": spec},
+        # The chart's Service is a ClusterIP; the host reaches only node ports.
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE},
+         "spec": {"type": "NodePort", "selector": labels,
+                  "ports": [{"name": "http-web", "port": 9090, "targetPort": 9090, "nodePort": node_port}]}},
     ]
 
 
-def _keep_selected_services(selector: dict) -> list[dict]:
-    if selector.get("matchExpressions"):
-        raise NotImplementedError("ServiceMonitor matchExpressions are not translated")
-    return [
-        {"action": "keep", "source_labels": [label_meta("service", key)], "regex": re.escape(value)}
-        for key, value in selector.get("matchLabels", {}).items()
-    ]
+def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
+            scrape_interval: str | None = None) -> None:
+    """The operator, then Prometheus; returns once Prometheus answers ready at `url`
+    (its NodePort `node_port` on the node)."""
+    apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
+    apply(kubeconfig, operator_objects(operator_bundle()))
+    kubectl(kubeconfig, "rollout", "status", "-n", NAMESPACE, "deployment/prometheus-operator",
+            f"--timeout={START_TIMEOUT}s")
+    values = yaml.safe_load(values_file.read_text())
+    apply(kubeconfig, prometheus_objects(prometheus_spec(values, scrape_interval), node_port))
+    wait_until(lambda: _ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
 
 
-def _job(monitor, index, endpoint, kubeconfig: Path, interval) -> dict:
-    namespace = monitor["metadata"]["namespace"]
-    scrape_interval = interval or endpoint.get("interval", "30s")
-    return {
-        "job_name": f"serviceMonitor/{namespace}/{monitor['metadata']['name']}/{index}",
-        "scrape_interval": scrape_interval,
-        # As the operator does: a timeout may not exceed the interval.
-        "scrape_timeout": min(endpoint.get("scrapeTimeout", "10s"), scrape_interval, key=_seconds),
-        "metrics_path": endpoint.get("path", "/metrics"),
-        "scheme": endpoint.get("scheme", "http"),
-        "kubernetes_sd_configs": [
-            {"role": "endpoints", "kubeconfig_file": str(kubeconfig), "namespaces": {"names": [namespace]}}
-        ],
-        "relabel_configs": [
-            *_keep_selected_services(monitor["spec"]["selector"]),
-            {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
-             "regex": re.escape(endpoint["port"])},
-            {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"],
-             "regex": "Succeeded|Failed"},
-            {"target_label": "namespace", "source_labels": ["__meta_kubernetes_namespace"]},
-            {"target_label": "service", "source_labels": ["__meta_kubernetes_service_name"]},
-            {"target_label": "pod", "source_labels": ["__meta_kubernetes_pod_name"]},
-            {"target_label": "container", "source_labels": ["__meta_kubernetes_pod_container_name"]},
-            {"target_label": "job", "source_labels": ["__meta_kubernetes_service_name"]},
-            {"target_label": "endpoint", "replacement": endpoint["port"]},
-        ],
-    }
-
-
-def _seconds(duration: str) -> float:
-    """A Prometheus duration such as `15s`, `1m` or `1m30s` in seconds."""
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration))
-
-
-def rule_groups(prometheus_rules: list[dict]) -> list[dict]:
-    return [group for rule in prometheus_rules for group in rule["spec"]["groups"]]
-
-
-class Prometheus:
-    """The prometheus binary ci/tools.sh built, on a loopback port, from a config this class writes."""
-
-    def __init__(self, workdir: Path, port: int):
-        self.workdir = workdir
-        self.url = f"http://127.0.0.1:{port}"
-        self.config_path = workdir / "prometheus.yml"
-        self.log_path = workdir / "prometheus.log"
-        self._port = port
-        self._process: ManagedProcess | None = None
-
-    def write_config(self, interval: str, scrape_configs: list[dict], rule_groups: list[dict]) -> None:
-        """Scrape and evaluate every `interval` (rules at the scrape pace, like the stack's values)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        rules_path = self.workdir / "rules.yaml"
-        rules_path.write_text(yaml.safe_dump({"groups": rule_groups}, sort_keys=False))
-        config = {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "rule_files": [str(rules_path)],
-            "scrape_configs": scrape_configs,
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def configure_from_cluster(
-        self, kubeconfig: Path, discovery_kubeconfig: Path, scrape_interval: str | None
-    ) -> None:
-        """From the cluster's ServiceMonitors and PrometheusRules (read with `kubeconfig`);
-        Prometheus discovers their targets with `discovery_kubeconfig`."""
-        monitors = get_json(kubeconfig, "servicemonitors.monitoring.coreos.com", "-A")["items"]
-        rules = get_json(kubeconfig, "prometheusrules.monitoring.coreos.com", "-A")["items"]
-        self.write_config(
-            scrape_interval or "15s",
-            scrape_configs(monitors, discovery_kubeconfig, scrape_interval),
-            rule_groups(rules),
-        )
-
-    def start(self, timeout: float = 60) -> None:
-        self._process = ManagedProcess(
-            "prometheus",
-            [
-                binary("prometheus"),
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self._port}",
-                "--storage.tsdb.retention.time=1d",
-            ],
-            self.log_path,
-        )
-        self._process.start()
-        self._process.wait_http_ok(self.url + "/-/ready", timeout)
-
-    def stop(self) -> None:
-        if self._process:
-            self._process.stop()
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

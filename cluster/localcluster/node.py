@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import yaml
 
@@ -126,13 +126,15 @@ class RealNode:
     """Context manager; `start()` returns once the Node is Ready, `stop()` leaves nothing behind."""
 
     def __init__(self, control_plane: ControlPlane, workdir: Path | str, name: str = NODE_NAME,
-                 images: Sequence[Path] = ()):
-        """`images`: docker or OCI archives to import, each under the names it
-        holds; pods run them with `imagePullPolicy: IfNotPresent` or `Never`."""
+                 images: Sequence[Path] = (), named_images: Mapping[str, Path] | None = None):
+        """`images`: docker archives to import, each under the names it holds;
+        `named_images`: repository -> OCI archive whose index holds only the tag.
+        Pods run them with `imagePullPolicy: IfNotPresent` or `Never`."""
         self.control_plane = control_plane
         self.workdir = Path(workdir)
         self.name = name
         self.images = tuple(Path(image) for image in images)
+        self.named_images = dict(named_images or {})
         self.start_seconds: float | None = None
         self._group = ProcessGroup()
         self._lock: int | None = None
@@ -340,9 +342,12 @@ state = "{CONTAINERD_RUN_DIR}"
             "containerd", ["containerd", "--config", str(self._containerd_config())], stop_timeout=3.0,
         )
         wait_until(lambda: self._ctr("version"), "containerd's socket", START_TIMEOUT, containerd)
+        named = {
+            PAUSE_IMAGE.rsplit(":", 1)[0]: pause_archive(), dns.IMAGE_NAME: dns.coredns_archive(), **self.named_images,
+        }
         # --base-name names the image: the archive's index holds only the tag.
-        self._ctr("images", "import", "--base-name", PAUSE_IMAGE.rsplit(":", 1)[0], str(pause_archive()))
-        self._ctr("images", "import", "--base-name", dns.IMAGE_NAME, str(dns.coredns_archive()))
+        for repository, archive in named.items():
+            self._ctr("images", "import", "--base-name", repository, str(archive))
         for image in self.images:
             self._ctr("images", "import", str(image))
 

@@ -5,8 +5,9 @@
     runc, the CNI bridge, the kubelet, kube-proxy; see node.py) with CoreDNS
     as the cluster DNS (dns.py)  ->  the app
     chart, installed with helm, running the image built from the Dockerfile,
-    its Service a NodePort on the node's address  ->  Prometheus, configured
-    from the chart's ServiceMonitor and PrometheusRule, scraping the pods' IPs
+    its Service a NodePort on the node's address  ->  the Prometheus Operator
+    and the Prometheus it runs (monitoring.py), configured by the operator from
+    the chart's ServiceMonitor and PrometheusRule, scraping the pods' IPs
     ->  prometheus-adapter with the rules of adapter-values.yaml, behind the
     aggregation layer  ->  the HPA scales the Deployment.
 """
@@ -20,27 +21,27 @@ from pathlib import Path
 
 import yaml
 
-from localcluster import dns
+from localcluster import dns, monitoring
 from localcluster.adapter import PrometheusAdapter, adapter_config
 from localcluster.binaries import binary, bin_dir
 from localcluster.controlplane import ControlPlane, free_port, wait_until
 from localcluster.hpa import sample
 from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
-from localcluster.monitoring import Prometheus
 from localcluster.node import HOST_IP, NODE_IP, RealNode
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"
 ADAPTER_VALUES = REPO / "adapter-values.yaml"
+PROMETHEUS_VALUES = REPO / "prometheus-values.yaml"
 
 
 @dataclass
 class StackConfig:
     workdir: Path
-    # Where users look: Prometheus, and the Service's node port on NODE_IP.
-    prometheus_port: int
+    # Where users look, on NODE_IP: the app's Service and Prometheus's, node ports both.
     node_port: int = 30080
+    prometheus_node_port: int = 30090
     # Internal: prometheus-adapter's HTTPS port.
     adapter_port: int = field(default_factory=free_port)
     namespace: str = "inferscale"
@@ -69,7 +70,6 @@ class LocalStack:
         self.control_plane = ControlPlane(
             config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period, advertise_address=HOST_IP,
         )
-        self.prometheus = Prometheus(config.workdir / "prometheus", config.prometheus_port)
         self.adapter = PrometheusAdapter(config.workdir / "adapter", config.adapter_port)
         self.node: RealNode | None = None
         self._stack = contextlib.ExitStack()
@@ -77,6 +77,11 @@ class LocalStack:
     @property
     def kubeconfig(self) -> Path:
         return self.control_plane.admin_kubeconfig
+
+    @property
+    def prometheus_url(self) -> str:
+        """The operator's Prometheus, its API and web UI, through a NodePort."""
+        return f"http://{NODE_IP}:{self.config.prometheus_node_port}"
 
     @property
     def service_url(self) -> str:
@@ -105,20 +110,18 @@ class LocalStack:
         image = app_image()
         self.control_plane.start()
         self._stack.callback(self.control_plane.stop)
-        self.node = RealNode(self.control_plane, self.config.workdir / "node", images=[image])
+        self.node = RealNode(self.control_plane, self.config.workdir / "node", images=[image],
+                             named_images=monitoring.image_archives())
         self._stack.callback(self.node.stop)
         self.node.start()
         dns.install(self.kubeconfig)
         self._install_crds()
+        monitoring.install(self.kubeconfig, PROMETHEUS_VALUES, self.prometheus_url,
+                           self.config.prometheus_node_port, self.config.scrape_interval)
         self._install_chart()
-        self.prometheus.configure_from_cluster(
-            self.kubeconfig, self._prometheus_kubeconfig(), self.config.scrape_interval
-        )
-        self.prometheus.start()
-        self._stack.callback(self.prometheus.stop)
         self._stack.callback(self.adapter.stop)
         self.adapter.start(
-            self.control_plane, self.prometheus.url,
+            self.control_plane, self.prometheus_url,
             adapter_config(ADAPTER_VALUES, self.config.rate_window), self.config.relist_interval,
         )
 
@@ -141,29 +144,22 @@ class LocalStack:
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()
         kubectl(self.kubeconfig, "apply", "--server-side", "-f", str(directory))
-        kubectl(self.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-                "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+        # Polled, not `kubectl wait`: that fails outright on a CRD whose status
+        # has no conditions yet, as one just created may not.
+        wait_until(self._crds_established, "the monitoring.coreos.com CRDs established", 60, interval=0.5)
+
+    def _crds_established(self) -> bool:
+        crds = get_json(self.kubeconfig, "crd")["items"]
+        ours = [crd for crd in crds if crd["spec"]["group"] == "monitoring.coreos.com"]
+        return bool(ours) and all(
+            any(c["type"] == "Established" and c["status"] == "True" for c in crd.get("status", {}).get("conditions", []))
+            for crd in ours
+        )
 
     def _install_chart(self) -> None:
         exposed = {"service": {"type": "NodePort", "nodePort": self.config.node_port}}
         install_chart(self.kubeconfig, self.config.release, self.config.namespace,
                       merged(self.config.chart_values, exposed), self.config.workdir / "chart-values.yaml")
-
-    def _prometheus_kubeconfig(self) -> Path:
-        """Prometheus's own identity, allowed to discover what kube-prometheus-stack's may."""
-        apply(self.kubeconfig, [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-             "metadata": {"name": "prometheus-discovery"},
-             "rules": [{"apiGroups": [""], "resources": ["pods", "services", "endpoints", "nodes"],
-                        "verbs": ["get", "list", "watch"]}]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-             "metadata": {"name": "prometheus-discovery"},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                         "name": "prometheus-discovery"},
-             "subjects": [{"kind": "User", "name": "prometheus", "apiGroup": "rbac.authorization.k8s.io"}]},
-        ])
-        return self.control_plane.kubeconfig_for("prometheus", ())
-
 
 
 # A loop fast enough for a test or a quick look: 1 s inferences, 2 s scrapes,
@@ -216,7 +212,8 @@ FAST_LOOP = dict(
                 },
             },
         },
-        "serviceMonitor": {"interval": "2s"},
+        # The operator rejects a ServiceMonitor whose timeout exceeds its interval.
+        "serviceMonitor": {"interval": "2s", "scrapeTimeout": "2s"},
     },
 )
 

@@ -24,7 +24,6 @@ STOP_SECONDS = 5
 def main_options(settings: Settings) -> dict[str, Any]:
     return {
         **_common(settings),
-        "bind": [f"{settings.host}:{settings.port}"],
         "workers": settings.workers,
         "proc_name": "http-worker",
         "max_requests": settings.max_requests,
@@ -39,7 +38,6 @@ def admin_options(settings: Settings) -> dict[str, Any]:
     # scrapes every 15; their lines would drown the requests that matter.
     return {
         **_common(settings),
-        "bind": [f"{settings.host}:{settings.admin_port}"],
         "workers": 1,
         "proc_name": "admin-worker",
     }

@@ -79,6 +79,14 @@ class Supervisor:
         self.listener.bind(socket_path)
         self.listener.listen(128)
         self.listener.setblocking(False)
+        # The HTTP ports too, before any child exists: gunicorn's master binds
+        # only once forked, and the admin port can already say ready by then.
+        # A connection to PORT now waits in its backlog for a worker instead
+        # of being refused. Each gunicorn takes its socket as fd://N.
+        self.http_listeners = {
+            admin: _listen(settings.host, settings.admin_port if admin else settings.port)
+            for admin in (False, True)
+        }
         self.model_pid = 0
         self.model_started = 0.0
         self.gunicorn_pid = 0
@@ -114,13 +122,16 @@ class Supervisor:
         from inferscale.server import GunicornServer
 
         self.listener.close()  # only model processes accept on it
+        self.http_listeners[not admin].close()
         set_process_name("gunicorn-admin" if admin else "gunicorn")
-        GunicornServer(self.settings, self.socket_path, admin).run()
+        GunicornServer(self.settings, self.socket_path, self.http_listeners[admin].fileno(), admin).run()
         return 0
 
     def _run_model(self) -> int:
         from inferscale import model_process
 
+        for http_listener in self.http_listeners.values():
+            http_listener.close()
         set_process_name("model-process")
         yield_to_probes()
         return model_process.run(self.settings, self.listener)
@@ -223,6 +234,12 @@ def _import_shared() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    listener = socket.create_server((host, port), backlog=2048)
+    listener.set_inheritable(True)
+    return listener
 
 
 def _fork(target: Callable[[], int]) -> int:
