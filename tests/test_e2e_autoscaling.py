@@ -63,6 +63,23 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
     assert all("-rulefiles-" in group["file"] and group["rules"][0]["health"] == "ok" for group in groups), groups
 
 
+def firing_alerts(stack: LocalStack) -> set[str]:
+    alerts = requests.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
+
+
+def assert_a_broken_scrape_fires_the_absent_metric_alert(stack: LocalStack) -> None:
+    """The most common mistake, a ServiceMonitor that names no port of the
+    Service: the operator's configuration scrapes nothing, and the chart's
+    InferenceMetricAbsent fires on the operator's Prometheus."""
+    assert "InferenceMetricAbsent" not in firing_alerts(stack)
+    stack.kubectl("patch", "servicemonitor", stack.fullname, "-n", stack.config.namespace, "--type=json",
+                  "-p", '[{"op": "replace", "path": "/spec/endpoints/0/port", "value": "no-such-port"}]')
+    # The kubelet's Secret refresh (about a minute), then metricAbsentFor (20 s).
+    wait_until(lambda: "InferenceMetricAbsent" in firing_alerts(stack) or None,
+               "InferenceMetricAbsent firing", 240, interval=2)
+
+
 @pytest.mark.slow
 def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
     config = StackConfig(
@@ -89,6 +106,7 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         wait_until(lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
                    "scale-in to minReplicas", 240, interval=2)
         samples = recorder.stop()
+        assert_a_broken_scrape_fires_the_absent_metric_alert(stack)
 
     timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples)
     print("HPA timeline (seconds: current/desired replicas @ metric):", timeline)

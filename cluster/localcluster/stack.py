@@ -214,6 +214,8 @@ FAST_LOOP = dict(
         },
         # The operator rejects a ServiceMonitor whose timeout exceeds its interval.
         "serviceMonitor": {"interval": "2s", "scrapeTimeout": "2s"},
+        # The alerts' patience, in the same proportion to the 2 s scrapes.
+        "prometheusRule": {"latencyFor": "40s", "maxReplicasFor": "60s", "metricAbsentFor": "20s"},
     },
 )
 
