@@ -199,11 +199,8 @@ install_prometheus() {
     return 1
   fi
   log "building prometheus and promtool $PROMETHEUS_VERSION"
-  local ldflags="-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION
-    -X github.com/prometheus/common/version.Revision=$PROMETHEUS_MODULE_VERSION
-    -X github.com/prometheus/common/version.Branch=HEAD
-    -X github.com/prometheus/common/version.BuildUser=inferscale-ci-tools
-    -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+  local ldflags
+  ldflags="$(version_ldflags "$PROMETHEUS_VERSION" "$PROMETHEUS_MODULE_VERSION")"
   mkdir -p "$BIN_DIR"
   # Not through the links to Debian's 2.42 that earlier versions of this script made.
   rm -f "$BIN_DIR/prometheus" "$BIN_DIR/promtool"
@@ -213,6 +210,15 @@ install_prometheus() {
   rm -rf "$src"
   prometheus_is_pinned prometheus && prometheus_is_pinned promtool
   log "prometheus and promtool $PROMETHEUS_VERSION built in $((SECONDS - start)) s"
+}
+
+# The ldflags with which the Prometheus projects stamp a build's version
+# (github.com/prometheus/common/version, what --version prints): $1 the
+# version, $2 the revision (here the module version: the module has no commit).
+version_ldflags() {
+  local pkg=github.com/prometheus/common/version
+  echo "-X $pkg.Version=$1 -X $pkg.Revision=$2 -X $pkg.Branch=HEAD -X $pkg.BuildUser=inferscale-ci-tools" \
+    "-X $pkg.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
 }
 
 # The module cache's (read-only) directory of Go module $1 (path@version), downloaded if need be.
@@ -390,12 +396,8 @@ build_operator() {
     (cd "$src" && go mod edit -replace "$base/$nested=$base/$nested@$PROMETHEUS_OPERATOR_VERSION")
   done
   log "building prometheus-operator and prometheus-config-reloader $PROMETHEUS_OPERATOR_VERSION"
-  local ldflags="-s
-    -X github.com/prometheus/common/version.Version=${PROMETHEUS_OPERATOR_VERSION#v}
-    -X github.com/prometheus/common/version.Revision=$PROMETHEUS_OPERATOR_VERSION
-    -X github.com/prometheus/common/version.Branch=HEAD
-    -X github.com/prometheus/common/version.BuildUser=inferscale-ci-tools
-    -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+  local ldflags
+  ldflags="-s $(version_ldflags "${PROMETHEUS_OPERATOR_VERSION#v}" "$PROMETHEUS_OPERATOR_VERSION")"
   (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" \
     ./cmd/operator ./cmd/prometheus-config-reloader)
   rm -rf "$src"
