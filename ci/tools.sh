@@ -356,15 +356,20 @@ build_coredns_image() {
 }
 
 # ---- the monitoring stack's images (Go module proxy) ---------------------------
-# The Prometheus Operator, its config reloader and Prometheus, each as a
-# one-binary OCI archive tagged with the version kube-prometheus-stack 88.5.3
-# renders; the node imports them under the repositories it renders
-# (cluster/localcluster/monitoring.py names them), so nothing is pulled.
+# The Prometheus Operator, its config reloader, Prometheus and prometheus-adapter,
+# each as a one-binary OCI archive tagged with the version its chart
+# (kube-prometheus-stack 88.5.3, prometheus-adapter) renders; the node imports
+# them under the repositories those charts render (cluster/localcluster's
+# monitoring.py and adapter.py name them), so nothing is pulled.
 MONITORING_IMAGES_DIR="$CACHE_DIR/images/monitoring"
 install_monitoring() {
   install_prometheus
   install_crds
-  local stamp="$MONITORING_IMAGES_DIR/versions" want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION"
+  install_kubernetes
+  local adapter_version
+  adapter_version="$(built_module_version "$BIN_DIR/adapter" sigs.k8s.io/prometheus-adapter)"
+  local stamp="$MONITORING_IMAGES_DIR/versions"
+  local want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION $adapter_version"
   if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     log "monitoring images ($want) already in $MONITORING_IMAGES_DIR"
     return 0
@@ -379,9 +384,17 @@ install_monitoring() {
     65534:65534 "$MONITORING_IMAGES_DIR/prometheus-config-reloader.oci.tar"
   pack_image "$BIN_DIR/prometheus" /bin/prometheus "v$PROMETHEUS_VERSION-distroless" 65532:65532 \
     "$MONITORING_IMAGES_DIR/prometheus.oci.tar"
+  # The adapter ci/build_k8s.sh pins, as the prometheus-adapter chart runs it.
+  pack_image "$BIN_DIR/adapter" /adapter "$adapter_version" 65534:65534 \
+    "$MONITORING_IMAGES_DIR/prometheus-adapter.oci.tar"
   echo "$want" >"$stamp"
   rm -rf "$work"
   log "monitoring images built in $((SECONDS - start)) s: $MONITORING_IMAGES_DIR ($(du -sh "$MONITORING_IMAGES_DIR" | cut -f1))"
+}
+
+# The version of module $2 that Go stamped into binary $1 (the adapter has no --version).
+built_module_version() {
+  go version -m "$1" | awk -v module="$2" '$1 ~ /^(mod|dep)$/ && $2 == module { print $3; exit }'
 }
 
 # The operator and its config reloader into directory $1, as its Makefile

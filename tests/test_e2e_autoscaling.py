@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from localcluster.binaries import binary
 from localcluster.controlplane import wait_until
 from localcluster.hpa import HpaRecorder
-from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
+from localcluster.stack import CHART, FAST_LOOP, REPO, LocalStack, StackConfig
 
 TARGET_SECONDS = FAST_LOOP["chart_values"]["autoscaling"]["targetAverageDurationSeconds"]
 # 5 users x 0.5 requests/s = 2.5 requests/s against pods that serve 1/s each:
@@ -31,15 +32,18 @@ LOAD_USER_RPS = 0.5
 LOAD_SECONDS = 150
 
 
+def locust_command(stack: LocalStack, users: int, seconds: int, csv_prefix: Path) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
+            "--host", stack.service_url, "-u", str(users), "-r", str(users),
+            "-t", f"{seconds}s", "--csv", str(csv_prefix), "--only-summary", "--stop-timeout", "60"]
+
+
+LOCUST_ENV = {**os.environ, "LOAD_USER_RPS": str(LOAD_USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"}
+
+
 def run_locust(stack: LocalStack, csv_prefix: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LOAD_USER_RPS": str(LOAD_USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"}
-    return subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
-         "--host", stack.service_url, "-u", str(LOAD_USERS), "-r", str(LOAD_USERS),
-         "-t", f"{LOAD_SECONDS}s", "--csv", str(csv_prefix), "--only-summary",
-         "--stop-timeout", "60"],
-        env=env, capture_output=True, text=True, timeout=LOAD_SECONDS + 120,
-    )
+    return subprocess.run(locust_command(stack, LOAD_USERS, LOAD_SECONDS, csv_prefix),
+                          env=LOCUST_ENV, capture_output=True, text=True, timeout=LOAD_SECONDS + 120)
 
 
 def aggregated(csv_prefix: Path) -> dict[str, str]:
@@ -58,9 +62,15 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
         assert target["health"] == "up", target
         assert (labels["namespace"], labels["service"], labels["endpoint"]) == (namespace, name, "admin"), labels
         assert labels["pod"].startswith(f"{name}-"), labels
-    groups = requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    # The rule files reach Prometheus through a ConfigMap volume, which the
+    # kubelet refreshes on its own clock, independent of the scrape config's.
+    groups = wait_until(lambda: rule_groups(stack), "Prometheus loading the chart's rules", 120, interval=2)
     assert {group["name"] for group in groups} == {f"{name}.alerts", f"{name}.recording"}, groups
     assert all("-rulefiles-" in group["file"] and group["rules"][0]["health"] == "ok" for group in groups), groups
+
+
+def rule_groups(stack: LocalStack) -> list[dict]:
+    return requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
 
 
 def firing_alerts(stack: LocalStack) -> set[str]:
@@ -78,6 +88,31 @@ def assert_a_broken_scrape_fires_the_absent_metric_alert(stack: LocalStack) -> N
     # The kubelet's Secret refresh (about a minute), then metricAbsentFor (20 s).
     wait_until(lambda: "InferenceMetricAbsent" in firing_alerts(stack) or None,
                "InferenceMetricAbsent firing", 240, interval=2)
+
+
+def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, tmp_path: Path) -> None:
+    """What the latency alert is for: demand the HPA may not meet. maxReplicas
+    lowered to 1 with `helm upgrade` (the value a user would change), then
+    1.5 requests/s against the one pod's 1/s: requests queue, the average
+    climbs past the target, and InferenceLatencyAboveTarget fires once it has
+    stayed there for latencyFor (40 s)."""
+    assert "InferenceLatencyAboveTarget" not in firing_alerts(stack)
+    helm = subprocess.run(
+        [binary("helm"), "upgrade", stack.config.release, str(CHART), "-n", stack.config.namespace,
+         "--kubeconfig", str(stack.kubeconfig), "--reuse-values", "--set", "autoscaling.maxReplicas=1", "--wait"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert helm.returncode == 0, helm.stderr
+    overload = subprocess.Popen(locust_command(stack, 3, 180, tmp_path / "overload"), env=LOCUST_ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "InferenceLatencyAboveTarget" in firing_alerts(stack) or None,
+                   "InferenceLatencyAboveTarget firing", 150, interval=2)
+        hpa = stack.hpa()
+        assert hpa["spec"]["maxReplicas"] == hpa["status"]["currentReplicas"] == 1, hpa["status"]
+    finally:
+        overload.terminate()
+        overload.wait(timeout=90)
 
 
 @pytest.mark.slow
@@ -106,6 +141,7 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         wait_until(lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
                    "scale-in to minReplicas", 240, interval=2)
         samples = recorder.stop()
+        assert_overload_at_max_replicas_fires_the_latency_alert(stack, tmp_path)
         assert_a_broken_scrape_fires_the_absent_metric_alert(stack)
 
     timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples)

@@ -9,7 +9,8 @@ pair gives it NODE_IP, reachable from the host, and the bridge `cni0` with
 its pods' 10.88.0.0/16 stays inside, with every iptables rule the node's
 components (kube-proxy's Services and NodePorts included) write. Deleting
 the namespace takes those with it. The host routes POD_CIDR to the node,
-as a cluster's network does, and a control plane that advertises HOST_IP
+as a cluster's network does, and SERVICE_CIDR, as a node running kube-proxy
+would reach Services; and a control plane that advertises HOST_IP
 is reached by pods through the `kubernetes` Service (netns_relay.py).
 
 What cannot be kept per node, and why one node per machine is the limit
@@ -58,7 +59,7 @@ import yaml
 
 from . import dns, netns_relay
 from .binaries import binary, image_archive
-from .controlplane import ControlPlane, wait_until
+from .controlplane import SERVICE_CIDR, ControlPlane, wait_until
 from .kubectl import get_json
 from .processes import ManagedProcess, ProcessGroup
 
@@ -267,8 +268,11 @@ class RealNode:
         ):
             run(*argv, netns=True)
         # Pod IPs reachable from the host, as from any machine of a cluster's
-        # network: Prometheus scrapes them there. Goes with the link.
-        run("ip", "route", "add", POD_CIDR, "via", NODE_IP, "dev", HOST_IF)
+        # network. Service IPs too, through the node's kube-proxy rules, as on a
+        # control-plane node: the aggregator reaches prometheus-adapter's Service
+        # that way. Both routes go with the link.
+        for cidr in (POD_CIDR, SERVICE_CIDR):
+            run("ip", "route", "add", cidr, "via", NODE_IP, "dev", HOST_IF)
         self._write_cni_config()
 
     def _write_cni_config(self) -> None:

@@ -3,8 +3,9 @@
 Two CAs, as kubeadm lays them out: the cluster CA signs serving certificates
 and client identities (CN = user, O = groups); the front-proxy CA signs only
 the client certificate the API server's aggregator presents to extension API
-servers (prometheus-adapter), which trust it through
-`--requestheader-client-ca-file`. Keeping them apart is what stops an ordinary
+servers (prometheus-adapter), which trust it as the API server's
+`--requestheader-client-ca-file` publishes it (kube-system's
+extension-apiserver-authentication ConfigMap). Keeping them apart is what stops an ordinary
 client certificate from asserting X-Remote-User to the adapter.
 
 The service-account key pair is RSA: the API server signs tokens with it

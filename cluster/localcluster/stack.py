@@ -8,8 +8,9 @@
     its Service a NodePort on the node's address  ->  the Prometheus Operator
     and the Prometheus it runs (monitoring.py), configured by the operator from
     the chart's ServiceMonitor and PrometheusRule, scraping the pods' IPs
-    ->  prometheus-adapter with the rules of adapter-values.yaml, behind the
-    aggregation layer  ->  the HPA scales the Deployment.
+    ->  prometheus-adapter, a Deployment with the rules of adapter-values.yaml,
+    behind the aggregation layer through its Service (adapter.py)  ->  the HPA
+    scales the Deployment.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from localcluster import dns, monitoring
-from localcluster.adapter import PrometheusAdapter, adapter_config
+from localcluster import adapter, dns, monitoring
 from localcluster.binaries import binary, bin_dir
-from localcluster.controlplane import ControlPlane, free_port, wait_until
+from localcluster.controlplane import ControlPlane, wait_until
 from localcluster.hpa import sample
 from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
@@ -42,8 +42,6 @@ class StackConfig:
     # Where users look, on NODE_IP: the app's Service and Prometheus's, node ports both.
     node_port: int = 30080
     prometheus_node_port: int = 30090
-    # Internal: prometheus-adapter's HTTPS port.
-    adapter_port: int = field(default_factory=free_port)
     namespace: str = "inferscale"
     release: str = "inferscale"
     # Values laid over the chart's defaults (a nested dict, as in values.yaml).
@@ -51,7 +49,7 @@ class StackConfig:
     # None keeps what the chart and adapter-values.yaml say (15s scrape, 1m window, 30s relist).
     scrape_interval: str | None = None
     rate_window: str | None = None
-    relist_interval: str = "30s"
+    relist_interval: str | None = None
     hpa_sync_period: str = "15s"
     crds_dir: Path | None = None
 
@@ -70,7 +68,6 @@ class LocalStack:
         self.control_plane = ControlPlane(
             config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period, advertise_address=HOST_IP,
         )
-        self.adapter = PrometheusAdapter(config.workdir / "adapter", config.adapter_port)
         self.node: RealNode | None = None
         self._stack = contextlib.ExitStack()
 
@@ -111,7 +108,7 @@ class LocalStack:
         self.control_plane.start()
         self._stack.callback(self.control_plane.stop)
         self.node = RealNode(self.control_plane, self.config.workdir / "node", images=[image],
-                             named_images=monitoring.image_archives())
+                             named_images={**monitoring.image_archives(), **adapter.image_archives()})
         self._stack.callback(self.node.stop)
         self.node.start()
         dns.install(self.kubeconfig)
@@ -119,11 +116,7 @@ class LocalStack:
         monitoring.install(self.kubeconfig, PROMETHEUS_VALUES, self.prometheus_url,
                            self.config.prometheus_node_port, self.config.scrape_interval)
         self._install_chart()
-        self._stack.callback(self.adapter.stop)
-        self.adapter.start(
-            self.control_plane, self.prometheus_url,
-            adapter_config(ADAPTER_VALUES, self.config.rate_window), self.config.relist_interval,
-        )
+        adapter.install(self.control_plane, ADAPTER_VALUES, self.config.rate_window, self.config.relist_interval)
 
     def down(self) -> None:
         self._stack.close()
