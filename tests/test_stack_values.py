@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from localcluster import adapter as localcluster_adapter
 from localcluster.binaries import binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,6 +181,31 @@ def test_adapter_talks_to_prometheus_operated_in_its_own_namespace(adapter):
     assert adapter["prometheus"]["port"] == 9090
 
 
+def adapter_args(values: dict, **kwargs) -> dict[str, str]:
+    objects = localcluster_adapter.deployment_objects(
+        values, localcluster_adapter.adapter_config(values, kwargs.pop("rate_window", None)),
+        "image:tag", b"cert", b"key", **kwargs)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
+
+
+def test_the_local_stacks_adapter_runs_the_file_as_shipped(adapter):
+    """The local stack's adapter Deployment (cluster/localcluster/adapter.py) takes
+    Prometheus's address, relist interval and log level from the file."""
+    args = adapter_args(adapter, relist_interval=None)
+    assert args["prometheus-url"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert (args["metrics-relist-interval"], args["v"]) == (adapter["metricsRelistInterval"], str(adapter["logLevel"]))
+    fast = adapter_args(adapter, relist_interval="5s", rate_window="10s")
+    assert fast["metrics-relist-interval"] == "5s"
+
+
+def test_the_local_stacks_adapter_refuses_a_url_it_cannot_render(adapter):
+    values = {**adapter, "prometheus": {**adapter["prometheus"], "url": "http://{{ .Values.host }}"}}
+    with pytest.raises(ValueError, match="only .* is resolved here"):
+        adapter_args(values, relist_interval=None)
+
+
 def adapter_query(rule: dict, label_matchers: str, group_by: str) -> str:
     """Fill the adapter's Go template the way prometheus-adapter does."""
     return (rule["metricsQuery"]
@@ -188,20 +214,34 @@ def adapter_query(rule: dict, label_matchers: str, group_by: str) -> str:
             .replace("<<.GroupBy>>", group_by))
 
 
-def test_adapter_queries_read_zero_for_idle_pods_and_the_average_for_busy_ones(adapter, tmp_path):
-    """Evaluates the adapter's filled-in queries with promtool on synthetic scrapes."""
-    pods = adapter_query(custom_rule(adapter), 'namespace="serving",pod=~"busy|idle|new"', "pod")
+def pod_series(labels: str, pod: str, count: str, total: str, up: str) -> list[tuple[str, str]]:
+    """A pod's histogram count and sum and its `up`, as promtool input series."""
+    return [
+        (f'inference_request_duration_seconds_count{{{labels},pod="{pod}"}}', count),
+        (f'inference_request_duration_seconds_sum{{{labels},pod="{pod}"}}', total),
+        (f'up{{{labels},pod="{pod}"}}', up),
+    ]
+
+
+def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
+    """Evaluates the adapter's filled-in queries with promtool on synthetic
+    scrapes every 15 s: a busy pod reads its average and an idle one 0, while a
+    pod with too little data (Prometheus restarted, its scrape failing, no
+    histogram) reads as absent, never 0."""
+    names = "busy|idle|restarted|failing|no-histogram"
+    pods = adapter_query(custom_rule(adapter), f'namespace="serving",pod=~"{names}"', "pod")
     external = adapter_query(external_rule(adapter), 'service="inferscale",namespace="serving"', "namespace")
     labels = 'namespace="serving",service="inferscale",job="inferscale"'
     series = [
-        (f'inference_request_duration_seconds_count{{{labels},pod="busy"}}', "0+1x40"),
-        (f'inference_request_duration_seconds_sum{{{labels},pod="busy"}}', "0+14x40"),
-        (f'inference_request_duration_seconds_count{{{labels},pod="idle"}}', "7x40"),
-        (f'inference_request_duration_seconds_sum{{{labels},pod="idle"}}', "70x40"),
-        (f'up{{{labels},pod="busy"}}', "1x40"),
-        (f'up{{{labels},pod="idle"}}', "1x40"),
-        (f'up{{{labels},pod="new"}}', "1x40"),
+        *pod_series(labels, "busy", "0+1x40", "0+14x40", "1x40"),
+        *pod_series(labels, "idle", "7x40", "70x40", "1x40"),
+        # Busy, but Prometheus was down from 2m30s and scrapes it again from 4m45s.
+        *pod_series(labels, "restarted", "0+1x10 _x8 19+1x20", "0+14x10 _x8 266+14x20", "1x10 _x8 1x20"),
+        # Busy until its scrapes started failing at 5m.
+        *pod_series(labels, "failing", "0+1x19 stale", "0+30x19 stale", "1x19 0x20"),
+        (f'up{{{labels},pod="no-histogram"}}', "1x40"),
     ]
+    at_5m = [{"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0}]
     test = {
         "rule_files": ["empty-rules.yaml"],
         "evaluation_interval": "15s",
@@ -211,12 +251,15 @@ def test_adapter_queries_read_zero_for_idle_pods_and_the_average_for_busy_ones(a
             "interval": "15s",
             "input_series": [{"series": s, "values": v} for s, v in series],
             "promql_expr_test": [
+                {"expr": pods, "eval_time": "4m45s", "exp_samples": [
+                    {"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0},
+                    {"labels": '{pod="failing"}', "value": 30},
+                ]},
                 {"expr": pods, "eval_time": "5m", "exp_samples": [
-                    {"labels": '{pod="busy"}', "value": 14},
-                    {"labels": '{pod="idle"}', "value": 0},
-                    {"labels": '{pod="new"}', "value": 0},
+                    *at_5m, {"labels": '{pod="restarted"}', "value": 14},
                 ]},
                 {"expr": external, "eval_time": "5m", "exp_samples": [
+                    # (14 + 0 + 14) s over 2 requests per scrape.
                     {"labels": '{namespace="serving"}', "value": 14},
                 ]},
             ],
