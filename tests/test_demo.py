@@ -86,6 +86,12 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         assert "<unknown>" not in hpa, hpa
         for url in (f"http://127.0.0.1:{locust_port}/", f"{prometheus}/query"):
             assert requests.get(url, timeout=10).status_code == 200, url
+        # The banner's doctor command, as printed, reads this cluster (the whole
+        # walk is tests/test_doctor.py's; here the alerts may still be settling).
+        doctor_command = re.search(r"^\s+(\S+ doctor .*)$", banner, re.M).group(1).split()
+        doctor = subprocess.run(doctor_command, capture_output=True, text=True, timeout=120)
+        assert doctor.returncode in (0, 1), doctor.stderr
+        assert re.search(r"ok +pods ready +1 of 1 pods of Deployment inferscale ready", doctor.stdout), doctor.stdout
         service = re.search(r"service \(NodePort\): +(\S+)", banner).group(1)
         predict = requests.post(f"{service}/predict", json={"features": [1, 2]}, timeout=30)
         assert predict.status_code == 200, predict.text

@@ -86,6 +86,8 @@ inferscale demo is up (logs in {args.workdir}).
       kubectl --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
   and the pods:
       kubectl --kubeconfig {stack.kubeconfig} get pods -n {namespace} -w
+  check every link from the pods to the HPA (names the first broken one):
+      {Path(sys.executable).parent / "inferscale"} doctor --kubeconfig {stack.kubeconfig} -n {namespace} --release {stack.config.release}
 Ctrl-C stops everything.
 ready
 """

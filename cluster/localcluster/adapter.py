@@ -141,7 +141,8 @@ def deployment_objects(values: dict[str, Any], config: dict[str, Any], image: st
          "metadata": {"name": f"{NAME}-serving", "namespace": NAMESPACE},
          "data": {"tls.crt": base64.b64encode(serving_cert).decode(),
                   "tls.key": base64.b64encode(serving_key).decode()}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME, "namespace": NAMESPACE},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
          "spec": {
              "replicas": 1, "selector": {"matchLabels": labels},
              "template": {"metadata": {"labels": labels}, "spec": {
@@ -153,7 +154,7 @@ def deployment_objects(values: dict[str, Any], config: dict[str, Any], image: st
                  ],
              }},
          }},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NAMESPACE},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
          "spec": {"selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}},
     ]
 

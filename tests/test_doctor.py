@@ -1,0 +1,157 @@
+"""`inferscale doctor` on the real stack: healthy when it is, and each induced
+break reported as the first broken link, with its fix.
+
+The breaks are the ones users hit: the HPA asking for a metric nobody serves,
+the adapter stopped, an APIService pointing nowhere, a scrape blocked on the
+network, and a ServiceMonitor whose `release` label the Prometheus does not
+select. Each is undone before the next, and the doctor must say healthy again
+in between, so every report is about one break only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import pytest
+
+from localcluster.controlplane import wait_until
+from localcluster.node import NETNS
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
+from inferscale.doctor.selectors import describe, matches
+
+ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
+API_SERVICE = "v1beta1.custom.metrics.k8s.io"
+PROMETHEUS = ("-n", "monitoring", "prometheus/kube-prometheus-stack-prometheus")
+# The scrape's path: Prometheus's pod to the app pod's admin port, across the node's bridge.
+BLOCK_SCRAPES = ("FORWARD", "-p", "tcp", "--dport", "8081", "-j", "REJECT", "--reject-with", "tcp-reset")
+
+
+def doctor(stack: LocalStack) -> tuple[int, dict]:
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(stack.kubeconfig),
+         "-n", stack.config.namespace, "--release", stack.config.release, "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def broken_link(stack: LocalStack) -> dict | None:
+    code, report = doctor(stack)
+    assert (code == 0) == report["healthy"], report
+    return None if report["healthy"] else report["links"][-1]
+
+
+def wait_for_break(stack: LocalStack, link: str, timeout: float = 120) -> dict:
+    return wait_until(lambda: (found := broken_link(stack)) and found["link"] == link and found,
+                      f"doctor reporting {link!r} broken", timeout, interval=2)
+
+
+def wait_for_healthy(stack: LocalStack, timeout: float = 240) -> dict:
+    wait_until(lambda: broken_link(stack) is None, "doctor reporting healthy", timeout, interval=3)
+    return doctor(stack)[1]
+
+
+def iptables_on_node(*args: str) -> None:
+    subprocess.run(["nsenter", f"--net={NETNS}", "--", "iptables", *args], check=True, timeout=30)
+
+
+@contextmanager
+def broken(stack: LocalStack, break_args: tuple, mend_args: tuple):
+    stack.kubectl(*break_args)
+    try:
+        yield
+    finally:
+        stack.kubectl(*mend_args)
+
+
+@pytest.mark.slow
+def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
+    with LocalStack(StackConfig(workdir=tmp_path / "stack", **FAST_LOOP)) as stack:
+        stack.wait_for_hpa_metric(240)
+        # The operator's rule files and configuration reach Prometheus within a
+        # minute or two; InferenceMetricAbsent may fire until the first scrapes.
+        report = wait_for_healthy(stack)
+        assert [link["link"] for link in report["links"]] == [
+            "pods ready", "ServiceMonitor selected", "targets up", "request-duration series",
+            "adapter rule per pod", "metrics API", "HPA", "alerts",
+        ]
+        assert report["budget"]["scrape interval"] == "2s"
+        assert report["budget"]["rate window"] == "10s"
+        assert report["budget"]["relist interval"] == "5s"
+        text = subprocess.run(
+            [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(stack.kubeconfig),
+             "-n", stack.config.namespace, "--release", stack.config.release],
+            capture_output=True, text=True, timeout=120)
+        assert text.returncode == 0 and text.stdout.rstrip().endswith("healthy"), text.stdout + text.stderr
+
+        hpa = stack.fullname
+        wrong_metric = '[{"op": "replace", "path": "/spec/metrics/0/pods/metric/name", "value": "inference_typo"}]'
+        right_metric = '[{"op": "replace", "path": "/spec/metrics/0/pods/metric/name", "value": "inference_request_duration_seconds_avg"}]'
+        with broken(stack, ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", wrong_metric),
+                    ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", right_metric)):
+            found = wait_for_break(stack, "adapter rule per pod")
+            assert "'inference_typo'" in found["detail"] and "inference_request_duration_seconds_avg" in found["detail"]
+            assert "autoscaling.metric.name" in found["fix"]
+        wait_for_healthy(stack)
+
+        with broken(stack, ("scale", "--replicas=0", *ADAPTER), ("scale", "--replicas=1", *ADAPTER)):
+            found = wait_for_break(stack, "metrics API")
+            assert "prometheus-adapter (monitoring/prometheus-adapter) has no ready pod" in found["detail"]
+            assert "rollout status deploy/prometheus-adapter" in found["fix"]
+        wait_for_healthy(stack)
+
+        nowhere = '{"spec": {"service": {"name": "prometheus-adapter-gone"}}}'
+        back = '{"spec": {"service": {"name": "prometheus-adapter"}}}'
+        with broken(stack, ("patch", "apiservice", API_SERVICE, "--type=merge", "-p", nowhere),
+                    ("patch", "apiservice", API_SERVICE, "--type=merge", "-p", back)):
+            found = wait_for_break(stack, "metrics API")
+            assert f"APIService {API_SERVICE} is not Available: ServiceNotFound" in found["detail"]
+            assert f"kubectl get apiservice {API_SERVICE}" in found["fix"]
+        wait_for_healthy(stack)
+
+        iptables_on_node("-I", *BLOCK_SCRAPES)
+        try:
+            found = wait_for_break(stack, "targets up")
+            assert "1 of 1 targets down" in found["detail"], found
+            assert "NetworkPolicies" in found["fix"]
+        finally:
+            iptables_on_node("-D", *BLOCK_SCRAPES)
+        wait_for_healthy(stack)
+
+        # Last, as nothing undoes it quickly: the chart's selector without
+        # prometheus-values.yaml's select-all, and a release label it does not match.
+        stack.kubectl("patch", *PROMETHEUS, "--type=merge",
+                      "-p", '{"spec": {"serviceMonitorSelector": {"matchLabels": {"release": "kube-prometheus-stack"}}}}')
+        stack.kubectl("label", "--overwrite", "servicemonitor", hpa, "-n", stack.config.namespace, "release=monitoring")
+        found = wait_for_break(stack, "ServiceMonitor selected", timeout=30)
+        assert "selects release=kube-prometheus-stack" in found["detail"], found
+        assert "serviceMonitor.additionalLabels" in found["fix"]
+
+
+@pytest.mark.parametrize("selector, labels, selected", [
+    ({}, {"a": "1"}, True),
+    ({"matchLabels": {"release": "kps"}}, {"release": "kps", "x": "y"}, True),
+    ({"matchLabels": {"release": "kps"}}, {"release": "other"}, False),
+    ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}, {"tier": "b"}, True),
+    ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {"tier": "a"}, False),
+    ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False),
+    ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {}, True),
+])
+def test_label_selectors_select_as_kubernetes_does(selector, labels, selected):
+    assert matches(selector, labels) is selected
+
+
+def test_an_unset_selector_is_the_callers_to_interpret():
+    with pytest.raises(ValueError, match="unset selector"):
+        matches(None, {})
+
+
+def test_selectors_are_described_as_kubectl_spells_them():
+    assert describe({"matchLabels": {"release": "kps"},
+                     "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                          {"key": "gone", "operator": "DoesNotExist"}]}) == "release=kps,tier in (a,b),!gone"
+    assert describe({}) == "(everything)"
