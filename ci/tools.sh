@@ -39,6 +39,10 @@ PNPM_VERSION="${PNPM_VERSION:-10.34.9}"
 # The operator version kube-prometheus-stack 88.5.3 (stack/Chart.yaml) ships;
 # its Go module carries the ServiceMonitor and PrometheusRule CRDs.
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.93.1}"
+# kube-state-metrics, for the chart's HPA alerts: the newest release the Go
+# module proxy serves (kube-prometheus-stack 88.5.3's subchart runs a newer
+# one, which the proxy refuses).
+KUBE_STATE_METRICS_VERSION="${KUBE_STATE_METRICS_VERSION:-v2.15.0}"
 # The HTTP load generator of bench/vs_kserve.py; Debian bookworm ships 4.1.0.
 # Pinned on the upstream version only, as prometheus above.
 WRK_DEB_UPSTREAM="${WRK_DEB_UPSTREAM:-4.1.0}"
@@ -356,9 +360,10 @@ build_coredns_image() {
 }
 
 # ---- the monitoring stack's images (Go module proxy) ---------------------------
-# The Prometheus Operator, its config reloader, Prometheus and prometheus-adapter,
-# each as a one-binary OCI archive tagged with the version its chart
-# (kube-prometheus-stack 88.5.3, prometheus-adapter) renders; the node imports
+# The Prometheus Operator, its config reloader, Prometheus, prometheus-adapter
+# and kube-state-metrics, each as a one-binary OCI archive tagged with the
+# version its chart (kube-prometheus-stack 88.5.3, prometheus-adapter) renders
+# (kube-state-metrics: see its pin); the node imports
 # them under the repositories those charts render (cluster/localcluster's
 # monitoring.py and adapter.py name them), so nothing is pulled.
 MONITORING_IMAGES_DIR="$CACHE_DIR/images/monitoring"
@@ -369,7 +374,7 @@ install_monitoring() {
   local adapter_version
   adapter_version="$(built_module_version "$BIN_DIR/adapter" sigs.k8s.io/prometheus-adapter)"
   local stamp="$MONITORING_IMAGES_DIR/versions"
-  local want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION $adapter_version"
+  local want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION $adapter_version $KUBE_STATE_METRICS_VERSION"
   if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     log "monitoring images ($want) already in $MONITORING_IMAGES_DIR"
     return 0
@@ -387,6 +392,9 @@ install_monitoring() {
   # The adapter ci/build_k8s.sh pins, as the prometheus-adapter chart runs it.
   pack_image "$BIN_DIR/adapter" /adapter "$adapter_version" 65534:65534 \
     "$MONITORING_IMAGES_DIR/prometheus-adapter.oci.tar"
+  build_kube_state_metrics "$work"
+  pack_image "$work/kube-state-metrics" /kube-state-metrics "$KUBE_STATE_METRICS_VERSION" 65534:65534 \
+    "$MONITORING_IMAGES_DIR/kube-state-metrics.oci.tar"
   echo "$want" >"$stamp"
   rm -rf "$work"
   log "monitoring images built in $((SECONDS - start)) s: $MONITORING_IMAGES_DIR ($(du -sh "$MONITORING_IMAGES_DIR" | cut -f1))"
@@ -413,6 +421,24 @@ build_operator() {
   ldflags="-s $(version_ldflags "${PROMETHEUS_OPERATOR_VERSION#v}" "$PROMETHEUS_OPERATOR_VERSION")"
   (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" \
     ./cmd/operator ./cmd/prometheus-config-reloader)
+  rm -rf "$src"
+}
+
+# kube-state-metrics into directory $1, with its Makefile's version ldflags,
+# and its own install manifests (examples/standard) into the cache, from which
+# cluster/localcluster/monitoring.py takes its objects. `go install
+# module@version` is refused here (the proxy will not list the module's
+# versions), so it is built in a copy of the module.
+KUBE_STATE_METRICS_MANIFESTS="$CACHE_DIR/kube-state-metrics/$KUBE_STATE_METRICS_VERSION"
+build_kube_state_metrics() {
+  local out="$1" src="$CACHE_DIR/build/kube-state-metrics-$KUBE_STATE_METRICS_VERSION"
+  copy_module "k8s.io/kube-state-metrics/v2@$KUBE_STATE_METRICS_VERSION" "$src"
+  log "building kube-state-metrics $KUBE_STATE_METRICS_VERSION"
+  local ldflags
+  ldflags="-s -w $(version_ldflags "$KUBE_STATE_METRICS_VERSION" "$KUBE_STATE_METRICS_VERSION")"
+  (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/kube-state-metrics" .)
+  mkdir -p "$KUBE_STATE_METRICS_MANIFESTS"
+  find "$src/examples/standard" -name '*.yaml' ! -name kustomization.yaml -exec cp {} "$KUBE_STATE_METRICS_MANIFESTS/" \;
   rm -rf "$src"
 }
 

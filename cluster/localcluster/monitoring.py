@@ -1,6 +1,7 @@
 """The monitoring half of the loop as kube-prometheus-stack sets it up: the
-Prometheus Operator in `monitoring`, and the Prometheus it runs there from a
-`Prometheus` resource, found by the adapter at prometheus-operated.monitoring.svc.
+Prometheus Operator in `monitoring`, the Prometheus it runs there from a
+`Prometheus` resource (found by the adapter at prometheus-operated.monitoring.svc),
+and kube-state-metrics, whose HPA series the chart's alerts read.
 
 The operator is the one its project publishes: its own install manifests
 (the Go module's bundle.yaml, which ci/tools.sh copies into the cache), moved
@@ -42,7 +43,9 @@ IMAGES = {
     "quay.io/prometheus-operator/prometheus-operator": "monitoring/prometheus-operator.oci.tar",
     "quay.io/prometheus-operator/prometheus-config-reloader": "monitoring/prometheus-config-reloader.oci.tar",
     PROMETHEUS_REPOSITORY: "monitoring/prometheus.oci.tar",
+    "registry.k8s.io/kube-state-metrics/kube-state-metrics": "monitoring/kube-state-metrics.oci.tar",
 }
+KUBE_STATE_METRICS_VERSION = "v2.15.0"
 # The chart's own switches in prometheusSpec: they choose selectors, they are not spec.
 SELECTORS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
 # prometheusSpec.securityContext's default in kube-prometheus-stack.
@@ -63,6 +66,35 @@ def operator_bundle() -> Path:
     if not path.is_file():
         raise MissingBinary(f"{path} is missing: run `bash ci/tools.sh crds`")
     return path
+
+
+def kube_state_metrics_manifests() -> Path:
+    path = cache_dir() / "kube-state-metrics" / KUBE_STATE_METRICS_VERSION
+    if not path.is_dir():
+        raise MissingBinary(f"{path} is missing: run `bash ci/tools.sh monitoring`")
+    return path
+
+
+def kube_state_metrics_objects(manifests: Path) -> list[dict]:
+    """kube-state-metrics from its own install manifests, moved into NAMESPACE,
+    and the ServiceMonitor kube-prometheus-stack gives it. honorLabels: its
+    series name the HPA's namespace in `namespace`, which Prometheus would
+    otherwise overwrite with the exporter's own (the chart's HPA alerts match on it)."""
+    objects = [yaml.safe_load(path.read_text()) for path in sorted(manifests.glob("*.yaml"))]
+    for obj in objects:
+        if "namespace" in obj["metadata"]:
+            obj["metadata"]["namespace"] = NAMESPACE
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = NAMESPACE
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "kube-state-metrics", "namespace": NAMESPACE,
+                     "labels": {"release": "kube-prometheus-stack"}},
+        "spec": {"jobLabel": "app.kubernetes.io/name",
+                 "selector": {"matchLabels": {"app.kubernetes.io/name": "kube-state-metrics"}},
+                 "endpoints": [{"port": "http-metrics", "honorLabels": True}]},
+    }
+    return [*objects, monitor]
 
 
 def operator_objects(bundle: Path) -> list[dict]:
@@ -149,6 +181,7 @@ def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
             f"--timeout={START_TIMEOUT}s")
     values = yaml.safe_load(values_file.read_text())
     apply(kubeconfig, prometheus_objects(prometheus_spec(values, scrape_interval), node_port))
+    apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
     wait_until(lambda: _ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
 
 
