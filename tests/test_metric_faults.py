@@ -1,0 +1,132 @@
+"""Faults in the metric pipeline under steady load, on the real stack: no
+scale-in while the HPA's data is missing, and none when it comes back.
+
+The load (2.5 requests/s) is more than the 3 pods that maxReplicas allows
+serve within the target (their average is about twice it), so the HPA's
+right answer is 3 throughout: any scale-in is the fault's doing, never a
+fluctuation of a load near a threshold.
+
+Before the rules read "no data" as missing, a Prometheus restart made every
+busy pod read 0 for a scrape or two, and the HPA cut a loaded Deployment in
+half. Each fault below holds for longer than FAST_LOOP's scale-down
+stabilization window (20 s), so a wrong 0 would have had time to act.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from localcluster.controlplane import wait_until
+from localcluster.hpa import HpaRecorder
+from localcluster.node import NETNS
+from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig, merged
+
+STABILIZATION = FAST_LOOP["chart_values"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+FAULT_SECONDS = 3 * STABILIZATION
+ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
+PROMETHEUS = ("-n", "monitoring", "prometheus/kube-prometheus-stack-prometheus")
+# 2.5 requests/s against pods that serve 1/s each, as the e2e test's load.
+USERS, USER_RPS = 5, 0.5
+MAX_REPLICAS = 3
+
+
+def firing_alerts(stack: LocalStack) -> set[str]:
+    alerts = requests.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
+
+
+def scaling_active(stack: LocalStack) -> bool:
+    conditions = stack.hpa().get("status", {}).get("conditions") or []
+    return any(c["type"] == "ScalingActive" and c["status"] == "True" for c in conditions)
+
+
+def prometheus_ready(stack: LocalStack) -> bool:
+    try:
+        return requests.get(f"{stack.prometheus_url}/-/ready", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def pinned(recorder: HpaRecorder, seconds: float = 20) -> bool:
+    """At maxReplicas, current and desired, for the last `seconds`."""
+    recent = [s for s in recorder.samples if s.at >= recorder.elapsed() - seconds]
+    return recorder.elapsed() >= seconds and all(s.replicas == s.desired == MAX_REPLICAS for s in recent)
+
+
+def lowest(recorder: HpaRecorder, since: float) -> int:
+    return min(s.replicas for s in recorder.samples if s.at >= since)
+
+
+def recovered(stack: LocalStack, recorder: HpaRecorder, fault: str, steady: int) -> None:
+    """The HPA reads its metric again, and holds its pods for twice the stabilization window after."""
+    wait_until(lambda: scaling_active(stack) or None, f"ScalingActive after {fault}", 120, interval=2)
+    back = recorder.elapsed()
+    time.sleep(2 * STABILIZATION)
+    assert lowest(recorder, back) >= steady, (fault, recorder.samples[-20:])
+
+
+@pytest.mark.slow
+def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
+    loop = {**FAST_LOOP, "chart_values": merged(FAST_LOOP["chart_values"], {"autoscaling": {"maxReplicas": MAX_REPLICAS}})}
+    with LocalStack(StackConfig(workdir=tmp_path / "stack", **loop)) as stack:
+        stack.wait_for_hpa_metric(240)
+        load = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
+             "--host", stack.service_url, "-u", str(USERS), "-r", str(USERS), "-t", "900s",
+             "--csv", str(tmp_path / "load"), "--only-summary"],
+            env={**os.environ, "LOAD_USER_RPS": str(USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        recorder = HpaRecorder(stack.hpa)
+        recorder.start()
+        try:
+            wait_until(lambda: pinned(recorder) or None, f"the HPA at {MAX_REPLICAS} pods under load", 300, interval=2)
+            steady = MAX_REPLICAS
+
+            # The adapter down: the HPA cannot read its metric, says so, keeps its pods,
+            # and the chart's alert fires from kube-state-metrics' ScalingActive=false.
+            start = recorder.elapsed()
+            stack.kubectl("scale", "--replicas=0", *ADAPTER)
+            wait_until(lambda: not scaling_active(stack) or None, "ScalingActive=False", 120, interval=2)
+            wait_until(lambda: "InferenceHPAMetricUnavailable" in firing_alerts(stack) or None,
+                       "InferenceHPAMetricUnavailable firing", 120, interval=2)
+            time.sleep(max(0.0, FAULT_SECONDS - (recorder.elapsed() - start)))
+            stack.kubectl("scale", "--replicas=1", *ADAPTER)
+            assert lowest(recorder, start) >= steady, recorder.samples[-40:]
+            recovered(stack, recorder, "the adapter's return", steady)
+
+            # Prometheus down for three stabilization windows, then back with an
+            # empty TSDB (the operator's default storage is an emptyDir): every
+            # pod has one sample, then two, and must read as missing until then.
+            start = recorder.elapsed()
+            stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 0}}')
+            wait_until(lambda: not prometheus_ready(stack) or None, "Prometheus stopped", 120, interval=1)
+            time.sleep(FAULT_SECONDS)
+            stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 1}}')
+            wait_until(lambda: prometheus_ready(stack) or None, "Prometheus back", 180, interval=1)
+            assert lowest(recorder, start) >= steady, recorder.samples[-60:]
+            recovered(stack, recorder, "Prometheus's restart", steady)
+
+            # One pod's scrapes rejected on the node's network: that pod reads as
+            # missing, which the HPA counts as at target when it would scale in.
+            pod = json.loads(stack.kubectl("get", "pods", "-n", stack.config.namespace, "-o", "json"))["items"][0]
+            block = ("FORWARD", "-d", pod["status"]["podIP"], "-p", "tcp", "--dport", "8081", "-j", "REJECT")
+            start = recorder.elapsed()
+            subprocess.run(["nsenter", f"--net={NETNS}", "--", "iptables", "-I", *block], check=True, timeout=30)
+            try:
+                time.sleep(FAULT_SECONDS)
+            finally:
+                subprocess.run(["nsenter", f"--net={NETNS}", "--", "iptables", "-D", *block], check=True, timeout=30)
+            assert lowest(recorder, start) >= steady, recorder.samples[-40:]
+        finally:
+            samples = recorder.stop()
+            load.terminate()
+            load.wait(timeout=120)
+            print("HPA timeline:", " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples))
