@@ -10,6 +10,11 @@ Before the rules read "no data" as missing, a Prometheus restart made every
 busy pod read 0 for a scrape or two, and the HPA cut a loaded Deployment in
 half. Each fault below holds for longer than FAST_LOOP's scale-down
 stabilization window (20 s), so a wrong 0 would have had time to act.
+
+Scrapes are every 10 s here (a 40 s window, four scrapes as the chart's
+defaults keep), not FAST_LOOP's 2 s: after a restart a pod has one sample
+for a whole scrape interval, two HPA syncs, so whatever the rules say of
+it then reaches the HPA.
 """
 
 from __future__ import annotations
@@ -74,7 +79,10 @@ def recovered(stack: LocalStack, recorder: HpaRecorder, fault: str, steady: int)
 
 @pytest.mark.slow
 def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
-    loop = {**FAST_LOOP, "chart_values": merged(FAST_LOOP["chart_values"], {"autoscaling": {"maxReplicas": MAX_REPLICAS}})}
+    timing = {"autoscaling": {"maxReplicas": MAX_REPLICAS, "rateWindow": "40s"},
+              "serviceMonitor": {"interval": "10s"}}
+    loop = {**FAST_LOOP, "scrape_interval": "10s", "rate_window": "40s",
+            "chart_values": merged(FAST_LOOP["chart_values"], timing)}
     with LocalStack(StackConfig(workdir=tmp_path / "stack", **loop)) as stack:
         stack.wait_for_hpa_metric(240)
         load = subprocess.Popen(
