@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import pytest
 
 from localcluster.controlplane import wait_until
-from localcluster.node import NETNS
+from localcluster.node import run
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
 from inferscale.doctor.selectors import describe, matches
 
@@ -56,7 +56,7 @@ def wait_for_healthy(stack: LocalStack, timeout: float = 240) -> dict:
 
 
 def iptables_on_node(*args: str) -> None:
-    subprocess.run(["nsenter", f"--net={NETNS}", "--", "iptables", *args], check=True, timeout=30)
+    run("iptables", *args, netns=True)
 
 
 @contextmanager

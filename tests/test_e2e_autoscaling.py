@@ -76,20 +76,15 @@ def rule_groups(stack: LocalStack) -> list[dict]:
     return requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
 
 
-def firing_alerts(stack: LocalStack) -> set[str]:
-    alerts = requests.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-    return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
-
-
 def assert_a_broken_scrape_fires_the_absent_metric_alert(stack: LocalStack) -> None:
     """The most common mistake, a ServiceMonitor that names no port of the
     Service: the operator's configuration scrapes nothing, and the chart's
     InferenceMetricAbsent fires on the operator's Prometheus."""
-    assert "InferenceMetricAbsent" not in firing_alerts(stack)
+    assert "InferenceMetricAbsent" not in stack.firing_alerts()
     stack.kubectl("patch", "servicemonitor", stack.fullname, "-n", stack.config.namespace, "--type=json",
                   "-p", '[{"op": "replace", "path": "/spec/endpoints/0/port", "value": "no-such-port"}]')
     # The kubelet's Secret refresh (about a minute), then metricAbsentFor (20 s).
-    wait_until(lambda: "InferenceMetricAbsent" in firing_alerts(stack) or None,
+    wait_until(lambda: "InferenceMetricAbsent" in stack.firing_alerts() or None,
                "InferenceMetricAbsent firing", 240, interval=2)
 
 
@@ -100,7 +95,7 @@ def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, t
     climbs past the target, and InferenceLatencyAboveTarget fires once it has
     stayed there for latencyFor (40 s). kube-state-metrics reports the HPA at
     its maximum, and InferenceHPAAtMaxReplicas fires after maxReplicasFor (60 s)."""
-    assert not {"InferenceLatencyAboveTarget", "InferenceHPAAtMaxReplicas"} & firing_alerts(stack)
+    assert not {"InferenceLatencyAboveTarget", "InferenceHPAAtMaxReplicas"} & stack.firing_alerts()
     helm = subprocess.run(
         [binary("helm"), "upgrade", stack.config.release, str(CHART), "-n", stack.config.namespace,
          "--kubeconfig", str(stack.kubeconfig), "--reuse-values", "--set", "autoscaling.maxReplicas=1", "--wait"],
@@ -111,7 +106,7 @@ def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, t
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wanted = {"InferenceLatencyAboveTarget", "InferenceHPAAtMaxReplicas"}
-        wait_until(lambda: wanted <= firing_alerts(stack) or None, f"{sorted(wanted)} firing", 150, interval=2)
+        wait_until(lambda: wanted <= stack.firing_alerts() or None, f"{sorted(wanted)} firing", 150, interval=2)
         hpa = stack.hpa()
         assert hpa["spec"]["maxReplicas"] == hpa["status"]["currentReplicas"] == 1, hpa["status"]
     finally:

@@ -26,11 +26,10 @@ import sys
 import time
 
 import pytest
-import requests
 
 from localcluster.controlplane import wait_until
 from localcluster.hpa import HpaRecorder
-from localcluster.node import NETNS
+from localcluster.node import run
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig, merged
 
 STABILIZATION = FAST_LOOP["chart_values"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
@@ -42,21 +41,9 @@ USERS, USER_RPS = 5, 0.5
 MAX_REPLICAS = 3
 
 
-def firing_alerts(stack: LocalStack) -> set[str]:
-    alerts = requests.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-    return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
-
-
 def scaling_active(stack: LocalStack) -> bool:
     conditions = stack.hpa().get("status", {}).get("conditions") or []
     return any(c["type"] == "ScalingActive" and c["status"] == "True" for c in conditions)
-
-
-def prometheus_ready(stack: LocalStack) -> bool:
-    try:
-        return requests.get(f"{stack.prometheus_url}/-/ready", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def pinned(recorder: HpaRecorder, seconds: float = 20) -> bool:
@@ -103,7 +90,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             start = recorder.elapsed()
             stack.kubectl("scale", "--replicas=0", *ADAPTER)
             wait_until(lambda: not scaling_active(stack) or None, "ScalingActive=False", 120, interval=2)
-            wait_until(lambda: "InferenceHPAMetricUnavailable" in firing_alerts(stack) or None,
+            wait_until(lambda: "InferenceHPAMetricUnavailable" in stack.firing_alerts() or None,
                        "InferenceHPAMetricUnavailable firing", 120, interval=2)
             time.sleep(max(0.0, FAULT_SECONDS - (recorder.elapsed() - start)))
             stack.kubectl("scale", "--replicas=1", *ADAPTER)
@@ -115,10 +102,10 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             # pod has one sample, then two, and must read as missing until then.
             start = recorder.elapsed()
             stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 0}}')
-            wait_until(lambda: not prometheus_ready(stack) or None, "Prometheus stopped", 120, interval=1)
+            wait_until(lambda: not stack.prometheus_ready() or None, "Prometheus stopped", 120, interval=1)
             time.sleep(FAULT_SECONDS)
             stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 1}}')
-            wait_until(lambda: prometheus_ready(stack) or None, "Prometheus back", 180, interval=1)
+            wait_until(lambda: stack.prometheus_ready() or None, "Prometheus back", 180, interval=1)
             assert lowest(recorder, start) >= steady, recorder.samples[-60:]
             recovered(stack, recorder, "Prometheus's restart", steady)
 
@@ -127,11 +114,11 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             pod = json.loads(stack.kubectl("get", "pods", "-n", stack.config.namespace, "-o", "json"))["items"][0]
             block = ("FORWARD", "-d", pod["status"]["podIP"], "-p", "tcp", "--dport", "8081", "-j", "REJECT")
             start = recorder.elapsed()
-            subprocess.run(["nsenter", f"--net={NETNS}", "--", "iptables", "-I", *block], check=True, timeout=30)
+            run("iptables", "-I", *block, netns=True)
             try:
                 time.sleep(FAULT_SECONDS)
             finally:
-                subprocess.run(["nsenter", f"--net={NETNS}", "--", "iptables", "-D", *block], check=True, timeout=30)
+                run("iptables", "-D", *block, netns=True)
             assert lowest(recorder, start) >= steady, recorder.samples[-40:]
         finally:
             samples = recorder.stop()

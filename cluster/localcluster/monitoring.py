@@ -182,10 +182,11 @@ def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
     values = yaml.safe_load(values_file.read_text())
     apply(kubeconfig, prometheus_objects(prometheus_spec(values, scrape_interval), node_port))
     apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
-    wait_until(lambda: _ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
+    wait_until(lambda: ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
+    """Whether Prometheus at `url` answers ready."""
     try:
         return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
     except requests.RequestException:

@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
 import yaml
 
 from localcluster import adapter, dns, monitoring
@@ -133,6 +134,14 @@ class LocalStack:
 
     def kubectl(self, *args: str) -> str:
         return kubectl(self.kubeconfig, *args)
+
+    def prometheus_ready(self) -> bool:
+        return monitoring.ready(self.prometheus_url)
+
+    def firing_alerts(self) -> set[str]:
+        """The names of the alerts firing on the operator's Prometheus."""
+        alerts = requests.get(f"{self.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
 
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()
