@@ -13,7 +13,7 @@ PORT ?= 8080
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,doctor]'
+	$(BIN)/pip install --quiet -e '.[dev,doctor,simulate]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -8,8 +8,11 @@ fluctuation of a load near a threshold.
 
 Before the rules read "no data" as missing, a Prometheus restart made every
 busy pod read 0 for a scrape or two, and the HPA cut a loaded Deployment in
-half. Each fault below holds for longer than FAST_LOOP's scale-down
-stabilization window (20 s), so a wrong 0 would have had time to act.
+half. Each fault that is a state (the adapter down, Prometheus down, one
+pod's scrapes rejected) holds for longer than FAST_LOOP's scale-down
+stabilization window (20 s), so a wrong 0 would have had time to act; after
+each, and after the faults that are events (a server killed, the API server
+restarted), the HPA is watched for two more windows.
 
 Scrapes are every 10 s here (a 40 s window, four scrapes as the chart's
 defaults keep), not FAST_LOOP's 2 s: after a restart a pod has one sample
@@ -56,6 +59,18 @@ def lowest(recorder: HpaRecorder, since: float) -> int:
     return min(s.replicas for s in recorder.samples if s.at >= since)
 
 
+def began(recorder: HpaRecorder, fault: str) -> float:
+    """The fault's start on the recorder's clock, printed for reading the timeline."""
+    print(f"{recorder.elapsed():.0f} s: {fault}")
+    return recorder.elapsed()
+
+
+def restarted_and_ready(stack: LocalStack, name: str) -> bool:
+    pod = json.loads(stack.kubectl("get", "pod", name, "-n", stack.config.namespace, "-o", "json"))
+    status = pod["status"]["containerStatuses"][0]
+    return status["restartCount"] >= 1 and status["ready"]
+
+
 def recovered(stack: LocalStack, recorder: HpaRecorder, fault: str, steady: int) -> None:
     """The HPA reads its metric again, and holds its pods for twice the stabilization window after."""
     wait_until(lambda: scaling_active(stack) or None, f"ScalingActive after {fault}", 120, interval=2)
@@ -87,7 +102,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
 
             # The adapter down: the HPA cannot read its metric, says so, keeps its pods,
             # and the chart's alert fires from kube-state-metrics' ScalingActive=false.
-            start = recorder.elapsed()
+            start = began(recorder, "prometheus-adapter scaled to 0")
             stack.kubectl("scale", "--replicas=0", *ADAPTER)
             wait_until(lambda: not scaling_active(stack) or None, "ScalingActive=False", 120, interval=2)
             wait_until(lambda: "InferenceHPAMetricUnavailable" in stack.firing_alerts() or None,
@@ -100,7 +115,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             # Prometheus down for three stabilization windows, then back with an
             # empty TSDB (the operator's default storage is an emptyDir): every
             # pod has one sample, then two, and must read as missing until then.
-            start = recorder.elapsed()
+            start = began(recorder, "Prometheus stopped")
             stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 0}}')
             wait_until(lambda: not stack.prometheus_ready() or None, "Prometheus stopped", 120, interval=1)
             time.sleep(FAULT_SECONDS)
@@ -113,15 +128,42 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             # missing, which the HPA counts as at target when it would scale in.
             pod = json.loads(stack.kubectl("get", "pods", "-n", stack.config.namespace, "-o", "json"))["items"][0]
             block = ("FORWARD", "-d", pod["status"]["podIP"], "-p", "tcp", "--dport", "8081", "-j", "REJECT")
-            start = recorder.elapsed()
+            start = began(recorder, "one pod's scrapes rejected")
             run("iptables", "-I", *block, netns=True)
             try:
-                time.sleep(FAULT_SECONDS)
+                wait_until(lambda: "InferenceScrapeFailing" in stack.firing_alerts() or None,
+                           "InferenceScrapeFailing firing", 120, interval=2)
+                time.sleep(max(0.0, FAULT_SECONDS - (recorder.elapsed() - start)))
             finally:
                 run("iptables", "-D", *block, netns=True)
             assert lowest(recorder, start) >= steady, recorder.samples[-40:]
+            recovered(stack, recorder, "the scrapes' return", steady)
+
+            # A pod's server killed as the OOM killer would: the kubelet restarts
+            # it in place, its counters start from 0 (rate() takes that for a
+            # reset), and until it has two samples again it reads as missing.
+            start = began(recorder, "a server killed")
+            container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+            stack.node.kill_container(container_id)
+            wait_until(lambda: restarted_and_ready(stack, pod["metadata"]["name"]) or None,
+                       "the killed server restarted and ready", 120, interval=1)
+            print(f"ready again after {recorder.elapsed() - start:.1f} s")
+            wait_until(lambda: "InferencePodRestarted" in stack.firing_alerts() or None,
+                       "InferencePodRestarted firing", 120, interval=2)
+            assert lowest(recorder, start) >= steady, recorder.samples[-40:]
+            recovered(stack, recorder, "the pod's restart", steady)
+
+            # The API server stopped and started again: nobody can read or write
+            # the HPA meanwhile, and after it every watch and the aggregated
+            # metrics API come back; the HPA's next syncs must not act on a gap.
+            start = began(recorder, "the API server restarted")
+            outage = stack.control_plane.restart_apiserver()
+            print(f"{outage:.1f} s without answers")
+            assert lowest(recorder, start) >= steady, recorder.samples[-40:]
+            recovered(stack, recorder, "the API server's restart", steady)
         finally:
             samples = recorder.stop()
             load.terminate()
             load.wait(timeout=120)
-            print("HPA timeline:", " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples))
+            timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples)
+            print(f"HPA timeline ({recorder.failed_reads} reads failed):", timeline)

@@ -210,14 +210,29 @@ class ControlPlane:
             "--profiling=false",
             *self.extra_apiserver_args,
         ], stop_timeout=15.0)
+        self._wait_apiserver_ready(apiserver)
+        self._allow_kubelet_api(self._admin_cert())
+
+    def restart_apiserver(self) -> float:
+        """Stop the API server and start it again on the same port and etcd, as
+        an upgrade or a crash does; returns the seconds it answered nothing."""
+        apiserver = next(p for p in self._group.processes if p.name == "kube-apiserver")
+        stopped = time.monotonic()
+        apiserver.restart()
+        self._wait_apiserver_ready(apiserver)
+        return time.monotonic() - stopped
+
+    def _admin_cert(self) -> tuple[str, str]:
+        return str(self.pki.directory / "client-admin.crt"), str(self.pki.directory / "client-admin.key")
+
+    def _wait_apiserver_ready(self, apiserver: ManagedProcess) -> None:
         # /readyz is 200 only once the RBAC bootstrap roles and system namespaces exist.
-        admin = (str(pki.directory / "client-admin.crt"), str(pki.directory / "client-admin.key"))
         wait_until(
-            lambda: requests.get(f"{self.api_url}/readyz", cert=admin, verify=str(pki.ca_cert), timeout=2).status_code
-            == 200,
+            lambda: requests.get(
+                f"{self.api_url}/readyz", cert=self._admin_cert(), verify=str(self.pki.ca_cert), timeout=2,
+            ).status_code == 200,
             "kube-apiserver /readyz", START_TIMEOUT, apiserver, interval=0.25,
         )
-        self._allow_kubelet_api(admin)
 
     def _allow_kubelet_api(self, admin: tuple[str, str]) -> None:
         """A kubelet asks the API server (webhook authorization) whether our

@@ -39,10 +39,16 @@ class HpaRecorder(threading.Thread):
         self._stop_event = threading.Event()
         self.started = time.monotonic()
         self.samples: list[HpaSample] = []
+        self.failed_reads = 0
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.samples.append(sample(self._read_hpa(), time.monotonic() - self.started))
+            try:
+                hpa = self._read_hpa()
+            except Exception:  # noqa: BLE001 - an API server restarting, a timeout: a gap, not the end
+                self.failed_reads += 1
+            else:
+                self.samples.append(sample(hpa, time.monotonic() - self.started))
             self._stop_event.wait(self._period)
 
     def stop(self) -> list[HpaSample]:

@@ -174,6 +174,22 @@ class RealNode:
         log.info("node %s Ready in %.1f s", self.name, self.start_seconds)
         return self
 
+    def kill_container(self, container_id: str) -> int:
+        """SIGKILL a container's first process from the node, as the kernel's OOM
+        killer would: the kubelet sees it exit 137 and restarts the container.
+        `container_id` is the status's containerID without `containerd://`;
+        runc puts the process in a cgroup named after it. Returns its host pid."""
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                cgroups = (status.parent / "cgroup").read_text().splitlines()
+                namespace_pids = next(line for line in status.read_text().splitlines() if line.startswith("NSpid:"))
+            except (OSError, StopIteration):  # exited while we looked
+                continue
+            if namespace_pids.split()[-1] == "1" and any(line.endswith(f"/{container_id}") for line in cgroups):
+                os.kill(int(status.parent.name), signal.SIGKILL)
+                return int(status.parent.name)
+        raise LookupError(f"no process of container {container_id} on node {self.name}")
+
     def stop(self) -> None:
         """Stop the kubelet, the pods' containers and containerd; unmount, remove
         cgroups and the namespace; restore the sysctls."""

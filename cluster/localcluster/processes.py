@@ -191,6 +191,12 @@ class ManagedProcess:
             log.debug("%s stopped with %s", self.name, self.returncode)
         return self.returncode
 
+    def restart(self) -> "ManagedProcess":
+        """Stop the command and start it again: same argv, same log (appended)."""
+        self.stop()
+        self.returncode = None
+        return self.start()
+
     def _wait_session_empty(self, deadline: float) -> None:
         while session_members(self._popen.pid) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -38,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     doctor.add_argument("--context", help="the kubeconfig context (default: its current one)")
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_simulate(commands)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "simulate":
+        return _simulate(args)
 
     for option, (env, _) in SERVE_OPTIONS.items():
         value = getattr(args, option)
@@ -69,6 +72,53 @@ def _doctor(args: argparse.Namespace) -> int:
     render = report.as_json if args.json else report.as_text
     print(render(args.release, args.namespace, findings, walk.budget))
     return 0 if report.healthy(findings) else 1
+
+
+def _add_simulate(commands) -> None:
+    from inferscale.simulation.scenarios import SCENARIOS
+
+    simulate = commands.add_parser(
+        "simulate", help="the autoscaling loop in simulation: how fast, how many pods, how many refused",
+        description="Runs the chart's values (pods, scrapes, window, HPA behaviour) through a discrete-event model "
+                    "of the loop, and the same load on the fewest always-on pods that meet the target. "
+                    "Needs the [simulate] extra (pip install 'inferscale[simulate]').")
+    simulate.add_argument("--values", default="chart/values.yaml",
+                          help="the chart's values file, complete (default: chart/values.yaml)")
+    simulate.add_argument("--scenario", choices=SCENARIOS, default="step",
+                          help="step: from idle at 60 s; ramp: over 30 min; spike: 2 min from one pod's load; "
+                               "sine: one period over the run; stop: load, stopped half-way (default: step)")
+    simulate.add_argument("--times", type=float, default=5.0,
+                          help="the load at its height, in pods' worth: slots / inference seconds each (default: 5)")
+    simulate.add_argument("--arrivals", choices=("poisson", "paced"), default="poisson",
+                          help="as the locustfile's LOAD_ARRIVALS poisson or fixed (default: poisson)")
+    simulate.add_argument("--hours", type=float, default=2.0, help="simulated time (default: 2)")
+    simulate.add_argument("--sync-period", type=float, default=15.0,
+                          help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s (default: 15)")
+    simulate.add_argument("--seed", type=int, default=1, help="arrivals, phases and routing (default: 1)")
+    simulate.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        import yaml
+    except ImportError:
+        print("inferscale simulate: pyyaml is missing: pip install 'inferscale[simulate]'", file=sys.stderr)
+        return 2
+    from inferscale.simulation import report
+    from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
+
+    try:
+        with open(args.values) as values_file:
+            model = Model.from_chart_values(yaml.safe_load(values_file), sync_period=args.sync_period)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+        print(f"inferscale simulate: cannot read chart values from {args.values}: {error!r}", file=sys.stderr)
+        return 2
+    case = scenario(args.scenario, model.pod_capacity, args.times, args.hours)
+    autoscaled = run(model, case, args.arrivals, args.seed)
+    fixed = fewest_fixed(model, case, args.arrivals, args.seed)
+    render = report.as_json if args.json else report.as_text
+    print(render(model, case, args.arrivals, autoscaled, fixed))
+    return 0
 
 
 def _serve() -> int:

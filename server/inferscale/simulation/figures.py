@@ -1,0 +1,81 @@
+"""What a run says about the loop: how fast, how many pods, how many refused, how steady."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from .loop import Trace
+
+
+@dataclass(frozen=True)
+class Figures:
+    # From the load change until the HPA's per-pod average stays at or under
+    # the target; None when it is above at the end of the run.
+    back_under_target_seconds: float | None
+    # From the load change until spec.replicas is at minReplicas for good
+    # (after load stops); None when it is not at the end of the run.
+    back_to_min_seconds: float | None
+    peak_replicas: int
+    steady_replicas: float  # median spec.replicas over the steady span
+    refused_percent: float
+    changes_per_hour: float  # replica changes over the steady span
+    pod_minutes: float  # spec.replicas integrated over the run
+    mean_seconds: float  # mean duration of the answered requests
+
+
+def replicas_at(trace: Trace, t: float) -> int:
+    current = trace.replicas[0][1]
+    for at, replicas in trace.replicas:
+        if at > t:
+            break
+        current = replicas
+    return current
+
+
+def pod_minutes(trace: Trace, end: float) -> float:
+    points = [*trace.replicas, (end, None)]
+    return sum((b[0] - a[0]) * a[1] for a, b in zip(points, points[1:]) if a[0] < end) / 60
+
+
+def back_under_target(trace: Trace, target: float, change_at: float) -> float | None:
+    syncs = [s for s in trace.syncs if s.at >= change_at and s.value is not None]
+    above = [i for i, s in enumerate(syncs) if s.value > target]
+    if not above:
+        return 0.0
+    if above[-1] == len(syncs) - 1:
+        return None
+    return syncs[above[-1] + 1].at - change_at
+
+
+def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
+    if trace.replicas[-1][1] != replicas:
+        return None
+    return max(trace.replicas[-1][0] - change_at, 0.0)
+
+
+def figures(trace: Trace, target: float, min_replicas: int, change_at: float, steady_from: float,
+            end: float) -> Figures:
+    arrivals = len(trace.answered) + len(trace.refused)
+    steady_changes = [at for at, _ in trace.replicas[1:] if steady_from <= at < end]
+    samples = [replicas_at(trace, steady_from + i * 15.0) for i in range(int((end - steady_from) // 15.0) + 1)]
+    return Figures(
+        back_under_target_seconds=back_under_target(trace, target, change_at),
+        back_to_min_seconds=back_to(trace, min_replicas, change_at),
+        peak_replicas=max(r for _, r in trace.replicas),
+        steady_replicas=statistics.median(samples),
+        refused_percent=100 * len(trace.refused) / arrivals if arrivals else 0.0,
+        changes_per_hour=len(steady_changes) * 3600 / (end - steady_from),
+        pod_minutes=pod_minutes(trace, end),
+        mean_seconds=statistics.fmean(d for _, d in trace.answered) if trace.answered else 0.0,
+    )
+
+
+def meets_target(trace: Trace, target: float, since: float, max_refused_percent: float = 1.0) -> bool:
+    """Requests arriving from `since` took `target` s or less on average, and few were refused."""
+    durations = [d for at, d in trace.answered if at >= since]
+    refused = sum(1 for at in trace.refused if at >= since)
+    total = len(durations) + refused
+    if not total:
+        return True
+    return statistics.fmean(durations or [0.0]) <= target and 100 * refused / total <= max_refused_percent

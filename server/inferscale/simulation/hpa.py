@@ -1,0 +1,228 @@
+"""The HorizontalPodAutoscaler controller's decisions for one Pods metric.
+
+This follows kube-controller-manager v1.33 (`pkg/controller/podautoscaler`),
+function by function, because the loop's behaviour near the target lives in
+its details:
+
+- `replicas_for_metric` is `calcPlainMetricReplicas` with `groupPods`
+  (replica_calculator.go): Pending pods are "unready" and ignored, or count
+  as 0 on a scale-up; a Running pod without a value is "missing" and counts
+  as exactly the target on a scale-down and as 0 on a scale-up; a result
+  that would turn the direction round keeps the current count. Values are
+  milli-units and the average is an integer division, as
+  `GetMetricUsageRatio` computes it.
+- `Controller.sync` is `reconcileAutoscaler` (horizontal.go): outside
+  [minReplicas, maxReplicas] it goes to the bound without reading metrics;
+  with no value at all (`ScalingActive=False`) it keeps the count and
+  records nothing; otherwise `normalizeDesiredReplicasWithBehaviors`.
+- `_stabilize` is `stabilizeRecommendationWithBehaviors`: the current count
+  raised to the lowest recommendation of the scale-up window and lowered to
+  the highest of the scale-down window.
+- `_rate_limit` is `convertDesiredReplicasWithBehaviorRate` with
+  `calculateScaleUpLimitWithScalingRules` and
+  `calculateScaleDownLimitWithBehaviors`: each policy's limit counts from
+  the replicas at the start of its period (events younger than the period
+  undone), `Percent` rounds up on the way up and truncates on the way down,
+  and `selectPolicy` picks the largest change (Max) or the smallest (Min).
+
+The controller keeps recommendations and scale events in memory; so does
+this class, one instance per HPA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+class NoMetrics(Exception):
+    """No pod has a value: the HPA reports ScalingActive=False and keeps its count."""
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    kind: str  # "Pods" or "Percent"
+    value: int
+    period_seconds: int
+
+
+@dataclass(frozen=True)
+class ScalingRules:
+    stabilization_window_seconds: int
+    select_policy: str  # "Max", "Min" or "Disabled"
+    policies: tuple[ScalingPolicy, ...]
+
+    @classmethod
+    def from_values(cls, values: dict) -> "ScalingRules":
+        """From the chart's `autoscaling.behavior.scaleUp` or `scaleDown`."""
+        return cls(
+            int(values["stabilizationWindowSeconds"]),
+            values.get("selectPolicy", "Max"),
+            tuple(ScalingPolicy(p["type"], int(p["value"]), int(p["periodSeconds"])) for p in values["policies"]),
+        )
+
+    @property
+    def longest_period(self) -> int:
+        return max((p.period_seconds for p in self.policies), default=0)
+
+
+@dataclass(frozen=True)
+class HpaSpec:
+    min_replicas: int
+    max_replicas: int
+    target: float  # the Pods metric's averageValue
+    scale_up: ScalingRules
+    scale_down: ScalingRules
+    # kube-controller-manager's --horizontal-pod-autoscaler-tolerance.
+    tolerance: float = 0.1
+
+    @classmethod
+    def from_values(cls, autoscaling: dict, tolerance: float = 0.1) -> "HpaSpec":
+        """From the chart's `autoscaling` values."""
+        behavior = autoscaling["behavior"]
+        return cls(
+            int(autoscaling["minReplicas"]), int(autoscaling["maxReplicas"]),
+            float(autoscaling["targetAverageDurationSeconds"]),
+            ScalingRules.from_values(behavior["scaleUp"]), ScalingRules.from_values(behavior["scaleDown"]),
+            tolerance,
+        )
+
+
+@dataclass(frozen=True)
+class PodView:
+    """A pod as the controller's lister and the metrics API show it."""
+
+    name: str
+    running: bool  # False: phase Pending
+    value: float | None  # the metric's value; None when the metrics API has none for it
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    value: float | None  # the current average the HPA reports; None while <unknown>
+    scaling_active: bool
+
+
+def milli(value: float) -> int:
+    return int(value * 1000)
+
+
+def _usage_ratio(values: dict[str, int], target: int) -> tuple[float, int]:
+    average = sum(values.values()) // len(values)
+    return average / target, average
+
+
+def replicas_for_metric(current: int, pods: list[PodView], target: float, tolerance: float) -> tuple[int, float]:
+    """The proposal for one Pods metric and the average it read (calcPlainMetricReplicas)."""
+    if not pods:
+        raise NoMetrics("no pods returned by selector")
+    target_milli = milli(target)
+    unready = {p.name for p in pods if not p.running}
+    missing = {p.name for p in pods if p.running and p.value is None}
+    values = {p.name: milli(p.value) for p in pods if p.running and p.value is not None}
+    if not values:
+        raise NoMetrics("did not receive metrics for targeted pods")
+    ratio, average = _usage_ratio(values, target_milli)
+    within = 1 - tolerance <= ratio <= 1 + tolerance
+    scale_up_with_unready = bool(unready) and ratio > 1.0
+    if not scale_up_with_unready and not missing:
+        return (current if within else math.ceil(ratio * len(values))), average / 1000
+    if ratio < 1.0:
+        values.update({name: target_milli for name in missing})
+    elif ratio > 1.0:
+        values.update({name: 0 for name in missing})
+    if scale_up_with_unready:
+        values.update({name: 0 for name in unready})
+    new_ratio, _ = _usage_ratio(values, target_milli)
+    if (1 - tolerance <= new_ratio <= 1 + tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+        return current, average / 1000
+    proposal = math.ceil(new_ratio * len(values))
+    if (new_ratio < 1.0 and proposal > current) or (new_ratio > 1.0 and proposal < current):
+        return current, average / 1000
+    return proposal, average / 1000
+
+
+@dataclass
+class Controller:
+    """One HPA's controller state: recent recommendations and scale events."""
+
+    spec: HpaSpec
+    recommendations: list[tuple[float, int]] = field(default_factory=list)
+    scale_ups: list[tuple[float, int]] = field(default_factory=list)
+    scale_downs: list[tuple[float, int]] = field(default_factory=list)
+
+    def sync(self, now: float, current: int, pods: list[PodView]) -> Decision:
+        """One reconcile at time `now` (seconds) of a target at `current` replicas."""
+        spec = self.spec
+        if not self.recommendations:
+            self.recommendations.append((now, current))  # recordInitialRecommendation
+        if current == 0 and spec.min_replicas != 0:
+            return Decision(0, None, False)
+        if current > spec.max_replicas:
+            return self._scaled(now, current, spec.max_replicas, None)
+        if current < spec.min_replicas:
+            return self._scaled(now, current, spec.min_replicas, None)
+        try:
+            proposal, value = replicas_for_metric(current, pods, spec.target, spec.tolerance)
+        except NoMetrics:
+            return Decision(current, None, False)
+        stabilized = self._stabilize(now, current, proposal)
+        return self._scaled(now, current, self._rate_limit(now, current, stabilized), value)
+
+    def _scaled(self, now: float, current: int, desired: int, value: float | None) -> Decision:
+        if desired > current:
+            self._prune(self.scale_ups, now, self.spec.scale_up.longest_period)
+            self.scale_ups.append((now, desired - current))
+        elif desired < current:
+            self._prune(self.scale_downs, now, self.spec.scale_down.longest_period)
+            self.scale_downs.append((now, current - desired))
+        return Decision(desired, value, True)
+
+    def _stabilize(self, now: float, current: int, proposal: int) -> int:
+        up_cutoff = now - self.spec.scale_up.stabilization_window_seconds
+        down_cutoff = now - self.spec.scale_down.stabilization_window_seconds
+        up, down = proposal, proposal
+        for at, recommendation in self.recommendations:
+            if at > up_cutoff:
+                up = min(up, recommendation)
+            if at > down_cutoff:
+                down = max(down, recommendation)
+        self.recommendations = [(at, r) for at, r in self.recommendations if at >= min(up_cutoff, down_cutoff)]
+        self.recommendations.append((now, proposal))
+        return min(max(current, up), down)
+
+    def _rate_limit(self, now: float, current: int, desired: int) -> int:
+        spec = self.spec
+        if desired > current:
+            limit = max(self._limit(now, current, spec.scale_up, up=True), current)
+            return min(desired, spec.max_replicas, limit)
+        if desired < current:
+            limit = min(self._limit(now, current, spec.scale_down, up=False), current)
+            return max(desired, spec.min_replicas, limit)
+        return desired
+
+    def _limit(self, now: float, current: int, rules: ScalingRules, up: bool) -> int:
+        if rules.select_policy == "Disabled":
+            return current
+        proposals = []
+        for policy in rules.policies:
+            start = (current - self._change(self.scale_ups, now, policy.period_seconds)
+                     + self._change(self.scale_downs, now, policy.period_seconds))
+            if policy.kind == "Pods":
+                proposals.append(start + policy.value if up else start - policy.value)
+            elif up:
+                proposals.append(math.ceil(start * (1 + policy.value / 100)))
+            else:
+                proposals.append(int(start * (1 - policy.value / 100)))
+        # The largest change (Max) is the highest limit up and the lowest down.
+        largest_change = rules.select_policy != "Min"
+        return (max if largest_change == up else min)(proposals)
+
+    @staticmethod
+    def _change(events: list[tuple[float, int]], now: float, period: int) -> int:
+        return sum(change for at, change in events if at > now - period)
+
+    @staticmethod
+    def _prune(events: list[tuple[float, int]], now: float, period: int) -> None:
+        events[:] = [(at, change) for at, change in events if at >= now - period]

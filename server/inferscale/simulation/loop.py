@@ -1,0 +1,235 @@
+"""The whole autoscaling loop as a discrete-event simulation.
+
+What is modelled, and how it maps onto the real parts:
+
+- Pods (the server after its placement fix): `slots` inferences at once per
+  pod and one queue of `max_queue` per pod; a request is served by the first
+  free slot, waits in the queue otherwise, and is refused (503) when the
+  queue is full. Refusals are not observed in the duration histogram, as
+  the server does not observe them.
+- A new pod is Pending for `start_seconds` (scheduling, container start),
+  then Running: its /metrics answers and Prometheus scrapes it; it turns
+  Ready after `model_load_seconds` and the next readiness probe. Only Ready
+  pods get requests; kube-proxy picks one at random per request.
+- Scale-in deletes, as the ReplicaSet ranks them, Pending pods first, then
+  not-ready ones, then the most recently ready; a deleted pod leaves the
+  Service at once and finishes what it holds.
+- Prometheus scrapes every Running pod every `scrape_interval` (each pod at
+  its own phase) and the adapter's query reads, per pod, the increase of
+  the histogram's sum over that of its count between the first and the last
+  sample in the window: a value only with two samples, 0 for a pod seen
+  idle (the chart's rule). The extrapolation of rate() scales both alike.
+- The adapter asks Prometheus at each HPA request, naming the pods the HPA
+  asks for, so a new pod needs no relist (its relist only discovers metric
+  names, once after an install): not modelled. The HPA controller (hpa.py)
+  syncs every `sync_period`.
+- The run starts from `minReplicas` (or the fixed count) pods that have
+  long been up and idle: their metric reads 0 from the first sync.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from .hpa import Controller, HpaSpec, PodView
+from .load import Shape, arrivals
+
+
+@dataclass(frozen=True)
+class Timing:
+    scrape_interval: float = 15.0
+    rate_window: float = 60.0
+    sync_period: float = 15.0
+
+
+@dataclass(frozen=True)
+class PodModel:
+    slots: int = 2
+    max_queue: int = 8
+    inference_seconds: float = 10.0
+    start_seconds: float = 3.0
+    model_load_seconds: float = 5.0
+    readiness_period: float = 5.0
+
+
+@dataclass
+class Pod:
+    name: str
+    created: float
+    running_at: float
+    ready_at: float
+    deleted: bool = False
+    busy: int = 0
+    queue: deque = field(default_factory=deque)
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    samples: deque = field(default_factory=deque)  # (time, sum, count)
+
+    def ready(self, now: float) -> bool:
+        return not self.deleted and now >= self.ready_at
+
+    def idle(self) -> bool:
+        return self.busy == 0 and not self.queue
+
+
+@dataclass(frozen=True)
+class Sync:
+    """What the HPA saw and did at one sync."""
+
+    at: float
+    replicas: int  # the Deployment's spec.replicas before the sync
+    ready: int
+    desired: int
+    value: float | None
+
+
+@dataclass
+class Trace:
+    syncs: list[Sync] = field(default_factory=list)
+    arrived: int = 0
+    # (arrival time, duration) of each answered request; refusals by arrival time.
+    answered: list[tuple[float, float]] = field(default_factory=list)
+    refused: list[float] = field(default_factory=list)
+    # (time, spec.replicas) at every change, from (0, initial).
+    replicas: list[tuple[float, int]] = field(default_factory=list)
+
+
+class Loop:
+    """One run: `Loop(...).run(shape, seconds)` returns the Trace."""
+
+    def __init__(self, hpa: HpaSpec | None, pod: PodModel, timing: Timing, arrivals_kind: str = "poisson",
+                 seed: int = 1, fixed_replicas: int | None = None, user_rps: float = 0.2):
+        if (hpa is None) == (fixed_replicas is None):
+            raise ValueError("either an HPA or a fixed replica count")
+        self.controller = Controller(hpa) if hpa else None
+        self.pod_model = pod
+        self.timing = timing
+        self.arrivals_kind = arrivals_kind
+        self.user_rps = user_rps
+        self.rng = random.Random(seed)
+        self.pods: list[Pod] = []
+        self.spec_replicas = 0
+        self.trace = Trace()
+        self._events: list = []
+        self._order = itertools.count()
+        self._names = itertools.count()
+        self._initial = fixed_replicas if fixed_replicas is not None else hpa.min_replicas
+
+    # --- the event queue ------------------------------------------------------
+
+    def _at(self, time: float, action, *args) -> None:
+        heapq.heappush(self._events, (time, next(self._order), action, args))
+
+    def run(self, shape: Shape, seconds: float) -> Trace:
+        self._scale_to(0.0, self._initial, warm=True)
+        for t in arrivals(self.arrivals_kind, shape, seconds, self.rng, self.user_rps):
+            self._at(t, self._arrive)
+        if self.controller:
+            self._at(self.rng.uniform(0, self.timing.sync_period), self._sync)
+        while self._events:
+            now, _, action, args = heapq.heappop(self._events)
+            if now > seconds:
+                break
+            action(now, *args)
+        return self.trace
+
+    # --- the Deployment ----------------------------------------------------------
+
+    def _scale_to(self, now: float, replicas: int, warm: bool = False) -> None:
+        self.spec_replicas = replicas
+        self.trace.replicas.append((now, replicas))
+        live = [p for p in self.pods if not p.deleted]
+        for _ in range(replicas - len(live)):
+            self._create(now, warm)
+        for pod in self._deletion_order(now, live)[:max(0, len(live) - replicas)]:
+            pod.deleted = True
+            self._forget_if_done(pod)
+
+    def _create(self, now: float, warm: bool) -> None:
+        model = self.pod_model
+        first_scrape = now + self.rng.uniform(0, self.timing.scrape_interval)
+        if warm:  # scraped idle for a window already: events before 0 run first
+            running, ready = -10 * self.timing.rate_window, now
+            first_scrape -= self.timing.rate_window + self.timing.scrape_interval
+        else:
+            running = now + model.start_seconds
+            ready = running + model.model_load_seconds + self.rng.uniform(0, model.readiness_period)
+            first_scrape += model.start_seconds
+        pod = Pod(f"pod-{next(self._names)}", now, running, ready)
+        self.pods.append(pod)
+        self._at(first_scrape, self._scrape, pod)
+
+    @staticmethod
+    def _deletion_order(now: float, pods: list[Pod]) -> list[Pod]:
+        def rank(pod: Pod):
+            return (now >= pod.running_at, pod.ready(now), -pod.ready_at if pod.ready(now) else 0, -pod.created)
+        return sorted(pods, key=rank)
+
+    def _forget_if_done(self, pod: Pod) -> None:
+        if pod.deleted and pod.idle():
+            self.pods.remove(pod)
+
+    # --- requests -----------------------------------------------------------------
+
+    def _arrive(self, now: float) -> None:
+        self.trace.arrived += 1
+        ready = [p for p in self.pods if p.ready(now)]
+        if not ready:
+            self.trace.refused.append(now)
+            return
+        pod = self.rng.choice(ready)
+        if pod.busy < self.pod_model.slots:
+            pod.busy += 1
+            self._at(now + self.pod_model.inference_seconds, self._complete, pod, now)
+        elif len(pod.queue) < self.pod_model.max_queue:
+            pod.queue.append(now)
+        else:
+            self.trace.refused.append(now)
+
+    def _complete(self, now: float, pod: Pod, arrived: float) -> None:
+        pod.duration_sum += now - arrived
+        pod.duration_count += 1
+        self.trace.answered.append((arrived, now - arrived))
+        if pod.queue:
+            self._at(now + self.pod_model.inference_seconds, self._complete, pod, pod.queue.popleft())
+        else:
+            pod.busy -= 1
+            self._forget_if_done(pod)
+
+    # --- Prometheus, the adapter, the HPA -------------------------------------------
+
+    def _scrape(self, now: float, pod: Pod) -> None:
+        if pod.deleted:
+            return
+        pod.samples.append((now, pod.duration_sum, pod.duration_count))
+        while pod.samples and pod.samples[0][0] < now - self.timing.rate_window - self.timing.scrape_interval:
+            pod.samples.popleft()
+        self._at(now + self.timing.scrape_interval, self._scrape, pod)
+
+    def value(self, pod: Pod, now: float) -> float | None:
+        """The adapter's answer for `pod` at `now`: None without two samples in the window."""
+        if now < pod.running_at:
+            return None
+        times = [s[0] for s in pod.samples]
+        window = list(itertools.islice(pod.samples, bisect.bisect_right(times, now - self.timing.rate_window),
+                                       bisect.bisect_right(times, now)))
+        if len(window) < 2:
+            return None
+        (_, first_sum, first_count), (_, last_sum, last_count) = window[0], window[-1]
+        count = last_count - first_count
+        return (last_sum - first_sum) / count if count else 0.0
+
+    def _sync(self, now: float) -> None:
+        live = [p for p in self.pods if not p.deleted]
+        views = [PodView(p.name, now >= p.running_at, self.value(p, now)) for p in live]
+        decision = self.controller.sync(now, self.spec_replicas, views)
+        self.trace.syncs.append(Sync(now, self.spec_replicas, sum(p.ready(now) for p in live), decision.desired,
+                                     decision.value))
+        if decision.scaling_active and decision.desired != self.spec_replicas:
+            self._scale_to(now, decision.desired)
+        self._at(now + self.timing.sync_period, self._sync)

@@ -1,0 +1,104 @@
+"""The chart's values as a model, and the load scenarios the loop is judged on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import load
+from .figures import Figures, figures, meets_target
+from .hpa import HpaSpec
+from .loop import Loop, PodModel, Timing
+
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration (`1m30s`) in seconds."""
+    parts = DURATION_PART.findall(duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a duration: {duration!r}")
+    return sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
+
+
+@dataclass(frozen=True)
+class Model:
+    hpa: HpaSpec
+    pod: PodModel
+    timing: Timing
+
+    @classmethod
+    def from_chart_values(cls, values: dict, sync_period: float = 15.0, start_seconds: float = 3.0) -> "Model":
+        """`sync_period` is kube-controller-manager's flag and `start_seconds`
+        the time from a pod's creation to its process answering: neither is a
+        value of the chart."""
+        server = values["server"]
+        pod = PodModel(
+            slots=int(server["modelConcurrency"]), max_queue=int(server["maxQueue"]),
+            inference_seconds=float(server["inferenceDurationSeconds"]), start_seconds=start_seconds,
+            model_load_seconds=float(server["modelLoadSeconds"]),
+            readiness_period=float(values["probes"]["readiness"]["periodSeconds"]),
+        )
+        timing = Timing(scrape_interval=seconds(values["serviceMonitor"]["interval"]),
+                        rate_window=seconds(values["autoscaling"]["rateWindow"]), sync_period=sync_period)
+        return cls(HpaSpec.from_values(values["autoscaling"]), pod, timing)
+
+    @property
+    def pod_capacity(self) -> float:
+        """Requests/s one pod answers without queueing."""
+        return self.pod.slots / self.pod.inference_seconds
+
+
+@dataclass(frozen=True)
+class Scenario:
+    shape: load.Shape
+    seconds: float
+    change_at: float  # when the load changes: the clock of "back under target"
+    steady_from: float  # the span the steady figures are taken over
+
+
+def scenario(name: str, capacity: float, times: float, hours: float) -> Scenario:
+    """`times` × one pod's `capacity`; steady figures over the last half of the run."""
+    seconds = hours * 3600
+    high = times * capacity
+    if name == "step":
+        return Scenario(load.step(0.0, high, 60.0), seconds, 60.0, seconds / 2)
+    if name == "ramp":
+        return Scenario(load.ramp(0.0, high, 60.0, 1800.0), seconds, 60.0, max(seconds / 2, 1860.0))
+    if name == "spike":
+        return Scenario(load.spike(capacity, high, 600.0, 120.0), seconds, 600.0, seconds / 2)
+    if name == "sine":
+        return Scenario(load.sine(0.1 * high, high, seconds), seconds, 0.0, 0.0)
+    if name == "stop":
+        return Scenario(load.stop(high, seconds / 2), seconds, seconds / 2, seconds / 2)
+    raise ValueError(f"unknown scenario {name!r}: step, ramp, spike, sine or stop")
+
+
+SCENARIOS = ("step", "ramp", "spike", "sine", "stop")
+
+
+def run(model: Model, case: Scenario, arrivals: str, seed: int = 1) -> Figures:
+    trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed).run(case.shape, case.seconds)
+    return figures(trace, model.hpa.target, model.hpa.min_replicas, case.change_at, case.steady_from, case.seconds)
+
+
+def fewest_fixed(model: Model, case: Scenario, arrivals: str, seed: int = 1, limit: int = 200) -> int | None:
+    """The fewest always-on pods whose requests average the target or less over
+    the whole run (a spike's included), with at most 1 % refused; None if not
+    even `limit` do."""
+    low, high = 1, limit
+    if not fixed_meets_target(model, case, arrivals, seed, high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if fixed_meets_target(model, case, arrivals, seed, middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def fixed_meets_target(model: Model, case: Scenario, arrivals: str, seed: int, replicas: int) -> bool:
+    trace = Loop(None, model.pod, model.timing, arrivals, seed, fixed_replicas=replicas).run(case.shape, case.seconds)
+    return meets_target(trace, model.hpa.target, since=0.0)

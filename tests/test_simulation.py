@@ -1,0 +1,241 @@
+"""The simulator: the HPA controller's arithmetic case by case, and the loop's accounting.
+
+The controller cases are worked by hand from kube-controller-manager v1.33's
+replica_calculator.go and horizontal.go (see inferscale/simulation/hpa.py).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import yaml
+from prometheus import REPO
+
+from inferscale.simulation import load
+from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
+from inferscale.simulation.loop import Loop, PodModel, Timing
+from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario, seconds
+
+CHART_VALUES = yaml.safe_load((REPO / "chart" / "values.yaml").read_text())
+
+
+def pods(*values, pending: int = 0) -> list[PodView]:
+    running = [PodView(f"p{i}", True, v) for i, v in enumerate(values)]
+    return running + [PodView(f"pending{i}", False, None) for i in range(pending)]
+
+
+# ---- calcPlainMetricReplicas -------------------------------------------------------
+
+
+@pytest.mark.parametrize("current, views, expected", [
+    # 15 s against 12: ratio 1.25, ceil(1.25 x 3 pods).
+    (3, pods(15, 15, 15), 4),
+    # 13 s: ratio 1.083, inside the 10 % tolerance.
+    (2, pods(13, 13), 2),
+    # 10 s on 5 unqueued pods: ratio 0.833, ceil(4.17) = 5, no scale-in at all.
+    (5, pods(10, 10, 10, 10, 10), 5),
+    # Scale-in with a missing pod: it counts as the target, (6 + 6 + 12) / 3 = 8,
+    # ceil(0.667 x 3) = 2, not the ceil(0.5 x 2) = 1 the two values alone say.
+    (3, pods(6, 6, None), 2),
+    # Scale-out with a missing pod: it counts as 0, (24 + 24 + 0) / 3 = 16, ceil(1.333 x 3) = 4.
+    (3, pods(24, 24, None), 4),
+    # Scale-out with a Pending pod: it counts as 0, (24 + 0) / 2 = 12: ratio 1, keep.
+    (2, pods(24, pending=1), 2),
+    # The missing pod at 0 would turn 13.5 (out) into 6.75 (in): keep.
+    (2, pods(13.5, None), 2),
+    # An idle pod reads 0 and is a value, not missing: (0 + 0 + 12) / 3 = 4, ceil(0.333 x 3) = 1.
+    (3, pods(0, 0, 12), 1),
+])
+def test_replicas_for_one_pods_metric(current, views, expected):
+    assert replicas_for_metric(current, views, target=12, tolerance=0.1)[0] == expected
+
+
+def test_the_average_is_an_integer_division_of_milli_values():
+    # 1.0005 + 1.0005 -> 1000 m each (truncated); 2 pods, target 1: ratio 1.0 exactly.
+    assert replicas_for_metric(2, pods(1.0005, 1.0009), target=1, tolerance=0)[1] == 1.0
+
+
+def test_no_value_for_any_pod_is_no_decision():
+    with pytest.raises(NoMetrics):
+        replicas_for_metric(3, pods(None, None, pending=1), target=12, tolerance=0.1)
+    controller = Controller(HpaSpec.from_values(CHART_VALUES["autoscaling"]))
+    decision = controller.sync(0.0, 3, pods(None, None, None))
+    assert (decision.desired, decision.value, decision.scaling_active) == (3, None, False)
+
+
+# ---- behaviour: stabilization and policies ------------------------------------------
+
+
+def chart_controller(**autoscaling) -> Controller:
+    return Controller(HpaSpec.from_values({**CHART_VALUES["autoscaling"], **autoscaling}))
+
+
+def test_chart_scale_up_policies_allow_the_larger_of_double_and_four_pods_per_30_s():
+    controller = chart_controller()
+    replicas, steps = 1, []
+    for t in (0, 15, 30):
+        # 120 s against 12 on every pod: the proposal is ten times the count.
+        replicas = controller.sync(float(t), replicas, pods(*[120.0] * replicas)).desired
+        steps.append(replicas)
+    # 1 -> max(1 x 2, 1 + 4) = 5; at 15 s the period still starts at 1; at 30 s
+    # the first event is out of it (only events after now - 30 s count), so it
+    # starts at 5: max(10, 9) = 10, also the chart's maxReplicas.
+    assert steps == [5, 5, 10]
+
+
+def test_scale_up_limit_counts_from_the_start_of_each_policys_period():
+    spec = HpaSpec(1, 100, 12, ScalingRules(0, "Max", (ScalingPolicy("Pods", 4, 30), ScalingPolicy("Percent", 100, 30))),
+                   ScalingRules(300, "Min", (ScalingPolicy("Percent", 50, 60),)))
+    controller = Controller(spec)
+    assert controller.sync(0.0, 1, pods(120)).desired == 5  # max(1 + 4, 2)
+    assert controller.sync(15.0, 5, pods(*[120] * 5)).desired == 5  # period start still 1
+    assert controller.sync(31.0, 5, pods(*[120] * 5)).desired == 10  # max(5 + 4, 10)
+
+
+def test_select_policy_min_takes_the_smaller_change():
+    spec = HpaSpec(1, 100, 12, ScalingRules(0, "Min", (ScalingPolicy("Pods", 4, 30), ScalingPolicy("Percent", 100, 30))),
+                   ScalingRules(0, "Max", (ScalingPolicy("Percent", 50, 60),)))
+    assert Controller(spec).sync(0.0, 1, pods(120)).desired == 2  # min(1 + 4, 2)
+    assert Controller(spec).sync(0.0, 8, pods(*[120] * 8)).desired == 12  # min(8 + 4, 16)
+
+
+def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
+    controller = chart_controller()
+    busy, idle = [24.0] * 10, [0.0] * 10
+    assert controller.sync(0.0, 10, pods(*busy)).desired == 10
+    # Idle from 15 s: the recommendation of 1 is held back by the 10 recorded at 0 s.
+    for t in range(15, 300, 15):
+        assert controller.sync(float(t), 10, pods(*idle)).desired == 10, t
+    # 300 s after the last 10: int(10 x 0.5) = 5, then nothing for 60 s, then int(5 x 0.5) = 2, then 1.
+    assert controller.sync(301.0, 10, pods(*idle)).desired == 5
+    assert controller.sync(345.0, 5, pods(*idle[:5])).desired == 5
+    assert controller.sync(362.0, 5, pods(*idle[:5])).desired == 2
+    assert controller.sync(423.0, 2, pods(*idle[:2])).desired == 1
+
+
+def test_outside_the_bounds_it_goes_to_the_bound_without_metrics():
+    controller = chart_controller(maxReplicas=4)
+    assert controller.sync(0.0, 7, []).desired == 4
+    assert chart_controller(minReplicas=2).sync(0.0, 1, []).desired == 2
+
+
+# ---- arrivals ----------------------------------------------------------------------
+
+
+def test_paced_arrivals_send_exactly_the_rate_per_user_period():
+    times = list(load.paced_arrivals(load.step(0.0, 2.0, 0.0), 100.0, random.Random(3), user_rps=0.2))
+    assert len(times) == 200  # 10 users x 20 periods of 5 s
+    assert times == sorted(times)
+
+
+def test_poisson_arrivals_follow_a_changing_rate():
+    shape = load.step(1.0, 4.0, 500.0)
+    times = list(load.poisson_arrivals(shape, 1000.0, random.Random(5)))
+    before, after = sum(t < 500 for t in times), sum(t >= 500 for t in times)
+    # Means 500 and 2000; five standard deviations either side.
+    assert 390 < before < 610 and 1780 < after < 2220, (before, after)
+
+
+def test_prometheus_durations():
+    assert seconds("1m30s") == 90 and seconds("15s") == 15 and seconds("2h") == 7200
+    with pytest.raises(ValueError):
+        seconds("1 m")
+
+
+# ---- the loop ------------------------------------------------------------------------
+
+
+POD = PodModel(slots=2, max_queue=8, inference_seconds=10.0, model_load_seconds=5.0)
+FAST = Timing(scrape_interval=15.0, rate_window=60.0, sync_period=15.0)
+
+
+def fixed(replicas: int, rate: float, seconds_: float = 3600.0, kind: str = "poisson"):
+    loop = Loop(None, POD, FAST, kind, seed=2, fixed_replicas=replicas)
+    return loop.run(load.step(rate, rate, 0.0), seconds_)
+
+
+def test_below_capacity_requests_take_the_inference_time_and_none_is_refused():
+    trace = fixed(10, 0.2)  # 2 pods' worth on 10 pods
+    assert not trace.refused
+    assert all(d >= POD.inference_seconds - 1e-9 for _, d in trace.answered)
+    assert sum(d for _, d in trace.answered) / len(trace.answered) < 1.2 * POD.inference_seconds
+
+
+def test_over_capacity_the_queue_bounds_the_wait_and_the_rest_is_refused():
+    trace = fixed(1, 1.0)  # 5 pods' worth on 1
+    arrived = len(trace.answered) + len(trace.refused)
+    assert len(trace.refused) > 0.7 * arrived
+    # A request waits behind at most max_queue / slots rounds of inferences.
+    longest = (POD.max_queue // POD.slots + 1) * POD.inference_seconds
+    assert max(d for _, d in trace.answered) <= longest + 1e-9
+
+
+def test_every_accepted_request_is_answered_also_by_pods_scaled_in():
+    model = Model.from_chart_values(CHART_VALUES)
+    loop = Loop(model.hpa, model.pod, model.timing, "poisson", seed=4)
+    shape = load.stop(5 * model.pod_capacity, 1200.0)
+    trace = loop.run(shape, 3600.0)
+    assert max(r for _, r in trace.replicas) >= 5 and trace.replicas[-1][1] == 1
+    assert trace.arrived > 1000
+    assert len(trace.answered) + len(trace.refused) == trace.arrived
+
+
+def test_same_seed_same_run():
+    model = Model.from_chart_values(CHART_VALUES)
+    case = scenario("step", model.pod_capacity, 5, 0.5)
+
+    def replicas(seed):
+        return Loop(model.hpa, model.pod, model.timing, "paced", seed).run(case.shape, case.seconds).replicas
+
+    assert replicas(7) == replicas(7)
+    assert replicas(7) != replicas(8)
+
+
+def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
+    model = Model.from_chart_values(CHART_VALUES)
+    case = scenario("step", model.pod_capacity, 5, 0.5)
+    trace = Loop(model.hpa, model.pod, model.timing, "poisson", 1).run(case.shape, case.seconds)
+    first_out = next(at for at, r in trace.replicas[1:] if r > 1)
+    # The load needs a window of samples and a sync: scrape + window + sync at the most.
+    assert case.change_at < first_out <= case.change_at + 15 + 60 + 15 + POD.inference_seconds
+    assert max(r for _, r in trace.replicas) <= model.hpa.max_replicas
+
+
+def test_fewest_fixed_is_the_smallest_count_that_meets_the_target():
+    model = Model.from_chart_values(CHART_VALUES)
+    case = scenario("step", model.pod_capacity, 2, 0.5)
+    fewest = fewest_fixed(model, case, "paced", limit=20)
+    assert fewest is not None and fewest >= 2  # two pods' worth of load
+    assert fixed_meets_target(model, case, "paced", 1, fewest)
+    assert not fixed_meets_target(model, case, "paced", 1, fewest - 1)
+
+
+# ---- the command ---------------------------------------------------------------------
+
+
+def test_the_command_prints_figures_for_the_chart_values():
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(REPO / "chart" / "values.yaml"),
+         "--scenario", "stop", "--hours", "1", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["target_seconds"] == CHART_VALUES["autoscaling"]["targetAverageDurationSeconds"]
+    assert report["autoscaled"]["peak_replicas"] >= 5
+    assert report["autoscaled"]["back_to_min_seconds"] is not None
+    assert report["fewest_fixed_replicas"] >= 5
+
+
+def test_the_command_names_an_unreadable_values_file(tmp_path):
+    (tmp_path / "values.yaml").write_text("server: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(tmp_path / "values.yaml")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot read chart values" in result.stderr and "Traceback" not in result.stderr
