@@ -64,5 +64,9 @@ bench-overload: venv
 bench-autoscale: venv tools
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/autoscale.py $(BENCH_ARGS)
 
+# Every load scenario through the simulated loop on the chart's values (~20 s).
+bench-simulate: venv
+	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

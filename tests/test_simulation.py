@@ -17,7 +17,8 @@ from prometheus import REPO
 
 from inferscale.simulation import load
 from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
-from inferscale.simulation.loop import Loop, PodModel, Timing
+from inferscale.simulation.figures import back_under_target
+from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
 from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario, seconds
 
 CHART_VALUES = yaml.safe_load((REPO / "chart" / "values.yaml").read_text())
@@ -138,6 +139,18 @@ def test_poisson_arrivals_follow_a_changing_rate():
     before, after = sum(t < 500 for t in times), sum(t >= 500 for t in times)
     # Means 500 and 2000; five standard deviations either side.
     assert 390 < before < 610 and 1780 < after < 2220, (before, after)
+
+
+def test_back_under_target_means_staying_there():
+    def trace(values):
+        return Trace(syncs=[Sync(15.0 * i, 1, 1, 1, v) for i, v in enumerate(values)])
+
+    # Above until 60 s, a dip at 90 s, above again, then under from 150 s on.
+    values = [20, 20, 20, 20, 20, 10, 20, 20, 20, 20, 11, *[10] * 30]
+    assert back_under_target(trace(values), 12, 0.0) == 150.0
+    assert back_under_target(trace([20] * 40), 12, 0.0) is None
+    # Under from the start, but the run ends before 300 s of it: cannot tell.
+    assert back_under_target(trace([10] * 10), 12, 0.0) is None
 
 
 def test_prometheus_durations():

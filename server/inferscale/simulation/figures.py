@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import dataclass
 
 from .loop import Trace
 
+HOLD_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class Figures:
     # From the load change until the HPA's per-pod average stays at or under
-    # the target; None when it is above at the end of the run.
+    # the target for HOLD_SECONDS; None when it never does.
     back_under_target_seconds: float | None
     # From the load change until spec.replicas is at minReplicas for good
     # (after load stops); None when it is not at the end of the run.
@@ -39,13 +42,16 @@ def pod_minutes(trace: Trace, end: float) -> float:
 
 
 def back_under_target(trace: Trace, target: float, change_at: float) -> float | None:
+    """From `change_at` to the first sync from which the HPA's value stays at or
+    under `target` for HOLD_SECONDS: one sync's dip under it is not "back"."""
     syncs = [s for s in trace.syncs if s.at >= change_at and s.value is not None]
-    above = [i for i, s in enumerate(syncs) if s.value > target]
-    if not above:
-        return 0.0
-    if above[-1] == len(syncs) - 1:
-        return None
-    return syncs[above[-1] + 1].at - change_at
+    for i, start in enumerate(syncs):
+        if syncs[-1].at < start.at + HOLD_SECONDS:
+            return None  # too little run left to tell
+        held = itertools.takewhile(lambda s: s.at <= start.at + HOLD_SECONDS, syncs[i:])
+        if all(s.value <= target for s in held):
+            return start.at - change_at
+    return None
 
 
 def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
