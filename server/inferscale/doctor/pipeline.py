@@ -173,7 +173,7 @@ def adapter_rule_answers(walk: Walk) -> str:
         if not result:
             raise Broken(f"the adapter's query for {name} returns nothing", _too_little_data())
         return f"the adapter's query for {name} returns {float(result[0]['value'][1]):.3g}"
-    answered = {sample["metric"].get(_pod_label(rule)) for sample in result}
+    answered = {sample["metric"].get(_label_for(rule, "pod")) for sample in result}
     missing = sorted(set(walk.ready_pods) - answered)
     if missing:
         raise Broken(f"the adapter's query for {name} has no value for pods {', '.join(missing)}", _too_little_data())
@@ -407,24 +407,22 @@ def _series(rule: dict) -> str:
     return re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip().strip("'\"")).group(0)
 
 
-def _pod_label(rule: dict) -> str:
+def _label_for(rule: dict, resource: str) -> str:
+    """The series label the rule maps onto `resource` (pod, namespace): its
+    `resources.overrides` entry, or the resource's own name as the adapter assumes."""
     overrides = (rule.get("resources") or {}).get("overrides") or {}
-    return next((label for label, target in overrides.items() if target.get("resource") in ("pod", "pods")), "pod")
-
-
-def _namespace_label(rule: dict) -> str:
-    overrides = (rule.get("resources") or {}).get("overrides") or {}
-    return next((label for label, target in overrides.items() if target.get("resource") in ("namespace", "namespaces")),
-                "namespace")
+    return next((label for label, target in overrides.items() if target.get("resource") in (resource, resource + "s")),
+                resource)
 
 
 def _expand(rule: dict, walk: Walk) -> str:
     """The query the adapter sends for this HPA, its Go template filled as the adapter fills it."""
-    namespace = _namespace_label(rule)
+    namespace = _label_for(rule, "namespace")
     if walk.metric["type"] == "Pods":
         # Pod names are DNS labels: nothing in them needs escaping in a regexp.
         pods = "|".join(walk.ready_pods)
-        matchers, group_by = f'{namespace}="{walk.namespace}",{_pod_label(rule)}=~"{pods}"', _pod_label(rule)
+        group_by = _label_for(rule, "pod")
+        matchers = f'{namespace}="{walk.namespace}",{group_by}=~"{pods}"'
     else:
         selector = (walk.metric.get("selector") or {}).get("matchLabels") or {}
         matchers = ",".join([*(f'{k}="{v}"' for k, v in selector.items()), f'{namespace}="{walk.namespace}"'])
