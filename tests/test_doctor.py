@@ -20,6 +20,7 @@ import pytest
 from localcluster.controlplane import wait_until
 from localcluster.node import run
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
+from inferscale.doctor.pipeline import Broken, Walk, targets_up
 from inferscale.doctor.selectors import describe, matches
 
 ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
@@ -155,3 +156,29 @@ def test_selectors_are_described_as_kubectl_spells_them():
                      "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
                                           {"key": "gone", "operator": "DoesNotExist"}]}) == "release=kps,tier in (a,b),!gone"
     assert describe({}) == "(everything)"
+
+
+class FakePrometheus:
+    address = "prometheus-operated:web"
+
+    def __init__(self, *healths):
+        self.targets = [{"health": h, "labels": {"namespace": "ns", "service": "svc", "pod": f"svc-{i}"},
+                         "scrapePool": "serviceMonitor/ns/svc/0", "scrapeUrl": f"http://10.0.0.{i}:8081/metrics",
+                         "lastError": "connection refused" if h == "down" else ""} for i, h in enumerate(healths)]
+
+    def api(self, path, **params):
+        return {"activeTargets": self.targets}
+
+
+def targets_walk(*healths) -> Walk:
+    return Walk(cluster=None, namespace="ns", release="svc", deployment={"metadata": {"name": "svc"}},
+                prometheus=FakePrometheus(*healths))
+
+
+def test_targets_a_scale_up_just_added_are_not_down():
+    assert targets_up(targets_walk("up", "unknown", "unknown")) == (
+        "1 targets up in scrape pool serviceMonitor/ns/svc/0, 2 not scraped yet (new pods)")
+    with pytest.raises(Broken, match="1 of 3 targets down .svc-2: connection refused"):
+        targets_up(targets_walk("up", "unknown", "down"))
+    with pytest.raises(Broken, match="none of the 2 targets scraped yet"):
+        targets_up(targets_walk("unknown", "unknown"))

@@ -133,13 +133,20 @@ def targets_up(walk: Walk) -> str:
                      "the ServiceMonitor's endpoint port must name a port of the Service "
                      f"(kubectl -n {walk.namespace} get servicemonitor,service {walk.service} -o yaml); "
                      "a changed ServiceMonitor reaches Prometheus within a minute or two")
-    down = [t for t in targets if t["health"] != "up"]
+    down = [t for t in targets if t["health"] == "down"]
     if down:
-        errors = "; ".join(f"{t['labels'].get('pod', t['scrapeUrl'])}: {t.get('lastError') or t['health']}" for t in down)
+        errors = "; ".join(f"{t['labels'].get('pod', t['scrapeUrl'])}: {t.get('lastError') or 'down'}" for t in down)
         raise Broken(f"{len(down)} of {len(targets)} targets down ({errors})",
                      "Prometheus cannot scrape these pods' admin port: check NetworkPolicies and that "
                      f"the port answers /metrics (kubectl -n {walk.namespace} port-forward pod/<pod> 8081)")
-    return f"{len(targets)} targets up in scrape pool {targets[0]['scrapePool']}"
+    # "unknown" is a target discovered but not scraped yet: a pod a scale-up just added.
+    up = [t for t in targets if t["health"] == "up"]
+    if not up:
+        raise Broken(f"none of the {len(targets)} targets scraped yet",
+                     "new targets are scraped within one scrape interval: run doctor again")
+    waiting = len(targets) - len(up)
+    return (f"{len(up)} targets up in scrape pool {targets[0]['scrapePool']}"
+            + (f", {waiting} not scraped yet (new pods)" if waiting else ""))
 
 
 def series_present(walk: Walk) -> str:
