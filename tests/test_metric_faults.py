@@ -22,7 +22,6 @@ it then reaches the HPA.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pytest
 
 from localcluster.controlplane import wait_until
 from localcluster.hpa import HpaRecorder
+from localcluster.kubectl import get_json
 from localcluster.node import run
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig, merged
 
@@ -66,7 +66,7 @@ def began(recorder: HpaRecorder, fault: str) -> float:
 
 
 def restarted_and_ready(stack: LocalStack, name: str) -> bool:
-    pod = json.loads(stack.kubectl("get", "pod", name, "-n", stack.config.namespace, "-o", "json"))
+    pod = get_json(stack.kubeconfig, "pod", name, "-n", stack.config.namespace)
     status = pod["status"]["containerStatuses"][0]
     return status["restartCount"] >= 1 and status["ready"]
 
@@ -126,7 +126,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
 
             # One pod's scrapes rejected on the node's network: that pod reads as
             # missing, which the HPA counts as at target when it would scale in.
-            pod = json.loads(stack.kubectl("get", "pods", "-n", stack.config.namespace, "-o", "json"))["items"][0]
+            pod = get_json(stack.kubeconfig, "pods", "-n", stack.config.namespace)["items"][0]
             block = ("FORWARD", "-d", pod["status"]["podIP"], "-p", "tcp", "--dport", "8081", "-j", "REJECT")
             start = began(recorder, "one pod's scrapes rejected")
             run("iptables", "-I", *block, netns=True)

@@ -75,7 +75,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _add_simulate(commands) -> None:
-    from inferscale.simulation.scenarios import SCENARIOS
+    from inferscale.simulation import SCENARIOS
 
     simulate = commands.add_parser(
         "simulate", help="the autoscaling loop in simulation: how fast, how many pods, how many refused",

@@ -108,6 +108,11 @@ def milli(value: float) -> int:
     return int(value * 1000)
 
 
+def _within(ratio: float, tolerance: float) -> bool:
+    """Tolerances.isWithin: too small a change to act on."""
+    return 1 - tolerance <= ratio <= 1 + tolerance
+
+
 def _usage_ratio(values: dict[str, int], target: int) -> tuple[float, int]:
     average = sum(values.values()) // len(values)
     return average / target, average
@@ -124,10 +129,9 @@ def replicas_for_metric(current: int, pods: list[PodView], target: float, tolera
     if not values:
         raise NoMetrics("did not receive metrics for targeted pods")
     ratio, average = _usage_ratio(values, target_milli)
-    within = 1 - tolerance <= ratio <= 1 + tolerance
     scale_up_with_unready = bool(unready) and ratio > 1.0
     if not scale_up_with_unready and not missing:
-        return (current if within else math.ceil(ratio * len(values))), average / 1000
+        return (current if _within(ratio, tolerance) else math.ceil(ratio * len(values))), average / 1000
     if ratio < 1.0:
         values.update({name: target_milli for name in missing})
     elif ratio > 1.0:
@@ -135,7 +139,7 @@ def replicas_for_metric(current: int, pods: list[PodView], target: float, tolera
     if scale_up_with_unready:
         values.update({name: 0 for name in unready})
     new_ratio, _ = _usage_ratio(values, target_milli)
-    if (1 - tolerance <= new_ratio <= 1 + tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+    if _within(new_ratio, tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current, average / 1000
     proposal = math.ceil(new_ratio * len(values))
     if (new_ratio < 1.0 and proposal > current) or (new_ratio > 1.0 and proposal < current):

@@ -29,7 +29,6 @@ What is modelled, and how it maps onto the real parts:
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import random
@@ -215,9 +214,7 @@ class Loop:
         """The adapter's answer for `pod` at `now`: None without two samples in the window."""
         if now < pod.running_at:
             return None
-        times = [s[0] for s in pod.samples]
-        window = list(itertools.islice(pod.samples, bisect.bisect_right(times, now - self.timing.rate_window),
-                                       bisect.bisect_right(times, now)))
+        window = [s for s in pod.samples if now - self.timing.rate_window < s[0] <= now]
         if len(window) < 2:
             return None
         (_, first_sum, first_count), (_, last_sum, last_count) = window[0], window[-1]

@@ -75,8 +75,6 @@ def scenario(name: str, capacity: float, times: float, hours: float) -> Scenario
     raise ValueError(f"unknown scenario {name!r}: step, ramp, spike, sine or stop")
 
 
-SCENARIOS = ("step", "ramp", "spike", "sine", "stop")
-
 
 def run(model: Model, case: Scenario, arrivals: str, seed: int = 1) -> Figures:
     trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed).run(case.shape, case.seconds)
