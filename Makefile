@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv tools demo require-root run test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale clean
+.PHONY: venv tools demo require-root run test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
@@ -67,6 +67,17 @@ bench-autoscale: venv tools
 # Every load scenario through the simulated loop on the chart's values (~20 s).
 bench-simulate: venv
 	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
+
+# The duration signal's knobs swept through the simulator against the loop's goals (~10 s).
+bench-tune: venv
+	$(BIN)/python bench/tune.py $(BENCH_ARGS)
+
+# The simulator against the real loop: a 5x step up and down on the local
+# control plane, then the same run simulated; plot in docs/calibration/.
+# CALIBRATE_TIMING=fast (~12 min) or chart (~30 min), as root.
+CALIBRATE_TIMING ?= fast
+bench-calibrate: venv tools
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -65,23 +65,32 @@ def timing_of(fast: bool) -> Timing:
     return Timing(15, 60, 30, 15, 5 + 2 * 2)
 
 
+def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while sample(stack.hpa(), 0).metric is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the HPA never read its metric")
+        time.sleep(2)
+
+
+def offer_load(stack: LocalStack, users: int, user_rps: float, seconds: float) -> subprocess.CompletedProcess:
+    """`users` locust users, all started within a second, for `seconds`; locust's summary is in its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless",
+         "--host", stack.service_url, "-u", str(users), "-r", str(users),
+         "-t", f"{int(seconds)}s", "--only-summary"],
+        env={**os.environ, "LOAD_USER_RPS": str(user_rps)},
+        capture_output=True, text=True, timeout=seconds + 300,
+    )
+
+
 def measure(label: str, config: StackConfig, users: int, user_rps: float, load_seconds: float,
             steady_seconds: float, target: float) -> dict:
     with LocalStack(config) as stack:
-        deadline = time.monotonic() + 180
-        while sample(stack.hpa(), 0).metric is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the HPA never read its metric")
-            time.sleep(2)
+        wait_for_metric(stack)
         recorder = HpaRecorder(stack.hpa, period=1.0)
         recorder.start()
-        locust = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless",
-             "--host", stack.service_url, "-u", str(users), "-r", str(users),
-             "-t", f"{int(load_seconds)}s", "--only-summary"],
-            env={**os.environ, "LOAD_USER_RPS": str(user_rps)},
-            capture_output=True, text=True, timeout=load_seconds + 300,
-        )
+        locust = offer_load(stack, users, user_rps, load_seconds)
         samples = recorder.stop()
     return summarize(label, samples, load_seconds, steady_seconds, target, locust)
 

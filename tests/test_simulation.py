@@ -16,6 +16,7 @@ import yaml
 from prometheus import REPO
 
 from inferscale.simulation import load
+from inferscale.simulation.calibration import Agreement, Observed, agreement, median_agreement
 from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
 from inferscale.simulation.figures import back_under_target
 from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
@@ -252,3 +253,41 @@ def test_the_command_names_an_unreadable_values_file(tmp_path):
     )
     assert result.returncode == 2
     assert "cannot read chart values" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- calibration against a measured run --------------------------------------------
+
+
+def trace_of(*changes) -> Trace:
+    return Trace(replicas=list(changes))
+
+
+def test_agreement_counts_samples_within_one_replica_from_the_step_on():
+    trace = trace_of((0.0, 1), (20.0, 4), (60.0, 2))
+    observed = [
+        Observed(-5.0, 1, None),  # before the step: not compared
+        Observed(10.0, 1, 1.0),   # 1 vs 1
+        Observed(30.0, 5, 2.0),   # 4 vs 5: within
+        Observed(40.0, 6, 2.0),   # 4 vs 6: not
+        Observed(70.0, 2, 1.0),   # 2 vs 2
+    ]
+    result = agreement(observed, trace, min_replicas=1)
+    assert (result.samples, result.within) == (4, 3)
+    assert result.within_share == 0.75
+    # Measured first above minReplicas at 30 s, simulated at 20 s.
+    assert result.first_scale_up_error == -10.0
+    assert not result.calibrated  # 75 % < 90 %
+
+
+def test_calibrated_needs_both_the_replicas_and_the_first_scale_up():
+    close = Agreement(samples=100, within=95, first_scale_up_measured=30.0, first_scale_up_simulated=44.0)
+    late = Agreement(samples=100, within=95, first_scale_up_measured=30.0, first_scale_up_simulated=46.0)
+    one_sided = Agreement(samples=100, within=95, first_scale_up_measured=30.0, first_scale_up_simulated=None)
+    neither = Agreement(samples=100, within=95, first_scale_up_measured=None, first_scale_up_simulated=None)
+    assert close.calibrated and not late.calibrated
+    assert not one_sided.calibrated and neither.calibrated
+
+
+def test_the_median_agreement_is_the_middle_seed():
+    shares = [Agreement(10, within, 0.0, 0.0) for within in (9, 5, 7, 10)]
+    assert median_agreement(shares).within == 7

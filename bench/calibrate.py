@@ -1,0 +1,199 @@
+"""The simulator against the real loop: one load step up and down on the local control plane, the same run simulated.
+
+Brings up the whole stack (localcluster) in the chosen timing, steps the load
+from nothing to `--times` × one pod's capacity with the locustfile (Poisson
+arrivals, as it sends by default), holds it `--up` seconds, stops it, and
+reads the HPA every second until `--down` seconds later. Then the simulator
+runs the same values, timing and load with `--seeds` seeds, and this prints,
+per seed, the share of measured samples whose simulated replicas are within
+±1, and the simulated first scale-up against the measured one. A plot of
+both trajectories (replicas, and the per-pod average the HPA acted on) goes
+to docs/calibration/<timing>.png, and the measurement to <timing>.json beside
+it, so that `--replot` redraws it after a change to the simulator without
+another run on the cluster.
+
+    python bench/calibrate.py --timing fast      # ~12 min
+    python bench/calibrate.py --timing chart     # ~30 min
+    python bench/calibrate.py --timing chart --replot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display here or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+
+from inferscale.simulation import load  # noqa: E402
+from inferscale.simulation.calibration import (  # noqa: E402
+    Agreement,
+    Observed,
+    agreement,
+    mean_measured_value,
+    mean_simulated_value,
+    median_agreement,
+)
+from inferscale.simulation.loop import Loop, Trace  # noqa: E402
+from inferscale.simulation.scenarios import Model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "cluster"))
+
+from autoscale import offer_load, wait_for_metric  # noqa: E402 - bench/ is this script's directory
+from localcluster.hpa import HpaRecorder  # noqa: E402
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
+
+OUT = ROOT / "docs" / "calibration"
+# The locustfile's users each offer this many requests/s; the fast timing's
+# 1 s inferences get proportionally busier users, as in bench/autoscale.py.
+USER_RPS = {"fast": 0.5, "chart": 0.2}
+DEFAULT_SECONDS = {"fast": (240.0, 240.0), "chart": (720.0, 600.0)}
+
+
+def stack_config(timing: str, workdir: Path) -> StackConfig:
+    if timing == "chart":
+        return StackConfig(workdir=workdir)
+    return StackConfig(workdir=workdir, **FAST_LOOP)
+
+
+def model_of(timing: str) -> Model:
+    """The simulator's model of the stack `stack_config` brings up."""
+    values = yaml.safe_load((ROOT / "chart" / "values.yaml").read_text())
+    if timing == "chart":
+        return Model.from_chart_values(values, sync_period=15.0)
+    # FAST_LOOP's scrape interval and rate window reach the chart's values too.
+    return Model.from_chart_values(merged(values, FAST_LOOP["chart_values"]),
+                                   sync_period=float(FAST_LOOP["hpa_sync_period"].rstrip("s")))
+
+
+def measure(timing: str, users: int, up: float, down: float) -> list[Observed]:
+    with tempfile.TemporaryDirectory() as work, LocalStack(stack_config(timing, Path(work))) as stack:
+        wait_for_metric(stack)
+        recorder = HpaRecorder(stack.hpa, period=1.0)
+        recorder.start()
+        try:
+            step_at = recorder.elapsed()
+            locust = offer_load(stack, users, USER_RPS[timing], up)
+            if locust.returncode not in (0, 1):  # 1: some requests failed, which is a figure here
+                raise RuntimeError(f"locust failed:\n{locust.stderr[-2000:]}")
+            stopped_at = recorder.elapsed()
+            time.sleep(down)
+        finally:
+            samples = recorder.stop()
+        print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
+    return [Observed(s.at - step_at, s.desired, s.metric) for s in samples]
+
+
+def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
+    shape = load.spike(0.0, rate, 0.0, up)
+    return Loop(model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps).run(shape, end)
+
+
+def plot(path: Path, title: str, observed: list[Observed], traces: list[Trace], chosen: int, up: float,
+         target: float) -> None:
+    figure, (replicas, latency) = plt.subplots(2, 1, sharex=True, figsize=(9, 6.5))
+    end = observed[-1].at
+    for i, trace in enumerate(traces):
+        points = [*trace.replicas, (end, trace.replicas[-1][1])]
+        style = dict(color="tab:orange", alpha=0.9 if i == chosen else 0.2, linewidth=2 if i == chosen else 1)
+        label = "simulated (median seed; others faint)" if i == chosen else None
+        replicas.step([p[0] for p in points], [p[1] for p in points], where="post", label=label, **style)
+        syncs = [s for s in trace.syncs if s.value is not None]
+        latency.plot([s.at for s in syncs], [s.value for s in syncs], label=label, **style)
+    measured = [o for o in observed if o.at >= 0]
+    replicas.step([o.at for o in measured], [o.replicas for o in measured], where="post", color="tab:blue",
+                  linewidth=2, label="measured (HPA desiredReplicas)")
+    read = [o for o in measured if o.value is not None]
+    latency.plot([o.at for o in read], [o.value for o in read], color="tab:blue", linewidth=2,
+                 label="measured (HPA current value)")
+    latency.axhline(target, color="grey", linestyle="--", label=f"target {target:g} s")
+    for axis in (replicas, latency):
+        axis.axvspan(0, up, color="grey", alpha=0.08)
+        axis.grid(alpha=0.3)
+    replicas.set_ylabel("replicas")
+    latency.set_ylabel("per-pod average (s)")
+    latency.set_xlabel("seconds from the load step (shaded: load on)")
+    replicas.legend(loc="upper right", fontsize=8)
+    latency.legend(loc="upper right", fontsize=8)
+    replicas.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def report(timing: str, agreements: list[Agreement]) -> None:
+    print(f"\n# {timing} timing: each seed's run against the measured one")
+    print(f"{'seed':>4}  {'replicas within ±1':>20}  {'first scale-up, measured / simulated':>38}")
+    for seed, a in enumerate(agreements, start=1):
+        first = f"{fmt(a.first_scale_up_measured)} / {fmt(a.first_scale_up_simulated)}"
+        print(f"{seed:>4}  {a.within}/{a.samples} ({100 * a.within_share:.0f} %){'':>6}  {first:>38}")
+    median = median_agreement(agreements)
+    errors = sorted(abs(a.first_scale_up_error) for a in agreements if a.first_scale_up_error is not None)
+    print(f"median seed: {100 * median.within_share:.0f} % within ±1 (goal ≥ 90 %); first scale-up "
+          f"{fmt(median.first_scale_up_error, signed=True)} off (goal ±15 s); calibrated: {median.calibrated}")
+    if errors:
+        print(f"first scale-up error over all seeds: {errors[0]:.0f}..{errors[-1]:.0f} s")
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "never"
+    return f"{value:+.0f} s" if signed else f"{value:.0f} s"
+
+
+def fmt_value(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timing", choices=("fast", "chart"), required=True)
+    parser.add_argument("--times", type=float, default=5.0, help="load as a multiple of one pod's capacity")
+    parser.add_argument("--up", type=float, default=None, help="seconds the load stays on")
+    parser.add_argument("--down", type=float, default=None, help="seconds read after it stops")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--replot", action="store_true", help=f"reuse {OUT.name}/<timing>.json; no cluster")
+    args = parser.parse_args()
+    model = model_of(args.timing)
+    user_rps = USER_RPS[args.timing]
+    users = round(args.times * model.pod_capacity / user_rps)
+    saved = OUT / f"{args.timing}.json"
+    if args.replot:
+        run = json.loads(saved.read_text())
+    else:
+        up, down = (args.up, args.down) if args.up and args.down else DEFAULT_SECONDS[args.timing]
+        observed = measure(args.timing, users, up, down)
+        run = {"times": args.times, "users": users, "user_rps": user_rps, "up": up,
+               "observed": [vars(o) for o in observed]}
+        OUT.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(run, indent=1) + "\n")
+    observed = [Observed(**o) for o in run["observed"]]
+    end = observed[-1].at
+    rate = run["users"] * run["user_rps"]
+    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in range(1, args.seeds + 1)]
+    agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
+    report(args.timing, agreements)
+    chosen = agreements.index(median_agreement(agreements))
+    # The second half of the load: past the scale-up, before the stop.
+    start, stop = run["up"] / 2, run["up"]
+    simulated = [mean_simulated_value(trace, start, stop) for trace in traces]
+    print(f"per-pod average from {start:.0f} to {stop:.0f} s: measured {fmt_value(mean_measured_value(observed, start, stop))}, "
+          f"simulated {fmt_value(simulated[chosen])} (median seed; "
+          f"{fmt_value(min(v for v in simulated if v is not None))}..{fmt_value(max(v for v in simulated if v is not None))} over seeds); "
+          f"target {model.hpa.target:g} s")
+    title = (f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
+             f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none")
+    plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target)
+    print(f"plot: {(OUT / f'{args.timing}.png').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Can the HPA, on the average request duration alone, meet the loop's goals? A sweep through the simulator.
+
+The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
+  1. a 5× step from idle is back under the target within 150 s, with ≤ 2 % refused;
+  2. steady replicas ≤ 1.25 × the fewest always-on pods that meet the target, at 2× and at 5×;
+  3. ≤ 2 replica changes per hour in steady load, at 2× and at 5×;
+  4. back to minReplicas within 10 minutes after a 5× load stops.
+
+Each row is one setting of the knobs a user has: the duration target, the
+scrape interval with the rate window (the chart's rule of 4 scrapes per
+window), and the scale-down stabilization window; everything else is the
+chart's values, with maxReplicas raised to 20 so that the cap decides nothing.
+The baselines are found by the same simulator in the same run. Prints the
+figures and which goals each row meets; exits 0 whatever they are.
+
+    python bench/tune.py [--hours 2] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+ARRIVALS = ("paced", "poisson")
+TARGETS = (11.0, 12.0, 13.0, 15.0, 20.0)
+# (scrape interval, rate window) in seconds: the chart's, and the fastest a
+# 15 s HPA sync can use with 4 scrapes per window.
+TIMINGS = ((15.0, 60.0), (5.0, 20.0))
+SCALE_DOWN_WINDOWS = (300, 600)
+STEADY_LOADS = (2, 5)
+
+BACK_UNDER_TARGET_SECONDS = 150.0
+REFUSED_PERCENT = 2.0
+STEADY_RATIO = 1.25
+CHANGES_PER_HOUR = 2.0
+BACK_TO_MIN_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Knobs:
+    target: float
+    scrape_interval: float
+    rate_window: float
+    scale_down_window: int
+
+    def applied(self, model: Model) -> Model:
+        hpa = replace(model.hpa, target=self.target, max_replicas=20,
+                      scale_down=replace(model.hpa.scale_down, stabilization_window_seconds=self.scale_down_window))
+        timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
+        return replace(model, hpa=hpa, timing=timing)
+
+    def label(self) -> str:
+        return (f"{self.target:g} s | {self.scrape_interval:g} s / {self.rate_window:g} s | "
+                f"{self.scale_down_window} s")
+
+
+def chart_model() -> Model:
+    return Model.from_chart_values(yaml.safe_load((ROOT / "chart" / "values.yaml").read_text()))
+
+
+def baseline(job: tuple[float, int, str, float, int]) -> int | None:
+    target, times, arrivals, hours, seed = job
+    model = Knobs(target, 15.0, 60.0, 300).applied(chart_model())
+    return fewest_fixed(model, scenario("step", model.pod_capacity, times, hours), arrivals, seed)
+
+
+def row(job: tuple[Knobs, str, float, int, dict]) -> str:
+    knobs, arrivals, hours, seed, fixed = job
+    model = knobs.applied(chart_model())
+    capacity = model.pod_capacity
+    step5 = run(model, scenario("step", capacity, 5, hours), arrivals, seed)
+    steady = {times: (step5 if times == 5 else run(model, scenario("step", capacity, times, hours), arrivals, seed))
+              for times in STEADY_LOADS}
+    stop = run(model, scenario("stop", capacity, 5, hours), arrivals, seed)
+    ratios = {times: steady[times].steady_replicas / fixed[times] if fixed[times] else None for times in STEADY_LOADS}
+    changes = max(f.changes_per_hour for f in steady.values())
+    back = step5.back_under_target_seconds
+    met = [
+        back is not None and back <= BACK_UNDER_TARGET_SECONDS and step5.refused_percent <= REFUSED_PERCENT,
+        all(r is not None and r <= STEADY_RATIO for r in ratios.values()),
+        changes <= CHANGES_PER_HOUR,
+        stop.back_to_min_seconds is not None and stop.back_to_min_seconds <= BACK_TO_MIN_SECONDS,
+    ]
+    steady_text = " | ".join(f"{steady[t].steady_replicas:g} / {fixed[t] or '-'}" for t in STEADY_LOADS)
+    return (f"| {knobs.label()} | {arrivals} | {_seconds(back)} | {step5.refused_percent:.1f} | {steady_text} "
+            f"| {changes:.1f} | {_seconds(stop.back_to_min_seconds)} "
+            f"| {' '.join(str(i + 1) for i, ok in enumerate(met) if ok) or '-'} |")
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with ProcessPoolExecutor() as pool:
+        keys = list(itertools.product(TARGETS, STEADY_LOADS, ARRIVALS))
+        fixed = dict(zip(keys, pool.map(baseline, [(*key, args.hours, args.seed) for key in keys])))
+        jobs = [(Knobs(target, scrape, window, down), arrivals, args.hours, args.seed,
+                 {times: fixed[target, times, arrivals] for times in STEADY_LOADS})
+                for target, (scrape, window), down in itertools.product(TARGETS, TIMINGS, SCALE_DOWN_WINDOWS)
+                for arrivals in ARRIVALS]
+        print(f"# {args.hours:g} h simulated per run, seed {args.seed}; goals as in this script's docstring\n")
+        print("| target | scrape / window | scale-down window | arrivals | 5x step: back under target, s "
+              "| refused % | steady / fewest fixed, 2x | 5x | changes/h (max) | back to min, s | goals met |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for line in pool.map(row, jobs):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""How close a simulated run is to one measured on the real loop.
+
+The measured run is the HPA's own view, read every second or so: the replica
+count it set (status.desiredReplicas, which it writes to the Deployment) and
+the per-pod average it acted on. The simulator is judged on the replicas the
+same way at every measured instant, and on when the first scale-up came.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from .figures import replicas_at
+from .loop import Trace
+
+# What "calibrated" means (issue goals): replicas within ±1 for 90 % of the
+# measured samples, and the first scale-up within ±15 s.
+REPLICA_TOLERANCE = 1
+WITHIN_SHARE = 0.90
+FIRST_SCALE_UP_TOLERANCE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One reading of the real HPA, `at` seconds from the load step."""
+
+    at: float
+    replicas: int
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    samples: int
+    within: int  # samples whose simulated replicas are within REPLICA_TOLERANCE of the measured
+    first_scale_up_measured: float | None
+    first_scale_up_simulated: float | None
+
+    @property
+    def within_share(self) -> float:
+        return self.within / self.samples if self.samples else 0.0
+
+    @property
+    def first_scale_up_error(self) -> float | None:
+        if self.first_scale_up_measured is None or self.first_scale_up_simulated is None:
+            return None
+        return self.first_scale_up_simulated - self.first_scale_up_measured
+
+    @property
+    def calibrated(self) -> bool:
+        error = self.first_scale_up_error
+        if error is None:  # neither scaled up: only agreement on that counts
+            timing_agrees = self.first_scale_up_measured is None and self.first_scale_up_simulated is None
+        else:
+            timing_agrees = abs(error) <= FIRST_SCALE_UP_TOLERANCE_SECONDS
+        return timing_agrees and self.within_share >= WITHIN_SHARE
+
+
+def first_scale_up_observed(observed: list[Observed], min_replicas: int) -> float | None:
+    return next((o.at for o in observed if o.at >= 0 and o.replicas > min_replicas), None)
+
+
+def first_scale_up_simulated(trace: Trace, min_replicas: int) -> float | None:
+    return next((at for at, replicas in trace.replicas if replicas > min_replicas), None)
+
+
+def agreement(observed: list[Observed], trace: Trace, min_replicas: int) -> Agreement:
+    """The simulated `trace` against the measured samples from the step (`at` >= 0) on."""
+    compared = [o for o in observed if o.at >= 0]
+    within = sum(1 for o in compared if abs(replicas_at(trace, o.at) - o.replicas) <= REPLICA_TOLERANCE)
+    return Agreement(len(compared), within, first_scale_up_observed(observed, min_replicas),
+                     first_scale_up_simulated(trace, min_replicas))
+
+
+def mean_measured_value(observed: list[Observed], start: float, end: float) -> float | None:
+    """The measured per-pod average over [start, end), averaged over the readings that had one."""
+    values = [o.value for o in observed if start <= o.at < end and o.value is not None]
+    return statistics.fmean(values) if values else None
+
+
+def mean_simulated_value(trace: Trace, start: float, end: float) -> float | None:
+    """The simulated HPA's per-pod average over [start, end), averaged over its syncs."""
+    values = [s.value for s in trace.syncs if start <= s.at < end and s.value is not None]
+    return statistics.fmean(values) if values else None
+
+
+def median_agreement(agreements: list[Agreement]) -> Agreement:
+    """The run whose replica agreement is the median of several seeds' (the lower one of an even count)."""
+    ranked = sorted(agreements, key=lambda a: a.within_share)
+    return ranked[(len(ranked) - 1) // 2]
+
