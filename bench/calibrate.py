@@ -4,7 +4,9 @@ Brings up the whole stack (localcluster) in the chosen timing, steps the load
 from nothing to `--times` × one pod's capacity with the locustfile (Poisson
 arrivals, as it sends by default), holds it `--up` seconds, stops it, and
 reads the HPA every second until `--down` seconds later. Then the simulator
-runs the same values, timing and load with `--seeds` seeds, and this prints,
+runs the same values, timing and load with `--seeds` seeds, on a cluster with
+the node's room for pods (its allocatable CPU and memory less the other pods'
+requests: fewer than maxReplicas on a 2-core machine), and this prints,
 per seed, the share of measured samples whose simulated replicas are within
 ±1, and the simulated first scale-up against the measured one. A plot of
 both trajectories (replicas, and the per-pod average the HPA acted on) goes
@@ -31,6 +33,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display here or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
+from kubernetes.utils.quantity import parse_quantity  # noqa: E402
 
 from inferscale.simulation import load  # noqa: E402
 from inferscale.simulation.calibration import (  # noqa: E402
@@ -49,6 +52,7 @@ sys.path.insert(0, str(ROOT / "cluster"))
 
 from autoscale import offer_load, wait_for_metric  # noqa: E402 - bench/ is this script's directory
 from localcluster.hpa import HpaRecorder  # noqa: E402
+from localcluster.kubectl import get_json  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
 
 OUT = ROOT / "docs" / "calibration"
@@ -74,9 +78,33 @@ def model_of(timing: str) -> Model:
                                    sync_period=float(FAST_LOOP["hpa_sync_period"].rstrip("s")))
 
 
-def measure(timing: str, users: int, up: float, down: float) -> list[Observed]:
+def schedulable_pods(stack: LocalStack) -> int:
+    """How many of the Deployment's pods the node can run: what its allocatable
+    CPU and memory leave after every other pod's requests, as kube-scheduler
+    counts them. On this 2-core node it is fewer than `maxReplicas`; the rest
+    of a scale-up stays Pending."""
+    node = get_json(stack.kubeconfig, "nodes")["items"][0]
+    template = get_json(stack.kubeconfig, "deployment", stack.fullname, "-n", stack.config.namespace)
+    pod = requests_of(template["spec"]["template"]["spec"])
+    others = [p for p in get_json(stack.kubeconfig, "pods", "-A")["items"]
+              if p["metadata"]["namespace"] != stack.config.namespace and p["spec"].get("nodeName")
+              and p["status"].get("phase") not in ("Succeeded", "Failed")]
+    left = {resource: parse_quantity(node["status"]["allocatable"][resource])
+            - sum(requests_of(p["spec"])[resource] for p in others) for resource in pod}
+    return min(int(left[resource] // pod[resource]) for resource in pod if pod[resource])
+
+
+def requests_of(pod_spec: dict) -> dict:
+    containers = pod_spec["containers"]
+    return {resource: sum(parse_quantity(c.get("resources", {}).get("requests", {}).get(resource, "0"))
+                          for c in containers) for resource in ("cpu", "memory")}
+
+
+def measure(timing: str, users: int, up: float, down: float) -> tuple[list[Observed], int]:
     with tempfile.TemporaryDirectory() as work, LocalStack(stack_config(timing, Path(work))) as stack:
         wait_for_metric(stack)
+        schedulable = schedulable_pods(stack)
+        print(f"# the node has room for {schedulable} of the Deployment's pods", flush=True)
         recorder = HpaRecorder(stack.hpa, period=1.0)
         recorder.start()
         try:
@@ -89,16 +117,18 @@ def measure(timing: str, users: int, up: float, down: float) -> list[Observed]:
         finally:
             samples = recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
-    return [Observed(s.at - step_at, s.desired, s.metric) for s in samples]
+    return [Observed(s.at - step_at, s.desired, s.metric) for s in samples], schedulable
 
 
-def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
+def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int,
+             schedulable: int) -> Trace:
     shape = load.spike(0.0, rate, 0.0, up)
-    return Loop(model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps).run(shape, end)
+    return Loop(model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps,
+                schedulable=schedulable).run(shape, end)
 
 
 def plot(path: Path, title: str, observed: list[Observed], traces: list[Trace], chosen: int, up: float,
-         target: float) -> None:
+         target: float, schedulable: int) -> None:
     figure, (replicas, latency) = plt.subplots(2, 1, sharex=True, figsize=(9, 6.5))
     end = observed[-1].at
     for i, trace in enumerate(traces):
@@ -118,6 +148,7 @@ def plot(path: Path, title: str, observed: list[Observed], traces: list[Trace], 
     for axis in (replicas, latency):
         axis.axvspan(0, up, color="grey", alpha=0.08)
         axis.grid(alpha=0.3)
+    replicas.axhline(schedulable, color="grey", linestyle=":", label=f"the node's room: {schedulable} pods")
     replicas.set_ylabel("replicas")
     latency.set_ylabel("per-pod average (s)")
     latency.set_xlabel("seconds from the load step (shaded: load on)")
@@ -170,15 +201,16 @@ def main() -> None:
         run = json.loads(saved.read_text())
     else:
         up, down = (args.up, args.down) if args.up and args.down else DEFAULT_SECONDS[args.timing]
-        observed = measure(args.timing, users, up, down)
-        run = {"times": args.times, "users": users, "user_rps": user_rps, "up": up,
+        observed, schedulable = measure(args.timing, users, up, down)
+        run = {"times": args.times, "users": users, "user_rps": user_rps, "up": up, "schedulable": schedulable,
                "observed": [vars(o) for o in observed]}
         OUT.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(run, indent=1) + "\n")
     observed = [Observed(**o) for o in run["observed"]]
     end = observed[-1].at
     rate = run["users"] * run["user_rps"]
-    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in range(1, args.seeds + 1)]
+    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed, run["schedulable"])
+              for seed in range(1, args.seeds + 1)]
     agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
     report(args.timing, agreements)
     chosen = agreements.index(median_agreement(agreements))
@@ -191,7 +223,8 @@ def main() -> None:
           f"target {model.hpa.target:g} s")
     title = (f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
              f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none")
-    plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target)
+    plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target,
+         run["schedulable"])
     print(f"plot: {(OUT / f'{args.timing}.png').relative_to(ROOT)}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
 
@@ -196,6 +197,23 @@ def test_every_accepted_request_is_answered_also_by_pods_scaled_in():
     assert max(r for _, r in trace.replicas) >= 5 and trace.replicas[-1][1] == 1
     assert trace.arrived > 1000
     assert len(trace.answered) + len(trace.refused) == trace.arrived
+
+
+def test_a_full_node_keeps_the_rest_of_a_scale_up_pending_until_room_is_made():
+    model = Model.from_chart_values(CHART_VALUES)
+    shape = load.stop(5 * model.pod_capacity, 1200.0)
+
+    def run(schedulable):
+        return Loop(model.hpa, model.pod, model.timing, "poisson", 4, schedulable=schedulable).run(shape, 3600.0)
+
+    bounded, unbounded = run(3), run(None)
+    # The HPA asks past the node's room, and Pending pods have no value to lower its count.
+    assert max(r for _, r in bounded.replicas) > 3
+    assert max(s.ready for s in bounded.syncs) == 3 < max(s.ready for s in unbounded.syncs)
+    # Three pods queue more than the unbounded run's: the load is five pods' worth.
+    assert statistics.fmean(d for _, d in bounded.answered) > statistics.fmean(d for _, d in unbounded.answered)
+    assert len(bounded.answered) + len(bounded.refused) == bounded.arrived
+    assert bounded.replicas[-1][1] == 1
 
 
 def test_same_seed_same_run():

@@ -11,6 +11,9 @@ What is modelled, and how it maps onto the real parts:
   then Running: its /metrics answers and Prometheus scrapes it; it turns
   Ready after `model_load_seconds` and the next readiness probe. Only Ready
   pods get requests; kube-proxy picks one at random per request.
+- The cluster runs at most `schedulable` pods at once (None: no bound), as
+  a node's allocatable CPU against the pods' requests bounds them; a pod
+  beyond it stays Pending, with no metric, until a deleted one has gone.
 - Scale-in deletes, as the ReplicaSet ranks them, Pending pods first, then
   not-ready ones, then the most recently ready; a deleted pod leaves the
   Service at once and finishes what it holds.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -102,7 +106,8 @@ class Loop:
     """One run: `Loop(...).run(shape, seconds)` returns the Trace."""
 
     def __init__(self, hpa: HpaSpec | None, pod: PodModel, timing: Timing, arrivals_kind: str = "poisson",
-                 seed: int = 1, fixed_replicas: int | None = None, user_rps: float = 0.2):
+                 seed: int = 1, fixed_replicas: int | None = None, user_rps: float = 0.2,
+                 schedulable: int | None = None):
         if (hpa is None) == (fixed_replicas is None):
             raise ValueError("either an HPA or a fixed replica count")
         self.controller = Controller(hpa) if hpa else None
@@ -110,6 +115,7 @@ class Loop:
         self.timing = timing
         self.arrivals_kind = arrivals_kind
         self.user_rps = user_rps
+        self.schedulable = schedulable
         self.rng = random.Random(seed)
         self.pods: list[Pod] = []
         self.spec_replicas = 0
@@ -147,21 +153,30 @@ class Loop:
             self._create(now, warm)
         for pod in self._deletion_order(now, live)[:max(0, len(live) - replicas)]:
             pod.deleted = True
-            self._forget_if_done(pod)
+            self._forget_if_done(now, pod)
 
     def _create(self, now: float, warm: bool) -> None:
-        model = self.pod_model
-        first_scrape = now + self.rng.uniform(0, self.timing.scrape_interval)
-        if warm:  # scraped idle for a window already: events before 0 run first
-            running, ready = -10 * self.timing.rate_window, now
-            first_scrape -= self.timing.rate_window + self.timing.scrape_interval
-        else:
-            running = now + model.start_seconds
-            ready = running + model.model_load_seconds + self.rng.uniform(0, model.readiness_period)
-            first_scrape += model.start_seconds
-        pod = Pod(f"pod-{next(self._names)}", now, running, ready)
+        pod = Pod(f"pod-{next(self._names)}", now, running_at=math.inf, ready_at=math.inf)
         self.pods.append(pod)
+        if warm:  # scraped idle for a window already: events before 0 run first
+            first_scrape = now + self.rng.uniform(0, self.timing.scrape_interval)
+            pod.running_at, pod.ready_at = -10 * self.timing.rate_window, now
+            self._at(first_scrape - self.timing.rate_window - self.timing.scrape_interval, self._scrape, pod)
+        elif self._room_for_one_more():
+            self._start(now, pod)
+
+    def _start(self, now: float, pod: Pod) -> None:
+        """Scheduled: the container starts, then the model loads."""
+        model = self.pod_model
+        first_scrape = now + self.rng.uniform(0, self.timing.scrape_interval) + model.start_seconds
+        pod.running_at = now + model.start_seconds
+        pod.ready_at = pod.running_at + model.model_load_seconds + self.rng.uniform(0, model.readiness_period)
         self._at(first_scrape, self._scrape, pod)
+
+    def _room_for_one_more(self) -> bool:
+        # Deleted pods still finishing their work hold their share of the node.
+        scheduled = sum(1 for p in self.pods if p.running_at != math.inf)
+        return self.schedulable is None or scheduled < self.schedulable
 
     @staticmethod
     def _deletion_order(now: float, pods: list[Pod]) -> list[Pod]:
@@ -169,9 +184,15 @@ class Loop:
             return (now >= pod.running_at, pod.ready(now), -pod.ready_at if pod.ready(now) else 0, -pod.created)
         return sorted(pods, key=rank)
 
-    def _forget_if_done(self, pod: Pod) -> None:
+    def _forget_if_done(self, now: float, pod: Pod) -> None:
         if pod.deleted and pod.idle():
             self.pods.remove(pod)
+            self._schedule_pending(now)
+
+    def _schedule_pending(self, now: float) -> None:
+        for pod in self.pods:
+            if pod.running_at == math.inf and not pod.deleted and self._room_for_one_more():
+                self._start(now, pod)
 
     # --- requests -----------------------------------------------------------------
 
@@ -198,7 +219,7 @@ class Loop:
             self._at(now + self.pod_model.inference_seconds, self._complete, pod, pod.queue.popleft())
         else:
             pod.busy -= 1
-            self._forget_if_done(pod)
+            self._forget_if_done(now, pod)
 
     # --- Prometheus, the adapter, the HPA -------------------------------------------
 
