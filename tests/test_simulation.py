@@ -263,6 +263,40 @@ def test_the_command_prints_figures_for_the_chart_values():
     assert report["fewest_fixed_replicas"] >= 5
 
 
+def simulate_json(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(REPO / "chart" / "values.yaml"),
+         "--hours", "1", "--json", *args],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room():
+    # 1 req/s is 5 pods' worth of the chart's pod (2 slots x 10 s): the same run as --times 5.
+    by_rate, by_times = simulate_json("--rate", "1"), simulate_json("--times", "5")
+    assert by_rate["load"] == by_times["load"] == "step 0 -> 1 req/s at 60 s"
+    assert by_rate["autoscaled"] == by_times["autoscaled"]
+    # Room for 3 pods: the HPA still asks for more, and 3 pods queue and refuse what 5 would serve.
+    crowded = simulate_json("--rate", "1", "--max-running-pods", "3")
+    assert crowded["autoscaled"]["peak_replicas"] > 3
+    assert crowded["autoscaled"]["mean_seconds"] > by_rate["autoscaled"]["mean_seconds"]
+    assert crowded["autoscaled"]["refused_percent"] > by_rate["autoscaled"]["refused_percent"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate", "0"], "--rate must be above 0"),
+    (["--max-running-pods", "0"], "--max-running-pods 0 is below minReplicas 1"),
+    (["--rate", "1", "--times", "2"], "not allowed with argument"),
+])
+def test_the_command_refuses_a_load_or_room_it_cannot_simulate(args, message):
+    result = subprocess.run([sys.executable, "-m", "inferscale.cli", "simulate", *args],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_the_command_names_an_unreadable_values_file(tmp_path):
     (tmp_path / "values.yaml").write_text("server: {}\n")
     result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -87,13 +88,18 @@ def _add_simulate(commands) -> None:
     simulate.add_argument("--scenario", choices=SCENARIOS, default="step",
                           help="step: from idle at 60 s; ramp: over 30 min; spike: 2 min from one pod's load; "
                                "sine: one period over the run; stop: load, stopped half-way (default: step)")
-    simulate.add_argument("--times", type=float, default=5.0,
-                          help="the load at its height, in pods' worth: slots / inference seconds each (default: 5)")
+    height = simulate.add_mutually_exclusive_group()
+    height.add_argument("--times", type=float, default=5.0,
+                        help="the load at its height, in pods' worth: slots / inference seconds each (default: 5)")
+    height.add_argument("--rate", type=float, help="the load at its height in requests/s, instead of --times")
     simulate.add_argument("--arrivals", choices=("poisson", "paced"), default="poisson",
                           help="as the locustfile's LOAD_ARRIVALS poisson or fixed (default: poisson)")
     simulate.add_argument("--hours", type=float, default=2.0, help="simulated time (default: 2)")
     simulate.add_argument("--sync-period", type=float, default=15.0,
                           help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s (default: 15)")
+    simulate.add_argument("--max-running-pods", type=int, default=None,
+                          help="the most pods the cluster can run at once (its nodes' room for the pod's "
+                               "requests); the rest of a scale-up stays Pending (default: no bound)")
     simulate.add_argument("--seed", type=int, default=1, help="arrivals, phases and routing (default: 1)")
     simulate.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -113,7 +119,16 @@ def _simulate(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
         print(f"inferscale simulate: cannot read chart values from {args.values}: {error!r}", file=sys.stderr)
         return 2
-    case = scenario(args.scenario, model.pod_capacity, args.times, args.hours)
+    if args.rate is not None and args.rate <= 0:
+        print(f"inferscale simulate: --rate must be above 0, not {args.rate:g}", file=sys.stderr)
+        return 2
+    if args.max_running_pods is not None and args.max_running_pods < model.hpa.min_replicas:
+        print(f"inferscale simulate: --max-running-pods {args.max_running_pods} is below minReplicas "
+              f"{model.hpa.min_replicas}", file=sys.stderr)
+        return 2
+    model = dataclasses.replace(model, max_running_pods=args.max_running_pods)
+    times = args.times if args.rate is None else args.rate / model.pod_capacity
+    case = scenario(args.scenario, model.pod_capacity, times, args.hours)
     autoscaled = run(model, case, args.arrivals, args.seed)
     fixed = fewest_fixed(model, case, args.arrivals, args.seed)
     render = report.as_json if args.json else report.as_text

@@ -27,6 +27,8 @@ class Model:
     hpa: HpaSpec
     pod: PodModel
     timing: Timing
+    # The most pods the cluster runs at once (its nodes' room); None: unbounded.
+    max_running_pods: int | None = None
 
     @classmethod
     def from_chart_values(cls, values: dict, sync_period: float = 15.0, start_seconds: float = 3.0) -> "Model":
@@ -77,7 +79,8 @@ def scenario(name: str, capacity: float, times: float, hours: float) -> Scenario
 
 
 def run(model: Model, case: Scenario, arrivals: str, seed: int = 1) -> Figures:
-    trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed).run(case.shape, case.seconds)
+    trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed,
+                 schedulable=model.max_running_pods).run(case.shape, case.seconds)
     return figures(trace, model.hpa.target, model.hpa.min_replicas, case.change_at, case.steady_from, case.seconds)
 
 
