@@ -68,7 +68,7 @@ bench-autoscale: venv tools
 bench-simulate: venv
 	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
 
-# The duration signal's knobs swept through the simulator against the loop's goals (~10 s).
+# The duration signal's knobs, then a companion metric's, swept through the simulator against the loop's goals (~20 s).
 bench-tune: venv
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 

@@ -70,6 +70,38 @@ def test_no_value_for_any_pod_is_no_decision():
     assert (decision.desired, decision.value, decision.scaling_active) == (3, None, False)
 
 
+# ---- two metrics: computeReplicasForMetrics -------------------------------------------
+
+
+def held(*pairs) -> list[PodView]:
+    """Pods as (duration, requests held) pairs."""
+    return [PodView(f"p{i}", True, duration, requests) for i, (duration, requests) in enumerate(pairs)]
+
+
+def two_metric_controller(**spec) -> Controller:
+    base = HpaSpec.from_values(CHART_VALUES["autoscaling"])
+    return Controller(HpaSpec(**{**base.__dict__, "held_target": 1.5, "tolerance": 0.1, **spec}))
+
+
+def test_the_larger_proposal_of_two_metrics_wins():
+    # Duration 10 s of 12 on 5 pods proposes ceil(0.83 x 5) = 5; 3.0 held of 1.5
+    # proposes 10: scale out on the second metric though the first is content.
+    assert two_metric_controller().sync(0.0, 5, held(*[(10.0, 3.0)] * 5)).desired == 10
+    # And the other way round: 0.3 held proposes 1, the duration's 5 keeps the count.
+    assert two_metric_controller().sync(0.0, 5, held(*[(10.0, 0.3)] * 5)).desired == 5
+    # The value the HPA reports for the run is still the duration's.
+    assert two_metric_controller().sync(0.0, 5, held(*[(10.0, 3.0)] * 5)).value == 10.0
+
+
+def test_a_metric_without_values_stops_a_scale_in_but_not_a_scale_out():
+    # Held has no values: the duration alone proposes 20 s / 12 x 2 -> 4, a scale-out: it goes ahead.
+    out = two_metric_controller().sync(0.0, 2, held((20.0, None), (20.0, None)))
+    assert (out.desired, out.scaling_active) == (4, True)
+    # Duration 0 (idle) would scale in, but with held missing nothing is decided.
+    idle = two_metric_controller().sync(0.0, 4, held(*[(0.0, None)] * 4))
+    assert (idle.desired, idle.scaling_active) == (4, False)
+
+
 # ---- behaviour: stabilization and policies ------------------------------------------
 
 

@@ -75,6 +75,9 @@ class HpaSpec:
     scale_down: ScalingRules
     # kube-controller-manager's --horizontal-pod-autoscaler-tolerance.
     tolerance: float = 0.1
+    # A second Pods metric, the requests a pod holds (running and queued)
+    # averaged over the window, and its target per pod; None: duration only.
+    held_target: float | None = None
 
     @classmethod
     def from_values(cls, autoscaling: dict, tolerance: float = 0.1) -> "HpaSpec":
@@ -95,6 +98,7 @@ class PodView:
     name: str
     running: bool  # False: phase Pending
     value: float | None  # the metric's value; None when the metrics API has none for it
+    held: float | None = None  # the second metric's value (HpaSpec.held_target), likewise
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,33 @@ class Controller:
         if current < spec.min_replicas:
             return self._scaled(now, current, spec.min_replicas, None)
         try:
-            proposal, value = replicas_for_metric(current, pods, spec.target, spec.tolerance)
+            proposal, value = self._proposal(current, pods)
         except NoMetrics:
             return Decision(current, None, False)
         stabilized = self._stabilize(now, current, proposal)
         return self._scaled(now, current, self._rate_limit(now, current, stabilized), value)
+
+    def _proposal(self, current: int, pods: list[PodView]) -> tuple[int, float | None]:
+        """computeReplicasForMetrics: the largest metric's proposal. A metric
+        without values does not stop a scale-up the others ask for, but it does
+        stop a scale-in, and with none valid there is no proposal."""
+        spec = self.spec
+        metrics = [(spec.target, pods)]
+        if spec.held_target is not None:
+            metrics.append((spec.held_target, [PodView(p.name, p.running, p.held) for p in pods]))
+        proposals, invalid, value = [], 0, None
+        for index, (target, views) in enumerate(metrics):
+            try:
+                proposal, average = replicas_for_metric(current, views, target, spec.tolerance)
+            except NoMetrics:
+                invalid += 1
+                continue
+            proposals.append(proposal)
+            if index == 0:
+                value = average
+        if invalid == len(metrics) or (invalid and max(proposals) < current):
+            raise NoMetrics("a metric has no values")
+        return max(proposals), value
 
     def _scaled(self, now: float, current: int, desired: int, value: float | None) -> Decision:
         if desired > current:

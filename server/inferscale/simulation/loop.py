@@ -22,6 +22,8 @@ What is modelled, and how it maps onto the real parts:
   the histogram's sum over that of its count between the first and the last
   sample in the window: a value only with two samples, 0 for a pod seen
   idle (the chart's rule). The extrapolation of rate() scales both alike.
+  A second metric, for HpaSpec.held_target only: the requests a pod holds
+  (running and queued) at each scrape, averaged over the window's samples.
 - The adapter asks Prometheus at each HPA request, naming the pods the HPA
   asks for, so a new pod needs no relist (its relist only discovers metric
   names, once after an install): not modelled. The HPA controller (hpa.py)
@@ -71,7 +73,7 @@ class Pod:
     queue: deque = field(default_factory=deque)
     duration_sum: float = 0.0
     duration_count: int = 0
-    samples: deque = field(default_factory=deque)  # (time, sum, count)
+    samples: deque = field(default_factory=deque)  # (time, sum, count, held: running + queued)
 
     def ready(self, now: float) -> bool:
         return not self.deleted and now >= self.ready_at
@@ -226,25 +228,35 @@ class Loop:
     def _scrape(self, now: float, pod: Pod) -> None:
         if pod.deleted:
             return
-        pod.samples.append((now, pod.duration_sum, pod.duration_count))
+        pod.samples.append((now, pod.duration_sum, pod.duration_count, pod.busy + len(pod.queue)))
         while pod.samples and pod.samples[0][0] < now - self.timing.rate_window - self.timing.scrape_interval:
             pod.samples.popleft()
         self._at(now + self.timing.scrape_interval, self._scrape, pod)
 
-    def value(self, pod: Pod, now: float) -> float | None:
-        """The adapter's answer for `pod` at `now`: None without two samples in the window."""
+    def _window(self, pod: Pod, now: float) -> list[tuple] | None:
+        """The pod's samples in the rate window; None without two (no value, as the chart's rule)."""
         if now < pod.running_at:
             return None
         window = [s for s in pod.samples if now - self.timing.rate_window < s[0] <= now]
-        if len(window) < 2:
+        return window if len(window) >= 2 else None
+
+    def value(self, pod: Pod, now: float) -> float | None:
+        """The adapter's answer for `pod` at `now`: the average duration, 0 when seen idle."""
+        window = self._window(pod, now)
+        if window is None:
             return None
-        (_, first_sum, first_count), (_, last_sum, last_count) = window[0], window[-1]
+        (_, first_sum, first_count, _), (_, last_sum, last_count, _) = window[0], window[-1]
         count = last_count - first_count
         return (last_sum - first_sum) / count if count else 0.0
 
+    def held(self, pod: Pod, now: float) -> float | None:
+        """The companion metric: requests held (running and queued), averaged over the window's scrapes."""
+        window = self._window(pod, now)
+        return None if window is None else sum(s[3] for s in window) / len(window)
+
     def _sync(self, now: float) -> None:
         live = [p for p in self.pods if not p.deleted]
-        views = [PodView(p.name, now >= p.running_at, self.value(p, now)) for p in live]
+        views = [PodView(p.name, now >= p.running_at, self.value(p, now), self.held(p, now)) for p in live]
         decision = self.controller.sync(now, self.spec_replicas, views)
         self.trace.syncs.append(Sync(now, self.spec_replicas, sum(p.ready(now) for p in live), decision.desired,
                                      decision.value))
