@@ -45,7 +45,7 @@ from inferscale.simulation.calibration import (  # noqa: E402
     median_agreement,
 )
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
-from inferscale.simulation.scenarios import Model  # noqa: E402
+from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cluster"))
@@ -75,7 +75,7 @@ def model_of(timing: str) -> Model:
         return Model.from_chart_values(values, sync_period=15.0)
     # FAST_LOOP's scrape interval and rate window reach the chart's values too.
     return Model.from_chart_values(merged(values, FAST_LOOP["chart_values"]),
-                                   sync_period=float(FAST_LOOP["hpa_sync_period"].rstrip("s")))
+                                   sync_period=seconds(FAST_LOOP["hpa_sync_period"]))
 
 
 def schedulable_pods(stack: LocalStack) -> int:
@@ -200,7 +200,8 @@ def main() -> None:
     if args.replot:
         run = json.loads(saved.read_text())
     else:
-        up, down = (args.up, args.down) if args.up and args.down else DEFAULT_SECONDS[args.timing]
+        default_up, default_down = DEFAULT_SECONDS[args.timing]
+        up, down = args.up or default_up, args.down or default_down
         observed, schedulable = measure(args.timing, users, up, down)
         run = {"times": args.times, "users": users, "user_rps": user_rps, "up": up, "schedulable": schedulable,
                "observed": [vars(o) for o in observed]}

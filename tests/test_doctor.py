@@ -20,7 +20,7 @@ import pytest
 from localcluster.controlplane import wait_until
 from localcluster.node import run
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
-from inferscale.doctor.pipeline import Broken, Walk, targets_up
+from inferscale.doctor.pipeline import Broken, Walk, pods_ready, targets_up
 from inferscale.doctor.selectors import describe, matches
 
 ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
@@ -182,3 +182,36 @@ def test_targets_a_scale_up_just_added_are_not_down():
         targets_up(targets_walk("up", "unknown", "down"))
     with pytest.raises(Broken, match="none of the 2 targets scraped yet"):
         targets_up(targets_walk("unknown", "unknown"))
+
+
+class FakeCluster:
+    def __init__(self, pods):
+        self.pods = pods
+
+    def items(self, path, **params):
+        if path.endswith("/deployments"):
+            return [{"metadata": {"name": "svc"}, "spec": {
+                "replicas": len(self.pods), "selector": {"matchLabels": {"app": "svc"}},
+                "template": {"spec": {"containers": [{"name": "server"}]}}}}]
+        return self.pods
+
+
+def pod(name, *conditions):
+    return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": [
+        {"type": kind, "status": status, **extra} for kind, status, extra in conditions]}}
+
+
+RUNNING = (("PodScheduled", "True", {}), ("Ready", "True", {}))
+NO_ROOM = (("PodScheduled", "False", {"reason": "Unschedulable",
+                                      "message": "0/1 nodes are available: 1 Insufficient cpu."}),)
+
+
+def test_pods_the_node_has_no_room_for_are_named_with_the_schedulers_reason():
+    walk = Walk(cluster=FakeCluster([pod("svc-a", *RUNNING), pod("svc-b", *RUNNING), pod("svc-c", *NO_ROOM)]),
+                namespace="ns", release="svc")
+    assert pods_ready(walk) == ("2 of 3 pods of Deployment svc ready; 1 Pending, unschedulable: "
+                                "0/1 nodes are available: 1 Insufficient cpu.")
+    assert pods_ready(Walk(cluster=FakeCluster([pod("svc-a", *RUNNING)]), namespace="ns", release="svc")) == (
+        "1 of 1 pods of Deployment svc ready")
+    with pytest.raises(Broken, match="none of the 1 pods .* ready; 1 Pending, unschedulable: 0/1 nodes"):
+        pods_ready(Walk(cluster=FakeCluster([pod("svc-c", *NO_ROOM)]), namespace="ns", release="svc"))

@@ -83,12 +83,24 @@ def pods_ready(walk: Walk) -> str:
     pods = walk.cluster.items(f"/api/v1/namespaces/{walk.namespace}/pods", labelSelector=walk.pod_selector)
     walk.ready_pods = sorted(p["metadata"]["name"] for p in pods if _condition(p, "Ready") == "True")
     wanted = walk.deployment["spec"].get("replicas", 1)
+    # Pods the scheduler found no room for: the HPA's count is then more than
+    # runs, and the pods that do run carry the load of the ones that do not.
+    unschedulable = _unschedulable(pods)
     if not walk.ready_pods:
-        raise Broken(f"none of the {len(pods)} pods of Deployment {walk.service} is ready",
+        raise Broken(f"none of the {len(pods)} pods of Deployment {walk.service} is ready{unschedulable}",
                      f"kubectl -n {walk.namespace} describe pods -l {walk.pod_selector}; "
                      f"kubectl -n {walk.namespace} logs deploy/{walk.service}")
     walk.budget["readiness"] = _readiness(walk.deployment)
-    return f"{len(walk.ready_pods)} of {wanted} pods of Deployment {walk.service} ready"
+    return f"{len(walk.ready_pods)} of {wanted} pods of Deployment {walk.service} ready{unschedulable}"
+
+
+def _unschedulable(pods: list[dict]) -> str:
+    """'; 4 Pending, unschedulable: <the scheduler's reason>', or '' when every pod has a node."""
+    reasons = [c.get("message", "") for p in pods for c in p.get("status", {}).get("conditions") or []
+               if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"]
+    if not reasons:
+        return ""
+    return f"; {len(reasons)} Pending, unschedulable: {reasons[0]}"
 
 
 def service_monitor_selected(walk: Walk) -> str:
