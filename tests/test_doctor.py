@@ -123,6 +123,21 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
             iptables_on_node("-D", *BLOCK_SCRAPES)
         wait_for_healthy(stack)
 
+        # A rollout whose new pod no node has room for: not a broken link (the
+        # old pod serves and is scraped), but the first line says it, with the
+        # scheduler's reason, so a user sees why the HPA's count is not running.
+        deployment = ("deployment/" + hpa, "-n", stack.config.namespace)
+        no_room = '{"spec": {"template": {"spec": {"containers": [{"name": "server", "resources": {"requests": {"cpu": "1000"}}}]}}}}'
+        stack.kubectl("patch", *deployment, "--type=strategic", "-p", no_room)
+        try:
+            first = wait_until(lambda: "unschedulable" in (link := doctor(stack)[1]["links"][0])["detail"] and link,
+                               "doctor naming the unschedulable pod", 60, interval=2)
+            assert first["ok"] and "1 Pending, unschedulable: 0/1 nodes are available" in first["detail"], first
+            assert "Insufficient cpu" in first["detail"], first
+        finally:
+            stack.kubectl("rollout", "undo", *deployment)
+        wait_for_healthy(stack)
+
         # Last, as nothing undoes it quickly: the chart's selector without
         # prometheus-values.yaml's select-all, and a release label it does not match.
         stack.kubectl("patch", *PROMETHEUS, "--type=merge",
