@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -120,11 +121,10 @@ def measure(timing: str, users: int, up: float, down: float) -> tuple[list[Obser
     return [Observed(s.at - step_at, s.desired, s.metric) for s in samples], schedulable
 
 
-def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int,
-             schedulable: int) -> Trace:
+def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
     shape = load.spike(0.0, rate, 0.0, up)
     return Loop(model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps,
-                schedulable=schedulable).run(shape, end)
+                max_running_pods=model.max_running_pods).run(shape, end)
 
 
 def plot(path: Path, title: str, observed: list[Observed], traces: list[Trace], chosen: int, up: float,
@@ -210,8 +210,9 @@ def main() -> None:
     observed = [Observed(**o) for o in run["observed"]]
     end = observed[-1].at
     rate = run["users"] * run["user_rps"]
-    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed, run["schedulable"])
-              for seed in range(1, args.seeds + 1)]
+    # The cluster the run was measured on: the node's room, as measure() found it.
+    model = replace(model, max_running_pods=run["schedulable"])
+    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in range(1, args.seeds + 1)]
     agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
     report(args.timing, agreements)
     chosen = agreements.index(median_agreement(agreements))

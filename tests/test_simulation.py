@@ -236,7 +236,7 @@ def test_a_full_node_keeps_the_rest_of_a_scale_up_pending_until_room_is_made():
     shape = load.stop(5 * model.pod_capacity, 1200.0)
 
     def run(schedulable):
-        return Loop(model.hpa, model.pod, model.timing, "poisson", 4, schedulable=schedulable).run(shape, 3600.0)
+        return Loop(model.hpa, model.pod, model.timing, "poisson", 4, max_running_pods=schedulable).run(shape, 3600.0)
 
     bounded, unbounded = run(3), run(None)
     # The HPA asks past the node's room, and Pending pods have no value to lower its count.

@@ -11,7 +11,7 @@ What is modelled, and how it maps onto the real parts:
   then Running: its /metrics answers and Prometheus scrapes it; it turns
   Ready after `model_load_seconds` and the next readiness probe. Only Ready
   pods get requests; kube-proxy picks one at random per request.
-- The cluster runs at most `schedulable` pods at once (None: no bound), as
+- The cluster runs at most `max_running_pods` at once (None: no bound), as
   a node's allocatable CPU against the pods' requests bounds them; a pod
   beyond it stays Pending, with no metric, until a deleted one has gone.
 - Scale-in deletes, as the ReplicaSet ranks them, Pending pods first, then
@@ -78,6 +78,11 @@ class Pod:
     def ready(self, now: float) -> bool:
         return not self.deleted and now >= self.ready_at
 
+    @property
+    def scheduled(self) -> bool:
+        """Given a node: its start is set (a pod with no room has none yet)."""
+        return self.running_at != math.inf
+
     def idle(self) -> bool:
         return self.busy == 0 and not self.queue
 
@@ -109,7 +114,7 @@ class Loop:
 
     def __init__(self, hpa: HpaSpec | None, pod: PodModel, timing: Timing, arrivals_kind: str = "poisson",
                  seed: int = 1, fixed_replicas: int | None = None, user_rps: float = 0.2,
-                 schedulable: int | None = None):
+                 max_running_pods: int | None = None):
         if (hpa is None) == (fixed_replicas is None):
             raise ValueError("either an HPA or a fixed replica count")
         self.controller = Controller(hpa) if hpa else None
@@ -117,7 +122,7 @@ class Loop:
         self.timing = timing
         self.arrivals_kind = arrivals_kind
         self.user_rps = user_rps
-        self.schedulable = schedulable
+        self.max_running_pods = max_running_pods
         self.rng = random.Random(seed)
         self.pods: list[Pod] = []
         self.spec_replicas = 0
@@ -177,8 +182,8 @@ class Loop:
 
     def _room_for_one_more(self) -> bool:
         # Deleted pods still finishing their work hold their share of the node.
-        scheduled = sum(1 for p in self.pods if p.running_at != math.inf)
-        return self.schedulable is None or scheduled < self.schedulable
+        scheduled = sum(1 for p in self.pods if p.scheduled)
+        return self.max_running_pods is None or scheduled < self.max_running_pods
 
     @staticmethod
     def _deletion_order(now: float, pods: list[Pod]) -> list[Pod]:
@@ -193,7 +198,7 @@ class Loop:
 
     def _schedule_pending(self, now: float) -> None:
         for pod in self.pods:
-            if pod.running_at == math.inf and not pod.deleted and self._room_for_one_more():
+            if not pod.scheduled and not pod.deleted and self._room_for_one_more():
                 self._start(now, pod)
 
     # --- requests -----------------------------------------------------------------

@@ -80,7 +80,7 @@ def scenario(name: str, capacity: float, times: float, hours: float) -> Scenario
 
 def run(model: Model, case: Scenario, arrivals: str, seed: int = 1) -> Figures:
     trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed,
-                 schedulable=model.max_running_pods).run(case.shape, case.seconds)
+                 max_running_pods=model.max_running_pods).run(case.shape, case.seconds)
     return figures(trace, model.hpa.target, model.hpa.min_replicas, case.change_at, case.steady_from, case.seconds)
 
 
