@@ -9,9 +9,10 @@ The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
 Two sweeps. The first turns the knobs a user has on the duration signal
 alone: the duration target, the scrape interval with the rate window (the
 chart's rule of 4 scrapes per window), and the scale-down stabilization
-window. The second keeps the chart's 12 s target and adds a second Pods
-metric, the requests a pod holds (running and queued) averaged over the
-window, with its own target per pod: the HPA takes the larger of the two
+window. The second keeps the chart's 12 s target and adds the chart's
+second Pods metric, slot utilization (autoscaling.slotUtilization): the
+share of a pod's slots its requests hold, running or queued, averaged over
+the window, with its own target: the HPA takes the larger of the two
 proposals. Everything else is the chart's values, with maxReplicas raised to
 20 so that the cap decides nothing. The baselines are found by the same
 simulator in the same run. Prints the figures and which goals each row
@@ -39,10 +40,10 @@ TARGETS = (11.0, 12.0, 13.0, 15.0, 20.0)
 # 15 s HPA sync can use with 4 scrapes per window.
 TIMINGS = ((15.0, 60.0), (5.0, 20.0))
 SCALE_DOWN_WINDOWS = (300, 600)
-# The second sweep: requests held per pod (of the chart's 2 slots).
-HELD_TARGETS = (1.2, 1.3, 1.4, 1.5)
-HELD_TIMINGS = ((15.0, 60.0), (10.0, 40.0), (5.0, 20.0))
-HELD_SCALE_DOWN_WINDOWS = (300, 420)
+# The second sweep: slot-utilization targets (0.7 = 1.4 of the chart's 2 slots held).
+UTILIZATION_TARGETS = (0.6, 0.65, 0.7, 0.75)
+UTILIZATION_TIMINGS = ((15.0, 60.0), (10.0, 40.0), (5.0, 20.0))
+UTILIZATION_SCALE_DOWN_WINDOWS = (300, 420)
 STEADY_LOADS = (2, 5)
 
 CHART_TARGET = 12.0  # chart/values.yaml's targetAverageDurationSeconds: the service's latency goal
@@ -59,17 +60,18 @@ class Knobs:
     scrape_interval: float
     rate_window: float
     scale_down_window: int
-    held_target: float | None = None
+    utilization_target: float | None = None
 
     def applied(self, model: Model) -> Model:
-        hpa = replace(model.hpa, target=self.target, max_replicas=20, held_target=self.held_target,
+        held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
+        hpa = replace(model.hpa, target=self.target, max_replicas=20, held_target=held,
                       scale_down=replace(model.hpa.scale_down, stabilization_window_seconds=self.scale_down_window))
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
         return replace(model, hpa=hpa, timing=timing)
 
     def label(self) -> str:
-        held = "-" if self.held_target is None else f"{self.held_target:g}"
-        return (f"{self.target:g} s | {held} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
+        utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
+        return (f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
                 f"{self.scale_down_window} s")
 
 
@@ -120,16 +122,17 @@ def main() -> None:
         fixed = dict(zip(keys, pool.map(baseline, [(*key, args.hours, args.seed) for key in keys])))
         duration_alone = [Knobs(target, scrape, window, down) for target, (scrape, window), down
                           in itertools.product(TARGETS, TIMINGS, SCALE_DOWN_WINDOWS)]
-        with_held = [Knobs(CHART_TARGET, scrape, window, down, held) for held, (scrape, window), down
-                     in itertools.product(HELD_TARGETS, HELD_TIMINGS, HELD_SCALE_DOWN_WINDOWS)]
+        with_utilization = [Knobs(CHART_TARGET, scrape, window, down, utilization)
+                            for utilization, (scrape, window), down
+                            in itertools.product(UTILIZATION_TARGETS, UTILIZATION_TIMINGS, UTILIZATION_SCALE_DOWN_WINDOWS)]
         print(f"# {args.hours:g} h simulated per run, seed {args.seed}; goals as in this script's docstring")
         for title, sweep in (("the duration alone", duration_alone),
-                             (f"the duration at {CHART_TARGET:g} s and requests held per pod", with_held)):
+                             (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization)):
             jobs = [(knobs, arrivals, args.hours, args.seed,
                      {times: fixed[knobs.target, times, arrivals] for times in STEADY_LOADS})
                     for knobs in sweep for arrivals in ARRIVALS]
             print(f"\n## {title}\n")
-            print("| target | held target | scrape / window | scale-down window | arrivals "
+            print("| target | utilization target | scrape / window | scale-down window | arrivals "
                   "| 5x step: back under target, s | refused % | steady / fewest fixed, 2x | 5x "
                   "| changes/h (max) | back to min, s | goals met |")
             print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -336,6 +336,19 @@ def test_hpa_scales_the_deployment_on_the_pods_duration_metric():
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 10)
 
 
+def test_slot_utilization_is_a_second_pods_metric_beside_the_duration():
+    hpa = only(render({"autoscaling": {"slotUtilization": {"enabled": True, "target": 0.65}}}),
+               "HorizontalPodAutoscaler")
+    duration, utilization = hpa["spec"]["metrics"]
+    assert duration["pods"]["metric"]["name"] == PODS_METRIC
+    assert utilization == {"type": "Pods", "pods": {
+        "metric": {"name": "inference_slot_utilization"},
+        "target": {"type": "AverageValue", "averageValue": "0.65"}}}
+    external = only(render({"autoscaling": {"metric": {"type": "External"}, "slotUtilization": {"enabled": True}}}),
+                    "HorizontalPodAutoscaler")
+    assert [m["type"] for m in external["spec"]["metrics"]] == ["External", "Pods"]
+
+
 def test_hpa_target_sits_above_the_bare_inference_duration():
     docs = render()
     target = float(only(docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
@@ -413,6 +426,9 @@ REFUSALS = {
     "bad prestop mode": ({"preStop": {"mode": "wait"}}, "mode"),
     "bad log level": ({"server": {"logLevel": "verbose"}}, "logLevel"),
     "hpa and keda together": ({"keda": {"enabled": True}}, "mutually exclusive"),
+    "slot utilization with keda": ({"autoscaling": {"enabled": False, "slotUtilization": {"enabled": True}},
+                                    "keda": {"enabled": True}}, "autoscaling.slotUtilization is a metric of the chart's HPA"),
+    "zero utilization target": ({"autoscaling": {"slotUtilization": {"target": 0}}}, "slotUtilization/target"),
     "grace period too short": ({"terminationGracePeriodSeconds": 60},
                                "terminationGracePeriodSeconds (60) must exceed preStop.seconds + server.gracefulShutdownSeconds = 65"),
     "drain shorter than a full queue": ({"server": {"maxQueue": 10}},
@@ -537,6 +553,14 @@ def test_notes_number_their_steps_without_a_gap(tmp_path, autoscaling):
 def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
     notes = render_notes(MATRIX["external-metric"], tmp_path=tmp_path)
     assert f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}" in notes
+
+
+def test_notes_name_the_slot_utilization_when_the_hpa_scales_on_it(tmp_path):
+    path = f'/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/inference_slot_utilization"'
+    assert path not in render_notes(tmp_path=tmp_path / "off")
+    notes = render_notes({"autoscaling": {"slotUtilization": {"enabled": True}}}, tmp_path=tmp_path / "on")
+    assert "and on the share of its model slots in use (target 0.7), whichever asks for more pods." in notes
+    assert path in notes
 
 
 def test_helm_test_pod_calls_ready_and_predict_on_the_service():

@@ -19,8 +19,8 @@ import pytest
 
 from localcluster.controlplane import wait_until
 from localcluster.node import run
-from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
-from inferscale.doctor.pipeline import Broken, Walk, pods_ready, targets_up
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
+from inferscale.doctor.pipeline import Broken, Walk, hpa_metrics, hpa_scaling, pods_ready, targets_up
 from inferscale.doctor.selectors import describe, matches
 
 ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
@@ -28,6 +28,10 @@ API_SERVICE = "v1beta1.custom.metrics.k8s.io"
 PROMETHEUS = ("-n", "monitoring", "prometheus/kube-prometheus-stack-prometheus")
 # The scrape's path: Prometheus's pod to the app pod's admin port, across the node's bridge.
 BLOCK_SCRAPES = ("FORWARD", "-p", "tcp", "--dport", "8081", "-j", "REJECT", "--reject-with", "tcp-reset")
+DURATION = "inference_request_duration_seconds_avg"
+UTILIZATION = "inference_slot_utilization"
+# The HPA with both of the chart's metrics: doctor must check each.
+BOTH_METRICS = merged(FAST_LOOP, {"chart_values": {"autoscaling": {"slotUtilization": {"enabled": True}}}})
 
 
 def doctor(stack: LocalStack) -> tuple[int, dict]:
@@ -71,15 +75,22 @@ def broken(stack: LocalStack, break_args: tuple, mend_args: tuple):
 
 @pytest.mark.slow
 def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
-    with LocalStack(StackConfig(workdir=tmp_path / "stack", **FAST_LOOP)) as stack:
+    with LocalStack(StackConfig(workdir=tmp_path / "stack", **BOTH_METRICS)) as stack:
         stack.wait_for_hpa_metric(240)
         # The operator's rule files and configuration reach Prometheus within a
         # minute or two; InferenceMetricAbsent may fire until the first scrapes.
         report = wait_for_healthy(stack)
-        assert [link["link"] for link in report["links"]] == [
+        links = {link["link"]: link["detail"] for link in report["links"]}
+        assert list(links) == [
             "pods ready", "ServiceMonitor selected", "targets up", "request-duration series",
             "adapter rule per pod", "metrics API", "HPA", "alerts",
         ]
+        # The real adapter serves the slot utilization for the pod, and the real HPA reads both.
+        for metric in (DURATION, UTILIZATION):
+            assert f"the adapter's query for {metric} returns a value for each" in links["adapter rule per pod"]
+            assert f"custom.metrics.k8s.io serves {metric} for every ready pod" in links["metrics API"]
+            assert f"{metric} " in links["HPA"] and "against target" in links["HPA"], links["HPA"]
+        assert "against target 700m" in links["HPA"] or "against target 0.7" in links["HPA"], links["HPA"]
         assert report["budget"]["scrape interval"] == "2s"
         assert report["budget"]["rate window"] == "10s"
         assert report["budget"]["relist interval"] == "5s"
@@ -90,14 +101,17 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
         assert text.returncode == 0 and text.stdout.rstrip().endswith("healthy"), text.stdout + text.stderr
 
         hpa = stack.fullname
-        wrong_metric = '[{"op": "replace", "path": "/spec/metrics/0/pods/metric/name", "value": "inference_typo"}]'
-        right_metric = '[{"op": "replace", "path": "/spec/metrics/0/pods/metric/name", "value": "inference_request_duration_seconds_avg"}]'
-        with broken(stack, ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", wrong_metric),
-                    ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", right_metric)):
-            found = wait_for_break(stack, "adapter rule per pod")
-            assert "'inference_typo'" in found["detail"] and "inference_request_duration_seconds_avg" in found["detail"]
-            assert "autoscaling.metric.name" in found["fix"]
-        wait_for_healthy(stack)
+        # A typo in either metric's name: the second one too, which alone would stop every scale-in.
+        for index, name in enumerate((DURATION, UTILIZATION)):
+            path = f"/spec/metrics/{index}/pods/metric/name"
+            wrong_metric = json.dumps([{"op": "replace", "path": path, "value": "inference_typo"}])
+            right_metric = json.dumps([{"op": "replace", "path": path, "value": name}])
+            with broken(stack, ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", wrong_metric),
+                        ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", right_metric)):
+                found = wait_for_break(stack, "adapter rule per pod")
+                assert "'inference_typo'" in found["detail"] and UTILIZATION in found["detail"], found
+                assert "autoscaling.metric.name" in found["fix"]
+            wait_for_healthy(stack)
 
         with broken(stack, ("scale", "--replicas=0", *ADAPTER), ("scale", "--replicas=1", *ADAPTER)):
             found = wait_for_break(stack, "metrics API")
@@ -230,3 +244,26 @@ def test_pods_the_node_has_no_room_for_are_named_with_the_schedulers_reason():
         "1 of 1 pods of Deployment svc ready")
     with pytest.raises(Broken, match="none of the 1 pods .* ready; 1 Pending, unschedulable: 0/1 nodes"):
         pods_ready(Walk(cluster=FakeCluster([pod("svc-c", *NO_ROOM)]), namespace="ns", release="svc"))
+
+
+def two_metric_hpa(*current: tuple[str, str]) -> dict:
+    """The chart's HPA with slotUtilization enabled, its status holding `current` (name, value) pairs."""
+    def spec(name, target):
+        return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
+
+    conditions = [{"type": kind, "status": "True"} for kind in ("AbleToScale", "ScalingActive")]
+    return {"metadata": {"name": "svc"},
+            "spec": {"metrics": [spec(DURATION, "12"), spec(UTILIZATION, "700m")]},
+            "status": {"currentReplicas": 3, "desiredReplicas": 3, "conditions": conditions, "currentMetrics": [
+                {"type": "Pods", "pods": {"metric": {"name": name}, "current": {"averageValue": value}}}
+                for name, value in current]}}
+
+
+def test_the_hpa_link_reads_every_metric_and_breaks_on_one_without_a_value():
+    hpa = two_metric_hpa((DURATION, "10500m"), (UTILIZATION, "650m"))
+    walk = Walk(cluster=None, namespace="ns", release="svc", hpa=hpa, metrics=hpa_metrics(hpa))
+    assert hpa_scaling(walk) == (f"HPA svc: 3 replicas (desired 3), current value {DURATION} 10500m against "
+                                 f"target 12, {UTILIZATION} 650m against target 700m")
+    walk.hpa = two_metric_hpa((DURATION, "10500m"))
+    with pytest.raises(Broken, match=f"no current value of {UTILIZATION} yet"):
+        hpa_scaling(walk)

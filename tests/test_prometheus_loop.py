@@ -40,6 +40,7 @@ NAMESPACE = "test"
 RELEASE = "inferscale"  # the chart's fullname is then "inferscale": the `service` label
 PODS = ("pod-a", "pod-b")
 HPA_METRIC = "inference_request_duration_seconds_avg"
+UTILIZATION_METRIC = "inference_slot_utilization"
 POD_ENV = {"INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "4"}
 BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "3", "LOAD_USER_RPS": "0.25"}
 # The adapter rule's window is a literal 1m (not parameterised), so the test
@@ -90,8 +91,8 @@ def expand_adapter_query(rule: dict, series: str, namespace: str, pods: tuple[st
     return re.sub(r"<<\s*\.(\w+)\s*>>", field, rule["metricsQuery"])
 
 
-def hpa_query() -> str:
-    rule, series = adapter_pods_rule(HPA_METRIC)
+def hpa_query(metric: str = HPA_METRIC) -> str:
+    rule, series = adapter_pods_rule(metric)
     return expand_adapter_query(rule, series, NAMESPACE, PODS)
 
 
@@ -118,8 +119,8 @@ class Loop:
         self.load_ended_at = load_ended_at
         self.idle_since: float | None = None
 
-    def hpa_values(self, at: float) -> dict[str, float]:
-        return by_label(self.prometheus.query(hpa_query(), at=at), "pod")
+    def hpa_values(self, at: float, metric: str = HPA_METRIC) -> dict[str, float]:
+        return by_label(self.prometheus.query(hpa_query(metric), at=at), "pod")
 
     def wait_until_pod_a_idle(self) -> float:
         """Poll the HPA query until pod-a reads 0; the time it first did."""
@@ -220,6 +221,30 @@ def test_hpa_metric_equals_what_clients_waited(loop):
     # The load never overflowed the queue, so no rejected request is missing from either side.
     stats = read_csv(Path(f"{loop.csv_prefix}_stats.csv"))
     assert all(int(row["Failure Count"]) == 0 for row in stats), stats
+
+
+@pytest.mark.slow
+def test_slot_utilization_is_the_requests_clients_had_open_per_slot(loop):
+    """The adapter's slot utilization for the busy pod is what Little's law
+    makes of the callers' own figures: requests completed per second times
+    their mean duration is the mean number a pod held, here over its one slot.
+
+    Both sides cover the window of stored gauge samples the query averaged.
+    The server's gauges leave out only parsing and the loopback round trip,
+    and the 60 one-second samples of a 4 s burst cycle average its step
+    shape evenly: 15 % is a real bound (the load holds ~1.5, and a rule that
+    left out the queue would read ~0.75)."""
+    values = loop.hpa_values(loop.measured_at, UTILIZATION_METRIC)
+    assert values["pod-b"] == 0, values
+    samples = loop.prometheus.raw_samples(
+        f'inference_in_flight_requests{{namespace="{NAMESPACE}",pod="pod-a"}}', "1m", loop.measured_at
+    )
+    start, end = samples[0].timestamp, samples[-1].timestamp
+    client_average, completed = client_window_average(loop.csv_prefix, start, end)
+    held_by_clients = completed / (end - start) * client_average
+    assert held_by_clients > 1.0, f"the load did not queue ({held_by_clients:.2f} held)"
+    slots = int(POD_ENV["MODEL_CONCURRENCY"])
+    assert values["pod-a"] == pytest.approx(held_by_clients / slots, rel=0.15), (values, held_by_clients)
 
 
 @pytest.mark.slow

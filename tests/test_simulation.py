@@ -259,6 +259,14 @@ def test_same_seed_same_run():
     assert replicas(7) != replicas(8)
 
 
+def test_the_charts_slot_utilization_target_becomes_requests_held_per_pod():
+    assert Model.from_chart_values(CHART_VALUES).hpa.held_target is None
+    values = yaml.safe_load(yaml.safe_dump(CHART_VALUES))
+    values["server"]["modelConcurrency"] = 4
+    values["autoscaling"]["slotUtilization"] = {"enabled": True, "name": "inference_slot_utilization", "target": 0.75}
+    assert Model.from_chart_values(values).hpa.held_target == 3.0
+
+
 def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
     model = Model.from_chart_values(CHART_VALUES)
     case = scenario("step", model.pod_capacity, 5, 0.5)

@@ -120,8 +120,12 @@ def test_umbrella_renders_the_app_with_its_values(tmp_path):
 # ---- adapter rules ----------------------------------------------------------------------
 
 
-def custom_rule(adapter: dict) -> dict:
-    [rule] = adapter["rules"]["custom"]
+DURATION_METRIC = "inference_request_duration_seconds_avg"
+UTILIZATION_METRIC = "inference_slot_utilization"
+
+
+def custom_rule(adapter: dict, metric: str = DURATION_METRIC) -> dict:
+    [rule] = [rule for rule in adapter["rules"]["custom"] if rule["name"]["as"] == metric]
     return rule
 
 
@@ -137,13 +141,15 @@ def test_adapter_serves_only_the_inferscale_rules(adapter):
 
 def test_adapter_metric_names_are_what_the_chart_asks_for(adapter, chart_values):
     metric = chart_values["autoscaling"]["metric"]
-    assert custom_rule(adapter)["name"]["as"] == metric["name"] == "inference_request_duration_seconds_avg"
+    assert custom_rule(adapter)["name"]["as"] == metric["name"] == DURATION_METRIC
     assert external_rule(adapter)["name"]["as"] == metric["externalName"]
+    assert chart_values["autoscaling"]["slotUtilization"]["name"] == UTILIZATION_METRIC
+    assert [rule["name"]["as"] for rule in adapter["rules"]["custom"]] == [DURATION_METRIC, UTILIZATION_METRIC]
 
 
 def test_adapter_maps_namespace_and_pod_labels_to_resources(adapter):
-    assert custom_rule(adapter)["resources"]["overrides"] == {
-        "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    for rule in adapter["rules"]["custom"]:
+        assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
     assert external_rule(adapter)["resources"]["overrides"] == {"namespace": {"resource": "namespace"}}
 
 
@@ -163,7 +169,7 @@ def windows(query: str) -> set[str]:
 
 def test_rate_window_is_the_charts_and_at_least_four_scrapes(adapter, chart_values, prometheus):
     chart_window = chart_values["autoscaling"]["rateWindow"]
-    for rule in (custom_rule(adapter), external_rule(adapter)):
+    for rule in (*adapter["rules"]["custom"], external_rule(adapter)):
         assert windows(rule["metricsQuery"]) == {chart_window}
     scrape = prometheus["prometheus"]["prometheusSpec"]["scrapeInterval"]
     assert chart_values["serviceMonitor"]["interval"] == scrape
@@ -208,8 +214,9 @@ def test_the_local_stacks_adapter_refuses_a_url_it_cannot_render(adapter):
 
 def adapter_query(rule: dict, label_matchers: str, group_by: str) -> str:
     """Fill the adapter's Go template the way prometheus-adapter does."""
+    series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip("'")).group(0)
     return (rule["metricsQuery"]
-            .replace("<<.Series>>", "inference_request_duration_seconds_count")
+            .replace("<<.Series>>", series)
             .replace("<<.LabelMatchers>>", label_matchers)
             .replace("<<.GroupBy>>", group_by))
 
@@ -242,6 +249,23 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
         (f'up{{{labels},pod="no-histogram"}}', "1x40"),
     ]
     at_5m = [{"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0}]
+    promtool_test_rules(tmp_path, series, [
+        {"expr": pods, "eval_time": "4m45s", "exp_samples": [
+            {"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0},
+            {"labels": '{pod="failing"}', "value": 30},
+        ]},
+        {"expr": pods, "eval_time": "5m", "exp_samples": [
+            *at_5m, {"labels": '{pod="restarted"}', "value": 14},
+        ]},
+        {"expr": external, "eval_time": "5m", "exp_samples": [
+            # (14 + 0 + 14) s over 2 requests per scrape.
+            {"labels": '{namespace="serving"}', "value": 14},
+        ]},
+    ])
+
+
+def promtool_test_rules(tmp_path: Path, series: list[tuple[str, str]], expr_tests: list[dict]) -> None:
+    """`promtool test rules` of `expr_tests` on `series` scraped every 15 s."""
     test = {
         "rule_files": ["empty-rules.yaml"],
         "evaluation_interval": "15s",
@@ -250,19 +274,7 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
         "tests": [{
             "interval": "15s",
             "input_series": [{"series": s, "values": v} for s, v in series],
-            "promql_expr_test": [
-                {"expr": pods, "eval_time": "4m45s", "exp_samples": [
-                    {"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0},
-                    {"labels": '{pod="failing"}', "value": 30},
-                ]},
-                {"expr": pods, "eval_time": "5m", "exp_samples": [
-                    *at_5m, {"labels": '{pod="restarted"}', "value": 14},
-                ]},
-                {"expr": external, "eval_time": "5m", "exp_samples": [
-                    # (14 + 0 + 14) s over 2 requests per scrape.
-                    {"labels": '{namespace="serving"}', "value": 14},
-                ]},
-            ],
+            "promql_expr_test": expr_tests,
         }],
     }
     (tmp_path / "empty-rules.yaml").write_text("groups: []\n")
@@ -270,6 +282,47 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
     result = subprocess.run([binary("promtool"), "test", "rules", "adapter_test.yaml"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def pod_gauges(labels: str, pod: str, running: str, queued: str, slots: str, up: str) -> list[tuple[str, str]]:
+    """A pod's in-flight, queue and slot gauges and its `up`, as promtool input series."""
+    return [
+        (f'inference_in_flight_requests{{{labels},pod="{pod}"}}', running),
+        (f'inference_queue_depth{{{labels},pod="{pod}"}}', queued),
+        (f'inference_model_slots{{{labels},pod="{pod}"}}', slots),
+        (f'up{{{labels},pod="{pod}"}}', up),
+    ]
+
+
+def test_slot_utilization_reads_held_over_slots_and_is_absent_without_a_scrape(adapter, tmp_path):
+    """The utilization rule, filled in as the adapter fills it, on synthetic
+    scrapes every 15 s: running + queued over the pod's slots, averaged over
+    the window (Prometheus 3's 1m window ending at 5m is left-open: the 4
+    samples from 4m15s to 5m);
+    0 for an idle pod; absent for a pod whose scrape fails or whose model
+    process is restarting (no slots exported); a pod Prometheus has scraped
+    only once since a restart reads that one sample, its real state."""
+    names = "steady|alternating|idle|failing|restarting|rescraped"
+    query = adapter_query(custom_rule(adapter, UTILIZATION_METRIC), f'namespace="serving",pod=~"{names}"', "pod")
+    labels = 'namespace="serving",service="inferscale",job="inferscale"'
+    series = [
+        # 2 slots, both running and 1 queued: 1.5.
+        *pod_gauges(labels, "steady", "2x40", "1x40", "2x40", "1x40"),
+        # 4 slots, 1 and 3 running on alternate scrapes (3 1 3 1 from 4m15s): 2 / 4.
+        *pod_gauges(labels, "alternating", "1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1", "0x20", "4x20", "1x20"),
+        *pod_gauges(labels, "idle", "0x40", "0x40", "2x40", "1x40"),
+        *pod_gauges(labels, "failing", "2x19 stale", "0x19 stale", "2x19 stale", "1x19 0x20"),
+        # The model process died at 4m30s: its gauges are gone until it is back.
+        *pod_gauges(labels, "restarting", "1x18 stale", "0x18 stale", "2x18 stale", "1x40"),
+        # Prometheus down from 1m until 5m: one sample, 1 running of 2.
+        *pod_gauges(labels, "rescraped", "2x4 _x15 1", "0x4 _x15 0", "2x4 _x15 2", "1x4 _x15 1"),
+    ]
+    promtool_test_rules(tmp_path, series, [{"expr": query, "eval_time": "5m", "exp_samples": [
+        {"labels": '{pod="steady"}', "value": 1.5},
+        {"labels": '{pod="alternating"}', "value": 0.5},
+        {"labels": '{pod="idle"}', "value": 0},
+        {"labels": '{pod="rescraped"}', "value": 0.5},
+    ]}])
 
 
 # ---- kube-prometheus-stack values -----------------------------------------------------

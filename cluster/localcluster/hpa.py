@@ -12,7 +12,7 @@ class HpaSample:
     at: float  # seconds since the recorder started
     replicas: int
     desired: int
-    metric: float | None  # the Pods metric's current average; None while <unknown>
+    metric: float | None  # the first Pods metric's current average; None while <unknown>
 
 
 def quantity(text: str) -> float:
@@ -22,10 +22,9 @@ def quantity(text: str) -> float:
 
 def sample(hpa: dict, at: float) -> HpaSample:
     status = hpa.get("status", {})
-    metric = None
-    for current in status.get("currentMetrics") or []:
-        if current.get("type") == "Pods":
-            metric = quantity(current["pods"]["current"]["averageValue"])
+    # The chart lists the duration first; a second Pods metric (slot utilization) follows it.
+    metric = next((quantity(current["pods"]["current"]["averageValue"])
+                   for current in status.get("currentMetrics") or [] if current.get("type") == "Pods"), None)
     return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
 
 

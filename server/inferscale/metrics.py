@@ -59,6 +59,15 @@ class ModelMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        # With the two gauges above, the adapter's slot-utilization rule:
+        # (running + queued) / slots, which reads the same share whatever
+        # MODEL_CONCURRENCY a release sets.
+        self.slots = Gauge(
+            "inference_model_slots",
+            "Inference requests the model runs at once (MODEL_CONCURRENCY).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self.model_ready = model_ready_gauge(registry)
 
     def admitted(self) -> None:

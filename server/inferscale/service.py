@@ -63,6 +63,7 @@ class InferenceService:
             observer=metrics,
             gate=self._load_finished,
         )
+        metrics.slots.set(settings.model_concurrency)
         metrics.model_ready.set(0)
 
     def status(self) -> ModelStatus:

@@ -56,9 +56,10 @@ class Walk:
     prometheus_resource: dict = field(default_factory=dict)
     prometheus: Prometheus | None = None
     hpa: dict = field(default_factory=dict)
+    # Every metric the HPA scales on, and the one being checked.
+    metrics: list[dict] = field(default_factory=list)
     metric: dict = field(default_factory=dict)
     adapter: dict = field(default_factory=dict)
-    adapter_rule: dict = field(default_factory=dict)
     budget: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -174,7 +175,11 @@ def series_present(walk: Walk) -> str:
 
 def adapter_rule_answers(walk: Walk) -> str:
     walk.hpa = _hpa(walk)
-    walk.metric = _hpa_metric(walk.hpa)
+    walk.metrics = hpa_metrics(walk.hpa)
+    return _for_each_metric(walk, _rule_answers)
+
+
+def _rule_answers(walk: Walk) -> str:
     kind, name = walk.metric["type"], walk.metric["name"]
     walk.adapter = _adapter(walk, kind)
     config = _adapter_config(walk)
@@ -182,11 +187,12 @@ def adapter_rule_answers(walk: Walk) -> str:
     served = {served_name: rule for rule in rules for served_name in [_served_name(rule)] if served_name}
     if name not in served:
         raise Broken(f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}",
-                     "set the chart's autoscaling.metric.name (or externalName) to the served name, "
+                     "set the chart's autoscaling.metric.name (or externalName, or slotUtilization.name) to a served name, "
                      "or add the rule to the adapter's values (adapter-values.yaml)")
-    walk.adapter_rule = rule = served[name]
+    rule = served[name]
     window = re.search(r"\[([0-9a-z]+)\]", rule["metricsQuery"])
-    walk.budget["rate window"] = window.group(1) if window else "(none in the query)"
+    # The HPA's first metric is the request duration, whose window the budget is about.
+    walk.budget.setdefault("rate window", window.group(1) if window else "(none in the query)")
     result = walk.prometheus.query(_expand(rule, walk))
     if kind == "External":
         if not result:
@@ -200,6 +206,10 @@ def adapter_rule_answers(walk: Walk) -> str:
 
 
 def metrics_api_serves(walk: Walk) -> str:
+    return _for_each_metric(walk, _api_serves)
+
+
+def _api_serves(walk: Walk) -> str:
     kind, name = walk.metric["type"], walk.metric["name"]
     group, version = METRICS_API[kind]
     adapter = walk.adapter["deployment"]
@@ -241,14 +251,23 @@ def hpa_scaling(walk: Walk) -> str:
             raise Broken(f"HPA {walk.hpa['metadata']['name']}: {condition} is {found.get('status', 'unknown')}: "
                          f"{found.get('reason')}: {found.get('message')}",
                          f"kubectl -n {walk.namespace} describe hpa {walk.hpa['metadata']['name']} (its events say why)")
-    current = next((m for m in status.get("currentMetrics") or [] if m.get("type") == walk.metric["type"]), None)
-    if current is None:
-        raise Broken(f"HPA {walk.hpa['metadata']['name']} has no current value yet",
-                     "it reads the metric at its next sync: wait one sync period and run doctor again")
-    value = (current.get("pods") or current.get("external"))["current"]
-    value = value.get("averageValue") or value.get("value")
+    values = []
+    for metric in walk.metrics:
+        current = _current_value(status, metric)
+        if current is None:
+            raise Broken(f"HPA {walk.hpa['metadata']['name']} has no current value of {metric['name']} yet",
+                         "it reads the metric at its next sync: wait one sync period and run doctor again")
+        values.append(f"{metric['name']} {current} against target {metric['target']}")
     return (f"HPA {walk.hpa['metadata']['name']}: {status.get('currentReplicas')} replicas "
-            f"(desired {status.get('desiredReplicas')}), current value {value} against target {walk.metric['target']}")
+            f"(desired {status.get('desiredReplicas')}), current value {', '.join(values)}")
+
+
+def _current_value(status: dict, metric: dict) -> str | None:
+    for current in status.get("currentMetrics") or []:
+        source = current.get("pods") or current.get("external") or {}
+        if current.get("type") == metric["type"] and (source.get("metric") or {}).get("name") == metric["name"]:
+            return source["current"].get("averageValue") or source["current"].get("value")
+    return None
 
 
 def alerts_quiet(walk: Walk) -> str:
@@ -340,17 +359,31 @@ def _hpa(walk: Walk) -> dict:
                  "helm upgrade with autoscaling.enabled=true")
 
 
-def _hpa_metric(hpa: dict) -> dict:
+def hpa_metrics(hpa: dict) -> list[dict]:
+    metrics = []
     for metric in hpa["spec"].get("metrics") or []:
         if metric["type"] == "Pods":
             spec = metric["pods"]
-            return {"type": "Pods", "name": spec["metric"]["name"], "target": spec["target"].get("averageValue")}
-        if metric["type"] == "External":
+            metrics.append({"type": "Pods", "name": spec["metric"]["name"], "target": spec["target"].get("averageValue")})
+        elif metric["type"] == "External":
             spec = metric["external"]
-            return {"type": "External", "name": spec["metric"]["name"], "selector": spec["metric"].get("selector"),
-                    "target": spec["target"].get("value") or spec["target"].get("averageValue")}
-    raise Broken(f"HPA {hpa['metadata']['name']} has no Pods or External metric",
-                 "the chart's HPA scales on autoscaling.metric: check the values")
+            metrics.append({"type": "External", "name": spec["metric"]["name"],
+                            "selector": spec["metric"].get("selector"),
+                            "target": spec["target"].get("value") or spec["target"].get("averageValue")})
+    if not metrics:
+        raise Broken(f"HPA {hpa['metadata']['name']} has no Pods or External metric",
+                     "the chart's HPA scales on autoscaling.metric: check the values")
+    return metrics
+
+
+def _for_each_metric(walk: Walk, check: Callable[[Walk], str]) -> str:
+    """`check` on each of the HPA's metrics in turn: the HPA needs every one
+    (a metric without values stops it scaling in), so the first to fail is the broken link."""
+    seen = []
+    for metric in walk.metrics:
+        walk.metric = metric
+        seen.append(check(walk))
+    return "; ".join(seen)
 
 
 def _api_service(walk: Walk, kind: str) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import load
 from .figures import Figures, figures, meets_target
@@ -44,7 +44,12 @@ class Model:
         )
         timing = Timing(scrape_interval=seconds(values["serviceMonitor"]["interval"]),
                         rate_window=seconds(values["autoscaling"]["rateWindow"]), sync_period=sync_period)
-        return cls(HpaSpec.from_values(values["autoscaling"]), pod, timing)
+        hpa = HpaSpec.from_values(values["autoscaling"])
+        utilization = values["autoscaling"].get("slotUtilization") or {}
+        if utilization.get("enabled"):
+            # The chart's target is a share of a pod's slots; the loop counts requests held.
+            hpa = replace(hpa, held_target=float(utilization["target"]) * pod.slots)
+        return cls(hpa, pod, timing)
 
     @property
     def pod_capacity(self) -> float:
