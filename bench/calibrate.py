@@ -42,10 +42,13 @@ from inferscale.simulation.calibration import (  # noqa: E402
     Agreement,
     Observed,
     agreement,
+    back_to_min_observed,
+    share_over,
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
 )
+from inferscale.simulation.figures import back_to  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
 
@@ -194,6 +197,10 @@ def fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.0f} s" if signed else f"{value:.0f} s"
 
 
+def fmt_share(share: float | None) -> str:
+    return "none" if share is None else f"{100 * share:.0f} %"
+
+
 def fmt_value(value: float | None) -> str:
     return "none" if value is None else f"{value:.1f} s"
 
@@ -237,6 +244,18 @@ def main() -> None:
           f"simulated {fmt_value(simulated[chosen])} (median seed; "
           f"{fmt_value(min(v for v in simulated if v is not None))}..{fmt_value(max(v for v in simulated if v is not None))} over seeds); "
           f"target {model.hpa.target:g} s")
+    settled = run["up"] / 4  # past the scale-up
+    over = [share for trace in traces
+            if (share := share_over((s.value for s in trace.syncs if settled <= s.at < stop), model.hpa.target))
+            is not None]
+    print(f"share over the target from {settled:.0f} to {stop:.0f} s: measured "
+          f"{fmt_share(share_over((o.value for o in observed if settled <= o.at < stop), model.hpa.target))}, "
+          f"simulated {fmt_share(over[chosen] if len(over) == len(traces) else None)} "
+          f"(median seed; {fmt_share(min(over, default=None))}..{fmt_share(max(over, default=None))} over seeds)")
+    print(f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
+          f"{max(r for _, r in traces[chosen].replicas)} (median seed); back to minReplicas after the stop: "
+          f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
+          f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}")
     title = (f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
              f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none")
     plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target,

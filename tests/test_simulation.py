@@ -17,7 +17,7 @@ import yaml
 from prometheus import REPO
 
 from inferscale.simulation import load
-from inferscale.simulation.calibration import Agreement, Observed, agreement, median_agreement
+from inferscale.simulation.calibration import Agreement, Observed, agreement, back_to_min_observed, median_agreement, share_over
 from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
 from inferscale.simulation.figures import back_under_target
 from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
@@ -369,6 +369,19 @@ def test_agreement_counts_samples_within_one_replica_from_the_step_on():
     # Measured first above minReplicas at 30 s, simulated at 20 s.
     assert result.first_scale_up_error == -10.0
     assert not result.calibrated  # 75 % < 90 %
+
+
+def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():
+    readings = [Observed(at, replicas, None) for at, replicas in
+                [(90.0, 4), (100.0, 4), (130.0, 1), (140.0, 2), (160.0, 1), (170.0, 1)]]
+    assert back_to_min_observed(readings, 1, 100.0) == 60.0
+    assert back_to_min_observed(readings[:-2], 1, 100.0) is None  # ends above min
+    assert back_to_min_observed([Observed(120.0, 1, None)], 1, 100.0) == 0.0
+
+
+def test_the_share_over_target_counts_known_values_only():
+    assert share_over([10.0, 13.0, None, 12.0, 15.0], 12.0) == 0.5
+    assert share_over([None], 12.0) is None
 
 
 def test_calibrated_needs_both_the_replicas_and_the_first_scale_up():

@@ -9,6 +9,7 @@ same way at every measured instant, and on when the first scale-up came.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .figures import replicas_at
@@ -71,6 +72,22 @@ def agreement(observed: list[Observed], trace: Trace, min_replicas: int) -> Agre
     within = sum(1 for o in compared if abs(replicas_at(trace, o.at) - o.replicas) <= REPLICA_TOLERANCE)
     return Agreement(len(compared), within, first_scale_up_observed(observed, min_replicas),
                      first_scale_up_simulated(trace, min_replicas))
+
+
+def back_to_min_observed(observed: list[Observed], min_replicas: int, stopped_at: float) -> float | None:
+    """Seconds from `stopped_at` to the first reading from which the HPA stays at
+    `min_replicas`; None if the run ends above it."""
+    after = [o for o in observed if o.at >= stopped_at]
+    if not after or after[-1].replicas != min_replicas:
+        return None
+    above = [i for i, o in enumerate(after) if o.replicas != min_replicas]
+    return after[above[-1] + 1].at - stopped_at if above else 0.0
+
+
+def share_over(values: Iterable[float | None], target: float) -> float | None:
+    """The share of the known `values` over `target`: readings of the HPA, or the simulated syncs."""
+    known = [v for v in values if v is not None]
+    return sum(v > target for v in known) / len(known) if known else None
 
 
 def mean_measured_value(observed: list[Observed], start: float, end: float) -> float | None:
