@@ -69,31 +69,29 @@ DEFAULT_SECONDS = {"fast": (240.0, 240.0), "chart": (720.0, 600.0), "utilization
 # chart's values with 10 s scrapes, a 40 s window and the slot-utilization
 # metric. The pods request 100m CPU instead of 250m so that this 2-core node
 # has room for the ~10 pods a 5x step needs (they sleep, not compute).
-UTILIZATION = {
-    "serviceMonitor": {"interval": "10s"},
-    "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}},
-    "resources": {"requests": {"cpu": "100m"}},
-}
+UTILIZATION = dict(
+    scrape_interval="10s",
+    rate_window="40s",
+    chart_values={
+        "serviceMonitor": {"interval": "10s"},
+        "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}},
+        "resources": {"requests": {"cpu": "100m"}},
+    },
+)
+# StackConfig's settings for each timing; the chart's own values have none.
+# Each preset's scrape interval and rate window reach the chart's values too.
+STACKS = {"fast": FAST_LOOP, "chart": {}, "utilization": UTILIZATION}
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:
-    if timing == "chart":
-        return StackConfig(workdir=workdir)
-    if timing == "utilization":
-        return StackConfig(workdir=workdir, scrape_interval="10s", rate_window="40s", chart_values=UTILIZATION)
-    return StackConfig(workdir=workdir, **FAST_LOOP)
+    return StackConfig(workdir=workdir, **STACKS[timing])
 
 
 def model_of(timing: str) -> Model:
     """The simulator's model of the stack `stack_config` brings up."""
     values = yaml.safe_load((ROOT / "chart" / "values.yaml").read_text())
-    if timing == "chart":
-        return Model.from_chart_values(values, sync_period=15.0)
-    if timing == "utilization":
-        return Model.from_chart_values(merged(values, UTILIZATION), sync_period=15.0)
-    # FAST_LOOP's scrape interval and rate window reach the chart's values too.
-    return Model.from_chart_values(merged(values, FAST_LOOP["chart_values"]),
-                                   sync_period=seconds(FAST_LOOP["hpa_sync_period"]))
+    stack = stack_config(timing, ROOT)
+    return Model.from_chart_values(merged(values, stack.chart_values), sync_period=seconds(stack.hpa_sync_period))
 
 
 def schedulable_pods(stack: LocalStack) -> int:
@@ -245,13 +243,12 @@ def main() -> None:
           f"{fmt_value(min(v for v in simulated if v is not None))}..{fmt_value(max(v for v in simulated if v is not None))} over seeds); "
           f"target {model.hpa.target:g} s")
     settled = run["up"] / 4  # past the scale-up
-    over = [share for trace in traces
-            if (share := share_over((s.value for s in trace.syncs if settled <= s.at < stop), model.hpa.target))
-            is not None]
+    over = [share_over((s.value for s in trace.syncs if settled <= s.at < stop), model.hpa.target) for trace in traces]
+    known = [share for share in over if share is not None]
     print(f"share over the target from {settled:.0f} to {stop:.0f} s: measured "
           f"{fmt_share(share_over((o.value for o in observed if settled <= o.at < stop), model.hpa.target))}, "
-          f"simulated {fmt_share(over[chosen] if len(over) == len(traces) else None)} "
-          f"(median seed; {fmt_share(min(over, default=None))}..{fmt_share(max(over, default=None))} over seeds)")
+          f"simulated {fmt_share(over[chosen])} "
+          f"(median seed; {fmt_share(min(known, default=None))}..{fmt_share(max(known, default=None))} over seeds)")
     print(f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
           f"{max(r for _, r in traces[chosen].replicas)} (median seed); back to minReplicas after the stop: "
           f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "

@@ -56,10 +56,10 @@ class Walk:
     prometheus_resource: dict = field(default_factory=dict)
     prometheus: Prometheus | None = None
     hpa: dict = field(default_factory=dict)
-    # Every metric the HPA scales on, and the one being checked.
+    # Every metric the HPA scales on.
     metrics: list[dict] = field(default_factory=list)
-    metric: dict = field(default_factory=dict)
-    adapter: dict = field(default_factory=dict)
+    # The prometheus-adapter serving each kind of metric (Pods, External), read once.
+    adapters: dict[str, dict] = field(default_factory=dict)
     budget: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -179,10 +179,9 @@ def adapter_rule_answers(walk: Walk) -> str:
     return _for_each_metric(walk, _rule_answers)
 
 
-def _rule_answers(walk: Walk) -> str:
-    kind, name = walk.metric["type"], walk.metric["name"]
-    walk.adapter = _adapter(walk, kind)
-    config = _adapter_config(walk)
+def _rule_answers(walk: Walk, metric: dict) -> str:
+    kind, name = metric["type"], metric["name"]
+    config = _adapter(walk, kind)["config"]
     rules = config.get("rules" if kind == "Pods" else "externalRules") or []
     served = {served_name: rule for rule in rules for served_name in [_served_name(rule)] if served_name}
     if name not in served:
@@ -193,7 +192,7 @@ def _rule_answers(walk: Walk) -> str:
     window = re.search(r"\[([0-9a-z]+)\]", rule["metricsQuery"])
     # The HPA's first metric is the request duration, whose window the budget is about.
     walk.budget.setdefault("rate window", window.group(1) if window else "(none in the query)")
-    result = walk.prometheus.query(_expand(rule, walk))
+    result = walk.prometheus.query(_expand(rule, walk, metric))
     if kind == "External":
         if not result:
             raise Broken(f"the adapter's query for {name} returns nothing", _too_little_data())
@@ -209,10 +208,10 @@ def metrics_api_serves(walk: Walk) -> str:
     return _for_each_metric(walk, _api_serves)
 
 
-def _api_serves(walk: Walk) -> str:
-    kind, name = walk.metric["type"], walk.metric["name"]
+def _api_serves(walk: Walk, metric: dict) -> str:
+    kind, name = metric["type"], metric["name"]
     group, version = METRICS_API[kind]
-    adapter = walk.adapter["deployment"]
+    adapter = walk.adapters[kind]["deployment"]
     where = f"{adapter['metadata']['namespace']}/{adapter['metadata']['name']}"
     # The HPA controller uses the group's preferred version: every version registered must work.
     for service in walk.cluster.items("/apis/apiregistration.k8s.io/v1/apiservices"):
@@ -229,7 +228,7 @@ def _api_serves(walk: Walk) -> str:
                      f"API server must reach it: kubectl get apiservice {name} -o yaml")
     base = f"/apis/{group}/{version}/namespaces/{walk.namespace}"
     if kind == "External":
-        selector = describe(walk.metric.get("selector") or {})
+        selector = describe(metric.get("selector") or {})
         items = walk.cluster.items(f"{base}/{name}", labelSelector=selector)
         if not items:
             raise Broken(f"{group} serves no {name} for selector {selector}", _too_little_data())
@@ -376,14 +375,10 @@ def hpa_metrics(hpa: dict) -> list[dict]:
     return metrics
 
 
-def _for_each_metric(walk: Walk, check: Callable[[Walk], str]) -> str:
+def _for_each_metric(walk: Walk, check: Callable[[Walk, dict], str]) -> str:
     """`check` on each of the HPA's metrics in turn: the HPA needs every one
     (a metric without values stops it scaling in), so the first to fail is the broken link."""
-    seen = []
-    for metric in walk.metrics:
-        walk.metric = metric
-        seen.append(check(walk))
-    return "; ".join(seen)
+    return "; ".join(check(walk, metric) for metric in walk.metrics)
 
 
 def _api_service(walk: Walk, kind: str) -> dict:
@@ -398,9 +393,12 @@ def _api_service(walk: Walk, kind: str) -> dict:
 
 
 def _adapter(walk: Walk, kind: str) -> dict:
-    """The prometheus-adapter Deployment: the one behind the metrics APIService's
-    Service, or, when that Service is missing (the next link's problem), the
-    one labelled as the prometheus-adapter chart labels it."""
+    """The prometheus-adapter Deployment serving `kind`, its arguments and its
+    rules: the one behind the metrics APIService's Service, or, when that
+    Service is missing (the next link's problem), the one labelled as the
+    prometheus-adapter chart labels it."""
+    if kind in walk.adapters:
+        return walk.adapters[kind]
     deployments = _deployments_behind(walk, _api_service(walk, kind)["spec"].get("service"))
     deployments = deployments or walk.cluster.items("/apis/apps/v1/deployments",
                                                     labelSelector="app.kubernetes.io/name=prometheus-adapter")
@@ -410,7 +408,8 @@ def _adapter(walk: Walk, kind: str) -> dict:
     container = deployments[0]["spec"]["template"]["spec"]["containers"][0]
     args = dict(a.removeprefix("--").split("=", 1) for a in container.get("args", []) if a.startswith("--") and "=" in a)
     walk.budget["relist interval"] = args.get("metrics-relist-interval", f"{RELIST_DEFAULT} (the adapter's default)")
-    return {"deployment": deployments[0], "args": args}
+    walk.adapters[kind] = {"deployment": deployments[0], "config": _adapter_config(walk, deployments[0], args)}
+    return walk.adapters[kind]
 
 
 def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
@@ -428,8 +427,8 @@ def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
             if selector["matchLabels"] and matches(selector, d["spec"]["template"]["metadata"].get("labels", {}))]
 
 
-def _adapter_config(walk: Walk) -> dict:
-    deployment, path = walk.adapter["deployment"], walk.adapter["args"].get("config")
+def _adapter_config(walk: Walk, deployment: dict, args: dict[str, str]) -> dict:
+    path = args.get("config")
     if not path:
         raise Broken("prometheus-adapter runs without --config: it serves no rules of ours",
                      "install prometheus-adapter with adapter-values.yaml")
@@ -467,16 +466,16 @@ def _label_for(rule: dict, resource: str) -> str:
                 resource)
 
 
-def _expand(rule: dict, walk: Walk) -> str:
+def _expand(rule: dict, walk: Walk, metric: dict) -> str:
     """The query the adapter sends for this HPA, its Go template filled as the adapter fills it."""
     namespace = _label_for(rule, "namespace")
-    if walk.metric["type"] == "Pods":
+    if metric["type"] == "Pods":
         # Pod names are DNS labels: nothing in them needs escaping in a regexp.
         pods = "|".join(walk.ready_pods)
         group_by = _label_for(rule, "pod")
         matchers = f'{namespace}="{walk.namespace}",{group_by}=~"{pods}"'
     else:
-        selector = (walk.metric.get("selector") or {}).get("matchLabels") or {}
+        selector = (metric.get("selector") or {}).get("matchLabels") or {}
         matchers = ",".join([*(f'{k}="{v}"' for k, v in selector.items()), f'{namespace}="{walk.namespace}"'])
         group_by = namespace
     return (rule["metricsQuery"].replace("<<.Series>>", _series(rule))
