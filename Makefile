@@ -74,8 +74,8 @@ bench-tune: venv
 
 # The simulator against the real loop: a 5x step up and down on the local
 # control plane, then the same run simulated; plot in docs/calibration/.
-# CALIBRATE_TIMING=fast (~12 min), chart (~30 min) or utilization (~37 min: the chart with
-# 10 s scrapes, a 40 s window and autoscaling.slotUtilization on), as root.
+# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults) or
+# duration-only (~30 min: the defaults until 2026-12-02), as root.
 CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)

@@ -14,9 +14,9 @@ to docs/calibration/<timing>.png, and the measurement to <timing>.json beside
 it, so that `--replot` redraws it after a change to the simulator without
 another run on the cluster.
 
-    python bench/calibrate.py --timing fast      # ~12 min
-    python bench/calibrate.py --timing chart     # ~30 min
-    python bench/calibrate.py --timing utilization   # ~37 min: 10 s scrapes, slot utilization on
+    python bench/calibrate.py --timing fast            # ~12 min
+    python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
+    python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
     python bench/calibrate.py --timing chart --replot
 """
 
@@ -48,7 +48,7 @@ from inferscale.simulation.calibration import (  # noqa: E402
     mean_simulated_value,
     median_agreement,
 )
-from inferscale.simulation.figures import back_to  # noqa: E402
+from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
 
@@ -63,24 +63,37 @@ from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noq
 OUT = ROOT / "docs" / "calibration"
 # The locustfile's users each offer this many requests/s; the fast timing's
 # 1 s inferences get proportionally busier users, as in bench/autoscale.py.
-USER_RPS = {"fast": 0.5, "chart": 0.2, "utilization": 0.2}
-DEFAULT_SECONDS = {"fast": (240.0, 240.0), "chart": (720.0, 600.0), "utilization": (1200.0, 600.0)}
-# The setting bench/tune.py found to meet the goals with paced arrivals: the
-# chart's values with 10 s scrapes, a 40 s window and the slot-utilization
-# metric. The pods request 100m CPU instead of 250m so that this 2-core node
-# has room for the ~10 pods a 5x step needs (they sleep, not compute).
-UTILIZATION = dict(
-    scrape_interval="10s",
-    rate_window="40s",
-    chart_values={
-        "serviceMonitor": {"interval": "10s"},
-        "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}},
-        "resources": {"requests": {"cpu": "100m"}},
-    },
-)
-# StackConfig's settings for each timing; the chart's own values have none.
-# Each preset's scrape interval and rate window reach the chart's values too.
-STACKS = {"fast": FAST_LOOP, "chart": {}, "utilization": UTILIZATION}
+USER_RPS = {"fast": 0.5, "duration-only": 0.2, "chart": 0.2}
+DEFAULT_SECONDS = {"fast": (240.0, 240.0), "duration-only": (720.0, 600.0), "chart": (1200.0, 600.0)}
+DURATION_ONLY = {"autoscaling": {"slotUtilization": {"enabled": False}}}
+# StackConfig's settings for each timing. Each pins what its saved run was
+# measured with, so that --replot simulates that run whatever the chart's
+# defaults have become since.
+STACKS = {
+    # The end-to-end test's timing, measured with the duration metric alone.
+    "fast": merged(FAST_LOOP, {"chart_values": DURATION_ONLY}),
+    # The chart's defaults until 2026-12-02: 15 s scrapes, a 1m window, the
+    # duration metric alone, at most 10 pods.
+    "duration-only": dict(
+        scrape_interval="15s",
+        rate_window="1m",
+        chart_values=merged(DURATION_ONLY, {"serviceMonitor": {"interval": "15s"},
+                                            "autoscaling": {"rateWindow": "1m", "maxReplicas": 10}}),
+    ),
+    # The chart's defaults since: 10 s scrapes, a 40s window, the slot
+    # utilization beside the duration. The pods request 100m CPU instead of
+    # 250m so that this 2-core node has room for the ~10 pods a 5x step needs
+    # (they sleep, not compute).
+    "chart": dict(
+        scrape_interval="10s",
+        rate_window="40s",
+        chart_values={
+            "serviceMonitor": {"interval": "10s"},
+            "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}},
+            "resources": {"requests": {"cpu": "100m"}},
+        },
+    ),
+}
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:
@@ -195,6 +208,14 @@ def fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.0f} s" if signed else f"{value:.0f} s"
 
 
+def fmt_range(values: list[float | None]) -> str:
+    """The known values' range; "never" stands for the seeds that never got there."""
+    known = [v for v in values if v is not None]
+    never = len(values) - len(known)
+    span = f"{fmt(min(known))}..{fmt(max(known))}" if known else "never"
+    return span + (f", {never} never" if known and never else "")
+
+
 def fmt_share(share: float | None) -> str:
     return "none" if share is None else f"{100 * share:.0f} %"
 
@@ -205,7 +226,7 @@ def fmt_value(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timing", choices=("fast", "chart", "utilization"), required=True)
+    parser.add_argument("--timing", choices=tuple(STACKS), required=True)
     parser.add_argument("--times", type=float, default=5.0, help="load as a multiple of one pod's capacity")
     parser.add_argument("--up", type=float, default=None, help="seconds the load stays on")
     parser.add_argument("--down", type=float, default=None, help="seconds read after it stops")
@@ -249,6 +270,10 @@ def main() -> None:
           f"{fmt_share(share_over((o.value for o in observed if settled <= o.at < stop), model.hpa.target))}, "
           f"simulated {fmt_share(over[chosen])} "
           f"(median seed; {fmt_share(min(known, default=None))}..{fmt_share(max(known, default=None))} over seeds)")
+    back = [back_under_target(trace, model.hpa.target, 0.0) for trace in traces]
+    print(f"back under the target for {HOLD_SECONDS:.0f} s after the step: measured "
+          f"{fmt(back_under([(o.at, o.value) for o in observed], model.hpa.target, 0.0))}, simulated "
+          f"{fmt(back[chosen])} (median seed; {fmt_range(back)} over seeds)")
     print(f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
           f"{max(r for _, r in traces[chosen].replicas)} (median seed); back to minReplicas after the stop: "
           f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "

@@ -329,24 +329,25 @@ def test_hpa_scales_the_deployment_on_the_pods_duration_metric():
     hpa = only(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
-    [metric] = hpa["spec"]["metrics"]
+    metric, utilization = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
     assert metric["pods"]["metric"]["name"] == PODS_METRIC
     assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "12"}
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 10)
+    assert utilization["pods"]["metric"]["name"] == "inference_slot_utilization"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 20)
 
 
 def test_slot_utilization_is_a_second_pods_metric_beside_the_duration():
-    hpa = only(render({"autoscaling": {"slotUtilization": {"enabled": True, "target": 0.65}}}),
-               "HorizontalPodAutoscaler")
+    hpa = only(render({"autoscaling": {"slotUtilization": {"target": 0.65}}}), "HorizontalPodAutoscaler")
     duration, utilization = hpa["spec"]["metrics"]
     assert duration["pods"]["metric"]["name"] == PODS_METRIC
     assert utilization == {"type": "Pods", "pods": {
         "metric": {"name": "inference_slot_utilization"},
         "target": {"type": "AverageValue", "averageValue": "0.65"}}}
-    external = only(render({"autoscaling": {"metric": {"type": "External"}, "slotUtilization": {"enabled": True}}}),
-                    "HorizontalPodAutoscaler")
+    external = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
     assert [m["type"] for m in external["spec"]["metrics"]] == ["External", "Pods"]
+    alone = only(render({"autoscaling": {"slotUtilization": {"enabled": False}}}), "HorizontalPodAutoscaler")
+    assert [m["pods"]["metric"]["name"] for m in alone["spec"]["metrics"]] == [PODS_METRIC]
 
 
 def test_hpa_target_sits_above_the_bare_inference_duration():
@@ -366,7 +367,7 @@ def test_hpa_behavior_reacts_fast_up_and_slowly_down():
 
 def test_external_variant_selects_this_service_and_compares_the_value():
     hpa = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
-    [metric] = hpa["spec"]["metrics"]
+    metric = hpa["spec"]["metrics"][0]
     assert metric["type"] == "External"
     assert metric["external"]["metric"] == {
         "name": EXTERNAL_METRIC, "selector": {"matchLabels": {"service": FULLNAME}}}
@@ -383,22 +384,23 @@ def test_keda_scaledobject_queries_the_service_average_and_shares_the_hpa_settin
     scaled = only(docs, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"] == {"name": FULLNAME}
-    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 10)
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 20)
     assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == chart_values()["autoscaling"]["behavior"]
-    [trigger] = scaled["spec"]["triggers"]
+    trigger, utilization = scaled["spec"]["triggers"]
+    assert utilization["metricType"] == "Value" and utilization["metadata"]["threshold"] == "0.7"
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
     meta = trigger["metadata"]
     assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
     assert meta["threshold"] == "12"
     selector = f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}'
-    assert f"rate(inference_request_duration_seconds_sum{selector}[1m])" in meta["query"]
+    assert f"rate(inference_request_duration_seconds_sum{selector}[40s])" in meta["query"]
     assert "clamp_min(" in meta["query"]
 
 
-def test_keda_query_is_valid_promql():
-    query = only(render(MATRIX["keda"]), "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
-    rules = {"groups": [{"name": "keda", "rules": [{"record": "keda:query", "expr": query}]}]}
-    promtool_check_rules(rules)
+def test_keda_queries_are_valid_promql():
+    triggers = only(render(MATRIX["keda"]), "ScaledObject")["spec"]["triggers"]
+    rules = [{"record": f"keda:query{n}", "expr": t["metadata"]["query"]} for n, t in enumerate(triggers)]
+    promtool_check_rules({"groups": [{"name": "keda", "rules": rules}]})
 
 
 # ---- refusals: schema and template checks -------------------------------------
@@ -426,8 +428,6 @@ REFUSALS = {
     "bad prestop mode": ({"preStop": {"mode": "wait"}}, "mode"),
     "bad log level": ({"server": {"logLevel": "verbose"}}, "logLevel"),
     "hpa and keda together": ({"keda": {"enabled": True}}, "mutually exclusive"),
-    "slot utilization with keda": ({"autoscaling": {"enabled": False, "slotUtilization": {"enabled": True}},
-                                    "keda": {"enabled": True}}, "autoscaling.slotUtilization is a metric of the chart's HPA"),
     "zero utilization target": ({"autoscaling": {"slotUtilization": {"target": 0}}}, "slotUtilization/target"),
     "grace period too short": ({"terminationGracePeriodSeconds": 60},
                                "terminationGracePeriodSeconds (60) must exceed preStop.seconds + server.gracefulShutdownSeconds = 65"),
@@ -488,7 +488,7 @@ def test_servicemonitor_carries_the_label_kube_prometheus_stack_selects():
     monitor = only(render(), "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [
-        {"port": "admin", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
+        {"port": "admin", "path": "/metrics", "interval": "10s", "scrapeTimeout": "10s"}]
     assert monitor["spec"]["selector"]["matchLabels"] == only(render(), "Service")["spec"]["selector"]
     custom = only(render({"serviceMonitor": {"additionalLabels": {"release": "monitoring"}}}), "ServiceMonitor")
     assert custom["metadata"]["labels"]["release"] == "monitoring"
@@ -504,11 +504,12 @@ def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():
     dashboard = json.loads(text)
     titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
     for needed in ("current vs desired", "average request duration", "p95", "queue depth",
-                   "in-flight", "requests per second", "errors"):
+                   "in-flight", "requests per second", "errors", "slot utilization"):
         assert needed in titles
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert any(f'horizontalpodautoscaler="{FULLNAME}"' in e for e in exprs)
-    assert any("namespace_pod:inference_request_duration_seconds:avg_rate1m" in e for e in exprs)
+    assert any("namespace_pod:inference_request_duration_seconds:avg_rate40s" in e for e in exprs)
+    assert "vector(0.7)" in exprs and "inference_model_slots" in " ".join(exprs)
 
 
 def test_dashboard_queries_are_valid_promql():
@@ -555,10 +556,17 @@ def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
     assert f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}" in notes
 
 
+def test_notes_read_both_keda_triggers(tmp_path):
+    notes = render_notes(MATRIX["keda"], tmp_path=tmp_path)
+    for trigger in ("s0-prometheus", "s1-prometheus"):
+        assert (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{trigger}"
+                f"?labelSelector=scaledobject.keda.sh%2Fname%3D{FULLNAME}") in notes
+
+
 def test_notes_name_the_slot_utilization_when_the_hpa_scales_on_it(tmp_path):
     path = f'/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/inference_slot_utilization"'
-    assert path not in render_notes(tmp_path=tmp_path / "off")
-    notes = render_notes({"autoscaling": {"slotUtilization": {"enabled": True}}}, tmp_path=tmp_path / "on")
+    assert path not in render_notes({"autoscaling": {"slotUtilization": {"enabled": False}}}, tmp_path=tmp_path / "off")
+    notes = render_notes(tmp_path=tmp_path / "on")
     assert "and on the share of its model slots in use (target 0.7), whichever asks for more pods." in notes
     assert path in notes
 

@@ -19,7 +19,7 @@ import pytest
 
 from localcluster.controlplane import wait_until
 from localcluster.node import run
-from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
 from inferscale.doctor.pipeline import Broken, Walk, hpa_metrics, hpa_scaling, pods_ready, targets_up
 from inferscale.doctor.selectors import describe, matches
 
@@ -30,8 +30,6 @@ PROMETHEUS = ("-n", "monitoring", "prometheus/kube-prometheus-stack-prometheus")
 BLOCK_SCRAPES = ("FORWARD", "-p", "tcp", "--dport", "8081", "-j", "REJECT", "--reject-with", "tcp-reset")
 DURATION = "inference_request_duration_seconds_avg"
 UTILIZATION = "inference_slot_utilization"
-# The HPA with both of the chart's metrics: doctor must check each.
-BOTH_METRICS = merged(FAST_LOOP, {"chart_values": {"autoscaling": {"slotUtilization": {"enabled": True}}}})
 
 
 def doctor(stack: LocalStack) -> tuple[int, dict]:
@@ -75,7 +73,8 @@ def broken(stack: LocalStack, break_args: tuple, mend_args: tuple):
 
 @pytest.mark.slow
 def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
-    with LocalStack(StackConfig(workdir=tmp_path / "stack", **BOTH_METRICS)) as stack:
+    # The chart's HPA has two metrics (duration, slot utilization): doctor checks each.
+    with LocalStack(StackConfig(workdir=tmp_path / "stack", **FAST_LOOP)) as stack:
         stack.wait_for_hpa_metric(240)
         # The operator's rule files and configuration reach Prometheus within a
         # minute or two; InferenceMetricAbsent may fire until the first scrapes.
@@ -247,7 +246,7 @@ def test_pods_the_node_has_no_room_for_are_named_with_the_schedulers_reason():
 
 
 def two_metric_hpa(*current: tuple[str, str]) -> dict:
-    """The chart's HPA with slotUtilization enabled, its status holding `current` (name, value) pairs."""
+    """The chart's HPA, its status holding `current` (name, value) pairs."""
     def spec(name, target):
         return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
 

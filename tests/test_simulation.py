@@ -19,7 +19,7 @@ from prometheus import REPO
 from inferscale.simulation import load
 from inferscale.simulation.calibration import Agreement, Observed, agreement, back_to_min_observed, median_agreement, share_over
 from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
-from inferscale.simulation.figures import back_under_target
+from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
 from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
 from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario, seconds
 
@@ -139,7 +139,7 @@ def test_select_policy_min_takes_the_smaller_change():
 
 
 def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
-    controller = chart_controller()
+    controller = chart_controller(maxReplicas=10)
     busy, idle = [24.0] * 10, [0.0] * 10
     assert controller.sync(0.0, 10, pods(*busy)).desired == 10
     # Idle from 15 s: the recommendation of 1 is held back by the 10 recorded at 0 s.
@@ -260,11 +260,13 @@ def test_same_seed_same_run():
 
 
 def test_the_charts_slot_utilization_target_becomes_requests_held_per_pod():
-    assert Model.from_chart_values(CHART_VALUES).hpa.held_target is None
+    assert Model.from_chart_values(CHART_VALUES).hpa.held_target == 0.7 * 2
     values = yaml.safe_load(yaml.safe_dump(CHART_VALUES))
     values["server"]["modelConcurrency"] = 4
-    values["autoscaling"]["slotUtilization"] = {"enabled": True, "name": "inference_slot_utilization", "target": 0.75}
+    values["autoscaling"]["slotUtilization"]["target"] = 0.75
     assert Model.from_chart_values(values).hpa.held_target == 3.0
+    values["autoscaling"]["slotUtilization"]["enabled"] = False
+    assert Model.from_chart_values(values).hpa.held_target is None
 
 
 def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
@@ -273,7 +275,9 @@ def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
     trace = Loop(model.hpa, model.pod, model.timing, "poisson", 1).run(case.shape, case.seconds)
     first_out = next(at for at, r in trace.replicas[1:] if r > 1)
     # The load needs a window of samples and a sync: scrape + window + sync at the most.
-    assert case.change_at < first_out <= case.change_at + 15 + 60 + 15 + POD.inference_seconds
+    timing = model.timing
+    assert case.change_at < first_out <= (case.change_at + timing.scrape_interval + timing.rate_window
+                                          + timing.sync_period + POD.inference_seconds)
     assert max(r for _, r in trace.replicas) <= model.hpa.max_replicas
 
 
@@ -377,6 +381,15 @@ def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():
     assert back_to_min_observed(readings, 1, 100.0) == 60.0
     assert back_to_min_observed(readings[:-2], 1, 100.0) is None  # ends above min
     assert back_to_min_observed([Observed(120.0, 1, None)], 1, 100.0) == 0.0
+
+
+def test_measured_readings_are_back_under_target_as_simulated_syncs_are():
+    # Over at 20 s, a dip at 40 s that does not hold, then under from 60 s on;
+    # a reading without a value (the HPA had none) neither breaks nor starts it.
+    readings = [(0.0, 15.0), (20.0, 13.0), (40.0, 11.0), (50.0, 12.5), (60.0, 11.0), (80.0, None)]
+    readings += [(60.0 + t, 10.0) for t in range(30, int(HOLD_SECONDS) + 60, 30)]
+    assert back_under(readings, 12.0, 10.0) == 50.0
+    assert back_under(readings[:8], 12.0, 10.0) is None  # too little run left to tell
 
 
 def test_the_share_over_target_counts_known_values_only():

@@ -5,6 +5,7 @@ same metric names, windows and labels end to end.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 
 from localcluster import adapter as localcluster_adapter
 from localcluster.binaries import binary
+from test_chart import MATRIX, only, render
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
@@ -257,7 +259,7 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
         {"expr": pods, "eval_time": "5m", "exp_samples": [
             *at_5m, {"labels": '{pod="restarted"}', "value": 14},
         ]},
-        {"expr": external, "eval_time": "5m", "exp_samples": [
+        {"expr": f"round({external}, 0.001)", "eval_time": "5m", "exp_samples": [
             # (14 + 0 + 14) s over 2 requests per scrape.
             {"labels": '{namespace="serving"}', "value": 14},
         ]},
@@ -265,7 +267,9 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
 
 
 def promtool_test_rules(tmp_path: Path, series: list[tuple[str, str]], expr_tests: list[dict]) -> None:
-    """`promtool test rules` of `expr_tests` on `series` scraped every 15 s."""
+    """`promtool test rules` of `expr_tests` on `series` scraped every 15 s: more
+    slowly than the chart's 10 s, so that the 40s window holds 2 or 3 samples,
+    the fewest the rules must still answer with."""
     test = {
         "rule_files": ["empty-rules.yaml"],
         "evaluation_interval": "15s",
@@ -294,35 +298,57 @@ def pod_gauges(labels: str, pod: str, running: str, queued: str, slots: str, up:
     ]
 
 
+# Each pod's gauges scraped every 15 s, and what the utilization reads at 5m for
+# the pods that have a value (Prometheus 3's 40s window ending at 5m is
+# left-open: the 3 samples from 4m30s to 5m).
+UTILIZATION_LABELS = 'namespace="serving",service="inferscale",job="inferscale"'
+UTILIZATION_SERIES = [
+    # 2 slots, both running and 1 queued: 1.5.
+    *pod_gauges(UTILIZATION_LABELS, "steady", "2x40", "1x40", "2x40", "1x40"),
+    # 4 slots, 1 and 3 running on alternate scrapes (1 3 1 from 4m30s): (5 / 3) / 4.
+    *pod_gauges(UTILIZATION_LABELS, "alternating", "1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1", "0x20", "4x20", "1x20"),
+    *pod_gauges(UTILIZATION_LABELS, "idle", "0x40", "0x40", "2x40", "1x40"),
+    *pod_gauges(UTILIZATION_LABELS, "failing", "2x19 stale", "0x19 stale", "2x19 stale", "1x19 0x20"),
+    # The model process died at 4m30s: its gauges are gone until it is back.
+    *pod_gauges(UTILIZATION_LABELS, "restarting", "1x18 stale", "0x18 stale", "2x18 stale", "1x40"),
+    # Prometheus down from 1m until 5m: one sample, 1 running of 2.
+    *pod_gauges(UTILIZATION_LABELS, "rescraped", "2x4 _x15 1", "0x4 _x15 0", "2x4 _x15 2", "1x4 _x15 1"),
+]
+UTILIZATION_AT_5M = {"steady": 1.5, "alternating": 5 / 12, "idle": 0, "rescraped": 0.5}
+
+
 def test_slot_utilization_reads_held_over_slots_and_is_absent_without_a_scrape(adapter, tmp_path):
-    """The utilization rule, filled in as the adapter fills it, on synthetic
-    scrapes every 15 s: running + queued over the pod's slots, averaged over
-    the window (Prometheus 3's 1m window ending at 5m is left-open: the 4
-    samples from 4m15s to 5m);
-    0 for an idle pod; absent for a pod whose scrape fails or whose model
-    process is restarting (no slots exported); a pod Prometheus has scraped
-    only once since a restart reads that one sample, its real state."""
-    names = "steady|alternating|idle|failing|restarting|rescraped"
+    """The utilization rule, filled in as the adapter fills it: running +
+    queued over the pod's slots, averaged over the window; 0 for an idle pod;
+    absent for a pod whose scrape fails or whose model process is restarting
+    (no slots exported); a pod Prometheus has scraped only once since a
+    restart reads that one sample, its real state."""
+    names = "|".join(dict.fromkeys(pod_of(series) for series, _ in UTILIZATION_SERIES))
     query = adapter_query(custom_rule(adapter, UTILIZATION_METRIC), f'namespace="serving",pod=~"{names}"', "pod")
-    labels = 'namespace="serving",service="inferscale",job="inferscale"'
-    series = [
-        # 2 slots, both running and 1 queued: 1.5.
-        *pod_gauges(labels, "steady", "2x40", "1x40", "2x40", "1x40"),
-        # 4 slots, 1 and 3 running on alternate scrapes (3 1 3 1 from 4m15s): 2 / 4.
-        *pod_gauges(labels, "alternating", "1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1 3 1", "0x20", "4x20", "1x20"),
-        *pod_gauges(labels, "idle", "0x40", "0x40", "2x40", "1x40"),
-        *pod_gauges(labels, "failing", "2x19 stale", "0x19 stale", "2x19 stale", "1x19 0x20"),
-        # The model process died at 4m30s: its gauges are gone until it is back.
-        *pod_gauges(labels, "restarting", "1x18 stale", "0x18 stale", "2x18 stale", "1x40"),
-        # Prometheus down from 1m until 5m: one sample, 1 running of 2.
-        *pod_gauges(labels, "rescraped", "2x4 _x15 1", "0x4 _x15 0", "2x4 _x15 2", "1x4 _x15 1"),
-    ]
-    promtool_test_rules(tmp_path, series, [{"expr": query, "eval_time": "5m", "exp_samples": [
-        {"labels": '{pod="steady"}', "value": 1.5},
-        {"labels": '{pod="alternating"}', "value": 0.5},
-        {"labels": '{pod="idle"}', "value": 0},
-        {"labels": '{pod="rescraped"}', "value": 0.5},
+    promtool_test_rules(tmp_path, UTILIZATION_SERIES, [{"expr": query, "eval_time": "5m", "exp_samples": [
+        {"labels": f'{{pod="{pod}"}}', "value": value} for pod, value in UTILIZATION_AT_5M.items()
     ]}])
+
+
+def test_keda_utilization_trigger_is_the_mean_of_what_the_adapter_serves_per_pod(tmp_path):
+    """The ScaledObject's second trigger reads, service-wide, the average the
+    chart's own HPA takes over the adapter's per-pod values: the pods without
+    a value are left out, not counted as idle."""
+    triggers = only(render(MATRIX["keda"]), "ScaledObject")["spec"]["triggers"]
+    [query] = [t["metadata"]["query"] for t in triggers if "inference_model_slots" in t["metadata"]["query"]]
+    mean = sum(UTILIZATION_AT_5M.values()) / len(UTILIZATION_AT_5M)
+    promtool_test_rules(tmp_path, UTILIZATION_SERIES, [{"expr": f"round({query}, 0.001)", "eval_time": "5m",
+                                                        "exp_samples": [{"labels": "{}", "value": promql_round(mean, 0.001)}]}])
+
+
+def pod_of(series: str) -> str:
+    return re.search(r'pod="([^"]+)"', series)[1]
+
+
+def promql_round(value: float, to_nearest: float) -> float:
+    """PromQL's round(value, to_nearest), float for float."""
+    inverse = 1 / to_nearest
+    return math.floor(value * inverse + 0.5) / inverse
 
 
 # ---- kube-prometheus-stack values -----------------------------------------------------

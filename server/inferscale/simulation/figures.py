@@ -42,15 +42,20 @@ def pod_minutes(trace: Trace, end: float) -> float:
 
 
 def back_under_target(trace: Trace, target: float, change_at: float) -> float | None:
-    """From `change_at` to the first sync from which the HPA's value stays at or
-    under `target` for HOLD_SECONDS: one sync's dip under it is not "back"."""
-    syncs = [s for s in trace.syncs if s.at >= change_at and s.value is not None]
-    for i, start in enumerate(syncs):
-        if syncs[-1].at < start.at + HOLD_SECONDS:
+    return back_under([(s.at, s.value) for s in trace.syncs], target, change_at)
+
+
+def back_under(readings: list[tuple[float, float | None]], target: float, change_at: float) -> float | None:
+    """From `change_at` to the first (time, value) reading of the HPA from which
+    the value stays at or under `target` for HOLD_SECONDS: one reading's dip
+    under it is not "back". Simulated syncs and measured readings alike."""
+    known = [(at, value) for at, value in readings if at >= change_at and value is not None]
+    for i, (start, _) in enumerate(known):
+        if known[-1][0] < start + HOLD_SECONDS:
             return None  # too little run left to tell
-        held = itertools.takewhile(lambda s: s.at <= start.at + HOLD_SECONDS, syncs[i:])
-        if all(s.value <= target for s in held):
-            return start.at - change_at
+        held = itertools.takewhile(lambda reading: reading[0] <= start + HOLD_SECONDS, known[i:])
+        if all(value <= target for _, value in held):
+            return start - change_at
     return None
 
 
