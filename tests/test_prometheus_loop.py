@@ -46,7 +46,8 @@ BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "3", "LOAD_USER_RPS": "0.
 # The adapter rules' window is a literal 40s (not parameterised), so the test
 # waits it out: LOAD_SECONDS must exceed it plus warm-up, and "idle" comes a
 # window after the load ends.
-WINDOW = "40s"
+WINDOW_SECONDS = 40
+WINDOW = f"{WINDOW_SECONDS}s"
 LOAD_SECONDS = 75
 MEASURE_BEFORE_END = 5
 RECORDING_RULE = f"namespace_pod:inference_request_duration_seconds:avg_rate{WINDOW}"
@@ -127,8 +128,8 @@ class Loop:
         """Poll the HPA query until pod-a reads 0; the time it first did."""
         if self.idle_since is None:
             # The last queued requests finish up to 3 s after locust stops; then a
-            # whole 40s window must pass, plus scrape and evaluation slack.
-            deadline = self.load_ended_at + 3 + 40 + 20
+            # whole window must pass, plus scrape and evaluation slack.
+            deadline = self.load_ended_at + 3 + WINDOW_SECONDS + 20
             while True:
                 now = time.time()
                 values = self.hpa_values(now)
@@ -259,7 +260,7 @@ def test_idle_pod_reads_zero_never_nan_or_missing(loop):
 def test_busy_pod_reads_zero_a_window_after_the_load_stops(loop):
     idle_since = loop.wait_until_pod_a_idle()
     # Not before the window could have emptied: the value came from real data until then.
-    assert idle_since >= loop.load_ended_at + 55, idle_since - loop.load_ended_at
+    assert idle_since >= loop.load_ended_at + WINDOW_SECONDS - 5, idle_since - loop.load_ended_at
     values = loop.hpa_values(idle_since)
     assert values == {"pod-a": 0, "pod-b": 0}, values
     # The rule is evaluated every second: let it catch up with the same data.

@@ -59,7 +59,7 @@ def run_demo(args) -> int:
             locust.start()
             try:
                 locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
-                print("waiting for the HPA's first metric (a rate window of scrapes, then the adapter's relist) ...",
+                print("waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) ...",
                       flush=True)
                 stack.wait_for_hpa_metric()
                 print(banner(stack, args), flush=True)

@@ -12,7 +12,7 @@ class HpaSample:
     at: float  # seconds since the recorder started
     replicas: int
     desired: int
-    metric: float | None  # the first Pods metric's current average; None while <unknown>
+    metric: float | None  # the HPA's first metric (a Pods one) current average; None while <unknown>
 
 
 def quantity(text: str) -> float:
@@ -22,10 +22,29 @@ def quantity(text: str) -> float:
 
 def sample(hpa: dict, at: float) -> HpaSample:
     status = hpa.get("status", {})
-    # The chart lists the duration first; a second Pods metric (slot utilization) follows it.
+    # The chart lists the duration first; a second Pods metric (slot utilization)
+    # follows it. Matched by name: an unreadable metric's entry is empty.
+    first = next(iter(hpa.get("spec", {}).get("metrics") or []), None)
     metric = next((quantity(current["pods"]["current"]["averageValue"])
-                   for current in status.get("currentMetrics") or [] if current.get("type") == "Pods"), None)
+                   for current in status.get("currentMetrics") or []
+                   if first and current.get("type") == "Pods" and _metric_key(current) == _metric_key(first)), None)
     return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
+
+
+def every_metric_known(hpa: dict) -> bool:
+    """Each metric of the HPA's spec has a current value: `kubectl get hpa`
+    shows no `<unknown>`. A metric the controller could not read has an empty
+    entry in currentMetrics (`computeReplicasForMetrics`), or none yet."""
+    wanted = [_metric_key(metric) for metric in hpa.get("spec", {}).get("metrics") or []]
+    known = {_metric_key(current) for current in hpa.get("status", {}).get("currentMetrics") or []
+             if current.get("type") and current[current["type"].lower()].get("current")}
+    return bool(wanted) and all(key in known for key in wanted)
+
+
+def _metric_key(metric: dict) -> tuple[str, str | None]:
+    """(type, metric name) of a spec.metrics or status.currentMetrics entry of type Pods or External."""
+    source = metric.get(metric.get("type", "").lower()) or {}
+    return metric.get("type", ""), source.get("metric", {}).get("name")
 
 
 class HpaRecorder(threading.Thread):

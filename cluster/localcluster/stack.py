@@ -26,7 +26,7 @@ import yaml
 from localcluster import adapter, dns, monitoring
 from localcluster.binaries import binary, bin_dir
 from localcluster.controlplane import ControlPlane, wait_until
-from localcluster.hpa import sample
+from localcluster.hpa import every_metric_known
 from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
 from localcluster.node import HOST_IP, NODE_IP, RealNode
@@ -125,12 +125,12 @@ class LocalStack:
     def hpa(self) -> dict:
         return get_json(self.kubeconfig, "hpa", self.fullname, "-n", self.config.namespace)
 
-    def wait_for_hpa_metric(self, timeout: float = 300) -> float:
-        """Until `kubectl get hpa` shows a value, not `<unknown>`: Prometheus has
-        scraped the pods for a rate window, the adapter has relisted, and the HPA
-        controller has synced since."""
-        return wait_until(lambda: sample(self.hpa(), 0).metric is not None or None,
-                          "the HPA's first metric", timeout, interval=2)
+    def wait_for_hpa_metric(self, timeout: float = 300) -> bool:
+        """Until `kubectl get hpa` shows a value for each of the HPA's metrics, not
+        `<unknown>`: Prometheus has scraped the pods for a rate window, the
+        adapter has relisted, and the HPA controller has synced since."""
+        return wait_until(lambda: every_metric_known(self.hpa()) or None,
+                          "a value for each of the HPA's metrics", timeout, interval=2)
 
     def kubectl(self, *args: str) -> str:
         return kubectl(self.kubeconfig, *args)

@@ -1,0 +1,48 @@
+"""How the harness reads an HPA: its sample for the recorder, and when `kubectl get hpa` shows no `<unknown>`."""
+
+from __future__ import annotations
+
+from localcluster.hpa import every_metric_known, sample
+
+DURATION, UTILIZATION = "inference_request_duration_seconds_avg", "inference_slot_utilization"
+
+
+def pods_metric(name: str, target: str) -> dict:
+    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
+
+
+def pods_current(name: str, value: str) -> dict:
+    return {"type": "Pods", "pods": {"metric": {"name": name}, "current": {"averageValue": value}}}
+
+
+def hpa(*current: dict) -> dict:
+    """The chart's HPA (duration, then slot utilization) with `current` in its status."""
+    return {"spec": {"metrics": [pods_metric(DURATION, "12"), pods_metric(UTILIZATION, "700m")]},
+            "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentMetrics": list(current)}}
+
+
+def test_every_metric_is_known_only_when_each_has_a_current_value():
+    both = hpa(pods_current(DURATION, "10500m"), pods_current(UTILIZATION, "650m"))
+    assert every_metric_known(both)
+    # The controller leaves an empty entry for a metric it could not read (<unknown>).
+    assert not every_metric_known(hpa(pods_current(DURATION, "0"), {"type": ""}))
+    assert not every_metric_known(hpa(pods_current(UTILIZATION, "0")))
+    assert not every_metric_known(hpa())
+    assert not every_metric_known({"spec": {}})
+
+
+def test_an_external_metric_is_matched_by_its_own_type_and_name():
+    external = {"type": "External", "external": {"metric": {"name": "x_external"}, "target": {"type": "Value", "value": "12"}}}
+    reading = {"spec": {"metrics": [external]}, "status": {"currentMetrics": [
+        {"type": "External", "external": {"metric": {"name": "x_external"}, "current": {"value": "3"}}}]}}
+    assert every_metric_known(reading)
+    reading["status"]["currentMetrics"][0]["external"]["metric"]["name"] = "y_external"
+    assert not every_metric_known(reading)
+
+
+def test_the_recorders_sample_reads_the_first_metric_by_name():
+    reading = sample(hpa(pods_current(DURATION, "10500m"), pods_current(UTILIZATION, "650m")), 4.0)
+    assert (reading.at, reading.replicas, reading.desired, reading.metric) == (4.0, 2, 3, 10.5)
+    assert sample(hpa(), 0.0).metric is None
+    # The duration unreadable, the utilization read: not the duration's value.
+    assert sample(hpa({"type": ""}, pods_current(UTILIZATION, "650m")), 0.0).metric is None
