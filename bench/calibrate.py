@@ -89,7 +89,7 @@ STACKS = {
         rate_window="40s",
         chart_values={
             "serviceMonitor": {"interval": "10s"},
-            "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}},
+            "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}, "maxReplicas": 20},
             "resources": {"requests": {"cpu": "100m"}},
         },
     ),
