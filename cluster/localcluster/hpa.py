@@ -6,8 +6,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from inferscale.doctor.pipeline import current_value, hpa_metrics
-
 
 @dataclass(frozen=True)
 class HpaSample:
@@ -26,23 +24,27 @@ def sample(hpa: dict, at: float) -> HpaSample:
     status = hpa.get("status", {})
     # The chart lists the duration first; a second Pods metric (slot utilization)
     # follows it. Matched by name: an unreadable metric's entry is empty.
-    metrics = _metrics(hpa)
-    value = current_value(status, metrics[0]) if metrics and metrics[0]["type"] == "Pods" else None
-    return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0),
-                     None if value is None else quantity(value))
+    first = next(iter(hpa.get("spec", {}).get("metrics") or []), None)
+    metric = next((quantity(current["pods"]["current"]["averageValue"])
+                   for current in status.get("currentMetrics") or []
+                   if first and current.get("type") == "Pods" and _metric_key(current) == _metric_key(first)), None)
+    return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
 
 
 def every_metric_known(hpa: dict) -> bool:
     """Each metric of the HPA's spec has a current value: `kubectl get hpa`
     shows no `<unknown>`. A metric the controller could not read has an empty
     entry in currentMetrics (`computeReplicasForMetrics`), or none yet."""
-    metrics, status = _metrics(hpa), hpa.get("status", {})
-    return bool(metrics) and all(current_value(status, metric) is not None for metric in metrics)
+    wanted = [_metric_key(metric) for metric in hpa.get("spec", {}).get("metrics") or []]
+    known = {_metric_key(current) for current in hpa.get("status", {}).get("currentMetrics") or []
+             if current.get("type") and current[current["type"].lower()].get("current")}
+    return bool(wanted) and all(key in known for key in wanted)
 
 
-def _metrics(hpa: dict) -> list[dict]:
-    """The HPA's Pods and External metrics as `inferscale doctor` reads them; none yet, none."""
-    return hpa_metrics(hpa) if hpa.get("spec", {}).get("metrics") else []
+def _metric_key(metric: dict) -> tuple[str, str | None]:
+    """(type, metric name) of a spec.metrics or status.currentMetrics entry of type Pods or External."""
+    source = metric.get(metric.get("type", "").lower()) or {}
+    return metric.get("type", ""), source.get("metric", {}).get("name")
 
 
 class HpaRecorder(threading.Thread):

@@ -252,7 +252,7 @@ def hpa_scaling(walk: Walk) -> str:
                          f"kubectl -n {walk.namespace} describe hpa {walk.hpa['metadata']['name']} (its events say why)")
     values = []
     for metric in walk.metrics:
-        current = current_value(status, metric)
+        current = _current_value(status, metric)
         if current is None:
             raise Broken(f"HPA {walk.hpa['metadata']['name']} has no current value of {metric['name']} yet",
                          "it reads the metric at its next sync: wait one sync period and run doctor again")
@@ -261,9 +261,7 @@ def hpa_scaling(walk: Walk) -> str:
             f"(desired {status.get('desiredReplicas')}), current value {', '.join(values)}")
 
 
-def current_value(status: dict, metric: dict) -> str | None:
-    """The HPA status's current value of `metric` (an `hpa_metrics` entry), a
-    quantity; None while the controller cannot read it (`<unknown>`)."""
+def _current_value(status: dict, metric: dict) -> str | None:
     for current in status.get("currentMetrics") or []:
         source = current.get("pods") or current.get("external") or {}
         if current.get("type") == metric["type"] and (source.get("metric") or {}).get("name") == metric["name"]:
