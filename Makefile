@@ -68,13 +68,13 @@ bench-autoscale: venv tools
 bench-simulate: venv
 	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
 
-# The duration signal's knobs, then a companion metric's, swept through the simulator against the loop's goals (~20 s).
+# The duration signal's knobs, then a companion metric's, swept through the simulator against the loop's goals, 5 seeds of 4 h per row (~3.5 min).
 bench-tune: venv
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 
 # The simulator against the real loop: a 5x step up and down on the local
 # control plane, then the same run simulated; plot in docs/calibration/.
-# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults) or
+# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults), utilization-0.7 (~37 min: the defaults before them) or
 # duration-only (~30 min: the defaults until 2026-12-02), as root.
 CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools

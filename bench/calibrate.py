@@ -16,6 +16,7 @@ another run on the cluster.
 
     python bench/calibrate.py --timing fast            # ~12 min
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
+    python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
     python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
     python bench/calibrate.py --timing chart --replot
 """
@@ -63,9 +64,11 @@ from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noq
 OUT = ROOT / "docs" / "calibration"
 # The locustfile's users each offer this many requests/s; the fast timing's
 # 1 s inferences get proportionally busier users, as in bench/autoscale.py.
-USER_RPS = {"fast": 0.5, "duration-only": 0.2, "chart": 0.2}
-DEFAULT_SECONDS = {"fast": (240.0, 240.0), "duration-only": (720.0, 600.0), "chart": (1200.0, 600.0)}
+USER_RPS = {"fast": 0.5, "duration-only": 0.2, "utilization-0.7": 0.2, "chart": 0.2}
+DEFAULT_SECONDS = {"fast": (240.0, 240.0), "duration-only": (720.0, 600.0), "utilization-0.7": (1200.0, 600.0),
+                   "chart": (1200.0, 600.0)}
 DURATION_ONLY = {"autoscaling": {"slotUtilization": {"enabled": False}}}
+SCALE_DOWN_300 = {"scaleDown": {"stabilizationWindowSeconds": 300}}
 # StackConfig's settings for each timing. Each pins what its saved run was
 # measured with, so that --replot simulates that run whatever the chart's
 # defaults have become since.
@@ -73,27 +76,36 @@ STACKS = {
     # The end-to-end test's timing, measured with the duration metric alone.
     "fast": merged(FAST_LOOP, {"chart_values": DURATION_ONLY}),
     # The chart's defaults until 2026-12-02: 15 s scrapes, a 1m window, the
-    # duration metric alone, at most 10 pods.
+    # duration metric alone, at most 10 pods, a 300 s scale-down window.
     "duration-only": dict(
         scrape_interval="15s",
         rate_window="1m",
         chart_values=merged(DURATION_ONLY, {"serviceMonitor": {"interval": "15s"},
-                                            "autoscaling": {"rateWindow": "1m", "maxReplicas": 10}}),
+                                            "autoscaling": {"rateWindow": "1m", "maxReplicas": 10,
+                                                            "behavior": SCALE_DOWN_300}}),
     ),
-    # The chart's defaults since: 10 s scrapes, a 40s window, the slot
-    # utilization beside the duration. The pods request 100m CPU instead of
-    # 250m so that this 2-core node has room for the ~10 pods a 5x step needs
-    # (they sleep, not compute).
-    "chart": dict(
+    # The chart's defaults from then until bench/tune.py ran over seeds: 10 s
+    # scrapes, a 40s window, the slot utilization (0.7) beside the duration, a
+    # 300 s scale-down window. The pods request 100m CPU instead of 250m so
+    # that this 2-core node has room for the ~10 pods a 5x step needs (they
+    # sleep, not compute).
+    "utilization-0.7": dict(
         scrape_interval="10s",
         rate_window="40s",
         chart_values={
             "serviceMonitor": {"interval": "10s"},
-            "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True}, "maxReplicas": 20},
+            "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True, "target": 0.7},
+                            "maxReplicas": 20, "behavior": SCALE_DOWN_300},
             "resources": {"requests": {"cpu": "100m"}},
         },
     ),
 }
+# The chart's defaults since: bench/tune.py's best row over 5 seeds, a 0.75
+# utilization target and a 420 s scale-down window.
+STACKS["chart"] = merged(STACKS["utilization-0.7"], {"chart_values": {"autoscaling": {
+    "slotUtilization": {"target": 0.75},
+    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
+}}})
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:

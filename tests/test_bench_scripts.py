@@ -3,6 +3,7 @@ would notice one broken by a change elsewhere (an import, a renamed option)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,29 @@ def test_benchmark_script_imports_and_parses_its_options(script):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location("bench_" + name.removesuffix(".py"), BENCH / name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tune_counts_each_goal_by_seed_and_reports_the_median():
+    tune = load_script("tune.py")
+    knobs = tune.Knobs(12.0, 10.0, 40.0, 300, 0.7)
+    meets_all = tune.SeedRun(back=120.0, refused=0.3, steady={2: 5, 5: 11}, fixed={2: 4, 5: 9}, changes=1.0,
+                             back_to_min=450.0)
+    # Never back under the target, 6 pods for 4 at 2x, 3 changes an hour: only goal 4.
+    misses = tune.SeedRun(back=None, refused=0.3, steady={2: 6, 5: 11}, fixed={2: 4, 5: 9}, changes=3.0,
+                          back_to_min=450.0)
+    assert meets_all.goals() == (True, True, True, True)
+    assert misses.goals() == (False, False, False, True)
+    line = tune.row(knobs, "poisson", [meets_all, misses, meets_all])
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[5] == "120 (120–never)"  # the median seed, and the range over seeds
+    assert cells[7] == "5 / 4" and cells[8] == "11 / 9"
+    assert cells[9] == "1.0 (1.0–3.0)"
+    assert cells[-1] == "2 / 2 / 2 / 3"

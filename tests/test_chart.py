@@ -387,7 +387,7 @@ def test_keda_scaledobject_queries_the_service_average_and_shares_the_hpa_settin
     assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 20)
     assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == chart_values()["autoscaling"]["behavior"]
     trigger, utilization = scaled["spec"]["triggers"]
-    assert utilization["metricType"] == "Value" and utilization["metadata"]["threshold"] == "0.7"
+    assert utilization["metricType"] == "Value" and utilization["metadata"]["threshold"] == "0.75"
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
     meta = trigger["metadata"]
     assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
@@ -509,7 +509,7 @@ def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert any(f'horizontalpodautoscaler="{FULLNAME}"' in e for e in exprs)
     assert any("namespace_pod:inference_request_duration_seconds:avg_rate40s" in e for e in exprs)
-    assert "vector(0.7)" in exprs and "inference_model_slots" in " ".join(exprs)
+    assert "vector(0.75)" in exprs and "inference_model_slots" in " ".join(exprs)
 
 
 def test_dashboard_queries_are_valid_promql():
@@ -567,7 +567,7 @@ def test_notes_name_the_slot_utilization_when_the_hpa_scales_on_it(tmp_path):
     path = f'/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/inference_slot_utilization"'
     assert path not in render_notes({"autoscaling": {"slotUtilization": {"enabled": False}}}, tmp_path=tmp_path / "off")
     notes = render_notes(tmp_path=tmp_path / "on")
-    assert "and on the share of its model slots in use (target 0.7), whichever asks for more pods." in notes
+    assert "and on the share of its model slots in use (target 0.75), whichever asks for more pods." in notes
     assert path in notes
 
 

@@ -89,7 +89,7 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
             assert f"the adapter's query for {metric} returns a value for each" in links["adapter rule per pod"]
             assert f"custom.metrics.k8s.io serves {metric} for every ready pod" in links["metrics API"]
             assert f"{metric} " in links["HPA"] and "against target" in links["HPA"], links["HPA"]
-        assert "against target 700m" in links["HPA"] or "against target 0.7" in links["HPA"], links["HPA"]
+        assert "against target 750m" in links["HPA"] or "against target 0.75" in links["HPA"], links["HPA"]
         assert report["budget"]["scrape interval"] == "2s"
         assert report["budget"]["rate window"] == "10s"
         assert report["budget"]["relist interval"] == "5s"

@@ -142,14 +142,15 @@ def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
     controller = chart_controller(maxReplicas=10)
     busy, idle = [24.0] * 10, [0.0] * 10
     assert controller.sync(0.0, 10, pods(*busy)).desired == 10
+    window = CHART_VALUES["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
     # Idle from 15 s: the recommendation of 1 is held back by the 10 recorded at 0 s.
-    for t in range(15, 300, 15):
+    for t in range(15, window, 15):
         assert controller.sync(float(t), 10, pods(*idle)).desired == 10, t
-    # 300 s after the last 10: int(10 x 0.5) = 5, then nothing for 60 s, then int(5 x 0.5) = 2, then 1.
-    assert controller.sync(301.0, 10, pods(*idle)).desired == 5
-    assert controller.sync(345.0, 5, pods(*idle[:5])).desired == 5
-    assert controller.sync(362.0, 5, pods(*idle[:5])).desired == 2
-    assert controller.sync(423.0, 2, pods(*idle[:2])).desired == 1
+    # A window after the last 10: int(10 x 0.5) = 5, then nothing for 60 s, then int(5 x 0.5) = 2, then 1.
+    assert controller.sync(window + 1.0, 10, pods(*idle)).desired == 5
+    assert controller.sync(window + 45.0, 5, pods(*idle[:5])).desired == 5
+    assert controller.sync(window + 62.0, 5, pods(*idle[:5])).desired == 2
+    assert controller.sync(window + 123.0, 2, pods(*idle[:2])).desired == 1
 
 
 def test_outside_the_bounds_it_goes_to_the_bound_without_metrics():
@@ -260,11 +261,11 @@ def test_same_seed_same_run():
 
 
 def test_the_charts_slot_utilization_target_becomes_requests_held_per_pod():
-    assert Model.from_chart_values(CHART_VALUES).hpa.held_target == 0.7 * 2
+    assert Model.from_chart_values(CHART_VALUES).hpa.held_target == 0.75 * 2
     values = yaml.safe_load(yaml.safe_dump(CHART_VALUES))
     values["server"]["modelConcurrency"] = 4
-    values["autoscaling"]["slotUtilization"]["target"] = 0.75
-    assert Model.from_chart_values(values).hpa.held_target == 3.0
+    values["autoscaling"]["slotUtilization"]["target"] = 0.5
+    assert Model.from_chart_values(values).hpa.held_target == 2.0
     values["autoscaling"]["slotUtilization"]["enabled"] = False
     assert Model.from_chart_values(values).hpa.held_target is None
 
