@@ -8,7 +8,9 @@ runs the same values, timing and load with `--seeds` seeds, on a cluster with
 the node's room for pods (its allocatable CPU and memory less the other pods'
 requests: fewer than maxReplicas on a 2-core machine), and this prints,
 per seed, the share of measured samples whose simulated replicas are within
-±1, and the simulated first scale-up against the measured one. A plot of
+±1, and the simulated first scale-up against the measured one; then the
+share of measured readings within the seeds' range ±1 (one seed and the real
+run are two draws of the same random arrivals). A plot of
 both trajectories (replicas, and the per-pod average the HPA acted on) goes
 to docs/calibration/<timing>.png, and the measurement to <timing>.json beside
 it, so that `--replot` redraws it after a change to the simulator without
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -45,11 +48,12 @@ from inferscale.simulation.calibration import (  # noqa: E402
     agreement,
     back_to_min_observed,
     share_over,
+    within_seeds,
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
 )
-from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
+from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target, replicas_at  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
 
@@ -267,6 +271,10 @@ def main() -> None:
     traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in range(1, args.seeds + 1)]
     agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
     report(args.timing, agreements)
+    widths = [max(spread) - min(spread) for o in observed if o.at >= 0
+              for spread in [[replicas_at(trace, o.at) for trace in traces]]]
+    print(f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(observed, traces):.0f} % "
+          f"of the readings from the step on (the range is {statistics.median(widths):g} pods wide at the median reading)")
     chosen = agreements.index(median_agreement(agreements))
     # The second half of the load: past the scale-up, before the stop.
     start, stop = run["up"] / 2, run["up"]
@@ -286,8 +294,9 @@ def main() -> None:
     print(f"back under the target for {HOLD_SECONDS:.0f} s after the step: measured "
           f"{fmt(back_under([(o.at, o.value) for o in observed], model.hpa.target, 0.0))}, simulated "
           f"{fmt(back[chosen])} (median seed; {fmt_range(back)} over seeds)")
+    peaks = [max(r for _, r in trace.replicas) for trace in traces]
     print(f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
-          f"{max(r for _, r in traces[chosen].replicas)} (median seed); back to minReplicas after the stop: "
+          f"{peaks[chosen]} (median seed; {min(peaks)}..{max(peaks)} over seeds); back to minReplicas after the stop: "
           f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
           f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}")
     title = (f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "

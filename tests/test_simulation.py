@@ -17,7 +17,15 @@ import yaml
 from prometheus import REPO
 
 from inferscale.simulation import load
-from inferscale.simulation.calibration import Agreement, Observed, agreement, back_to_min_observed, median_agreement, share_over
+from inferscale.simulation.calibration import (
+    Agreement,
+    Observed,
+    agreement,
+    back_to_min_observed,
+    median_agreement,
+    share_over,
+    within_seeds,
+)
 from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
 from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
 from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
@@ -374,6 +382,20 @@ def test_agreement_counts_samples_within_one_replica_from_the_step_on():
     # Measured first above minReplicas at 30 s, simulated at 20 s.
     assert result.first_scale_up_error == -10.0
     assert not result.calibrated  # 75 % < 90 %
+
+
+def test_within_seeds_counts_readings_inside_the_seeds_range_widened_by_one():
+    low, high = trace_of((0.0, 1), (20.0, 4)), trace_of((0.0, 1), (20.0, 8))
+    observed = [
+        Observed(-5.0, 9, None),  # before the step: not compared
+        Observed(10.0, 2, None),  # range 1..1, widened 0..2: inside
+        Observed(30.0, 3, None),  # range 4..8, widened 3..9: inside
+        Observed(40.0, 9, None),  # inside
+        Observed(50.0, 10, None),  # above
+    ]
+    assert within_seeds(observed, [low, high]) == 0.75
+    # No single seed is within one replica of both 3 and 9.
+    assert agreement(observed, low, 1).within_share < 0.75 and agreement(observed, high, 1).within_share < 0.75
 
 
 def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():
