@@ -48,12 +48,13 @@ from inferscale.simulation.calibration import (  # noqa: E402
     agreement,
     back_to_min_observed,
     share_over,
+    seed_ranges,
     within_seeds,
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
 )
-from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target, replicas_at  # noqa: E402
+from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
 
@@ -271,10 +272,10 @@ def main() -> None:
     traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in range(1, args.seeds + 1)]
     agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
     report(args.timing, agreements)
-    widths = [max(spread) - min(spread) for o in observed if o.at >= 0
-              for spread in [[replicas_at(trace, o.at) for trace in traces]]]
-    print(f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(observed, traces):.0f} % "
-          f"of the readings from the step on (the range is {statistics.median(widths):g} pods wide at the median reading)")
+    ranges = seed_ranges(observed, traces)
+    width = statistics.median(high - low for _, low, high in ranges)
+    print(f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(ranges):.0f} % "
+          f"of the readings from the step on (the range is {width:g} pods wide at the median reading)")
     chosen = agreements.index(median_agreement(agreements))
     # The second half of the load: past the scale-up, before the stop.
     start, stop = run["up"] / 2, run["up"]

@@ -23,6 +23,7 @@ from inferscale.simulation.calibration import (
     agreement,
     back_to_min_observed,
     median_agreement,
+    seed_ranges,
     share_over,
     within_seeds,
 )
@@ -393,7 +394,7 @@ def test_within_seeds_counts_readings_inside_the_seeds_range_widened_by_one():
         Observed(40.0, 9, None),  # inside
         Observed(50.0, 10, None),  # above
     ]
-    assert within_seeds(observed, [low, high]) == 0.75
+    assert within_seeds(seed_ranges(observed, [low, high])) == 0.75
     # No single seed is within one replica of both 3 and 9.
     assert agreement(observed, low, 1).within_share < 0.75 and agreement(observed, high, 1).within_share < 0.75
 
