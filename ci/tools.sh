@@ -20,7 +20,8 @@
 # CoreDNS 100 s (empty build cache); Prometheus and promtool with the web UI
 # 399 s (empty module and build caches; the UI 45 s of it); the operator and
 # its config reloader, with the three monitoring images packed, 146 s (empty
-# module cache); a warm no-op run 0.3 s.
+# module cache); Alertmanager 59 s (its UI a placeholder page, build cache
+# warm from the others); a warm no-op run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -43,6 +44,12 @@ PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.93.1}"
 # module proxy serves (kube-prometheus-stack 88.5.3's subchart runs a newer
 # one, which the proxy refuses).
 KUBE_STATE_METRICS_VERSION="${KUBE_STATE_METRICS_VERSION:-v2.15.0}"
+# Alertmanager, for the Watchdog alert a dead man's switch watches (the one
+# alert that says Prometheus itself is down): the newest release the Go module
+# proxy serves. Its module has no built UI (ui/app/dist is generated, and the
+# Elm compiler's npm package downloads its binary from GitHub), so the build
+# embeds a page pointing at the API and amtool; the API v2 is the whole server.
+ALERTMANAGER_VERSION="${ALERTMANAGER_VERSION:-v0.35.0}"
 # The HTTP load generator of bench/vs_kserve.py; Debian bookworm ships 4.1.0.
 # Pinned on the upstream version only, as prometheus above.
 WRK_DEB_UPSTREAM="${WRK_DEB_UPSTREAM:-4.1.0}"
@@ -375,6 +382,7 @@ install_monitoring() {
   adapter_version="$(built_module_version "$BIN_DIR/adapter" sigs.k8s.io/prometheus-adapter)"
   local stamp="$MONITORING_IMAGES_DIR/versions"
   local want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION $adapter_version $KUBE_STATE_METRICS_VERSION"
+  want+=" $ALERTMANAGER_VERSION"
   if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     log "monitoring images ($want) already in $MONITORING_IMAGES_DIR"
     return 0
@@ -395,6 +403,9 @@ install_monitoring() {
   build_kube_state_metrics "$work"
   pack_image "$work/kube-state-metrics" /kube-state-metrics "$KUBE_STATE_METRICS_VERSION" 65534:65534 \
     "$MONITORING_IMAGES_DIR/kube-state-metrics.oci.tar"
+  build_alertmanager "$work"
+  pack_image "$work/alertmanager" /bin/alertmanager "$ALERTMANAGER_VERSION" 65534:65534 \
+    "$MONITORING_IMAGES_DIR/alertmanager.oci.tar"
   echo "$want" >"$stamp"
   rm -rf "$work"
   log "monitoring images built in $((SECONDS - start)) s: $MONITORING_IMAGES_DIR ($(du -sh "$MONITORING_IMAGES_DIR" | cut -f1))"
@@ -439,6 +450,28 @@ build_kube_state_metrics() {
   (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/kube-state-metrics" .)
   mkdir -p "$KUBE_STATE_METRICS_MANIFESTS"
   find "$src/examples/standard" -name '*.yaml' ! -name kustomization.yaml -exec cp {} "$KUBE_STATE_METRICS_MANIFESTS/" \;
+  rm -rf "$src"
+}
+
+# Alertmanager into directory $1 and amtool into $BIN_DIR (the placeholder
+# page sends users to it; the tests check configurations with it), with the
+# Makefile's version ldflags. Its UI
+# is embedded from ui/app/dist, which only its release tarballs carry: the
+# copy gets one page in its place (see ALERTMANAGER_VERSION).
+build_alertmanager() {
+  local out="$1" src="$CACHE_DIR/build/alertmanager-$ALERTMANAGER_VERSION" ui
+  copy_module "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" "$src"
+  for ui in elm mantine; do
+    mkdir -p "$src/ui/app/dist/$ui"
+    printf '%s\n' '<!doctype html><title>Alertmanager</title>' \
+      '<p>This build has no web UI. Read and silence alerts with amtool or the API: <a href="api/v2/alerts">api/v2/alerts</a>.</p>' \
+      >"$src/ui/app/dist/$ui/index.html"
+  done
+  log "building alertmanager $ALERTMANAGER_VERSION"
+  local ldflags
+  ldflags="-s $(version_ldflags "${ALERTMANAGER_VERSION#v}" "$ALERTMANAGER_VERSION")"
+  (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" ./cmd/alertmanager \
+    && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" ./cmd/amtool)
   rm -rf "$src"
 }
 

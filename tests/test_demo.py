@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from localcluster.controlplane import wait_until
 from localcluster.node import HOST_IF, NODE_IP
 from servers import free_port
 
@@ -86,6 +87,11 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         assert "<unknown>" not in hpa, hpa
         for url in (f"http://127.0.0.1:{locust_port}/", f"{prometheus}/query"):
             assert requests.get(url, timeout=10).status_code == 200, url
+        # The banner's amtool command, as printed, lists the Watchdog that Prometheus sends.
+        assert f"Alertmanager API:      http://{NODE_IP}:30093 " in banner
+        [amtool] = [line.split() for line in banner.splitlines() if "--alertmanager.url=" in line]
+        wait_until(lambda: "Watchdog" in subprocess.run(amtool, capture_output=True, text=True).stdout or None,
+                   "Watchdog in amtool's list", 120, interval=2)
         # The banner's doctor command, as printed, reads this cluster (the whole
         # walk is tests/test_doctor.py's; here the alerts may still be settling).
         doctor_command = re.search(r"^\s+(\S+ doctor .*)$", banner, re.M).group(1).split()

@@ -67,13 +67,21 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
         assert labels["pod"].startswith(f"{name}-"), labels
     # The rule files reach Prometheus through a ConfigMap volume, which the
     # kubelet refreshes on its own clock, independent of the scrape config's.
-    groups = wait_until(lambda: rule_groups(stack), "Prometheus loading the chart's rules", 120, interval=2)
-    assert {group["name"] for group in groups} == {f"{name}.alerts", f"{name}.recording"}, groups
+    charts = {f"{name}.alerts", f"{name}.recording"}
+    groups = wait_until(lambda: groups_holding(stack, charts), "Prometheus loading the chart's rules", 120, interval=2)
+    # general.rules: the stack's Watchdog, as kube-prometheus-stack's default rules hold it.
+    assert {group["name"] for group in groups} == charts | {"general.rules"}, groups
     assert all("-rulefiles-" in group["file"] and group["rules"][0]["health"] == "ok" for group in groups), groups
 
 
 def rule_groups(stack: LocalStack) -> list[dict]:
     return requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+
+
+def groups_holding(stack: LocalStack, names: set[str]) -> list[dict] | None:
+    """Prometheus's rule groups once they include `names`."""
+    groups = rule_groups(stack)
+    return groups if names <= {group["name"] for group in groups} else None
 
 
 def assert_a_broken_scrape_fires_the_absent_metric_alert(stack: LocalStack) -> None:

@@ -14,6 +14,10 @@ stabilization window (20 s), so a wrong 0 would have had time to act; after
 each, and after the faults that are events (a server killed, the API server
 restarted), the HPA is watched for two more windows.
 
+Prometheus down is the one fault no rule of its own can report: Alertmanager
+relays the always-firing Watchdog to a dead man's switch (a receiver on the
+host here), and the heartbeats stop while Prometheus is gone, then resume.
+
 Scrapes are every 10 s here (a 40 s window, four scrapes as the chart's
 defaults keep), not FAST_LOOP's 2 s: after a restart a pod has one sample
 for a whole scrape interval, two HPA syncs, so whatever the rules say of
@@ -29,10 +33,11 @@ import time
 
 import pytest
 
-from localcluster.controlplane import wait_until
+from heartbeats import HeartbeatReceiver
+from localcluster.controlplane import free_port, wait_until
 from localcluster.hpa import HpaRecorder
 from localcluster.kubectl import get_json
-from localcluster.node import run
+from localcluster.node import HOST_IP, run
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig, merged
 
 STABILIZATION = FAST_LOOP["chart_values"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
@@ -42,6 +47,23 @@ PROMETHEUS = ("-n", "monitoring", "prometheus/kube-prometheus-stack-prometheus")
 # 2.5 requests/s against pods that serve 1/s each, as the e2e test's load.
 USERS, USER_RPS = 5, 0.5
 MAX_REPLICAS = 3
+# Watchdog's heartbeat period, and Prometheus's resend delay: Alertmanager
+# holds an alert Prometheus stopped sending for 4 x max(resend delay,
+# evaluation interval) = 40 s here (4 min with Prometheus's defaults).
+HEARTBEAT_SECONDS = 5
+RESEND_DELAY = "5s"
+# A gap this long is no jitter of Alertmanager's 5 s flushes: the switch would page.
+SILENCE_SECONDS = 4 * HEARTBEAT_SECONDS
+
+
+def heartbeat_to(url: str) -> dict:
+    """Laid over prometheus-values.yaml's Alertmanager config: Watchdog to `url`, every HEARTBEAT_SECONDS."""
+    period = f"{HEARTBEAT_SECONDS}s"
+    return {
+        "route": {"routes": [{"receiver": "deadmansswitch", "matchers": ['alertname = "Watchdog"'],
+                              "group_wait": "0s", "group_interval": period, "repeat_interval": period}]},
+        "receivers": [{"name": "null"}, {"name": "deadmansswitch", "webhook_configs": [{"url": url}]}],
+    }
 
 
 def scaling_active(stack: LocalStack) -> bool:
@@ -85,8 +107,14 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
               "serviceMonitor": {"interval": "10s"}}
     loop = {**FAST_LOOP, "scrape_interval": "10s", "rate_window": "40s",
             "chart_values": merged(FAST_LOOP["chart_values"], timing)}
-    with LocalStack(StackConfig(workdir=tmp_path / "stack", **loop)) as stack:
+    switch_port = free_port()
+    with LocalStack(StackConfig(
+        workdir=tmp_path / "stack", alertmanager_config=heartbeat_to(f"http://{HOST_IP}:{switch_port}/"),
+        alert_resend_delay=RESEND_DELAY, **loop,
+    )) as stack, HeartbeatReceiver(HOST_IP, switch_port) as switch:
         stack.wait_for_hpa_metric(240)
+        # Prometheus -> Alertmanager -> the switch, before any fault.
+        wait_until(lambda: switch.heartbeats_since(0) or None, "Watchdog's first heartbeat", 120, interval=1)
         load = subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
              "--host", stack.service_url, "-u", str(USERS), "-r", str(USERS), "-t", "900s",
@@ -118,9 +146,17 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             start = began(recorder, "Prometheus stopped")
             stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 0}}')
             wait_until(lambda: not stack.prometheus_ready() or None, "Prometheus stopped", 120, interval=1)
-            time.sleep(FAULT_SECONDS)
+            stopped = time.monotonic()
+            # What pages: the switch hears nothing once Alertmanager lets Watchdog expire.
+            wait_until(lambda: switch.silent_for() >= SILENCE_SECONDS or None,
+                       f"no heartbeat for {SILENCE_SECONDS} s", 180, interval=1)
+            print(f"the switch silent for {SILENCE_SECONDS} s at {time.monotonic() - stopped:.0f} s after the stop")
+            time.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - stopped)))
             stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 1}}')
             wait_until(lambda: stack.prometheus_ready() or None, "Prometheus back", 180, interval=1)
+            back = time.monotonic()
+            wait_until(lambda: switch.heartbeats_since(back) or None, "heartbeats again", 120, interval=1)
+            print(f"heartbeats again {time.monotonic() - back:.0f} s after Prometheus was ready")
             assert lowest(recorder, start) >= steady, recorder.samples[-60:]
             recovered(stack, recorder, "Prometheus's restart", steady)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localcluster import adapter as localcluster_adapter
+from localcluster import adapter as localcluster_adapter, monitoring
 from localcluster.binaries import binary
+from localcluster.values import merged
 from test_chart import MATRIX, only, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,3 +384,38 @@ def test_kube_state_metrics_stays_on_for_the_hpa_alerts(prometheus):
 def test_retention_is_small(prometheus):
     spec = prometheus["prometheus"]["prometheusSpec"]
     assert seconds(spec["retention"]) <= 7 * 86400
+
+
+def test_alertmanager_sends_watchdog_to_the_dead_mans_switch_every_minute(prometheus):
+    alertmanager = prometheus["alertmanager"]
+    assert alertmanager["enabled"] is True
+    route = alertmanager["config"]["route"]
+    [watchdog] = [r for r in route["routes"] if 'alertname = "Watchdog"' in r.get("matchers", [])]
+    assert watchdog["receiver"] == "deadmansswitch"
+    # A switch pages after a few missed heartbeats: they must come often.
+    assert seconds(watchdog["repeat_interval"]) <= 60 and seconds(watchdog["group_interval"]) <= 60
+    assert {"deadmansswitch", route["receiver"]} <= {r["name"] for r in alertmanager["config"]["receivers"]}
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    # What the fault test lays over it: a webhook to its own heartbeat receiver.
+    {"receivers": [{"name": "null"},
+                   {"name": "deadmansswitch", "webhook_configs": [{"url": "http://10.87.0.1:8080/"}]}]},
+], ids=["as-shipped", "with-a-webhook"])
+def test_alertmanager_config_as_the_local_stack_renders_it_passes_amtool(prometheus, overrides, tmp_path):
+    [secret, *_] = monitoring.alertmanager_objects(merged(prometheus["alertmanager"]["config"], overrides), 30093)
+    config = tmp_path / "alertmanager.yaml"
+    config.write_text(secret["stringData"]["alertmanager.yaml"])
+    result = subprocess.run([binary("amtool"), "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_local_stacks_prometheus_sends_alerts_to_its_alertmanager(prometheus):
+    spec = monitoring.prometheus_spec(prometheus, None, "5s")
+    [target] = spec["alerting"]["alertmanagers"]
+    [_, _, service] = monitoring.alertmanager_objects(prometheus["alertmanager"]["config"], 30093)
+    assert (target["name"], target["namespace"]) == (service["metadata"]["name"], service["metadata"]["namespace"])
+    assert target["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert spec["rules"] == {"alert": {"resendDelay": "5s"}}
+    assert "rules" not in monitoring.prometheus_spec(prometheus, None)

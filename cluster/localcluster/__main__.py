@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from localcluster.binaries import MissingBinary
+from localcluster.binaries import MissingBinary, binary
 from localcluster.processes import ManagedProcess
 from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
 
@@ -46,8 +46,8 @@ def run_demo(args) -> int:
         **(FAST_LOOP if args.fast else {}),
     )
     try:
-        print("building the image, starting the control plane, the node, the chart, Prometheus and the adapter ...",
-              flush=True)
+        print("building the image, starting the control plane, the node, the chart, Prometheus, "
+              "Alertmanager and the adapter ...", flush=True)
         with LocalStack(config) as stack:
             locust = ManagedProcess(
                 "locust",
@@ -82,6 +82,8 @@ inferscale demo is up (logs in {args.workdir}).
       curl -s {stack.service_url}/predict -H 'Content-Type: application/json' -d '{{"features": [1, 2, 3]}}'
   locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
   Prometheus UI:         {stack.prometheus_url}   (queries: README, "PromQL for the Prometheus UI")
+  Alertmanager API:      {stack.alertmanager_url}   (the alerts it holds, Watchdog always among them:)
+      {binary('amtool')} --alertmanager.url={stack.alertmanager_url} alert
   watch the HPA:
       kubectl --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
   and the pods:

@@ -1,7 +1,9 @@
 """The monitoring half of the loop as kube-prometheus-stack sets it up: the
 Prometheus Operator in `monitoring`, the Prometheus it runs there from a
 `Prometheus` resource (found by the adapter at prometheus-operated.monitoring.svc),
-and kube-state-metrics, whose HPA series the chart's alerts read.
+kube-state-metrics, whose HPA series the chart's alerts read, and the
+Alertmanager the operator runs from an `Alertmanager` resource, which
+Prometheus sends its alerts to, the always-firing Watchdog among them.
 
 The operator is the one its project publishes: its own install manifests
 (the Go module's bundle.yaml, which ci/tools.sh copies into the cache), moved
@@ -15,13 +17,16 @@ scrape and evaluation intervals only.
 
 From there nothing is ours: the operator turns the app chart's ServiceMonitor
 and PrometheusRule into Prometheus's configuration, and Prometheus discovers
-the pods through the API server. The chart itself is not installed: its
+the pods through the API server. Alertmanager's configuration is
+`alertmanager.config` of prometheus-values.yaml, and Watchdog is the rule the
+chart's default rules (general.rules) hold. The chart itself is not installed: its
 sources are not reachable from this machine (README, "What runs").
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -31,6 +36,7 @@ from .binaries import cache_dir, image_archive, MissingBinary
 from .controlplane import wait_until
 from .images import oci_image_name
 from .kubectl import apply, kubectl
+from .values import merged
 
 NAMESPACE = "monitoring"
 # What kube-prometheus-stack names them for a release called kube-prometheus-stack.
@@ -38,12 +44,15 @@ PROMETHEUS_NAME = "kube-prometheus-stack-prometheus"
 SERVICE_ACCOUNT = "kube-prometheus-stack-prometheus"
 OPERATOR_VERSION = "v0.93.1"
 PROMETHEUS_REPOSITORY = "quay.io/prometheus/prometheus"
+ALERTMANAGER_NAME = "kube-prometheus-stack-alertmanager"
+ALERTMANAGER_REPOSITORY = "quay.io/prometheus/alertmanager"
 # Repository -> the archive ci/tools.sh packs (its index holds the tag).
 IMAGES = {
     "quay.io/prometheus-operator/prometheus-operator": "monitoring/prometheus-operator.oci.tar",
     "quay.io/prometheus-operator/prometheus-config-reloader": "monitoring/prometheus-config-reloader.oci.tar",
     PROMETHEUS_REPOSITORY: "monitoring/prometheus.oci.tar",
     "registry.k8s.io/kube-state-metrics/kube-state-metrics": "monitoring/kube-state-metrics.oci.tar",
+    ALERTMANAGER_REPOSITORY: "monitoring/alertmanager.oci.tar",
 }
 KUBE_STATE_METRICS_VERSION = "v2.15.0"
 # The chart's own switches in prometheusSpec: they choose selectors, they are not spec.
@@ -118,8 +127,10 @@ def operator_objects(bundle: Path) -> list[dict]:
     return objects
 
 
-def prometheus_spec(values: dict, scrape_interval: str | None) -> dict:
-    """The `Prometheus` resource's spec as kube-prometheus-stack renders it from `values`."""
+def prometheus_spec(values: dict, scrape_interval: str | None, resend_delay: str | None = None) -> dict:
+    """The `Prometheus` resource's spec as kube-prometheus-stack renders it from
+    `values`. `resend_delay` shortens how long Alertmanager keeps an alert that
+    Prometheus stopped sending (4 resend delays; Prometheus's default is 1m)."""
     spec = dict(values["prometheus"]["prometheusSpec"])
     for kind in SELECTORS:
         nil_uses_helm_values = spec.pop(f"{kind}SelectorNilUsesHelmValues", True)
@@ -138,6 +149,12 @@ def prometheus_spec(values: dict, scrape_interval: str | None) -> dict:
     )
     if scrape_interval:
         spec.update(scrapeInterval=scrape_interval, evaluationInterval=scrape_interval)
+    if values["alertmanager"]["enabled"]:
+        spec["alerting"] = {"alertmanagers": [
+            {"namespace": NAMESPACE, "name": ALERTMANAGER_NAME, "port": "http-web", "apiVersion": "v2"},
+        ]}
+    if resend_delay:
+        spec["rules"] = {"alert": {"resendDelay": resend_delay}}
     return spec
 
 
@@ -171,22 +188,72 @@ def prometheus_objects(spec: dict, node_port: int) -> list[dict]:
     ]
 
 
+def alertmanager_objects(config: dict, node_port: int) -> list[dict]:
+    """The configuration Secret the operator reads by the resource's name, the
+    `Alertmanager` resource, and its Service, a NodePort for the host."""
+    image = oci_image_name(ALERTMANAGER_REPOSITORY, image_archive(IMAGES[ALERTMANAGER_REPOSITORY]))
+    labels = {"app.kubernetes.io/name": "alertmanager", "alertmanager": ALERTMANAGER_NAME}
+    return [
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": f"alertmanager-{ALERTMANAGER_NAME}", "namespace": NAMESPACE},
+         "stringData": {"alertmanager.yaml": yaml.safe_dump(config)}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "Alertmanager",
+         "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
+         "spec": {"image": image, "version": image.rsplit(":", 1)[1], "replicas": 1,
+                  "securityContext": SECURITY_CONTEXT}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
+         "spec": {"type": "NodePort", "selector": labels,
+                  "ports": [{"name": "http-web", "port": 9093, "targetPort": 9093, "nodePort": node_port}]}},
+    ]
+
+
+def watchdog_rule() -> dict:
+    """The Watchdog alert of the chart's default rules (general.rules)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+        "metadata": {"name": "kube-prometheus-stack-general.rules", "namespace": NAMESPACE,
+                     "labels": {"release": "kube-prometheus-stack"}},
+        "spec": {"groups": [{"name": "general.rules", "rules": [{
+            "alert": "Watchdog",
+            "expr": "vector(1)",
+            "labels": {"severity": "none"},
+            "annotations": {"summary": "Always firing: its notifications stopping means alerting is down.",
+                            "description": "Route it to a dead man's switch, which pages when they stop."},
+        }]}]},
+    }
+
+
+@dataclass(frozen=True)
+class AlertmanagerSetup:
+    node_port: int
+    url: str
+    # Laid over prometheus-values.yaml's alertmanager.config.
+    config: dict = field(default_factory=dict)
+    resend_delay: str | None = None
+
+
 def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
-            scrape_interval: str | None = None) -> None:
-    """The operator, then Prometheus; returns once Prometheus answers ready at `url`
-    (its NodePort `node_port` on the node)."""
+            scrape_interval: str | None, alertmanager: AlertmanagerSetup) -> None:
+    """The operator, then Prometheus and Alertmanager; returns once both answer
+    ready, Prometheus at `url` (its NodePort `node_port` on the node)."""
     apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply(kubeconfig, operator_objects(operator_bundle()))
     kubectl(kubeconfig, "rollout", "status", "-n", NAMESPACE, "deployment/prometheus-operator",
             f"--timeout={START_TIMEOUT}s")
     values = yaml.safe_load(values_file.read_text())
-    apply(kubeconfig, prometheus_objects(prometheus_spec(values, scrape_interval), node_port))
+    spec = prometheus_spec(values, scrape_interval, alertmanager.resend_delay)
+    apply(kubeconfig, prometheus_objects(spec, node_port))
     apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
+    # A list in the overrides (receivers, routes) replaces the file's whole, as in helm.
+    config = merged(values["alertmanager"]["config"], alertmanager.config)
+    apply(kubeconfig, [*alertmanager_objects(config, alertmanager.node_port), watchdog_rule()])
     wait_until(lambda: ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
+    wait_until(lambda: ready(alertmanager.url), "the operator's Alertmanager ready", START_TIMEOUT, interval=1)
 
 
 def ready(url: str) -> bool:
-    """Whether Prometheus at `url` answers ready."""
+    """Whether Prometheus or Alertmanager at `url` answers ready."""
     try:
         return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
     except requests.RequestException:

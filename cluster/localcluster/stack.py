@@ -30,6 +30,7 @@ from localcluster.hpa import every_metric_known
 from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
 from localcluster.node import HOST_IP, NODE_IP, RealNode
+from localcluster.values import merged
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"
@@ -43,6 +44,11 @@ class StackConfig:
     # Where users look, on NODE_IP: the app's Service and Prometheus's, node ports both.
     node_port: int = 30080
     prometheus_node_port: int = 30090
+    alertmanager_node_port: int = 30093
+    # Laid over prometheus-values.yaml's alertmanager.config (a receiver's URL, shorter intervals).
+    alertmanager_config: dict = field(default_factory=dict)
+    # Prometheus's --rules.alert.resend-delay; None: its default, 1m.
+    alert_resend_delay: str | None = None
     namespace: str = "inferscale"
     release: str = "inferscale"
     # Values laid over the chart's defaults (a nested dict, as in values.yaml).
@@ -82,6 +88,11 @@ class LocalStack:
         return f"http://{NODE_IP}:{self.config.prometheus_node_port}"
 
     @property
+    def alertmanager_url(self) -> str:
+        """The operator's Alertmanager, its API, through a NodePort."""
+        return f"http://{NODE_IP}:{self.config.alertmanager_node_port}"
+
+    @property
     def service_url(self) -> str:
         """The chart's Service as a client outside the cluster reaches it: kube-proxy's NodePort."""
         return f"http://{NODE_IP}:{self.config.node_port}"
@@ -114,8 +125,12 @@ class LocalStack:
         self.node.start()
         dns.install(self.kubeconfig)
         self._install_crds()
+        alertmanager = monitoring.AlertmanagerSetup(
+            self.config.alertmanager_node_port, self.alertmanager_url,
+            self.config.alertmanager_config, self.config.alert_resend_delay,
+        )
         monitoring.install(self.kubeconfig, PROMETHEUS_VALUES, self.prometheus_url,
-                           self.config.prometheus_node_port, self.config.scrape_interval)
+                           self.config.prometheus_node_port, self.config.scrape_interval, alertmanager)
         self._install_chart()
         adapter.install(self.control_plane, ADAPTER_VALUES, self.config.rate_window, self.config.relist_interval)
 
@@ -142,6 +157,11 @@ class LocalStack:
         """The names of the alerts firing on the operator's Prometheus."""
         alerts = requests.get(f"{self.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
         return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
+
+    def alertmanager_alerts(self) -> set[str]:
+        """The names of the alerts Alertmanager holds active (Prometheus keeps sending them)."""
+        alerts = requests.get(f"{self.alertmanager_url}/api/v2/alerts", timeout=10).json()
+        return {alert["labels"]["alertname"] for alert in alerts if alert["status"]["state"] == "active"}
 
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()
@@ -243,12 +263,3 @@ def install_chart(kubeconfig: Path, release: str, namespace: str, values: dict, 
         raise RuntimeError(f"helm install failed:\n{result.stderr.strip()}")
 
 
-def merged(base: dict, override: dict) -> dict:
-    """`override` laid over `base`, nested dicts merged key by key (as helm merges values)."""
-    result = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
