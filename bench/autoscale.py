@@ -61,11 +61,10 @@ class Timing:
         return self.scrape + self.window + self.sync + self.readiness
 
 
-def timing_of(fast: bool) -> Timing:
-    """The stack's timing as installed: FAST_LOOP's, or chart/values.yaml's and
-    adapter-values.yaml's; readiness is the model load and two startup-probe periods."""
-    chart = merged(yaml.safe_load((ROOT / "chart" / "values.yaml").read_text()),
-                   FAST_LOOP["chart_values"] if fast else {})
+def timing_of(fast: bool, chart: dict) -> Timing:
+    """The stack's timing as installed: FAST_LOOP's, or the installed chart
+    values' and adapter-values.yaml's; readiness is the model load and two
+    startup-probe periods."""
     readiness = chart["server"]["modelLoadSeconds"] + 2 * chart["probes"]["startup"]["periodSeconds"]
     if fast:
         return Timing(seconds(FAST_LOOP["scrape_interval"]), seconds(FAST_LOOP["rate_window"]),
@@ -141,10 +140,10 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=None)
     parser.add_argument("--cpu-request", default="100m", help="the pods' CPU request (the chart's: 250m)")
     args = parser.parse_args()
-    timing = timing_of(args.fast)
     base = dict(FAST_LOOP) if args.fast else {}
     chart_values = merged(base.pop("chart_values", {}), {"resources": {"requests": {"cpu": args.cpu_request}}})
     installed = merged(yaml.safe_load((ROOT / "chart" / "values.yaml").read_text()), chart_values)
+    timing = timing_of(args.fast, installed)
     target = installed["autoscaling"]["targetAverageDurationSeconds"]
     # Offered load = 5 pods' worth: one pod serves workers x slots / inference seconds.
     user_rps = 0.5 if args.fast else 0.2

@@ -455,9 +455,9 @@ build_kube_state_metrics() {
 
 # Alertmanager into directory $1 and amtool into $BIN_DIR (the placeholder
 # page sends users to it; the tests check configurations with it), with the
-# Makefile's version ldflags. Its UI
-# is embedded from ui/app/dist, which only its release tarballs carry: the
-# copy gets one page in its place (see ALERTMANAGER_VERSION).
+# Makefile's version ldflags. Its UI is embedded from ui/app/dist, which only
+# its release tarballs carry: the copy gets one page in its place (see
+# ALERTMANAGER_VERSION).
 build_alertmanager() {
   local out="$1" src="$CACHE_DIR/build/alertmanager-$ALERTMANAGER_VERSION" ui
   copy_module "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" "$src"

@@ -158,11 +158,6 @@ class LocalStack:
         alerts = requests.get(f"{self.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
         return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
 
-    def alertmanager_alerts(self) -> set[str]:
-        """The names of the alerts Alertmanager holds active (Prometheus keeps sending them)."""
-        alerts = requests.get(f"{self.alertmanager_url}/api/v2/alerts", timeout=10).json()
-        return {alert["labels"]["alertname"] for alert in alerts if alert["status"]["state"] == "active"}
-
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()
         kubectl(self.kubeconfig, "apply", "--server-side", "-f", str(directory))
