@@ -16,7 +16,7 @@
 # Dockerfile or its build context changes (a hash kept beside the archive).
 # Everything lives under ${INFERSCALE_CACHE:-$HOME/.cache/inferscale}: the
 # builder's storage in containers/, the archive in image/.
-# Measured (2 cores shared with another build): see the README, "Build the image".
+# Measured (2 cores shared with another build): see docs/server.md, "Build the image".
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -57,7 +57,12 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
     namespace, name = stack.config.namespace, stack.fullname
     targets = requests.get(f"{stack.prometheus_url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     pools = {target["scrapePool"] for target in targets}
-    assert pools == {f"serviceMonitor/{namespace}/{name}/0", "serviceMonitor/monitoring/kube-state-metrics/0"}, pools
+    apiserver = "serviceMonitor/monitoring/kube-prometheus-stack-apiserver/0"
+    assert pools == {f"serviceMonitor/{namespace}/{name}/0", "serviceMonitor/monitoring/kube-state-metrics/0",
+                     apiserver}, pools
+    # The API server's scrape, with Prometheus's token against the cluster CA: KubeAPIDown reads it.
+    assert [(t["health"], t["labels"]["job"]) for t in targets if t["scrapePool"] == apiserver] == [
+        ("up", "apiserver")], targets
     for target in targets:
         if target["scrapePool"] != f"serviceMonitor/{namespace}/{name}/0":
             continue
@@ -69,8 +74,8 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
     # kubelet refreshes on its own clock, independent of the scrape config's.
     charts = {f"{name}.alerts", f"{name}.recording"}
     groups = wait_until(lambda: groups_holding(stack, charts), "Prometheus loading the chart's rules", 120, interval=2)
-    # general.rules: the stack's Watchdog, as kube-prometheus-stack's default rules hold it.
-    assert {group["name"] for group in groups} == charts | {"general.rules"}, groups
+    # The stack's share of kube-prometheus-stack's default rules: Watchdog and KubeAPIDown.
+    assert {group["name"] for group in groups} == charts | {"general.rules", "kubernetes-system-apiserver"}, groups
     assert all("-rulefiles-" in group["file"] and group["rules"][0]["health"] == "ok" for group in groups), groups
 
 

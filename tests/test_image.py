@@ -201,7 +201,7 @@ def test_runs_as_the_chart_runs_it(image_archive, app_version, container, tmp_pa
         assert json.loads(body)["model"] == chart_env["MODEL_NAME"]
 
         processes = descendants(pid)
-        # The first process, the model process, two gunicorns and their workers (README).
+        # The first process, the model process, two gunicorns and their workers (docs/server.md).
         assert len(processes) >= 5, processes
         for p in processes:
             fields = status_fields(p)

@@ -293,17 +293,17 @@ def test_recording_rule_equals_the_adapter_query(loop):
     assert idle["pod-b"] == 0, idle
 
 
-# ---- README ---------------------------------------------------------------------------
+# ---- docs/promql.md -------------------------------------------------------------------
 
 
-def readme_queries() -> list[str]:
-    text = (REPO / "README.md").read_text()
+def documented_queries() -> list[str]:
+    text = (REPO / "docs" / "promql.md").read_text()
     region = text.split("<!-- promql:start -->", 1)[1].split("<!-- promql:end -->", 1)[0]
     return [query.strip() for query in re.findall(r"```promql\n(.*?)```", region, re.S)]
 
 
-def test_readme_queries_cover_what_an_operator_needs():
-    queries = "\n".join(readme_queries())
+def test_documented_queries_cover_what_an_operator_needs():
+    queries = "\n".join(documented_queries())
     for needed in (
         "inference_request_duration_seconds_sum",  # average duration per pod: the HPA metric
         "inference_model_slots",  # slot utilization: the HPA's second metric
@@ -314,21 +314,21 @@ def test_readme_queries_cover_what_an_operator_needs():
         "inference_duration_seconds_sum",  # model compute
         "inference_queue_wait_seconds_sum",  # queue wait
     ):
-        assert needed in queries, f"README's PromQL section has no query over {needed}"
+        assert needed in queries, f"docs/promql.md has no query over {needed}"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("number", range(len(readme_queries())))
-def test_readme_query_returns_data(loop, number):
-    query = readme_queries()[number]
+@pytest.mark.parametrize("number", range(len(documented_queries())))
+def test_documented_query_returns_data(loop, number):
+    query = documented_queries()[number]
     samples = loop.prometheus.query(query, at=loop.measured_at)
-    assert samples, f"no data for README query:\n{query}"
+    assert samples, f"no data for the documented query:\n{query}"
     assert all(is_number(sample.value) for sample in samples), (query, samples)
 
 
 @pytest.mark.slow
 def test_web_ui_is_served_with_every_asset_it_loads(loop):
-    """The UI users paste the README's queries into: its page and each script and
+    """The UI users paste docs/promql.md's queries into: its page and each script and
     stylesheet it loads come from the binary (ci/tools.sh embeds the UI build)."""
     page = requests.get(f"{loop.prometheus.url}/query", timeout=10)
     assert page.status_code == 200 and '<div id="root">' in page.text, page.text[:500]

@@ -53,13 +53,3 @@ def test_serve_refuses_bad_settings_with_exit_2_and_names_the_variable():
     assert result.returncode == 2
     assert "invalid settings" in result.stderr and "model_concurrency" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_readme_lists_every_setting_with_its_default():
-    from pathlib import Path
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for name, field in Settings.model_fields.items():
-        default = getattr(field.default, "value", field.default)
-        default = int(default) if isinstance(default, float) and default.is_integer() else default
-        assert f"| `{name.upper()}` | `{default}` |" in readme, name

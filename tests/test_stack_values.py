@@ -17,6 +17,7 @@ import yaml
 
 from localcluster import adapter as localcluster_adapter, monitoring
 from localcluster.binaries import binary
+from localcluster.stack import FAST_LOOP, StackConfig, check_relist_covers_scrapes
 from localcluster.values import merged
 from test_chart import MATRIX, only, render
 
@@ -419,3 +420,35 @@ def test_the_local_stacks_prometheus_sends_alerts_to_its_alertmanager(prometheus
     assert target["port"] in {port["name"] for port in service["spec"]["ports"]}
     assert spec["rules"] == {"alert": {"resendDelay": "5s"}}
     assert "rules" not in monitoring.prometheus_spec(prometheus, None)
+
+
+def test_kube_api_down_waits_its_for_then_fires_for_a_failing_or_vanished_apiserver(tmp_path):
+    """KubeAPIDown on promtool, scrapes every 15 s: the API server answers for
+    5 minutes, then fails its scrapes (or its target is gone, a stale marker);
+    the alert is pending through the chart's 15m and fires after."""
+    [group] = monitoring.api_down_rule("15m")["spec"]["groups"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [group]}))
+    fired = [{"exp_labels": {"severity": "critical"}, "exp_annotations": group["rules"][0]["annotations"]}]
+    tests = [
+        {"interval": "15s",
+         "input_series": [{"series": 'up{job="apiserver",instance="10.0.0.1:6443"}', "values": values}],
+         "alert_rule_test": [
+             {"eval_time": "4m", "alertname": "KubeAPIDown", "exp_alerts": []},
+             {"eval_time": "19m", "alertname": "KubeAPIDown", "exp_alerts": []},
+             {"eval_time": "21m", "alertname": "KubeAPIDown", "exp_alerts": fired},
+         ]}
+        for values in ("1x20 0x100", "1x20 stale")
+    ]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": tests}))
+    result = subprocess.run([binary("promtool"), "test", "rules", "test.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_local_stack_refuses_a_relist_faster_than_the_apps_scrapes(tmp_path):
+    """5 s relists against 10 s scrapes lost the HPA's metrics on every other relist."""
+    behind = StackConfig(workdir=tmp_path, relist_interval="5s", chart_values={"serviceMonitor": {"interval": "10s"}})
+    with pytest.raises(ValueError, match=r"relist interval \(5s\) must be at least the app's scrape interval \(10s\)"):
+        check_relist_covers_scrapes(behind)
+    check_relist_covers_scrapes(StackConfig(workdir=tmp_path, **FAST_LOOP))
+    check_relist_covers_scrapes(StackConfig(workdir=tmp_path))

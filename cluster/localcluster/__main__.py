@@ -81,7 +81,7 @@ inferscale demo is up (logs in {args.workdir}).
   service (NodePort):    {stack.service_url}
       curl -s {stack.service_url}/predict -H 'Content-Type: application/json' -d '{{"features": [1, 2, 3]}}'
   locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
-  Prometheus UI:         {stack.prometheus_url}   (queries: README, "PromQL for the Prometheus UI")
+  Prometheus UI:         {stack.prometheus_url}   (queries: docs/promql.md)
   Alertmanager API:      {stack.alertmanager_url}   (the alerts it holds, Watchdog always among them:)
       {binary('amtool')} --alertmanager.url={stack.alertmanager_url} alert
   watch the HPA:

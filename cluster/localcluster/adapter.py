@@ -12,7 +12,7 @@ differs from the chart's defaults, on purpose: the adapter's serving
 certificate is signed by the cluster CA and the APIServices carry that CA, so
 the aggregator verifies `prometheus-adapter.monitoring.svc` instead of
 skipping TLS verification. The chart itself is not installed: its sources are
-not reachable from this machine (README, "What runs").
+not reachable from this machine (docs/demo.md, "What runs").
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ Choices that differ from a production cluster, and why:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -213,14 +215,17 @@ class ControlPlane:
         self._wait_apiserver_ready(apiserver)
         self._allow_kubelet_api(self._admin_cert())
 
-    def restart_apiserver(self) -> float:
-        """Stop the API server and start it again on the same port and etcd, as
-        an upgrade or a crash does; returns the seconds it answered nothing."""
+    @contextlib.contextmanager
+    def apiserver_stopped(self) -> Iterator[None]:
+        """The API server stopped for the block, then started again on the same
+        port and etcd, as an upgrade or a crash does; ready when the block exits."""
         apiserver = next(p for p in self._group.processes if p.name == "kube-apiserver")
-        stopped = time.monotonic()
-        apiserver.restart()
-        self._wait_apiserver_ready(apiserver)
-        return time.monotonic() - stopped
+        apiserver.stop()
+        try:
+            yield
+        finally:
+            apiserver.start()
+            self._wait_apiserver_ready(apiserver)
 
     def _admin_cert(self) -> tuple[str, str]:
         return str(self.pki.directory / "client-admin.crt"), str(self.pki.directory / "client-admin.key")

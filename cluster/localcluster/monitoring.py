@@ -18,9 +18,11 @@ scrape and evaluation intervals only.
 From there nothing is ours: the operator turns the app chart's ServiceMonitor
 and PrometheusRule into Prometheus's configuration, and Prometheus discovers
 the pods through the API server. Alertmanager's configuration is
-`alertmanager.config` of prometheus-values.yaml, and Watchdog is the rule the
-chart's default rules (general.rules) hold. The chart itself is not installed: its
-sources are not reachable from this machine (README, "What runs").
+`alertmanager.config` of prometheus-values.yaml. Of the chart's default
+rules and exporters, the stack carries the ones its tests read: Watchdog
+(general.rules), and the API server's scrape with KubeAPIDown
+(kubernetes-system-apiserver). The chart itself is not installed: its
+sources are not reachable from this machine (docs/demo.md, "What runs").
 """
 
 from __future__ import annotations
@@ -208,19 +210,62 @@ def alertmanager_objects(config: dict, node_port: int) -> list[dict]:
     ]
 
 
-def watchdog_rule() -> dict:
-    """The Watchdog alert of the chart's default rules (general.rules)."""
+def default_rule(group: str, alert: dict) -> dict:
+    """A PrometheusRule holding one alert of the chart's default rules, named
+    and labelled as the chart names its rule groups' resources."""
     return {
         "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-        "metadata": {"name": "kube-prometheus-stack-general.rules", "namespace": NAMESPACE,
+        "metadata": {"name": f"kube-prometheus-stack-{group}", "namespace": NAMESPACE,
                      "labels": {"release": "kube-prometheus-stack"}},
-        "spec": {"groups": [{"name": "general.rules", "rules": [{
-            "alert": "Watchdog",
-            "expr": "vector(1)",
-            "labels": {"severity": "none"},
-            "annotations": {"summary": "Always firing: its notifications stopping means alerting is down.",
-                            "description": "Route it to a dead man's switch, which pages when they stop."},
-        }]}]},
+        "spec": {"groups": [{"name": group, "rules": [alert]}]},
+    }
+
+
+def watchdog_rule() -> dict:
+    """The Watchdog alert of general.rules."""
+    return default_rule("general.rules", {
+        "alert": "Watchdog",
+        "expr": "vector(1)",
+        "labels": {"severity": "none"},
+        "annotations": {"summary": "Always firing: its notifications stopping means alerting is down.",
+                        "description": "Route it to a dead man's switch, which pages when they stop."},
+    })
+
+
+def api_down_rule(pending_for: str) -> dict:
+    """KubeAPIDown of kubernetes-system-apiserver: no API server target
+    answered its last scrape (or none is left) for `pending_for`; the chart
+    waits 15m."""
+    return default_rule("kubernetes-system-apiserver", {
+        "alert": "KubeAPIDown",
+        "expr": 'absent(up{job="apiserver"} == 1)',
+        "for": pending_for,
+        "labels": {"severity": "critical"},
+        "annotations": {"summary": "No API server answers Prometheus's scrapes.",
+                        "description": "Nothing can read or change the cluster: the HPA holds its last "
+                                       "replica count and no pod is created or replaced."},
+    })
+
+
+def apiserver_service_monitor() -> dict:
+    """The chart's scrape of the API server: the `kubernetes` Service's
+    endpoints, over TLS checked against the cluster CA, with Prometheus's
+    service-account token; `job` is the Service's `component` label, "apiserver"."""
+    account = "/var/run/secrets/kubernetes.io/serviceaccount"
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "kube-prometheus-stack-apiserver", "namespace": NAMESPACE,
+                     "labels": {"release": "kube-prometheus-stack"}},
+        "spec": {
+            "jobLabel": "component",
+            "namespaceSelector": {"matchNames": ["default"]},
+            "selector": {"matchLabels": {"component": "apiserver", "provider": "kubernetes"}},
+            "endpoints": [{
+                "port": "https", "scheme": "https", "bearerTokenFile": f"{account}/token",
+                "tlsConfig": {"caFile": f"{account}/ca.crt", "serverName": "kubernetes",
+                              "insecureSkipVerify": False},
+            }],
+        },
     }
 
 
@@ -234,7 +279,7 @@ class AlertmanagerSetup:
 
 
 def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
-            scrape_interval: str | None, alertmanager: AlertmanagerSetup) -> None:
+            scrape_interval: str | None, alertmanager: AlertmanagerSetup, api_down_for: str) -> None:
     """The operator, then Prometheus and Alertmanager; returns once both answer
     ready, Prometheus at `url` (its NodePort `node_port` on the node)."""
     apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
@@ -247,7 +292,8 @@ def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
     apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
     # A list in the overrides (receivers, routes) replaces the file's whole, as in helm.
     config = merged(values["alertmanager"]["config"], alertmanager.config)
-    apply(kubeconfig, [*alertmanager_objects(config, alertmanager.node_port), watchdog_rule()])
+    apply(kubeconfig, [*alertmanager_objects(config, alertmanager.node_port), watchdog_rule(),
+                       apiserver_service_monitor(), api_down_rule(api_down_for)])
     wait_until(lambda: ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
     wait_until(lambda: ready(alertmanager.url), "the operator's Alertmanager ready", START_TIMEOUT, interval=1)
 

@@ -107,6 +107,7 @@ class ManagedProcess:
         self._pidfd: int | None = None
 
     def start(self) -> "ManagedProcess":
+        self.returncode = None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.argv}\n".encode())
@@ -194,7 +195,6 @@ class ManagedProcess:
     def restart(self) -> "ManagedProcess":
         """Stop the command and start it again: same argv, same log (appended)."""
         self.stop()
-        self.returncode = None
         return self.start()
 
     def _wait_session_empty(self, deadline: float) -> None:

@@ -40,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--context", help="the kubeconfig context (default: its current one)")
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_simulate(commands)
+    commands.add_parser("settings", help="print every setting: its variable, default and meaning (Markdown)")
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        from inferscale.settings import reference_table
+
+        print(reference_table(), end="")
+        return 0
     if args.command == "doctor":
         return _doctor(args)
     if args.command == "simulate":
