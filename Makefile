@@ -8,7 +8,9 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv tools demo require-root run test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
+.PHONY: help venv tools demo require-root run lint test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
+
+.DEFAULT_GOAL := help
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 $(VENV)/.installed: pyproject.toml
@@ -16,60 +18,60 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,doctor,simulate]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
 
-tools:
+tools: ## build the pinned tools into ~/.cache/inferscale (ci/tools.sh)
 	bash ci/tools.sh
 
 # The whole autoscaling loop on this machine until Ctrl-C (cluster/localcluster).
-demo: require-root venv tools
+demo: require-root venv tools ## the whole loop on a local control plane and real node, until Ctrl-C (root)
 	PATH="$(TOOLS_BIN):$$PATH" PYTHONPATH=cluster $(BIN)/python -m localcluster demo $(DEMO_ARGS)
 
 # The demo runs a real node; refuse before installing anything.
 require-root:
 	@[ "$$(id -u)" = 0 ] || { echo "make demo runs a real node (containerd, the kubelet, iptables): run it as root" >&2; exit 1; }
 
-run: venv
+run: venv ## the server alone on http://127.0.0.1:8080 (HOST, PORT)
 	$(BIN)/inferscale serve --host $(HOST) --port $(PORT)
 
-test: venv tools
+test: venv lint tools ## lint, then every test; CI runs exactly this
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest
 
-test-fast: venv tools
+test-fast: venv lint tools ## lint, then the tests not marked slow
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
-bench: venv
+bench: venv ## /metrics while every model slot is busy
 	$(BIN)/python bench/metrics_under_load.py
 
 # inferscale against KServe 0.21.0 under wrk, scraped by Prometheus, 3 rounds
 # (~3.5 min; the first run also installs kserve into its own venv under the
 # cache, about a minute).
-bench-kserve: venv
+bench-kserve: venv ## inferscale against KServe under wrk
 	bash ci/tools.sh wrk prometheus >/dev/null
 	$(BIN)/python bench/vs_kserve.py $(BENCH_ARGS)
 
 # Inside one pod: waits beside a free slot, busy slots at saturation (~1 min).
-bench-placement: venv
+bench-placement: venv ## waits and busy slots inside one pod
 	$(BIN)/python bench/placement.py $(BENCH_ARGS)
 
 # Probe and scrape latency while 300 connections stall and every slot is taken (~1 min).
-bench-slow-clients: venv
+bench-slow-clients: venv ## probes and scrapes while clients stall
 	$(BIN)/python bench/slow_clients.py $(BENCH_ARGS)
 
 # Ten times the pod's capacity for ten minutes: memory, descriptors, threads, refusals.
-bench-overload: venv
+bench-overload: venv ## ten times the capacity for ten minutes
 	$(BIN)/python bench/overload.py $(BENCH_ARGS)
 
 # Reaction times of the real loop, chart defaults against the seeds' windows (~30 min).
-bench-autoscale: venv tools
+bench-autoscale: venv tools ## reaction times of the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/autoscale.py $(BENCH_ARGS)
 
 # Every load scenario through the simulated loop on the chart's values (~20 s).
-bench-simulate: venv
+bench-simulate: venv ## every load scenario through the simulated loop
 	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
 
 # The duration signal's knobs, then a companion metric's, swept through the simulator against the loop's goals, 5 seeds of 4 h per row (~3.5 min).
-bench-tune: venv
+bench-tune: venv ## the HPA's knobs swept through the simulator
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 
 # The simulator against the real loop: a 5x step up and down on the local
@@ -77,8 +79,15 @@ bench-tune: venv
 # CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults), utilization-0.7 (~37 min: the defaults before them) or
 # duration-only (~30 min: the defaults until 2026-12-02), as root.
 CALIBRATE_TIMING ?= fast
-bench-calibrate: venv tools
+bench-calibrate: venv tools ## the simulator against the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)
 
-clean:
+lint: venv ## ruff: lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: ## remove .venv and the test caches
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+help: ## this list
+	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  %-20s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)

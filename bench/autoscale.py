@@ -21,6 +21,7 @@ sleep through their inferences, and this 2-core node has room for 6 pods at
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -35,15 +36,18 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cluster"))
 
+from inferscale.simulation.scenarios import seconds  # noqa: E402
 from localcluster.hpa import HpaRecorder, sample  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
 
-from inferscale.simulation.scenarios import seconds  # noqa: E402
-
-SEEDS_BEHAVIOR = {"autoscaling": {"behavior": {
-    "scaleUp": {"stabilizationWindowSeconds": 240},
-    "scaleDown": {"stabilizationWindowSeconds": 300},
-}}}
+SEEDS_BEHAVIOR = {
+    "autoscaling": {
+        "behavior": {
+            "scaleUp": {"stabilizationWindowSeconds": 240},
+            "scaleDown": {"stabilizationWindowSeconds": 300},
+        }
+    }
+}
 
 
 @dataclass
@@ -67,12 +71,21 @@ def timing_of(fast: bool, chart: dict) -> Timing:
     startup-probe periods."""
     readiness = chart["server"]["modelLoadSeconds"] + 2 * chart["probes"]["startup"]["periodSeconds"]
     if fast:
-        return Timing(seconds(FAST_LOOP["scrape_interval"]), seconds(FAST_LOOP["rate_window"]),
-                      seconds(FAST_LOOP["relist_interval"]), seconds(FAST_LOOP["hpa_sync_period"]),
-                      readiness)
+        return Timing(
+            seconds(FAST_LOOP["scrape_interval"]),
+            seconds(FAST_LOOP["rate_window"]),
+            seconds(FAST_LOOP["relist_interval"]),
+            seconds(FAST_LOOP["hpa_sync_period"]),
+            readiness,
+        )
     adapter = yaml.safe_load((ROOT / "adapter-values.yaml").read_text())
-    return Timing(seconds(chart["serviceMonitor"]["interval"]), seconds(chart["autoscaling"]["rateWindow"]),
-                  seconds(adapter["metricsRelistInterval"]), seconds(StackConfig.hpa_sync_period), readiness)
+    return Timing(
+        seconds(chart["serviceMonitor"]["interval"]),
+        seconds(chart["autoscaling"]["rateWindow"]),
+        seconds(adapter["metricsRelistInterval"]),
+        seconds(StackConfig.hpa_sync_period),
+        readiness,
+    )
 
 
 def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
@@ -86,16 +99,39 @@ def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
 def offer_load(stack: LocalStack, users: int, user_rps: float, seconds: float) -> subprocess.CompletedProcess:
     """`users` locust users, all started within a second, for `seconds`; locust's summary is in its output."""
     return subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless",
-         "--host", stack.service_url, "-u", str(users), "-r", str(users),
-         "-t", f"{int(seconds)}s", "--only-summary"],
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(ROOT / "locustfile.py"),
+            "--headless",
+            "--host",
+            stack.service_url,
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{int(seconds)}s",
+            "--only-summary",
+        ],
         env={**os.environ, "LOAD_USER_RPS": str(user_rps)},
-        capture_output=True, text=True, timeout=seconds + 300,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 300,
     )
 
 
-def measure(label: str, config: StackConfig, users: int, user_rps: float, load_seconds: float,
-            steady_seconds: float, target: float) -> dict:
+def measure(
+    label: str,
+    config: StackConfig,
+    users: int,
+    user_rps: float,
+    load_seconds: float,
+    steady_seconds: float,
+    target: float,
+) -> dict:
     with LocalStack(config) as stack:
         wait_for_metric(stack)
         recorder = HpaRecorder(stack.hpa, period=1.0)
@@ -115,8 +151,14 @@ def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> d
     # Without a scale-up there is no peak to reach or recover from.
     reached = first(samples, lambda s: s.replicas == peak) if scaled is not None else None
     steady = [s.replicas for s in samples if s.at >= load_seconds - steady_seconds]
-    aggregated = next((line.split() for line in locust.stdout.splitlines() + locust.stderr.splitlines()
-                       if line.strip().startswith("Aggregated")), ["", "?", "?"])
+    aggregated = next(
+        (
+            line.split()
+            for line in locust.stdout.splitlines() + locust.stderr.splitlines()
+            if line.strip().startswith("Aggregated")
+        ),
+        ["", "?", "?"],
+    )
     return {
         "config": label,
         "first scale-up decision": first(samples, lambda s: s.desired > 1),
@@ -125,9 +167,9 @@ def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> d
         "peak reached": reached,
         "steady replicas (median)": f"{statistics.median(steady):g}",
         "latency back under target": first(
-            samples, lambda s: reached is not None and s.at >= reached and s.metric is not None
-            and s.metric < target),
-        "replica changes in steady period": sum(1 for a, b in zip(steady, steady[1:]) if a != b),
+            samples, lambda s: reached is not None and s.at >= reached and s.metric is not None and s.metric < target
+        ),
+        "replica changes in steady period": sum(1 for a, b in itertools.pairwise(steady) if a != b),
         # locust's summary row: "Aggregated <requests> <failures>(<percent>)".
         "requests (failed)": f"{aggregated[1]} ({aggregated[2]})",
     }
@@ -155,20 +197,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             config = StackConfig(
                 workdir=Path(work),
-                chart_values=merged(chart_values, extra), **base,
+                chart_values=merged(chart_values, extra),
+                **base,
             )
             result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target)
         results.append(result)
         print(result, flush=True)
-    print(f"\n# load step: 0 -> {users} users x {user_rps} req/s for {load_seconds:.0f} s; "
-          f"target {target} s; steady period = last {steady_seconds:.0f} s")
+    print(
+        f"\n# load step: 0 -> {users} users x {user_rps} req/s for {load_seconds:.0f} s; "
+        f"target {target} s; steady period = last {steady_seconds:.0f} s"
+    )
     keys = [k for k in results[0] if k != "config"]
     print(f"{'':36}" + "".join(f"{r['config']:>30}" for r in results))
     for key in keys:
         print(f"{key:36}" + "".join(f"{fmt(r[key]):>30}" for r in results))
-    print(f"\n# reaction budget: scrape {timing.scrape:.0f} + rate window {timing.window:.0f} + "
-          f"HPA sync {timing.sync:.0f} + readiness {timing.readiness:.0f} = {timing.budget:.0f} s "
-          f"(plus any scale-up stabilization window; plus the {timing.relist:.0f} s relist once after an install)")
+    print(
+        f"\n# reaction budget: scrape {timing.scrape:.0f} + rate window {timing.window:.0f} + "
+        f"HPA sync {timing.sync:.0f} + readiness {timing.readiness:.0f} = {timing.budget:.0f} s "
+        f"(plus any scale-up stabilization window; plus the {timing.relist:.0f} s relist once after an install)"
+    )
 
 
 def fmt(value) -> str:

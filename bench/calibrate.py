@@ -47,12 +47,12 @@ from inferscale.simulation.calibration import (  # noqa: E402
     Observed,
     agreement,
     back_to_min_observed,
-    share_over,
-    seed_ranges,
-    within_seeds,
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
+    seed_ranges,
+    share_over,
+    within_seeds,
 )
 from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cluster"))
 
 from autoscale import offer_load, wait_for_metric  # noqa: E402 - bench/ is this script's directory
+
 from localcluster.hpa import HpaRecorder  # noqa: E402
 from localcluster.kubectl import get_json  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
@@ -70,8 +71,12 @@ OUT = ROOT / "docs" / "calibration"
 # The locustfile's users each offer this many requests/s; the fast timing's
 # 1 s inferences get proportionally busier users, as in bench/autoscale.py.
 USER_RPS = {"fast": 0.5, "duration-only": 0.2, "utilization-0.7": 0.2, "chart": 0.2}
-DEFAULT_SECONDS = {"fast": (240.0, 240.0), "duration-only": (720.0, 600.0), "utilization-0.7": (1200.0, 600.0),
-                   "chart": (1200.0, 600.0)}
+DEFAULT_SECONDS = {
+    "fast": (240.0, 240.0),
+    "duration-only": (720.0, 600.0),
+    "utilization-0.7": (1200.0, 600.0),
+    "chart": (1200.0, 600.0),
+}
 DURATION_ONLY = {"autoscaling": {"slotUtilization": {"enabled": False}}}
 SCALE_DOWN_300 = {"scaleDown": {"stabilizationWindowSeconds": 300}}
 # StackConfig's settings for each timing. Each pins what its saved run was
@@ -85,9 +90,13 @@ STACKS = {
     "duration-only": dict(
         scrape_interval="15s",
         rate_window="1m",
-        chart_values=merged(DURATION_ONLY, {"serviceMonitor": {"interval": "15s"},
-                                            "autoscaling": {"rateWindow": "1m", "maxReplicas": 10,
-                                                            "behavior": SCALE_DOWN_300}}),
+        chart_values=merged(
+            DURATION_ONLY,
+            {
+                "serviceMonitor": {"interval": "15s"},
+                "autoscaling": {"rateWindow": "1m", "maxReplicas": 10, "behavior": SCALE_DOWN_300},
+            },
+        ),
     ),
     # The chart's defaults from then until bench/tune.py ran over seeds: 10 s
     # scrapes, a 40s window, the slot utilization (0.7) beside the duration, a
@@ -99,18 +108,29 @@ STACKS = {
         rate_window="40s",
         chart_values={
             "serviceMonitor": {"interval": "10s"},
-            "autoscaling": {"rateWindow": "40s", "slotUtilization": {"enabled": True, "target": 0.7},
-                            "maxReplicas": 20, "behavior": SCALE_DOWN_300},
+            "autoscaling": {
+                "rateWindow": "40s",
+                "slotUtilization": {"enabled": True, "target": 0.7},
+                "maxReplicas": 20,
+                "behavior": SCALE_DOWN_300,
+            },
             "resources": {"requests": {"cpu": "100m"}},
         },
     ),
 }
 # The chart's defaults since: bench/tune.py's best row over 5 seeds, a 0.75
 # utilization target and a 420 s scale-down window.
-STACKS["chart"] = merged(STACKS["utilization-0.7"], {"chart_values": {"autoscaling": {
-    "slotUtilization": {"target": 0.75},
-    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
-}}})
+STACKS["chart"] = merged(
+    STACKS["utilization-0.7"],
+    {
+        "chart_values": {
+            "autoscaling": {
+                "slotUtilization": {"target": 0.75},
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
+            }
+        }
+    },
+)
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:
@@ -132,18 +152,27 @@ def schedulable_pods(stack: LocalStack) -> int:
     node = get_json(stack.kubeconfig, "nodes")["items"][0]
     template = get_json(stack.kubeconfig, "deployment", stack.fullname, "-n", stack.config.namespace)
     pod = requests_of(template["spec"]["template"]["spec"])
-    others = [p for p in get_json(stack.kubeconfig, "pods", "-A")["items"]
-              if p["metadata"]["namespace"] != stack.config.namespace and p["spec"].get("nodeName")
-              and p["status"].get("phase") not in ("Succeeded", "Failed")]
-    left = {resource: parse_quantity(node["status"]["allocatable"][resource])
-            - sum(requests_of(p["spec"])[resource] for p in others) for resource in pod}
+    others = [
+        p
+        for p in get_json(stack.kubeconfig, "pods", "-A")["items"]
+        if p["metadata"]["namespace"] != stack.config.namespace
+        and p["spec"].get("nodeName")
+        and p["status"].get("phase") not in ("Succeeded", "Failed")
+    ]
+    left = {
+        resource: parse_quantity(node["status"]["allocatable"][resource])
+        - sum(requests_of(p["spec"])[resource] for p in others)
+        for resource in pod
+    }
     return min(int(left[resource] // pod[resource]) for resource in pod if pod[resource])
 
 
 def requests_of(pod_spec: dict) -> dict:
     containers = pod_spec["containers"]
-    return {resource: sum(parse_quantity(c.get("resources", {}).get("requests", {}).get(resource, "0"))
-                          for c in containers) for resource in ("cpu", "memory")}
+    return {
+        resource: sum(parse_quantity(c.get("resources", {}).get("requests", {}).get(resource, "0")) for c in containers)
+        for resource in ("cpu", "memory")
+    }
 
 
 def measure(timing: str, users: int, up: float, down: float) -> tuple[list[Observed], int]:
@@ -168,12 +197,21 @@ def measure(timing: str, users: int, up: float, down: float) -> tuple[list[Obser
 
 def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
     shape = load.spike(0.0, rate, 0.0, up)
-    return Loop(model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps,
-                max_running_pods=model.max_running_pods).run(shape, end)
+    return Loop(
+        model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps, max_running_pods=model.max_running_pods
+    ).run(shape, end)
 
 
-def plot(path: Path, title: str, observed: list[Observed], traces: list[Trace], chosen: int, up: float,
-         target: float, schedulable: int) -> None:
+def plot(
+    path: Path,
+    title: str,
+    observed: list[Observed],
+    traces: list[Trace],
+    chosen: int,
+    up: float,
+    target: float,
+    schedulable: int,
+) -> None:
     figure, (replicas, latency) = plt.subplots(2, 1, sharex=True, figsize=(9, 6.5))
     end = observed[-1].at
     for i, trace in enumerate(traces):
@@ -184,11 +222,22 @@ def plot(path: Path, title: str, observed: list[Observed], traces: list[Trace], 
         syncs = [s for s in trace.syncs if s.value is not None]
         latency.plot([s.at for s in syncs], [s.value for s in syncs], label=label, **style)
     measured = [o for o in observed if o.at >= 0]
-    replicas.step([o.at for o in measured], [o.replicas for o in measured], where="post", color="tab:blue",
-                  linewidth=2, label="measured (HPA desiredReplicas)")
+    replicas.step(
+        [o.at for o in measured],
+        [o.replicas for o in measured],
+        where="post",
+        color="tab:blue",
+        linewidth=2,
+        label="measured (HPA desiredReplicas)",
+    )
     read = [o for o in measured if o.value is not None]
-    latency.plot([o.at for o in read], [o.value for o in read], color="tab:blue", linewidth=2,
-                 label="measured (HPA current value)")
+    latency.plot(
+        [o.at for o in read],
+        [o.value for o in read],
+        color="tab:blue",
+        linewidth=2,
+        label="measured (HPA current value)",
+    )
     latency.axhline(target, color="grey", linestyle="--", label=f"target {target:g} s")
     for axis in (replicas, latency):
         axis.axvspan(0, up, color="grey", alpha=0.08)
@@ -213,8 +262,10 @@ def report(timing: str, agreements: list[Agreement]) -> None:
         print(f"{seed:>4}  {a.within}/{a.samples} ({100 * a.within_share:.0f} %){'':>6}  {first:>38}")
     median = median_agreement(agreements)
     errors = sorted(abs(a.first_scale_up_error) for a in agreements if a.first_scale_up_error is not None)
-    print(f"median seed: {100 * median.within_share:.0f} % within ±1 (goal ≥ 90 %); first scale-up "
-          f"{fmt(median.first_scale_up_error, signed=True)} off (goal ±15 s); calibrated: {median.calibrated}")
+    print(
+        f"median seed: {100 * median.within_share:.0f} % within ±1 (goal ≥ 90 %); first scale-up "
+        f"{fmt(median.first_scale_up_error, signed=True)} off (goal ±15 s); calibrated: {median.calibrated}"
+    )
     if errors:
         print(f"first scale-up error over all seeds: {errors[0]:.0f}..{errors[-1]:.0f} s")
 
@@ -260,8 +311,14 @@ def main() -> None:
         default_up, default_down = DEFAULT_SECONDS[args.timing]
         up, down = args.up or default_up, args.down or default_down
         observed, schedulable = measure(args.timing, users, up, down)
-        run = {"times": args.times, "users": users, "user_rps": user_rps, "up": up, "schedulable": schedulable,
-               "observed": [vars(o) for o in observed]}
+        run = {
+            "times": args.times,
+            "users": users,
+            "user_rps": user_rps,
+            "up": up,
+            "schedulable": schedulable,
+            "observed": [vars(o) for o in observed],
+        }
         OUT.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(run, indent=1) + "\n")
     observed = [Observed(**o) for o in run["observed"]]
@@ -274,36 +331,49 @@ def main() -> None:
     report(args.timing, agreements)
     ranges = seed_ranges(observed, traces)
     width = statistics.median(high - low for _, low, high in ranges)
-    print(f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(ranges):.0f} % "
-          f"of the readings from the step on (the range is {width:g} pods wide at the median reading)")
+    print(
+        f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(ranges):.0f} % "
+        f"of the readings from the step on (the range is {width:g} pods wide at the median reading)"
+    )
     chosen = agreements.index(median_agreement(agreements))
     # The second half of the load: past the scale-up, before the stop.
     start, stop = run["up"] / 2, run["up"]
     simulated = [mean_simulated_value(trace, start, stop) for trace in traces]
-    print(f"per-pod average from {start:.0f} to {stop:.0f} s: measured {fmt_value(mean_measured_value(observed, start, stop))}, "
-          f"simulated {fmt_value(simulated[chosen])} (median seed; "
-          f"{fmt_value(min(v for v in simulated if v is not None))}..{fmt_value(max(v for v in simulated if v is not None))} over seeds); "
-          f"target {model.hpa.target:g} s")
+    known = [value for value in simulated if value is not None]
+    print(
+        f"per-pod average from {start:.0f} to {stop:.0f} s: "
+        f"measured {fmt_value(mean_measured_value(observed, start, stop))}, "
+        f"simulated {fmt_value(simulated[chosen])} (median seed; "
+        f"{fmt_value(min(known))}..{fmt_value(max(known))} over seeds); "
+        f"target {model.hpa.target:g} s"
+    )
     settled = run["up"] / 4  # past the scale-up
     over = [share_over((s.value for s in trace.syncs if settled <= s.at < stop), model.hpa.target) for trace in traces]
     known = [share for share in over if share is not None]
-    print(f"share over the target from {settled:.0f} to {stop:.0f} s: measured "
-          f"{fmt_share(share_over((o.value for o in observed if settled <= o.at < stop), model.hpa.target))}, "
-          f"simulated {fmt_share(over[chosen])} "
-          f"(median seed; {fmt_share(min(known, default=None))}..{fmt_share(max(known, default=None))} over seeds)")
+    print(
+        f"share over the target from {settled:.0f} to {stop:.0f} s: measured "
+        f"{fmt_share(share_over((o.value for o in observed if settled <= o.at < stop), model.hpa.target))}, "
+        f"simulated {fmt_share(over[chosen])} "
+        f"(median seed; {fmt_share(min(known, default=None))}..{fmt_share(max(known, default=None))} over seeds)"
+    )
     back = [back_under_target(trace, model.hpa.target, 0.0) for trace in traces]
-    print(f"back under the target for {HOLD_SECONDS:.0f} s after the step: measured "
-          f"{fmt(back_under([(o.at, o.value) for o in observed], model.hpa.target, 0.0))}, simulated "
-          f"{fmt(back[chosen])} (median seed; {fmt_range(back)} over seeds)")
+    print(
+        f"back under the target for {HOLD_SECONDS:.0f} s after the step: measured "
+        f"{fmt(back_under([(o.at, o.value) for o in observed], model.hpa.target, 0.0))}, simulated "
+        f"{fmt(back[chosen])} (median seed; {fmt_range(back)} over seeds)"
+    )
     peaks = [max(r for _, r in trace.replicas) for trace in traces]
-    print(f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
-          f"{peaks[chosen]} (median seed; {min(peaks)}..{max(peaks)} over seeds); back to minReplicas after the stop: "
-          f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
-          f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}")
-    title = (f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
-             f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none")
-    plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target,
-         run["schedulable"])
+    print(
+        f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
+        f"{peaks[chosen]} (median seed; {min(peaks)}..{max(peaks)} over seeds); back to minReplicas after the stop: "
+        f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
+        f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"
+    )
+    title = (
+        f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
+        f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none"
+    )
+    plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target, run["schedulable"])
     print(f"plot: {(OUT / f'{args.timing}.png').relative_to(ROOT)}")
 
 

@@ -27,9 +27,21 @@ from servers import LOOPBACK, ServerProcess  # noqa: E402
 
 def naive_command(port: int) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "--worker-class", "sync", "--workers", "1",
-        "--bind", f"{LOOPBACK}:{port}", "--chdir", str(ROOT / "bench"),
-        "--timeout", "600", "--no-control-socket", "naive_app:create_app()",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "sync",
+        "--workers",
+        "1",
+        "--bind",
+        f"{LOOPBACK}:{port}",
+        "--chdir",
+        str(ROOT / "bench"),
+        "--timeout",
+        "600",
+        "--no-control-socket",
+        "naive_app:create_app()",
     ]
 
 
@@ -75,8 +87,11 @@ def run(label: str, server: ServerProcess, args) -> dict:
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 99),
     }
-    print(f"{label:<11} samples={result['samples']:<4} "
-          f"p50={result['p50'] * 1000:9.1f} ms  p99={result['p99'] * 1000:9.1f} ms", flush=True)
+    print(
+        f"{label:<11} samples={result['samples']:<4} "
+        f"p50={result['p50'] * 1000:9.1f} ms  p99={result['p99'] * 1000:9.1f} ms",
+        flush=True,
+    )
     return result
 
 
@@ -92,8 +107,7 @@ def main() -> None:
         "MAX_QUEUE": "4",
         "MODEL_LOAD_SECONDS": "0",
     }
-    print(f"# {args.clients} clients, {args.inference} s inference, "
-          f"{args.seconds} s of /metrics sampling per server")
+    print(f"# {args.clients} clients, {args.inference} s inference, {args.seconds} s of /metrics sampling per server")
     with tempfile.TemporaryDirectory() as work:
         ours_dir, naive_dir = Path(work, "inferscale"), Path(work, "naive")
         ours_dir.mkdir()
@@ -102,8 +116,7 @@ def main() -> None:
         naive_server = ServerProcess(naive_dir, env, workers=1, command=naive_command)
         naive_server.env.pop("PROMETHEUS_MULTIPROC_DIR")  # one process: plain in-memory metrics
         naive = run("naive", naive_server, args)
-    print(f"ratio naive/inferscale: p50 x{naive['p50'] / ours['p50']:.0f}, "
-          f"p99 x{naive['p99'] / ours['p99']:.0f}")
+    print(f"ratio naive/inferscale: p50 x{naive['p50'] / ours['p50']:.0f}, p99 x{naive['p99'] / ours['p99']:.0f}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def row(label: str, answers: dict[int, list[float]], use: ProcessUse) -> None:
     served = answers.get(200, [])
     others = sum(len(v) for status, v in answers.items() if status not in (200, 503))
     refusal = (
-        f"{percentile(refused, 50) * 1000:6.1f} {percentile(refused, 99) * 1000:7.1f} "
-        f"{max(refused) * 1000:7.1f}" if refused else f"{'-':>6} {'-':>7} {'-':>7}"
+        f"{percentile(refused, 50) * 1000:6.1f} {percentile(refused, 99) * 1000:7.1f} {max(refused) * 1000:7.1f}"
+        if refused
+        else f"{'-':>6} {'-':>7} {'-':>7}"
     )
     print(
         f"{label:>6} {len(served):>6} {len(refused):>7} {others:>6}  {refusal}  "
@@ -60,10 +61,14 @@ def main() -> None:
         "MODEL_LOAD_SECONDS": "0",
         "LOG_LEVEL": "warning",
     }
-    print(f"# capacity {capacity:g}/s, offered {rate:g}/s ({args.factor:g}x) for {args.seconds:g} s, "
-          f"{args.slots} slots, queue {args.queue}, {args.inference:g} s inferences, 2 HTTP workers")
-    print(f"{'t (s)':>6} {'200':>6} {'503':>7} {'other':>6}  {'refusal ms p50   p99    max':<23}  "
-          f"{'RSS MiB':>8} {'fds':>5} {'thr':>5}")
+    print(
+        f"# capacity {capacity:g}/s, offered {rate:g}/s ({args.factor:g}x) for {args.seconds:g} s, "
+        f"{args.slots} slots, queue {args.queue}, {args.inference:g} s inferences, 2 HTTP workers"
+    )
+    print(
+        f"{'t (s)':>6} {'200':>6} {'503':>7} {'other':>6}  {'refusal ms p50   p99    max':<23}  "
+        f"{'RSS MiB':>8} {'fds':>5} {'thr':>5}"
+    )
     with tempfile.TemporaryDirectory() as work:
         server = ServerProcess(Path(work), env, workers=2).start()
         try:
@@ -93,16 +98,22 @@ def summarize(rows: list[tuple[dict, ProcessUse]]) -> None:
     (_, first), (_, last) = rows[0], rows[-1]
     rss_first, rss_last = sum(first.rss_kib.values()), sum(last.rss_kib.values())
     refused = [seconds for answers, _ in rows for seconds in answers.get(503, [])]
-    print(f"RSS first -> last interval: {rss_first / 1024:.1f} -> {rss_last / 1024:.1f} MiB "
-          f"({(rss_last / rss_first - 1) * 100:+.1f} %)")
+    print(
+        f"RSS first -> last interval: {rss_first / 1024:.1f} -> {rss_last / 1024:.1f} MiB "
+        f"({(rss_last / rss_first - 1) * 100:+.1f} %)"
+    )
     for pid, rss in first.rss_kib.items():
         if pid in last.rss_kib:
             print(f"  {first.names[pid]:<15} RSS {rss / 1024:7.1f} -> {last.rss_kib[pid] / 1024:7.1f} MiB")
-    print(f"fds {sum(first.fds.values())} -> {sum(last.fds.values())}, "
-          f"threads {sum(first.threads.values())} -> {sum(last.threads.values())}, "
-          f"processes {len(first.rss_kib)} -> {len(last.rss_kib)}")
-    print(f"refusals: {len(refused)}, p50 {percentile(refused, 50) * 1000:.1f} ms, "
-          f"p99 {percentile(refused, 99) * 1000:.1f} ms, max {max(refused) * 1000:.1f} ms")
+    print(
+        f"fds {sum(first.fds.values())} -> {sum(last.fds.values())}, "
+        f"threads {sum(first.threads.values())} -> {sum(last.threads.values())}, "
+        f"processes {len(first.rss_kib)} -> {len(last.rss_kib)}"
+    )
+    print(
+        f"refusals: {len(refused)}, p50 {percentile(refused, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(refused, 99) * 1000:.1f} ms, max {max(refused) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

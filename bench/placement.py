@@ -71,8 +71,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        env = {"INFERENCE_DURATION_SECONDS": str(args.inference), "MODEL_CONCURRENCY": "2",
-               "MAX_QUEUE": "4", "MODEL_LOAD_SECONDS": "0", "LOG_LEVEL": "warning"}
+        env = {
+            "INFERENCE_DURATION_SECONDS": str(args.inference),
+            "MODEL_CONCURRENCY": "2",
+            "MAX_QUEUE": "4",
+            "MODEL_LOAD_SECONDS": "0",
+            "LOG_LEVEL": "warning",
+        }
         (Path(work) / "pairs").mkdir()
         server = ServerProcess(Path(work) / "pairs", env, workers=args.workers).start()
         try:
@@ -80,11 +85,15 @@ def main() -> None:
         finally:
             server.stop()
         waited = [w for w in waits if w > 0.01]
-        print(f"staggered pairs: {len(waits)} requests, {args.workers} HTTP workers, 2 slots, "
-              f"{args.inference:g} s inferences")
-        print(f"  waited over 10 ms with a slot free: {len(waited)}; queue wait p50 "
-              f"{percentile(waits, 50) * 1000:.2f} ms, p99 {percentile(waits, 99) * 1000:.2f} ms, "
-              f"max {max(waits) * 1000:.2f} ms")
+        print(
+            f"staggered pairs: {len(waits)} requests, {args.workers} HTTP workers, 2 slots, "
+            f"{args.inference:g} s inferences"
+        )
+        print(
+            f"  waited over 10 ms with a slot free: {len(waited)}; queue wait p50 "
+            f"{percentile(waits, 50) * 1000:.2f} ms, p99 {percentile(waits, 99) * 1000:.2f} ms, "
+            f"max {max(waits) * 1000:.2f} ms"
+        )
 
         env.update(MODEL_CONCURRENCY=str(args.slots), MAX_QUEUE=str(args.clients))
         (Path(work) / "saturation").mkdir()
@@ -95,9 +104,11 @@ def main() -> None:
             server.stop()
         served = args.clients * args.rounds
         print(f"saturation: {args.clients} clients on {args.slots} slots, {served} requests")
-        print(f"  busy slots on average {busy / wall:.2f} of {args.slots} "
-              f"({busy / wall / args.slots:.1%}); {served / wall:.2f} requests/s against "
-              f"slots / inference = {args.slots / args.inference:.2f}")
+        print(
+            f"  busy slots on average {busy / wall:.2f} of {args.slots} "
+            f"({busy / wall / args.slots:.1%}); {served / wall:.2f} requests/s against "
+            f"slots / inference = {args.slots / args.inference:.2f}"
+        )
 
 
 if __name__ == "__main__":

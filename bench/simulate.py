@@ -34,10 +34,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     model = Model.from_chart_values(yaml.safe_load(Path(args.values).read_text()))
-    print(f"{args.values}: target {model.hpa.target:g} s, one pod answers {model.pod_capacity:g} req/s, "
-          f"{args.hours:g} h simulated per row\n")
-    print("| load | arrivals | back under target, s | back to min, s | peak | steady | fewest fixed | refused % "
-          "| changes/h (steady) | pod-minutes / fixed |")
+    print(
+        f"{args.values}: target {model.hpa.target:g} s, one pod answers {model.pod_capacity:g} req/s, "
+        f"{args.hours:g} h simulated per row\n"
+    )
+    print(
+        "| load | arrivals | back under target, s | back to min, s | peak | steady | fewest fixed | refused % "
+        "| changes/h (steady) | pod-minutes / fixed |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, times in CASES:
         for arrivals in ("paced", "poisson"):
@@ -45,10 +49,13 @@ def main() -> None:
             figures = run(model, case, arrivals, args.seed)
             fixed = fewest_fixed(model, case, arrivals, args.seed)
             ratio = f"{figures.pod_minutes / (fixed * case.seconds / 60):.2f}" if fixed else "-"
-            print(f"| {name} {times:g}x | {arrivals} | {seconds_or_never(figures.back_under_target_seconds)} "
-                  f"| {seconds_or_never(figures.back_to_min_seconds) if name == 'stop' else '-'} "
-                  f"| {figures.peak_replicas} | {figures.steady_replicas:g} | {fixed or '-'} "
-                  f"| {figures.refused_percent:.2f} | {figures.changes_per_hour:.1f} | {ratio} |", flush=True)
+            print(
+                f"| {name} {times:g}x | {arrivals} | {seconds_or_never(figures.back_under_target_seconds)} "
+                f"| {seconds_or_never(figures.back_to_min_seconds) if name == 'stop' else '-'} "
+                f"| {figures.peak_replicas} | {figures.steady_replicas:g} | {fixed or '-'} "
+                f"| {figures.refused_percent:.2f} | {figures.changes_per_hour:.1f} | {ratio} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -60,17 +60,21 @@ def measure(server: ServerProcess, args) -> None:
         stalled += [open_stalled(server.port, STALLED_BODY) for _ in range(args.stalled - half)]
         time.sleep(1)
         samples = scrape(server.admin_url)
-        print(f"# {args.stalled} stalled connections (counted: "
-              f"{samples['inference_http_receiving_connections']:.0f}), "
-              f"{samples['inference_in_flight_requests']:.0f} inferences running, "
-              f"{samples['inference_queue_depth']:.0f} queued; {args.seconds:g} s of sampling")
+        print(
+            f"# {args.stalled} stalled connections (counted: "
+            f"{samples['inference_http_receiving_connections']:.0f}), "
+            f"{samples['inference_in_flight_requests']:.0f} inferences running, "
+            f"{samples['inference_queue_depth']:.0f} queued; {args.seconds:g} s of sampling"
+        )
         latencies = sample(server, args.seconds)
         for sock in stalled:
             sock.close()
         print(f"{'port':<6} {'path':<9} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for (port, path), values in latencies.items():
-            print(f"{port:<6} {path:<9} {len(values):>5} {percentile(values, 50) * 1000:8.1f} "
-                  f"{percentile(values, 99) * 1000:8.1f} {max(values) * 1000:8.1f}")
+            print(
+                f"{port:<6} {path:<9} {len(values):>5} {percentile(values, 50) * 1000:8.1f} "
+                f"{percentile(values, 99) * 1000:8.1f} {max(values) * 1000:8.1f}"
+            )
         server.stop(timeout=5)
 
 

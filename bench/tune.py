@@ -73,15 +73,22 @@ class Knobs:
 
     def applied(self, model: Model) -> Model:
         held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
-        hpa = replace(model.hpa, target=self.target, max_replicas=20, held_target=held,
-                      scale_down=replace(model.hpa.scale_down, stabilization_window_seconds=self.scale_down_window))
+        hpa = replace(
+            model.hpa,
+            target=self.target,
+            max_replicas=20,
+            held_target=held,
+            scale_down=replace(model.hpa.scale_down, stabilization_window_seconds=self.scale_down_window),
+        )
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
         return replace(model, hpa=hpa, timing=timing)
 
     def label(self) -> str:
         utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
-        return (f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
-                f"{self.scale_down_window} s")
+        return (
+            f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
+            f"{self.scale_down_window} s"
+        )
 
 
 # chart/values.yaml's autoscaling, whose Poisson figures the last part explains.
@@ -124,9 +131,14 @@ def seed_run(job: tuple[Knobs, str, float, int, dict]) -> SeedRun:
     capacity = model.pod_capacity
     steady = {times: run(model, scenario("step", capacity, times, hours), arrivals, seed) for times in STEADY_LOADS}
     stop = run(model, scenario("stop", capacity, 5, hours), arrivals, seed)
-    return SeedRun(back=steady[5].back_under_target_seconds, refused=steady[5].refused_percent,
-                   steady={t: f.steady_replicas for t, f in steady.items()}, fixed=fixed,
-                   changes=max(f.changes_per_hour for f in steady.values()), back_to_min=stop.back_to_min_seconds)
+    return SeedRun(
+        back=steady[5].back_under_target_seconds,
+        refused=steady[5].refused_percent,
+        steady={t: f.steady_replicas for t, f in steady.items()},
+        fixed=fixed,
+        changes=max(f.changes_per_hour for f in steady.values()),
+        back_to_min=stop.back_to_min_seconds,
+    )
 
 
 def row(knobs: Knobs, arrivals: str, runs: list[SeedRun]) -> str:
@@ -135,13 +147,16 @@ def row(knobs: Knobs, arrivals: str, runs: list[SeedRun]) -> str:
     changes = [r.changes for r in runs]
     steady_text = " | ".join(
         f"{statistics.median(r.steady[t] for r in runs):g} / {_median_count(r.fixed[t] for r in runs)}"
-        for t in STEADY_LOADS)
-    met = [sum(goal) for goal in zip(*(r.goals() for r in runs))]
-    return (f"| {knobs.label()} | {arrivals} | {_seconds(statistics.median(backs))} ({_seconds(min(backs))}–"
-            f"{_seconds(max(backs))}) | {statistics.median(r.refused for r in runs):.1f} | {steady_text} "
-            f"| {statistics.median(changes):.1f} ({min(changes):.1f}–{max(changes):.1f}) "
-            f"| {_seconds(statistics.median(math.inf if r.back_to_min is None else r.back_to_min for r in runs))} "
-            f"| {' / '.join(str(n) for n in met)} |")
+        for t in STEADY_LOADS
+    )
+    met = [sum(goal) for goal in zip(*(r.goals() for r in runs), strict=True)]
+    return (
+        f"| {knobs.label()} | {arrivals} | {_seconds(statistics.median(backs))} ({_seconds(min(backs))}–"
+        f"{_seconds(max(backs))}) | {statistics.median(r.refused for r in runs):.1f} | {steady_text} "
+        f"| {statistics.median(changes):.1f} ({min(changes):.1f}–{max(changes):.1f}) "
+        f"| {_seconds(statistics.median(math.inf if r.back_to_min is None else r.back_to_min for r in runs))} "
+        f"| {' / '.join(str(n) for n in met)} |"
+    )
 
 
 def _median_count(counts) -> str:
@@ -178,34 +193,63 @@ def main() -> None:
     seeds = range(1, args.seeds + 1)
     with ProcessPoolExecutor() as pool:
         keys = list(itertools.product(TARGETS, STEADY_LOADS, ARRIVALS, seeds))
-        fixed = dict(zip(keys, pool.map(baseline, [(t, times, arrivals, args.hours, seed)
-                                                   for t, times, arrivals, seed in keys])))
-        duration_alone = [Knobs(target, scrape, window, down) for target, (scrape, window), down
-                          in itertools.product(TARGETS, TIMINGS, SCALE_DOWN_WINDOWS)]
-        with_utilization = [Knobs(CHART_TARGET, scrape, window, down, utilization)
-                            for utilization, (scrape, window), down
-                            in itertools.product(UTILIZATION_TARGETS, UTILIZATION_TIMINGS, UTILIZATION_SCALE_DOWN_WINDOWS)]
+        fixed = dict(
+            zip(
+                keys,
+                pool.map(baseline, [(t, times, arrivals, args.hours, seed) for t, times, arrivals, seed in keys]),
+                strict=True,
+            )
+        )
+        duration_alone = [
+            Knobs(target, scrape, window, down)
+            for target, (scrape, window), down in itertools.product(TARGETS, TIMINGS, SCALE_DOWN_WINDOWS)
+        ]
+        with_utilization = [
+            Knobs(CHART_TARGET, scrape, window, down, utilization)
+            for utilization, (scrape, window), down in itertools.product(
+                UTILIZATION_TARGETS, UTILIZATION_TIMINGS, UTILIZATION_SCALE_DOWN_WINDOWS
+            )
+        ]
         print(f"# {args.hours:g} h simulated per run, seeds 1-{args.seeds}; goals as in this script's docstring")
-        for title, sweep in (("the duration alone", duration_alone),
-                             (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization)):
+        for title, sweep in (
+            ("the duration alone", duration_alone),
+            (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization),
+        ):
             rows = [(knobs, arrivals) for knobs in sweep for arrivals in ARRIVALS]
-            jobs = [(knobs, arrivals, args.hours, seed,
-                     {times: fixed[knobs.target, times, arrivals, seed] for times in STEADY_LOADS})
-                    for knobs, arrivals in rows for seed in seeds]
+            jobs = [
+                (
+                    knobs,
+                    arrivals,
+                    args.hours,
+                    seed,
+                    {times: fixed[knobs.target, times, arrivals, seed] for times in STEADY_LOADS},
+                )
+                for knobs, arrivals in rows
+                for seed in seeds
+            ]
             runs = list(pool.map(seed_run, jobs))
             print(f"\n## {title}\n")
-            print("| target | utilization target | scrape / window | scale-down window | arrivals "
-                  "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
-                  f"| changes/h, max of 2x and 5x (seeds) | back to min, s | seeds of {args.seeds} meeting goal 1 / 2 / 3 / 4 |")
+            print(
+                "| target | utilization target | scrape / window | scale-down window | arrivals "
+                "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
+                "| changes/h, max of 2x and 5x (seeds) | back to min, s "
+                f"| seeds of {args.seeds} meeting goal 1 / 2 / 3 / 4 |"
+            )
             print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
             for i, (knobs, arrivals) in enumerate(rows):
-                print(row(knobs, arrivals, runs[i * args.seeds:(i + 1) * args.seeds]), flush=True)
+                print(row(knobs, arrivals, runs[i * args.seeds : (i + 1) * args.seeds]), flush=True)
         print("\n## why the chart's defaults hold more pods than the fewest fixed at 2x (seed 1)\n")
-        jobs = [(arrivals, args.hours, 1, fixed[CHART_TARGET, 2, arrivals, 1] + extra)
-                for arrivals in ARRIVALS for extra in (0, 1, 2)]
-        for (arrivals, _, _, replicas), (adding, held_back) in zip(jobs, pool.map(readings_that_add_a_pod, jobs)):
-            print(f"{arrivals}, held at {replicas} pods: {adding:.1%} of the syncs read a duration that adds a "
-                  f"pod; {held_back:.0%} have one in the {CHART_DEFAULTS.scale_down_window} s before them")
+        jobs = [
+            (arrivals, args.hours, 1, fixed[CHART_TARGET, 2, arrivals, 1] + extra)
+            for arrivals in ARRIVALS
+            for extra in (0, 1, 2)
+        ]
+        counted = pool.map(readings_that_add_a_pod, jobs)
+        for (arrivals, _, _, replicas), (adding, held_back) in zip(jobs, counted, strict=True):
+            print(
+                f"{arrivals}, held at {replicas} pods: {adding:.1%} of the syncs read a duration that adds a "
+                f"pod; {held_back:.0%} have one in the {CHART_DEFAULTS.scale_down_window} s before them"
+            )
 
 
 if __name__ == "__main__":

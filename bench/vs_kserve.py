@@ -61,9 +61,7 @@ KSERVE_VENV = CACHE_DIR / "bench" / "kserve-venv"
 
 MODEL = "inferscale"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
-INFER_BODY = json.dumps(
-    {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
-)
+INFER_BODY = json.dumps({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
 START_TIMEOUT = 120.0
 # Prometheus's scrape interval, and its timeout: a scrape slower than this fails.
 SCRAPE_INTERVAL = "100ms"
@@ -170,6 +168,7 @@ class Result:
 
 # ---- the servers ------------------------------------------------------------
 
+
 def inferscale_server(work: Path) -> Server:
     port, admin_port = free_port(), free_port()
     env = {
@@ -178,13 +177,17 @@ def inferscale_server(work: Path) -> Server:
         "PROMETHEUS_MULTIPROC_DIR": str(work / "inferscale-metrics"),
     }
     command = [
-        str(Path(sys.executable).parent / "inferscale"), "serve", "--host", LOOPBACK,
-        "--port", str(port), "--admin-port", str(admin_port),
+        str(Path(sys.executable).parent / "inferscale"),
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
     ]
     # Probes and scrapes on the admin port, as the chart's probes and ServiceMonitor do.
-    return Server(
-        "inferscale", command, env, port, "/ready", "/metrics", work / "inferscale.log", admin_port
-    )
+    return Server("inferscale", command, env, port, "/ready", "/metrics", work / "inferscale.log", admin_port)
 
 
 def kserve_server(work: Path, python: Path, workers: int) -> Server:
@@ -193,14 +196,18 @@ def kserve_server(work: Path, python: Path, workers: int) -> Server:
     # in the caller's environment would change what its /metrics serves.
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
     command = [
-        str(python), str(ROOT / "bench" / "kserve_model.py"),
-        "--http_port", str(port), "--workers", str(workers), "--enable_grpc", "false",
+        str(python),
+        str(ROOT / "bench" / "kserve_model.py"),
+        "--http_port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--enable_grpc",
+        "false",
     ]
     name = f"KServe {workers}-worker"
     # KServe 0.21 serves prometheus_client's default registry on /metrics of its HTTP port.
-    return Server(
-        name, command, env, port, f"/v2/models/{MODEL}/ready", "/metrics", work / f"kserve-{workers}.log"
-    )
+    return Server(name, command, env, port, f"/v2/models/{MODEL}/ready", "/metrics", work / f"kserve-{workers}.log")
 
 
 def kserve_python(skip_install: bool) -> Path:
@@ -214,9 +221,7 @@ def kserve_python(skip_install: bool) -> Path:
     # python3 from PATH, not this venv's interpreter: the KServe venv must not
     # depend on the project's venv, which `make clean` removes.
     subprocess.run(["python3", "-m", "venv", str(KSERVE_VENV)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"kserve=={KSERVE_VERSION}"], check=True
-    )
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"kserve=={KSERVE_VERSION}"], check=True)
     if installed_kserve(python) != KSERVE_VERSION:
         raise SystemExit(f"kserve {KSERVE_VERSION} did not install into {KSERVE_VENV}")
     return python
@@ -227,12 +232,14 @@ def installed_kserve(python: Path) -> str | None:
         return None
     answer = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('kserve'))"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     return answer.stdout.strip() if answer.returncode == 0 else None
 
 
 # ---- what is measured -------------------------------------------------------
+
 
 def infer_once(server: Server) -> list[float]:
     response = requests.post(
@@ -260,11 +267,19 @@ def pss_mib(pid: int) -> float:
 
 def start_wrk(server: Server, script: Path, args, seconds: float) -> subprocess.Popen:
     command = [
-        "wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "-s", str(script),
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds:g}s",
+        "-s",
+        str(script),
         server.url + INFER_PATH,
     ]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "WRK_BODY": INFER_BODY},
     )
 
@@ -274,7 +289,7 @@ def wrk_result(wrk: subprocess.Popen, seconds: float) -> dict[str, float]:
     match = re.search(r"^WRK_RESULT (.+)$", stdout, re.MULTILINE)
     if wrk.returncode != 0 or not match:
         raise RuntimeError(f"wrk failed ({wrk.returncode}):\n{stdout}\n{stderr}")
-    return dict(zip(WRK_FIELDS, map(float, match.group(1).split())))
+    return dict(zip(WRK_FIELDS, map(float, match.group(1).split()), strict=True))
 
 
 class Scraper:
@@ -292,12 +307,18 @@ class Scraper:
         target = server.admin_url.removeprefix("http://")
         self._prometheus.write_config(
             SCRAPE_INTERVAL,
-            [{"job_name": self.JOB, "scrape_timeout": SCRAPE_INTERVAL, "metrics_path": server.metrics_path,
-              "static_configs": [{"targets": [target]}]}],
+            [
+                {
+                    "job_name": self.JOB,
+                    "scrape_timeout": SCRAPE_INTERVAL,
+                    "metrics_path": server.metrics_path,
+                    "static_configs": [{"targets": [target]}],
+                }
+            ],
             [],
         )
 
-    def __enter__(self) -> "Scraper":
+    def __enter__(self) -> Scraper:
         self._prometheus.start()
         return self
 
@@ -378,12 +399,22 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
         server.stop()
     statuses = Counter(ACCESS_STATUS.findall(server.log_path.read_text(errors="replace")))
     return Result(
-        server.name, round_number, answer, sum(pss for _, pss in by_process), by_process, wrk_numbers,
-        cpu, scrape_ms, scrape_failures, spread, statuses,
+        server.name,
+        round_number,
+        answer,
+        sum(pss for _, pss in by_process),
+        by_process,
+        wrk_numbers,
+        cpu,
+        scrape_ms,
+        scrape_failures,
+        spread,
+        statuses,
     )
 
 
 # ---- report -----------------------------------------------------------------
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -392,15 +423,19 @@ def percentile(values: list[float], q: float) -> float:
 
 def print_table(results: list[Result]) -> None:
     print(f"\n{'':<25}{'wrk':-^40}{'server CPU':>12}  {'scrape ms (Prometheus)':-^30}")
-    print(f"{'round  server':<25}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'conns':>8}{'us/req':>12}"
-          f"  {'n':>6}{'p50':>8}{'p99':>8}{'max':>8}{'idle PSS MiB':>14}")
+    print(
+        f"{'round  server':<25}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'conns':>8}{'us/req':>12}"
+        f"  {'n':>6}{'p50':>8}{'p99':>8}{'max':>8}{'idle PSS MiB':>14}"
+    )
     for r in results:
         m = r.scrape_ms or [float("nan")]
-        print(f"{r.round:>5}  {r.name:<18}{r.requests_per_second:>8.0f}{r.wrk['p50_us'] / 1000:>8.2f}"
-              f"{r.wrk['p99_us'] / 1000:>8.2f}{r.wrk['non_2xx']:>8.0f}{'+'.join(map(str, r.spread)):>8}"
-              f"{r.cpu_us_per_request:>12.0f}"
-              f"  {len(r.scrape_ms):>6}{statistics.median(m):>8.1f}{percentile(m, 99):>8.1f}{max(m):>8.1f}"
-              f"{r.pss_mib:>14.1f}")
+        print(
+            f"{r.round:>5}  {r.name:<18}{r.requests_per_second:>8.0f}{r.wrk['p50_us'] / 1000:>8.2f}"
+            f"{r.wrk['p99_us'] / 1000:>8.2f}{r.wrk['non_2xx']:>8.0f}{'+'.join(map(str, r.spread)):>8}"
+            f"{r.cpu_us_per_request:>12.0f}"
+            f"  {len(r.scrape_ms):>6}{statistics.median(m):>8.1f}{percentile(m, 99):>8.1f}{max(m):>8.1f}"
+            f"{r.pss_mib:>14.1f}"
+        )
     print("(conns: how wrk's connections were split over the worker processes)")
     print("\nidle PSS per process, MiB (the main process first), first round:")
     for r in results:
@@ -411,8 +446,10 @@ def print_table(results: list[Result]) -> None:
 def print_ratios(results: list[Result], ours: str, theirs: str) -> None:
     """Per round (the two ran minutes apart at most), then the median over rounds."""
     pairs = [
-        (next(r for r in results if r.round == n and r.name == ours),
-         next(r for r in results if r.round == n and r.name == theirs))
+        (
+            next(r for r in results if r.round == n and r.name == ours),
+            next(r for r in results if r.round == n and r.name == theirs),
+        )
         for n in sorted({r.round for r in results})
     ]
     rows = {
@@ -423,8 +460,11 @@ def print_ratios(results: list[Result], ours: str, theirs: str) -> None:
     }
     print(f"\n{ours} / {theirs}, per round, and the median:")
     for label, ratios in rows.items():
-        print(f"  {label:<16}" + "".join(f"  x{ratio:.2f}" for ratio in ratios)
-              + f"   median x{statistics.median(ratios):.2f}")
+        print(
+            f"  {label:<16}"
+            + "".join(f"  x{ratio:.2f}" for ratio in ratios)
+            + f"   median x{statistics.median(ratios):.2f}"
+        )
 
 
 def errors_of(results: list[Result]) -> list[str]:
@@ -441,8 +481,10 @@ def errors_of(results: list[Result]) -> list[str]:
         if r.socket_errors:
             errors.append(f"{r.name}: {r.socket_errors} socket errors (connect/read/write/timeout)")
         if r.scrape_failures:
-            errors.append(f"{r.name} round {r.round}: {r.scrape_failures} scrapes failed (slower than "
-                          f"{SCRAPE_INTERVAL} or refused)")
+            errors.append(
+                f"{r.name} round {r.round}: {r.scrape_failures} scrapes failed (slower than "
+                f"{SCRAPE_INTERVAL} or refused)"
+            )
     return errors
 
 
@@ -453,8 +495,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3, help="wrk run before it, not measured")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
-    parser.add_argument("--skip-kserve-install", action="store_true",
-                        help=f"use {KSERVE_VENV} as it is; fail if kserve {KSERVE_VERSION} is missing")
+    parser.add_argument(
+        "--skip-kserve-install",
+        action="store_true",
+        help=f"use {KSERVE_VENV} as it is; fail if kserve {KSERVE_VERSION} is missing",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: bash ci/tools.sh wrk")
@@ -463,9 +508,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vs-kserve-") as tmp:
         script = Path(tmp) / "v2_infer.lua"
         script.write_text(WRK_SCRIPT)
-        print(f"# {args.rounds} rounds of wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s "
-              f"after a {args.warmup:g} s warm-up, POST {INFER_PATH}; {os.cpu_count()} cores, "
-              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        print(
+            f"# {args.rounds} rounds of wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s "
+            f"after a {args.warmup:g} s warm-up, POST {INFER_PATH}; {os.cpu_count()} cores, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            flush=True,
+        )
         results = []
         for round_number in range(1, args.rounds + 1):
             work = Path(tmp) / f"round-{round_number}"
@@ -473,8 +521,11 @@ def main() -> int:
             servers = [inferscale_server(work), kserve_server(work, python, 2)]
             for server in servers if round_number % 2 else reversed(servers):
                 results.append(measure(server, round_number, work, script, args))
-                print(f"# round {round_number}: {server.name} done, {results[-1].requests_per_second:.0f} req/s, "
-                      f"load average {os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"# round {round_number}: {server.name} done, {results[-1].requests_per_second:.0f} req/s, "
+                    f"load average {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
 
     print_table(results)
     print_ratios(results, "inferscale", "KServe 2-worker")

@@ -9,8 +9,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from localcluster.images import app_image  # noqa: E402
 from servers import ServerProcess  # noqa: E402
+
+from localcluster.images import app_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,9 @@ def find_helm() -> str:
 def pod_spec() -> dict:
     result = subprocess.run(
         [find_helm(), "template", "inferscale", str(ROOT / "chart"), "--show-only", "templates/deployment.yaml"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)["spec"]["template"]["spec"]

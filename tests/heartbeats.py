@@ -23,7 +23,7 @@ class HeartbeatReceiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler())
 
-    def __enter__(self) -> "HeartbeatReceiver":
+    def __enter__(self) -> HeartbeatReceiver:
         threading.Thread(target=self._server.serve_forever, name="heartbeats", daemon=True).start()
         return self
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-
 from servers import ServerProcess, descendants, process_name
 
 
@@ -47,7 +46,7 @@ class OpenLoad:
             threading.Thread(target=self._call, daemon=True) for _ in range(callers)
         ]
 
-    def __enter__(self) -> "OpenLoad":
+    def __enter__(self) -> OpenLoad:
         for thread in self._threads:
             thread.start()
         return self
@@ -99,14 +98,12 @@ class ProcessUse:
     names: dict[int, str]
 
     @classmethod
-    def of(cls, server: ServerProcess) -> "ProcessUse":
+    def of(cls, server: ServerProcess) -> ProcessUse:
         pids = [server.process.pid, *descendants(server.process.pid)]
         rss, fds, threads, names = {}, {}, {}, {}
         for pid in pids:
             try:
-                status = dict(
-                    line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                )
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
                 rss[pid] = int(status["VmRSS"].split()[0])
                 threads[pid] = int(status["Threads"])
                 fds[pid] = len(os.listdir(f"/proc/{pid}/fd"))

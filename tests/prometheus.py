@@ -16,10 +16,10 @@ from pathlib import Path
 
 import requests
 import yaml
+from servers import free_port
 
 from localcluster.binaries import binary
 from localcluster.prometheus_process import Prometheus
-from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "chart"
@@ -29,9 +29,20 @@ def chart_rule_groups(release: str, namespace: str, values: dict[str, str] | Non
     """spec.groups of the chart's PrometheusRule, as `helm template` renders it."""
     sets = [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")]
     result = subprocess.run(
-        [binary("helm"), "template", release, str(CHART), "--namespace", namespace,
-         "--show-only", "templates/prometheusrule.yaml", *sets],
-        capture_output=True, text=True, timeout=60,
+        [
+            binary("helm"),
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/prometheusrule.yaml",
+            *sets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
     rule = yaml.safe_load(result.stdout)
@@ -62,7 +73,11 @@ class PrometheusProcess:
     """`prometheus` scraping `targets` every `interval_seconds`, rules evaluated as often."""
 
     def __init__(
-        self, workdir: Path, targets: list[Target], rule_groups: list[dict], interval_seconds: int = 1,
+        self,
+        workdir: Path,
+        targets: list[Target],
+        rule_groups: list[dict],
+        interval_seconds: int = 1,
         job: str = "inferscale",
     ):
         self.server = Prometheus(workdir, free_port())
@@ -72,21 +87,22 @@ class PrometheusProcess:
         self.interval = f"{interval_seconds}s"
         self.job = job
 
-    def start(self, timeout: float = 30.0) -> "PrometheusProcess":
+    def start(self, timeout: float = 30.0) -> PrometheusProcess:
         scrape = {
             # kube-prometheus-stack names the job after the Service.
             "job_name": self.job,
             "metrics_path": "/metrics",
             "scrape_timeout": self.interval,
             "static_configs": [
-                {"targets": [target.url.removeprefix("http://")], "labels": target.labels}
-                for target in self.targets
+                {"targets": [target.url.removeprefix("http://")], "labels": target.labels} for target in self.targets
             ],
         }
         self.server.write_config(self.interval, [scrape], self.rule_groups)
         check = subprocess.run(
             [binary("promtool"), "check", "config", str(self.server.config_path)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert check.returncode == 0, f"promtool check config:\n{check.stdout}{check.stderr}"
         self.server.start(timeout)
@@ -115,8 +131,10 @@ class PrometheusProcess:
             groups = self._api("rules")["groups"]
             rules = [rule for group in groups for rule in group["rules"]]
             evaluated = rules and all(rule.get("lastEvaluation", "").startswith("2") for rule in rules)
-            if len(groups) == len(self.rule_groups) and evaluated and not any(
-                rule.get("health") == "err" for rule in rules
+            if (
+                len(groups) == len(self.rule_groups)
+                and evaluated
+                and not any(rule.get("health") == "err" for rule in rules)
             ):
                 return
             if time.monotonic() > deadline:
@@ -131,10 +149,7 @@ class PrometheusProcess:
         data = self._api("query", params)
         if data["resultType"] != "vector":
             raise QueryError(f"{expr!r} returned a {data['resultType']}, not an instant vector")
-        return [
-            Sample(item["metric"], float(item["value"][1]), float(item["value"][0]))
-            for item in data["result"]
-        ]
+        return [Sample(item["metric"], float(item["value"][1]), float(item["value"][0])) for item in data["result"]]
 
     def raw_samples(self, selector: str, window: str, at: float) -> list[Sample]:
         """The stored samples of one series in (at - window, at]: what rate() sees."""

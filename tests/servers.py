@@ -27,9 +27,9 @@ TEST_ENV = {
 class ServerProcess:
     """`inferscale serve` on free loopback ports, with its own metrics directory.
 
-`command(port)` runs another server instead (a benchmark's baseline); it must
-bind `port` and serve /health, /ready and /metrics there.
-"""
+    `command(port)` runs another server instead (a benchmark's baseline); it must
+    bind `port` and serve /health, /ready and /metrics there.
+    """
 
     def __init__(
         self,
@@ -52,14 +52,27 @@ bind `port` and serve /health, /ready and /metrics there.
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
         }
         self.workers = workers
-        self.command = command(self.port) if command else [
-            sys.executable, "-m", "inferscale.cli", "serve",
-            "--host", LOOPBACK, "--port", str(self.port), "--admin-port", str(self.admin_port),
-            "--workers", str(workers),
-        ]
+        self.command = (
+            command(self.port)
+            if command
+            else [
+                sys.executable,
+                "-m",
+                "inferscale.cli",
+                "serve",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(self.admin_port),
+                "--workers",
+                str(workers),
+            ]
+        )
         self.process: subprocess.Popen | None = None
 
-    def start(self, wait_ready: bool = True) -> "ServerProcess":
+    def start(self, wait_ready: bool = True) -> ServerProcess:
         self.started_at = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

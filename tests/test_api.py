@@ -11,8 +11,12 @@ from inferscale.runtime import runtime_of
 from inferscale.settings import Settings
 
 FAST = dict(
-    model_load_seconds=0, model_memory_mb=1, inference_duration_seconds=0, max_features=8,
-    max_batch_size=4, max_body_bytes=4096,
+    model_load_seconds=0,
+    model_memory_mb=1,
+    inference_duration_seconds=0,
+    max_features=8,
+    max_batch_size=4,
+    max_body_bytes=4096,
 )
 
 
@@ -57,7 +61,7 @@ def test_same_features_give_the_same_prediction_in_separate_apps():
         (b'{"features": [NaN]}', "finite number"),
         (b'{"features": 3}', "valid array"),
         (b'{"feature": [1]}', "features"),
-        (b'[1, 2]', "should be an object"),
+        (b"[1, 2]", "should be an object"),
         (b"[" * 3000, "recursion limit"),
     ],
 )
@@ -76,8 +80,7 @@ def test_too_many_features_is_400(client):
 
 
 def test_oversized_body_is_413(client):
-    response = client.post("/predict", data=b'{"features": [' + b"1," * 4000 + b"1]}",
-                           content_type="application/json")
+    response = client.post("/predict", data=b'{"features": [' + b"1," * 4000 + b"1]}", content_type="application/json")
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "request_entity_too_large"
 
@@ -120,9 +123,13 @@ def test_metrics_follow_the_contract(client):
     assert 'inference_requests_total{status="error"} 0.0' in text
     assert 'inference_requests_total{status="rejected"} 0.0' in text
     assert "inference_request_duration_seconds_count 1.0" in text
-    for name in ("inference_duration_seconds_bucket", "inference_queue_wait_seconds_bucket",
-                 "inference_in_flight_requests 0.0", "inference_queue_depth 0.0",
-                 "inference_model_ready 1.0"):
+    for name in (
+        "inference_duration_seconds_bucket",
+        "inference_queue_wait_seconds_bucket",
+        "inference_in_flight_requests 0.0",
+        "inference_queue_depth 0.0",
+        "inference_model_ready 1.0",
+    ):
         assert name in text
 
 

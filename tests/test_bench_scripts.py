@@ -23,8 +23,7 @@ def test_the_helpers_still_exist():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_script_imports_and_parses_its_options(script):
-    result = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
 
@@ -40,11 +39,13 @@ def load_script(name: str):
 def test_tune_counts_each_goal_by_seed_and_reports_the_median():
     tune = load_script("tune.py")
     knobs = tune.Knobs(12.0, 10.0, 40.0, 300, 0.7)
-    meets_all = tune.SeedRun(back=120.0, refused=0.3, steady={2: 5, 5: 11}, fixed={2: 4, 5: 9}, changes=1.0,
-                             back_to_min=450.0)
+    meets_all = tune.SeedRun(
+        back=120.0, refused=0.3, steady={2: 5, 5: 11}, fixed={2: 4, 5: 9}, changes=1.0, back_to_min=450.0
+    )
     # Never back under the target, 6 pods for 4 at 2x, 3 changes an hour: only goal 4.
-    misses = tune.SeedRun(back=None, refused=0.3, steady={2: 6, 5: 11}, fixed={2: 4, 5: 9}, changes=3.0,
-                          back_to_min=450.0)
+    misses = tune.SeedRun(
+        back=None, refused=0.3, steady={2: 6, 5: 11}, fixed={2: 4, 5: 9}, changes=3.0, back_to_min=450.0
+    )
     assert meets_all.goals() == (True, True, True, True)
     assert misses.goals() == (False, False, False, True)
     line = tune.row(knobs, "poisson", [meets_all, misses, meets_all])

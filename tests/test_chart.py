@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -46,12 +46,11 @@ def value_args(values: dict) -> list[str]:
 
 def helm_template(values: dict | None = None, extra: tuple[str, ...] = (), chart: Path = CHART):
     return run(
-        [binary("helm"), "template", RELEASE, str(chart), "--namespace", NAMESPACE, *extra]
-        + value_args(values or {})
+        [binary("helm"), "template", RELEASE, str(chart), "--namespace", NAMESPACE, *extra] + value_args(values or {})
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render_cached(values_json: str, extra: tuple[str, ...]) -> tuple[dict, ...]:
     result = helm_template(json.loads(values_json), extra)
     if result.returncode != 0:
@@ -102,8 +101,17 @@ MATRIX = {
     },
 }
 EXPECTED_KINDS = {
-    "defaults": {"Deployment", "Service", "ServiceAccount", "ServiceMonitor", "PrometheusRule",
-                 "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "Pod"},
+    "defaults": {
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Pod",
+    },
 }
 
 
@@ -130,8 +138,7 @@ def test_helm_is_the_pinned_version():
 
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_chart_lints_strictly(case):
-    result = run([binary("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE]
-                 + value_args(MATRIX[case]))
+    result = run([binary("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE] + value_args(MATRIX[case]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -169,9 +176,7 @@ def test_server_runs_inferscale_serve_on_the_named_http_and_admin_ports():
     env = env_of(container)
     assert (env["PORT"], env["ADMIN_PORT"]) == ("8080", "8081")
     service = only(render(), "Service")
-    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
-        ("http", "http"), ("admin", "admin")
-    ]
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("http", "http"), ("admin", "admin")]
     assert service["spec"]["selector"] == only(render(), "Deployment")["spec"]["selector"]["matchLabels"]
 
 
@@ -217,7 +222,9 @@ def test_grace_period_exceeds_prestop_plus_drain_and_drain_exceeds_a_full_queue(
     graceful = float(env["GRACEFUL_SHUTDOWN_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] > graceful + delay
     slots, queue = int(env["MODEL_CONCURRENCY"]), int(env["MAX_QUEUE"])
-    worst = (queue + slots) * (float(env["INFERENCE_DURATION_SECONDS"]) + float(env["INFERENCE_JITTER_SECONDS"])) / slots
+    worst = (
+        (queue + slots) * (float(env["INFERENCE_DURATION_SECONDS"]) + float(env["INFERENCE_JITTER_SECONDS"])) / slots
+    )
     assert graceful > worst
 
 
@@ -262,8 +269,16 @@ def test_metrics_dir_and_tmp_are_writable_emptydirs_under_a_read_only_root():
 
 # ---- pod security: the namespace enforces the "restricted" profile --------------
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                        "persistentVolumeClaim", "projected", "secret"}
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod_spec: dict) -> list[str]:
@@ -292,7 +307,7 @@ def restricted_violations(pod_spec: dict) -> list[str]:
             problems.append(f"{name}: capabilities do not drop ALL")
         if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
             problems.append(f"{name}: adds capabilities {caps['add']}")
-        if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+        if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
             problems.append(f"{name}: runAsNonRoot is not true")
         if ctx.get("runAsUser") == 0:
             problems.append(f"{name}: runAsUser is 0")
@@ -316,8 +331,11 @@ def test_every_pod_meets_the_restricted_pod_security_profile(case):
 
 
 def test_the_restricted_checker_catches_a_root_privileged_pod():
-    bad = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
-           "containers": [{"name": "c", "securityContext": {"privileged": True, "runAsUser": 0}}]}
+    bad = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": True, "runAsUser": 0}}],
+    }
     assert len(restricted_violations(bad)) >= 6
 
 
@@ -341,9 +359,13 @@ def test_slot_utilization_is_a_second_pods_metric_beside_the_duration():
     hpa = only(render({"autoscaling": {"slotUtilization": {"target": 0.65}}}), "HorizontalPodAutoscaler")
     duration, utilization = hpa["spec"]["metrics"]
     assert duration["pods"]["metric"]["name"] == PODS_METRIC
-    assert utilization == {"type": "Pods", "pods": {
-        "metric": {"name": "inference_slot_utilization"},
-        "target": {"type": "AverageValue", "averageValue": "0.65"}}}
+    assert utilization == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "inference_slot_utilization"},
+            "target": {"type": "AverageValue", "averageValue": "0.65"},
+        },
+    }
     external = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
     assert [m["type"] for m in external["spec"]["metrics"]] == ["External", "Pods"]
     alone = only(render({"autoscaling": {"slotUtilization": {"enabled": False}}}), "HorizontalPodAutoscaler")
@@ -369,8 +391,7 @@ def test_external_variant_selects_this_service_and_compares_the_value():
     hpa = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
     metric = hpa["spec"]["metrics"][0]
     assert metric["type"] == "External"
-    assert metric["external"]["metric"] == {
-        "name": EXTERNAL_METRIC, "selector": {"matchLabels": {"service": FULLNAME}}}
+    assert metric["external"]["metric"] == {"name": EXTERNAL_METRIC, "selector": {"matchLabels": {"service": FULLNAME}}}
     assert metric["external"]["target"] == {"type": "Value", "value": "12"}
 
 
@@ -385,7 +406,10 @@ def test_keda_scaledobject_queries_the_service_average_and_shares_the_hpa_settin
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"] == {"name": FULLNAME}
     assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 20)
-    assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == chart_values()["autoscaling"]["behavior"]
+    assert (
+        scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        == chart_values()["autoscaling"]["behavior"]
+    )
     trigger, utilization = scaled["spec"]["triggers"]
     assert utilization["metricType"] == "Value" and utilization["metadata"]["threshold"] == "0.75"
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
@@ -406,16 +430,19 @@ def test_keda_queries_are_valid_promql():
 # ---- refusals: schema and template checks -------------------------------------
 
 REFUSALS = {
-    "negative inference duration": ({"server": {"inferenceDurationSeconds": -1}},
-                                    "inferenceDurationSeconds"),
+    "negative inference duration": ({"server": {"inferenceDurationSeconds": -1}}, "inferenceDurationSeconds"),
     "negative graceful shutdown": ({"server": {"gracefulShutdownSeconds": -5}}, "gracefulShutdownSeconds"),
     "negative target": ({"autoscaling": {"targetAverageDurationSeconds": -2}}, "targetAverageDurationSeconds"),
     "negative rate window": ({"autoscaling": {"rateWindow": "-1m"}}, "rateWindow"),
     "zero prestop": ({"preStop": {"seconds": 0}}, "preStop"),
-    "min above max": ({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
-                      "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (3)"),
-    "min above max with keda": ({"autoscaling": {"enabled": False, "minReplicas": 4, "maxReplicas": 2},
-                                 "keda": {"enabled": True}}, "must not exceed autoscaling.maxReplicas"),
+    "min above max": (
+        {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
+        "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (3)",
+    ),
+    "min above max with keda": (
+        {"autoscaling": {"enabled": False, "minReplicas": 4, "maxReplicas": 2}, "keda": {"enabled": True}},
+        "must not exceed autoscaling.maxReplicas",
+    ),
     "unknown server key": ({"server": {"inferenceDurationSecond": 3}}, "inferenceDurationSecond"),
     "unknown autoscaling key": ({"autoscaling": {"targetCPU": 80}}, "targetCPU"),
     "unknown serviceMonitor key": ({"serviceMonitor": {"labels": {"a": "b"}}}, "labels"),
@@ -429,19 +456,30 @@ REFUSALS = {
     "bad log level": ({"server": {"logLevel": "verbose"}}, "logLevel"),
     "hpa and keda together": ({"keda": {"enabled": True}}, "mutually exclusive"),
     "zero utilization target": ({"autoscaling": {"slotUtilization": {"target": 0}}}, "slotUtilization/target"),
-    "grace period too short": ({"terminationGracePeriodSeconds": 60},
-                               "terminationGracePeriodSeconds (60) must exceed preStop.seconds + server.gracefulShutdownSeconds = 65"),
-    "drain shorter than a full queue": ({"server": {"maxQueue": 10}},
-                                        "server.gracefulShutdownSeconds (60) must exceed the worst drain"),
-    "jitter above duration": ({"server": {"inferenceJitterSeconds": 11}}, "must not exceed server.inferenceDurationSeconds"),
+    "grace period too short": (
+        {"terminationGracePeriodSeconds": 60},
+        "terminationGracePeriodSeconds (60) must exceed preStop.seconds + server.gracefulShutdownSeconds = 65",
+    ),
+    "drain shorter than a full queue": (
+        {"server": {"maxQueue": 10}},
+        "server.gracefulShutdownSeconds (60) must exceed the worst drain",
+    ),
+    "jitter above duration": (
+        {"server": {"inferenceJitterSeconds": 11}},
+        "must not exceed server.inferenceDurationSeconds",
+    ),
     "startup budget under model load": ({"server": {"modelLoadSeconds": 20}}, "probes.startup"),
     "admin port on the http port": ({"server": {"adminPort": 8080}}, "server.adminPort (8080) must differ"),
     "removed threads setting": ({"server": {"threads": 3}}, "threads"),
     # The operator would drop the ServiceMonitor with only an event to say so.
-    "scrape timeout above the interval": ({"serviceMonitor": {"interval": "2s"}},
-                                          "serviceMonitor.scrapeTimeout (10s) must not exceed serviceMonitor.interval (2s)"),
-    "scrape timeout above a compound interval": ({"serviceMonitor": {"interval": "1m30s", "scrapeTimeout": "91s"}},
-                                                 "serviceMonitor.scrapeTimeout (91s) must not exceed"),
+    "scrape timeout above the interval": (
+        {"serviceMonitor": {"interval": "2s"}},
+        "serviceMonitor.scrapeTimeout (10s) must not exceed serviceMonitor.interval (2s)",
+    ),
+    "scrape timeout above a compound interval": (
+        {"serviceMonitor": {"interval": "1m30s", "scrapeTimeout": "91s"}},
+        "serviceMonitor.scrapeTimeout (91s) must not exceed",
+    ),
 }
 
 
@@ -464,8 +502,17 @@ def test_schema_documents_the_pair_checks_it_cannot_make():
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert "maxReplicas" in schema["properties"]["autoscaling"]["properties"]["minReplicas"]["description"]
-    for section in ("server", "autoscaling", "serviceMonitor", "prometheusRule", "keda", "dashboard",
-                    "probes", "preStop", "podDisruptionBudget"):
+    for section in (
+        "server",
+        "autoscaling",
+        "serviceMonitor",
+        "prometheusRule",
+        "keda",
+        "dashboard",
+        "probes",
+        "preStop",
+        "podDisruptionBudget",
+    ):
         assert schema["properties"][section]["additionalProperties"] is False, section
 
 
@@ -488,7 +535,8 @@ def test_servicemonitor_carries_the_label_kube_prometheus_stack_selects():
     monitor = only(render(), "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [
-        {"port": "admin", "path": "/metrics", "interval": "10s", "scrapeTimeout": "10s"}]
+        {"port": "admin", "path": "/metrics", "interval": "10s", "scrapeTimeout": "10s"}
+    ]
     assert monitor["spec"]["selector"]["matchLabels"] == only(render(), "Service")["spec"]["selector"]
     custom = only(render({"serviceMonitor": {"additionalLabels": {"release": "monitoring"}}}), "ServiceMonitor")
     assert custom["metadata"]["labels"]["release"] == "monitoring"
@@ -503,8 +551,16 @@ def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():
     assert "__" not in re.sub(r"__name__", "", text), "a placeholder was not replaced"
     dashboard = json.loads(text)
     titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
-    for needed in ("current vs desired", "average request duration", "p95", "queue depth",
-                   "in-flight", "requests per second", "errors", "slot utilization"):
+    for needed in (
+        "current vs desired",
+        "average request duration",
+        "p95",
+        "queue depth",
+        "in-flight",
+        "requests per second",
+        "errors",
+        "slot utilization",
+    ):
         assert needed in titles
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert any(f'horizontalpodautoscaler="{FULLNAME}"' in e for e in exprs)
@@ -515,8 +571,11 @@ def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():
 def test_dashboard_queries_are_valid_promql():
     [configmap] = [d for d in render() if d["kind"] == "ConfigMap"]
     dashboard = json.loads(next(iter(configmap["data"].values())))
-    rules = [{"record": f"dashboard:panel{p['id']}:{t['refId']}", "expr": t["expr"]}
-             for p in dashboard["panels"] for t in p["targets"]]
+    rules = [
+        {"record": f"dashboard:panel{p['id']}:{t['refId']}", "expr": t["expr"]}
+        for p in dashboard["panels"]
+        for t in p["targets"]
+    ]
     promtool_check_rules({"groups": [{"name": "dashboard", "rules": rules}]})
 
 
@@ -527,7 +586,8 @@ def render_notes(values: dict | None = None, tmp_path: Path | None = None) -> st
     shutil.copy(copy / "templates" / "NOTES.txt", copy / "notes-source.txt")
     (copy / "templates" / "zz-notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
-        'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n')
+        'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
+    )
     result = helm_template(values, chart=copy)
     assert result.returncode == 0, result.stderr
     [cm] = [d for d in yaml.safe_load_all(result.stdout) if d and d["metadata"]["name"] == "rendered-notes"]
@@ -540,7 +600,9 @@ def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
     assert f"kubectl port-forward -n {NAMESPACE} svc/{FULLNAME} 8080:80" in notes
     assert "kubectl port-forward -n monitoring svc/prometheus-operated 9090:9090" in notes
     assert "curl -s -X POST http://127.0.0.1:8080/predict" in notes
-    assert f'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/{PODS_METRIC}"' in notes
+    assert (
+        f'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/{PODS_METRIC}"' in notes
+    )
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
@@ -553,14 +615,19 @@ def test_notes_number_their_steps_without_a_gap(tmp_path, autoscaling):
 
 def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
     notes = render_notes(MATRIX["external-metric"], tmp_path=tmp_path)
-    assert f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}" in notes
+    assert (
+        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}"
+        in notes
+    )
 
 
 def test_notes_read_both_keda_triggers(tmp_path):
     notes = render_notes(MATRIX["keda"], tmp_path=tmp_path)
     for trigger in ("s0-prometheus", "s1-prometheus"):
-        assert (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{trigger}"
-                f"?labelSelector=scaledobject.keda.sh%2Fname%3D{FULLNAME}") in notes
+        assert (
+            f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{trigger}"
+            f"?labelSelector=scaledobject.keda.sh%2Fname%3D{FULLNAME}"
+        ) in notes
 
 
 def test_notes_name_the_slot_utilization_when_the_hpa_scales_on_it(tmp_path):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from servers import free_port
 
 from localcluster.controlplane import wait_until
 from localcluster.node import HOST_IF, NODE_IP
-from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,11 +54,18 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
 
 
 def test_make_demo_without_root_says_so_first_and_installs_nothing():
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "make", "-s", "demo"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "make", "-s", "demo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
-    assert result.stderr.splitlines()[0] == \
-        "make demo runs a real node (containerd, the kubelet, iptables): run it as root"
+    assert (
+        result.stderr.splitlines()[0]
+        == "make demo runs a real node (containerd, the kubelet, iptables): run it as root"
+    )
     assert result.stdout == ""
 
 
@@ -69,12 +76,26 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     # Not the default: the flag is what puts Prometheus there.
     prometheus = f"http://{NODE_IP}:30091"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "localcluster", "demo", "--fast", "--workdir", str(workdir),
-         "--locust-port", str(locust_port), "--prometheus-node-port", "30091"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "localcluster",
+            "demo",
+            "--fast",
+            "--workdir",
+            str(workdir),
+            "--locust-port",
+            str(locust_port),
+            "--prometheus-node-port",
+            "30091",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         # As `make demo &` from a script starts it: Ctrl-C must still stop it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        env={**os.environ, "PYTHONPATH": str(REPO / "cluster")}, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "cluster")},
+        cwd=REPO,
     )
     try:
         banner = read_until(demo, "ready", 300)
@@ -82,16 +103,32 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         assert f"Prometheus UI:         {prometheus} " in banner
         assert "get hpa -n inferscale -w" in banner
         # Not printed before the HPA has a value to show.
-        hpa = subprocess.run(["kubectl", "--kubeconfig", str(workdir / "control-plane/kubeconfigs/admin.kubeconfig"),
-                              "get", "hpa", "-n", "inferscale"], capture_output=True, text=True, check=True).stdout
+        hpa = subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(workdir / "control-plane/kubeconfigs/admin.kubeconfig"),
+                "get",
+                "hpa",
+                "-n",
+                "inferscale",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "<unknown>" not in hpa, hpa
         for url in (f"http://127.0.0.1:{locust_port}/", f"{prometheus}/query"):
             assert requests.get(url, timeout=10).status_code == 200, url
         # The banner's amtool command, as printed, lists the Watchdog that Prometheus sends.
         assert f"Alertmanager API:      http://{NODE_IP}:30093 " in banner
         [amtool] = [line.split() for line in banner.splitlines() if "--alertmanager.url=" in line]
-        wait_until(lambda: "Watchdog" in subprocess.run(amtool, capture_output=True, text=True).stdout or None,
-                   "Watchdog in amtool's list", 120, interval=2)
+        wait_until(
+            lambda: "Watchdog" in subprocess.run(amtool, capture_output=True, text=True).stdout or None,
+            "Watchdog in amtool's list",
+            120,
+            interval=2,
+        )
         # The banner's doctor command, as printed, reads this cluster (the whole
         # walk is tests/test_doctor.py's; here the alerts may still be settling).
         doctor_command = re.search(r"^\s+(\S+ doctor .*)$", banner, re.M).group(1).split()

@@ -156,8 +156,9 @@ def test_metrics_dir_is_the_same_and_mounted_writable(runtime, pod_spec, contain
 
 
 def test_build_context_holds_only_what_the_wheel_needs():
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*", "allowlist: ignore everything, then re-include"
     assert {"!pyproject.toml", "!server/"} <= set(lines)
     assert not any(ln.startswith("!.venv") or ln.startswith("!tests") for ln in lines)

@@ -30,8 +30,7 @@ def anchors(page: Path) -> set[str]:
 
 
 def relative_links(page: Path) -> list[str]:
-    return [target for target in LINK.findall(prose(page.read_text()))
-            if not re.match(r"[a-z]+:", target)]
+    return [target for target in LINK.findall(prose(page.read_text())) if not re.match(r"[a-z]+:", target)]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
@@ -47,9 +46,11 @@ def test_every_relative_link_lands_on_a_file_and_heading_of_the_repository(page)
 
 def test_the_anchor_rule_matches_githubs_for_the_headings_we_link():
     assert anchor("When the HPA shows `<unknown>` or does not scale: `inferscale doctor`") == (
-        "when-the-hpa-shows-unknown-or-does-not-scale-inferscale-doctor")
+        "when-the-hpa-shows-unknown-or-does-not-scale-inferscale-doctor"
+    )
     assert anchor("Can the duration signal alone meet the goals? `make bench-tune`") == (
-        "can-the-duration-signal-alone-meet-the-goals-make-bench-tune")
+        "can-the-duration-signal-alone-meet-the-goals-make-bench-tune"
+    )
 
 
 def test_the_docs_index_links_every_page():

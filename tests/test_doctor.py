@@ -17,11 +17,11 @@ from contextlib import contextmanager
 
 import pytest
 
+from inferscale.doctor.pipeline import Broken, Walk, hpa_metrics, hpa_scaling, pods_ready, targets_up
+from inferscale.doctor.selectors import describe, matches
 from localcluster.controlplane import wait_until
 from localcluster.node import run
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
-from inferscale.doctor.pipeline import Broken, Walk, hpa_metrics, hpa_scaling, pods_ready, targets_up
-from inferscale.doctor.selectors import describe, matches
 
 ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
 API_SERVICE = "v1beta1.custom.metrics.k8s.io"
@@ -34,9 +34,22 @@ UTILIZATION = "inference_slot_utilization"
 
 def doctor(stack: LocalStack) -> tuple[int, dict]:
     result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(stack.kubeconfig),
-         "-n", stack.config.namespace, "--release", stack.config.release, "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "inferscale.cli",
+            "doctor",
+            "--kubeconfig",
+            str(stack.kubeconfig),
+            "-n",
+            stack.config.namespace,
+            "--release",
+            stack.config.release,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -49,8 +62,12 @@ def broken_link(stack: LocalStack) -> dict | None:
 
 
 def wait_for_break(stack: LocalStack, link: str, timeout: float = 120) -> dict:
-    return wait_until(lambda: (found := broken_link(stack)) and found["link"] == link and found,
-                      f"doctor reporting {link!r} broken", timeout, interval=2)
+    return wait_until(
+        lambda: (found := broken_link(stack)) and found["link"] == link and found,
+        f"doctor reporting {link!r} broken",
+        timeout,
+        interval=2,
+    )
 
 
 def wait_for_healthy(stack: LocalStack, timeout: float = 240) -> dict:
@@ -81,8 +98,14 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
         report = wait_for_healthy(stack)
         links = {link["link"]: link["detail"] for link in report["links"]}
         assert list(links) == [
-            "pods ready", "ServiceMonitor selected", "targets up", "request-duration series",
-            "adapter rule per pod", "metrics API", "HPA", "alerts",
+            "pods ready",
+            "ServiceMonitor selected",
+            "targets up",
+            "request-duration series",
+            "adapter rule per pod",
+            "metrics API",
+            "HPA",
+            "alerts",
         ]
         # The real adapter serves the slot utilization for the pod, and the real HPA reads both.
         for metric in (DURATION, UTILIZATION):
@@ -94,9 +117,22 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
         assert report["budget"]["rate window"] == "10s"
         assert report["budget"]["relist interval"] == "5s"
         text = subprocess.run(
-            [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(stack.kubeconfig),
-             "-n", stack.config.namespace, "--release", stack.config.release],
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "inferscale.cli",
+                "doctor",
+                "--kubeconfig",
+                str(stack.kubeconfig),
+                "-n",
+                stack.config.namespace,
+                "--release",
+                stack.config.release,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert text.returncode == 0 and text.stdout.rstrip().endswith("healthy"), text.stdout + text.stderr
 
         hpa = stack.fullname
@@ -105,8 +141,11 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
             path = f"/spec/metrics/{index}/pods/metric/name"
             wrong_metric = json.dumps([{"op": "replace", "path": path, "value": "inference_typo"}])
             right_metric = json.dumps([{"op": "replace", "path": path, "value": name}])
-            with broken(stack, ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", wrong_metric),
-                        ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", right_metric)):
+            with broken(
+                stack,
+                ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", wrong_metric),
+                ("patch", "hpa", hpa, "-n", stack.config.namespace, "--type=json", "-p", right_metric),
+            ):
                 found = wait_for_break(stack, "adapter rule per pod")
                 assert "'inference_typo'" in found["detail"] and UTILIZATION in found["detail"], found
                 assert "autoscaling.metric.name" in found["fix"]
@@ -120,8 +159,11 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
 
         nowhere = '{"spec": {"service": {"name": "prometheus-adapter-gone"}}}'
         back = '{"spec": {"service": {"name": "prometheus-adapter"}}}'
-        with broken(stack, ("patch", "apiservice", API_SERVICE, "--type=merge", "-p", nowhere),
-                    ("patch", "apiservice", API_SERVICE, "--type=merge", "-p", back)):
+        with broken(
+            stack,
+            ("patch", "apiservice", API_SERVICE, "--type=merge", "-p", nowhere),
+            ("patch", "apiservice", API_SERVICE, "--type=merge", "-p", back),
+        ):
             found = wait_for_break(stack, "metrics API")
             assert f"APIService {API_SERVICE} is not Available: ServiceNotFound" in found["detail"]
             assert f"kubectl get apiservice {API_SERVICE}" in found["fix"]
@@ -140,11 +182,16 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
         # old pod serves and is scraped), but the first line says it, with the
         # scheduler's reason, so a user sees why the HPA's count is not running.
         deployment = ("deployment/" + hpa, "-n", stack.config.namespace)
-        no_room = '{"spec": {"template": {"spec": {"containers": [{"name": "server", "resources": {"requests": {"cpu": "1000"}}}]}}}}'
+        server = {"name": "server", "resources": {"requests": {"cpu": "1000"}}}
+        no_room = json.dumps({"spec": {"template": {"spec": {"containers": [server]}}}})
         stack.kubectl("patch", *deployment, "--type=strategic", "-p", no_room)
         try:
-            first = wait_until(lambda: "unschedulable" in (link := doctor(stack)[1]["links"][0])["detail"] and link,
-                               "doctor naming the unschedulable pod", 60, interval=2)
+            first = wait_until(
+                lambda: "unschedulable" in (link := doctor(stack)[1]["links"][0])["detail"] and link,
+                "doctor naming the unschedulable pod",
+                60,
+                interval=2,
+            )
             assert first["ok"] and "1 Pending, unschedulable: 0/1 nodes are available" in first["detail"], first
             assert "Insufficient cpu" in first["detail"], first
         finally:
@@ -153,23 +200,31 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
 
         # Last, as nothing undoes it quickly: the chart's selector without
         # prometheus-values.yaml's select-all, and a release label it does not match.
-        stack.kubectl("patch", *PROMETHEUS, "--type=merge",
-                      "-p", '{"spec": {"serviceMonitorSelector": {"matchLabels": {"release": "kube-prometheus-stack"}}}}')
+        stack.kubectl(
+            "patch",
+            *PROMETHEUS,
+            "--type=merge",
+            "-p",
+            '{"spec": {"serviceMonitorSelector": {"matchLabels": {"release": "kube-prometheus-stack"}}}}',
+        )
         stack.kubectl("label", "--overwrite", "servicemonitor", hpa, "-n", stack.config.namespace, "release=monitoring")
         found = wait_for_break(stack, "ServiceMonitor selected", timeout=30)
         assert "selects release=kube-prometheus-stack" in found["detail"], found
         assert "serviceMonitor.additionalLabels" in found["fix"]
 
 
-@pytest.mark.parametrize("selector, labels, selected", [
-    ({}, {"a": "1"}, True),
-    ({"matchLabels": {"release": "kps"}}, {"release": "kps", "x": "y"}, True),
-    ({"matchLabels": {"release": "kps"}}, {"release": "other"}, False),
-    ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}, {"tier": "b"}, True),
-    ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {"tier": "a"}, False),
-    ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False),
-    ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {}, True),
-])
+@pytest.mark.parametrize(
+    "selector, labels, selected",
+    [
+        ({}, {"a": "1"}, True),
+        ({"matchLabels": {"release": "kps"}}, {"release": "kps", "x": "y"}, True),
+        ({"matchLabels": {"release": "kps"}}, {"release": "other"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}, {"tier": "b"}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {"tier": "a"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {}, True),
+    ],
+)
 def test_label_selectors_select_as_kubernetes_does(selector, labels, selected):
     assert matches(selector, labels) is selected
 
@@ -180,9 +235,18 @@ def test_an_unset_selector_is_the_callers_to_interpret():
 
 
 def test_selectors_are_described_as_kubectl_spells_them():
-    assert describe({"matchLabels": {"release": "kps"},
-                     "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
-                                          {"key": "gone", "operator": "DoesNotExist"}]}) == "release=kps,tier in (a,b),!gone"
+    assert (
+        describe(
+            {
+                "matchLabels": {"release": "kps"},
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                    {"key": "gone", "operator": "DoesNotExist"},
+                ],
+            }
+        )
+        == "release=kps,tier in (a,b),!gone"
+    )
     assert describe({}) == "(everything)"
 
 
@@ -190,22 +254,35 @@ class FakePrometheus:
     address = "prometheus-operated:web"
 
     def __init__(self, *healths):
-        self.targets = [{"health": h, "labels": {"namespace": "ns", "service": "svc", "pod": f"svc-{i}"},
-                         "scrapePool": "serviceMonitor/ns/svc/0", "scrapeUrl": f"http://10.0.0.{i}:8081/metrics",
-                         "lastError": "connection refused" if h == "down" else ""} for i, h in enumerate(healths)]
+        self.targets = [
+            {
+                "health": h,
+                "labels": {"namespace": "ns", "service": "svc", "pod": f"svc-{i}"},
+                "scrapePool": "serviceMonitor/ns/svc/0",
+                "scrapeUrl": f"http://10.0.0.{i}:8081/metrics",
+                "lastError": "connection refused" if h == "down" else "",
+            }
+            for i, h in enumerate(healths)
+        ]
 
     def api(self, path, **params):
         return {"activeTargets": self.targets}
 
 
 def targets_walk(*healths) -> Walk:
-    return Walk(cluster=None, namespace="ns", release="svc", deployment={"metadata": {"name": "svc"}},
-                prometheus=FakePrometheus(*healths))
+    return Walk(
+        cluster=None,
+        namespace="ns",
+        release="svc",
+        deployment={"metadata": {"name": "svc"}},
+        prometheus=FakePrometheus(*healths),
+    )
 
 
 def test_targets_a_scale_up_just_added_are_not_down():
     assert targets_up(targets_walk("up", "unknown", "unknown")) == (
-        "1 targets up in scrape pool serviceMonitor/ns/svc/0, 2 not scraped yet (new pods)")
+        "1 targets up in scrape pool serviceMonitor/ns/svc/0, 2 not scraped yet (new pods)"
+    )
     with pytest.raises(Broken, match="1 of 3 targets down .svc-2: connection refused"):
         targets_up(targets_walk("up", "unknown", "down"))
     with pytest.raises(Broken, match="none of the 2 targets scraped yet"):
@@ -218,51 +295,81 @@ class FakeCluster:
 
     def items(self, path, **params):
         if path.endswith("/deployments"):
-            return [{"metadata": {"name": "svc"}, "spec": {
-                "replicas": len(self.pods), "selector": {"matchLabels": {"app": "svc"}},
-                "template": {"spec": {"containers": [{"name": "server"}]}}}}]
+            return [
+                {
+                    "metadata": {"name": "svc"},
+                    "spec": {
+                        "replicas": len(self.pods),
+                        "selector": {"matchLabels": {"app": "svc"}},
+                        "template": {"spec": {"containers": [{"name": "server"}]}},
+                    },
+                }
+            ]
         return self.pods
 
 
 def pod(name, *conditions):
-    return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": [
-        {"type": kind, "status": status, **extra} for kind, status, extra in conditions]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {},
+        "status": {"conditions": [{"type": kind, "status": status, **extra} for kind, status, extra in conditions]},
+    }
 
 
 RUNNING = (("PodScheduled", "True", {}), ("Ready", "True", {}))
-NO_ROOM = (("PodScheduled", "False", {"reason": "Unschedulable",
-                                      "message": "0/1 nodes are available: 1 Insufficient cpu."}),)
+NO_ROOM = (
+    ("PodScheduled", "False", {"reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}),
+)
 
 
 def test_pods_the_node_has_no_room_for_are_named_with_the_schedulers_reason():
-    walk = Walk(cluster=FakeCluster([pod("svc-a", *RUNNING), pod("svc-b", *RUNNING), pod("svc-c", *NO_ROOM)]),
-                namespace="ns", release="svc")
-    assert pods_ready(walk) == ("2 of 3 pods of Deployment svc ready; 1 Pending, unschedulable: "
-                                "0/1 nodes are available: 1 Insufficient cpu.")
+    walk = Walk(
+        cluster=FakeCluster([pod("svc-a", *RUNNING), pod("svc-b", *RUNNING), pod("svc-c", *NO_ROOM)]),
+        namespace="ns",
+        release="svc",
+    )
+    assert pods_ready(walk) == (
+        "2 of 3 pods of Deployment svc ready; 1 Pending, unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+    )
     assert pods_ready(Walk(cluster=FakeCluster([pod("svc-a", *RUNNING)]), namespace="ns", release="svc")) == (
-        "1 of 1 pods of Deployment svc ready")
+        "1 of 1 pods of Deployment svc ready"
+    )
     with pytest.raises(Broken, match="none of the 1 pods .* ready; 1 Pending, unschedulable: 0/1 nodes"):
         pods_ready(Walk(cluster=FakeCluster([pod("svc-c", *NO_ROOM)]), namespace="ns", release="svc"))
 
 
 def two_metric_hpa(*current: tuple[str, str]) -> dict:
     """The chart's HPA, its status holding `current` (name, value) pairs."""
+
     def spec(name, target):
-        return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
+        return {
+            "type": "Pods",
+            "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}},
+        }
 
     conditions = [{"type": kind, "status": "True"} for kind in ("AbleToScale", "ScalingActive")]
-    return {"metadata": {"name": "svc"},
-            "spec": {"metrics": [spec(DURATION, "12"), spec(UTILIZATION, "700m")]},
-            "status": {"currentReplicas": 3, "desiredReplicas": 3, "conditions": conditions, "currentMetrics": [
+    return {
+        "metadata": {"name": "svc"},
+        "spec": {"metrics": [spec(DURATION, "12"), spec(UTILIZATION, "700m")]},
+        "status": {
+            "currentReplicas": 3,
+            "desiredReplicas": 3,
+            "conditions": conditions,
+            "currentMetrics": [
                 {"type": "Pods", "pods": {"metric": {"name": name}, "current": {"averageValue": value}}}
-                for name, value in current]}}
+                for name, value in current
+            ],
+        },
+    }
 
 
 def test_the_hpa_link_reads_every_metric_and_breaks_on_one_without_a_value():
     hpa = two_metric_hpa((DURATION, "10500m"), (UTILIZATION, "650m"))
     walk = Walk(cluster=None, namespace="ns", release="svc", hpa=hpa, metrics=hpa_metrics(hpa))
-    assert hpa_scaling(walk) == (f"HPA svc: 3 replicas (desired 3), current value {DURATION} 10500m against "
-                                 f"target 12, {UTILIZATION} 650m against target 700m")
+    assert hpa_scaling(walk) == (
+        f"HPA svc: 3 replicas (desired 3), current value {DURATION} 10500m against "
+        f"target 12, {UTILIZATION} 650m against target 700m"
+    )
     walk.hpa = two_metric_hpa((DURATION, "10500m"))
     with pytest.raises(Broken, match=f"no current value of {UTILIZATION} yet"):
         hpa_scaling(walk)

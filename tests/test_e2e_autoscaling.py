@@ -2,7 +2,8 @@
 
 Control plane, the node (containerd, kubelet, kube-proxy), the image built
 from the Dockerfile, helm, the Prometheus Operator and the Prometheus it runs,
-prometheus-adapter and locust are the real programs; locust reaches the Service through its NodePort. The timing is FAST_LOOP's
+prometheus-adapter and locust are the real programs; locust reaches the
+Service through its NodePort. The timing is FAST_LOOP's
 (1 s inferences, 2 s scrapes, 10 s rate window); everything else is the
 chart and adapter-values.yaml as shipped.
 """
@@ -33,17 +34,40 @@ LOAD_SECONDS = 150
 
 
 def locust_command(stack: LocalStack, users: int, seconds: int, csv_prefix: Path) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
-            "--host", stack.service_url, "-u", str(users), "-r", str(users),
-            "-t", f"{seconds}s", "--csv", str(csv_prefix), "--only-summary", "--stop-timeout", "60"]
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(REPO / "locustfile.py"),
+        "--headless",
+        "--host",
+        stack.service_url,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--csv",
+        str(csv_prefix),
+        "--only-summary",
+        "--stop-timeout",
+        "60",
+    ]
 
 
 LOCUST_ENV = {**os.environ, "LOAD_USER_RPS": str(LOAD_USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"}
 
 
 def run_locust(stack: LocalStack, csv_prefix: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(locust_command(stack, LOAD_USERS, LOAD_SECONDS, csv_prefix),
-                          env=LOCUST_ENV, capture_output=True, text=True, timeout=LOAD_SECONDS + 120)
+    return subprocess.run(
+        locust_command(stack, LOAD_USERS, LOAD_SECONDS, csv_prefix),
+        env=LOCUST_ENV,
+        capture_output=True,
+        text=True,
+        timeout=LOAD_SECONDS + 120,
+    )
 
 
 def aggregated(csv_prefix: Path) -> dict[str, str]:
@@ -58,11 +82,15 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
     targets = requests.get(f"{stack.prometheus_url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     pools = {target["scrapePool"] for target in targets}
     apiserver = "serviceMonitor/monitoring/kube-prometheus-stack-apiserver/0"
-    assert pools == {f"serviceMonitor/{namespace}/{name}/0", "serviceMonitor/monitoring/kube-state-metrics/0",
-                     apiserver}, pools
+    assert pools == {
+        f"serviceMonitor/{namespace}/{name}/0",
+        "serviceMonitor/monitoring/kube-state-metrics/0",
+        apiserver,
+    }, pools
     # The API server's scrape, with Prometheus's token against the cluster CA: KubeAPIDown reads it.
     assert [(t["health"], t["labels"]["job"]) for t in targets if t["scrapePool"] == apiserver] == [
-        ("up", "apiserver")], targets
+        ("up", "apiserver")
+    ], targets
     for target in targets:
         if target["scrapePool"] != f"serviceMonitor/{namespace}/{name}/0":
             continue
@@ -94,11 +122,23 @@ def assert_a_broken_scrape_fires_the_absent_metric_alert(stack: LocalStack) -> N
     Service: the operator's configuration scrapes nothing, and the chart's
     InferenceMetricAbsent fires on the operator's Prometheus."""
     assert "InferenceMetricAbsent" not in stack.firing_alerts()
-    stack.kubectl("patch", "servicemonitor", stack.fullname, "-n", stack.config.namespace, "--type=json",
-                  "-p", '[{"op": "replace", "path": "/spec/endpoints/0/port", "value": "no-such-port"}]')
+    stack.kubectl(
+        "patch",
+        "servicemonitor",
+        stack.fullname,
+        "-n",
+        stack.config.namespace,
+        "--type=json",
+        "-p",
+        '[{"op": "replace", "path": "/spec/endpoints/0/port", "value": "no-such-port"}]',
+    )
     # The kubelet's Secret refresh (about a minute), then metricAbsentFor (20 s).
-    wait_until(lambda: "InferenceMetricAbsent" in stack.firing_alerts() or None,
-               "InferenceMetricAbsent firing", 240, interval=2)
+    wait_until(
+        lambda: "InferenceMetricAbsent" in stack.firing_alerts() or None,
+        "InferenceMetricAbsent firing",
+        240,
+        interval=2,
+    )
 
 
 def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, tmp_path: Path) -> None:
@@ -110,13 +150,31 @@ def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, t
     its maximum, and InferenceHPAAtMaxReplicas fires after maxReplicasFor (60 s)."""
     assert not {"InferenceLatencyAboveTarget", "InferenceHPAAtMaxReplicas"} & stack.firing_alerts()
     helm = subprocess.run(
-        [binary("helm"), "upgrade", stack.config.release, str(CHART), "-n", stack.config.namespace,
-         "--kubeconfig", str(stack.kubeconfig), "--reuse-values", "--set", "autoscaling.maxReplicas=1", "--wait"],
-        capture_output=True, text=True, timeout=300,
+        [
+            binary("helm"),
+            "upgrade",
+            stack.config.release,
+            str(CHART),
+            "-n",
+            stack.config.namespace,
+            "--kubeconfig",
+            str(stack.kubeconfig),
+            "--reuse-values",
+            "--set",
+            "autoscaling.maxReplicas=1",
+            "--wait",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert helm.returncode == 0, helm.stderr
-    overload = subprocess.Popen(locust_command(stack, 3, 180, tmp_path / "overload"), env=LOCUST_ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    overload = subprocess.Popen(
+        locust_command(stack, 3, 180, tmp_path / "overload"),
+        env=LOCUST_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wanted = {"InferenceLatencyAboveTarget", "InferenceHPAAtMaxReplicas"}
         wait_until(lambda: wanted <= stack.firing_alerts() or None, f"{sorted(wanted)} firing", 150, interval=2)
@@ -130,7 +188,8 @@ def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, t
 @pytest.mark.slow
 def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
     config = StackConfig(
-        workdir=tmp_path / "stack", **FAST_LOOP,
+        workdir=tmp_path / "stack",
+        **FAST_LOOP,
     )
     with LocalStack(config) as stack:
         # The adapter serves the metric for the idle pod: 0, not <unknown>. The
@@ -141,17 +200,26 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         table = stack.kubectl("get", "hpa", "-n", config.namespace)
         assert "<unknown>" not in table, table
         # The External-metric variant's rule is served as well (autoscaling.metric.type=External).
-        external = json.loads(stack.kubectl(
-            "get", "--raw", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{config.namespace}/"
-            f"inference_request_duration_seconds_avg_external?labelSelector=service%3D{stack.fullname}"))
+        external = json.loads(
+            stack.kubectl(
+                "get",
+                "--raw",
+                f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{config.namespace}/"
+                f"inference_request_duration_seconds_avg_external?labelSelector=service%3D{stack.fullname}",
+            )
+        )
         assert [item["value"] for item in external["items"]] == ["0"], external
 
         recorder = HpaRecorder(stack.hpa)
         recorder.start()
         result = run_locust(stack, tmp_path / "locust")
         load_ended = recorder.elapsed()
-        wait_until(lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
-                   "scale-in to minReplicas", 240, interval=2)
+        wait_until(
+            lambda: recorder.samples[-1].replicas == 1 and recorder.samples[-1].desired == 1,
+            "scale-in to minReplicas",
+            240,
+            interval=2,
+        )
         samples = recorder.stop()
         assert_overload_at_max_replicas_fires_the_latency_alert(stack, tmp_path)
         assert_a_broken_scrape_fires_the_absent_metric_alert(stack)
@@ -162,8 +230,7 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
     peak = max(s.replicas for s in during_load)
     assert peak >= 3, timeline
     reached_peak = next(s.at for s in during_load if s.replicas == peak)
-    back_under = [s for s in during_load if s.at > reached_peak and s.metric is not None
-                  and s.metric < TARGET_SECONDS]
+    back_under = [s for s in during_load if s.at > reached_peak and s.metric is not None and s.metric < TARGET_SECONDS]
     assert back_under, "the per-pod average never came back under the target while loaded"
 
     stats = aggregated(tmp_path / "locust")

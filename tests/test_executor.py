@@ -85,15 +85,12 @@ def test_queue_wait_and_inference_time_are_measured_apart():
 def test_observer_sees_admission_start_and_finish_in_order():
     recorder = Recorder()
     ModelExecutor(lambda _: None, slots=1, max_queue=0, observer=recorder).submit(None).result(5)
-    assert [e if isinstance(e, str) else e[0] for e in recorder.events] == [
-        "admitted", "started", "finished"
-    ]
+    assert [e if isinstance(e, str) else e[0] for e in recorder.events] == ["admitted", "started", "finished"]
 
 
 def test_gate_holds_work_queued_and_counts_the_wait_as_queue_time():
     clock, gate = FakeClock(), threading.Event()
-    executor = ModelExecutor(lambda p: p, slots=1, max_queue=1, observer=Recorder(), gate=gate,
-                             clock=clock)
+    executor = ModelExecutor(lambda p: p, slots=1, max_queue=1, observer=Recorder(), gate=gate, clock=clock)
     future = executor.submit("x")
     with pytest.raises(TimeoutError):
         future.result(timeout=0.2)

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
 from servers import scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
@@ -62,9 +61,7 @@ def assert_monotonic(before: dict[str, float], after: dict[str, float]) -> None:
 
 
 def test_killing_an_http_worker_loses_only_its_own_connections(start_server):
-    server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "4"}, workers=2
-    )
+    server = start_server({"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "4"}, workers=2)
     with ThreadPoolExecutor(8) as pool:
         pending = [pool.submit(call, server.url) for _ in range(8)]
         wait_for(lambda: scrape(server.admin_url)["inference_queue_depth"] == 4)

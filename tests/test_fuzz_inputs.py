@@ -22,8 +22,7 @@ predict_bodies = st.fixed_dictionaries({"features": st.lists(numbers | json_valu
 tensors = st.fixed_dictionaries(
     {
         "name": st.just("features") | st.text(max_size=5),
-        "shape": st.lists(st.integers(1, 5), min_size=1, max_size=2)
-        | st.lists(st.integers(-1, 400), max_size=3),
+        "shape": st.lists(st.integers(1, 5), min_size=1, max_size=2) | st.lists(st.integers(-1, 400), max_size=3),
         "datatype": st.sampled_from(["FP32", "FP64", "INT64", "UINT8", "BYTES", "fp32"]) | json_values,
         "data": st.lists(finite, max_size=20)
         | st.lists(st.lists(finite, max_size=4), max_size=6)
@@ -37,8 +36,17 @@ infer_bodies = st.fixed_dictionaries(
 )
 # Binary tensor data extension: bodies whose sizes mostly add up, so the
 # checks behind the layout (element sizes, BOOL bytes, finite floats) are reached.
-ELEMENT_SIZES = {"BOOL": 1, "UINT8": 1, "INT16": 2, "UINT32": 4, "INT64": 8,
-                 "FP16": 2, "FP32": 4, "FP64": 8, "BYTES": 5}
+ELEMENT_SIZES = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "INT16": 2,
+    "UINT32": 4,
+    "INT64": 8,
+    "FP16": 2,
+    "FP32": 4,
+    "FP64": 8,
+    "BYTES": 5,
+}
 
 
 @st.composite
@@ -47,8 +55,7 @@ def binary_requests(draw) -> tuple[dict, bytes]:
     datatype = draw(st.sampled_from(sorted(ELEMENT_SIZES)))
     exact = ELEMENT_SIZES[datatype] * shape[0] * (shape[1] if len(shape) == 2 else 1)
     size = draw(st.just(exact) | st.integers(-1, 64) | json_values)
-    tensor = {"name": "features", "shape": shape, "datatype": datatype,
-              "parameters": {"binary_data_size": size}}
+    tensor = {"name": "features", "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}
     if draw(st.integers(0, 9)) == 0:
         tensor["data"] = draw(json_values)
     fits = isinstance(size, int) and 0 <= size <= 256 and draw(st.integers(0, 3)) > 0
@@ -56,9 +63,7 @@ def binary_requests(draw) -> tuple[dict, bytes]:
     return {"inputs": [tensor]}, tail
 
 
-header_lengths = (
-    st.sampled_from([0, 0, None]) | st.integers(-3, 3) | st.text(alphabet="0123456789-+.x", max_size=4)
-)
+header_lengths = st.sampled_from([0, 0, None]) | st.integers(-3, 3) | st.text(alphabet="0123456789-+.x", max_size=4)
 raw_bodies = st.binary(max_size=200)
 content_types = st.sampled_from(["application/json", "text/plain", "", "application/json; charset=utf-8"])
 
@@ -111,8 +116,11 @@ def test_raw_bytes_never_cause_a_server_error(server, body, path, content_type):
 
 
 @FUZZ
-@given(request=binary_requests(), header_length=header_lengths,
-       content_type=content_types | st.just("application/octet-stream"))
+@given(
+    request=binary_requests(),
+    header_length=header_lengths,
+    content_type=content_types | st.just("application/octet-stream"),
+)
 def test_binary_bodies_never_cause_a_server_error(server, request, header_length, content_type):
     body, tail = request
     header = encode(body)

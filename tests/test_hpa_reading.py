@@ -8,7 +8,10 @@ DURATION, UTILIZATION = "inference_request_duration_seconds_avg", "inference_slo
 
 
 def pods_metric(name: str, target: str) -> dict:
-    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}},
+    }
 
 
 def pods_current(name: str, value: str) -> dict:
@@ -17,8 +20,10 @@ def pods_current(name: str, value: str) -> dict:
 
 def hpa(*current: dict) -> dict:
     """The chart's HPA (duration, then slot utilization) with `current` in its status."""
-    return {"spec": {"metrics": [pods_metric(DURATION, "12"), pods_metric(UTILIZATION, "700m")]},
-            "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentMetrics": list(current)}}
+    return {
+        "spec": {"metrics": [pods_metric(DURATION, "12"), pods_metric(UTILIZATION, "700m")]},
+        "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentMetrics": list(current)},
+    }
 
 
 def test_every_metric_is_known_only_when_each_has_a_current_value():
@@ -32,9 +37,18 @@ def test_every_metric_is_known_only_when_each_has_a_current_value():
 
 
 def test_an_external_metric_is_matched_by_its_own_type_and_name():
-    external = {"type": "External", "external": {"metric": {"name": "x_external"}, "target": {"type": "Value", "value": "12"}}}
-    reading = {"spec": {"metrics": [external]}, "status": {"currentMetrics": [
-        {"type": "External", "external": {"metric": {"name": "x_external"}, "current": {"value": "3"}}}]}}
+    external = {
+        "type": "External",
+        "external": {"metric": {"name": "x_external"}, "target": {"type": "Value", "value": "12"}},
+    }
+    reading = {
+        "spec": {"metrics": [external]},
+        "status": {
+            "currentMetrics": [
+                {"type": "External", "external": {"metric": {"name": "x_external"}, "current": {"value": "3"}}}
+            ]
+        },
+    }
     assert every_metric_known(reading)
     reading["status"]["currentMetrics"][0]["external"]["metric"]["name"] = "y_external"
     assert not every_metric_known(reading)

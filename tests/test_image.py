@@ -94,11 +94,16 @@ def bundle_config(bundle: Path, netns: Path, chart_env: dict[str, str], metrics_
     spec["root"]["readonly"] = True
     # The chart's two emptyDirs (medium: Memory).
     for destination in ("/tmp", metrics_dir):
-        spec["mounts"].append({"destination": destination, "type": "tmpfs", "source": "tmpfs",
-                               "options": ["nosuid", "nodev", "mode=1777", "size=16m"]})
+        spec["mounts"].append(
+            {
+                "destination": destination,
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777", "size=16m"],
+            }
+        )
     spec["linux"]["namespaces"] = [
-        {"type": "network", "path": str(netns)} if ns["type"] == "network" else ns
-        for ns in spec["linux"]["namespaces"]
+        {"type": "network", "path": str(netns)} if ns["type"] == "network" else ns for ns in spec["linux"]["namespaces"]
     ]
     path.write_text(json.dumps(spec))
 
@@ -114,8 +119,17 @@ def http(netns: Path, method: str, port: int, path: str, body: dict | None = Non
         "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n"
         "except OSError as e: print(0); print(e)\n"
     )
-    out = run("nsenter", f"--net={netns}", sys.executable, "-c", code, method,
-              f"http://127.0.0.1:{port}{path}", json.dumps(body) if body is not None else "", timeout=30)
+    out = run(
+        "nsenter",
+        f"--net={netns}",
+        sys.executable,
+        "-c",
+        code,
+        method,
+        f"http://127.0.0.1:{port}{path}",
+        json.dumps(body) if body is not None else "",
+        timeout=30,
+    )
     status, _, text = out.partition("\n")
     return int(status), text
 
@@ -176,8 +190,9 @@ def test_runs_as_the_chart_runs_it(image_archive, app_version, container, tmp_pa
         run("skopeo", "copy", "--quiet", f"docker-archive:{image_archive}", f"oci:{layout}:{app_version}")
         run("umoci", "unpack", "--image", f"{layout}:{app_version}", str(bundle), timeout=300)
         rootfs = bundle / "rootfs"
-        leftovers_of_build = [p for p in ("wheels", "src", "root/.cache", "usr/bin/gcc", "usr/bin/cc")
-                              if (rootfs / p).exists()]
+        leftovers_of_build = [
+            p for p in ("wheels", "src", "root/.cache", "usr/bin/gcc", "usr/bin/cc") if (rootfs / p).exists()
+        ]
         leftovers_of_build += [str(p) for p in (rootfs / "var/lib/apt/lists").glob("*_*")]
         assert leftovers_of_build == [], "build leftovers in the image"
         bundle_config(bundle, netns, chart_env, chart_env["PROMETHEUS_MULTIPROC_DIR"])
@@ -186,8 +201,14 @@ def test_runs_as_the_chart_runs_it(image_archive, app_version, container, tmp_pa
         run("nsenter", f"--net={netns}", "ip", "link", "set", "lo", "up")
         with open(log_path, "wb") as log:
             # Detached, with its output in a file: a pipe would stay open as long as the container runs.
-            subprocess.run(runc + ["run", "--detach", "--bundle", str(bundle), NAME],
-                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=60)
+            subprocess.run(
+                runc + ["run", "--detach", "--bundle", str(bundle), NAME],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=60,
+            )
         started = True
         pid = json.loads(run(*runc, "state", NAME))["pid"]
         assert container_cgroups(), "runc made no cgroup: the check that none is left would prove nothing"
@@ -209,14 +230,17 @@ def test_runs_as_the_chart_runs_it(image_archive, app_version, container, tmp_pa
             for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
                 assert int(fields[cap], 16) == 0, (p, cap, fields[cap])
             assert fields["NoNewPrivs"] == "1", p
-        root_mount = next(line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-                          if line.split()[4] == "/")
+        root_mount = next(
+            line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if line.split()[4] == "/"
+        )
         assert "ro" in root_mount.split()[5].split(","), root_mount
 
-        probe = ("import errno, sys\n"
-                 "for path in sys.argv[1:]:\n"
-                 "    try: open(path, 'w').close(); print(path, 'written')\n"
-                 "    except OSError as e: print(path, errno.errorcode[e.errno])\n")
+        probe = (
+            "import errno, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    try: open(path, 'w').close(); print(path, 'written')\n"
+            "    except OSError as e: print(path, errno.errorcode[e.errno])\n"
+        )
         written = run(*runc, "exec", NAME, "python3", "-c", probe, "/probe", "/usr/local/probe", "/tmp/probe")
         assert written.splitlines() == ["/probe EROFS", "/usr/local/probe EROFS", "/tmp/probe written"]
         assert run(*runc, "exec", NAME, "id", "-u").strip() == str(USER)

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-
 from servers import LOOPBACK, scrape
 
 BODY = json.dumps({"features": [1.0, 2.0, 3.0]})
@@ -49,11 +48,15 @@ def test_an_old_connection_is_told_to_close_and_the_next_request_reconnects(star
     connection.close()
 
 
-@pytest.mark.parametrize("max_age, port, method, path", [
-    # Prometheus and the kubelet reach each pod directly: nothing to rebalance.
-    ("1", "admin_port", "GET", "/metrics"),
-    ("0", "port", "POST", "/predict"),
-], ids=["admin-port", "zero-is-never"])
+@pytest.mark.parametrize(
+    "max_age, port, method, path",
+    [
+        # Prometheus and the kubelet reach each pod directly: nothing to rebalance.
+        ("1", "admin_port", "GET", "/metrics"),
+        ("0", "port", "POST", "/predict"),
+    ],
+    ids=["admin-port", "zero-is-never"],
+)
 def test_connections_kept_however_old(start_server, max_age, port, method, path):
     server = start_server({"MAX_CONNECTION_AGE_SECONDS": max_age, "KEEPALIVE_SECONDS": "10"}, workers=1)
     connection = http.client.HTTPConnection(LOOPBACK, getattr(server, port), timeout=10)
@@ -86,10 +89,16 @@ def hung_up(connection: http.client.HTTPConnection) -> bool:
 
 
 def test_a_draining_pod_moves_its_keep_alive_clients_on_before_its_queue_is_done(start_server):
-    server = start_server({
-        "INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "3",
-        "GRACEFUL_SHUTDOWN_SECONDS": "20", "KEEPALIVE_SECONDS": "30", "MAX_CONNECTION_AGE_SECONDS": "0",
-    })
+    server = start_server(
+        {
+            "INFERENCE_DURATION_SECONDS": "1",
+            "MODEL_CONCURRENCY": "1",
+            "MAX_QUEUE": "3",
+            "GRACEFUL_SHUTDOWN_SECONDS": "20",
+            "KEEPALIVE_SECONDS": "30",
+            "MAX_CONNECTION_AGE_SECONDS": "0",
+        }
+    )
     idle = [http.client.HTTPConnection(LOOPBACK, server.port, timeout=30) for _ in range(4)]
     for connection in idle:  # several, so both workers hold some
         assert exchange(connection, "POST", "/predict")[:2] == (200, "keep-alive")

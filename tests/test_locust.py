@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from servers import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,8 +36,13 @@ def run_locust_headless(
     """`locust --headless` to completion; its whole process group is killed if it overruns."""
     command = [*LOCUST, "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary", *args]
     process = subprocess.Popen(
-        command, env=env, cwd=csv_prefix.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        command,
+        env=env,
+        cwd=csv_prefix.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -65,8 +69,11 @@ def test_headless_run_below_capacity_has_no_failures(start_server, tmp_path):
     server = start_server(UNDER_CAPACITY_SERVER, workers=2)
     # 3 users x 1 request/s, Poisson: ~3/s against 20/s of capacity.
     result = run_locust_headless(
-        server.url, tmp_path / "run", locust_env(LOAD_USER_RPS="1"),
-        ["-u", "3", "-r", "3", "-t", "15s"], timeout=60,
+        server.url,
+        tmp_path / "run",
+        locust_env(LOAD_USER_RPS="1"),
+        ["-u", "3", "-r", "3", "-t", "15s"],
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout
     total = aggregated(tmp_path / "run")
@@ -84,8 +91,12 @@ def test_headless_run_below_capacity_has_no_failures(start_server, tmp_path):
 def test_step_shape_adds_users_step_by_step(start_server, tmp_path):
     server = start_server(UNDER_CAPACITY_SERVER, workers=2)
     env = locust_env(
-        LOAD_SHAPE="step", LOAD_STEP_USERS="1", LOAD_USERS="3", LOAD_STEP_SECONDS="4",
-        LOAD_DURATION_SECONDS="14", LOAD_USER_RPS="1",
+        LOAD_SHAPE="step",
+        LOAD_STEP_USERS="1",
+        LOAD_USERS="3",
+        LOAD_STEP_SECONDS="4",
+        LOAD_DURATION_SECONDS="14",
+        LOAD_USER_RPS="1",
     )
     # No -t: the shape ends the run (LOAD_DURATION_SECONDS).
     started = time.monotonic()
@@ -108,14 +119,15 @@ def final_stats(json_file: Path) -> dict[str, dict]:
 @pytest.mark.slow
 def test_rejections_are_failures_unless_told_otherwise(start_server, tmp_path):
     # One slot, no queue: each burst of 4 gets one answer and three immediate 503s.
-    server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"}, workers=1
-    )
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"}, workers=1)
     load = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "4", "LOAD_USER_RPS": "0.5", "LOAD_V2_WEIGHT": "0"}
     for mode in ("failure", "ok"):
         result = run_locust_headless(
-            server.url, tmp_path / mode, locust_env(**load, LOAD_REJECTED=mode),
-            ["-u", "1", "-r", "1", "-t", "5s", "--json-file", str(tmp_path / mode)], timeout=60,
+            server.url,
+            tmp_path / mode,
+            locust_env(**load, LOAD_REJECTED=mode),
+            ["-u", "1", "-r", "1", "-t", "5s", "--json-file", str(tmp_path / mode)],
+            timeout=60,
         )
         stats = final_stats(tmp_path / f"{mode}.json")  # locust appends .json
         if mode == "failure":
@@ -153,16 +165,17 @@ def ui_template_args(url: str, timeout: float = 30.0) -> dict:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize(
-    "shape, user_fields_shown", [("", True), ("steady", False)], ids=["no-shape", "steady-shape"]
-)
+@pytest.mark.parametrize("shape, user_fields_shown", [("", True), ("steady", False)], ids=["no-shape", "steady-shape"])
 def test_web_ui_answers_and_lets_the_user_pick_users_without_a_shape(tmp_path, shape, user_fields_shown):
     port = free_port()
     log = open(tmp_path / "locust-ui.log", "wb")
     process = subprocess.Popen(
         [*LOCUST, "--host", f"http://{LOOPBACK}:9", "--web-host", LOOPBACK, "--web-port", str(port)],
         env=locust_env(LOAD_SHAPE=shape) if shape else locust_env(),
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         args = ui_template_args(f"http://{LOOPBACK}:{port}")

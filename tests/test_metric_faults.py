@@ -34,8 +34,8 @@ import sys
 import time
 
 import pytest
-
 from heartbeats import HeartbeatReceiver
+
 from localcluster.controlplane import free_port, wait_until
 from localcluster.hpa import HpaRecorder
 from localcluster.kubectl import get_json
@@ -65,8 +65,17 @@ def heartbeat_to(url: str) -> dict:
     """Laid over prometheus-values.yaml's Alertmanager config: Watchdog to `url`, every HEARTBEAT_SECONDS."""
     period = f"{HEARTBEAT_SECONDS}s"
     return {
-        "route": {"routes": [{"receiver": "deadmansswitch", "matchers": ['alertname = "Watchdog"'],
-                              "group_wait": "0s", "group_interval": period, "repeat_interval": period}]},
+        "route": {
+            "routes": [
+                {
+                    "receiver": "deadmansswitch",
+                    "matchers": ['alertname = "Watchdog"'],
+                    "group_wait": "0s",
+                    "group_interval": period,
+                    "repeat_interval": period,
+                }
+            ]
+        },
         "receivers": [{"name": "null"}, {"name": "deadmansswitch", "webhook_configs": [{"url": url}]}],
     }
 
@@ -108,24 +117,53 @@ def recovered(stack: LocalStack, recorder: HpaRecorder, fault: str, steady: int)
 
 @pytest.mark.slow
 def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
-    timing = {"autoscaling": {"maxReplicas": MAX_REPLICAS, "rateWindow": "40s"},
-              "serviceMonitor": {"interval": "10s"}}
-    loop = {**FAST_LOOP, "scrape_interval": "10s", "rate_window": "40s", "relist_interval": "20s",
-            "chart_values": merged(FAST_LOOP["chart_values"], timing)}
+    timing = {"autoscaling": {"maxReplicas": MAX_REPLICAS, "rateWindow": "40s"}, "serviceMonitor": {"interval": "10s"}}
+    loop = {
+        **FAST_LOOP,
+        "scrape_interval": "10s",
+        "rate_window": "40s",
+        "relist_interval": "20s",
+        "chart_values": merged(FAST_LOOP["chart_values"], timing),
+    }
     switch_port = free_port()
-    with LocalStack(StackConfig(
-        workdir=tmp_path / "stack", alertmanager_config=heartbeat_to(f"http://{HOST_IP}:{switch_port}/"),
-        alert_resend_delay=RESEND_DELAY, api_down_for=API_DOWN_FOR, **loop,
-    )) as stack, HeartbeatReceiver(HOST_IP, switch_port) as switch:
+    with (
+        LocalStack(
+            StackConfig(
+                workdir=tmp_path / "stack",
+                alertmanager_config=heartbeat_to(f"http://{HOST_IP}:{switch_port}/"),
+                alert_resend_delay=RESEND_DELAY,
+                api_down_for=API_DOWN_FOR,
+                **loop,
+            )
+        ) as stack,
+        HeartbeatReceiver(HOST_IP, switch_port) as switch,
+    ):
         stack.wait_for_hpa_metric(240)
         # Prometheus -> Alertmanager -> the switch, before any fault.
         wait_until(lambda: switch.heartbeats_since(0) or None, "Watchdog's first heartbeat", 120, interval=1)
         load = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--headless",
-             "--host", stack.service_url, "-u", str(USERS), "-r", str(USERS), "-t", "900s",
-             "--csv", str(tmp_path / "load"), "--only-summary"],
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(REPO / "locustfile.py"),
+                "--headless",
+                "--host",
+                stack.service_url,
+                "-u",
+                str(USERS),
+                "-r",
+                str(USERS),
+                "-t",
+                "900s",
+                "--csv",
+                str(tmp_path / "load"),
+                "--only-summary",
+            ],
             env={**os.environ, "LOAD_USER_RPS": str(USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         recorder = HpaRecorder(stack.hpa)
         recorder.start()
@@ -138,8 +176,12 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             start = began(recorder, "prometheus-adapter scaled to 0")
             stack.kubectl("scale", "--replicas=0", *ADAPTER)
             wait_until(lambda: not scaling_active(stack) or None, "ScalingActive=False", 120, interval=2)
-            wait_until(lambda: "InferenceHPAMetricUnavailable" in stack.firing_alerts() or None,
-                       "InferenceHPAMetricUnavailable firing", 120, interval=2)
+            wait_until(
+                lambda: "InferenceHPAMetricUnavailable" in stack.firing_alerts() or None,
+                "InferenceHPAMetricUnavailable firing",
+                120,
+                interval=2,
+            )
             time.sleep(max(0.0, FAULT_SECONDS - (recorder.elapsed() - start)))
             stack.kubectl("scale", "--replicas=1", *ADAPTER)
             assert lowest(recorder, start) >= steady, recorder.samples[-40:]
@@ -153,8 +195,12 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             wait_until(lambda: not stack.prometheus_ready() or None, "Prometheus stopped", 120, interval=1)
             stopped = time.monotonic()
             # What pages: the switch hears nothing once Alertmanager lets Watchdog expire.
-            wait_until(lambda: switch.silent_for() >= SILENCE_SECONDS or None,
-                       f"no heartbeat for {SILENCE_SECONDS} s", 180, interval=1)
+            wait_until(
+                lambda: switch.silent_for() >= SILENCE_SECONDS or None,
+                f"no heartbeat for {SILENCE_SECONDS} s",
+                180,
+                interval=1,
+            )
             print(f"the switch silent for {SILENCE_SECONDS} s at {time.monotonic() - stopped:.0f} s after the stop")
             time.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - stopped)))
             stack.kubectl("patch", *PROMETHEUS, "--type=merge", "-p", '{"spec": {"replicas": 1}}')
@@ -172,8 +218,12 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             start = began(recorder, "one pod's scrapes rejected")
             run("iptables", "-I", *block, netns=True)
             try:
-                wait_until(lambda: "InferenceScrapeFailing" in stack.firing_alerts() or None,
-                           "InferenceScrapeFailing firing", 120, interval=2)
+                wait_until(
+                    lambda: "InferenceScrapeFailing" in stack.firing_alerts() or None,
+                    "InferenceScrapeFailing firing",
+                    120,
+                    interval=2,
+                )
                 time.sleep(max(0.0, FAULT_SECONDS - (recorder.elapsed() - start)))
             finally:
                 run("iptables", "-D", *block, netns=True)
@@ -186,11 +236,19 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             start = began(recorder, "a server killed")
             container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
             stack.node.kill_container(container_id)
-            wait_until(lambda: restarted_and_ready(stack, pod["metadata"]["name"]) or None,
-                       "the killed server restarted and ready", 120, interval=1)
+            wait_until(
+                lambda: restarted_and_ready(stack, pod["metadata"]["name"]) or None,
+                "the killed server restarted and ready",
+                120,
+                interval=1,
+            )
             print(f"ready again after {recorder.elapsed() - start:.1f} s")
-            wait_until(lambda: "InferencePodRestarted" in stack.firing_alerts() or None,
-                       "InferencePodRestarted firing", 120, interval=2)
+            wait_until(
+                lambda: "InferencePodRestarted" in stack.firing_alerts() or None,
+                "InferencePodRestarted firing",
+                120,
+                interval=2,
+            )
             assert lowest(recorder, start) >= steady, recorder.samples[-40:]
             recovered(stack, recorder, "the pod's restart", steady)
 
@@ -205,7 +263,9 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
                 wait_until(lambda: "KubeAPIDown" in stack.firing_alerts() or None, "KubeAPIDown firing", 60, interval=1)
                 print(f"KubeAPIDown firing {recorder.elapsed() - start:.1f} s after the stop")
             print(f"the API server ready again {recorder.elapsed() - start:.1f} s after the stop")
-            wait_until(lambda: "KubeAPIDown" not in stack.firing_alerts() or None, "KubeAPIDown resolved", 60, interval=1)
+            wait_until(
+                lambda: "KubeAPIDown" not in stack.firing_alerts() or None, "KubeAPIDown resolved", 60, interval=1
+            )
             assert lowest(recorder, start) >= steady, recorder.samples[-40:]
             recovered(stack, recorder, "the API server's restart", steady)
         finally:

@@ -10,8 +10,16 @@ from inferscale.settings import InferenceMode
 
 
 def spec(**overrides) -> ModelSpec:
-    base = dict(name="m", version="1", max_features=8, load_seconds=0, memory_mb=1,
-                inference_seconds=0, jitter_seconds=0, mode=InferenceMode.SLEEP)
+    base = dict(
+        name="m",
+        version="1",
+        max_features=8,
+        load_seconds=0,
+        memory_mb=1,
+        inference_seconds=0,
+        jitter_seconds=0,
+        mode=InferenceMode.SLEEP,
+    )
     return ModelSpec(**{**base, **overrides})
 
 
@@ -57,8 +65,7 @@ def test_load_waits_out_the_configured_time_and_allocates_the_weights():
 
 def test_sleep_mode_holds_the_slot_for_the_inference_time_without_computing():
     slept, clock = [], Clock(tick=0.001)
-    model = Model(spec(inference_seconds=0.3, mode=InferenceMode.SLEEP), clock=clock,
-                  sleep=slept.append)
+    model = Model(spec(inference_seconds=0.3, mode=InferenceMode.SLEEP), clock=clock, sleep=slept.append)
     model.load()
     readings = clock.readings
     model.predict(np.ones((1, 3)))
@@ -68,8 +75,7 @@ def test_sleep_mode_holds_the_slot_for_the_inference_time_without_computing():
 
 def test_cpu_mode_computes_until_the_deadline_and_never_sleeps():
     slept, clock = [], Clock(tick=0.01)
-    model = Model(spec(inference_seconds=0.3, mode=InferenceMode.CPU), clock=clock,
-                  sleep=slept.append)
+    model = Model(spec(inference_seconds=0.3, mode=InferenceMode.CPU), clock=clock, sleep=slept.append)
     model.load()
     readings = clock.readings
     model.predict(np.ones((1, 3)))

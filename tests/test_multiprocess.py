@@ -11,18 +11,26 @@ from inferscale import multiprocess
 
 def record_in_child(directory, script: str) -> int:
     """Run `script` in a fresh interpreter in multiprocess mode; returns its pid."""
-    code = textwrap.dedent(
-        """
+    code = (
+        textwrap.dedent(
+            """
         import os
         from prometheus_client import CollectorRegistry
         from inferscale.metrics import ModelMetrics, RequestMetrics
         metrics = RequestMetrics(CollectorRegistry())
         model = ModelMetrics(CollectorRegistry())
         """
-    ) + textwrap.dedent(script) + "\nprint(os.getpid())\n"
+        )
+        + textwrap.dedent(script)
+        + "\nprint(os.getpid())\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code], env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
-        capture_output=True, text=True, check=True, timeout=60,
+        [sys.executable, "-c", code],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return int(result.stdout.strip())
 

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
 from overload import OpenLoad, ProcessUse, percentile
 
 INFERENCE, SLOTS, QUEUE = 5.0, 2, 4
@@ -19,8 +18,12 @@ CAPACITY = SLOTS / INFERENCE  # requests per second
 @pytest.mark.slow
 def test_overload_refuses_fast_and_leaks_nothing(start_server):
     server = start_server(
-        {"INFERENCE_DURATION_SECONDS": str(INFERENCE), "MODEL_CONCURRENCY": str(SLOTS),
-         "MAX_QUEUE": str(QUEUE), "LOG_LEVEL": "warning"},
+        {
+            "INFERENCE_DURATION_SECONDS": str(INFERENCE),
+            "MODEL_CONCURRENCY": str(SLOTS),
+            "MAX_QUEUE": str(QUEUE),
+            "LOG_LEVEL": "warning",
+        },
         workers=2,
     )
     # Warm up (every code path has run), then offer the same overload twice. A
@@ -64,6 +67,7 @@ def overload_round(server) -> tuple[Round, ProcessUse]:
         answers = load.answers.take()
         assert load.backlog < 5, "the load generator fell behind; the test proves nothing"
     return Round(answers, use), at_rest(server)
+
 
 def at_rest(server) -> ProcessUse:
     """Once the admitted requests have finished and idle connections closed."""

@@ -13,7 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-
 from servers import scrape
 
 INFERENCE = 1.0

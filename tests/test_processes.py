@@ -24,8 +24,11 @@ def test_stop_kills_children_that_ignore_sigterm(tmp_path):
     # only once the child ignores TERM: both are in place once that sleep runs.
     script = "trap 'exit 0' TERM; (trap '' TERM; sleep 300) & while true; do sleep 0.1; done"
     process = ManagedProcess("sh", ["sh", "-c", script], tmp_path / "sh.log").start()
-    wait_until(lambda: any(command_line(pid) == ["sleep", "300"] for pid in session_members(process.session)),
-               "the child ignoring TERM", 5)
+    wait_until(
+        lambda: any(command_line(pid) == ["sleep", "300"] for pid in session_members(process.session)),
+        "the child ignoring TERM",
+        5,
+    )
     assert process.stop(timeout=1) == 0
     assert session_members(process.session) == []
 
@@ -38,8 +41,9 @@ def test_sigkilled_owner_takes_its_processes_with_it(tmp_path):
         "print(p.session, flush=True); time.sleep(300)"
     )
     cluster_dir = str(Path(__file__).parent.parent / "cluster")
-    owner = subprocess.Popen([sys.executable, "-c", owner_code, cluster_dir, str(tmp_path / "log")],
-                             stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", owner_code, cluster_dir, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
+    )
     try:
         session = int(owner.stdout.readline())
         assert session_members(session)

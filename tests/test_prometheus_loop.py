@@ -23,8 +23,6 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-
-from localcluster.binaries import binary
 from prometheus import (
     REPO,
     PrometheusProcess,
@@ -35,6 +33,8 @@ from prometheus import (
 )
 from servers import ServerProcess, scrape
 from test_locust import locust_env, read_csv, run_locust_headless
+
+from localcluster.binaries import binary
 
 NAMESPACE = "test"
 RELEASE = "inferscale"  # the chart's fullname is then "inferscale": the `service` label
@@ -65,9 +65,10 @@ def adapter_pods_rule(metric: str) -> tuple[dict, str]:
         series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip()).group(0)
         # The adapter names a metric by regexp replacement on the series name (Go's $1 is \1 here).
         as_template = re.sub(r"\$(\d+)", r"\\\1", rule["name"].get("as") or "$1")
-        if re.fullmatch(rule["name"]["matches"], series) and re.sub(
-            rule["name"]["matches"], as_template, series
-        ) == metric:
+        if (
+            re.fullmatch(rule["name"]["matches"], series)
+            and re.sub(rule["name"]["matches"], as_template, series) == metric
+        ):
             return rule, series
     raise AssertionError(f"no rules.custom entry in adapter-values.yaml serves {metric}")
 
@@ -112,8 +113,9 @@ def test_adapter_query_expands_like_prometheus_adapter():
 
 
 class Loop:
-    def __init__(self, prometheus: PrometheusProcess, pods: dict[str, ServerProcess], csv_prefix: Path,
-                 load_ended_at: float):
+    def __init__(
+        self, prometheus: PrometheusProcess, pods: dict[str, ServerProcess], csv_prefix: Path, load_ended_at: float
+    ):
         self.prometheus = prometheus
         self.pods = pods
         self.csv_prefix = csv_prefix
@@ -152,8 +154,16 @@ def loop(tmp_path_factory):
             pods[pod] = ServerProcess(workdir / pod, POD_ENV, workers=1).start()
         # The labels kube-prometheus-stack's ServiceMonitor scrape gives a pod.
         targets = [
-            Target(server.admin_url, {"namespace": NAMESPACE, "service": RELEASE, "pod": pod,
-                                      "container": "inferscale", "endpoint": "admin"})
+            Target(
+                server.admin_url,
+                {
+                    "namespace": NAMESPACE,
+                    "service": RELEASE,
+                    "pod": pod,
+                    "container": "inferscale",
+                    "endpoint": "admin",
+                },
+            )
             for pod, server in pods.items()
         ]
         rules = chart_rule_groups(RELEASE, NAMESPACE)
@@ -163,8 +173,11 @@ def loop(tmp_path_factory):
         prometheus.wait_for_targets_up()
         prometheus.wait_for_rules_loaded()
         result = run_locust_headless(
-            pods["pod-a"].url, workdir / "load", locust_env(**BURSTY_LOAD),
-            ["-u", "1", "-r", "1", "-t", f"{LOAD_SECONDS}s"], timeout=LOAD_SECONDS + 60,
+            pods["pod-a"].url,
+            workdir / "load",
+            locust_env(**BURSTY_LOAD),
+            ["-u", "1", "-r", "1", "-t", f"{LOAD_SECONDS}s"],
+            timeout=LOAD_SECONDS + 60,
         )
         load_ended_at = time.time()
         assert result.returncode == 0, result.stdout
@@ -288,7 +301,10 @@ def test_recording_rule_equals_the_adapter_query(loop):
             loop.hpa_values(at)["pod-a"] for at in (sample.timestamp, sample.timestamp - SCRAPE_SECONDS)
         )
         assert sample.value in (pytest.approx(now, rel=1e-9), pytest.approx(scrape_before, rel=1e-9)), (
-            sample, now, scrape_before)
+            sample,
+            now,
+            scrape_before,
+        )
     idle = by_label(loop.prometheus.query(RECORDING_RULE, at=loop.measured_at), "pod")
     assert idle["pod-b"] == 0, idle
 
@@ -347,8 +363,7 @@ def test_web_ui_is_served_with_every_asset_it_loads(loop):
 
 def test_metrics_page_passes_promtool_check_after_traffic(start_server):
     # One slot, no queue: of 3 simultaneous requests one is served, the others rejected.
-    server = start_server({"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"},
-                          workers=1)
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"}, workers=1)
     statuses = []
     threads = [threading.Thread(target=lambda: statuses.append(server.predict().status_code)) for _ in range(3)]
     for thread in threads:

@@ -21,16 +21,27 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import find_helm
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import find_helm
 from localcluster import ControlPlane, dns, wait_until
 from localcluster.kubectl import get_json, kubectl
-from localcluster.stack import install_chart
 from localcluster.node import (
-    CONTAINERD_RUN_DIR, CONTAINERD_SOCKET, HOST_IF, HOST_IP, NETNS, NODE_DIR, NODE_IP, PAUSE_IMAGE, POD_CIDR, NodeBusy, RealNode,
-    mount_points, read_sysctls,
+    CONTAINERD_RUN_DIR,
+    CONTAINERD_SOCKET,
+    HOST_IF,
+    HOST_IP,
+    NETNS,
+    NODE_DIR,
+    NODE_IP,
+    PAUSE_IMAGE,
+    POD_CIDR,
+    NodeBusy,
+    RealNode,
+    mount_points,
+    read_sysctls,
 )
+from localcluster.stack import install_chart
 
 NAMESPACE = "default"
 PRE_STOP_SECONDS = 3
@@ -71,14 +82,16 @@ def pause_pod(name: str) -> dict:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "terminationGracePeriodSeconds": GRACE_SECONDS,
-            "containers": [{
-                "name": "pause",
-                "image": PAUSE_IMAGE,
-                "imagePullPolicy": "Never",
-                # No shell in the image: the kubelet's own sleep action makes
-                # deletion take a known time within the grace period.
-                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
-            }],
+            "containers": [
+                {
+                    "name": "pause",
+                    "image": PAUSE_IMAGE,
+                    "imagePullPolicy": "Never",
+                    # No shell in the image: the kubelet's own sleep action makes
+                    # deletion take a known time within the grace period.
+                    "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+                }
+            ],
         },
     }
 
@@ -93,8 +106,12 @@ def running_pod(kubeconfig: Path, name: str) -> dict:
 
 def runc_state(container_id: str) -> dict:
     """What runc itself says of the container (containerd's runc root for the k8s.io namespace)."""
-    out = subprocess.run(["runc", "--root", f"{CONTAINERD_RUN_DIR}/runc/k8s.io", "state", container_id],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["runc", "--root", f"{CONTAINERD_RUN_DIR}/runc/k8s.io", "state", container_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -116,8 +133,12 @@ def host_routes() -> list[str]:
 
 def machine_state(workdir: Path) -> dict:
     """What a node may change on the host, and must give back."""
-    return {"sysctls": read_sysctls(), "firewall": host_firewall(), "mounts": node_mounts(workdir),
-            "routes": host_routes()}
+    return {
+        "sysctls": read_sysctls(),
+        "firewall": host_firewall(),
+        "mounts": node_mounts(workdir),
+        "routes": host_routes(),
+    }
 
 
 def assert_nothing_left(workdir: Path, before: dict) -> None:
@@ -131,8 +152,7 @@ def assert_nothing_left(workdir: Path, before: dict) -> None:
 def run_pause_pod(kubeconfig: Path, name: str) -> dict:
     """Create the pod; once Running, check it is a real runc container; runc's state of it."""
     # The default ServiceAccount, which admission wants, comes a moment after the control plane.
-    wait_until(lambda: kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(pause_pod(name))),
-               "pod created", 30)
+    wait_until(lambda: kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(pause_pod(name))), "pod created", 30)
     pod = running_pod(kubeconfig, name)
     assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(POD_CIDR)
     container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
@@ -166,8 +186,18 @@ def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, 
         # label that steers workloads onto it.
         node_kubeconfig = control_plane.node_kubeconfig(node.name)
         refused = subprocess.run(
-            ["kubectl", "--kubeconfig", str(node_kubeconfig), "label", "node", node.name,
-             "node-restriction.kubernetes.io/trusted=yes"], capture_output=True, text=True)
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(node_kubeconfig),
+                "label",
+                "node",
+                node.name,
+                "node-restriction.kubernetes.io/trusted=yes",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert refused.returncode != 0 and "is not allowed to modify labels" in refused.stderr, refused.stderr
         # The API server reaches the kubelet, both verifying the other's certificate.
         assert kubectl(kubeconfig, "get", "--raw", f"/api/v1/nodes/{node.name}/proxy/healthz") == "ok"
@@ -213,8 +243,9 @@ def test_next_node_clears_what_a_sigkilled_owner_left(control_plane, tmp_path):
     """Its processes die with it (processes.py), but its pod, mounts, cgroups,
     namespace and the sysctls the kubelet wrote would stay."""
     before = machine_state(tmp_path)
-    owner = subprocess.Popen([sys.executable, "-c", KILLED_OWNER, str(ROOT), str(tmp_path / "killed")],
-                             stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", KILLED_OWNER, str(ROOT), str(tmp_path / "killed")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert owner.stdout.readline() == "up\n"
     finally:
@@ -243,8 +274,9 @@ time.sleep(float(sys.argv[1]))
 
 
 def hold_containerd_socket(seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", SOCKET_HOLDER, str(seconds), str(CONTAINERD_SOCKET)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SOCKET_HOLDER, str(seconds), str(CONTAINERD_SOCKET)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline() == "up\n"
     return holder
 
@@ -273,9 +305,12 @@ def test_next_node_waits_for_a_dying_containerd_and_refuses_a_live_one(control_p
 def successes(pod_ip: str) -> float:
     """The pod's own count of answered inferences, from its admin port (where Prometheus would scrape it)."""
     text = requests.get(f"http://{pod_ip}:8081/metrics", timeout=5).text
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == "inference_requests_total" and sample.labels.get("status") == "success")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "inference_requests_total" and sample.labels.get("status") == "success"
+    )
 
 
 def container_status(pid: int) -> dict[str, str]:
@@ -300,22 +335,28 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
         started = time.monotonic()
         dns.install(kubeconfig)
         print(f"CoreDNS Ready in {time.monotonic() - started:.1f} s")
-        install_chart(kubeconfig, "inferscale", CHART_NAMESPACE, CHART_VALUES, tmp_path / "values.yaml",
-                      timeout_seconds=120)
+        install_chart(
+            kubeconfig, "inferscale", CHART_NAMESPACE, CHART_VALUES, tmp_path / "values.yaml", timeout_seconds=120
+        )
         pods = get_json(kubeconfig, "pods", "-n", CHART_NAMESPACE, "-l", "app.kubernetes.io/name=inferscale")["items"]
         assert len(pods) == 2
         pod_ips = [pod["status"]["podIP"] for pod in pods]
         # The EndpointSlice controller lists both Ready pods, which kube-proxy routes to.
         slices = get_json(kubeconfig, "endpointslices", "-n", CHART_NAMESPACE)["items"]
-        assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"] if e["conditions"]["ready"]) \
-            == sorted(pod_ips)
+        assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"] if e["conditions"]["ready"]) == sorted(
+            pod_ips
+        )
 
         service = get_json(kubeconfig, "service", "-n", CHART_NAMESPACE, "inferscale")
         [node_port] = [p["nodePort"] for p in service["spec"]["ports"] if p["name"] == "http"]
         # A fresh connection each: kube-proxy balances connections, not requests.
         for _ in range(40):
-            response = requests.post(f"http://{NODE_IP}:{node_port}/predict", json={"features": [1, 2, 3]},
-                                     headers={"Connection": "close"}, timeout=10)
+            response = requests.post(
+                f"http://{NODE_IP}:{node_port}/predict",
+                json={"features": [1, 2, 3]},
+                headers={"Connection": "close"},
+                timeout=10,
+            )
             assert response.status_code == 200, response.text
         served = [successes(ip) for ip in pod_ips]
         assert sum(served) == 40 and min(served) > 0, served
@@ -335,12 +376,36 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
         # Cluster DNS, from inside a pod: the Service by its short name (the
         # pod's search path), and the API server's Service.
         resolve = "import socket, sys; print(*(socket.gethostbyname(n) for n in sys.argv[1:]))"
-        addresses = kubectl(kubeconfig, "exec", "-n", CHART_NAMESPACE, name, "--", "python3", "-c", resolve,
-                            "inferscale", "kubernetes.default.svc.cluster.local").split()
+        addresses = kubectl(
+            kubeconfig,
+            "exec",
+            "-n",
+            CHART_NAMESPACE,
+            name,
+            "--",
+            "python3",
+            "-c",
+            resolve,
+            "inferscale",
+            "kubernetes.default.svc.cluster.local",
+        ).split()
         assert addresses == [service["spec"]["clusterIP"], "10.96.0.1"]
         # The chart's own test: a pod that calls the Service by name, pod to Service to pod.
         result = subprocess.run(
-            [find_helm(), "test", "inferscale", "-n", CHART_NAMESPACE, "--kubeconfig", str(kubeconfig),
-             "--timeout", "2m"], capture_output=True, text=True, timeout=150)
+            [
+                find_helm(),
+                "test",
+                "inferscale",
+                "-n",
+                CHART_NAMESPACE,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--timeout",
+                "2m",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
         assert result.returncode == 0 and "Phase:          Succeeded" in result.stdout, result.stdout + result.stderr
     assert_nothing_left(tmp_path, before)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import requests
 from prometheus_client.mmap_dict import MmapedDict
+from servers import LOOPBACK, free_port, scrape
 
 from inferscale.settings import Settings
 from inferscale.supervisor import Supervisor
-from servers import LOOPBACK, free_port, scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 REJECTED = 'inference_requests_total{status="rejected"}'
@@ -53,8 +53,9 @@ def test_both_ports_accept_before_any_gunicorn_exists(tmp_path):
     """The supervisor binds PORT and ADMIN_PORT itself, before it forks: a client
     let in the moment /ready says yes (the admin gunicorn may be up before the
     main one) waits in PORT's backlog for a worker instead of being refused."""
-    settings = Settings(host=LOOPBACK, port=free_port(), admin_port=free_port(),
-                        prometheus_multiproc_dir=str(tmp_path / "metrics"))
+    settings = Settings(
+        host=LOOPBACK, port=free_port(), admin_port=free_port(), prometheus_multiproc_dir=str(tmp_path / "metrics")
+    )
     supervisor = Supervisor(settings, str(tmp_path / "model.sock"))
     try:
         for port in (settings.port, settings.admin_port):
@@ -66,9 +67,7 @@ def test_both_ports_accept_before_any_gunicorn_exists(tmp_path):
 
 
 def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
-    server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "3", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "6"}, workers=2
-    )
+    server = start_server({"INFERENCE_DURATION_SECONDS": "3", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "6"}, workers=2)
     latencies, saturated = [], []
     with saturating_load(server, clients=12) as statuses:
         time.sleep(1.0)
@@ -77,9 +76,7 @@ def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
                 latencies.append(timed_get(url + "/metrics"))
                 latencies.append(timed_get(url + "/health"))
             samples = scrape(server.admin_url)
-            saturated.append(
-                samples["inference_in_flight_requests"] == 2 and samples["inference_queue_depth"] > 0
-            )
+            saturated.append(samples["inference_in_flight_requests"] == 2 and samples["inference_queue_depth"] > 0)
             time.sleep(0.1)
     assert sum(saturated) >= len(saturated) * 0.8, "the load did not keep every slot busy"
     assert 503 in statuses, "the queue never filled"
@@ -118,9 +115,7 @@ def test_cold_start_is_unready_while_loading_and_alive_throughout(start_server):
     while not readiness or readiness[-1][1].status_code != 200:
         assert time.monotonic() - server.started_at < load_seconds + 20, "never became ready"
         assert requests.get(server.admin_url + "/health", timeout=5).status_code == 200
-        readiness.append(
-            (time.monotonic() - server.started_at, requests.get(server.admin_url + "/ready", timeout=5))
-        )
+        readiness.append((time.monotonic() - server.started_at, requests.get(server.admin_url + "/ready", timeout=5)))
         time.sleep(0.1)
     unready = [r.json()["status"] for _, r in readiness[:-1]]
     assert "loading" in unready and set(unready) <= {"loading", "model_unreachable"}, unready
@@ -130,9 +125,7 @@ def test_cold_start_is_unready_while_loading_and_alive_throughout(start_server):
 
 
 def test_the_queue_bound_is_the_pods_whichever_worker_takes_the_request(start_server):
-    server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "1.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "2"}, workers=3
-    )
+    server = start_server({"INFERENCE_DURATION_SECONDS": "1.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "2"}, workers=3)
     with ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(lambda _: server.predict(), range(6)))
     ok = [r for r in responses if r.status_code == 200]

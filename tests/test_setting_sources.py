@@ -14,9 +14,9 @@ import annotated_types
 import jsonschema
 import pytest
 from pydantic import ValidationError
+from test_chart import CHART, chart_values, env_of, helm_template, render, server_container
 
 from inferscale.settings import Settings
-from test_chart import CHART, chart_values, env_of, helm_template, render, server_container
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 
@@ -87,8 +87,11 @@ def test_the_schema_accepts_exactly_what_the_server_accepts(name):
     """A value the schema lets through and the server refuses is a pod that
     crash-loops after a clean `helm install`; one the schema refuses and the
     server takes is a setting users cannot reach."""
-    disagreements = [(value, schema_accepts(name, value)) for value in probes(name)
-                     if schema_accepts(name, value) != settings_accept(name, value)]
+    disagreements = [
+        (value, schema_accepts(name, value))
+        for value in probes(name)
+        if schema_accepts(name, value) != settings_accept(name, value)
+    ]
     assert not disagreements, f"{name}: (value, schema accepts) where the server disagrees: {disagreements}"
 
 
@@ -96,11 +99,12 @@ def test_the_schema_accepts_exactly_what_the_server_accepts(name):
 # that break it, its nearest values that keep it, and the value the chart's
 # refusal must name.
 CROSS_FIELD_RULES = {
-    "jitter within the duration": ({"inference_jitter_seconds": 1.5, "inference_duration_seconds": 1},
-                                   {"inference_jitter_seconds": 1, "inference_duration_seconds": 1},
-                                   "server.inferenceJitterSeconds"),
-    "admin port apart": ({"admin_port": 8080, "port": 8080}, {"admin_port": 8081, "port": 8080},
-                         "server.adminPort"),
+    "jitter within the duration": (
+        {"inference_jitter_seconds": 1.5, "inference_duration_seconds": 1},
+        {"inference_jitter_seconds": 1, "inference_duration_seconds": 1},
+        "server.inferenceJitterSeconds",
+    ),
+    "admin port apart": ({"admin_port": 8080, "port": 8080}, {"admin_port": 8081, "port": 8080}, "server.adminPort"),
 }
 
 
@@ -123,8 +127,9 @@ def test_the_chart_refuses_what_the_servers_cross_field_rules_refuse(rule):
 def test_the_settings_page_is_what_the_settings_command_prints():
     page = (CHART.parent / "docs" / "settings.md").read_text()
     table = page.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
-    printed = subprocess.run([sys.executable, "-m", "inferscale.cli", "settings"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "settings"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     assert table == printed, "docs/settings.md: replace the table between its markers with `inferscale settings`"
 
 

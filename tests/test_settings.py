@@ -48,7 +48,9 @@ def test_serve_refuses_bad_settings_with_exit_2_and_names_the_variable():
     result = subprocess.run(
         [sys.executable, "-m", "inferscale.cli", "serve"],
         env={"MODEL_CONCURRENCY": "zero", "PATH": ""},
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "invalid settings" in result.stderr and "model_concurrency" in result.stderr

@@ -27,8 +27,16 @@ from inferscale.simulation.calibration import (
     share_over,
     within_seeds,
 )
-from inferscale.simulation.hpa import Controller, HpaSpec, NoMetrics, PodView, ScalingPolicy, ScalingRules, replicas_for_metric
 from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
+from inferscale.simulation.hpa import (
+    Controller,
+    HpaSpec,
+    NoMetrics,
+    PodView,
+    ScalingPolicy,
+    ScalingRules,
+    replicas_for_metric,
+)
 from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
 from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario, seconds
 
@@ -43,25 +51,28 @@ def pods(*values, pending: int = 0) -> list[PodView]:
 # ---- calcPlainMetricReplicas -------------------------------------------------------
 
 
-@pytest.mark.parametrize("current, views, expected", [
-    # 15 s against 12: ratio 1.25, ceil(1.25 x 3 pods).
-    (3, pods(15, 15, 15), 4),
-    # 13 s: ratio 1.083, inside the 10 % tolerance.
-    (2, pods(13, 13), 2),
-    # 10 s on 5 unqueued pods: ratio 0.833, ceil(4.17) = 5, no scale-in at all.
-    (5, pods(10, 10, 10, 10, 10), 5),
-    # Scale-in with a missing pod: it counts as the target, (6 + 6 + 12) / 3 = 8,
-    # ceil(0.667 x 3) = 2, not the ceil(0.5 x 2) = 1 the two values alone say.
-    (3, pods(6, 6, None), 2),
-    # Scale-out with a missing pod: it counts as 0, (24 + 24 + 0) / 3 = 16, ceil(1.333 x 3) = 4.
-    (3, pods(24, 24, None), 4),
-    # Scale-out with a Pending pod: it counts as 0, (24 + 0) / 2 = 12: ratio 1, keep.
-    (2, pods(24, pending=1), 2),
-    # The missing pod at 0 would turn 13.5 (out) into 6.75 (in): keep.
-    (2, pods(13.5, None), 2),
-    # An idle pod reads 0 and is a value, not missing: (0 + 0 + 12) / 3 = 4, ceil(0.333 x 3) = 1.
-    (3, pods(0, 0, 12), 1),
-])
+@pytest.mark.parametrize(
+    "current, views, expected",
+    [
+        # 15 s against 12: ratio 1.25, ceil(1.25 x 3 pods).
+        (3, pods(15, 15, 15), 4),
+        # 13 s: ratio 1.083, inside the 10 % tolerance.
+        (2, pods(13, 13), 2),
+        # 10 s on 5 unqueued pods: ratio 0.833, ceil(4.17) = 5, no scale-in at all.
+        (5, pods(10, 10, 10, 10, 10), 5),
+        # Scale-in with a missing pod: it counts as the target, (6 + 6 + 12) / 3 = 8,
+        # ceil(0.667 x 3) = 2, not the ceil(0.5 x 2) = 1 the two values alone say.
+        (3, pods(6, 6, None), 2),
+        # Scale-out with a missing pod: it counts as 0, (24 + 24 + 0) / 3 = 16, ceil(1.333 x 3) = 4.
+        (3, pods(24, 24, None), 4),
+        # Scale-out with a Pending pod: it counts as 0, (24 + 0) / 2 = 12: ratio 1, keep.
+        (2, pods(24, pending=1), 2),
+        # The missing pod at 0 would turn 13.5 (out) into 6.75 (in): keep.
+        (2, pods(13.5, None), 2),
+        # An idle pod reads 0 and is a value, not missing: (0 + 0 + 12) / 3 = 4, ceil(0.333 x 3) = 1.
+        (3, pods(0, 0, 12), 1),
+    ],
+)
 def test_replicas_for_one_pods_metric(current, views, expected):
     assert replicas_for_metric(current, views, target=12, tolerance=0.1)[0] == expected
 
@@ -132,8 +143,13 @@ def test_chart_scale_up_policies_allow_the_larger_of_double_and_four_pods_per_30
 
 
 def test_scale_up_limit_counts_from_the_start_of_each_policys_period():
-    spec = HpaSpec(1, 100, 12, ScalingRules(0, "Max", (ScalingPolicy("Pods", 4, 30), ScalingPolicy("Percent", 100, 30))),
-                   ScalingRules(300, "Min", (ScalingPolicy("Percent", 50, 60),)))
+    spec = HpaSpec(
+        1,
+        100,
+        12,
+        ScalingRules(0, "Max", (ScalingPolicy("Pods", 4, 30), ScalingPolicy("Percent", 100, 30))),
+        ScalingRules(300, "Min", (ScalingPolicy("Percent", 50, 60),)),
+    )
     controller = Controller(spec)
     assert controller.sync(0.0, 1, pods(120)).desired == 5  # max(1 + 4, 2)
     assert controller.sync(15.0, 5, pods(*[120] * 5)).desired == 5  # period start still 1
@@ -141,8 +157,13 @@ def test_scale_up_limit_counts_from_the_start_of_each_policys_period():
 
 
 def test_select_policy_min_takes_the_smaller_change():
-    spec = HpaSpec(1, 100, 12, ScalingRules(0, "Min", (ScalingPolicy("Pods", 4, 30), ScalingPolicy("Percent", 100, 30))),
-                   ScalingRules(0, "Max", (ScalingPolicy("Percent", 50, 60),)))
+    spec = HpaSpec(
+        1,
+        100,
+        12,
+        ScalingRules(0, "Min", (ScalingPolicy("Pods", 4, 30), ScalingPolicy("Percent", 100, 30))),
+        ScalingRules(0, "Max", (ScalingPolicy("Percent", 50, 60),)),
+    )
     assert Controller(spec).sync(0.0, 1, pods(120)).desired == 2  # min(1 + 4, 2)
     assert Controller(spec).sync(0.0, 8, pods(*[120] * 8)).desired == 12  # min(8 + 4, 16)
 
@@ -286,8 +307,11 @@ def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
     first_out = next(at for at, r in trace.replicas[1:] if r > 1)
     # The load needs a window of samples and a sync: scrape + window + sync at the most.
     timing = model.timing
-    assert case.change_at < first_out <= (case.change_at + timing.scrape_interval + timing.rate_window
-                                          + timing.sync_period + POD.inference_seconds)
+    assert (
+        case.change_at
+        < first_out
+        <= (case.change_at + timing.scrape_interval + timing.rate_window + timing.sync_period + POD.inference_seconds)
+    )
     assert max(r for _, r in trace.replicas) <= model.hpa.max_replicas
 
 
@@ -305,9 +329,23 @@ def test_fewest_fixed_is_the_smallest_count_that_meets_the_target():
 
 def test_the_command_prints_figures_for_the_chart_values():
     result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(REPO / "chart" / "values.yaml"),
-         "--scenario", "stop", "--hours", "1", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "inferscale.cli",
+            "simulate",
+            "--values",
+            str(REPO / "chart" / "values.yaml"),
+            "--scenario",
+            "stop",
+            "--hours",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -319,9 +357,22 @@ def test_the_command_prints_figures_for_the_chart_values():
 
 def simulate_json(*args: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(REPO / "chart" / "values.yaml"),
-         "--hours", "1", "--json", *args],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "inferscale.cli",
+            "simulate",
+            "--values",
+            str(REPO / "chart" / "values.yaml"),
+            "--hours",
+            "1",
+            "--json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -339,14 +390,22 @@ def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room
     assert crowded["autoscaled"]["refused_percent"] > by_rate["autoscaled"]["refused_percent"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--rate", "0"], "--rate must be above 0"),
-    (["--max-running-pods", "0"], "--max-running-pods 0 is below minReplicas 1"),
-    (["--rate", "1", "--times", "2"], "not allowed with argument"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rate", "0"], "--rate must be above 0"),
+        (["--max-running-pods", "0"], "--max-running-pods 0 is below minReplicas 1"),
+        (["--rate", "1", "--times", "2"], "not allowed with argument"),
+    ],
+)
 def test_the_command_refuses_a_load_or_room_it_cannot_simulate(args, message):
-    result = subprocess.run([sys.executable, "-m", "inferscale.cli", "simulate", *args],
-                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -355,7 +414,9 @@ def test_the_command_names_an_unreadable_values_file(tmp_path):
     (tmp_path / "values.yaml").write_text("server: {}\n")
     result = subprocess.run(
         [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(tmp_path / "values.yaml")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "cannot read chart values" in result.stderr and "Traceback" not in result.stderr
@@ -372,10 +433,10 @@ def test_agreement_counts_samples_within_one_replica_from_the_step_on():
     trace = trace_of((0.0, 1), (20.0, 4), (60.0, 2))
     observed = [
         Observed(-5.0, 1, None),  # before the step: not compared
-        Observed(10.0, 1, 1.0),   # 1 vs 1
-        Observed(30.0, 5, 2.0),   # 4 vs 5: within
-        Observed(40.0, 6, 2.0),   # 4 vs 6: not
-        Observed(70.0, 2, 1.0),   # 2 vs 2
+        Observed(10.0, 1, 1.0),  # 1 vs 1
+        Observed(30.0, 5, 2.0),  # 4 vs 5: within
+        Observed(40.0, 6, 2.0),  # 4 vs 6: not
+        Observed(70.0, 2, 1.0),  # 2 vs 2
     ]
     result = agreement(observed, trace, min_replicas=1)
     assert (result.samples, result.within) == (4, 3)
@@ -400,8 +461,10 @@ def test_within_seeds_counts_readings_inside_the_seeds_range_widened_by_one():
 
 
 def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():
-    readings = [Observed(at, replicas, None) for at, replicas in
-                [(90.0, 4), (100.0, 4), (130.0, 1), (140.0, 2), (160.0, 1), (170.0, 1)]]
+    readings = [
+        Observed(at, replicas, None)
+        for at, replicas in [(90.0, 4), (100.0, 4), (130.0, 1), (140.0, 2), (160.0, 1), (170.0, 1)]
+    ]
     assert back_to_min_observed(readings, 1, 100.0) == 60.0
     assert back_to_min_observed(readings[:-2], 1, 100.0) is None  # ends above min
     assert back_to_min_observed([Observed(120.0, 1, None)], 1, 100.0) == 0.0

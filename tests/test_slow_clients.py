@@ -9,7 +9,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-
 from servers import LOOPBACK, scrape
 from stalls import STALLED_BODY, STALLED_HEADERS, open_stalled, read_all, trickle
 

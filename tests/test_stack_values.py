@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_chart import MATRIX, only, render
 
-from localcluster import adapter as localcluster_adapter, monitoring
+from localcluster import adapter as localcluster_adapter
+from localcluster import monitoring
 from localcluster.binaries import binary
 from localcluster.stack import FAST_LOOP, StackConfig, check_relist_covers_scrapes
 from localcluster.values import merged
-from test_chart import MATRIX, only, render
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
@@ -61,10 +62,13 @@ def seconds(duration: str) -> float:
 # ---- both install paths get the same values ---------------------------------------
 
 
-@pytest.mark.parametrize("dependency,source", [
-    ("prometheus-adapter", "adapter-values.yaml"),
-    ("kube-prometheus-stack", "prometheus-values.yaml"),
-])
+@pytest.mark.parametrize(
+    "dependency,source",
+    [
+        ("prometheus-adapter", "adapter-values.yaml"),
+        ("kube-prometheus-stack", "prometheus-values.yaml"),
+    ],
+)
 def test_stack_values_nest_the_standalone_files_exactly(stack_values, dependency, source):
     nested = dict(stack_values[dependency])
     assert nested.pop("enabled") is True
@@ -72,8 +76,9 @@ def test_stack_values_nest_the_standalone_files_exactly(stack_values, dependency
 
 
 def test_stack_values_are_regenerated():
-    result = subprocess.run([sys.executable, str(ROOT / "ci" / "sync_stack_values.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "ci" / "sync_stack_values.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -96,8 +101,9 @@ def test_app_chart_has_no_dependencies():
 
 
 def test_helm_sees_the_pinned_dependencies():
-    result = subprocess.run([binary("helm"), "dependency", "list", str(STACK)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary("helm"), "dependency", "list", str(STACK)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert re.search(r"kube-prometheus-stack\s+88\.5\.3\s", result.stdout)
     assert re.search(r"prometheus-adapter\s+5\.3\.0\s", result.stdout)
@@ -113,7 +119,10 @@ def test_umbrella_renders_the_app_with_its_values(tmp_path):
     shutil.copytree(ROOT / "chart", stack / "charts" / "inferscale")
     result = subprocess.run(
         [binary("helm"), "template", "demo", str(stack), "--namespace", "loop"],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
@@ -193,8 +202,13 @@ def test_adapter_talks_to_prometheus_operated_in_its_own_namespace(adapter):
 
 def adapter_args(values: dict, **kwargs) -> dict[str, str]:
     objects = localcluster_adapter.deployment_objects(
-        values, localcluster_adapter.adapter_config(values, kwargs.pop("rate_window", None)),
-        "image:tag", b"cert", b"key", **kwargs)
+        values,
+        localcluster_adapter.adapter_config(values, kwargs.pop("rate_window", None)),
+        "image:tag",
+        b"cert",
+        b"key",
+        **kwargs,
+    )
     [deployment] = [o for o in objects if o["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     return dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
@@ -219,10 +233,12 @@ def test_the_local_stacks_adapter_refuses_a_url_it_cannot_render(adapter):
 def adapter_query(rule: dict, label_matchers: str, group_by: str) -> str:
     """Fill the adapter's Go template the way prometheus-adapter does."""
     series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip("'")).group(0)
-    return (rule["metricsQuery"]
-            .replace("<<.Series>>", series)
-            .replace("<<.LabelMatchers>>", label_matchers)
-            .replace("<<.GroupBy>>", group_by))
+    return (
+        rule["metricsQuery"]
+        .replace("<<.Series>>", series)
+        .replace("<<.LabelMatchers>>", label_matchers)
+        .replace("<<.GroupBy>>", group_by)
+    )
 
 
 def pod_series(labels: str, pod: str, count: str, total: str, up: str) -> list[tuple[str, str]]:
@@ -253,19 +269,37 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
         (f'up{{{labels},pod="no-histogram"}}', "1x40"),
     ]
     at_5m = [{"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0}]
-    promtool_test_rules(tmp_path, series, [
-        {"expr": pods, "eval_time": "4m45s", "exp_samples": [
-            {"labels": '{pod="busy"}', "value": 14}, {"labels": '{pod="idle"}', "value": 0},
-            {"labels": '{pod="failing"}', "value": 30},
-        ]},
-        {"expr": pods, "eval_time": "5m", "exp_samples": [
-            *at_5m, {"labels": '{pod="restarted"}', "value": 14},
-        ]},
-        {"expr": f"round({external}, 0.001)", "eval_time": "5m", "exp_samples": [
-            # (14 + 0 + 14) s over 2 requests per scrape.
-            {"labels": '{namespace="serving"}', "value": 14},
-        ]},
-    ])
+    promtool_test_rules(
+        tmp_path,
+        series,
+        [
+            {
+                "expr": pods,
+                "eval_time": "4m45s",
+                "exp_samples": [
+                    {"labels": '{pod="busy"}', "value": 14},
+                    {"labels": '{pod="idle"}', "value": 0},
+                    {"labels": '{pod="failing"}', "value": 30},
+                ],
+            },
+            {
+                "expr": pods,
+                "eval_time": "5m",
+                "exp_samples": [
+                    *at_5m,
+                    {"labels": '{pod="restarted"}', "value": 14},
+                ],
+            },
+            {
+                "expr": f"round({external}, 0.001)",
+                "eval_time": "5m",
+                "exp_samples": [
+                    # (14 + 0 + 14) s over 2 requests per scrape.
+                    {"labels": '{namespace="serving"}', "value": 14},
+                ],
+            },
+        ],
+    )
 
 
 def promtool_test_rules(tmp_path: Path, series: list[tuple[str, str]], expr_tests: list[dict]) -> None:
@@ -277,16 +311,23 @@ def promtool_test_rules(tmp_path: Path, series: list[tuple[str, str]], expr_test
         "evaluation_interval": "15s",
         # Prometheus 3's rate() may end a float's last bit away from the exact ratio.
         "fuzzy_compare": True,
-        "tests": [{
-            "interval": "15s",
-            "input_series": [{"series": s, "values": v} for s, v in series],
-            "promql_expr_test": expr_tests,
-        }],
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": expr_tests,
+            }
+        ],
     }
     (tmp_path / "empty-rules.yaml").write_text("groups: []\n")
     (tmp_path / "adapter_test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
-    result = subprocess.run([binary("promtool"), "test", "rules", "adapter_test.yaml"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary("promtool"), "test", "rules", "adapter_test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -327,9 +368,19 @@ def test_slot_utilization_reads_held_over_slots_and_is_absent_without_a_scrape(a
     restart reads that one sample, its real state."""
     names = "|".join(dict.fromkeys(pod_of(series) for series, _ in UTILIZATION_SERIES))
     query = adapter_query(custom_rule(adapter, UTILIZATION_METRIC), f'namespace="serving",pod=~"{names}"', "pod")
-    promtool_test_rules(tmp_path, UTILIZATION_SERIES, [{"expr": query, "eval_time": "5m", "exp_samples": [
-        {"labels": f'{{pod="{pod}"}}', "value": value} for pod, value in UTILIZATION_AT_5M.items()
-    ]}])
+    promtool_test_rules(
+        tmp_path,
+        UTILIZATION_SERIES,
+        [
+            {
+                "expr": query,
+                "eval_time": "5m",
+                "exp_samples": [
+                    {"labels": f'{{pod="{pod}"}}', "value": value} for pod, value in UTILIZATION_AT_5M.items()
+                ],
+            }
+        ],
+    )
 
 
 def test_keda_utilization_trigger_is_the_mean_of_what_the_adapter_serves_per_pod(tmp_path):
@@ -339,8 +390,17 @@ def test_keda_utilization_trigger_is_the_mean_of_what_the_adapter_serves_per_pod
     triggers = only(render(MATRIX["keda"]), "ScaledObject")["spec"]["triggers"]
     [query] = [t["metadata"]["query"] for t in triggers if "inference_model_slots" in t["metadata"]["query"]]
     mean = sum(UTILIZATION_AT_5M.values()) / len(UTILIZATION_AT_5M)
-    promtool_test_rules(tmp_path, UTILIZATION_SERIES, [{"expr": f"round({query}, 0.001)", "eval_time": "5m",
-                                                        "exp_samples": [{"labels": "{}", "value": promql_round(mean, 0.001)}]}])
+    promtool_test_rules(
+        tmp_path,
+        UTILIZATION_SERIES,
+        [
+            {
+                "expr": f"round({query}, 0.001)",
+                "eval_time": "5m",
+                "exp_samples": [{"labels": "{}", "value": promql_round(mean, 0.001)}],
+            }
+        ],
+    )
 
 
 def pod_of(series: str) -> str:
@@ -367,8 +427,9 @@ def test_prometheus_finds_the_charts_servicemonitor_and_rules(prometheus, chart_
             # Then the chart's objects must carry release: <the kube-prometheus-stack release>.
             assert chart_values[section]["additionalLabels"].get("release") == "kube-prometheus-stack"
         else:
-            assert spec[f"{kind}Selector"] == {} and spec[f"{kind}NamespaceSelector"] == {}, \
+            assert spec[f"{kind}Selector"] == {} and spec[f"{kind}NamespaceSelector"] == {}, (
                 "select every object in every namespace"
+            )
 
 
 def test_grafana_sidecar_loads_the_charts_dashboard_from_any_namespace(prometheus, chart_values):
@@ -398,12 +459,20 @@ def test_alertmanager_sends_watchdog_to_the_dead_mans_switch_every_minute(promet
     assert {"deadmansswitch", route["receiver"]} <= {r["name"] for r in alertmanager["config"]["receivers"]}
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    # What the fault test lays over it: a webhook to its own heartbeat receiver.
-    {"receivers": [{"name": "null"},
-                   {"name": "deadmansswitch", "webhook_configs": [{"url": "http://10.87.0.1:8080/"}]}]},
-], ids=["as-shipped", "with-a-webhook"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        # What the fault test lays over it: a webhook to its own heartbeat receiver.
+        {
+            "receivers": [
+                {"name": "null"},
+                {"name": "deadmansswitch", "webhook_configs": [{"url": "http://10.87.0.1:8080/"}]},
+            ]
+        },
+    ],
+    ids=["as-shipped", "with-a-webhook"],
+)
 def test_alertmanager_config_as_the_local_stack_renders_it_passes_amtool(prometheus, overrides, tmp_path):
     [secret, *_] = monitoring.alertmanager_objects(merged(prometheus["alertmanager"]["config"], overrides), 30093)
     config = tmp_path / "alertmanager.yaml"
@@ -430,18 +499,21 @@ def test_kube_api_down_waits_its_for_then_fires_for_a_failing_or_vanished_apiser
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [group]}))
     fired = [{"exp_labels": {"severity": "critical"}, "exp_annotations": group["rules"][0]["annotations"]}]
     tests = [
-        {"interval": "15s",
-         "input_series": [{"series": 'up{job="apiserver",instance="10.0.0.1:6443"}', "values": values}],
-         "alert_rule_test": [
-             {"eval_time": "4m", "alertname": "KubeAPIDown", "exp_alerts": []},
-             {"eval_time": "19m", "alertname": "KubeAPIDown", "exp_alerts": []},
-             {"eval_time": "21m", "alertname": "KubeAPIDown", "exp_alerts": fired},
-         ]}
+        {
+            "interval": "15s",
+            "input_series": [{"series": 'up{job="apiserver",instance="10.0.0.1:6443"}', "values": values}],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "KubeAPIDown", "exp_alerts": []},
+                {"eval_time": "19m", "alertname": "KubeAPIDown", "exp_alerts": []},
+                {"eval_time": "21m", "alertname": "KubeAPIDown", "exp_alerts": fired},
+            ],
+        }
         for values in ("1x20 0x100", "1x20 stale")
     ]
     (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": tests}))
-    result = subprocess.run([binary("promtool"), "test", "rules", "test.yaml"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary("promtool"), "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -15,8 +15,9 @@ def test_links_point_at_real_programs_whatever_path_holds(tmp_path):
     bin_dir = tmp_path / "bin"
     env = {**os.environ, "INFERSCALE_CACHE": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     for _ in range(2):
-        result = subprocess.run(["bash", str(ROOT / "ci" / "tools.sh"), "wrk"], env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            ["bash", str(ROOT / "ci" / "tools.sh"), "wrk"], env=env, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr
         # The advice that puts the bin directory on PATH, which the second run already has.
         assert result.stdout.strip() == f'export PATH="{bin_dir}:$PATH"'

@@ -12,9 +12,9 @@ import json
 import struct
 
 import pytest
+from test_api import make_client
 
 import inferscale
-from test_api import make_client
 
 INFER = "/v2/models/inferscale/infer"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -37,8 +37,7 @@ def binary_request(header: dict, *tensors: bytes) -> tuple[bytes, dict[str, str]
 
 
 def binary_features(shape, datatype="FP32", size=None) -> dict:
-    return {"name": "features", "shape": shape, "datatype": datatype,
-            "parameters": {"binary_data_size": size}}
+    return {"name": "features", "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}
 
 
 def split_response(response) -> tuple[dict, bytes]:
@@ -67,8 +66,12 @@ def test_inference_response_echoes_id_and_has_every_output_per_row(client):
     probability, label = payload["outputs"]
     assert probability["name"] == "probability" and probability["datatype"] == "FP64"
     assert probability["shape"] == [2] and len(probability["data"]) == 2
-    assert label == {"name": "label", "datatype": "INT64", "shape": [2],
-                     "data": [int(p >= 0.5) for p in probability["data"]]}
+    assert label == {
+        "name": "label",
+        "datatype": "INT64",
+        "shape": [2],
+        "data": [int(p >= 0.5) for p in probability["data"]],
+    }
 
 
 def test_inference_response_has_no_id_when_the_request_has_none(client):
@@ -93,8 +96,13 @@ def test_label_is_one_where_the_probability_reaches_one_half(client):
 def test_tensor_data_types_integer_bool_and_float_inputs_agree(client):
     answers = [
         client.post(INFER, json=infer_body(datatype=datatype, data=data)).get_json()["outputs"]
-        for datatype, data in [("INT8", [1, 0, 1]), ("UINT64", [1, 0, 1]), ("BOOL", [True, False, True]),
-                               ("FP16", [1.0, 0, 1]), ("FP64", [1, 0.0, 1])]
+        for datatype, data in [
+            ("INT8", [1, 0, 1]),
+            ("UINT64", [1, 0, 1]),
+            ("BOOL", [True, False, True]),
+            ("FP16", [1.0, 0, 1]),
+            ("FP64", [1, 0.0, 1]),
+        ]
     ]
     assert all(answer == answers[0] for answer in answers)
 
@@ -105,11 +113,9 @@ def test_tensor_data_types_integer_bool_and_float_inputs_agree(client):
         (dict(shape=[1, 4]), "has 3 values but shape [1, 4] needs 4"),
         (dict(shape=[2, 2], data=[[1, 2, 3], [4]]), "every row"),
         (dict(name="pixels"), "unknown input 'pixels'"),
-        (dict(datatype="INT32", data=[1, 2.5, 3]),
-         "is INT32: data element 1 (2.5): Input should be a valid integer"),
+        (dict(datatype="INT32", data=[1, 2.5, 3]), "is INT32: data element 1 (2.5): Input should be a valid integer"),
         (dict(datatype="UINT8", data=[1, 256, 3]), "is UINT8: data element 1 (256)"),
-        (dict(datatype="BOOL", data=[1, 0, 1]),
-         "is BOOL: data element 0 (1): Input should be a valid boolean"),
+        (dict(datatype="BOOL", data=[1, 0, 1]), "is BOOL: data element 0 (1): Input should be a valid boolean"),
         (dict(datatype="FP16", data=[1, 70000, 3]), "is FP16: data element 1"),
         (dict(datatype="BYTES", data=["a", "b", "c"]), "datatype BYTES is not accepted"),
         (dict(datatype="fp32"), "datatype"),
@@ -131,8 +137,7 @@ def test_json_nan_is_refused(client):
 
 
 def test_unknown_fields_are_ignored_as_in_tritons_binary_example(client):
-    body = {"model_name": "inferscale", **infer_body(parameters={"vendor": "x"}),
-            "parameters": {"priority": 2}}
+    body = {"model_name": "inferscale", **infer_body(parameters={"vendor": "x"}), "parameters": {"priority": 2}}
     assert client.post(INFER, json=body).status_code == 200
 
 
@@ -207,8 +212,10 @@ def test_predict_stays_strict_about_json(client):
 def test_binary_extension_example_request_and_response(client):
     # Shaped after the extension's example: binary input, one output asked for as binary.
     body, headers = binary_request(
-        {"inputs": [binary_features([2, 2], "UINT32", 16)],
-         "outputs": [{"name": "probability", "parameters": {"binary_data": True}}]},
+        {
+            "inputs": [binary_features([2, 2], "UINT32", 16)],
+            "outputs": [{"name": "probability", "parameters": {"binary_data": True}}],
+        },
         struct.pack("<4I", 1, 2, 3, 4),
     )
     headers["Content-Type"] = "application/octet-stream"
@@ -217,16 +224,16 @@ def test_binary_extension_example_request_and_response(client):
     assert response.content_type == "application/octet-stream"
     header, tail = split_response(response)
     [output] = header["outputs"]
-    assert output == {"name": "probability", "datatype": "FP64", "shape": [2],
-                      "parameters": {"binary_data_size": 16}}
+    assert output == {"name": "probability", "datatype": "FP64", "shape": [2], "parameters": {"binary_data_size": 16}}
     assert len(tail) == 16
     as_json = client.post(INFER, json=infer_body(shape=[2, 2], datatype="UINT32", data=[1, 2, 3, 4]))
     assert list(struct.unpack("<2d", tail)) == as_json.get_json()["outputs"][0]["data"]
 
 
 def test_binary_data_output_sends_every_output_as_binary_in_order(client):
-    response = client.post(INFER, json={**infer_body(shape=[3, 1], data=[1, 2, 3]),
-                                        "parameters": {"binary_data_output": True}})
+    response = client.post(
+        INFER, json={**infer_body(shape=[3, 1], data=[1, 2, 3]), "parameters": {"binary_data_output": True}}
+    )
     header, tail = split_response(response)
     assert [output["parameters"]["binary_data_size"] for output in header["outputs"]] == [24, 24]
     assert all("data" not in output for output in header["outputs"])
@@ -235,8 +242,11 @@ def test_binary_data_output_sends_every_output_as_binary_in_order(client):
 
 
 def test_binary_outputs_mix_with_json_outputs(client):
-    body = {**infer_body(), "parameters": {"binary_data_output": True},
-            "outputs": [{"name": "probability", "parameters": {"binary_data": False}}, {"name": "label"}]}
+    body = {
+        **infer_body(),
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": "probability", "parameters": {"binary_data": False}}, {"name": "label"}],
+    }
     header, tail = split_response(client.post(INFER, json=body))
     probability, label = header["outputs"]
     assert len(probability["data"]) == 1 and "parameters" not in probability
@@ -250,8 +260,7 @@ def test_json_response_when_no_output_is_binary_has_no_header_length(client):
 
 @pytest.mark.parametrize("content_type", [None, "application/octet-stream", "application/json"])
 def test_binary_inputs_read_under_any_generic_content_type(client, content_type):
-    body, headers = binary_request({"inputs": [binary_features([1, 3], "FP64", 24)]},
-                                   struct.pack("<3d", 1, 2, 3))
+    body, headers = binary_request({"inputs": [binary_features([1, 3], "FP64", 24)]}, struct.pack("<3d", 1, 2, 3))
     if content_type:
         headers["Content-Type"] = content_type
     response = client.post(INFER, data=body, headers=headers)
@@ -268,29 +277,63 @@ def test_bool_binary_input_is_one_byte_per_element(client):
 @pytest.mark.parametrize(
     "header, tail, length, fragment",
     [
-        ({"inputs": [binary_features([1, 3], size=12)]}, b"\x00" * 12, "many",
-         "Inference-Header-Content-Length must be a whole number of bytes, got 'many'"),
-        ({"inputs": [binary_features([1, 3], size=12)]}, b"\x00" * 12, "9999",
-         "Inference-Header-Content-Length is '9999' but the body holds only"),
-        ({"inputs": [binary_features([1, 3], size=12)]}, b"\x00" * 8, None,
-         "binary_data_size add up to 12 bytes, but 8 bytes follow the JSON header"),
-        ({"inputs": [binary_features([1, 3], size=16)]}, b"\x00" * 16, None,
-         "needs 12 bytes, but its binary_data_size is 16"),
-        ({"inputs": [binary_features([1, 3], size=10)]}, b"\x00" * 10, None,
-         "binary_data_size 10 is not a whole number of FP32 elements (4 bytes each)"),
+        (
+            {"inputs": [binary_features([1, 3], size=12)]},
+            b"\x00" * 12,
+            "many",
+            "Inference-Header-Content-Length must be a whole number of bytes, got 'many'",
+        ),
+        (
+            {"inputs": [binary_features([1, 3], size=12)]},
+            b"\x00" * 12,
+            "9999",
+            "Inference-Header-Content-Length is '9999' but the body holds only",
+        ),
+        (
+            {"inputs": [binary_features([1, 3], size=12)]},
+            b"\x00" * 8,
+            None,
+            "binary_data_size add up to 12 bytes, but 8 bytes follow the JSON header",
+        ),
+        (
+            {"inputs": [binary_features([1, 3], size=16)]},
+            b"\x00" * 16,
+            None,
+            "needs 12 bytes, but its binary_data_size is 16",
+        ),
+        (
+            {"inputs": [binary_features([1, 3], size=10)]},
+            b"\x00" * 10,
+            None,
+            "binary_data_size 10 is not a whole number of FP32 elements (4 bytes each)",
+        ),
         (infer_body(), b"\x00" * 4, None, "add up to 0 bytes, but 4 bytes follow"),
-        ({"inputs": [{**binary_features([1, 3], size=12), "data": [1, 2, 3]}]}, b"\x00" * 12, None,
-         "has both data and binary_data_size"),
-        ({"inputs": [binary_features([1, 3], "FP32", 12)]}, struct.pack("<3f", 1, float("inf"), 3), None,
-         "element 1 is inf, but must be a finite number"),
-        ({"inputs": [binary_features([1, 2], "BOOL", 2)]}, b"\x01\xff", None,
-         "byte 1 is 255, but must be 0 or 1"),
-        ({"inputs": [binary_features([1, 3], "BYTES", 15)]}, b"\x01\x00\x00\x00a" * 3, None,
-         "datatype BYTES is not accepted"),
-        ({"inputs": [binary_features([1, 3], size="12")]}, b"\x00" * 12, None,
-         "inputs.0.parameters.binary_data_size"),
-        ({"inputs": [binary_features([1, 3], size=12)], "parameters": {"binary_data_output": "yes"}},
-         b"\x00" * 12, None, "parameters.binary_data_output"),
+        (
+            {"inputs": [{**binary_features([1, 3], size=12), "data": [1, 2, 3]}]},
+            b"\x00" * 12,
+            None,
+            "has both data and binary_data_size",
+        ),
+        (
+            {"inputs": [binary_features([1, 3], "FP32", 12)]},
+            struct.pack("<3f", 1, float("inf"), 3),
+            None,
+            "element 1 is inf, but must be a finite number",
+        ),
+        ({"inputs": [binary_features([1, 2], "BOOL", 2)]}, b"\x01\xff", None, "byte 1 is 255, but must be 0 or 1"),
+        (
+            {"inputs": [binary_features([1, 3], "BYTES", 15)]},
+            b"\x01\x00\x00\x00a" * 3,
+            None,
+            "datatype BYTES is not accepted",
+        ),
+        ({"inputs": [binary_features([1, 3], size="12")]}, b"\x00" * 12, None, "inputs.0.parameters.binary_data_size"),
+        (
+            {"inputs": [binary_features([1, 3], size=12)], "parameters": {"binary_data_output": "yes"}},
+            b"\x00" * 12,
+            None,
+            "parameters.binary_data_output",
+        ),
     ],
 )
 def test_binary_inconsistencies_are_400_in_the_v2_error_shape(client, header, tail, length, fragment):
@@ -302,13 +345,14 @@ def test_binary_inconsistencies_are_400_in_the_v2_error_shape(client, header, ta
 
 def test_binary_data_size_without_the_header_length_is_400(client):
     body = json.dumps({"inputs": [binary_features([1, 3], size=12)]})
-    assert_v2_error(client.post(INFER, data=body), 400,
-                    "binary_data_size is set but the request has no Inference-Header-Content-Length")
+    assert_v2_error(
+        client.post(INFER, data=body),
+        400,
+        "binary_data_size is set but the request has no Inference-Header-Content-Length",
+    )
 
 
-@pytest.mark.parametrize(
-    "shape, fragment", [([5, 1], "batch of 5 rows; at most 4"), ([1, 9], "9 features per row")]
-)
+@pytest.mark.parametrize("shape, fragment", [([5, 1], "batch of 5 rows; at most 4"), ([1, 9], "9 features per row")])
 def test_limits_hold_for_binary_tensors_too(client, shape, fragment):
     count = shape[0] * shape[1]
     header = {"inputs": [binary_features(shape, "FP32", 4 * count)]}
@@ -328,19 +372,23 @@ def test_model_metadata_lists_both_outputs_and_which_datatypes_the_input_takes(c
     metadata = client.get("/v2/models/inferscale").get_json()
     assert metadata["name"] == "inferscale" and metadata["versions"] == ["1"]
     assert metadata["inputs"] == [{"name": "features", "datatype": "FP64", "shape": [-1, -1]}]
-    assert metadata["outputs"] == [{"name": "probability", "datatype": "FP64", "shape": [-1]},
-                                   {"name": "label", "datatype": "INT64", "shape": [-1]}]
+    assert metadata["outputs"] == [
+        {"name": "probability", "datatype": "FP64", "shape": [-1]},
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+    ]
     # `properties` is the spec's map of string to string.
     assert metadata["properties"] == {
-        "features.accepted_datatypes":
-            "BOOL,UINT8,UINT16,UINT32,UINT64,INT8,INT16,INT32,INT64,FP16,FP32,FP64",
+        "features.accepted_datatypes": "BOOL,UINT8,UINT16,UINT32,UINT64,INT8,INT16,INT32,INT64,FP16,FP32,FP64",
         "features.refused_datatypes": "BYTES",
     }
 
 
 def test_server_metadata_names_the_binary_tensor_data_extension(client):
-    assert client.get("/v2").get_json() == {"name": "inferscale", "version": inferscale.__version__,
-                                            "extensions": ["binary_tensor_data"]}
+    assert client.get("/v2").get_json() == {
+        "name": "inferscale",
+        "version": inferscale.__version__,
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 def test_versioned_routes_and_health(client):

@@ -23,9 +23,18 @@ from inferscale.api.schemas import InferInputTensor, InferRequest
 
 # "Tensor Data Types": every datatype, its size in bytes, and its struct format.
 SIZES = {
-    "BOOL": (1, "?"), "UINT8": (1, "B"), "UINT16": (2, "H"), "UINT32": (4, "I"), "UINT64": (8, "Q"),
-    "INT8": (1, "b"), "INT16": (2, "h"), "INT32": (4, "i"), "INT64": (8, "q"),
-    "FP16": (2, "e"), "FP32": (4, "f"), "FP64": (8, "d"),
+    "BOOL": (1, "?"),
+    "UINT8": (1, "B"),
+    "UINT16": (2, "H"),
+    "UINT32": (4, "I"),
+    "UINT64": (8, "Q"),
+    "INT8": (1, "b"),
+    "INT16": (2, "h"),
+    "INT32": (4, "i"),
+    "INT64": (8, "q"),
+    "FP16": (2, "e"),
+    "FP32": (4, "f"),
+    "FP64": (8, "d"),
 }
 # Two rows of two values per datatype, reaching both ends of its range where that is exact.
 EXTREMES = {
@@ -51,8 +60,12 @@ def tensor(**fields) -> InferInputTensor:
 
 
 def binary_tensor(datatype: str, payload: bytes, shape=(2, 2)) -> tuple[InferInputTensor, memoryview]:
-    fields = {"name": "features", "shape": list(shape), "datatype": datatype,
-              "parameters": {"binary_data_size": len(payload)}}
+    fields = {
+        "name": "features",
+        "shape": list(shape),
+        "datatype": datatype,
+        "parameters": {"binary_data_size": len(payload)},
+    }
     return InferInputTensor.model_validate(fields), memoryview(payload)
 
 
@@ -254,9 +267,7 @@ def test_inference_header_content_length_must_be_a_byte_count_within_the_body(va
 def test_binary_inputs_follow_the_json_in_input_order():
     tail = memoryview(b"AAAABBCCCCCC")
     chunks = binary_data.input_chunks([4, None, 2, 6], tail)
-    assert [None if chunk is None else bytes(chunk) for chunk in chunks] == [
-        b"AAAA", None, b"BB", b"CCCCCC"
-    ]
+    assert [None if chunk is None else bytes(chunk) for chunk in chunks] == [b"AAAA", None, b"BB", b"CCCCCC"]
 
 
 @pytest.mark.parametrize(
@@ -306,14 +317,13 @@ def test_an_empty_outputs_list_gets_every_output_as_triton_does():
 def test_requested_outputs_come_exactly_and_in_the_order_asked():
     assert selection(request(outputs=[{"name": "label"}])) == [("label", False)]
     assert selection(request(outputs=[{"name": "label"}, {"name": "probability"}])) == [
-        ("label", False), ("probability", False)
+        ("label", False),
+        ("probability", False),
     ]
 
 
 def test_binary_data_output_makes_every_output_binary_unless_one_says_otherwise():
-    assert selection(request(parameters={"binary_data_output": True})) == [
-        ("probability", True), ("label", True)
-    ]
+    assert selection(request(parameters={"binary_data_output": True})) == [("probability", True), ("label", True)]
     overridden = request(
         parameters={"binary_data_output": True},
         outputs=[{"name": "probability", "parameters": {"binary_data": False}}, {"name": "label"}],
@@ -322,8 +332,7 @@ def test_binary_data_output_makes_every_output_binary_unless_one_says_otherwise(
 
 
 def test_binary_data_on_one_output_makes_only_that_one_binary():
-    body = request(outputs=[{"name": "probability"},
-                            {"name": "label", "parameters": {"binary_data": True}}])
+    body = request(outputs=[{"name": "probability"}, {"name": "label", "parameters": {"binary_data": True}}])
     assert selection(body) == [("probability", False), ("label", True)]
 
 
@@ -339,8 +348,12 @@ def test_requested_outputs_must_exist_once(requested, fragment):
 
 
 def sized(binary_data_size) -> dict:
-    tensor = {"name": "features", "shape": [1], "datatype": "FP64",
-              "parameters": {"binary_data_size": binary_data_size}}
+    tensor = {
+        "name": "features",
+        "shape": [1],
+        "datatype": "FP64",
+        "parameters": {"binary_data_size": binary_data_size},
+    }
     return dict(inputs=[tensor])
 
 
@@ -349,8 +362,7 @@ def sized(binary_data_size) -> dict:
     [
         (dict(parameters={"binary_data_output": "yes"}), "parameters.binary_data_output"),
         (dict(parameters={"binary_data_output": 1}), "parameters.binary_data_output"),
-        (dict(outputs=[{"name": "label", "parameters": {"binary_data": "true"}}]),
-         "outputs.0.parameters.binary_data"),
+        (dict(outputs=[{"name": "label", "parameters": {"binary_data": "true"}}]), "outputs.0.parameters.binary_data"),
         (sized("8"), "inputs.0.parameters.binary_data_size"),
         (sized(-8), "inputs.0.parameters.binary_data_size"),
         (sized(8.0), "inputs.0.parameters.binary_data_size"),
@@ -381,10 +393,12 @@ def test_json_outputs_carry_data_and_no_binary_size():
     probabilities = np.array([0.25, 0.5, 0.75])
     [probability, label] = outputs.select(request())
     assert outputs.encode(probability, probabilities) == (
-        {"name": "probability", "datatype": "FP64", "shape": [3], "data": [0.25, 0.5, 0.75]}, None
+        {"name": "probability", "datatype": "FP64", "shape": [3], "data": [0.25, 0.5, 0.75]},
+        None,
     )
     assert outputs.encode(label, probabilities) == (
-        {"name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 1]}, None
+        {"name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 1]},
+        None,
     )
 
 
@@ -392,8 +406,12 @@ def test_binary_outputs_carry_binary_data_size_and_no_data():
     probabilities = np.array([0.25, 0.75])
     [probability, label] = outputs.select(request(parameters={"binary_data_output": True}))
     tensor_json, raw = outputs.encode(probability, probabilities)
-    assert tensor_json == {"name": "probability", "datatype": "FP64", "shape": [2],
-                           "parameters": {"binary_data_size": 16}}
+    assert tensor_json == {
+        "name": "probability",
+        "datatype": "FP64",
+        "shape": [2],
+        "parameters": {"binary_data_size": 16},
+    }
     assert struct.unpack("<2d", raw) == (0.25, 0.75)
     tensor_json, raw = outputs.encode(label, probabilities)
     assert tensor_json["parameters"] == {"binary_data_size": 16} and "data" not in tensor_json

@@ -21,11 +21,21 @@ MODEL = "inferscale"
 FAST = {"INFERENCE_DURATION_SECONDS": "0"}
 # Small whole numbers that every numeric datatype, BOOL included, holds exactly.
 ROWS = [[1, 0, 1], [0, 1, 1]]
-NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-           "FP16", "FP32", "FP64"]
-NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-         "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-         "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+NUMPY = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
 
 
 @pytest.fixture
@@ -60,8 +70,7 @@ def test_health_and_metadata_through_tritonclient(client):
 
 
 def test_json_inputs_and_json_outputs(server, client):
-    outputs = [httpclient.InferRequestedOutput(name, binary_data=False)
-               for name in ("probability", "label")]
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=False) for name in ("probability", "label")]
     result = client.infer(MODEL, [features("FP32", binary=False)], outputs=outputs, request_id="r1")
     response = result.get_response()
     assert response["id"] == "r1"
@@ -88,14 +97,17 @@ def test_json_inputs_for_every_numeric_datatype(server, client):
 
 
 def test_requested_outputs_only_those_in_that_order(client):
-    outputs = [httpclient.InferRequestedOutput("label"),
-               httpclient.InferRequestedOutput("probability", binary_data=False)]
+    outputs = [
+        httpclient.InferRequestedOutput("label"),
+        httpclient.InferRequestedOutput("probability", binary_data=False),
+    ]
     result = client.infer(MODEL, [features("INT64", binary=True)], outputs=outputs)
     response = result.get_response()
     assert [output["name"] for output in response["outputs"]] == ["label", "probability"]
     assert "binary_data_size" in response["outputs"][0]["parameters"] and "data" in response["outputs"][1]
-    only_label = client.infer(MODEL, [features("FP64", binary=True)],
-                              outputs=[httpclient.InferRequestedOutput("label")])
+    only_label = client.infer(
+        MODEL, [features("FP64", binary=True)], outputs=[httpclient.InferRequestedOutput("label")]
+    )
     assert only_label.as_numpy("probability") is None
     assert only_label.as_numpy("label").shape == (2,)
 
@@ -106,8 +118,7 @@ def test_refusals_reach_tritonclient_as_its_exception_with_our_message(client):
         tensor.set_data_from_numpy(np.array([[b"a", b"b"]], dtype=np.object_), binary_data=True)
         client.infer(MODEL, [tensor])
     with pytest.raises(InferenceServerException, match="unknown output 'score'"):
-        client.infer(MODEL, [features("FP32", binary=True)],
-                     outputs=[httpclient.InferRequestedOutput("score")])
+        client.infer(MODEL, [features("FP32", binary=True)], outputs=[httpclient.InferRequestedOutput("score")])
 
 
 def test_the_aiohttp_client_labelled_octet_stream_is_read_too(server):

@@ -13,6 +13,17 @@ from .pki import CertPaths, Pki
 from .processes import ManagedProcess, ProcessGroup
 
 __all__ = [
-    "CertPaths", "ControlPlane", "ManagedProcess", "MissingBinary", "NodeBusy", "Pki", "ProcessGroup", "RealNode",
-    "bin_dir", "binary", "free_port", "wait_until", "write_kubeconfig",
+    "CertPaths",
+    "ControlPlane",
+    "ManagedProcess",
+    "MissingBinary",
+    "NodeBusy",
+    "Pki",
+    "ProcessGroup",
+    "RealNode",
+    "bin_dir",
+    "binary",
+    "free_port",
+    "wait_until",
+    "write_kubeconfig",
 ]

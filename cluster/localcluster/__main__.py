@@ -19,21 +19,28 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the autoscaling loop until interrupted")
     demo.add_argument("--workdir", type=Path, default=REPO / ".cache" / "demo")
-    demo.add_argument("--node-port", type=int, default=30080,
-                      help="the Service's NodePort, on the node's address (10.87.0.2)")
-    demo.add_argument("--prometheus-node-port", type=int, default=30090,
-                      help="Prometheus's NodePort (its web UI and API), on the node's address")
+    demo.add_argument(
+        "--node-port", type=int, default=30080, help="the Service's NodePort, on the node's address (10.87.0.2)"
+    )
+    demo.add_argument(
+        "--prometheus-node-port",
+        type=int,
+        default=30090,
+        help="Prometheus's NodePort (its web UI and API), on the node's address",
+    )
     demo.add_argument("--locust-port", type=int, default=8089)
-    demo.add_argument("--fast", action="store_true",
-                      help="1 s inferences and second-scale windows instead of the chart's defaults")
+    demo.add_argument(
+        "--fast", action="store_true", help="1 s inferences and second-scale windows instead of the chart's defaults"
+    )
     args = parser.parse_args(argv)
     return run_demo(args)
 
 
 def run_demo(args) -> int:
     if os.geteuid() != 0:
-        print("the demo runs a real node (containerd, the kubelet, kube-proxy, iptables): run it as root",
-              file=sys.stderr)
+        print(
+            "the demo runs a real node (containerd, the kubelet, kube-proxy, iptables): run it as root", file=sys.stderr
+        )
         return 1
     # Ctrl-C and a plain `kill` both end in the same teardown. Set explicitly:
     # Python leaves SIGINT alone when it starts ignored (`make demo &` from a
@@ -42,25 +49,42 @@ def run_demo(args) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shutil.rmtree(args.workdir, ignore_errors=True)
     config = StackConfig(
-        workdir=args.workdir, node_port=args.node_port, prometheus_node_port=args.prometheus_node_port,
+        workdir=args.workdir,
+        node_port=args.node_port,
+        prometheus_node_port=args.prometheus_node_port,
         **(FAST_LOOP if args.fast else {}),
     )
     try:
-        print("building the image, starting the control plane, the node, the chart, Prometheus, "
-              "Alertmanager and the adapter ...", flush=True)
+        print(
+            "building the image, starting the control plane, the node, the chart, Prometheus, "
+            "Alertmanager and the adapter ...",
+            flush=True,
+        )
         with LocalStack(config) as stack:
             locust = ManagedProcess(
                 "locust",
-                [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"),
-                 "--host", stack.service_url, "--web-host", "127.0.0.1",
-                 "--web-port", str(args.locust_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "locust",
+                    "-f",
+                    str(REPO / "locustfile.py"),
+                    "--host",
+                    stack.service_url,
+                    "--web-host",
+                    "127.0.0.1",
+                    "--web-port",
+                    str(args.locust_port),
+                ],
                 args.workdir / "locust.log",
             )
             locust.start()
             try:
                 locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
-                print("waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) ...",
-                      flush=True)
+                print(
+                    "waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) ...",
+                    flush=True,
+                )
                 stack.wait_for_hpa_metric()
                 print(banner(stack, args), flush=True)
                 signal.pause()
@@ -76,6 +100,8 @@ def run_demo(args) -> int:
 
 def banner(stack: LocalStack, args) -> str:
     namespace = stack.config.namespace
+    doctor = Path(sys.executable).parent / "inferscale"
+    release = stack.config.release
     return f"""
 inferscale demo is up (logs in {args.workdir}).
   service (NodePort):    {stack.service_url}
@@ -83,13 +109,13 @@ inferscale demo is up (logs in {args.workdir}).
   locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
   Prometheus UI:         {stack.prometheus_url}   (queries: docs/promql.md)
   Alertmanager API:      {stack.alertmanager_url}   (the alerts it holds, Watchdog always among them:)
-      {binary('amtool')} --alertmanager.url={stack.alertmanager_url} alert
+      {binary("amtool")} --alertmanager.url={stack.alertmanager_url} alert
   watch the HPA:
       kubectl --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
   and the pods:
       kubectl --kubeconfig {stack.kubeconfig} get pods -n {namespace} -w
   check every link from the pods to the HPA (names the first broken one):
-      {Path(sys.executable).parent / "inferscale"} doctor --kubeconfig {stack.kubeconfig} -n {namespace} --release {stack.config.release}
+      {doctor} doctor --kubeconfig {stack.kubeconfig} -n {namespace} --release {release}
 Ctrl-C stops everything.
 ready
 """

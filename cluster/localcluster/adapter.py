@@ -80,18 +80,28 @@ def rbac_objects() -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": NAMESPACE}},
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
             "metadata": {"name": f"{NAME}-resource-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes"],
-                       "verbs": ["get", "list", "watch"]}],
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["namespaces", "pods", "services", "nodes"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
         },
         _cluster_binding(f"{NAME}-resource-reader", subject),
         _cluster_binding("system:auth-delegator", subject, name=f"{NAME}-auth-delegator"),
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
             "metadata": {"name": f"{NAME}-auth-reader", "namespace": "kube-system"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": "extension-apiserver-authentication-reader"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "extension-apiserver-authentication-reader",
+            },
             "subjects": subject,
         },
     ]
@@ -99,34 +109,47 @@ def rbac_objects() -> list[dict[str, Any]]:
 
 def _cluster_binding(role: str, subjects: list[dict], name: str | None = None) -> dict[str, Any]:
     return {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
         "metadata": {"name": name or role},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": subjects,
     }
 
 
-def deployment_objects(values: dict[str, Any], config: dict[str, Any], image: str,
-                       serving_cert: bytes, serving_key: bytes, relist_interval: str | None) -> list[dict[str, Any]]:
+def deployment_objects(
+    values: dict[str, Any],
+    config: dict[str, Any],
+    image: str,
+    serving_cert: bytes,
+    serving_key: bytes,
+    relist_interval: str | None,
+) -> list[dict[str, Any]]:
     """The rules, the serving certificate, the Deployment and its Service."""
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": NAME}
     args = [
         f"--secure-port={SECURE_PORT}",
-        f"--tls-cert-file={CERT_DIR}/tls.crt", f"--tls-private-key-file={CERT_DIR}/tls.key",
+        f"--tls-cert-file={CERT_DIR}/tls.crt",
+        f"--tls-private-key-file={CERT_DIR}/tls.key",
         f"--prometheus-url={prometheus_url(values)}",
         f"--metrics-relist-interval={relist_interval or values['metricsRelistInterval']}",
         f"--config={CONFIG_DIR}/config.yaml",
         f"--v={values['logLevel']}",
     ]
     container = {
-        "name": NAME, "image": image, "args": args,
+        "name": NAME,
+        "image": image,
+        "args": args,
         "ports": [{"name": "https", "containerPort": SECURE_PORT}],
         "readinessProbe": _probe("/readyz", period_seconds=2),
         "livenessProbe": _probe("/livez", period_seconds=10),
         "resources": values.get("resources", {}),
         "securityContext": {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True, "runAsUser": 65534, "capabilities": {"drop": ["ALL"]},
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
@@ -135,27 +158,48 @@ def deployment_objects(values: dict[str, Any], config: dict[str, Any], image: st
         ],
     }
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": NAMESPACE},
-         "data": {"config.yaml": yaml.safe_dump(config, sort_keys=False)}},
-        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-         "metadata": {"name": f"{NAME}-serving", "namespace": NAMESPACE},
-         "data": {"tls.crt": base64.b64encode(serving_cert).decode(),
-                  "tls.key": base64.b64encode(serving_key).decode()}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
-         "spec": {
-             "replicas": 1, "selector": {"matchLabels": labels},
-             "template": {"metadata": {"labels": labels}, "spec": {
-                 "serviceAccountName": NAME,
-                 "containers": [container],
-                 "volumes": [
-                     {"name": "config", "configMap": {"name": NAME}},
-                     {"name": "serving-cert", "secret": {"secretName": f"{NAME}-serving"}},
-                 ],
-             }},
-         }},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
-         "spec": {"selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": NAME, "namespace": NAMESPACE},
+            "data": {"config.yaml": yaml.safe_dump(config, sort_keys=False)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": f"{NAME}-serving", "namespace": NAMESPACE},
+            "data": {
+                "tls.crt": base64.b64encode(serving_cert).decode(),
+                "tls.key": base64.b64encode(serving_key).decode(),
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": NAME}},
+                            {"name": "serving-cert", "secret": {"secretName": f"{NAME}-serving"}},
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": "https"}]},
+        },
     ]
 
 
@@ -166,43 +210,62 @@ def _probe(path: str, period_seconds: int) -> dict[str, Any]:
 def api_service_objects(ca_bundle: bytes) -> list[dict[str, Any]]:
     return [
         {
-            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
             "metadata": {"name": f"{version}.{group}"},
             "spec": {
-                "group": group, "version": version,
+                "group": group,
+                "version": version,
                 "service": {"name": NAME, "namespace": NAMESPACE, "port": 443},
                 "caBundle": base64.b64encode(ca_bundle).decode(),
-                "groupPriorityMinimum": 100, "versionPriority": priority,
+                "groupPriorityMinimum": 100,
+                "versionPriority": priority,
             },
         }
         for group, version, priority in API_SERVICES
     ]
 
 
-def install(control_plane, values_file: Path, rate_window: str | None = None,
-            relist_interval: str | None = None) -> None:
+def install(
+    control_plane, values_file: Path, rate_window: str | None = None, relist_interval: str | None = None
+) -> None:
     """The adapter from `values_file`, then its APIServices; returns once they are Available.
 
     `rate_window` and `relist_interval`, when given, replace the file's (fast timing)."""
     admin = control_plane.admin_kubeconfig
     values = yaml.safe_load(values_file.read_text())
     serving = control_plane.pki.issue(
-        f"{NAME}-serving", NAME, dns_names=(f"{NAME}.{NAMESPACE}.svc",), server=True,
+        f"{NAME}-serving",
+        NAME,
+        dns_names=(f"{NAME}.{NAMESPACE}.svc",),
+        server=True,
     )
     image = oci_image_name(IMAGE_REPOSITORY, image_archive(IMAGE_ARCHIVE))
     apply(admin, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply(admin, rbac_objects())
-    apply(admin, deployment_objects(values, adapter_config(values, rate_window), image,
-                                    serving.cert.read_bytes(), serving.key.read_bytes(), relist_interval))
+    apply(
+        admin,
+        deployment_objects(
+            values,
+            adapter_config(values, rate_window),
+            image,
+            serving.cert.read_bytes(),
+            serving.key.read_bytes(),
+            relist_interval,
+        ),
+    )
     kubectl(admin, "rollout", "status", "-n", NAMESPACE, f"deployment/{NAME}", f"--timeout={START_TIMEOUT}s")
     apply(admin, api_service_objects(control_plane.pki.ca_cert.read_bytes()))
     names = [f"{version}.{group}" for group, version, _ in API_SERVICES]
-    wait_until(lambda: all(_available(get_json(admin, "apiservice", name)) for name in names),
-               f"the {NAME} APIServices Available", 90, interval=1)
+    wait_until(
+        lambda: all(_available(get_json(admin, "apiservice", name)) for name in names),
+        f"the {NAME} APIServices Available",
+        90,
+        interval=1,
+    )
 
 
 def _available(api_service: dict) -> bool:
     return any(
-        c["type"] == "Available" and c["status"] == "True"
-        for c in api_service.get("status", {}).get("conditions", [])
+        c["type"] == "Available" and c["status"] == "True" for c in api_service.get("status", {}).get("conditions", [])
     )

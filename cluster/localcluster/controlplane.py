@@ -98,13 +98,13 @@ class ControlPlane:
     def processes(self) -> list[ManagedProcess]:
         return list(self._group.processes)
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -133,7 +133,11 @@ class ControlPlane:
         name = user.replace(":", "-")
         cert = self.pki.issue(f"client-{name}", user, organizations=tuple(groups), client=True)
         return write_kubeconfig(
-            self.workdir / "kubeconfigs" / f"{name}.kubeconfig", self.api_url, self.pki.ca_cert, cert.cert, cert.key,
+            self.workdir / "kubeconfigs" / f"{name}.kubeconfig",
+            self.api_url,
+            self.pki.ca_cert,
+            cert.cert,
+            cert.key,
             user,
         )
 
@@ -151,67 +155,86 @@ class ControlPlane:
         client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://{LOOPBACK}:{client_port}"
         peer_url = f"http://{LOOPBACK}:{peer_port}"
-        etcd = self._start("etcd", [
-            binary("etcd"),
-            "--name=localcluster",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={self.etcd_url}",
-            f"--advertise-client-urls={self.etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=localcluster={peer_url}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ])
+        etcd = self._start(
+            "etcd",
+            [
+                binary("etcd"),
+                "--name=localcluster",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=localcluster={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
         wait_until(
             lambda: requests.get(f"{self.etcd_url}/health", timeout=1).json().get("health") == "true",
-            "etcd /health", START_TIMEOUT, etcd,
+            "etcd /health",
+            START_TIMEOUT,
+            etcd,
         )
 
     def _start_apiserver(self) -> None:
         port = int(self.api_url.rsplit(":", 1)[1])
         pki = self.pki
         serving = pki.issue(
-            "apiserver", "kube-apiserver", server=True,
-            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                       "kubernetes.default.svc.cluster.local"),
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
             ip_addresses=(LOOPBACK, KUBERNETES_SERVICE_IP, *filter(None, [self.advertise_address])),
         )
         front_proxy = pki.issue("front-proxy-client", "front-proxy-client", client=True, ca="front-proxy")
         kubelet_client = pki.issue("apiserver-kubelet-client", KUBELET_CLIENT_USER, client=True)
-        apiserver = self._start("kube-apiserver", [
-            binary("kube-apiserver"),
-            f"--etcd-servers={self.etcd_url}",
-            f"--bind-address={LOOPBACK}",
-            f"--secure-port={port}",
-            *([f"--advertise-address={self.advertise_address}", "--endpoint-reconciler-type=lease"]
-              if self.advertise_address else [f"--advertise-address={LOOPBACK}", "--endpoint-reconciler-type=none"]),
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            # With the Node authorizer, as kubeadm runs it: a kubelet may change
-            # only its own Node and pods, and not labels that steer workloads.
-            "--enable-admission-plugins=NodeRestriction",
-            f"--client-ca-file={pki.ca_cert}",
-            f"--tls-cert-file={serving.cert}",
-            f"--tls-private-key-file={serving.key}",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki.sa_pub}",
-            f"--service-account-signing-key-file={pki.sa_key}",
-            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={front_proxy.cert}",
-            f"--proxy-client-key-file={front_proxy.key}",
-            f"--kubelet-client-certificate={kubelet_client.cert}",
-            f"--kubelet-client-key={kubelet_client.key}",
-            f"--kubelet-certificate-authority={pki.ca_cert}",
-            # A node's Hostname address names no DNS entry here; its InternalIP is reachable.
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
-            "--profiling=false",
-            *self.extra_apiserver_args,
-        ], stop_timeout=15.0)
+        apiserver = self._start(
+            "kube-apiserver",
+            [
+                binary("kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={port}",
+                *(
+                    [f"--advertise-address={self.advertise_address}", "--endpoint-reconciler-type=lease"]
+                    if self.advertise_address
+                    else [f"--advertise-address={LOOPBACK}", "--endpoint-reconciler-type=none"]
+                ),
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                # With the Node authorizer, as kubeadm runs it: a kubelet may change
+                # only its own Node and pods, and not labels that steer workloads.
+                "--enable-admission-plugins=NodeRestriction",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={front_proxy.cert}",
+                f"--proxy-client-key-file={front_proxy.key}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                # A node's Hostname address names no DNS entry here; its InternalIP is reachable.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                "--profiling=false",
+                *self.extra_apiserver_args,
+            ],
+            stop_timeout=15.0,
+        )
         self._wait_apiserver_ready(apiserver)
         self._allow_kubelet_api(self._admin_cert())
 
@@ -234,9 +257,16 @@ class ControlPlane:
         # /readyz is 200 only once the RBAC bootstrap roles and system namespaces exist.
         wait_until(
             lambda: requests.get(
-                f"{self.api_url}/readyz", cert=self._admin_cert(), verify=str(self.pki.ca_cert), timeout=2,
-            ).status_code == 200,
-            "kube-apiserver /readyz", START_TIMEOUT, apiserver, interval=0.25,
+                f"{self.api_url}/readyz",
+                cert=self._admin_cert(),
+                verify=str(self.pki.ca_cert),
+                timeout=2,
+            ).status_code
+            == 200,
+            "kube-apiserver /readyz",
+            START_TIMEOUT,
+            apiserver,
+            interval=0.25,
         )
 
     def _allow_kubelet_api(self, admin: tuple[str, str]) -> None:
@@ -247,20 +277,27 @@ class ControlPlane:
             "kind": "ClusterRoleBinding",
             "metadata": {"name": KUBELET_CLIENT_USER},
             "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin",
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
             },
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}],
         }
         requests.post(
-            f"{self.api_url}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding, cert=admin,
-            verify=str(self.pki.ca_cert), timeout=10,
+            f"{self.api_url}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json=binding,
+            cert=admin,
+            verify=str(self.pki.ca_cert),
+            timeout=10,
         ).raise_for_status()
 
     def _component_args(self, name: str, user: str) -> tuple[list[str], int]:
         """Flags every client-go component shares: its identity, and a serving
         certificate from our CA so that /healthz can be checked with verification on."""
         kubeconfig = self.kubeconfig_for(user)
-        serving = self.pki.issue(f"{name}-serving", name, server=True, dns_names=("localhost",), ip_addresses=(LOOPBACK,))
+        serving = self.pki.issue(
+            f"{name}-serving", name, server=True, dns_names=("localhost",), ip_addresses=(LOOPBACK,)
+        )
         port = free_port()
         return [
             f"--kubeconfig={kubeconfig}",
@@ -275,22 +312,25 @@ class ControlPlane:
 
     def _start_controller_manager(self) -> tuple[ManagedProcess, int]:
         args, port = self._component_args("kube-controller-manager", "system:kube-controller-manager")
-        process = self._start("kube-controller-manager", [
-            binary("kube-controller-manager"),
-            *args,
-            f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
-            # Each controller acts with its own service account, as in kubeadm clusters,
-            # so RBAC is exercised as it would be.
-            "--use-service-account-credentials=true",
-            f"--root-ca-file={self.pki.ca_cert}",
-            f"--service-account-private-key-file={self.pki.sa_key}",
-            f"--cluster-signing-cert-file={self.pki.ca_cert}",
-            f"--cluster-signing-key-file={self.pki.ca_key}",
-            # The not-ready taint a new Node is born with goes at the first check
-            # after it reports Ready; 1 s instead of 5 s shortens every start.
-            "--node-monitor-period=1s",
-            *self.extra_controller_manager_args,
-        ])
+        process = self._start(
+            "kube-controller-manager",
+            [
+                binary("kube-controller-manager"),
+                *args,
+                f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
+                # Each controller acts with its own service account, as in kubeadm clusters,
+                # so RBAC is exercised as it would be.
+                "--use-service-account-credentials=true",
+                f"--root-ca-file={self.pki.ca_cert}",
+                f"--service-account-private-key-file={self.pki.sa_key}",
+                f"--cluster-signing-cert-file={self.pki.ca_cert}",
+                f"--cluster-signing-key-file={self.pki.ca_key}",
+                # The not-ready taint a new Node is born with goes at the first check
+                # after it reports Ready; 1 s instead of 5 s shortens every start.
+                "--node-monitor-period=1s",
+                *self.extra_controller_manager_args,
+            ],
+        )
         return process, port
 
     def _start_scheduler(self) -> tuple[ManagedProcess, int]:
@@ -300,5 +340,7 @@ class ControlPlane:
     def _wait_healthy(self, process: ManagedProcess, url: str) -> None:
         wait_until(
             lambda: requests.get(url, verify=str(self.pki.ca_cert), timeout=2).status_code == 200,
-            f"{process.name} /healthz", START_TIMEOUT, process,
+            f"{process.name} /healthz",
+            START_TIMEOUT,
+            process,
         )

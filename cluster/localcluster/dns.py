@@ -68,7 +68,8 @@ def objects() -> list[dict]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata},
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
             "metadata": {"name": f"system:{NAME}"},
             "rules": [
                 {"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": ["list", "watch"]},
@@ -76,7 +77,8 @@ def objects() -> list[dict]:
             ],
         },
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
             "metadata": {"name": f"system:{NAME}"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"system:{NAME}"},
             "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
@@ -84,7 +86,8 @@ def objects() -> list[dict]:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"Corefile": COREFILE}},
         _deployment(metadata, labels),
         {
-            "apiVersion": "v1", "kind": "Service",
+            "apiVersion": "v1",
+            "kind": "Service",
             "metadata": {"name": "kube-dns", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "selector": labels,
@@ -122,7 +125,8 @@ def _deployment(metadata: dict, labels: dict) -> dict:
         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
     }
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {**metadata, "labels": labels},
         "spec": {
             "replicas": 1,

@@ -25,9 +25,14 @@ def sample(hpa: dict, at: float) -> HpaSample:
     # The chart lists the duration first; a second Pods metric (slot utilization)
     # follows it. Matched by name: an unreadable metric's entry is empty.
     first = next(iter(hpa.get("spec", {}).get("metrics") or []), None)
-    metric = next((quantity(current["pods"]["current"]["averageValue"])
-                   for current in status.get("currentMetrics") or []
-                   if first and current.get("type") == "Pods" and _metric_key(current) == _metric_key(first)), None)
+    metric = next(
+        (
+            quantity(current["pods"]["current"]["averageValue"])
+            for current in status.get("currentMetrics") or []
+            if first and current.get("type") == "Pods" and _metric_key(current) == _metric_key(first)
+        ),
+        None,
+    )
     return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
 
 
@@ -36,8 +41,11 @@ def every_metric_known(hpa: dict) -> bool:
     shows no `<unknown>`. A metric the controller could not read has an empty
     entry in currentMetrics (`computeReplicasForMetrics`), or none yet."""
     wanted = [_metric_key(metric) for metric in hpa.get("spec", {}).get("metrics") or []]
-    known = {_metric_key(current) for current in hpa.get("status", {}).get("currentMetrics") or []
-             if current.get("type") and current[current["type"].lower()].get("current")}
+    known = {
+        _metric_key(current)
+        for current in hpa.get("status", {}).get("currentMetrics") or []
+        if current.get("type") and current[current["type"].lower()].get("current")
+    }
     return bool(wanted) and all(key in known for key in wanted)
 
 

@@ -10,7 +10,11 @@ CLUSTER_NAME = "localcluster"
 
 
 def write_kubeconfig(
-    path: Path | str, server_url: str, ca_cert: Path | str, client_cert: Path | str, client_key: Path | str,
+    path: Path | str,
+    server_url: str,
+    ca_cert: Path | str,
+    client_cert: Path | str,
+    client_key: Path | str,
     user_name: str,
 ) -> Path:
     """A one-context kubeconfig that authenticates with a client certificate.
@@ -25,7 +29,10 @@ def write_kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": CLUSTER_NAME, "cluster": {"server": server_url, "certificate-authority": str(Path(ca_cert).resolve())}}
+            {
+                "name": CLUSTER_NAME,
+                "cluster": {"server": server_url, "certificate-authority": str(Path(ca_cert).resolve())},
+            }
         ],
         "users": [
             {

@@ -17,7 +17,10 @@ class KubectlError(RuntimeError):
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
     result = subprocess.run(
         [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise KubectlError(f"kubectl {' '.join(args)} failed:\n{result.stderr.strip()}")
@@ -25,8 +28,15 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: flo
 
 
 def apply(kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
-            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+    )
 
 
 def get_json(kubeconfig: Path, *args: str) -> dict[str, Any]:

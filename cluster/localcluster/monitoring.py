@@ -34,7 +34,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from .binaries import cache_dir, image_archive, MissingBinary
+from .binaries import MissingBinary, cache_dir, image_archive
 from .controlplane import wait_until
 from .images import oci_image_name
 from .kubectl import apply, kubectl
@@ -61,7 +61,10 @@ KUBE_STATE_METRICS_VERSION = "v2.15.0"
 SELECTORS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
 # prometheusSpec.securityContext's default in kube-prometheus-stack.
 SECURITY_CONTEXT = {
-    "runAsUser": 1000, "runAsGroup": 2000, "runAsNonRoot": True, "fsGroup": 2000,
+    "runAsUser": 1000,
+    "runAsGroup": 2000,
+    "runAsNonRoot": True,
+    "fsGroup": 2000,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 START_TIMEOUT = 180
@@ -98,12 +101,18 @@ def kube_state_metrics_objects(manifests: Path) -> list[dict]:
         for subject in obj.get("subjects", []):
             subject["namespace"] = NAMESPACE
     monitor = {
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": {"name": "kube-state-metrics", "namespace": NAMESPACE,
-                     "labels": {"release": "kube-prometheus-stack"}},
-        "spec": {"jobLabel": "app.kubernetes.io/name",
-                 "selector": {"matchLabels": {"app.kubernetes.io/name": "kube-state-metrics"}},
-                 "endpoints": [{"port": "http-metrics", "honorLabels": True}]},
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": "kube-state-metrics",
+            "namespace": NAMESPACE,
+            "labels": {"release": "kube-prometheus-stack"},
+        },
+        "spec": {
+            "jobLabel": "app.kubernetes.io/name",
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "kube-state-metrics"}},
+            "endpoints": [{"port": "http-metrics", "honorLabels": True}],
+        },
     }
     return [*objects, monitor]
 
@@ -152,9 +161,11 @@ def prometheus_spec(values: dict, scrape_interval: str | None, resend_delay: str
     if scrape_interval:
         spec.update(scrapeInterval=scrape_interval, evaluationInterval=scrape_interval)
     if values["alertmanager"]["enabled"]:
-        spec["alerting"] = {"alertmanagers": [
-            {"namespace": NAMESPACE, "name": ALERTMANAGER_NAME, "port": "http-web", "apiVersion": "v2"},
-        ]}
+        spec["alerting"] = {
+            "alertmanagers": [
+                {"namespace": NAMESPACE, "name": ALERTMANAGER_NAME, "port": "http-web", "apiVersion": "v2"},
+            ]
+        }
     if resend_delay:
         spec["rules"] = {"alert": {"resendDelay": resend_delay}}
     return spec
@@ -164,29 +175,46 @@ def prometheus_objects(spec: dict, node_port: int) -> list[dict]:
     """Prometheus's identity (what the chart grants it), the resource, and a NodePort for the host."""
     labels = {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": PROMETHEUS_NAME}
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": SERVICE_ACCOUNT},
-         "rules": [
-             {"apiGroups": [""], "resources": ["nodes", "nodes/metrics", "services", "endpoints", "pods"],
-              "verbs": ["get", "list", "watch"]},
-             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-              "verbs": ["get", "list", "watch"]},
-             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
-             {"nonResourceURLs": ["/metrics", "/metrics/cadvisor"], "verbs": ["get"]},
-         ]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": SERVICE_ACCOUNT},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVICE_ACCOUNT},
-         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]},
-        {"apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
-         "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE}, "spec": spec},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": SERVICE_ACCOUNT},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["nodes", "nodes/metrics", "services", "endpoints", "pods"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+                {"nonResourceURLs": ["/metrics", "/metrics/cadvisor"], "verbs": ["get"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": SERVICE_ACCOUNT},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVICE_ACCOUNT},
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        },
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "Prometheus",
+            "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE},
+            "spec": spec,
+        },
         # The chart's Service is a ClusterIP; the host reaches only node ports.
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE},
-         "spec": {"type": "NodePort", "selector": labels,
-                  "ports": [{"name": "http-web", "port": 9090, "targetPort": 9090, "nodePort": node_port}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE},
+            "spec": {
+                "type": "NodePort",
+                "selector": labels,
+                "ports": [{"name": "http-web", "port": 9090, "targetPort": 9090, "nodePort": node_port}],
+            },
+        },
     ]
 
 
@@ -196,17 +224,33 @@ def alertmanager_objects(config: dict, node_port: int) -> list[dict]:
     image = oci_image_name(ALERTMANAGER_REPOSITORY, image_archive(IMAGES[ALERTMANAGER_REPOSITORY]))
     labels = {"app.kubernetes.io/name": "alertmanager", "alertmanager": ALERTMANAGER_NAME}
     return [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": f"alertmanager-{ALERTMANAGER_NAME}", "namespace": NAMESPACE},
-         "stringData": {"alertmanager.yaml": yaml.safe_dump(config)}},
-        {"apiVersion": "monitoring.coreos.com/v1", "kind": "Alertmanager",
-         "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
-         "spec": {"image": image, "version": image.rsplit(":", 1)[1], "replicas": 1,
-                  "securityContext": SECURITY_CONTEXT}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
-         "spec": {"type": "NodePort", "selector": labels,
-                  "ports": [{"name": "http-web", "port": 9093, "targetPort": 9093, "nodePort": node_port}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"alertmanager-{ALERTMANAGER_NAME}", "namespace": NAMESPACE},
+            "stringData": {"alertmanager.yaml": yaml.safe_dump(config)},
+        },
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "Alertmanager",
+            "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
+            "spec": {
+                "image": image,
+                "version": image.rsplit(":", 1)[1],
+                "replicas": 1,
+                "securityContext": SECURITY_CONTEXT,
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
+            "spec": {
+                "type": "NodePort",
+                "selector": labels,
+                "ports": [{"name": "http-web", "port": 9093, "targetPort": 9093, "nodePort": node_port}],
+            },
+        },
     ]
 
 
@@ -214,37 +258,51 @@ def default_rule(group: str, alert: dict) -> dict:
     """A PrometheusRule holding one alert of the chart's default rules, named
     and labelled as the chart names its rule groups' resources."""
     return {
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-        "metadata": {"name": f"kube-prometheus-stack-{group}", "namespace": NAMESPACE,
-                     "labels": {"release": "kube-prometheus-stack"}},
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": f"kube-prometheus-stack-{group}",
+            "namespace": NAMESPACE,
+            "labels": {"release": "kube-prometheus-stack"},
+        },
         "spec": {"groups": [{"name": group, "rules": [alert]}]},
     }
 
 
 def watchdog_rule() -> dict:
     """The Watchdog alert of general.rules."""
-    return default_rule("general.rules", {
-        "alert": "Watchdog",
-        "expr": "vector(1)",
-        "labels": {"severity": "none"},
-        "annotations": {"summary": "Always firing: its notifications stopping means alerting is down.",
-                        "description": "Route it to a dead man's switch, which pages when they stop."},
-    })
+    return default_rule(
+        "general.rules",
+        {
+            "alert": "Watchdog",
+            "expr": "vector(1)",
+            "labels": {"severity": "none"},
+            "annotations": {
+                "summary": "Always firing: its notifications stopping means alerting is down.",
+                "description": "Route it to a dead man's switch, which pages when they stop.",
+            },
+        },
+    )
 
 
 def api_down_rule(pending_for: str) -> dict:
     """KubeAPIDown of kubernetes-system-apiserver: no API server target
     answered its last scrape (or none is left) for `pending_for`; the chart
     waits 15m."""
-    return default_rule("kubernetes-system-apiserver", {
-        "alert": "KubeAPIDown",
-        "expr": 'absent(up{job="apiserver"} == 1)',
-        "for": pending_for,
-        "labels": {"severity": "critical"},
-        "annotations": {"summary": "No API server answers Prometheus's scrapes.",
-                        "description": "Nothing can read or change the cluster: the HPA holds its last "
-                                       "replica count and no pod is created or replaced."},
-    })
+    return default_rule(
+        "kubernetes-system-apiserver",
+        {
+            "alert": "KubeAPIDown",
+            "expr": 'absent(up{job="apiserver"} == 1)',
+            "for": pending_for,
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "No API server answers Prometheus's scrapes.",
+                "description": "Nothing can read or change the cluster: the HPA holds its last "
+                "replica count and no pod is created or replaced.",
+            },
+        },
+    )
 
 
 def apiserver_service_monitor() -> dict:
@@ -253,18 +311,29 @@ def apiserver_service_monitor() -> dict:
     service-account token; `job` is the Service's `component` label, "apiserver"."""
     account = "/var/run/secrets/kubernetes.io/serviceaccount"
     return {
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": {"name": "kube-prometheus-stack-apiserver", "namespace": NAMESPACE,
-                     "labels": {"release": "kube-prometheus-stack"}},
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": "kube-prometheus-stack-apiserver",
+            "namespace": NAMESPACE,
+            "labels": {"release": "kube-prometheus-stack"},
+        },
         "spec": {
             "jobLabel": "component",
             "namespaceSelector": {"matchNames": ["default"]},
             "selector": {"matchLabels": {"component": "apiserver", "provider": "kubernetes"}},
-            "endpoints": [{
-                "port": "https", "scheme": "https", "bearerTokenFile": f"{account}/token",
-                "tlsConfig": {"caFile": f"{account}/ca.crt", "serverName": "kubernetes",
-                              "insecureSkipVerify": False},
-            }],
+            "endpoints": [
+                {
+                    "port": "https",
+                    "scheme": "https",
+                    "bearerTokenFile": f"{account}/token",
+                    "tlsConfig": {
+                        "caFile": f"{account}/ca.crt",
+                        "serverName": "kubernetes",
+                        "insecureSkipVerify": False,
+                    },
+                }
+            ],
         },
     }
 
@@ -278,22 +347,43 @@ class AlertmanagerSetup:
     resend_delay: str | None = None
 
 
-def install(kubeconfig: Path, values_file: Path, url: str, node_port: int,
-            scrape_interval: str | None, alertmanager: AlertmanagerSetup, api_down_for: str) -> None:
+def install(
+    kubeconfig: Path,
+    values_file: Path,
+    url: str,
+    node_port: int,
+    scrape_interval: str | None,
+    alertmanager: AlertmanagerSetup,
+    api_down_for: str,
+) -> None:
     """The operator, then Prometheus and Alertmanager; returns once both answer
     ready, Prometheus at `url` (its NodePort `node_port` on the node)."""
     apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply(kubeconfig, operator_objects(operator_bundle()))
-    kubectl(kubeconfig, "rollout", "status", "-n", NAMESPACE, "deployment/prometheus-operator",
-            f"--timeout={START_TIMEOUT}s")
+    kubectl(
+        kubeconfig,
+        "rollout",
+        "status",
+        "-n",
+        NAMESPACE,
+        "deployment/prometheus-operator",
+        f"--timeout={START_TIMEOUT}s",
+    )
     values = yaml.safe_load(values_file.read_text())
     spec = prometheus_spec(values, scrape_interval, alertmanager.resend_delay)
     apply(kubeconfig, prometheus_objects(spec, node_port))
     apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
     # A list in the overrides (receivers, routes) replaces the file's whole, as in helm.
     config = merged(values["alertmanager"]["config"], alertmanager.config)
-    apply(kubeconfig, [*alertmanager_objects(config, alertmanager.node_port), watchdog_rule(),
-                       apiserver_service_monitor(), api_down_rule(api_down_for)])
+    apply(
+        kubeconfig,
+        [
+            *alertmanager_objects(config, alertmanager.node_port),
+            watchdog_rule(),
+            apiserver_service_monitor(),
+            api_down_rule(api_down_for),
+        ],
+    )
     wait_until(lambda: ready(url), "the operator's Prometheus ready", START_TIMEOUT, interval=1)
     wait_until(lambda: ready(alertmanager.url), "the operator's Alertmanager ready", START_TIMEOUT, interval=1)
 

@@ -52,8 +52,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import yaml
 
@@ -126,8 +126,14 @@ def read_sysctls() -> dict[str, str]:
 class RealNode:
     """Context manager; `start()` returns once the Node is Ready, `stop()` leaves nothing behind."""
 
-    def __init__(self, control_plane: ControlPlane, workdir: Path | str, name: str = NODE_NAME,
-                 images: Sequence[Path] = (), named_images: Mapping[str, Path] | None = None):
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        workdir: Path | str,
+        name: str = NODE_NAME,
+        images: Sequence[Path] = (),
+        named_images: Mapping[str, Path] | None = None,
+    ):
         """`images`: docker archives to import, each under the names it holds;
         `named_images`: repository -> OCI archive whose index holds only the tag.
         Pods run them with `imagePullPolicy: IfNotPresent` or `Never`."""
@@ -144,7 +150,7 @@ class RealNode:
         self._netns_before: set[str] | None = None
         self._mounts_before: set[str] = set()
 
-    def __enter__(self) -> "RealNode":
+    def __enter__(self) -> RealNode:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -154,7 +160,7 @@ class RealNode:
     def processes(self) -> list[ManagedProcess]:
         return list(self._group.processes)
 
-    def start(self) -> "RealNode":
+    def start(self) -> RealNode:
         started = time.monotonic()
         try:
             self._take_machine()
@@ -323,12 +329,12 @@ class RealNode:
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         config = f"""\
 version = 2
-root = "{NODE_DIR / 'containerd'}"
+root = "{NODE_DIR / "containerd"}"
 state = "{CONTAINERD_RUN_DIR}"
 [grpc]
   address = "{CONTAINERD_SOCKET}"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{NODE_DIR / 'opt'}"
+  path = "{NODE_DIR / "opt"}"
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
@@ -341,7 +347,7 @@ state = "{CONTAINERD_RUN_DIR}"
   SystemdCgroup = false
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{self.workdir / 'cni' / 'net.d'}"
+  conf_dir = "{self.workdir / "cni" / "net.d"}"
 """
         path = self.workdir / "containerd" / "config.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +356,9 @@ state = "{CONTAINERD_RUN_DIR}"
 
     def _in_netns(self, name: str, argv: list[str], stop_timeout: float = 10.0) -> ManagedProcess:
         process = ManagedProcess(
-            name, ["nsenter", f"--net={NETNS}", "--", *argv], self.workdir / "logs" / f"{name}.log",
+            name,
+            ["nsenter", f"--net={NETNS}", "--", *argv],
+            self.workdir / "logs" / f"{name}.log",
             stop_timeout=stop_timeout,
         )
         return self._group.start(process)
@@ -359,11 +367,15 @@ state = "{CONTAINERD_RUN_DIR}"
         # Shims stay up until containerd shuts their tasks down, which it does
         # not do on exit: a short timeout, then stop() kills them with its session.
         containerd = self._in_netns(
-            "containerd", ["containerd", "--config", str(self._containerd_config())], stop_timeout=3.0,
+            "containerd",
+            ["containerd", "--config", str(self._containerd_config())],
+            stop_timeout=3.0,
         )
         wait_until(lambda: self._ctr("version"), "containerd's socket", START_TIMEOUT, containerd)
         named = {
-            PAUSE_IMAGE.rsplit(":", 1)[0]: pause_archive(), dns.IMAGE_NAME: dns.coredns_archive(), **self.named_images,
+            PAUSE_IMAGE.rsplit(":", 1)[0]: pause_archive(),
+            dns.IMAGE_NAME: dns.coredns_archive(),
+            **self.named_images,
         }
         # --base-name names the image: the archive's index holds only the tag.
         for repository, archive in named.items():
@@ -379,8 +391,12 @@ state = "{CONTAINERD_RUN_DIR}"
     def _kubelet_config(self) -> Path:
         pki = self.control_plane.pki
         serving = pki.issue(
-            f"kubelet-{self.name}", f"system:node:{self.name}", organizations=("system:nodes",), server=True,
-            dns_names=(self.name,), ip_addresses=(NODE_IP,),
+            f"kubelet-{self.name}",
+            f"system:node:{self.name}",
+            organizations=("system:nodes",),
+            server=True,
+            dns_names=(self.name,),
+            ip_addresses=(NODE_IP,),
         )
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -415,25 +431,32 @@ state = "{CONTAINERD_RUN_DIR}"
 
     def _start_kubelet(self) -> None:
         # The API server's timestamps have whole seconds.
-        since = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        since = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         port = int(self.control_plane.api_url.rsplit(":", 1)[1])
         relays = {"netns-relay": ["--netns", str(NETNS)]}
         if self.control_plane.advertise_address == HOST_IP:
             relays["api-relay"] = ["--address", HOST_IP]
         for name, where in relays.items():
-            self._group.start(ManagedProcess(
-                name, [sys.executable, "-I", netns_relay.__file__, str(port), *where],
-                self.workdir / "logs" / f"{name}.log",
-            ))
-        kubelet = self._in_netns("kubelet", [
-            binary("kubelet"),
-            f"--config={self._kubelet_config()}",
-            f"--kubeconfig={self.control_plane.node_kubeconfig(self.name)}",
-            f"--root-dir={NODE_DIR / 'kubelet'}",
-            f"--hostname-override={self.name}",
-            f"--node-ip={NODE_IP}",
-            "--v=1",
-        ], stop_timeout=15.0)
+            self._group.start(
+                ManagedProcess(
+                    name,
+                    [sys.executable, "-I", netns_relay.__file__, str(port), *where],
+                    self.workdir / "logs" / f"{name}.log",
+                )
+            )
+        kubelet = self._in_netns(
+            "kubelet",
+            [
+                binary("kubelet"),
+                f"--config={self._kubelet_config()}",
+                f"--kubeconfig={self.control_plane.node_kubeconfig(self.name)}",
+                f"--root-dir={NODE_DIR / 'kubelet'}",
+                f"--hostname-override={self.name}",
+                f"--node-ip={NODE_IP}",
+                "--v=1",
+            ],
+            stop_timeout=15.0,
+        )
         wait_until(lambda: self._ready_since(since), f"node {self.name} Ready", START_TIMEOUT, kubelet, interval=0.5)
 
     def _start_kube_proxy(self) -> None:
@@ -468,7 +491,8 @@ state = "{CONTAINERD_RUN_DIR}"
         """Ready as this kubelet reports it: a Node left by an earlier one still reads Ready for a while."""
         node = get_json(self.control_plane.admin_kubeconfig, "node", self.name)
         return any(
-            c["type"] == "Ready" and c["status"] == "True"
+            c["type"] == "Ready"
+            and c["status"] == "True"
             and datetime.datetime.fromisoformat(c["lastHeartbeatTime"].replace("Z", "+00:00")) >= since
             for c in node["status"].get("conditions", [])
         )

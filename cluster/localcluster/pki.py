@@ -58,7 +58,7 @@ def _name(common_name: str, organizations=()) -> x509.Name:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -79,8 +79,15 @@ def _create_authority(directory: Path, name: str, common_name: str) -> _Authorit
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -111,7 +118,7 @@ class Pki:
         self._authorities = authorities
 
     @classmethod
-    def create(cls, directory: Path | str) -> "Pki":
+    def create(cls, directory: Path | str) -> Pki:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         authorities = {

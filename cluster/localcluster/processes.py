@@ -106,7 +106,7 @@ class ManagedProcess:
         self._pid: int | None = None
         self._pidfd: int | None = None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.returncode = None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
@@ -122,8 +122,14 @@ class ManagedProcess:
 
     def _spawn(self, argv: list[str], log_file, pass_fds=()) -> subprocess.Popen:
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=self.env,
-            cwd=self.cwd, start_new_session=True, pass_fds=pass_fds,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+            pass_fds=pass_fds,
         )
 
     def _start_watched(self, log_file) -> None:
@@ -131,8 +137,16 @@ class ManagedProcess:
         read_end, write_end = os.pipe()
         try:
             watchdog = [
-                sys.executable, "-I", "-S", __file__, "--parent", str(os.getpid()),
-                "--report-fd", str(write_end), "--", *self.argv,
+                sys.executable,
+                "-I",
+                "-S",
+                __file__,
+                "--parent",
+                str(os.getpid()),
+                "--report-fd",
+                str(write_end),
+                "--",
+                *self.argv,
             ]
             self._popen = self._spawn(watchdog, log_file, pass_fds=(write_end,))
             os.close(write_end)
@@ -192,7 +206,7 @@ class ManagedProcess:
             log.debug("%s stopped with %s", self.name, self.returncode)
         return self.returncode
 
-    def restart(self) -> "ManagedProcess":
+    def restart(self) -> ManagedProcess:
         """Stop the command and start it again: same argv, same log (appended)."""
         self.stop()
         return self.start()
@@ -253,7 +267,7 @@ class ProcessGroup:
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> "ProcessGroup":
+    def __enter__(self) -> ProcessGroup:
         return self
 
     def __exit__(self, *exc_info) -> None:

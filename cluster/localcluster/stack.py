@@ -1,16 +1,16 @@
 """The whole autoscaling loop on one machine.
 
-    control plane (etcd, kube-apiserver, kube-controller-manager with the HPA
-    and endpoint controllers, kube-scheduler)  ->  a real node (containerd,
-    runc, the CNI bridge, the kubelet, kube-proxy; see node.py) with CoreDNS
-    as the cluster DNS (dns.py)  ->  the app
-    chart, installed with helm, running the image built from the Dockerfile,
-    its Service a NodePort on the node's address  ->  the Prometheus Operator
-    and the Prometheus it runs (monitoring.py), configured by the operator from
-    the chart's ServiceMonitor and PrometheusRule, scraping the pods' IPs
-    ->  prometheus-adapter, a Deployment with the rules of adapter-values.yaml,
-    behind the aggregation layer through its Service (adapter.py)  ->  the HPA
-    scales the Deployment.
+control plane (etcd, kube-apiserver, kube-controller-manager with the HPA
+and endpoint controllers, kube-scheduler)  ->  a real node (containerd,
+runc, the CNI bridge, the kubelet, kube-proxy; see node.py) with CoreDNS
+as the cluster DNS (dns.py)  ->  the app
+chart, installed with helm, running the image built from the Dockerfile,
+its Service a NodePort on the node's address  ->  the Prometheus Operator
+and the Prometheus it runs (monitoring.py), configured by the operator from
+the chart's ServiceMonitor and PrometheusRule, scraping the pods' IPs
+->  prometheus-adapter, a Deployment with the rules of adapter-values.yaml,
+behind the aggregation layer through its Service (adapter.py)  ->  the HPA
+scales the Deployment.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import yaml
 
 from inferscale.simulation.scenarios import seconds
 from localcluster import adapter, dns, monitoring
-from localcluster.binaries import binary, bin_dir
+from localcluster.binaries import bin_dir, binary
 from localcluster.controlplane import ControlPlane, wait_until
 from localcluster.hpa import every_metric_known
 from localcluster.images import app_image
@@ -74,8 +74,10 @@ def check_relist_covers_scrapes(config: StackConfig) -> None:
     scrape = chart["serviceMonitor"]["interval"]
     relist = config.relist_interval or yaml.safe_load(ADAPTER_VALUES.read_text())["metricsRelistInterval"]
     if seconds(relist) < seconds(scrape):
-        raise ValueError(f"the adapter's relist interval ({relist}) must be at least the app's scrape "
-                         f"interval ({scrape}), or the HPA loses its metrics on every other relist")
+        raise ValueError(
+            f"the adapter's relist interval ({relist}) must be at least the app's scrape "
+            f"interval ({scrape}), or the HPA loses its metrics on every other relist"
+        )
 
 
 def crds_dir() -> Path:
@@ -90,7 +92,9 @@ class LocalStack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.control_plane = ControlPlane(
-            config.workdir / "control-plane", hpa_sync_period=config.hpa_sync_period, advertise_address=HOST_IP,
+            config.workdir / "control-plane",
+            hpa_sync_period=config.hpa_sync_period,
+            advertise_address=HOST_IP,
         )
         self.node: RealNode | None = None
         self._stack = contextlib.ExitStack()
@@ -120,7 +124,7 @@ class LocalStack:
         release = self.config.release
         return release if "inferscale" in release else f"{release}-inferscale"
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         try:
             self.up()
         except BaseException:
@@ -137,19 +141,31 @@ class LocalStack:
         image = app_image()
         self.control_plane.start()
         self._stack.callback(self.control_plane.stop)
-        self.node = RealNode(self.control_plane, self.config.workdir / "node", images=[image],
-                             named_images={**monitoring.image_archives(), **adapter.image_archives()})
+        self.node = RealNode(
+            self.control_plane,
+            self.config.workdir / "node",
+            images=[image],
+            named_images={**monitoring.image_archives(), **adapter.image_archives()},
+        )
         self._stack.callback(self.node.stop)
         self.node.start()
         dns.install(self.kubeconfig)
         self._install_crds()
         alertmanager = monitoring.AlertmanagerSetup(
-            self.config.alertmanager_node_port, self.alertmanager_url,
-            self.config.alertmanager_config, self.config.alert_resend_delay,
+            self.config.alertmanager_node_port,
+            self.alertmanager_url,
+            self.config.alertmanager_config,
+            self.config.alert_resend_delay,
         )
-        monitoring.install(self.kubeconfig, PROMETHEUS_VALUES, self.prometheus_url,
-                           self.config.prometheus_node_port, self.config.scrape_interval, alertmanager,
-                           self.config.api_down_for)
+        monitoring.install(
+            self.kubeconfig,
+            PROMETHEUS_VALUES,
+            self.prometheus_url,
+            self.config.prometheus_node_port,
+            self.config.scrape_interval,
+            alertmanager,
+            self.config.api_down_for,
+        )
         self._install_chart()
         adapter.install(self.control_plane, ADAPTER_VALUES, self.config.rate_window, self.config.relist_interval)
 
@@ -163,8 +179,9 @@ class LocalStack:
         """Until `kubectl get hpa` shows a value for each of the HPA's metrics, not
         `<unknown>`: Prometheus has scraped the pods for a rate window, the
         adapter has relisted, and the HPA controller has synced since."""
-        return wait_until(lambda: every_metric_known(self.hpa()) or None,
-                          "a value for each of the HPA's metrics", timeout, interval=2)
+        return wait_until(
+            lambda: every_metric_known(self.hpa()) or None, "a value for each of the HPA's metrics", timeout, interval=2
+        )
 
     def kubectl(self, *args: str) -> str:
         return kubectl(self.kubeconfig, *args)
@@ -188,14 +205,22 @@ class LocalStack:
         crds = get_json(self.kubeconfig, "crd")["items"]
         ours = [crd for crd in crds if crd["spec"]["group"] == "monitoring.coreos.com"]
         return bool(ours) and all(
-            any(c["type"] == "Established" and c["status"] == "True" for c in crd.get("status", {}).get("conditions", []))
+            any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in crd.get("status", {}).get("conditions", [])
+            )
             for crd in ours
         )
 
     def _install_chart(self) -> None:
         exposed = {"service": {"type": "NodePort", "nodePort": self.config.node_port}}
-        install_chart(self.kubeconfig, self.config.release, self.config.namespace,
-                      merged(self.config.chart_values, exposed), self.config.workdir / "chart-values.yaml")
+        install_chart(
+            self.kubeconfig,
+            self.config.release,
+            self.config.namespace,
+            merged(self.config.chart_values, exposed),
+            self.config.workdir / "chart-values.yaml",
+        )
 
 
 # A loop fast enough for a test or a quick look: 1 s inferences, 2 s scrapes,
@@ -256,24 +281,47 @@ FAST_LOOP = dict(
 )
 
 
-def install_chart(kubeconfig: Path, release: str, namespace: str, values: dict, values_file: Path,
-                  timeout_seconds: int = 300) -> None:
+def install_chart(
+    kubeconfig: Path, release: str, namespace: str, values: dict, values_file: Path, timeout_seconds: int = 300
+) -> None:
     """helm install --wait of the chart, into a namespace that enforces the
     restricted pod security profile, as docs/install.md installs it."""
-    apply(kubeconfig, [{
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest",
-        }},
-    }])
+    apply(
+        kubeconfig,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": {
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/enforce-version": "latest",
+                    },
+                },
+            }
+        ],
+    )
     values_file.write_text(yaml.safe_dump(values))
     result = subprocess.run(
-        [binary("helm"), "install", release, str(CHART), "--namespace", namespace,
-         "--kubeconfig", str(kubeconfig), "--wait", "--timeout", f"{timeout_seconds}s", "-f", str(values_file)],
-        capture_output=True, text=True, timeout=timeout_seconds + 30,
+        [
+            binary("helm"),
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--wait",
+            "--timeout",
+            f"{timeout_seconds}s",
+            "-f",
+            str(values_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_seconds + 30,
     )
     if result.returncode != 0:
         raise RuntimeError(f"helm install failed:\n{result.stderr.strip()}")
-
-

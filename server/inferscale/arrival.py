@@ -184,9 +184,7 @@ class ClientConnection:
     def _timed_out(self):
         self.refuse_rest()
         self._arrivals.metrics.timeouts.inc()
-        raise RequestTimeout(
-            f"the request did not arrive within {self._arrivals.arrival_seconds:g} s"
-        ) from None
+        raise RequestTimeout(f"the request did not arrive within {self._arrivals.arrival_seconds:g} s") from None
 
 
 def refuse_rest_of_request() -> None:

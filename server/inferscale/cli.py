@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     for option, (env, kind) in SERVE_OPTIONS.items():
         serve.add_argument(f"--{option.replace('_', '-')}", type=kind, help=f"overrides ${env}")
     doctor = commands.add_parser(
-        "doctor", help="walk a release's autoscaling pipeline and name the first broken link",
+        "doctor",
+        help="walk a release's autoscaling pipeline and name the first broken link",
         description="Needs the [doctor] extra (pip install 'inferscale[doctor]') and a kubeconfig. "
-                    "Exits 0 when every link is healthy, 1 at a broken link, 2 when the cluster cannot be read.")
+        "Exits 0 when every link is healthy, 1 at a broken link, 2 when the cluster cannot be read.",
+    )
     doctor.add_argument("--release", default="inferscale", help="the chart's release name (default: inferscale)")
     doctor.add_argument("-n", "--namespace", default="default", help="the release's namespace (default: default)")
     doctor.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
@@ -85,27 +87,50 @@ def _add_simulate(commands) -> None:
     from inferscale.simulation import SCENARIOS
 
     simulate = commands.add_parser(
-        "simulate", help="the autoscaling loop in simulation: how fast, how many pods, how many refused",
+        "simulate",
+        help="the autoscaling loop in simulation: how fast, how many pods, how many refused",
         description="Runs the chart's values (pods, scrapes, window, HPA behaviour) through a discrete-event model "
-                    "of the loop, and the same load on the fewest always-on pods that meet the target. "
-                    "Needs the [simulate] extra (pip install 'inferscale[simulate]').")
-    simulate.add_argument("--values", default="chart/values.yaml",
-                          help="the chart's values file, complete (default: chart/values.yaml)")
-    simulate.add_argument("--scenario", choices=SCENARIOS, default="step",
-                          help="step: from idle at 60 s; ramp: over 30 min; spike: 2 min from one pod's load; "
-                               "sine: one period over the run; stop: load, stopped half-way (default: step)")
+        "of the loop, and the same load on the fewest always-on pods that meet the target. "
+        "Needs the [simulate] extra (pip install 'inferscale[simulate]').",
+    )
+    simulate.add_argument(
+        "--values", default="chart/values.yaml", help="the chart's values file, complete (default: chart/values.yaml)"
+    )
+    simulate.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="step",
+        help="step: from idle at 60 s; ramp: over 30 min; spike: 2 min from one pod's load; "
+        "sine: one period over the run; stop: load, stopped half-way (default: step)",
+    )
     height = simulate.add_mutually_exclusive_group()
-    height.add_argument("--times", type=float, default=5.0,
-                        help="the load at its height, in pods' worth: slots / inference seconds each (default: 5)")
+    height.add_argument(
+        "--times",
+        type=float,
+        default=5.0,
+        help="the load at its height, in pods' worth: slots / inference seconds each (default: 5)",
+    )
     height.add_argument("--rate", type=float, help="the load at its height in requests/s, instead of --times")
-    simulate.add_argument("--arrivals", choices=("poisson", "paced"), default="poisson",
-                          help="as the locustfile's LOAD_ARRIVALS poisson or fixed (default: poisson)")
+    simulate.add_argument(
+        "--arrivals",
+        choices=("poisson", "paced"),
+        default="poisson",
+        help="as the locustfile's LOAD_ARRIVALS poisson or fixed (default: poisson)",
+    )
     simulate.add_argument("--hours", type=float, default=2.0, help="simulated time (default: 2)")
-    simulate.add_argument("--sync-period", type=float, default=15.0,
-                          help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s (default: 15)")
-    simulate.add_argument("--max-running-pods", type=int, default=None,
-                          help="the most pods the cluster can run at once (its nodes' room for the pod's "
-                               "requests); the rest of a scale-up stays Pending (default: no bound)")
+    simulate.add_argument(
+        "--sync-period",
+        type=float,
+        default=15.0,
+        help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s (default: 15)",
+    )
+    simulate.add_argument(
+        "--max-running-pods",
+        type=int,
+        default=None,
+        help="the most pods the cluster can run at once (its nodes' room for the pod's "
+        "requests); the rest of a scale-up stays Pending (default: no bound)",
+    )
     simulate.add_argument("--seed", type=int, default=1, help="arrivals, phases and routing (default: 1)")
     simulate.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -129,8 +154,11 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"inferscale simulate: --rate must be above 0, not {args.rate:g}", file=sys.stderr)
         return 2
     if args.max_running_pods is not None and args.max_running_pods < model.hpa.min_replicas:
-        print(f"inferscale simulate: --max-running-pods {args.max_running_pods} is below minReplicas "
-              f"{model.hpa.min_replicas}", file=sys.stderr)
+        print(
+            f"inferscale simulate: --max-running-pods {args.max_running_pods} is below minReplicas "
+            f"{model.hpa.min_replicas}",
+            file=sys.stderr,
+        )
         return 2
     model = dataclasses.replace(model, max_running_pods=args.max_running_pods)
     times = args.times if args.rate is None else args.rate / model.pod_capacity

@@ -16,8 +16,34 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # 5 minutes for a long queue; sub-second buckets show fast rejections of work
 # that never queued and runs of a shortened test model.
 DURATION_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7.5, 9,
-    10, 11, 12.5, 15, 20, 25, 30, 45, 60, 90, 120, 180, 300,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7.5,
+    9,
+    10,
+    11,
+    12.5,
+    15,
+    20,
+    25,
+    30,
+    45,
+    60,
+    90,
+    120,
+    180,
+    300,
 )
 
 SUCCESS = "success"
@@ -87,9 +113,7 @@ def model_ready_gauge(registry: CollectorRegistry | None) -> Gauge:
     # livemostrecent: the model process writes 0 then 1 as it loads, and the
     # supervisor writes 0 when the model process dies; the latest write of a
     # live process is the truth, and a restart reads 0 until the reload is done.
-    return Gauge(
-        MODEL_READY, MODEL_READY_HELP, multiprocess_mode="livemostrecent", registry=registry
-    )
+    return Gauge(MODEL_READY, MODEL_READY_HELP, multiprocess_mode="livemostrecent", registry=registry)
 
 
 class RequestMetrics:
@@ -137,7 +161,6 @@ class ConnectionMetrics:
         )
         self.timeouts = Counter(
             "inference_http_request_timeouts",
-            "Requests refused with 408 because their headers and body did not arrive "
-            "within REQUEST_TIMEOUT_SECONDS.",
+            "Requests refused with 408 because their headers and body did not arrive within REQUEST_TIMEOUT_SECONDS.",
             registry=registry,
         )

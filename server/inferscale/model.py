@@ -59,9 +59,7 @@ class Model:
     def load(self) -> None:
         started = self._clock()
         rng = np.random.default_rng(WEIGHT_SEED)
-        w1 = rng.standard_normal((self.spec.max_features, HIDDEN_UNITS)) / np.sqrt(
-            self.spec.max_features
-        )
+        w1 = rng.standard_normal((self.spec.max_features, HIDDEN_UNITS)) / np.sqrt(self.spec.max_features)
         w2 = rng.standard_normal(HIDDEN_UNITS) / np.sqrt(HIDDEN_UNITS)
         # ones() pages are touched when written, so the memory is resident (RSS),
         # as real weights are, instead of a lazily mapped zero page.

@@ -91,9 +91,7 @@ class ModelServer:
             self._connections.add(connection)
             # Under the lock: a status published meanwhile reaches it after this one.
             connection.send(wire.status(self._status))
-        threading.Thread(
-            target=self._serve, args=(connection,), name="worker-connection", daemon=True
-        ).start()
+        threading.Thread(target=self._serve, args=(connection,), name="worker-connection", daemon=True).start()
 
     def publish(self, status: ModelStatus) -> None:
         """Tell every HTTP worker the model's new state (they answer /ready from it)."""

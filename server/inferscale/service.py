@@ -67,9 +67,7 @@ class InferenceService:
         metrics.model_ready.set(0)
 
     def status(self) -> ModelStatus:
-        return ModelStatus(
-            loaded=self.model.loaded, draining=self.executor.draining, load_error=self._load_error
-        )
+        return ModelStatus(loaded=self.model.loaded, draining=self.executor.draining, load_error=self._load_error)
 
     def start_loading(self) -> threading.Thread:
         """Load in the background so the status answers (and work queues) meanwhile."""

@@ -8,6 +8,7 @@ from enum import Enum
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+
 class InferenceMode(str, Enum):
     SLEEP = "sleep"  # holds the slot without CPU, like waiting on an accelerator
     CPU = "cpu"  # burns CPU with numpy, like inference on the host
@@ -18,27 +19,27 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    host: str = Field(
-        "0.0.0.0", min_length=1, description="address to bind, both ports (`make run` uses `127.0.0.1`)"
-    )
-    port: int = Field(
-        8080, ge=1, le=65535, description="port for every route, `/metrics` and the probes included"
-    )
+    host: str = Field("0.0.0.0", min_length=1, description="address to bind, both ports (`make run` uses `127.0.0.1`)")
+    port: int = Field(8080, ge=1, le=65535, description="port for every route, `/metrics` and the probes included")
     admin_port: int = Field(
-        8081, ge=1, le=65535,
+        8081,
+        ge=1,
+        le=65535,
         description="port for `/health`, `/ready` and `/metrics` only: the chart's probes and ServiceMonitor "
-                    "use it, so inference traffic and slow clients never crowd them out",
+        "use it, so inference traffic and slow clients never crowd them out",
     )
     workers: int = Field(
-        2, ge=1,
+        2,
+        ge=1,
         description="gunicorn HTTP worker processes (gevent); they parse, validate and forward to the model "
-                    "process, and hold no model",
+        "process, and hold no model",
     )
     worker_connections: int = Field(
         1000, ge=1, description="open connections per worker and port; more wait in the listen backlog"
     )
     request_timeout_seconds: float = Field(
-        10.0, gt=0,
+        10.0,
+        gt=0,
         description="time for a request's headers and body to arrive, from its first byte; slower ones get 408",
     )
 
@@ -48,7 +49,8 @@ class Settings(BaseSettings):
     model_version: str = Field("1", min_length=1, description="model version in the V2 routes")
     model_load_seconds: float = Field(5.0, ge=0, description="simulated weight loading time")
     model_memory_mb: int = Field(
-        64, ge=0,
+        64,
+        ge=0,
         description="weights allocated and touched, once per pod in the model process (resident memory)",
     )
     max_features: int = Field(
@@ -71,34 +73,38 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=64, description="larger request bodies get 413")
 
     graceful_shutdown_seconds: float = Field(
-        60.0, ge=0,
+        60.0,
+        ge=0,
         description="after SIGTERM, time for in-flight and queued work; the default covers "
-                    "`(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s / MODEL_CONCURRENCY` = 50 s",
+        "`(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s / MODEL_CONCURRENCY` = 50 s",
     )
     worker_timeout_seconds: int = Field(
         30, ge=1, description="gunicorn heartbeat timeout (heartbeats do not wait for inference)"
     )
     keepalive_seconds: int = Field(5, ge=0, description="HTTP keep-alive idle timeout")
     max_connection_age_seconds: float = Field(
-        30.0, ge=0,
+        30.0,
+        ge=0,
         description="a keep-alive connection this old gets `Connection: close` on its next response, so busy "
-                    "clients reconnect and kube-proxy (which balances connections, not requests) spreads them "
-                    "over the pods the HPA adds; `0` = never",
+        "clients reconnect and kube-proxy (which balances connections, not requests) spreads them "
+        "over the pods the HPA adds; `0` = never",
     )
     max_requests: int = Field(0, ge=0, description="recycle a worker after this many requests; `0` = never")
     max_requests_jitter: int = Field(0, ge=0, description="random spread added to `MAX_REQUESTS`")
 
     prometheus_multiproc_dir: str = Field(
-        "/tmp/inferscale-metrics", pattern=r"^/",
+        "/tmp/inferscale-metrics",
+        pattern=r"^/",
         description="directory the workers share their metrics through, an absolute path; emptied at start",
     )
     log_level: str = Field(
-        "info", pattern=r"^(debug|info|warning|error|critical)$",
+        "info",
+        pattern=r"^(debug|info|warning|error|critical)$",
         description="`debug`, `info`, `warning`, `error` or `critical`",
     )
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "Settings":
+    def _check_consistency(self) -> Settings:
         if self.inference_jitter_seconds > self.inference_duration_seconds:
             raise ValueError("INFERENCE_JITTER_SECONDS must not exceed INFERENCE_DURATION_SECONDS")
         if self.admin_port == self.port:

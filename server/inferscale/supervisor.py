@@ -84,8 +84,7 @@ class Supervisor:
         # A connection to PORT now waits in its backlog for a worker instead
         # of being refused. Each gunicorn takes its socket as fd://N.
         self.http_listeners = {
-            admin: _listen(settings.host, settings.admin_port if admin else settings.port)
-            for admin in (False, True)
+            admin: _listen(settings.host, settings.admin_port if admin else settings.port) for admin in (False, True)
         }
         self.model_pid = 0
         self.model_started = 0.0
@@ -182,14 +181,15 @@ class Supervisor:
         _forget_process_metrics(self.settings.prometheus_multiproc_dir, self.model_pid)
         lived = time.monotonic() - self.model_started
         self.restart_delay = (
-            FIRST_RESTART_SECONDS
-            if lived >= STABLE_SECONDS
-            else min(LAST_RESTART_SECONDS, self.restart_delay * 2)
+            FIRST_RESTART_SECONDS if lived >= STABLE_SECONDS else min(LAST_RESTART_SECONDS, self.restart_delay * 2)
         )
         if not self.stopping:
             log.error(
                 "model process %d %s after %.0f s; restarting in %.1f s",
-                self.model_pid, _describe(status), lived, self.restart_delay,
+                self.model_pid,
+                _describe(status),
+                lived,
+                self.restart_delay,
             )
             self.restart_at = time.monotonic() + self.restart_delay
         self.model_pid = 0
@@ -201,9 +201,7 @@ class Supervisor:
         drain = self.settings.graceful_shutdown_seconds if graceful else 0.0
         self._stop_child("model", drain, signal.SIGTERM if graceful else signal.SIGINT)
         for name in ("gunicorn", "admin"):
-            self._stop_child(
-                name, gunicorn_conf.STOP_SECONDS, signal.SIGTERM if graceful else signal.SIGQUIT
-            )
+            self._stop_child(name, gunicorn_conf.STOP_SECONDS, signal.SIGTERM if graceful else signal.SIGQUIT)
         return code
 
     def _stop_child(self, name: str, budget: float, signum: int) -> None:

@@ -52,9 +52,7 @@ def rows_of(message: list) -> np.ndarray:
 
 def result(call_id: int, outcome: Outcome) -> bytes:
     values = np.asarray(outcome.value, dtype=FLOAT64)
-    return msgpack.packb(
-        [RESULT, call_id, values.tobytes(), outcome.queue_seconds, outcome.inference_seconds]
-    )
+    return msgpack.packb([RESULT, call_id, values.tobytes(), outcome.queue_seconds, outcome.inference_seconds])
 
 
 def outcome_of(message: list) -> Outcome:

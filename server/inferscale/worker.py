@@ -20,7 +20,6 @@ from inferscale.metrics import ConnectionMetrics
 from inferscale.runtime import runtime_of
 from inferscale.supervisor import set_process_name, yield_to_probes
 
-
 # How soon idle keep-alive connections are hung up once the pod drains.
 DRAIN_CHECK_SECONDS = 0.1
 
@@ -91,6 +90,5 @@ class InferenceWorker(GeventWorker):
         with contextlib.suppress(OSError):
             client.sendall(
                 b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(body), body.encode())
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body.encode())
             )

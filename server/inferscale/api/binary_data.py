@@ -22,15 +22,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
         return body, None
     # isdigit() alone would let through other scripts' digits, which int() reads too.
     if not (header_length.isascii() and header_length.isdigit()):
-        raise _invalid(
-            f"{HEADER_LENGTH} must be a whole number of bytes, got {reprlib.repr(header_length)}"
-        )
+        raise _invalid(f"{HEADER_LENGTH} must be a whole number of bytes, got {reprlib.repr(header_length)}")
     digits = header_length.lstrip("0") or "0"
     # Compared as text first: int() refuses strings past 4,300 digits.
     if len(digits) > len(str(len(body))) or int(digits) > len(body):
-        raise _invalid(
-            f"{HEADER_LENGTH} is {reprlib.repr(digits)} but the body holds only {len(body)} bytes"
-        )
+        raise _invalid(f"{HEADER_LENGTH} is {reprlib.repr(digits)} but the body holds only {len(body)} bytes")
     length = int(digits)
     # A view, so the tensors are not copied out of the body.
     return body[:length], memoryview(body)[length:]
@@ -46,13 +42,10 @@ def input_chunks(sizes: list[int | None], tail: memoryview | None) -> list[memor
     declared = ends[-1] if ends else 0
     if declared != len(tail):
         raise _invalid(
-            f"the inputs' binary_data_size add up to {declared} bytes, "
-            f"but {len(tail)} bytes follow the JSON header"
+            f"the inputs' binary_data_size add up to {declared} bytes, but {len(tail)} bytes follow the JSON header"
         )
     starts = [0, *ends[:-1]]
-    return [
-        None if size is None else tail[start:end] for size, start, end in zip(sizes, starts, ends)
-    ]
+    return [None if size is None else tail[start:end] for size, start, end in zip(sizes, starts, ends, strict=True)]
 
 
 def join_body(header: bytes, chunks: list[bytes]) -> tuple[bytes, dict[str, str]]:

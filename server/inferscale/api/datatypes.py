@@ -38,16 +38,23 @@ def _json_element(wire: np.dtype) -> Any:
     # FP16 and FP32 overflow long before FP64: a number the type cannot hold is
     # refused rather than stored as infinity.
     bounds = np.finfo(wire)
-    return Annotated[
-        float, Strict(), Field(allow_inf_nan=False, ge=float(bounds.min), le=float(bounds.max))
-    ]
+    return Annotated[float, Strict(), Field(allow_inf_nan=False, ge=float(bounds.min), le=float(bounds.max))]
 
 
 # numpy's codes for the binary extension's layouts, all explicitly little-endian.
 _FIXED_SIZE = {
-    "BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
 }
 
 # In the order of the protocol's table.

@@ -55,9 +55,7 @@ def invalid_body(error: ValidationError) -> ApiError:
         }
         for item in error.errors(include_url=False, include_input=False, include_context=False)
     ]
-    summary = "; ".join(
-        f"{detail['loc'] or 'body'}: {detail['message']}" for detail in details[:3]
-    )
+    summary = "; ".join(f"{detail['loc'] or 'body'}: {detail['message']}" for detail in details[:3])
     return ApiError(400, "invalid_request", f"invalid request body: {summary}", details)
 
 

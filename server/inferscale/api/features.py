@@ -36,8 +36,7 @@ def declared_rows(tensor: InferInputTensor) -> tuple[int, int]:
         raise ApiError(
             400,
             "unsupported_datatype",
-            f"input {tensor.name!r}: datatype {tensor.datatype} is not accepted; "
-            f"it takes {accepted}",
+            f"input {tensor.name!r}: datatype {tensor.datatype} is not accepted; it takes {accepted}",
         )
     # One dimension is a single row.
     batch, width = tensor.shape if len(tensor.shape) == 2 else [1, tensor.shape[0]]
@@ -75,23 +74,16 @@ def _flatten(tensor: InferInputTensor, batch: int, width: int) -> list:
     nested = len(tensor.shape) == 2 and data and all(isinstance(row, list) for row in data)
     if nested:
         if len(data) != batch:
-            raise _invalid(
-                f"input {tensor.name!r} has {len(data)} rows but shape {tensor.shape} needs {batch}"
-            )
+            raise _invalid(f"input {tensor.name!r} has {len(data)} rows but shape {tensor.shape} needs {batch}")
         if any(len(row) != width for row in data):
             raise _invalid(f"every row of input {tensor.name!r} must hold {width} values")
         return [value for row in data for value in row]
     if len(data) != batch * width:
-        raise _invalid(
-            f"input {tensor.name!r} has {len(data)} values "
-            f"but shape {tensor.shape} needs {batch * width}"
-        )
+        raise _invalid(f"input {tensor.name!r} has {len(data)} values but shape {tensor.shape} needs {batch * width}")
     return data
 
 
-def _from_binary(
-    tensor: InferInputTensor, datatype: Datatype, count: int, chunk: memoryview
-) -> np.ndarray:
+def _from_binary(tensor: InferInputTensor, datatype: Datatype, count: int, chunk: memoryview) -> np.ndarray:
     if tensor.data is not None:
         raise _invalid(f"input {tensor.name!r} has both data and binary_data_size; send one")
     size = datatype.wire.itemsize
@@ -116,9 +108,7 @@ def _check_binary_values(name: str, datatype: Datatype, values: np.ndarray) -> N
         raw = values.view(np.uint8)
         wrong = np.flatnonzero(raw > 1)
         if wrong.size:
-            raise _invalid(
-                f"input {name!r} is BOOL: byte {wrong[0]} is {raw[wrong[0]]}, but must be 0 or 1"
-            )
+            raise _invalid(f"input {name!r} is BOOL: byte {wrong[0]} is {raw[wrong[0]]}, but must be 0 or 1")
     elif datatype.wire.kind == "f":
         wrong = np.flatnonzero(~np.isfinite(values))
         if wrong.size:

@@ -37,8 +37,7 @@ def require_infer_body() -> None:
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"Content-Type {mimetype!r} is not an inference request; "
-            f"send {JSON}, {OCTET_STREAM} or no Content-Type",
+            f"Content-Type {mimetype!r} is not an inference request; send {JSON}, {OCTET_STREAM} or no Content-Type",
         )
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":

@@ -17,9 +17,7 @@ blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 @blueprint.get("")
 def server_metadata():
     # Triton's name for the binary tensor data extension.
-    return jsonify(
-        name="inferscale", version=inferscale.__version__, extensions=["binary_tensor_data"]
-    )
+    return jsonify(name="inferscale", version=inferscale.__version__, extensions=["binary_tensor_data"])
 
 
 @blueprint.get("/health/live")
@@ -73,9 +71,7 @@ def model_ready(name: str, version: str | None = None):
 def infer(name: str, version: str | None = None):
     settings = _model(name, version)
     media_types.require_infer_body()
-    header, tail = binary_data.split_body(
-        inference.read_body(), request.headers.get(binary_data.HEADER_LENGTH)
-    )
+    header, tail = binary_data.split_body(inference.read_body(), request.headers.get(binary_data.HEADER_LENGTH))
     body = inference.validate_json(InferRequest, header)
     deliveries = outputs.select(body)
     [chunk] = binary_data.input_chunks([tensor.binary_data_size for tensor in body.inputs], tail)
@@ -102,9 +98,7 @@ def _rows(tensor: InferInputTensor, chunk: memoryview | None, max_batch_size: in
     return features.decode_rows(tensor, chunk)
 
 
-def _response(
-    settings, body: InferRequest, deliveries: list[outputs.Delivery], outcome: inference.Outcome
-):
+def _response(settings, body: InferRequest, deliveries: list[outputs.Delivery], outcome: inference.Outcome):
     encoded = [outputs.encode(delivery, outcome.value) for delivery in deliveries]
     payload = {
         "model_name": settings.model_name,

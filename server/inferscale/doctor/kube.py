@@ -25,12 +25,15 @@ class Cluster:
         self.timeout_seconds = timeout_seconds
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None, context: str | None = None) -> "Cluster":
+    def from_kubeconfig(cls, path: str | None, context: str | None = None) -> Cluster:
         return cls(config.new_client_from_config(config_file=path, context=context))
 
     def get(self, path: str, **query: str) -> dict[str, Any]:
         method, url, headers, body, post = self.api.param_serialize(
-            "GET", path, query_params=list(query.items()), auth_settings=["BearerToken"],
+            "GET",
+            path,
+            query_params=list(query.items()),
+            auth_settings=["BearerToken"],
         )
         try:
             response = self.api.call_api(method, url, headers, body, post, _request_timeout=self.timeout_seconds)

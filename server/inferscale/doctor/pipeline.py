@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import yaml
 
@@ -78,8 +78,10 @@ class Walk:
 def pods_ready(walk: Walk) -> str:
     deployments = walk.release_items(f"/apis/apps/v1/namespaces/{walk.namespace}/deployments")
     if not deployments:
-        raise Broken(f"no Deployment of release {walk.release!r} in namespace {walk.namespace!r}",
-                     f"check the release and namespace: helm list -n {walk.namespace}")
+        raise Broken(
+            f"no Deployment of release {walk.release!r} in namespace {walk.namespace!r}",
+            f"check the release and namespace: helm list -n {walk.namespace}",
+        )
     walk.deployment = deployments[0]
     pods = walk.cluster.items(f"/api/v1/namespaces/{walk.namespace}/pods", labelSelector=walk.pod_selector)
     walk.ready_pods = sorted(p["metadata"]["name"] for p in pods if _condition(p, "Ready") == "True")
@@ -88,17 +90,23 @@ def pods_ready(walk: Walk) -> str:
     # runs, and the pods that do run carry the load of the ones that do not.
     unschedulable = _unschedulable(pods)
     if not walk.ready_pods:
-        raise Broken(f"none of the {len(pods)} pods of Deployment {walk.service} is ready{unschedulable}",
-                     f"kubectl -n {walk.namespace} describe pods -l {walk.pod_selector}; "
-                     f"kubectl -n {walk.namespace} logs deploy/{walk.service}")
+        raise Broken(
+            f"none of the {len(pods)} pods of Deployment {walk.service} is ready{unschedulable}",
+            f"kubectl -n {walk.namespace} describe pods -l {walk.pod_selector}; "
+            f"kubectl -n {walk.namespace} logs deploy/{walk.service}",
+        )
     walk.budget["readiness"] = _readiness(walk.deployment)
     return f"{len(walk.ready_pods)} of {wanted} pods of Deployment {walk.service} ready{unschedulable}"
 
 
 def _unschedulable(pods: list[dict]) -> str:
     """'; 4 Pending, unschedulable: <the scheduler's reason>', or '' when every pod has a node."""
-    reasons = [c.get("message", "") for p in pods for c in p.get("status", {}).get("conditions") or []
-               if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"]
+    reasons = [
+        c.get("message", "")
+        for p in pods
+        for c in p.get("status", {}).get("conditions") or []
+        if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
+    ]
     if not reasons:
         return ""
     return f"; {len(reasons)} Pending, unschedulable: {reasons[0]}"
@@ -107,15 +115,19 @@ def _unschedulable(pods: list[dict]) -> str:
 def service_monitor_selected(walk: Walk) -> str:
     monitors = walk.release_items(f"/apis/monitoring.coreos.com/v1/namespaces/{walk.namespace}/servicemonitors")
     if not monitors:
-        raise Broken(f"release {walk.release!r} has no ServiceMonitor",
-                     "helm upgrade with serviceMonitor.enabled=true (needs the monitoring.coreos.com CRDs)")
+        raise Broken(
+            f"release {walk.release!r} has no ServiceMonitor",
+            "helm upgrade with serviceMonitor.enabled=true (needs the monitoring.coreos.com CRDs)",
+        )
     walk.service_monitor = monitor = monitors[0]
     labels = monitor["metadata"].get("labels", {})
     namespace_labels = walk.cluster.get(f"/api/v1/namespaces/{walk.namespace}")["metadata"].get("labels", {})
     prometheuses = walk.cluster.items("/apis/monitoring.coreos.com/v1/prometheuses")
     if not prometheuses:
-        raise Broken("no Prometheus resource in the cluster",
-                     "install kube-prometheus-stack (with prometheus-values.yaml), which runs the Prometheus Operator")
+        raise Broken(
+            "no Prometheus resource in the cluster",
+            "install kube-prometheus-stack (with prometheus-values.yaml), which runs the Prometheus Operator",
+        )
     for resource in prometheuses:
         if _selects(resource, labels, namespace_labels, walk.namespace):
             walk.prometheus_resource = resource
@@ -123,53 +135,71 @@ def service_monitor_selected(walk: Walk) -> str:
             walk.prometheus = Prometheus(walk.cluster, home)
             interval = monitor["spec"]["endpoints"][0].get("interval") or resource["spec"].get("scrapeInterval")
             walk.budget["scrape interval"] = interval or f"{SCRAPE_DEFAULT} (the operator's default)"
-            return f"ServiceMonitor {monitor['metadata']['name']} is selected by Prometheus {home}/{resource['metadata']['name']}"
+            name = monitor["metadata"]["name"]
+            return f"ServiceMonitor {name} is selected by Prometheus {home}/{resource['metadata']['name']}"
     wanted = "; ".join(
         f"{p['metadata']['namespace']}/{p['metadata']['name']} selects "
-        + (describe(p["spec"]["serviceMonitorSelector"]) if p["spec"].get("serviceMonitorSelector") is not None
-           else "no ServiceMonitor (its selector is unset)")
+        + (
+            describe(p["spec"]["serviceMonitorSelector"])
+            if p["spec"].get("serviceMonitorSelector") is not None
+            else "no ServiceMonitor (its selector is unset)"
+        )
         for p in prometheuses
     )
-    raise Broken(f"ServiceMonitor {monitor['metadata']['name']} (labels {_labels(labels)}) is selected by no Prometheus: {wanted}",
-                 "give the ServiceMonitor the labels a Prometheus selects (chart value serviceMonitor.additionalLabels, "
-                 "e.g. release: <your kube-prometheus-stack release>), or install kube-prometheus-stack with "
-                 "prometheus-values.yaml, which selects every ServiceMonitor")
+    raise Broken(
+        f"ServiceMonitor {monitor['metadata']['name']} (labels {_labels(labels)}) "
+        f"is selected by no Prometheus: {wanted}",
+        "give the ServiceMonitor the labels a Prometheus selects (chart value serviceMonitor.additionalLabels, "
+        "e.g. release: <your kube-prometheus-stack release>), or install kube-prometheus-stack with "
+        "prometheus-values.yaml, which selects every ServiceMonitor",
+    )
 
 
 def targets_up(walk: Walk) -> str:
     targets = [
-        t for t in walk.prometheus.api("targets", state="active")["activeTargets"]
+        t
+        for t in walk.prometheus.api("targets", state="active")["activeTargets"]
         if t["labels"].get("namespace") == walk.namespace and t["labels"].get("service") == walk.service
     ]
     if not targets:
-        raise Broken(f"Prometheus ({walk.prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
-                     "the ServiceMonitor's endpoint port must name a port of the Service "
-                     f"(kubectl -n {walk.namespace} get servicemonitor,service {walk.service} -o yaml); "
-                     "a changed ServiceMonitor reaches Prometheus within a minute or two")
+        raise Broken(
+            f"Prometheus ({walk.prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
+            "the ServiceMonitor's endpoint port must name a port of the Service "
+            f"(kubectl -n {walk.namespace} get servicemonitor,service {walk.service} -o yaml); "
+            "a changed ServiceMonitor reaches Prometheus within a minute or two",
+        )
     down = [t for t in targets if t["health"] == "down"]
     if down:
         errors = "; ".join(f"{t['labels'].get('pod', t['scrapeUrl'])}: {t.get('lastError') or 'down'}" for t in down)
-        raise Broken(f"{len(down)} of {len(targets)} targets down ({errors})",
-                     "Prometheus cannot scrape these pods' admin port: check NetworkPolicies and that "
-                     f"the port answers /metrics (kubectl -n {walk.namespace} port-forward pod/<pod> 8081)")
+        raise Broken(
+            f"{len(down)} of {len(targets)} targets down ({errors})",
+            "Prometheus cannot scrape these pods' admin port: check NetworkPolicies and that "
+            f"the port answers /metrics (kubectl -n {walk.namespace} port-forward pod/<pod> 8081)",
+        )
     # "unknown" is a target discovered but not scraped yet: a pod a scale-up just added.
     up = [t for t in targets if t["health"] == "up"]
     if not up:
-        raise Broken(f"none of the {len(targets)} targets scraped yet",
-                     "new targets are scraped within one scrape interval: run doctor again")
+        raise Broken(
+            f"none of the {len(targets)} targets scraped yet",
+            "new targets are scraped within one scrape interval: run doctor again",
+        )
     waiting = len(targets) - len(up)
-    return (f"{len(up)} targets up in scrape pool {targets[0]['scrapePool']}"
-            + (f", {waiting} not scraped yet (new pods)" if waiting else ""))
+    return f"{len(up)} targets up in scrape pool {targets[0]['scrapePool']}" + (
+        f", {waiting} not scraped yet (new pods)" if waiting else ""
+    )
 
 
 def series_present(walk: Walk) -> str:
     result = walk.prometheus.query(
-        f'count by (namespace, pod) ({HISTOGRAM}_count{{namespace="{walk.namespace}",service="{walk.service}"}})')
+        f'count by (namespace, pod) ({HISTOGRAM}_count{{namespace="{walk.namespace}",service="{walk.service}"}})'
+    )
     pods = {sample["metric"].get("pod") for sample in result}
     if not result or None in pods:
-        raise Broken(f"no {HISTOGRAM}_count series with namespace and pod labels for Service {walk.service}",
-                     "the ServiceMonitor must keep Prometheus's namespace and pod target labels "
-                     "(no relabeling that drops them); the adapter maps the HPA's pods by them")
+        raise Broken(
+            f"no {HISTOGRAM}_count series with namespace and pod labels for Service {walk.service}",
+            "the ServiceMonitor must keep Prometheus's namespace and pod target labels "
+            "(no relabeling that drops them); the adapter maps the HPA's pods by them",
+        )
     return f"{HISTOGRAM} present for {len(pods)} pods"
 
 
@@ -185,9 +215,11 @@ def _rule_answers(walk: Walk, metric: dict) -> str:
     rules = config.get("rules" if kind == "Pods" else "externalRules") or []
     served = {served_name: rule for rule in rules for served_name in [_served_name(rule)] if served_name}
     if name not in served:
-        raise Broken(f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}",
-                     "set the chart's autoscaling.metric.name (or externalName, or slotUtilization.name) to a served name, "
-                     "or add the rule to the adapter's values (adapter-values.yaml)")
+        raise Broken(
+            f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}",
+            "set the chart's autoscaling.metric.name (or externalName, or slotUtilization.name) to a served name, "
+            "or add the rule to the adapter's values (adapter-values.yaml)",
+        )
     rule = served[name]
     window = re.search(r"\[([0-9a-z]+)\]", rule["metricsQuery"])
     # The HPA's first metric is the request duration, whose window the budget is about.
@@ -219,13 +251,17 @@ def _api_serves(walk: Walk, metric: dict) -> str:
             continue
         name = service["metadata"]["name"]
         if not adapter.get("status", {}).get("readyReplicas"):
-            raise Broken(f"prometheus-adapter ({where}) has no ready pod, so APIService {name} is unavailable",
-                         f"kubectl -n {adapter['metadata']['namespace']} rollout status deploy/{adapter['metadata']['name']}; "
-                         f"kubectl -n {adapter['metadata']['namespace']} logs deploy/{adapter['metadata']['name']}")
+            raise Broken(
+                f"prometheus-adapter ({where}) has no ready pod, so APIService {name} is unavailable",
+                f"kubectl -n {adapter['metadata']['namespace']} rollout status deploy/{adapter['metadata']['name']}; "
+                f"kubectl -n {adapter['metadata']['namespace']} logs deploy/{adapter['metadata']['name']}",
+            )
         available = next((c for c in service.get("status", {}).get("conditions") or [] if c["type"] == "Available"), {})
-        raise Broken(f"APIService {name} is not Available: {available.get('reason')}: {available.get('message')}",
-                     f"the APIService must name the adapter's Service and port (the adapter runs in {where}) and the "
-                     f"API server must reach it: kubectl get apiservice {name} -o yaml")
+        raise Broken(
+            f"APIService {name} is not Available: {available.get('reason')}: {available.get('message')}",
+            f"the APIService must name the adapter's Service and port (the adapter runs in {where}) and the "
+            f"API server must reach it: kubectl get apiservice {name} -o yaml",
+        )
     base = f"/apis/{group}/{version}/namespaces/{walk.namespace}"
     if kind == "External":
         selector = describe(metric.get("selector") or {})
@@ -236,9 +272,11 @@ def _api_serves(walk: Walk, metric: dict) -> str:
     items = walk.cluster.items(f"{base}/pods/*/{name}", labelSelector=walk.pod_selector)
     missing = sorted(set(walk.ready_pods) - {item["describedObject"]["name"] for item in items})
     if missing:
-        raise Broken(f"{group} serves {name} for {len(items)} pods, not for {', '.join(missing)}",
-                     "the adapter learns of new series at each relist: wait one relist interval "
-                     f"({walk.budget.get('relist interval')}), then check the adapter's logs")
+        raise Broken(
+            f"{group} serves {name} for {len(items)} pods, not for {', '.join(missing)}",
+            "the adapter learns of new series at each relist: wait one relist interval "
+            f"({walk.budget.get('relist interval')}), then check the adapter's logs",
+        )
     return f"{group} serves {name} for every ready pod"
 
 
@@ -247,18 +285,24 @@ def hpa_scaling(walk: Walk) -> str:
     for condition in ("AbleToScale", "ScalingActive"):
         if _condition(walk.hpa, condition) != "True":
             found = next((c for c in status.get("conditions", []) if c["type"] == condition), {})
-            raise Broken(f"HPA {walk.hpa['metadata']['name']}: {condition} is {found.get('status', 'unknown')}: "
-                         f"{found.get('reason')}: {found.get('message')}",
-                         f"kubectl -n {walk.namespace} describe hpa {walk.hpa['metadata']['name']} (its events say why)")
+            raise Broken(
+                f"HPA {walk.hpa['metadata']['name']}: {condition} is {found.get('status', 'unknown')}: "
+                f"{found.get('reason')}: {found.get('message')}",
+                f"kubectl -n {walk.namespace} describe hpa {walk.hpa['metadata']['name']} (its events say why)",
+            )
     values = []
     for metric in walk.metrics:
         current = _current_value(status, metric)
         if current is None:
-            raise Broken(f"HPA {walk.hpa['metadata']['name']} has no current value of {metric['name']} yet",
-                         "it reads the metric at its next sync: wait one sync period and run doctor again")
+            raise Broken(
+                f"HPA {walk.hpa['metadata']['name']} has no current value of {metric['name']} yet",
+                "it reads the metric at its next sync: wait one sync period and run doctor again",
+            )
         values.append(f"{metric['name']} {current} against target {metric['target']}")
-    return (f"HPA {walk.hpa['metadata']['name']}: {status.get('currentReplicas')} replicas "
-            f"(desired {status.get('desiredReplicas')}), current value {', '.join(values)}")
+    return (
+        f"HPA {walk.hpa['metadata']['name']}: {status.get('currentReplicas')} replicas "
+        f"(desired {status.get('desiredReplicas')}), current value {', '.join(values)}"
+    )
 
 
 def _current_value(status: dict, metric: dict) -> str | None:
@@ -272,15 +316,24 @@ def _current_value(status: dict, metric: dict) -> str | None:
 def alerts_quiet(walk: Walk) -> str:
     groups = walk.prometheus.api("rules", type="alert")["groups"]
     if not any(g["name"] == f"{walk.service}.alerts" for g in groups):
-        raise Broken(f"Prometheus has not loaded the chart's alerts (rule group {walk.service}.alerts)",
-                     "helm upgrade with prometheusRule.enabled=true, labelled for the Prometheus's ruleSelector "
-                     "(prometheusRule.additionalLabels)")
+        raise Broken(
+            f"Prometheus has not loaded the chart's alerts (rule group {walk.service}.alerts)",
+            "helm upgrade with prometheusRule.enabled=true, labelled for the Prometheus's ruleSelector "
+            "(prometheusRule.additionalLabels)",
+        )
     firing = walk.prometheus.query(f'ALERTS{{alertstate="firing",namespace="{walk.namespace}"}}')
-    ours = sorted({a["metric"]["alertname"] for a in firing
-                   if walk.service in (a["metric"].get("service"), a["metric"].get("horizontalpodautoscaler"))})
+    ours = sorted(
+        {
+            a["metric"]["alertname"]
+            for a in firing
+            if walk.service in (a["metric"].get("service"), a["metric"].get("horizontalpodautoscaler"))
+        }
+    )
     if ours:
-        raise Broken(f"firing: {', '.join(ours)}",
-                     f"each alert's description names its cause: Prometheus UI, /alerts ({walk.prometheus.address})")
+        raise Broken(
+            f"firing: {', '.join(ours)}",
+            f"each alert's description names its cause: Prometheus UI, /alerts ({walk.prometheus.address})",
+        )
     return "the chart's alerts are loaded, none firing"
 
 
@@ -306,11 +359,16 @@ def walk_pipeline(walk: Walk) -> list[Finding]:
             findings.append(Finding(link, False, broken.detail, broken.fix))
             break
         except ApiError as error:
-            fix = ("check the kubeconfig's permissions: doctor needs get and list on what it names"
-                   if error.status in (401, 403) else "an answer doctor did not expect: read the error above")
+            fix = (
+                "check the kubeconfig's permissions: doctor needs get and list on what it names"
+                if error.status in (401, 403)
+                else "an answer doctor did not expect: read the error above"
+            )
             findings.append(Finding(link, False, str(error), fix))
             break
-    walk.budget.setdefault("HPA sync period", f"{HPA_SYNC_DEFAULT} (kube-controller-manager's default; not visible through the API)")
+    walk.budget.setdefault(
+        "HPA sync period", f"{HPA_SYNC_DEFAULT} (kube-controller-manager's default; not visible through the API)"
+    )
     walk.budget = {name: walk.budget[name] for name in BUDGET_ORDER if name in walk.budget}
     return findings
 
@@ -344,8 +402,10 @@ def _readiness(deployment: dict) -> str:
     for probe in ("startupProbe", "readinessProbe"):
         if probe in container:
             p = container[probe]
-            parts.append(f"{probe} every {p.get('periodSeconds', 10)}s (up to {p.get('failureThreshold', 3)} failures, "
-                         f"{p.get('initialDelaySeconds', 0)}s delay)")
+            parts.append(
+                f"{probe} every {p.get('periodSeconds', 10)}s (up to {p.get('failureThreshold', 3)} failures, "
+                f"{p.get('initialDelaySeconds', 0)}s delay)"
+            )
     return "; ".join(parts) or "no probes: ready once started"
 
 
@@ -354,8 +414,9 @@ def _hpa(walk: Walk) -> dict:
         target = hpa["spec"]["scaleTargetRef"]
         if target["kind"] == "Deployment" and target["name"] == walk.service:
             return hpa
-    raise Broken(f"no HorizontalPodAutoscaler scales Deployment {walk.service}",
-                 "helm upgrade with autoscaling.enabled=true")
+    raise Broken(
+        f"no HorizontalPodAutoscaler scales Deployment {walk.service}", "helm upgrade with autoscaling.enabled=true"
+    )
 
 
 def hpa_metrics(hpa: dict) -> list[dict]:
@@ -363,15 +424,24 @@ def hpa_metrics(hpa: dict) -> list[dict]:
     for metric in hpa["spec"].get("metrics") or []:
         if metric["type"] == "Pods":
             spec = metric["pods"]
-            metrics.append({"type": "Pods", "name": spec["metric"]["name"], "target": spec["target"].get("averageValue")})
+            metrics.append(
+                {"type": "Pods", "name": spec["metric"]["name"], "target": spec["target"].get("averageValue")}
+            )
         elif metric["type"] == "External":
             spec = metric["external"]
-            metrics.append({"type": "External", "name": spec["metric"]["name"],
-                            "selector": spec["metric"].get("selector"),
-                            "target": spec["target"].get("value") or spec["target"].get("averageValue")})
+            metrics.append(
+                {
+                    "type": "External",
+                    "name": spec["metric"]["name"],
+                    "selector": spec["metric"].get("selector"),
+                    "target": spec["target"].get("value") or spec["target"].get("averageValue"),
+                }
+            )
     if not metrics:
-        raise Broken(f"HPA {hpa['metadata']['name']} has no Pods or External metric",
-                     "the chart's HPA scales on autoscaling.metric: check the values")
+        raise Broken(
+            f"HPA {hpa['metadata']['name']} has no Pods or External metric",
+            "the chart's HPA scales on autoscaling.metric: check the values",
+        )
     return metrics
 
 
@@ -388,8 +458,10 @@ def _api_service(walk: Walk, kind: str) -> dict:
     except ApiError as error:
         if error.status != 404:
             raise
-        raise Broken(f"no APIService {version}.{group}: nothing serves {kind} metrics",
-                     "install prometheus-adapter with adapter-values.yaml") from None
+        raise Broken(
+            f"no APIService {version}.{group}: nothing serves {kind} metrics",
+            "install prometheus-adapter with adapter-values.yaml",
+        ) from None
 
 
 def _adapter(walk: Walk, kind: str) -> dict:
@@ -400,13 +472,18 @@ def _adapter(walk: Walk, kind: str) -> dict:
     if kind in walk.adapters:
         return walk.adapters[kind]
     deployments = _deployments_behind(walk, _api_service(walk, kind)["spec"].get("service"))
-    deployments = deployments or walk.cluster.items("/apis/apps/v1/deployments",
-                                                    labelSelector="app.kubernetes.io/name=prometheus-adapter")
+    deployments = deployments or walk.cluster.items(
+        "/apis/apps/v1/deployments", labelSelector="app.kubernetes.io/name=prometheus-adapter"
+    )
     if not deployments:
-        raise Broken(f"no prometheus-adapter Deployment serves {METRICS_API[kind][0]}",
-                     "install prometheus-adapter with adapter-values.yaml")
+        raise Broken(
+            f"no prometheus-adapter Deployment serves {METRICS_API[kind][0]}",
+            "install prometheus-adapter with adapter-values.yaml",
+        )
     container = deployments[0]["spec"]["template"]["spec"]["containers"][0]
-    args = dict(a.removeprefix("--").split("=", 1) for a in container.get("args", []) if a.startswith("--") and "=" in a)
+    args = dict(
+        a.removeprefix("--").split("=", 1) for a in container.get("args", []) if a.startswith("--") and "=" in a
+    )
     walk.budget["relist interval"] = args.get("metrics-relist-interval", f"{RELIST_DEFAULT} (the adapter's default)")
     walk.adapters[kind] = {"deployment": deployments[0], "config": _adapter_config(walk, deployments[0], args)}
     return walk.adapters[kind]
@@ -423,15 +500,20 @@ def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
             raise
         return []
     selector = {"matchLabels": service["spec"].get("selector") or {}}
-    return [d for d in walk.cluster.items(f"/apis/apps/v1/namespaces/{namespace}/deployments")
-            if selector["matchLabels"] and matches(selector, d["spec"]["template"]["metadata"].get("labels", {}))]
+    return [
+        d
+        for d in walk.cluster.items(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+        if selector["matchLabels"] and matches(selector, d["spec"]["template"]["metadata"].get("labels", {}))
+    ]
 
 
 def _adapter_config(walk: Walk, deployment: dict, args: dict[str, str]) -> dict:
     path = args.get("config")
     if not path:
-        raise Broken("prometheus-adapter runs without --config: it serves no rules of ours",
-                     "install prometheus-adapter with adapter-values.yaml")
+        raise Broken(
+            "prometheus-adapter runs without --config: it serves no rules of ours",
+            "install prometheus-adapter with adapter-values.yaml",
+        )
     spec = deployment["spec"]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
     for volume in spec.get("volumes", []):
@@ -462,8 +544,9 @@ def _label_for(rule: dict, resource: str) -> str:
     """The series label the rule maps onto `resource` (pod, namespace): its
     `resources.overrides` entry, or the resource's own name as the adapter assumes."""
     overrides = (rule.get("resources") or {}).get("overrides") or {}
-    return next((label for label, target in overrides.items() if target.get("resource") in (resource, resource + "s")),
-                resource)
+    return next(
+        (label for label, target in overrides.items() if target.get("resource") in (resource, resource + "s")), resource
+    )
 
 
 def _expand(rule: dict, walk: Walk, metric: dict) -> str:
@@ -478,11 +561,17 @@ def _expand(rule: dict, walk: Walk, metric: dict) -> str:
         selector = (metric.get("selector") or {}).get("matchLabels") or {}
         matchers = ",".join([*(f'{k}="{v}"' for k, v in selector.items()), f'{namespace}="{walk.namespace}"'])
         group_by = namespace
-    return (rule["metricsQuery"].replace("<<.Series>>", _series(rule))
-            .replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", group_by))
+    return (
+        rule["metricsQuery"]
+        .replace("<<.Series>>", _series(rule))
+        .replace("<<.LabelMatchers>>", matchers)
+        .replace("<<.GroupBy>>", group_by)
+    )
 
 
 def _too_little_data() -> str:
-    return ("a pod has a value once Prometheus holds two samples of it in the window and its latest scrape "
-            "succeeded: a new pod, or every pod just after a Prometheus restart, waits two scrapes; "
-            "if it lasts, check the targets and the window against the scrape interval")
+    return (
+        "a pod has a value once Prometheus holds two samples of it in the window and its latest scrape "
+        "succeeded: a new pod, or every pod just after a Prometheus restart, waits two scrapes; "
+        "if it lasts, check the targets and the window against the scrape interval"
+    )

@@ -13,12 +13,17 @@ def healthy(findings: list[Finding]) -> bool:
 
 
 def as_json(release: str, namespace: str, findings: list[Finding], budget: dict[str, str]) -> str:
-    return json.dumps({
-        "release": release, "namespace": namespace, "healthy": healthy(findings),
-        "links": [asdict(f) for f in findings],
-        "unchecked": [link for link, _ in LINKS[len(findings):]],
-        "budget": budget,
-    }, indent=2)
+    return json.dumps(
+        {
+            "release": release,
+            "namespace": namespace,
+            "healthy": healthy(findings),
+            "links": [asdict(f) for f in findings],
+            "unchecked": [link for link, _ in LINKS[len(findings) :]],
+            "budget": budget,
+        },
+        indent=2,
+    )
 
 
 def as_text(release: str, namespace: str, findings: list[Finding], budget: dict[str, str]) -> str:
@@ -28,7 +33,7 @@ def as_text(release: str, namespace: str, findings: list[Finding], budget: dict[
         lines.append(f"  {'ok  ' if finding.ok else 'FAIL'}  {finding.link:<{width}}  {finding.detail}")
         if finding.fix:
             lines.append(f"        {'':<{width}}  fix: {finding.fix}")
-    for link, _ in LINKS[len(findings):]:
+    for link, _ in LINKS[len(findings) :]:
         lines.append(f"  --    {link:<{width}}  not checked: an earlier link is broken")
     lines += ["", "reaction-time budget (what the installed values allow):"]
     lines += [f"  {name}: {value}" for name, value in budget.items()]

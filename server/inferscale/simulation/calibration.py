@@ -70,8 +70,12 @@ def agreement(observed: list[Observed], trace: Trace, min_replicas: int) -> Agre
     """The simulated `trace` against the measured samples from the step (`at` >= 0) on."""
     compared = [o for o in observed if o.at >= 0]
     within = sum(1 for o in compared if abs(replicas_at(trace, o.at) - o.replicas) <= REPLICA_TOLERANCE)
-    return Agreement(len(compared), within, first_scale_up_observed(observed, min_replicas),
-                     first_scale_up_simulated(trace, min_replicas))
+    return Agreement(
+        len(compared),
+        within,
+        first_scale_up_observed(observed, min_replicas),
+        first_scale_up_simulated(trace, min_replicas),
+    )
 
 
 def seed_ranges(observed: list[Observed], traces: list[Trace]) -> list[tuple[Observed, int, int]]:
@@ -129,4 +133,3 @@ def median_agreement(agreements: list[Agreement]) -> Agreement:
     """The run whose replica agreement is the median of several seeds' (the lower one of an even count)."""
     ranked = sorted(agreements, key=lambda a: a.within_share)
     return ranked[(len(ranked) - 1) // 2]
-

@@ -38,7 +38,7 @@ def replicas_at(trace: Trace, t: float) -> int:
 
 def pod_minutes(trace: Trace, end: float) -> float:
     points = [*trace.replicas, (end, None)]
-    return sum((b[0] - a[0]) * a[1] for a, b in zip(points, points[1:]) if a[0] < end) / 60
+    return sum((b[0] - a[0]) * a[1] for a, b in itertools.pairwise(points) if a[0] < end) / 60
 
 
 def back_under_target(trace: Trace, target: float, change_at: float) -> float | None:
@@ -53,8 +53,7 @@ def back_under(readings: list[tuple[float, float | None]], target: float, change
     for i, (start, _) in enumerate(known):
         if known[-1][0] < start + HOLD_SECONDS:
             return None  # too little run left to tell
-        held = itertools.takewhile(lambda reading: reading[0] <= start + HOLD_SECONDS, known[i:])
-        if all(value <= target for _, value in held):
+        if all(value <= target for _, value in _until(known[i:], start + HOLD_SECONDS)):
             return start - change_at
     return None
 
@@ -65,8 +64,9 @@ def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
     return max(trace.replicas[-1][0] - change_at, 0.0)
 
 
-def figures(trace: Trace, target: float, min_replicas: int, change_at: float, steady_from: float,
-            end: float) -> Figures:
+def figures(
+    trace: Trace, target: float, min_replicas: int, change_at: float, steady_from: float, end: float
+) -> Figures:
     arrivals = len(trace.answered) + len(trace.refused)
     steady_changes = [at for at, _ in trace.replicas[1:] if steady_from <= at < end]
     samples = [replicas_at(trace, steady_from + i * 15.0) for i in range(int((end - steady_from) // 15.0) + 1)]
@@ -90,3 +90,8 @@ def meets_target(trace: Trace, target: float, since: float, max_refused_percent:
     if not total:
         return True
     return statistics.fmean(durations or [0.0]) <= target and 100 * refused / total <= max_refused_percent
+
+
+def _until(readings: list[tuple[float, float]], horizon: float):
+    """The time-ordered `readings` up to and including `horizon`."""
+    return itertools.takewhile(lambda reading: reading[0] <= horizon, readings)

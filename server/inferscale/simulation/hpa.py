@@ -53,7 +53,7 @@ class ScalingRules:
     policies: tuple[ScalingPolicy, ...]
 
     @classmethod
-    def from_values(cls, values: dict) -> "ScalingRules":
+    def from_values(cls, values: dict) -> ScalingRules:
         """From the chart's `autoscaling.behavior.scaleUp` or `scaleDown`."""
         return cls(
             int(values["stabilizationWindowSeconds"]),
@@ -80,13 +80,15 @@ class HpaSpec:
     held_target: float | None = None
 
     @classmethod
-    def from_values(cls, autoscaling: dict, tolerance: float = 0.1) -> "HpaSpec":
+    def from_values(cls, autoscaling: dict, tolerance: float = 0.1) -> HpaSpec:
         """From the chart's `autoscaling` values."""
         behavior = autoscaling["behavior"]
         return cls(
-            int(autoscaling["minReplicas"]), int(autoscaling["maxReplicas"]),
+            int(autoscaling["minReplicas"]),
+            int(autoscaling["maxReplicas"]),
             float(autoscaling["targetAverageDurationSeconds"]),
-            ScalingRules.from_values(behavior["scaleUp"]), ScalingRules.from_values(behavior["scaleDown"]),
+            ScalingRules.from_values(behavior["scaleUp"]),
+            ScalingRules.from_values(behavior["scaleDown"]),
             tolerance,
         )
 
@@ -237,8 +239,11 @@ class Controller:
             return current
         proposals = []
         for policy in rules.policies:
-            start = (current - self._change(self.scale_ups, now, policy.period_seconds)
-                     + self._change(self.scale_downs, now, policy.period_seconds))
+            start = (
+                current
+                - self._change(self.scale_ups, now, policy.period_seconds)
+                + self._change(self.scale_downs, now, policy.period_seconds)
+            )
             if policy.kind == "Pods":
                 proposals.append(start + policy.value if up else start - policy.value)
             elif up:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 Rate = Callable[[float], float]
 
@@ -31,27 +31,35 @@ class Shape:
 
 
 def step(before: float, after: float, at: float) -> Shape:
-    return Shape(f"step {before:g} -> {after:g} req/s at {at:g} s", lambda t: after if t >= at else before,
-                 max(before, after))
+    return Shape(
+        f"step {before:g} -> {after:g} req/s at {at:g} s", lambda t: after if t >= at else before, max(before, after)
+    )
 
 
 def ramp(start: float, end: float, begin: float, seconds: float) -> Shape:
     def rate(t: float) -> float:
         fraction = min(max((t - begin) / seconds, 0.0), 1.0)
         return start + (end - start) * fraction
+
     return Shape(f"ramp {start:g} -> {end:g} req/s over {seconds:g} s", rate, max(start, end))
 
 
 def spike(base: float, peak: float, at: float, seconds: float) -> Shape:
-    return Shape(f"spike {base:g} -> {peak:g} req/s for {seconds:g} s", lambda t: peak if at <= t < at + seconds else base,
-                 max(base, peak))
+    return Shape(
+        f"spike {base:g} -> {peak:g} req/s for {seconds:g} s",
+        lambda t: peak if at <= t < at + seconds else base,
+        max(base, peak),
+    )
 
 
 def sine(low: float, high: float, period: float) -> Shape:
     """A daily-like cycle: low at t = 0, high half a period later."""
     middle, amplitude = (high + low) / 2, (high - low) / 2
-    return Shape(f"sine {low:g}..{high:g} req/s, period {period:g} s",
-                 lambda t: middle - amplitude * math.cos(2 * math.pi * t / period), high)
+    return Shape(
+        f"sine {low:g}..{high:g} req/s, period {period:g} s",
+        lambda t: middle - amplitude * math.cos(2 * math.pi * t / period),
+        high,
+    )
 
 
 def stop(rate: float, at: float) -> Shape:

@@ -112,9 +112,17 @@ class Trace:
 class Loop:
     """One run: `Loop(...).run(shape, seconds)` returns the Trace."""
 
-    def __init__(self, hpa: HpaSpec | None, pod: PodModel, timing: Timing, arrivals_kind: str = "poisson",
-                 seed: int = 1, fixed_replicas: int | None = None, user_rps: float = 0.2,
-                 max_running_pods: int | None = None):
+    def __init__(
+        self,
+        hpa: HpaSpec | None,
+        pod: PodModel,
+        timing: Timing,
+        arrivals_kind: str = "poisson",
+        seed: int = 1,
+        fixed_replicas: int | None = None,
+        user_rps: float = 0.2,
+        max_running_pods: int | None = None,
+    ):
         if (hpa is None) == (fixed_replicas is None):
             raise ValueError("either an HPA or a fixed replica count")
         self.controller = Controller(hpa) if hpa else None
@@ -158,7 +166,7 @@ class Loop:
         live = [p for p in self.pods if not p.deleted]
         for _ in range(replicas - len(live)):
             self._create(now, warm)
-        for pod in self._deletion_order(now, live)[:max(0, len(live) - replicas)]:
+        for pod in self._deletion_order(now, live)[: max(0, len(live) - replicas)]:
             pod.deleted = True
             self._forget_if_done(now, pod)
 
@@ -189,6 +197,7 @@ class Loop:
     def _deletion_order(now: float, pods: list[Pod]) -> list[Pod]:
         def rank(pod: Pod):
             return (now >= pod.running_at, pod.ready(now), -pod.ready_at if pod.ready(now) else 0, -pod.created)
+
         return sorted(pods, key=rank)
 
     def _forget_if_done(self, now: float, pod: Pod) -> None:
@@ -263,8 +272,9 @@ class Loop:
         live = [p for p in self.pods if not p.deleted]
         views = [PodView(p.name, now >= p.running_at, self.value(p, now), self.held(p, now)) for p in live]
         decision = self.controller.sync(now, self.spec_replicas, views)
-        self.trace.syncs.append(Sync(now, self.spec_replicas, sum(p.ready(now) for p in live), decision.desired,
-                                     decision.value))
+        self.trace.syncs.append(
+            Sync(now, self.spec_replicas, sum(p.ready(now) for p in live), decision.desired, decision.value)
+        )
         if decision.scaling_active and decision.desired != self.spec_replicas:
             self._scale_to(now, decision.desired)
         self._at(now + self.timing.sync_period, self._sync)

@@ -14,12 +14,19 @@ def _baseline_minutes(case: Scenario, fixed: int | None) -> float | None:
 
 
 def as_json(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fixed: int | None) -> str:
-    return json.dumps({
-        "load": case.shape.name, "arrivals": arrivals, "seconds": case.seconds,
-        "pod_capacity_rps": model.pod_capacity, "target_seconds": model.hpa.target,
-        "autoscaled": dataclasses.asdict(autoscaled),
-        "fewest_fixed_replicas": fixed, "fewest_fixed_pod_minutes": _baseline_minutes(case, fixed),
-    }, indent=2)
+    return json.dumps(
+        {
+            "load": case.shape.name,
+            "arrivals": arrivals,
+            "seconds": case.seconds,
+            "pod_capacity_rps": model.pod_capacity,
+            "target_seconds": model.hpa.target,
+            "autoscaled": dataclasses.asdict(autoscaled),
+            "fewest_fixed_replicas": fixed,
+            "fewest_fixed_pod_minutes": _baseline_minutes(case, fixed),
+        },
+        indent=2,
+    )
 
 
 def as_text(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fixed: int | None) -> str:
@@ -27,17 +34,25 @@ def as_text(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fi
     baseline = _baseline_minutes(case, fixed)
     rows = [
         ("back under target", "never" if back is None else f"{back:.0f} s after the change"),
-        *([("back to minReplicas", f"{autoscaled.back_to_min_seconds:.0f} s after the change")]
-          if case.shape.rate(case.seconds) == 0 and autoscaled.back_to_min_seconds is not None else []),
+        *(
+            [("back to minReplicas", f"{autoscaled.back_to_min_seconds:.0f} s after the change")]
+            if case.shape.rate(case.seconds) == 0 and autoscaled.back_to_min_seconds is not None
+            else []
+        ),
         ("peak replicas", f"{autoscaled.peak_replicas}"),
-        ("steady replicas", f"{autoscaled.steady_replicas:g}"
-         + (f" (fewest always-on that meet the target: {fixed})" if fixed else " (no fixed count meets the target)")),
+        (
+            "steady replicas",
+            f"{autoscaled.steady_replicas:g}"
+            + (f" (fewest always-on that meet the target: {fixed})" if fixed else " (no fixed count meets the target)"),
+        ),
         ("refused", f"{autoscaled.refused_percent:.2f} %"),
         ("replica changes", f"{autoscaled.changes_per_hour:.1f} per hour over the steady span"),
         ("pod-minutes", f"{autoscaled.pod_minutes:.0f}" + (f" (always-on: {baseline:.0f})" if baseline else "")),
         ("mean request", f"{autoscaled.mean_seconds:.2f} s (target {model.hpa.target:g} s)"),
     ]
     width = max(len(name) for name, _ in rows)
-    header = (f"{case.shape.name}, {arrivals} arrivals, {case.seconds / 3600:g} h simulated; "
-              f"one pod answers {model.pod_capacity:g} req/s")
+    header = (
+        f"{case.shape.name}, {arrivals} arrivals, {case.seconds / 3600:g} h simulated; "
+        f"one pod answers {model.pod_capacity:g} req/s"
+    )
     return "\n".join([header, *(f"  {name:<{width}}  {value}" for name, value in rows)])

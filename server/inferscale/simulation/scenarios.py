@@ -31,19 +31,24 @@ class Model:
     max_running_pods: int | None = None
 
     @classmethod
-    def from_chart_values(cls, values: dict, sync_period: float = 15.0, start_seconds: float = 3.0) -> "Model":
+    def from_chart_values(cls, values: dict, sync_period: float = 15.0, start_seconds: float = 3.0) -> Model:
         """`sync_period` is kube-controller-manager's flag and `start_seconds`
         the time from a pod's creation to its process answering: neither is a
         value of the chart."""
         server = values["server"]
         pod = PodModel(
-            slots=int(server["modelConcurrency"]), max_queue=int(server["maxQueue"]),
-            inference_seconds=float(server["inferenceDurationSeconds"]), start_seconds=start_seconds,
+            slots=int(server["modelConcurrency"]),
+            max_queue=int(server["maxQueue"]),
+            inference_seconds=float(server["inferenceDurationSeconds"]),
+            start_seconds=start_seconds,
             model_load_seconds=float(server["modelLoadSeconds"]),
             readiness_period=float(values["probes"]["readiness"]["periodSeconds"]),
         )
-        timing = Timing(scrape_interval=seconds(values["serviceMonitor"]["interval"]),
-                        rate_window=seconds(values["autoscaling"]["rateWindow"]), sync_period=sync_period)
+        timing = Timing(
+            scrape_interval=seconds(values["serviceMonitor"]["interval"]),
+            rate_window=seconds(values["autoscaling"]["rateWindow"]),
+            sync_period=sync_period,
+        )
         hpa = HpaSpec.from_values(values["autoscaling"])
         utilization = values["autoscaling"].get("slotUtilization") or {}
         if utilization.get("enabled"):
@@ -82,10 +87,10 @@ def scenario(name: str, capacity: float, times: float, hours: float) -> Scenario
     raise ValueError(f"unknown scenario {name!r}: step, ramp, spike, sine or stop")
 
 
-
 def run(model: Model, case: Scenario, arrivals: str, seed: int = 1) -> Figures:
-    trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed,
-                 max_running_pods=model.max_running_pods).run(case.shape, case.seconds)
+    trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed, max_running_pods=model.max_running_pods).run(
+        case.shape, case.seconds
+    )
     return figures(trace, model.hpa.target, model.hpa.min_replicas, case.change_at, case.steady_from, case.seconds)
 
 
