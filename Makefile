@@ -13,9 +13,11 @@ PORT ?= 8080
 .DEFAULT_GOAL := help
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
-$(VENV)/.installed: pyproject.toml
+# The harness (cluster/, package localcluster) is a package of its own: the
+# server's image installs inferscale alone.
+$(VENV)/.installed: pyproject.toml cluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,doctor,simulate]'
+	$(BIN)/pip install --quiet -e '.[dev,doctor,simulate]' -e ./cluster
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
@@ -25,7 +27,7 @@ tools: ## build the pinned tools into ~/.cache/inferscale (ci/tools.sh)
 
 # The whole autoscaling loop on this machine until Ctrl-C (cluster/localcluster).
 demo: require-root venv tools ## the whole loop on a local control plane and real node, until Ctrl-C (root)
-	PATH="$(TOOLS_BIN):$$PATH" PYTHONPATH=cluster $(BIN)/python -m localcluster demo $(DEMO_ARGS)
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m localcluster demo $(DEMO_ARGS)
 
 # The demo runs a real node; refuse before installing anything.
 require-root:
@@ -82,9 +84,10 @@ CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools ## the simulator against the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)
 
-lint: venv ## ruff: lint and format check
+lint: venv ## ruff: lint and format check; mypy: type check of server/inferscale
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean: ## remove .venv and the test caches
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -25,7 +25,6 @@ import itertools
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,12 +32,12 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "cluster"))
+from inferscale.simulation.scenarios import seconds
+from localcluster.hpa import HpaRecorder, sample
+from localcluster.load import headless_locust
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
 
-from inferscale.simulation.scenarios import seconds  # noqa: E402
-from localcluster.hpa import HpaRecorder, sample  # noqa: E402
-from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SEEDS_BEHAVIOR = {
     "autoscaling": {
@@ -99,23 +98,7 @@ def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
 def offer_load(stack: LocalStack, users: int, user_rps: float, seconds: float) -> subprocess.CompletedProcess:
     """`users` locust users, all started within a second, for `seconds`; locust's summary is in its output."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(ROOT / "locustfile.py"),
-            "--headless",
-            "--host",
-            stack.service_url,
-            "-u",
-            str(users),
-            "-r",
-            str(users),
-            "-t",
-            f"{int(seconds)}s",
-            "--only-summary",
-        ],
+        headless_locust(stack.service_url, users, seconds, "--only-summary"),
         env={**os.environ, "LOAD_USER_RPS": str(user_rps)},
         capture_output=True,
         text=True,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -59,7 +58,6 @@ from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "cluster"))
 
 from autoscale import offer_load, wait_for_metric  # noqa: E402 - bench/ is this script's directory
 

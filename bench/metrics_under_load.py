@@ -19,10 +19,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "cluster")]
+from localcluster.servers import LOOPBACK, ServerProcess
 
-from servers import LOOPBACK, ServerProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def naive_command(port: int) -> list[str]:

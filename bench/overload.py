@@ -12,16 +12,12 @@ interval (after warm-up) with the last.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "cluster")]
-
-from overload import OpenLoad, ProcessUse, percentile  # noqa: E402
-from servers import ServerProcess  # noqa: E402
+from localcluster.overload import OpenLoad, ProcessUse, percentile
+from localcluster.servers import ServerProcess
 
 
 def row(label: str, answers: dict[int, list[float]], use: ProcessUse) -> None:

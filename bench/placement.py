@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +22,8 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "cluster")]
-
-from overload import percentile  # noqa: E402
-from servers import ServerProcess  # noqa: E402
+from localcluster.overload import percentile
+from localcluster.servers import ServerProcess
 
 
 def predict(session: requests.Session, url: str) -> dict:

@@ -11,7 +11,6 @@ probes and ServiceMonitor use) and on the main port.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "cluster")]
-
-from overload import percentile  # noqa: E402
-from servers import ServerProcess, scrape  # noqa: E402
-from stalls import STALLED_BODY, STALLED_HEADERS, open_stalled  # noqa: E402
+from localcluster.overload import percentile
+from localcluster.servers import ServerProcess, scrape
+from localcluster.stalls import STALLED_BODY, STALLED_HEADERS, open_stalled
 
 PATHS = ("/health", "/ready", "/metrics")
 

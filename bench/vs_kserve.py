@@ -37,11 +37,11 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "cluster"))
+from localcluster.loopback import LOOPBACK, free_port
+from localcluster.processes import wait_until
+from localcluster.prometheus_process import Prometheus
 
-from localcluster.controlplane import LOOPBACK, free_port, wait_until  # noqa: E402
-from localcluster.prometheus_process import Prometheus  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The server's settings for this benchmark; adapt here when settings.py changes.
 # MODEL_MEMORY_MB=0: the KServe model allocates no ballast, so PSS compares the

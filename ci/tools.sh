@@ -76,7 +76,12 @@ NODE_DEBS=(
 # The cluster DNS of the real node: the CoreDNS version kubeadm v1.33 installs.
 # Its go.mod has no replace directives, so `go install module@version` takes it.
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.0}"
-TOOLS=(helm prometheus kubernetes crds wrk oci node monitoring)
+# helm-docs writes chart/README.md's values table from values.yaml's `# --`
+# comments, as the prometheus-community charts do; actionlint checks the
+# GitHub Actions workflow shipped for users' forks (.github/workflows).
+HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
+ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
+TOOLS=(helm prometheus kubernetes crds wrk oci node monitoring linters)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
@@ -473,6 +478,26 @@ build_alertmanager() {
   (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" ./cmd/alertmanager \
     && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" ./cmd/amtool)
   rm -rf "$src"
+}
+
+# ---- linters of the chart's docs and the users' workflow (Go) ---------------
+# `go install package@version` of a pinned release into $BIN_DIR, unless the
+# binary there was built from that version of its module.
+go_install_pinned() {
+  local name="$1" package="$2" want="$3" module="${2%/cmd/*}"
+  if [[ -x "$BIN_DIR/$name" && "$(built_module_version "$BIN_DIR/$name" "$module")" == "$want" ]]; then
+    log "$name $want already in $BIN_DIR"
+    return 0
+  fi
+  command -v go >/dev/null || { log "go is required to build $name"; return 1; }
+  log "building $name $want"
+  mkdir -p "$BIN_DIR"
+  GOBIN="$BIN_DIR" nice -n 10 go install -trimpath -ldflags "-s -w" "$package@$want"
+}
+
+install_linters() {
+  go_install_pinned helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
+  go_install_pinned actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION"
 }
 
 # ---- Kubernetes control plane, etcd, prometheus-adapter (Go) ---------------

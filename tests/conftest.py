@@ -1,17 +1,13 @@
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import ServerProcess  # noqa: E402
-
-from localcluster.images import app_image  # noqa: E402
+from localcluster.images import app_image
+from localcluster.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 

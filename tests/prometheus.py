@@ -16,10 +16,10 @@ from pathlib import Path
 
 import requests
 import yaml
-from servers import free_port
 
 from localcluster.binaries import binary
 from localcluster.prometheus_process import Prometheus
+from localcluster.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "chart"

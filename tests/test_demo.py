@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from servers import free_port
 
-from localcluster.controlplane import wait_until
 from localcluster.node import HOST_IF, NODE_IP
+from localcluster.processes import wait_until
+from localcluster.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,6 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         text=True,
         # As `make demo &` from a script starts it: Ctrl-C must still stop it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        env={**os.environ, "PYTHONPATH": str(REPO / "cluster")},
         cwd=REPO,
     )
     try:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = sorted([REPO / "README.md", REPO / "bench" / "README.md", *(REPO / "docs").glob("*.md")])
+PAGES = sorted(
+    [REPO / "README.md", REPO / "bench" / "README.md", REPO / "chart" / "README.md", *(REPO / "docs").glob("*.md")]
+)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from inferscale.doctor.pipeline import Broken, Walk, hpa_metrics, hpa_scaling, pods_ready, targets_up
 from inferscale.doctor.selectors import describe, matches
-from localcluster.controlplane import wait_until
 from localcluster.node import run
+from localcluster.processes import wait_until
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
 
 ADAPTER = ("-n", "monitoring", "deployment/prometheus-adapter")
@@ -32,25 +32,15 @@ DURATION = "inference_request_duration_seconds_avg"
 UTILIZATION = "inference_slot_utilization"
 
 
+def run_doctor(stack: LocalStack, *options: str) -> subprocess.CompletedProcess:
+    """`inferscale doctor` on the stack's release, as a user runs it."""
+    cluster = ["--kubeconfig", str(stack.kubeconfig), "-n", stack.config.namespace, "--release", stack.config.release]
+    command = [sys.executable, "-m", "inferscale.cli", "doctor", *cluster, *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def doctor(stack: LocalStack) -> tuple[int, dict]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inferscale.cli",
-            "doctor",
-            "--kubeconfig",
-            str(stack.kubeconfig),
-            "-n",
-            stack.config.namespace,
-            "--release",
-            stack.config.release,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_doctor(stack, "--json")
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -116,23 +106,7 @@ def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
         assert report["budget"]["scrape interval"] == "2s"
         assert report["budget"]["rate window"] == "10s"
         assert report["budget"]["relist interval"] == "5s"
-        text = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "inferscale.cli",
-                "doctor",
-                "--kubeconfig",
-                str(stack.kubeconfig),
-                "-n",
-                stack.config.namespace,
-                "--release",
-                stack.config.release,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        text = run_doctor(stack)
         assert text.returncode == 0 and text.stdout.rstrip().endswith("healthy"), text.stdout + text.stderr
 
         hpa = stack.fullname

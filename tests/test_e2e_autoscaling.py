@@ -14,16 +14,16 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
 from localcluster.binaries import binary
-from localcluster.controlplane import wait_until
 from localcluster.hpa import HpaRecorder
-from localcluster.stack import CHART, FAST_LOOP, REPO, LocalStack, StackConfig
+from localcluster.load import headless_locust
+from localcluster.processes import wait_until
+from localcluster.stack import CHART, FAST_LOOP, LocalStack, StackConfig
 
 TARGET_SECONDS = FAST_LOOP["chart_values"]["autoscaling"]["targetAverageDurationSeconds"]
 # 5 users x 0.5 requests/s = 2.5 requests/s against pods that serve 1/s each:
@@ -34,27 +34,9 @@ LOAD_SECONDS = 150
 
 
 def locust_command(stack: LocalStack, users: int, seconds: int, csv_prefix: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(REPO / "locustfile.py"),
-        "--headless",
-        "--host",
-        stack.service_url,
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{seconds}s",
-        "--csv",
-        str(csv_prefix),
-        "--only-summary",
-        "--stop-timeout",
-        "60",
-    ]
+    return headless_locust(
+        stack.service_url, users, seconds, "--csv", str(csv_prefix), "--only-summary", "--stop-timeout", "60"
+    )
 
 
 LOCUST_ENV = {**os.environ, "LOAD_USER_RPS": str(LOAD_USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"}

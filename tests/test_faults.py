@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from servers import scrape
+
+from localcluster.servers import scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 ERROR = 'inference_requests_total{status="error"}'

@@ -72,7 +72,7 @@ PATHS = ["/predict", "/v2/models/inferscale/infer"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from servers import ServerProcess
+    from localcluster.servers import ServerProcess
 
     process = ServerProcess(
         tmp_path_factory.mktemp("fuzz"),

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from servers import LOOPBACK, scrape
+
+from localcluster.servers import LOOPBACK, scrape
 
 BODY = json.dumps({"features": [1.0, 2.0, 3.0]})
 HEADERS = {"Content-Type": "application/json"}
@@ -122,4 +123,5 @@ def test_a_draining_pod_moves_its_keep_alive_clients_on_before_its_queue_is_done
         assert (response.status, response.getheader("Connection")) == (200, "close")
         response.read()
         assert [future.result().status_code for future in queued] == [200] * 3
-    assert server.process.wait(15) == 0
+    assert server.process.wait(15), "still running 15 s after SIGTERM"
+    assert server.stop() == 0

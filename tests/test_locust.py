@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from servers import LOOPBACK, free_port
+
+from localcluster.servers import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "locustfile.py"

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 from heartbeats import HeartbeatReceiver
 
-from localcluster.controlplane import free_port, wait_until
 from localcluster.hpa import HpaRecorder
 from localcluster.kubectl import get_json
+from localcluster.load import headless_locust
+from localcluster.loopback import free_port
 from localcluster.node import HOST_IP, run
-from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig, merged
+from localcluster.processes import wait_until
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
 
 STABILIZATION = FAST_LOOP["chart_values"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
 FAULT_SECONDS = 3 * STABILIZATION
@@ -142,25 +143,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
         # Prometheus -> Alertmanager -> the switch, before any fault.
         wait_until(lambda: switch.heartbeats_since(0) or None, "Watchdog's first heartbeat", 120, interval=1)
         load = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(REPO / "locustfile.py"),
-                "--headless",
-                "--host",
-                stack.service_url,
-                "-u",
-                str(USERS),
-                "-r",
-                str(USERS),
-                "-t",
-                "900s",
-                "--csv",
-                str(tmp_path / "load"),
-                "--only-summary",
-            ],
+            headless_locust(stack.service_url, USERS, 900, "--csv", str(tmp_path / "load"), "--only-summary"),
             env={**os.environ, "LOAD_USER_RPS": str(USER_RPS), "LOAD_TIMEOUT_SECONDS": "120"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

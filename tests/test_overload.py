@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from overload import OpenLoad, ProcessUse, percentile
+
+from localcluster.overload import OpenLoad, ProcessUse, percentile
 
 INFERENCE, SLOTS, QUEUE = 5.0, 2, 4
 CAPACITY = SLOTS / INFERENCE  # requests per second

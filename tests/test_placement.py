@@ -13,7 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from servers import scrape
+
+from localcluster.servers import scrape
 
 INFERENCE = 1.0
 # A request that found a free slot starts within milliseconds of admission; one

@@ -35,14 +35,13 @@ def test_stop_kills_children_that_ignore_sigterm(tmp_path):
 
 def test_sigkilled_owner_takes_its_processes_with_it(tmp_path):
     owner_code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "import sys, time;"
         "from localcluster import ManagedProcess;"
-        "p = ManagedProcess('sleep', ['sleep', '300'], sys.argv[2]).start();"
+        "p = ManagedProcess('sleep', ['sleep', '300'], sys.argv[1]).start();"
         "print(p.session, flush=True); time.sleep(300)"
     )
-    cluster_dir = str(Path(__file__).parent.parent / "cluster")
     owner = subprocess.Popen(
-        [sys.executable, "-c", owner_code, cluster_dir, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", owner_code, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
     )
     try:
         session = int(owner.stdout.readline())

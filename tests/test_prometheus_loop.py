@@ -31,10 +31,10 @@ from prometheus import (
     chart_rule_groups,
     is_number,
 )
-from servers import ServerProcess, scrape
 from test_locust import locust_env, read_csv, run_locust_headless
 
 from localcluster.binaries import binary
+from localcluster.servers import ServerProcess, scrape
 
 NAMESPACE = "test"
 RELEASE = "inferscale"  # the chart's fullname is then "inferscale": the `service` label

@@ -46,7 +46,6 @@ from localcluster.stack import install_chart
 NAMESPACE = "default"
 PRE_STOP_SECONDS = 3
 GRACE_SECONDS = 10
-ROOT = Path(__file__).resolve().parents[1]
 # comm is cut at 15 characters: containerd-shim-runc-v2 reads containerd-shim.
 NODE_PROCESSES = ("kubelet", "kube-proxy", "containerd", "containerd-shim", "pause", "coredns", "inferscale")
 CHART_NAMESPACE = "inferscale"
@@ -223,13 +222,13 @@ def test_node_starts_again_and_stops_with_a_pod_still_running(control_plane, tmp
 
 
 # A node with a running pod, in a process of its own that the test SIGKILLs.
+# It runs in tests/ (cwd), where `python -c` finds this module.
 KILLED_OWNER = """
 import sys, time
 from pathlib import Path
-sys.path[:0] = [sys.argv[1] + "/cluster", sys.argv[1] + "/tests"]
 from localcluster import ControlPlane, RealNode
 from test_real_node import run_pause_pod
-workdir = Path(sys.argv[2])
+workdir = Path(sys.argv[1])
 control_plane = ControlPlane(workdir / "control-plane").start()
 RealNode(control_plane, workdir / "node").start()
 run_pause_pod(control_plane.admin_kubeconfig, "orphan")
@@ -244,7 +243,10 @@ def test_next_node_clears_what_a_sigkilled_owner_left(control_plane, tmp_path):
     namespace and the sysctls the kubelet wrote would stay."""
     before = machine_state(tmp_path)
     owner = subprocess.Popen(
-        [sys.executable, "-c", KILLED_OWNER, str(ROOT), str(tmp_path / "killed")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", KILLED_OWNER, str(tmp_path / "killed")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent,
     )
     try:
         assert owner.stdout.readline() == "up\n"

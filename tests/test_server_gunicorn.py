@@ -11,10 +11,10 @@ from pathlib import Path
 
 import requests
 from prometheus_client.mmap_dict import MmapedDict
-from servers import LOOPBACK, free_port, scrape
 
 from inferscale.settings import Settings
 from inferscale.supervisor import Supervisor
+from localcluster.servers import LOOPBACK, free_port, scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 REJECTED = 'inference_requests_total{status="rejected"}'
@@ -164,7 +164,8 @@ def test_sigterm_finishes_in_flight_and_queued_work_then_exits(start_server):
         refused = server.predict()
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
         assert [f.result().status_code for f in pending] == [200] * 4
-    assert server.process.wait(15) == 0
+    assert server.process.wait(15), "still running 15 s after SIGTERM"
+    assert server.stop() == 0
 
 
 def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_server):

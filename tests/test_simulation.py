@@ -328,27 +328,7 @@ def test_fewest_fixed_is_the_smallest_count_that_meets_the_target():
 
 
 def test_the_command_prints_figures_for_the_chart_values():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inferscale.cli",
-            "simulate",
-            "--values",
-            str(REPO / "chart" / "values.yaml"),
-            "--scenario",
-            "stop",
-            "--hours",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = simulate_json("--scenario", "stop")
     assert report["target_seconds"] == CHART_VALUES["autoscaling"]["targetAverageDurationSeconds"]
     assert report["autoscaled"]["peak_replicas"] >= 5
     assert report["autoscaled"]["back_to_min_seconds"] is not None

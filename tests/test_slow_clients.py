@@ -9,8 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from servers import LOOPBACK, scrape
-from stalls import STALLED_BODY, STALLED_HEADERS, open_stalled, read_all, trickle
+
+from localcluster.servers import LOOPBACK, scrape
+from localcluster.stalls import STALLED_BODY, STALLED_HEADERS, open_stalled, read_all, trickle
 
 REQUEST_TIMEOUT = 3.0
 

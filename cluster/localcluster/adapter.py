@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 
 from .binaries import image_archive
-from .controlplane import wait_until
 from .images import oci_image_name
 from .kubectl import apply, get_json, kubectl
+from .processes import wait_until
 
 NAMESPACE = "monitoring"
 NAME = "prometheus-adapter"

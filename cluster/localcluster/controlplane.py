@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +29,12 @@ import requests
 
 from .binaries import binary
 from .kubeconfig import write_kubeconfig
+from .loopback import LOOPBACK, free_port
 from .pki import Pki
-from .processes import ManagedProcess, ProcessGroup
+from .processes import ManagedProcess, ProcessGroup, wait_until
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
 # The first address of the service range: the `kubernetes` Service's ClusterIP,
 # which belongs in the API server's certificate like kubeadm puts it there.
@@ -44,31 +43,6 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 120.0
 # The API server's identity toward kubelets (logs, exec, port-forward), as kubeadm names it.
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on right now (the usual bind-to-0 race is accepted)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, what: str, timeout: float, process: ManagedProcess | None = None, interval: float = 0.1):
-    """Poll `check()` until it returns a true value; fail early if `process` died."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process is not None and not process.alive:
-            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as error:  # noqa: BLE001 - anything means "not yet"
-            last_error = error
-        time.sleep(interval)
-    tail = process.log_tail() if process else ""
-    raise TimeoutError(f"{what} not within {timeout} s (last error: {last_error})\n{tail}")
 
 
 class ControlPlane:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .binaries import image_archive
-from .controlplane import wait_until
 from .images import oci_image_name
 from .kubectl import apply, get_json
+from .processes import wait_until
 
 NAMESPACE = "kube-system"
 NAME = "coredns"

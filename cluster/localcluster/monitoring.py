@@ -35,9 +35,9 @@ import requests
 import yaml
 
 from .binaries import MissingBinary, cache_dir, image_archive
-from .controlplane import wait_until
 from .images import oci_image_name
 from .kubectl import apply, kubectl
+from .processes import wait_until
 from .values import merged
 
 NAMESPACE = "monitoring"
@@ -204,18 +204,22 @@ def prometheus_objects(spec: dict, node_port: int) -> list[dict]:
             "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE},
             "spec": spec,
         },
-        # The chart's Service is a ClusterIP; the host reaches only node ports.
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": PROMETHEUS_NAME, "namespace": NAMESPACE},
-            "spec": {
-                "type": "NodePort",
-                "selector": labels,
-                "ports": [{"name": "http-web", "port": 9090, "targetPort": 9090, "nodePort": node_port}],
-            },
-        },
+        node_port_service(PROMETHEUS_NAME, labels, 9090, node_port),
     ]
+
+
+def node_port_service(name: str, selector: dict, port: int, node_port: int) -> dict:
+    """The chart's Service for `name` is a ClusterIP; the host reaches only node ports."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "NodePort",
+            "selector": selector,
+            "ports": [{"name": "http-web", "port": port, "targetPort": port, "nodePort": node_port}],
+        },
+    }
 
 
 def alertmanager_objects(config: dict, node_port: int) -> list[dict]:
@@ -241,16 +245,7 @@ def alertmanager_objects(config: dict, node_port: int) -> list[dict]:
                 "securityContext": SECURITY_CONTEXT,
             },
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": ALERTMANAGER_NAME, "namespace": NAMESPACE},
-            "spec": {
-                "type": "NodePort",
-                "selector": labels,
-                "ports": [{"name": "http-web", "port": 9093, "targetPort": 9093, "nodePort": node_port}],
-            },
-        },
+        node_port_service(ALERTMANAGER_NAME, labels, 9093, node_port),
     ]
 
 

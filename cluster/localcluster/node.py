@@ -59,9 +59,9 @@ import yaml
 
 from . import dns, netns_relay
 from .binaries import binary, image_archive
-from .controlplane import SERVICE_CIDR, ControlPlane, wait_until
+from .controlplane import SERVICE_CIDR, ControlPlane
 from .kubectl import get_json
-from .processes import ManagedProcess, ProcessGroup
+from .processes import ManagedProcess, ProcessGroup, wait_until
 
 log = logging.getLogger(__name__)
 

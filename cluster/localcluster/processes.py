@@ -241,6 +241,24 @@ class ManagedProcess:
         return f"ManagedProcess({self.name!r}, pid={self._pid})"
 
 
+def wait_until(check, what: str, timeout: float, process: ManagedProcess | None = None, interval: float = 0.1):
+    """Poll `check()` until it returns a true value; fail early if `process` died."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive:
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - anything means "not yet"
+            last_error = error
+        time.sleep(interval)
+    tail = process.log_tail() if process else ""
+    raise TimeoutError(f"{what} not within {timeout} s (last error: {last_error})\n{tail}")
+
+
 class ProcessGroup:
     """Processes started together and stopped in reverse order, also on error.
 

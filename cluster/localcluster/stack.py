@@ -26,11 +26,12 @@ import yaml
 from inferscale.simulation.scenarios import seconds
 from localcluster import adapter, dns, monitoring
 from localcluster.binaries import bin_dir, binary
-from localcluster.controlplane import ControlPlane, wait_until
+from localcluster.controlplane import ControlPlane
 from localcluster.hpa import every_metric_known
 from localcluster.images import app_image
 from localcluster.kubectl import apply, get_json, kubectl
 from localcluster.node import HOST_IP, NODE_IP, RealNode
+from localcluster.processes import wait_until
 from localcluster.values import merged
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import request
 
@@ -181,7 +181,7 @@ class ClientConnection:
         finally:
             self._sock.settimeout(None)
 
-    def _timed_out(self):
+    def _timed_out(self) -> NoReturn:
         self.refuse_rest()
         self._arrivals.metrics.timeouts.inc()
         raise RequestTimeout(f"the request did not arrive within {self._arrivals.arrival_seconds:g} s") from None

@@ -72,13 +72,15 @@ class Model:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Score each row of a (batch, n_features) array; returns one probability per row."""
-        if not self.loaded:
+        # `load` sets w2 first: with w1 read first, both are there once w1 is.
+        w1, w2 = self._w1, self._w2
+        if w1 is None or w2 is None:
             raise ModelNotLoaded("the model is still loading")
         self._spend(self._duration())
         padded = np.zeros((rows.shape[0], self.spec.max_features))
         padded[:, : rows.shape[1]] = rows
-        hidden = np.tanh(padded @ self._w1)
-        return 1.0 / (1.0 + np.exp(-(hidden @ self._w2)))
+        hidden = np.tanh(padded @ w1)
+        return 1.0 / (1.0 + np.exp(-(hidden @ w2)))
 
     def _duration(self) -> float:
         jitter = self.spec.jitter_seconds

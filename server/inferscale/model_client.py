@@ -89,6 +89,8 @@ class ModelClient:
         call.done.wait()
         if call.error is not None:
             raise call.error
+        # `done` is set once the outcome or the error is.
+        assert call.outcome is not None
         return call.outcome
 
     def _keep_connected(self) -> None:

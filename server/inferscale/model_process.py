@@ -65,12 +65,16 @@ class ModelServer:
         # The listener outlives this process (the supervisor holds it for the
         # next one), so stopping must not shut it down: a pipe wakes the loop.
         self._stop_reader, self._stop_writer = os.pipe()
+        # Set before `serve_forever`: the service publishes through this server.
         self.service: InferenceService | None = None
 
     def stop(self) -> None:
         os.write(self._stop_writer, b"x")
 
     def serve_forever(self) -> None:
+        service = self.service
+        if service is None:
+            raise RuntimeError("set ModelServer.service before serving")
         with selectors.DefaultSelector() as selector:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._stop_reader, selectors.EVENT_READ)
@@ -78,9 +82,9 @@ class ModelServer:
                 ready = {key.fileobj for key, _ in selector.select()}
                 if self._stop_reader in ready:
                     return
-                self._accept()
+                self._accept(service)
 
-    def _accept(self) -> None:
+    def _accept(self, service: InferenceService) -> None:
         try:
             sock, _ = self._listener.accept()
         except BlockingIOError:
@@ -91,7 +95,7 @@ class ModelServer:
             self._connections.add(connection)
             # Under the lock: a status published meanwhile reaches it after this one.
             connection.send(wire.status(self._status))
-        threading.Thread(target=self._serve, args=(connection,), name="worker-connection", daemon=True).start()
+        threading.Thread(target=self._serve, args=(connection, service), name="worker-connection", daemon=True).start()
 
     def publish(self, status: ModelStatus) -> None:
         """Tell every HTTP worker the model's new state (they answer /ready from it)."""
@@ -101,12 +105,12 @@ class ModelServer:
         for connection in connections:
             connection.send(wire.status(status))
 
-    def _serve(self, connection: WorkerConnection) -> None:
+    def _serve(self, connection: WorkerConnection, service: InferenceService) -> None:
         reader = wire.Reader()
         try:
             while data := connection.sock.recv(RECV_BYTES):
                 for message in reader.feed(data):
-                    self._infer(connection, message)
+                    self._infer(connection, service, message)
         except OSError:
             pass
         finally:
@@ -114,10 +118,10 @@ class ModelServer:
                 self._connections.discard(connection)
             connection.close()
 
-    def _infer(self, connection: WorkerConnection, message: list) -> None:
+    def _infer(self, connection: WorkerConnection, service: InferenceService, message: list) -> None:
         call_id = message[1]
         try:
-            future = self.service.submit(wire.rows_of(message))
+            future = service.submit(wire.rows_of(message))
         except Rejected as error:
             connection.send(wire.failure(call_id, error))
             return

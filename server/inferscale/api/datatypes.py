@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field, Strict, StrictBool, TypeAdapter
@@ -22,23 +22,31 @@ class Datatype:
     # None for BYTES: its elements differ in size, so no numpy dtype lays them out.
     wire: np.dtype | None
 
+    @property
+    def layout(self) -> np.dtype:
+        """`wire` of a fixed-size datatype, the only kind a tensor is decoded or encoded in."""
+        if self.wire is None:
+            raise ValueError(f"{self.name} elements differ in size: no fixed layout")
+        return self.wire
+
     @cached_property
     def json_values(self) -> TypeAdapter[list[Any]]:
         """Validates a flat list of JSON elements of a fixed-size datatype: the right
         kind (true/false, integers, numbers) and a value the type can hold."""
-        return TypeAdapter(list[_json_element(self.wire)])
+        return TypeAdapter(_json_list(self.layout))
 
 
-def _json_element(wire: np.dtype) -> Any:
+def _json_list(wire: np.dtype) -> Any:
+    """The type of a list of JSON elements of `wire`, built at run time for pydantic."""
     if wire.kind == "b":
-        return StrictBool
+        return list[StrictBool]
     if wire.kind in "iu":
-        bounds = np.iinfo(wire)
-        return Annotated[int, Strict(), Field(ge=int(bounds.min), le=int(bounds.max))]
+        ints = np.iinfo(wire)
+        return list[Annotated[int, Strict(), Field(ge=int(ints.min), le=int(ints.max))]]
     # FP16 and FP32 overflow long before FP64: a number the type cannot hold is
     # refused rather than stored as infinity.
-    bounds = np.finfo(wire)
-    return Annotated[float, Strict(), Field(allow_inf_nan=False, ge=float(bounds.min), le=float(bounds.max))]
+    floats = np.finfo(wire)
+    return list[Annotated[float, Strict(), Field(allow_inf_nan=False, ge=float(floats.min), le=float(floats.max))]]
 
 
 # numpy's codes for the binary extension's layouts, all explicitly little-endian.
@@ -64,4 +72,9 @@ DATATYPES: dict[str, Datatype] = {
 }
 
 # What a request may name; whether a given tensor takes that datatype is the model's call.
-DatatypeName = Literal[tuple(DATATYPES)]  # type: ignore[valid-type]
+# Spelled out for type checkers, in the same order as DATATYPES.
+DatatypeName = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+]
+if get_args(DatatypeName) != tuple(DATATYPES):
+    raise AssertionError("DatatypeName must list DATATYPES' names, in order")

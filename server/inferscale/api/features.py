@@ -57,7 +57,7 @@ def decode_rows(tensor: InferInputTensor, chunk: memoryview | None) -> np.ndarra
 def _from_json(tensor: InferInputTensor, datatype: Datatype, batch: int, width: int) -> np.ndarray:
     if tensor.data is None:
         raise _invalid(f"input {tensor.name!r} has neither data nor binary_data_size")
-    flat = _flatten(tensor, batch, width)
+    flat = _flatten(tensor, tensor.data, batch, width)
     try:
         values = datatype.json_values.validate_python(flat)
     except ValidationError as error:
@@ -66,11 +66,11 @@ def _from_json(tensor: InferInputTensor, datatype: Datatype, batch: int, width: 
             f"input {tensor.name!r} is {datatype.name}: data element {first['loc'][0]} "
             f"({reprlib.repr(first['input'])}): {first['msg']}"
         ) from None
-    return np.asarray(values, dtype=datatype.wire)
+    return np.asarray(values, dtype=datatype.layout)
 
 
-def _flatten(tensor: InferInputTensor, batch: int, width: int) -> list:
-    data = tensor.data
+def _flatten(tensor: InferInputTensor, data: list, batch: int, width: int) -> list:
+    """`data`, the tensor's JSON data, as one flat list."""
     nested = len(tensor.shape) == 2 and data and all(isinstance(row, list) for row in data)
     if nested:
         if len(data) != batch:
@@ -86,7 +86,7 @@ def _flatten(tensor: InferInputTensor, batch: int, width: int) -> list:
 def _from_binary(tensor: InferInputTensor, datatype: Datatype, count: int, chunk: memoryview) -> np.ndarray:
     if tensor.data is not None:
         raise _invalid(f"input {tensor.name!r} has both data and binary_data_size; send one")
-    size = datatype.wire.itemsize
+    size = datatype.layout.itemsize
     if len(chunk) % size:
         raise _invalid(
             f"input {tensor.name!r}: binary_data_size {len(chunk)} is not a whole number "
@@ -98,18 +98,18 @@ def _from_binary(tensor: InferInputTensor, datatype: Datatype, count: int, chunk
             f"input {tensor.name!r} of shape {tensor.shape} and datatype {datatype.name} "
             f"needs {needed} bytes, but its binary_data_size is {len(chunk)}"
         )
-    values = np.frombuffer(chunk, dtype=datatype.wire)
+    values = np.frombuffer(chunk, dtype=datatype.layout)
     _check_binary_values(tensor.name, datatype, values)
     return values
 
 
 def _check_binary_values(name: str, datatype: Datatype, values: np.ndarray) -> None:
-    if datatype.wire.kind == "b":
+    if datatype.layout.kind == "b":
         raw = values.view(np.uint8)
         wrong = np.flatnonzero(raw > 1)
         if wrong.size:
             raise _invalid(f"input {name!r} is BOOL: byte {wrong[0]} is {raw[wrong[0]]}, but must be 0 or 1")
-    elif datatype.wire.kind == "f":
+    elif datatype.layout.kind == "f":
         wrong = np.flatnonzero(~np.isfinite(values))
         if wrong.size:
             raise _invalid(

@@ -58,14 +58,17 @@ def check_feature_count(count: int) -> None:
 def run(rows: np.ndarray) -> Outcome:
     """Run rows on the model, counting how the request ended; domain errors propagate."""
     runtime = current_runtime()
+    requests = runtime.requests
+    if requests is None:
+        raise RuntimeError("this app serves no inference requests (the admin app)")
     admitted_at = time.monotonic()
     try:
         outcome = runtime.backend.infer(rows)
     except Rejected:
-        runtime.requests.rejected()
+        requests.rejected()
         raise
     except InferenceError:
-        runtime.requests.answered(ERROR, time.monotonic() - admitted_at)
+        requests.answered(ERROR, time.monotonic() - admitted_at)
         raise
-    runtime.requests.answered(SUCCESS, time.monotonic() - admitted_at)
+    requests.answered(SUCCESS, time.monotonic() - admitted_at)
     return outcome

@@ -6,12 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Response
+from flask import Flask, Response
 from flask.json.provider import JSONProvider
 
 
 class OrjsonProvider(JSONProvider):
     """Compact, keys in insertion order, UTF-8: what the routes produced before, faster."""
+
+    # A Flask app's, not any sansio App's: its response_class takes the body.
+    _app: Flask
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         return orjson.dumps(obj).decode()

@@ -46,7 +46,7 @@ def select(body: InferRequest) -> list[Delivery]:
     default = bool(body.parameters and body.parameters.binary_data_output)
     if not body.outputs:
         return [Delivery(output, default) for output in OUTPUTS.values()]
-    deliveries = []
+    deliveries: list[Delivery] = []
     for requested in body.outputs:
         if requested.name not in OUTPUTS:
             known = ", ".join(repr(name) for name in OUTPUTS)
@@ -69,5 +69,5 @@ def encode(delivery: Delivery, probabilities: np.ndarray) -> tuple[dict, bytes |
     tensor = {"name": output.name, "datatype": output.datatype.name, "shape": list(values.shape)}
     if not delivery.binary:
         return {**tensor, "data": values.tolist()}, None
-    raw = values.astype(output.datatype.wire).tobytes()
+    raw = values.astype(output.datatype.layout).tobytes()
     return {**tensor, "parameters": {"binary_data_size": len(raw)}}, raw

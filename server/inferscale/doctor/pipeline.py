@@ -10,6 +10,7 @@ import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -156,14 +157,15 @@ def service_monitor_selected(walk: Walk) -> str:
 
 
 def targets_up(walk: Walk) -> str:
+    prometheus = _prometheus(walk)
     targets = [
         t
-        for t in walk.prometheus.api("targets", state="active")["activeTargets"]
+        for t in prometheus.api("targets", state="active")["activeTargets"]
         if t["labels"].get("namespace") == walk.namespace and t["labels"].get("service") == walk.service
     ]
     if not targets:
         raise Broken(
-            f"Prometheus ({walk.prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
+            f"Prometheus ({prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
             "the ServiceMonitor's endpoint port must name a port of the Service "
             f"(kubectl -n {walk.namespace} get servicemonitor,service {walk.service} -o yaml); "
             "a changed ServiceMonitor reaches Prometheus within a minute or two",
@@ -190,7 +192,7 @@ def targets_up(walk: Walk) -> str:
 
 
 def series_present(walk: Walk) -> str:
-    result = walk.prometheus.query(
+    result = _prometheus(walk).query(
         f'count by (namespace, pod) ({HISTOGRAM}_count{{namespace="{walk.namespace}",service="{walk.service}"}})'
     )
     pods = {sample["metric"].get("pod") for sample in result}
@@ -224,7 +226,7 @@ def _rule_answers(walk: Walk, metric: dict) -> str:
     window = re.search(r"\[([0-9a-z]+)\]", rule["metricsQuery"])
     # The HPA's first metric is the request duration, whose window the budget is about.
     walk.budget.setdefault("rate window", window.group(1) if window else "(none in the query)")
-    result = walk.prometheus.query(_expand(rule, walk, metric))
+    result = _prometheus(walk).query(_expand(rule, walk, metric))
     if kind == "External":
         if not result:
             raise Broken(f"the adapter's query for {name} returns nothing", _too_little_data())
@@ -256,7 +258,9 @@ def _api_serves(walk: Walk, metric: dict) -> str:
                 f"kubectl -n {adapter['metadata']['namespace']} rollout status deploy/{adapter['metadata']['name']}; "
                 f"kubectl -n {adapter['metadata']['namespace']} logs deploy/{adapter['metadata']['name']}",
             )
-        available = next((c for c in service.get("status", {}).get("conditions") or [] if c["type"] == "Available"), {})
+        available: dict[str, Any] = next(
+            (c for c in service.get("status", {}).get("conditions") or [] if c["type"] == "Available"), {}
+        )
         raise Broken(
             f"APIService {name} is not Available: {available.get('reason')}: {available.get('message')}",
             f"the APIService must name the adapter's Service and port (the adapter runs in {where}) and the "
@@ -284,7 +288,7 @@ def hpa_scaling(walk: Walk) -> str:
     status = walk.hpa.get("status", {})
     for condition in ("AbleToScale", "ScalingActive"):
         if _condition(walk.hpa, condition) != "True":
-            found = next((c for c in status.get("conditions", []) if c["type"] == condition), {})
+            found: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == condition), {})
             raise Broken(
                 f"HPA {walk.hpa['metadata']['name']}: {condition} is {found.get('status', 'unknown')}: "
                 f"{found.get('reason')}: {found.get('message')}",
@@ -314,14 +318,15 @@ def _current_value(status: dict, metric: dict) -> str | None:
 
 
 def alerts_quiet(walk: Walk) -> str:
-    groups = walk.prometheus.api("rules", type="alert")["groups"]
+    prometheus = _prometheus(walk)
+    groups = prometheus.api("rules", type="alert")["groups"]
     if not any(g["name"] == f"{walk.service}.alerts" for g in groups):
         raise Broken(
             f"Prometheus has not loaded the chart's alerts (rule group {walk.service}.alerts)",
             "helm upgrade with prometheusRule.enabled=true, labelled for the Prometheus's ruleSelector "
             "(prometheusRule.additionalLabels)",
         )
-    firing = walk.prometheus.query(f'ALERTS{{alertstate="firing",namespace="{walk.namespace}"}}')
+    firing = prometheus.query(f'ALERTS{{alertstate="firing",namespace="{walk.namespace}"}}')
     ours = sorted(
         {
             a["metric"]["alertname"]
@@ -332,7 +337,7 @@ def alerts_quiet(walk: Walk) -> str:
     if ours:
         raise Broken(
             f"firing: {', '.join(ours)}",
-            f"each alert's description names its cause: Prometheus UI, /alerts ({walk.prometheus.address})",
+            f"each alert's description names its cause: Prometheus UI, /alerts ({prometheus.address})",
         )
     return "the chart's alerts are loaded, none firing"
 
@@ -374,6 +379,13 @@ def walk_pipeline(walk: Walk) -> list[Finding]:
 
 
 # ---- helpers -------------------------------------------------------------------------
+
+
+def _prometheus(walk: Walk) -> Prometheus:
+    """The Prometheus that selects the release's ServiceMonitor, which every link after that one reads."""
+    if walk.prometheus is None:
+        raise RuntimeError("no Prometheus yet: the ServiceMonitor link finds it, before the links that read it")
+    return walk.prometheus
 
 
 def _condition(obj: dict, kind: str) -> str | None:
@@ -528,6 +540,8 @@ def _served_name(rule: dict) -> str | None:
     """The metric name a rule serves: its series renamed by name.matches and
     name.as (default `$1` with a capture group, else `$0`), as the adapter does."""
     series = _series(rule)
+    if series is None:
+        return None
     naming = rule.get("name") or {}
     pattern = re.compile(naming.get("matches") or "^.*$")
     if not pattern.search(series):
@@ -536,8 +550,11 @@ def _served_name(rule: dict) -> str | None:
     return pattern.sub(re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", template), series)
 
 
-def _series(rule: dict) -> str:
-    return re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip().strip("'\"")).group(0)
+def _series(rule: dict) -> str | None:
+    """The metric a rule's seriesQuery names; None for a bare selector such as
+    `{__name__=~"^container_.*"}`, which names none of its own."""
+    name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"].strip().strip("'\""))
+    return name.group(0) if name else None
 
 
 def _label_for(rule: dict, resource: str) -> str:
@@ -551,6 +568,9 @@ def _label_for(rule: dict, resource: str) -> str:
 
 def _expand(rule: dict, walk: Walk, metric: dict) -> str:
     """The query the adapter sends for this HPA, its Go template filled as the adapter fills it."""
+    series = _series(rule)
+    # `rule` serves the HPA's metric (`_served_name`), so its query names a series.
+    assert series is not None
     namespace = _label_for(rule, "namespace")
     if metric["type"] == "Pods":
         # Pod names are DNS labels: nothing in them needs escaping in a regexp.
@@ -563,7 +583,7 @@ def _expand(rule: dict, walk: Walk, metric: dict) -> str:
         group_by = namespace
     return (
         rule["metricsQuery"]
-        .replace("<<.Series>>", _series(rule))
+        .replace("<<.Series>>", series)
         .replace("<<.LabelMatchers>>", matchers)
         .replace("<<.GroupBy>>", group_by)
     )

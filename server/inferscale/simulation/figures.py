@@ -37,7 +37,8 @@ def replicas_at(trace: Trace, t: float) -> int:
 
 
 def pod_minutes(trace: Trace, end: float) -> float:
-    points = [*trace.replicas, (end, None)]
+    # The last point only ends the last span: its replica count is never read.
+    points = [*trace.replicas, (end, 0)]
     return sum((b[0] - a[0]) * a[1] for a, b in itertools.pairwise(points) if a[0] < end) / 60
 
 

@@ -123,7 +123,11 @@ class Loop:
         user_rps: float = 0.2,
         max_running_pods: int | None = None,
     ):
-        if (hpa is None) == (fixed_replicas is None):
+        if hpa is not None and fixed_replicas is None:
+            initial = hpa.min_replicas
+        elif hpa is None and fixed_replicas is not None:
+            initial = fixed_replicas
+        else:
             raise ValueError("either an HPA or a fixed replica count")
         self.controller = Controller(hpa) if hpa else None
         self.pod_model = pod
@@ -138,7 +142,7 @@ class Loop:
         self._events: list = []
         self._order = itertools.count()
         self._names = itertools.count()
-        self._initial = fixed_replicas if fixed_replicas is not None else hpa.min_replicas
+        self._initial = initial
 
     # --- the event queue ------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Loop:
         for t in arrivals(self.arrivals_kind, shape, seconds, self.rng, self.user_rps):
             self._at(t, self._arrive)
         if self.controller:
-            self._at(self.rng.uniform(0, self.timing.sync_period), self._sync)
+            self._at(self.rng.uniform(0, self.timing.sync_period), self._sync, self.controller)
         while self._events:
             now, _, action, args = heapq.heappop(self._events)
             if now > seconds:
@@ -268,13 +272,13 @@ class Loop:
         window = self._window(pod, now)
         return None if window is None else sum(s[3] for s in window) / len(window)
 
-    def _sync(self, now: float) -> None:
+    def _sync(self, now: float, controller: Controller) -> None:
         live = [p for p in self.pods if not p.deleted]
         views = [PodView(p.name, now >= p.running_at, self.value(p, now), self.held(p, now)) for p in live]
-        decision = self.controller.sync(now, self.spec_replicas, views)
+        decision = controller.sync(now, self.spec_replicas, views)
         self.trace.syncs.append(
             Sync(now, self.spec_replicas, sum(p.ready(now) for p in live), decision.desired, decision.value)
         )
         if decision.scaling_active and decision.desired != self.spec_replicas:
             self._scale_to(now, decision.desired)
-        self._at(now + self.timing.sync_period, self._sync)
+        self._at(now + self.timing.sync_period, self._sync, controller)

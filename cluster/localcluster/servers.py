@@ -1,10 +1,11 @@
-"""Real server processes for tests: free loopback ports, readiness waits, reliable teardown."""
+"""Real server processes for tests and benchmarks: free loopback ports,
+readiness waits, and the teardown of a ManagedProcess (nothing outlives the
+test, even when pytest itself is killed)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import requests
 
-from localcluster.controlplane import free_port
+from .loopback import LOOPBACK, free_port
+from .processes import ManagedProcess, wait_until
 
-LOOPBACK = "127.0.0.1"
 # Fast enough for tests, slow enough that "while a slot is busy" is observable.
 TEST_ENV = {
     "MODEL_LOAD_SECONDS": "0.2",
@@ -70,31 +71,25 @@ class ServerProcess:
                 str(workers),
             ]
         )
-        self.process: subprocess.Popen | None = None
+        self.process = ManagedProcess("server", self.command, self.log_path, env=self.env, stop_timeout=30.0)
 
     def start(self, wait_ready: bool = True) -> ServerProcess:
         self.started_at = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.process.start()
         self.wait_for("/health")
         if wait_ready:
             self.wait_for("/ready")
         return self
 
     def wait_for(self, path: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.admin_url + path, timeout=1).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or listening while its workers still boot
-            time.sleep(0.05)
-        raise TimeoutError(f"{path} not 200 within {timeout} s:\n{self.log()}")
+        # A server still booting may accept and then drop the connection: only a 200 counts.
+        wait_until(
+            lambda: requests.get(self.admin_url + path, timeout=1).status_code == 200,
+            f"{path} == 200",
+            timeout,
+            process=self.process,
+            interval=0.05,
+        )
 
     def processes(self, name: str) -> list[int]:
         """Pids of the server's processes named `name`: model-process, gunicorn or http-worker."""
@@ -108,17 +103,11 @@ class ServerProcess:
         return self.processes("http-worker")
 
     def terminate(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
+        """SIGTERM only, as the kubelet sends it; the test watches what follows."""
+        self.process.signal(signal.SIGTERM)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+    def stop(self, timeout: float = 30.0) -> int | None:
+        return self.process.stop(timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

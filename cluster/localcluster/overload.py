@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from servers import ServerProcess, descendants, process_name
+
+from .servers import ServerProcess, descendants, process_name
 
 
 @dataclass

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from servers import LOOPBACK
+from .loopback import LOOPBACK
 
 # Headers cut off mid-name; and complete headers announcing a body that stops short.
 STALLED_HEADERS = b"POST /predict HTTP/1.1\r\nHost: inferscale\r\nContent-Le"

@@ -1,0 +1,78 @@
+"""The harness is a package (cluster/pyproject.toml, `localcluster`) that the
+venv installs: nothing finds code by editing sys.path, the benchmarks import no
+test module, and the harness pins what the root project pins."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE_DIRS = ("server", "cluster", "tests", "bench")
+
+
+def pins(pyproject: Path) -> dict[str, str]:
+    """Requirement name -> its exact version, over the dependencies and every extra."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    lines = [*project.get("dependencies", [])]
+    for extra in project.get("optional-dependencies", {}).values():
+        lines.extend(extra)
+    requirements = [Requirement(line) for line in lines]
+    return {req.name.lower(): str(req.specifier) for req in requirements if req.specifier}
+
+
+def python_files() -> list[Path]:
+    return [path for folder in SOURCE_DIRS for path in sorted((ROOT / folder).rglob("*.py"))]
+
+
+def sys_path_edits(source: str) -> list[int]:
+    """Lines that touch `sys.path` (insert, slice assignment, append ...)."""
+    tree = ast.parse(source)
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    ]
+
+
+def imported_modules(source: str) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_the_harness_pins_what_the_root_project_pins():
+    harness = pins(ROOT / "cluster" / "pyproject.toml")
+    root = pins(ROOT / "pyproject.toml")
+    assert harness, "cluster/pyproject.toml pins nothing"
+    assert {name: spec for name, spec in harness.items() if root.get(name) != spec} == {}
+
+
+def test_no_code_edits_sys_path():
+    edits = {str(path.relative_to(ROOT)): sys_path_edits(path.read_text()) for path in python_files()}
+    assert {path: lines for path, lines in edits.items() if lines} == {}
+
+
+def test_the_sys_path_check_sees_an_edit():
+    assert sys_path_edits("import sys\nsys.path[:0] = ['cluster']\nsys.path.insert(0, 'tests')\n") == [2, 3]
+
+
+def test_no_build_step_sets_pythonpath():
+    scripts = [ROOT / "Makefile", *sorted((ROOT / "ci").glob("*.sh")), ROOT / ".ci" / "run"]
+    assert [str(path.relative_to(ROOT)) for path in scripts if "PYTHONPATH" in path.read_text()] == []
+
+
+def test_benchmarks_import_no_test_module():
+    test_modules = {path.stem for path in (ROOT / "tests").glob("*.py")}
+    imports = {path.name: imported_modules(path.read_text()) & test_modules for path in (ROOT / "bench").glob("*.py")}
+    assert {name: modules for name, modules in imports.items() if modules} == {}
