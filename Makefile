@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: help venv tools demo require-root run lint test test-fast bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
+.PHONY: help venv tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
 
 .DEFAULT_GOAL := help
 
@@ -39,8 +39,20 @@ run: venv ## the server alone on http://127.0.0.1:8080 (HOST, PORT)
 test: venv lint tools ## lint, then every test; CI runs exactly this
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest
 
-test-fast: venv lint tools ## lint, then the tests not marked slow
-	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+# The markers say what a test needs (pyproject.toml); the unmarked tests need
+# only these tools, not the Kubernetes build.
+FAST_TOOLS := helm prometheus amtool linters
+
+test-fast: venv lint ## lint, then the tests that need no cluster, Prometheus, image or minutes of load
+	bash ci/tools.sh $(FAST_TOOLS) >/dev/null
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest -m "not (slow or prometheus or cluster or image)"
+
+test-prometheus: venv lint ## lint, then the tests that run a real Prometheus
+	bash ci/tools.sh $(FAST_TOOLS) >/dev/null
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest -m prometheus
+
+test-cluster: require-root venv lint tools ## lint, then the tests on the local cluster and the image (root)
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest -m "cluster or image"
 
 bench: venv ## /metrics while every model slot is busy
 	$(BIN)/python bench/metrics_under_load.py
@@ -84,7 +96,7 @@ CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools ## the simulator against the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)
 
-lint: venv ## ruff: lint and format check; mypy: type check of server/inferscale
+lint: venv ## ruff: lint and format check; mypy: types of server/inferscale and cluster/localcluster
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

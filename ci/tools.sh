@@ -4,7 +4,7 @@
 # package registries only (Go module proxy, npm, Debian apt).
 #
 #   bash ci/tools.sh            # install everything, print the bin dir
-#   bash ci/tools.sh helm       # only the named tools
+#   bash ci/tools.sh helm       # only the named tools (TOOLS, or amtool)
 #   eval "$(bash ci/tools.sh --env)"   # install, then export PATH/HELM/PROMTOOL
 #
 # Idempotent: a tool whose binary already reports the pinned version is not
@@ -478,6 +478,20 @@ build_alertmanager() {
   (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" ./cmd/alertmanager \
     && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" ./cmd/amtool)
   rm -rf "$src"
+}
+
+# amtool alone, for `make test-fast` (the tests check Alertmanager
+# configurations with it) on a machine without the Kubernetes build that
+# install_monitoring needs; not in TOOLS, since install_monitoring builds it.
+install_amtool() {
+  if "$BIN_DIR/amtool" --version 2>/dev/null | grep -qF "version ${ALERTMANAGER_VERSION#v} "; then
+    log "amtool $ALERTMANAGER_VERSION already in $BIN_DIR"
+    return 0
+  fi
+  local work
+  work="$(mktemp -d)"
+  build_alertmanager "$work"
+  rm -rf "$work"
 }
 
 # ---- linters of the chart's docs and the users' workflow (Go) ---------------

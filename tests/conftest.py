@@ -1,3 +1,4 @@
+import functools
 import os
 import shutil
 import subprocess
@@ -6,10 +7,51 @@ from pathlib import Path
 import pytest
 import yaml
 
+from localcluster.controlplane import ControlPlane
 from localcluster.images import app_image
+from localcluster.prometheus_process import Prometheus
 from localcluster.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- markers declare what a test needs ------------------------------------------
+# `make test-fast` deselects by them, so a test that starts a cluster, a
+# Prometheus or the image without saying so would break it on a machine
+# without those: it fails here instead, on every machine.
+
+
+class UndeclaredNeed(RuntimeError):
+    pass
+
+
+_running: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before the test's fixtures, module-scoped ones included, are set up.
+    _running[:] = [item]
+
+
+def require(marker: str) -> None:
+    item = _running[0] if _running else None
+    if item is not None and item.get_closest_marker(marker) is None:
+        raise UndeclaredNeed(f"{item.nodeid} needs @pytest.mark.{marker} (pyproject.toml lists the markers)")
+
+
+def _declared(start, marker: str):
+    @functools.wraps(start)
+    def guarded(self, *args, **kwargs):
+        require(marker)
+        return start(self, *args, **kwargs)
+
+    return guarded
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ControlPlane.start = _declared(ControlPlane.start, "cluster")
+    Prometheus.start = _declared(Prometheus.start, "prometheus")
 
 
 @pytest.fixture
@@ -67,4 +109,5 @@ def container(pod_spec) -> dict:
 
 @pytest.fixture(scope="session")
 def image_archive() -> Path:
+    require("image")
     return app_image()

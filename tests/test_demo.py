@@ -69,7 +69,7 @@ def test_make_demo_without_root_says_so_first_and_installs_nothing():
     assert result.stdout == ""
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
     workdir = tmp_path / "demo"
     locust_port = free_port()

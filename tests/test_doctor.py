@@ -78,7 +78,7 @@ def broken(stack: LocalStack, break_args: tuple, mend_args: tuple):
         stack.kubectl(*mend_args)
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
     # The chart's HPA has two metrics (duration, slot utilization): doctor checks each.
     with LocalStack(StackConfig(workdir=tmp_path / "stack", **FAST_LOOP)) as stack:

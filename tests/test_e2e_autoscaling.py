@@ -167,7 +167,7 @@ def assert_overload_at_max_replicas_fires_the_latency_alert(stack: LocalStack, t
         overload.wait(timeout=90)
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path):
     config = StackConfig(
         workdir=tmp_path / "stack",

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.image
 
 USER = 10001
 NAME = f"inferscale-image-test-{os.getpid()}"

@@ -116,7 +116,7 @@ def recovered(stack: LocalStack, recorder: HpaRecorder, fault: str, steady: int)
     assert lowest(recorder, back) >= steady, (fault, recorder.samples[-20:])
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
     timing = {"autoscaling": {"maxReplicas": MAX_REPLICAS, "rateWindow": "40s"}, "serviceMonitor": {"interval": "10s"}}
     loop = {

@@ -214,7 +214,7 @@ def client_window_average(csv_prefix: Path, start: float, end: float) -> tuple[f
     return (sum_end - sum_start) / completed, completed
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 def test_hpa_metric_equals_what_clients_waited(loop):
     """The adapter's value for the busy pod is the mean request duration callers saw.
 
@@ -238,7 +238,7 @@ def test_hpa_metric_equals_what_clients_waited(loop):
     assert all(int(row["Failure Count"]) == 0 for row in stats), stats
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 def test_slot_utilization_is_the_requests_clients_had_open_per_slot(loop):
     """The adapter's slot utilization for the busy pod is what Little's law
     makes of the callers' own figures: requests completed per second times
@@ -262,14 +262,14 @@ def test_slot_utilization_is_the_requests_clients_had_open_per_slot(loop):
     assert values["pod-a"] == pytest.approx(held_by_clients / slots, rel=0.15), (values, held_by_clients)
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 def test_idle_pod_reads_zero_never_nan_or_missing(loop):
     values = loop.hpa_values(loop.measured_at)
     assert "pod-b" in values, f"pod-b has no value (the HPA would stop scaling down): {values}"
     assert values["pod-b"] == 0, values
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 def test_busy_pod_reads_zero_a_window_after_the_load_stops(loop):
     idle_since = loop.wait_until_pod_a_idle()
     # Not before the window could have emptied: the value came from real data until then.
@@ -282,7 +282,7 @@ def test_busy_pod_reads_zero_a_window_after_the_load_stops(loop):
     assert recorded == {"pod-a": 0, "pod-b": 0}, recorded
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 def test_recording_rule_equals_the_adapter_query(loop):
     """The chart's recorded per-pod average is the HPA's number, sample for sample.
 
@@ -333,7 +333,7 @@ def test_documented_queries_cover_what_an_operator_needs():
         assert needed in queries, f"docs/promql.md has no query over {needed}"
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 @pytest.mark.parametrize("number", range(len(documented_queries())))
 def test_documented_query_returns_data(loop, number):
     query = documented_queries()[number]
@@ -342,7 +342,7 @@ def test_documented_query_returns_data(loop, number):
     assert all(is_number(sample.value) for sample in samples), (query, samples)
 
 
-@pytest.mark.slow
+@pytest.mark.prometheus
 def test_web_ui_is_served_with_every_asset_it_loads(loop):
     """The UI users paste docs/promql.md's queries into: its page and each script and
     stylesheet it loads come from the binary (ci/tools.sh embeds the UI build)."""

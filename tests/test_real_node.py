@@ -43,6 +43,8 @@ from localcluster.node import (
 )
 from localcluster.stack import install_chart
 
+pytestmark = pytest.mark.cluster
+
 NAMESPACE = "default"
 PRE_STOP_SECONDS = 3
 GRACE_SECONDS = 10
@@ -168,7 +170,6 @@ def control_plane(tmp_path_factory):
         yield control_plane
 
 
-@pytest.mark.slow
 def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, tmp_path):
     kubeconfig = control_plane.admin_kubeconfig
     before = machine_state(tmp_path)
@@ -210,7 +211,6 @@ def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, 
     assert_nothing_left(tmp_path, before)
 
 
-@pytest.mark.slow
 def test_node_starts_again_and_stops_with_a_pod_still_running(control_plane, tmp_path):
     """The second node on this control plane (same name, new containerd), and
     a teardown that finds a pod running, as Ctrl-C in the demo does."""
@@ -237,7 +237,6 @@ time.sleep(600)
 """
 
 
-@pytest.mark.slow
 def test_next_node_clears_what_a_sigkilled_owner_left(control_plane, tmp_path):
     """Its processes die with it (processes.py), but its pod, mounts, cgroups,
     namespace and the sysctls the kubelet wrote would stay."""
@@ -283,7 +282,6 @@ def hold_containerd_socket(seconds: float) -> subprocess.Popen:
     return holder
 
 
-@pytest.mark.slow
 def test_next_node_waits_for_a_dying_containerd_and_refuses_a_live_one(control_plane, tmp_path, monkeypatch):
     before = machine_state(tmp_path)
     holder = hold_containerd_socket(2)
@@ -328,7 +326,7 @@ def root_mount_options(pid: int) -> set[str]:
     raise AssertionError(f"no root mount in /proc/{pid}/mountinfo")
 
 
-@pytest.mark.slow
+@pytest.mark.image
 def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plane, image_archive, tmp_path):
     kubeconfig = control_plane.admin_kubeconfig
     before = machine_state(tmp_path)

@@ -25,6 +25,9 @@ from localcluster.values import merged
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
 REPO_URL = "https://prometheus-community.github.io/helm-charts"
+# Image references as ci/tools.sh tags them: these tests read no image archive.
+PROMETHEUS_IMAGE = f"{monitoring.PROMETHEUS_REPOSITORY}:v3.14.0-distroless"
+ALERTMANAGER_IMAGE = f"{monitoring.ALERTMANAGER_REPOSITORY}:v0.35.0"
 
 
 def load(path: Path) -> dict:
@@ -474,7 +477,9 @@ def test_alertmanager_sends_watchdog_to_the_dead_mans_switch_every_minute(promet
     ids=["as-shipped", "with-a-webhook"],
 )
 def test_alertmanager_config_as_the_local_stack_renders_it_passes_amtool(prometheus, overrides, tmp_path):
-    [secret, *_] = monitoring.alertmanager_objects(merged(prometheus["alertmanager"]["config"], overrides), 30093)
+    [secret, *_] = monitoring.alertmanager_objects(
+        merged(prometheus["alertmanager"]["config"], overrides), 30093, ALERTMANAGER_IMAGE
+    )
     config = tmp_path / "alertmanager.yaml"
     config.write_text(secret["stringData"]["alertmanager.yaml"])
     result = subprocess.run([binary("amtool"), "check-config", str(config)], capture_output=True, text=True)
@@ -482,13 +487,13 @@ def test_alertmanager_config_as_the_local_stack_renders_it_passes_amtool(prometh
 
 
 def test_the_local_stacks_prometheus_sends_alerts_to_its_alertmanager(prometheus):
-    spec = monitoring.prometheus_spec(prometheus, None, "5s")
+    spec = monitoring.prometheus_spec(prometheus, PROMETHEUS_IMAGE, None, "5s")
     [target] = spec["alerting"]["alertmanagers"]
-    [_, _, service] = monitoring.alertmanager_objects(prometheus["alertmanager"]["config"], 30093)
+    [_, _, service] = monitoring.alertmanager_objects(prometheus["alertmanager"]["config"], 30093, ALERTMANAGER_IMAGE)
     assert (target["name"], target["namespace"]) == (service["metadata"]["name"], service["metadata"]["namespace"])
     assert target["port"] in {port["name"] for port in service["spec"]["ports"]}
     assert spec["rules"] == {"alert": {"resendDelay": "5s"}}
-    assert "rules" not in monitoring.prometheus_spec(prometheus, None)
+    assert "rules" not in monitoring.prometheus_spec(prometheus, PROMETHEUS_IMAGE, None)
 
 
 def test_kube_api_down_waits_its_for_then_fires_for_a_failing_or_vanished_apiserver(tmp_path):

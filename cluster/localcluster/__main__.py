@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -52,8 +53,9 @@ def run_demo(args) -> int:
         workdir=args.workdir,
         node_port=args.node_port,
         prometheus_node_port=args.prometheus_node_port,
-        **(FAST_LOOP if args.fast else {}),
     )
+    if args.fast:
+        config = dataclasses.replace(config, **FAST_LOOP)
     try:
         print(
             "building the image, starting the control plane, the node, the chart, Prometheus, "

@@ -27,6 +27,7 @@ import yaml
 from .binaries import image_archive
 from .images import oci_image_name
 from .kubectl import apply, get_json, kubectl
+from .manifests import deployment
 from .processes import wait_until
 
 NAMESPACE = "monitoring"
@@ -174,26 +175,19 @@ def deployment_objects(
                 "tls.key": base64.b64encode(serving_key).decode(),
             },
         },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": NAME,
-                        "containers": [container],
-                        "volumes": [
-                            {"name": "config", "configMap": {"name": NAME}},
-                            {"name": "serving-cert", "secret": {"secretName": f"{NAME}-serving"}},
-                        ],
-                    },
-                },
+        deployment(
+            NAME,
+            NAMESPACE,
+            labels,
+            {
+                "serviceAccountName": NAME,
+                "containers": [container],
+                "volumes": [
+                    {"name": "config", "configMap": {"name": NAME}},
+                    {"name": "serving-cert", "secret": {"secretName": f"{NAME}-serving"}},
+                ],
             },
-        },
+        ),
         {
             "apiVersion": "v1",
             "kind": "Service",

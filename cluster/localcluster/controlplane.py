@@ -61,16 +61,30 @@ class ControlPlane:
         self.extra_controller_manager_args = tuple(extra_controller_manager_args)
         self.extra_apiserver_args = tuple(extra_apiserver_args)
         self.advertise_address = advertise_address
-        self.pki: Pki | None = None
+        self._pki: Pki | None = None
         self.api_url = ""
         self.etcd_url = ""
-        self.admin_kubeconfig: Path | None = None
+        self._admin_kubeconfig: Path | None = None
         self.start_seconds: float | None = None
         self._group = ProcessGroup()
 
     @property
     def processes(self) -> list[ManagedProcess]:
         return list(self._group.processes)
+
+    @property
+    def pki(self) -> Pki:
+        """The cluster's CAs and certificates, made by `start()`."""
+        if self._pki is None:
+            raise RuntimeError("control plane not started: it has no PKI yet")
+        return self._pki
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """A kubeconfig of a `system:masters` user, written by `start()`."""
+        if self._admin_kubeconfig is None:
+            raise RuntimeError("control plane not started: it has no admin kubeconfig yet")
+        return self._admin_kubeconfig
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -82,10 +96,10 @@ class ControlPlane:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.pki = Pki.create(self.workdir / "pki")
+            self._pki = Pki.create(self.workdir / "pki")
             self._start_etcd()
             self.api_url = f"https://{LOOPBACK}:{free_port()}"
-            self.admin_kubeconfig = self.kubeconfig_for("admin", ["system:masters"])
+            self._admin_kubeconfig = self.kubeconfig_for("admin", ["system:masters"])
             self._start_apiserver()
             controller_manager = self._start_controller_manager()
             scheduler = self._start_scheduler()

@@ -17,6 +17,7 @@ from pathlib import Path
 from .binaries import image_archive
 from .images import oci_image_name
 from .kubectl import apply, get_json
+from .manifests import deployment
 from .processes import wait_until
 
 NAMESPACE = "kube-system"
@@ -84,7 +85,7 @@ def objects() -> list[dict]:
             "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
         },
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"Corefile": COREFILE}},
-        _deployment(metadata, labels),
+        _deployment(labels),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -102,7 +103,7 @@ def objects() -> list[dict]:
     ]
 
 
-def _deployment(metadata: dict, labels: dict) -> dict:
+def _deployment(labels: dict) -> dict:
     container = {
         "name": NAME,
         "image": coredns_image(),
@@ -124,23 +125,16 @@ def _deployment(metadata: dict, labels: dict) -> dict:
         },
         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {**metadata, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": NAME,
-                    "priorityClassName": "system-cluster-critical",
-                    # Its own upstream would be itself.
-                    "dnsPolicy": "Default",
-                    "containers": [container],
-                    "volumes": [{"name": "config", "configMap": {"name": NAME}}],
-                },
-            },
+    return deployment(
+        NAME,
+        NAMESPACE,
+        labels,
+        {
+            "serviceAccountName": NAME,
+            "priorityClassName": "system-cluster-critical",
+            # Its own upstream would be itself.
+            "dnsPolicy": "Default",
+            "containers": [container],
+            "volumes": [{"name": "config", "configMap": {"name": NAME}}],
         },
-    }
+    )

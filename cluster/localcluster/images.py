@@ -25,5 +25,8 @@ def oci_image_name(repository: str, archive: Path) -> str:
     """`repository:tag` for an OCI archive whose index holds only the tag, as
     the node imports it (`ctr images import --base-name repository`)."""
     with tarfile.open(archive) as tar:
-        [manifest] = json.load(tar.extractfile("./index.json"))["manifests"]
+        index = tar.extractfile("./index.json")
+        if index is None:
+            raise ValueError(f"{archive}: ./index.json is not a regular file")
+        [manifest] = json.load(index)["manifests"]
     return f"{repository}:{manifest['annotations']['org.opencontainers.image.ref.name']}"

@@ -138,9 +138,14 @@ def operator_objects(bundle: Path) -> list[dict]:
     return objects
 
 
-def prometheus_spec(values: dict, scrape_interval: str | None, resend_delay: str | None = None) -> dict:
+def packed_image(repository: str) -> str:
+    """The reference of the image ci/tools.sh packed for `repository`."""
+    return oci_image_name(repository, image_archive(IMAGES[repository]))
+
+
+def prometheus_spec(values: dict, image: str, scrape_interval: str | None, resend_delay: str | None = None) -> dict:
     """The `Prometheus` resource's spec as kube-prometheus-stack renders it from
-    `values`. `resend_delay` shortens how long Alertmanager keeps an alert that
+    `values`, running `image`. `resend_delay` shortens how long Alertmanager keeps an alert that
     Prometheus stopped sending (4 resend delays; Prometheus's default is 1m)."""
     spec = dict(values["prometheus"]["prometheusSpec"])
     for kind in SELECTORS:
@@ -150,7 +155,6 @@ def prometheus_spec(values: dict, scrape_interval: str | None, resend_delay: str
                 {"matchLabels": {"release": "kube-prometheus-stack"}} if nil_uses_helm_values else {}
             )
         spec.setdefault(f"{kind}NamespaceSelector", {})
-    image = oci_image_name(PROMETHEUS_REPOSITORY, image_archive(IMAGES[PROMETHEUS_REPOSITORY]))
     spec.update(
         image=image,
         version=image.rsplit(":", 1)[1].removesuffix("-distroless"),
@@ -222,10 +226,9 @@ def node_port_service(name: str, selector: dict, port: int, node_port: int) -> d
     }
 
 
-def alertmanager_objects(config: dict, node_port: int) -> list[dict]:
+def alertmanager_objects(config: dict, node_port: int, image: str) -> list[dict]:
     """The configuration Secret the operator reads by the resource's name, the
-    `Alertmanager` resource, and its Service, a NodePort for the host."""
-    image = oci_image_name(ALERTMANAGER_REPOSITORY, image_archive(IMAGES[ALERTMANAGER_REPOSITORY]))
+    `Alertmanager` resource running `image`, and its Service, a NodePort for the host."""
     labels = {"app.kubernetes.io/name": "alertmanager", "alertmanager": ALERTMANAGER_NAME}
     return [
         {
@@ -365,7 +368,7 @@ def install(
         f"--timeout={START_TIMEOUT}s",
     )
     values = yaml.safe_load(values_file.read_text())
-    spec = prometheus_spec(values, scrape_interval, alertmanager.resend_delay)
+    spec = prometheus_spec(values, packed_image(PROMETHEUS_REPOSITORY), scrape_interval, alertmanager.resend_delay)
     apply(kubeconfig, prometheus_objects(spec, node_port))
     apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
     # A list in the overrides (receivers, routes) replaces the file's whole, as in helm.
@@ -373,7 +376,7 @@ def install(
     apply(
         kubeconfig,
         [
-            *alertmanager_objects(config, alertmanager.node_port),
+            *alertmanager_objects(config, alertmanager.node_port, packed_image(ALERTMANAGER_REPOSITORY)),
             watchdog_rule(),
             apiserver_service_monitor(),
             api_down_rule(api_down_for),

@@ -52,7 +52,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 
 import yaml
@@ -512,18 +512,20 @@ state = "{CONTAINERD_RUN_DIR}"
         return namespaces
 
     @staticmethod
-    def _unmount(roots: list[Path], keep: set[str] = frozenset()) -> None:
+    def _unmount(roots: list[Path], keep: Set[str] = frozenset()) -> None:
         """Every mount under `roots` but those in `keep`, deepest first: overlay
         roots, shm, the kubelet's volume tmpfs, pod netns bind mounts."""
         for point in sorted(set(mount_points()) - keep, key=len, reverse=True):
             if any(point == str(root) or point.startswith(f"{root}/") for root in roots):
                 _umount(point)
 
-    def _new_netns(self) -> list[str]:
-        """Our namespace and the pods' ones the CRI plugin made under /run/netns."""
+    @staticmethod
+    def _new_netns(before: Set[str]) -> list[str]:
+        """Our namespace and the pods' ones the CRI plugin made under /run/netns
+        (those not in `before`)."""
         if not NETNS.parent.exists():
             return []
-        return sorted(set(os.listdir(NETNS.parent)) - self._netns_before)
+        return sorted(set(os.listdir(NETNS.parent)) - before)
 
     def _remove_cgroups(self) -> None:
         for hierarchy in CGROUP_ROOT.iterdir():
@@ -536,12 +538,13 @@ state = "{CONTAINERD_RUN_DIR}"
     def _release_netns(self) -> None:
         """Ours and the pods' namespaces, and /run/netns itself (`ip netns add`
         makes it a mount point) if it was not there before."""
-        if self._netns_before is None:
+        before = self._netns_before
+        if before is None:
             return
         self._unmount([NETNS.parent], keep=self._mounts_before)
-        for name in self._new_netns():
+        for name in self._new_netns(before):
             (NETNS.parent / name).unlink(missing_ok=True)
-        if not self._netns_before:
+        if not before:
             with contextlib.suppress(OSError):
                 NETNS.parent.rmdir()
         self._netns_before = None

@@ -100,8 +100,13 @@ class ProcessUse:
 
     @classmethod
     def of(cls, server: ServerProcess) -> ProcessUse:
-        pids = [server.process.pid, *descendants(server.process.pid)]
-        rss, fds, threads, names = {}, {}, {}, {}
+        server_pid = server.process.pid
+        # A server never started has no processes, so no use either.
+        pids = [] if server_pid is None else [server_pid, *descendants(server_pid)]
+        rss: dict[int, int] = {}
+        fds: dict[int, int] = {}
+        threads: dict[int, int] = {}
+        names: dict[int, str] = {}
         for pid in pids:
             try:
                 status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())

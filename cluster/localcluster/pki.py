@@ -178,7 +178,7 @@ class Pki:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False
             )
         )
-        alt_names = [x509.DNSName(dns) for dns in dns_names]
+        alt_names: list[x509.GeneralName] = [x509.DNSName(dns) for dns in dns_names]
         alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
         if alt_names:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)

@@ -117,7 +117,7 @@ class ManagedProcess:
             else:
                 self._popen = self._spawn(self.argv, log_file)
                 self._pid = self._popen.pid
-        self._pidfd = os.pidfd_open(self._popen.pid)
+        self._pidfd = os.pidfd_open(self._leader.pid)
         return self
 
     def _spawn(self, argv: list[str], log_file, pass_fds=()) -> subprocess.Popen:
@@ -164,6 +164,20 @@ class ManagedProcess:
         self._pid = int(answer)
 
     @property
+    def _leader(self) -> subprocess.Popen:
+        """The session leader (the watchdog, or the command itself), once started."""
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} not started")
+        return self._popen
+
+    @property
+    def _leader_fd(self) -> int:
+        """A pidfd of the session leader, once started."""
+        if self._pidfd is None:
+            raise RuntimeError(f"{self.name} not started")
+        return self._pidfd
+
+    @property
     def pid(self) -> int | None:
         return self._pid
 
@@ -188,7 +202,7 @@ class ManagedProcess:
     def signal(self, sig: int) -> None:
         """Send `sig` to the command (via the watchdog, which forwards it)."""
         if self.alive:
-            os.kill(self._popen.pid, sig)
+            os.kill(self._leader.pid, sig)
 
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM the command, wait up to `timeout` s (default `stop_timeout`) for it
@@ -202,7 +216,7 @@ class ManagedProcess:
             self._wait_session_empty(deadline)
             kill_session(self._popen.pid)
             self.returncode = self._popen.wait()
-            os.close(self._pidfd)
+            os.close(self._leader_fd)
             log.debug("%s stopped with %s", self.name, self.returncode)
         return self.returncode
 
@@ -212,7 +226,7 @@ class ManagedProcess:
         return self.start()
 
     def _wait_session_empty(self, deadline: float) -> None:
-        while session_members(self._popen.pid) and time.monotonic() < deadline:
+        while session_members(self._leader.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def wait_http_ok(self, url: str, timeout: float, **request_options) -> None:
@@ -324,8 +338,8 @@ def _watchdog(parent: int, report_fd: int, argv: list[str]) -> int:
             report.write(str(error))
             return 127
         report.write(str(child.pid))
-    for sig in pending:
-        os.kill(child.pid, sig)
+    for early in pending:
+        os.kill(child.pid, early)
     return _supervise(parent, child, session)
 
 

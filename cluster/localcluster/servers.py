@@ -93,7 +93,10 @@ class ServerProcess:
 
     def processes(self, name: str) -> list[int]:
         """Pids of the server's processes named `name`: model-process, gunicorn or http-worker."""
-        return [pid for pid in descendants(self.process.pid) if process_name(pid) == name]
+        server_pid = self.process.pid
+        if server_pid is None:  # never started: it has none
+            return []
+        return [pid for pid in descendants(server_pid) if process_name(pid) == name]
 
     def model_pid(self) -> int:
         [pid] = self.processes("model-process")

@@ -19,6 +19,7 @@ import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 import requests
 import yaml
@@ -224,10 +225,20 @@ class LocalStack:
         )
 
 
+class Timing(TypedDict):
+    """StackConfig's timing fields, as keyword arguments: `StackConfig(workdir=..., **FAST_LOOP)`."""
+
+    scrape_interval: str
+    rate_window: str
+    relist_interval: str
+    hpa_sync_period: str
+    chart_values: dict[str, Any]
+
+
 # A loop fast enough for a test or a quick look: 1 s inferences, 2 s scrapes,
 # a 10 s rate window (5 samples), 5 s relists and HPA syncs, short
 # stabilization. Only the timing shrinks; every part and rule is the same.
-FAST_LOOP = dict(
+FAST_LOOP = Timing(
     scrape_interval="2s",
     rate_window="10s",
     relist_interval="5s",

@@ -59,40 +59,25 @@ class ModelMetrics:
     """The model process's metrics; also the executor's observer."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.inference_duration = Histogram(
-            "inference_duration_seconds",
-            "Model compute time of one inference request.",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
+        self.inference_duration = duration_histogram(
+            "inference_duration_seconds", "Model compute time of one inference request.", registry
         )
-        self.queue_wait = Histogram(
-            "inference_queue_wait_seconds",
-            "Time an admitted request waited for a free model slot.",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
+        self.queue_wait = duration_histogram(
+            "inference_queue_wait_seconds", "Time an admitted request waited for a free model slot.", registry
         )
-        # livesum: a dead process's gauge files are removed, so a crashed model
-        # process cannot leave a request "in flight" forever.
-        self.in_flight = Gauge(
-            "inference_in_flight_requests",
-            "Inference requests running on the model now.",
-            multiprocess_mode="livesum",
-            registry=registry,
+        # Live sums (live_gauge): a crashed model process cannot leave a
+        # request "in flight" forever.
+        self.in_flight = live_gauge(
+            "inference_in_flight_requests", "Inference requests running on the model now.", registry
         )
-        self.queue_depth = Gauge(
-            "inference_queue_depth",
-            "Admitted inference requests waiting for a model slot now.",
-            multiprocess_mode="livesum",
-            registry=registry,
+        self.queue_depth = live_gauge(
+            "inference_queue_depth", "Admitted inference requests waiting for a model slot now.", registry
         )
         # With the two gauges above, the adapter's slot-utilization rule:
         # (running + queued) / slots, which reads the same share whatever
         # MODEL_CONCURRENCY a release sets.
-        self.slots = Gauge(
-            "inference_model_slots",
-            "Inference requests the model runs at once (MODEL_CONCURRENCY).",
-            multiprocess_mode="livesum",
-            registry=registry,
+        self.slots = live_gauge(
+            "inference_model_slots", "Inference requests the model runs at once (MODEL_CONCURRENCY).", registry
         )
         self.model_ready = model_ready_gauge(registry)
 
@@ -109,6 +94,16 @@ class ModelMetrics:
         self.inference_duration.observe(inference_seconds)
 
 
+def duration_histogram(name: str, documentation: str, registry: CollectorRegistry) -> Histogram:
+    return Histogram(name, documentation, buckets=DURATION_BUCKETS, registry=registry)
+
+
+def live_gauge(name: str, documentation: str, registry: CollectorRegistry) -> Gauge:
+    # livesum: the sum over live processes only; a dead process's files are
+    # removed, so a crashed process cannot leave its count behind forever.
+    return Gauge(name, documentation, multiprocess_mode="livesum", registry=registry)
+
+
 def model_ready_gauge(registry: CollectorRegistry | None) -> Gauge:
     # livemostrecent: the model process writes 0 then 1 as it loads, and the
     # supervisor writes 0 when the model process dies; the latest write of a
@@ -120,11 +115,10 @@ class RequestMetrics:
     """An HTTP worker's metrics: how inference requests ended, and what callers waited."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.request_duration = Histogram(
+        self.request_duration = duration_histogram(
             "inference_request_duration_seconds",
             "Time from admission to answer of an inference request, queue wait included.",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
+            registry,
         )
         self.requests = Counter(
             "inference_requests",
@@ -152,12 +146,11 @@ class ConnectionMetrics:
     """An HTTP worker's connections: how many are still sending a request, and timeouts."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.receiving = Gauge(
+        self.receiving = live_gauge(
             "inference_http_receiving_connections",
             "Connections part-way through sending a request (headers or body) that did not "
             "arrive in one read: slow or stalled clients. Healthy ones read 0 within milliseconds.",
-            multiprocess_mode="livesum",
-            registry=registry,
+            registry,
         )
         self.timeouts = Counter(
             "inference_http_request_timeouts",
