@@ -11,7 +11,7 @@ import numpy as np
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
-from inferscale.service import model_from_settings
+from inferscale.model_service import model_from_settings
 from inferscale.settings import Settings
 
 

@@ -65,3 +65,11 @@ def test_the_readme_starts_with_the_demo_and_the_test_command_ci_runs():
     commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
     assert commands == ["make demo", "make test"], commands
     assert (REPO / ".ci" / "run").read_text().rstrip().endswith("exec make test")
+
+
+def test_the_design_page_maps_every_server_module():
+    """The code map in docs/design.md names every module of server/inferscale."""
+    design = (REPO / "docs" / "design.md").read_text()
+    package = REPO / "server" / "inferscale"
+    modules = [path for path in package.rglob("*.py") if path.name != "__init__.py"]
+    assert [str(path.relative_to(package)) for path in modules if f"`{path.name}`" not in design] == []

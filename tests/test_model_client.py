@@ -19,7 +19,7 @@ from inferscale.errors import ModelUnavailable
 from inferscale.metrics import ModelMetrics
 from inferscale.model_client import ModelClient
 from inferscale.model_process import ModelServer
-from inferscale.service import InferenceService, model_from_settings
+from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.settings import Settings
 
 ROWS = np.array([[1.0, 2.0, 3.0]])

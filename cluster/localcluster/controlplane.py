@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -260,7 +261,7 @@ class ControlPlane:
     def _allow_kubelet_api(self, admin: tuple[str, str]) -> None:
         """A kubelet asks the API server (webhook authorization) whether our
         client may use its API; kubeadm binds the same role."""
-        binding = {
+        binding: dict[str, Any] = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": KUBELET_CLIENT_USER},

@@ -8,13 +8,13 @@ from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from inferscale import multiprocess
-from inferscale.api import health, metrics, predict, v2
+from inferscale.api import exposition, health, predict, v2
 from inferscale.api.errors import register_error_handlers
 from inferscale.api.json_provider import OrjsonProvider
 from inferscale.backend import InferenceBackend
 from inferscale.metrics import ModelMetrics, RequestMetrics
+from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.runtime import Runtime, attach
-from inferscale.service import InferenceService, model_from_settings
 from inferscale.settings import Settings
 
 
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, backend: InferenceBackend | Non
         backend = InferenceService(settings, ModelMetrics(registry), model_from_settings(settings))
         backend.start_loading()
     app = _app(Runtime(settings, backend, registry, RequestMetrics(registry), _multiproc_dir()))
-    for blueprint in (health.blueprint, metrics.blueprint, predict.blueprint, v2.blueprint):
+    for blueprint in (health.blueprint, exposition.blueprint, predict.blueprint, v2.blueprint):
         app.register_blueprint(blueprint)
     return app
 
@@ -35,7 +35,7 @@ def create_admin_app(settings: Settings, backend: InferenceBackend) -> Flask:
     """/health, /ready and /metrics only: what the admin port serves."""
     app = _app(Runtime(settings, backend, CollectorRegistry(), None, _multiproc_dir()))
     app.register_blueprint(health.blueprint)
-    app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(exposition.blueprint)
     return app
 
 

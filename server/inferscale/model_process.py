@@ -23,7 +23,7 @@ from inferscale.backend import ModelStatus
 from inferscale.errors import InferenceError, Rejected
 from inferscale.executor import Outcome
 from inferscale.metrics import ModelMetrics
-from inferscale.service import InferenceService, model_from_settings
+from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.settings import Settings
 
 log = logging.getLogger(__name__)

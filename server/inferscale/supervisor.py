@@ -118,7 +118,7 @@ class Supervisor:
                 return self._stop(graceful=False, code=0)
 
     def _run_gunicorn(self, admin: bool) -> int:
-        from inferscale.server import GunicornServer
+        from inferscale.gunicorn_app import GunicornServer
 
         self.listener.close()  # only model processes accept on it
         self.http_listeners[not admin].close()
