@@ -62,7 +62,6 @@ ROOT = Path(__file__).resolve().parent.parent
 from autoscale import offer_load, wait_for_metric  # noqa: E402 - bench/ is this script's directory
 
 from localcluster.hpa import HpaRecorder  # noqa: E402
-from localcluster.kubectl import get_json  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
 
 OUT = ROOT / "docs" / "calibration"
@@ -147,12 +146,12 @@ def schedulable_pods(stack: LocalStack) -> int:
     CPU and memory leave after every other pod's requests, as kube-scheduler
     counts them. On this 2-core node it is fewer than `maxReplicas`; the rest
     of a scale-up stays Pending."""
-    node = get_json(stack.kubeconfig, "nodes")["items"][0]
-    template = get_json(stack.kubeconfig, "deployment", stack.fullname, "-n", stack.config.namespace)
+    [node] = stack.api.items("/api/v1/nodes")
+    template = stack.api.get(f"/apis/apps/v1/namespaces/{stack.config.namespace}/deployments/{stack.fullname}")
     pod = requests_of(template["spec"]["template"]["spec"])
     others = [
         p
-        for p in get_json(stack.kubeconfig, "pods", "-A")["items"]
+        for p in stack.api.items("/api/v1/pods")
         if p["metadata"]["namespace"] != stack.config.namespace
         and p["spec"].get("nodeName")
         and p["status"].get("phase") not in ("Succeeded", "Failed")

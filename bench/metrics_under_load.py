@@ -74,24 +74,27 @@ def measure(server: ServerProcess, seconds: float, clients: int) -> list[float]:
     return latencies
 
 
-def run(label: str, server: ServerProcess, args) -> dict:
+def report(result: dict) -> None:
+    print(
+        f"{result['server']:<11} samples={result['samples']:<4} "
+        f"p50={result['p50'] * 1000:9.1f} ms  p99={result['p99'] * 1000:9.1f} ms",
+        flush=True,
+    )
+
+
+def run(label: str, server: ServerProcess, seconds: float, clients: int) -> dict:
+    """The server's /metrics latencies while `clients` keep every slot and queue place taken."""
     server.start()
     try:
-        latencies = measure(server, args.seconds, args.clients)
+        latencies = measure(server, seconds, clients)
     finally:
         server.stop(timeout=10)
-    result = {
+    return {
         "server": label,
         "samples": len(latencies),
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 99),
     }
-    print(
-        f"{label:<11} samples={result['samples']:<4} "
-        f"p50={result['p50'] * 1000:9.1f} ms  p99={result['p99'] * 1000:9.1f} ms",
-        flush=True,
-    )
-    return result
 
 
 def main() -> None:
@@ -111,10 +114,12 @@ def main() -> None:
         ours_dir, naive_dir = Path(work, "inferscale"), Path(work, "naive")
         ours_dir.mkdir()
         naive_dir.mkdir()
-        ours = run("inferscale", ServerProcess(ours_dir, env, workers=2), args)
+        ours = run("inferscale", ServerProcess(ours_dir, env, workers=2), args.seconds, args.clients)
+        report(ours)
         naive_server = ServerProcess(naive_dir, env, workers=1, command=naive_command)
         naive_server.env.pop("PROMETHEUS_MULTIPROC_DIR")  # one process: plain in-memory metrics
-        naive = run("naive", naive_server, args)
+        naive = run("naive", naive_server, args.seconds, args.clients)
+        report(naive)
     print(f"ratio naive/inferscale: p50 x{naive['p50'] / ours['p50']:.0f}, p99 x{naive['p99'] / ours['p99']:.0f}")
 
 

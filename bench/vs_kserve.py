@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,8 +37,9 @@ from pathlib import Path
 import requests
 
 from localcluster.loopback import LOOPBACK, free_port
-from localcluster.processes import wait_until
+from localcluster.processes import ManagedProcess, wait_until
 from localcluster.prometheus_process import Prometheus
+from localcluster.servers import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +63,7 @@ MODEL = "inferscale"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 INFER_BODY = json.dumps({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
 START_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
 # Prometheus's scrape interval, and its timeout: a scrape slower than this fails.
 SCRAPE_INTERVAL = "100ms"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -90,53 +91,35 @@ WRK_FIELDS = ("requests", "duration_us", "p50_us", "p99_us", "non_2xx", "connect
 
 @dataclass
 class Server:
-    """A server process in its own session, so that stopping it reaches every worker."""
+    """A server under test: its process (stopping it reaches every worker), the
+    port wrk sends to, and where it answers ready and serves its metrics."""
 
     name: str
-    command: list[str]
-    env: dict[str, str]
+    process: ManagedProcess
     port: int
     ready_path: str
     metrics_path: str
-    log_path: Path
     # Where probes and scrapes go, when not the port that serves inference.
     admin_port: int | None = None
-    process: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.admin_port or self.port}"
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def __post_init__(self) -> None:
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.admin_url = f"http://{LOOPBACK}:{self.admin_port or self.port}"
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_until(self._ready, f"{self.name} {self.ready_path} == 200", START_TIMEOUT, process=self)
+        self.process.start()
+        wait_until(self._ready, f"{self.name} {self.ready_path} == 200", START_TIMEOUT, process=self.process)
 
     def _ready(self) -> bool:
         return requests.get(self.admin_url + self.ready_path, timeout=1).status_code == 200
 
-    def stop(self, timeout: float = 30.0) -> None:
-        if not self.alive:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+    def stop(self) -> None:
+        self.process.stop()
+
+    @property
+    def pids(self) -> list[int]:
+        """The server's process and every process below it."""
+        return [self.process.pid, *descendants(self.process.pid)] if self.process.pid else []
 
 
 @dataclass
@@ -187,7 +170,8 @@ def inferscale_server(work: Path) -> Server:
         str(admin_port),
     ]
     # Probes and scrapes on the admin port, as the chart's probes and ServiceMonitor do.
-    return Server("inferscale", command, env, port, "/ready", "/metrics", work / "inferscale.log", admin_port)
+    process = ManagedProcess("inferscale", command, work / "inferscale.log", env=env, stop_timeout=STOP_TIMEOUT)
+    return Server("inferscale", process, port, "/ready", "/metrics", admin_port)
 
 
 def kserve_server(work: Path, python: Path, workers: int) -> Server:
@@ -207,7 +191,8 @@ def kserve_server(work: Path, python: Path, workers: int) -> Server:
     ]
     name = f"KServe {workers}-worker"
     # KServe 0.21 serves prometheus_client's default registry on /metrics of its HTTP port.
-    return Server(name, command, env, port, f"/v2/models/{MODEL}/ready", "/metrics", work / f"kserve-{workers}.log")
+    process = ManagedProcess(name, command, work / f"kserve-{workers}.log", env=env, stop_timeout=STOP_TIMEOUT)
+    return Server(name, process, port, f"/v2/models/{MODEL}/ready", "/metrics")
 
 
 def kserve_python(skip_install: bool) -> Path:
@@ -247,15 +232,6 @@ def infer_once(server: Server) -> list[float]:
     )
     response.raise_for_status()
     return response.json()["outputs"][0]["data"]
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (children are listed per thread in /proc)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            pids.extend(process_tree(int(child)))
-    return pids
 
 
 def pss_mib(pid: int) -> float:
@@ -363,7 +339,7 @@ def connections_per_process(server: Server) -> list[int]:
         fields = line.split()
         if fields[3] == "01" and int(fields[1].split(":")[1], 16) == server.port:  # 01 = ESTABLISHED
             established.add(f"socket:[{fields[9]}]")
-    counts = [len(open_files(pid) & established) for pid in process_tree(server.process.pid)]
+    counts = [len(open_files(pid) & established) for pid in server.pids]
     return sorted((count for count in counts if count), reverse=True)
 
 
@@ -383,7 +359,7 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
         answer = infer_once(server)
         for _ in range(IDLE_REQUESTS - 1):
             infer_once(server)
-        pids = process_tree(server.process.pid)
+        pids = server.pids
         by_process = [(pid, pss_mib(pid)) for pid in pids]
         with Scraper(work, server) as scraper:
             wrk_result(start_wrk(server, script, args, args.warmup), args.warmup)
@@ -397,7 +373,7 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
             scrape_ms, scrape_failures = scraper.last(args.seconds)
     finally:
         server.stop()
-    statuses = Counter(ACCESS_STATUS.findall(server.log_path.read_text(errors="replace")))
+    statuses = Counter(ACCESS_STATUS.findall(server.process.log_path.read_text(errors="replace")))
     return Result(
         server.name,
         round_number,

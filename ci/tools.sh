@@ -21,7 +21,9 @@
 # 399 s (empty module and build caches; the UI 45 s of it); the operator and
 # its config reloader, with the three monitoring images packed, 146 s (empty
 # module cache); Alertmanager 59 s (its UI a placeholder page, build cache
-# warm from the others); a warm no-op run 0.3 s.
+# warm from the others); amtool alone 69 s and the linters (helm-docs,
+# actionlint) 28 s, each with empty module and build caches; a warm no-op
+# run 0.3 s.
 #
 # Adding a tool: write install_<name> (and a <name> entry in TOOLS), check the
 # installed version first and return early when it matches.
@@ -328,47 +330,51 @@ pack_image() {
   rm -rf "$work"
 }
 
+# A one-binary image archive: BUILD (a command, given the directory to write
+# the binary into) then pack_image, unless ARCHIVE was last built from STAMP
+# (its source's hash, or its version).
+#   build_binary_image ARCHIVE STAMP PATH_IN_IMAGE TAG USER BUILD...
+build_binary_image() {
+  local archive="$1" want="$2" path="$3" tag="$4" user="$5" name="${3#/}"
+  shift 5
+  if [[ -s "$archive" && "$(cat "$archive.stamp" 2>/dev/null)" == "$want" ]]; then
+    log "$name image already in $archive"
+    return 0
+  fi
+  command -v go >/dev/null || { log "go is required to build the $name image"; return 1; }
+  log "building the $name image ($want) with $(go version | awk '{print $3}')"
+  local work start=$SECONDS
+  work="$(mktemp -d)"
+  "$@" "$work"
+  pack_image "$work/$name" "$path" "$tag" "$user" "$archive"
+  echo "$want" >"$archive.stamp"
+  rm -rf "$work"
+  log "$name image built in $((SECONDS - start)) s: $archive ($(du -h "$archive" | cut -f1))"
+}
+
 # cluster/pause (our own program) as an image, rebuilt only when its source changes.
 PAUSE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/cluster/pause"
 PAUSE_ARCHIVE="$CACHE_DIR/images/pause.oci.tar"
 PAUSE_TAG=v1
+go_build_pause() {
+  (cd "$PAUSE_SRC" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$1/pause" .)
+}
 build_pause_image() {
-  local stamp="$PAUSE_ARCHIVE.source-sha256" want
-  want="$(cat "$PAUSE_SRC"/go.mod "$PAUSE_SRC"/*.go | sha256sum | cut -d' ' -f1)"
-  if [[ -s "$PAUSE_ARCHIVE" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
-    log "pause image already in $PAUSE_ARCHIVE"
-    return 0
-  fi
-  command -v go >/dev/null || { log "go is required to build the pause image"; return 1; }
-  local work
-  work="$(mktemp -d)"
-  (cd "$PAUSE_SRC" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$work/pause" .)
+  local source
+  source="$(cat "$PAUSE_SRC"/go.mod "$PAUSE_SRC"/*.go | sha256sum | cut -d' ' -f1)"
   # 65535: the nobody uid; the sandbox needs no privilege.
-  pack_image "$work/pause" /pause "$PAUSE_TAG" 65535:65535 "$PAUSE_ARCHIVE"
-  echo "$want" >"$stamp"
-  rm -rf "$work"
-  log "pause image built: $PAUSE_ARCHIVE ($(du -h "$PAUSE_ARCHIVE" | cut -f1))"
+  build_binary_image "$PAUSE_ARCHIVE" "$source" /pause "$PAUSE_TAG" 65535:65535 go_build_pause
 }
 
 # CoreDNS from the Go module proxy as an image, for the cluster DNS
 # (cluster/localcluster/dns.py names the same version).
 COREDNS_ARCHIVE="$CACHE_DIR/images/coredns.oci.tar"
+go_install_coredns() {
+  GOBIN="$1" nice -n 10 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+}
 build_coredns_image() {
-  local stamp="$COREDNS_ARCHIVE.version"
-  if [[ -s "$COREDNS_ARCHIVE" && "$(cat "$stamp" 2>/dev/null)" == "$COREDNS_VERSION" ]]; then
-    log "CoreDNS $COREDNS_VERSION image already in $COREDNS_ARCHIVE"
-    return 0
-  fi
-  command -v go >/dev/null || { log "go is required to build CoreDNS"; return 1; }
-  log "building CoreDNS $COREDNS_VERSION with $(go version | awk '{print $3}')"
-  local work start=$SECONDS
-  work="$(mktemp -d)"
-  GOBIN="$work" nice -n 10 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
   # Root inside its container, with NET_BIND_SERVICE alone (for port 53), as kubeadm runs it.
-  pack_image "$work/coredns" /coredns "$COREDNS_VERSION" 0:0 "$COREDNS_ARCHIVE"
-  echo "$COREDNS_VERSION" >"$stamp"
-  rm -rf "$work"
-  log "CoreDNS image built in $((SECONDS - start)) s: $COREDNS_ARCHIVE ($(du -h "$COREDNS_ARCHIVE" | cut -f1))"
+  build_binary_image "$COREDNS_ARCHIVE" "$COREDNS_VERSION" /coredns "$COREDNS_VERSION" 0:0 go_install_coredns
 }
 
 # ---- the monitoring stack's images (Go module proxy) ---------------------------
@@ -408,7 +414,8 @@ install_monitoring() {
   build_kube_state_metrics "$work"
   pack_image "$work/kube-state-metrics" /kube-state-metrics "$KUBE_STATE_METRICS_VERSION" 65534:65534 \
     "$MONITORING_IMAGES_DIR/kube-state-metrics.oci.tar"
-  build_alertmanager "$work"
+  build_alertmanager "$work" alertmanager amtool
+  mv "$work/amtool" "$BIN_DIR/"
   pack_image "$work/alertmanager" /bin/alertmanager "$ALERTMANAGER_VERSION" 65534:65534 \
     "$MONITORING_IMAGES_DIR/alertmanager.oci.tar"
   echo "$want" >"$stamp"
@@ -458,13 +465,15 @@ build_kube_state_metrics() {
   rm -rf "$src"
 }
 
-# Alertmanager into directory $1 and amtool into $BIN_DIR (the placeholder
-# page sends users to it; the tests check configurations with it), with the
-# Makefile's version ldflags. Its UI is embedded from ui/app/dist, which only
-# its release tarballs carry: the copy gets one page in its place (see
-# ALERTMANAGER_VERSION).
+# Programs of the Alertmanager module (alertmanager, amtool) into directory
+# $1, with the Makefile's version ldflags; callers put amtool in $BIN_DIR (the
+# placeholder page sends users to it; the tests check configurations with
+# it). The UI is embedded from ui/app/dist, which only its release tarballs
+# carry: the copy gets one page in its place (see ALERTMANAGER_VERSION).
+#   build_alertmanager OUT_DIR PROGRAM...
 build_alertmanager() {
   local out="$1" src="$CACHE_DIR/build/alertmanager-$ALERTMANAGER_VERSION" ui
+  shift
   copy_module "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" "$src"
   for ui in elm mantine; do
     mkdir -p "$src/ui/app/dist/$ui"
@@ -472,11 +481,10 @@ build_alertmanager() {
       '<p>This build has no web UI. Read and silence alerts with amtool or the API: <a href="api/v2/alerts">api/v2/alerts</a>.</p>' \
       >"$src/ui/app/dist/$ui/index.html"
   done
-  log "building alertmanager $ALERTMANAGER_VERSION"
+  log "building $* $ALERTMANAGER_VERSION"
   local ldflags
   ldflags="-s $(version_ldflags "${ALERTMANAGER_VERSION#v}" "$ALERTMANAGER_VERSION")"
-  (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" ./cmd/alertmanager \
-    && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" ./cmd/amtool)
+  (cd "$src" && nice -n 10 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" "${@/#/./cmd/}")
   rm -rf "$src"
 }
 
@@ -488,10 +496,8 @@ install_amtool() {
     log "amtool $ALERTMANAGER_VERSION already in $BIN_DIR"
     return 0
   fi
-  local work
-  work="$(mktemp -d)"
-  build_alertmanager "$work"
-  rm -rf "$work"
+  mkdir -p "$BIN_DIR"
+  build_alertmanager "$BIN_DIR" amtool
 }
 
 # ---- linters of the chart's docs and the users' workflow (Go) ---------------

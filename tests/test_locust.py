@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from localcluster.processes import ManagedProcess
+from localcluster.repo import LOCUSTFILE
 from localcluster.servers import LOOPBACK, free_port
 
-REPO = Path(__file__).resolve().parent.parent
-LOCUSTFILE = REPO / "locustfile.py"
 LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
 
 # 4 slots / 0.2 s = 20 requests/s of capacity, 8 queue places.
@@ -34,24 +33,16 @@ def locust_env(**load: str) -> dict[str, str]:
 def run_locust_headless(
     host: str, csv_prefix: Path, env: dict[str, str], args: list[str], timeout: float
 ) -> subprocess.CompletedProcess:
-    """`locust --headless` to completion; its whole process group is killed if it overruns."""
+    """`locust --headless` to completion; all it started is killed if it overruns."""
     command = [*LOCUST, "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary", *args]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=csv_prefix.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    locust = ManagedProcess("locust", command, f"{csv_prefix}.log", env=env, cwd=csv_prefix.parent).start()
     try:
-        output, _ = process.communicate(timeout=timeout)
+        finished = locust.wait(timeout)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, output)
+        returncode = locust.stop(timeout=0)
+    output = locust.log_path.read_text(errors="replace")
+    assert finished, f"locust still running after {timeout} s:\n{output}"
+    return subprocess.CompletedProcess(command, returncode, output)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -169,15 +160,14 @@ def ui_template_args(url: str, timeout: float = 30.0) -> dict:
 @pytest.mark.parametrize("shape, user_fields_shown", [("", True), ("steady", False)], ids=["no-shape", "steady-shape"])
 def test_web_ui_answers_and_lets_the_user_pick_users_without_a_shape(tmp_path, shape, user_fields_shown):
     port = free_port()
-    log = open(tmp_path / "locust-ui.log", "wb")
-    process = subprocess.Popen(
+    locust = ManagedProcess(
+        "locust web UI",
         [*LOCUST, "--host", f"http://{LOOPBACK}:9", "--web-host", LOOPBACK, "--web-port", str(port)],
+        tmp_path / "locust-ui.log",
         env=locust_env(LOAD_SHAPE=shape) if shape else locust_env(),
         cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+        stop_timeout=15,
+    ).start()
     try:
         args = ui_template_args(f"http://{LOOPBACK}:{port}")
         assert set(args["available_user_classes"]) == {"PredictUser", "V2InferUser"}, args
@@ -186,11 +176,6 @@ def test_web_ui_answers_and_lets_the_user_pick_users_without_a_shape(tmp_path, s
         assert (not args["hide_common_options"]) is user_fields_shown, args
         assert args["state"] == "ready", args  # nothing sent until the user presses start
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-        log.close()
-    assert process.returncode == 0, (tmp_path / "locust-ui.log").read_text()
+        # SIGTERM, as a terminal's user or a container runtime stops it: locust exits 0.
+        returncode = locust.stop()
+    assert returncode == 0, locust.log_tail()

@@ -36,7 +36,6 @@ import pytest
 from heartbeats import HeartbeatReceiver
 
 from localcluster.hpa import HpaRecorder
-from localcluster.kubectl import get_json
 from localcluster.load import headless_locust
 from localcluster.loopback import free_port
 from localcluster.node import HOST_IP, run
@@ -103,7 +102,7 @@ def began(recorder: HpaRecorder, fault: str) -> float:
 
 
 def restarted_and_ready(stack: LocalStack, name: str) -> bool:
-    pod = get_json(stack.kubeconfig, "pod", name, "-n", stack.config.namespace)
+    pod = stack.api.get(f"/api/v1/namespaces/{stack.config.namespace}/pods/{name}")
     status = pod["status"]["containerStatuses"][0]
     return status["restartCount"] >= 1 and status["ready"]
 
@@ -196,7 +195,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
 
             # One pod's scrapes rejected on the node's network: that pod reads as
             # missing, which the HPA counts as at target when it would scale in.
-            pod = get_json(stack.kubeconfig, "pods", "-n", stack.config.namespace)["items"][0]
+            pod = stack.api.items(f"/api/v1/namespaces/{stack.config.namespace}/pods")[0]
             block = ("FORWARD", "-d", pod["status"]["podIP"], "-p", "tcp", "--dport", "8081", "-j", "REJECT")
             start = began(recorder, "one pod's scrapes rejected")
             run("iptables", "-I", *block, netns=True)

@@ -1,6 +1,8 @@
 """The harness is a package (cluster/pyproject.toml, `localcluster`) that the
 venv installs: nothing finds code by editing sys.path, the benchmarks import no
-test module, and the harness pins what the root project pins."""
+test module, the harness pins what the root project pins, and it reads the API
+server through one client (`ControlPlane.api`), running kubectl only for what a
+user would type."""
 
 from __future__ import annotations
 
@@ -51,6 +53,17 @@ def imported_modules(source: str) -> set[str]:
     return modules
 
 
+def kubectl_reads(source: str) -> list[int]:
+    """Lines that call a `kubectl` function or method with a `"get"` argument."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "id", None) == "kubectl" or getattr(node.func, "attr", None) == "kubectl")
+        and any(isinstance(arg, ast.Constant) and arg.value == "get" for arg in node.args)
+    ]
+
+
 def test_the_harness_pins_what_the_root_project_pins():
     harness = pins(ROOT / "cluster" / "pyproject.toml")
     root = pins(ROOT / "pyproject.toml")
@@ -76,3 +89,14 @@ def test_benchmarks_import_no_test_module():
     test_modules = {path.stem for path in (ROOT / "tests").glob("*.py")}
     imports = {path.name: imported_modules(path.read_text()) & test_modules for path in (ROOT / "bench").glob("*.py")}
     assert {name: modules for name, modules in imports.items() if modules} == {}
+
+
+def test_the_harness_reads_the_api_through_its_client_not_kubectl():
+    harness = [path for folder in ("cluster", "bench") for path in sorted((ROOT / folder).rglob("*.py"))]
+    reads = {str(path.relative_to(ROOT)): kubectl_reads(path.read_text()) for path in harness}
+    assert {path: lines for path, lines in reads.items() if lines} == {}
+
+
+def test_the_kubectl_read_check_sees_a_read():
+    source = 'kubectl(config, "get", "pods")\nstack.kubectl("get", "hpa")\nkubectl(config, "apply", "-f", "-")\n'
+    assert kubectl_reads(source) == [1, 2]

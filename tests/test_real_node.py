@@ -24,8 +24,9 @@ import requests
 from conftest import find_helm
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferscale.doctor.kube import Cluster
 from localcluster import ControlPlane, dns, wait_until
-from localcluster.kubectl import get_json, kubectl
+from localcluster.kubectl import apply, kubectl
 from localcluster.node import (
     CONTAINERD_RUN_DIR,
     CONTAINERD_SOCKET,
@@ -97,9 +98,9 @@ def pause_pod(name: str) -> dict:
     }
 
 
-def running_pod(kubeconfig: Path, name: str) -> dict:
+def running_pod(api: Cluster, name: str) -> dict:
     def running():
-        pod = get_json(kubeconfig, "pod", "-n", NAMESPACE, name)
+        pod = api.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
         return pod if pod["status"].get("phase") == "Running" else None
 
     return wait_until(running, f"pod {name} Running", 60, interval=0.5)
@@ -150,11 +151,11 @@ def assert_nothing_left(workdir: Path, before: dict) -> None:
     assert machine_state(workdir) == before
 
 
-def run_pause_pod(kubeconfig: Path, name: str) -> dict:
+def run_pause_pod(control_plane: ControlPlane, name: str) -> dict:
     """Create the pod; once Running, check it is a real runc container; runc's state of it."""
     # The default ServiceAccount, which admission wants, comes a moment after the control plane.
-    wait_until(lambda: kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(pause_pod(name))), "pod created", 30)
-    pod = running_pod(kubeconfig, name)
+    wait_until(lambda: apply(control_plane.admin_kubeconfig, [pause_pod(name)]), "pod created", 30)
+    pod = running_pod(control_plane.api, name)
     assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(POD_CIDR)
     container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
     state = runc_state(container_id)
@@ -177,7 +178,7 @@ def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, 
         print(f"\nnode Ready in {node.start_seconds:.1f} s")
         with pytest.raises(NodeBusy, match="one node per machine"):
             RealNode(control_plane, tmp_path / "second").start()
-        state = run_pause_pod(kubeconfig, "pause-deleted")
+        state = run_pause_pod(control_plane, "pause-deleted")
         # The kubelet's chains exist, in the node's namespace only.
         inside = subprocess.run(["nsenter", f"--net={NETNS}", "iptables-save"], capture_output=True, text=True)
         assert "KUBE-" in inside.stdout
@@ -217,7 +218,7 @@ def test_node_starts_again_and_stops_with_a_pod_still_running(control_plane, tmp
     before = machine_state(tmp_path)
     with RealNode(control_plane, tmp_path / "node") as node:
         print(f"\nnode Ready in {node.start_seconds:.1f} s")
-        run_pause_pod(control_plane.admin_kubeconfig, "pause-left-running")
+        run_pause_pod(control_plane, "pause-left-running")
     assert_nothing_left(tmp_path, before)
 
 
@@ -231,7 +232,7 @@ from test_real_node import run_pause_pod
 workdir = Path(sys.argv[1])
 control_plane = ControlPlane(workdir / "control-plane").start()
 RealNode(control_plane, workdir / "node").start()
-run_pause_pod(control_plane.admin_kubeconfig, "orphan")
+run_pause_pod(control_plane, "orphan")
 print("up", flush=True)
 time.sleep(600)
 """
@@ -333,21 +334,23 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
     with RealNode(control_plane, tmp_path / "node", images=[image_archive]) as node:
         print(f"\nnode Ready with the image imported, kube-proxy synced, in {node.start_seconds:.1f} s")
         started = time.monotonic()
-        dns.install(kubeconfig)
+        dns.install(control_plane)
         print(f"CoreDNS Ready in {time.monotonic() - started:.1f} s")
         install_chart(
             kubeconfig, "inferscale", CHART_NAMESPACE, CHART_VALUES, tmp_path / "values.yaml", timeout_seconds=120
         )
-        pods = get_json(kubeconfig, "pods", "-n", CHART_NAMESPACE, "-l", "app.kubernetes.io/name=inferscale")["items"]
+        pods = control_plane.api.items(
+            f"/api/v1/namespaces/{CHART_NAMESPACE}/pods", labelSelector="app.kubernetes.io/name=inferscale"
+        )
         assert len(pods) == 2
         pod_ips = [pod["status"]["podIP"] for pod in pods]
         # The EndpointSlice controller lists both Ready pods, which kube-proxy routes to.
-        slices = get_json(kubeconfig, "endpointslices", "-n", CHART_NAMESPACE)["items"]
+        slices = control_plane.api.items(f"/apis/discovery.k8s.io/v1/namespaces/{CHART_NAMESPACE}/endpointslices")
         assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"] if e["conditions"]["ready"]) == sorted(
             pod_ips
         )
 
-        service = get_json(kubeconfig, "service", "-n", CHART_NAMESPACE, "inferscale")
+        service = control_plane.api.get(f"/api/v1/namespaces/{CHART_NAMESPACE}/services/inferscale")
         [node_port] = [p["nodePort"] for p in service["spec"]["ports"] if p["name"] == "http"]
         # A fresh connection each: kube-proxy balances connections, not requests.
         for _ in range(40):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from inferscale.api import binary_data, features, outputs
-from inferscale.api.datatypes import DATATYPES
+from inferscale.api.datatypes import DATATYPE_NAMES, FIXED_SIZE
 from inferscale.api.errors import ApiError
 from inferscale.api.inference import validate_json
 from inferscale.api.schemas import InferInputTensor, InferRequest
@@ -84,9 +84,10 @@ def refusal(call, *args, **kwargs) -> str:
 
 
 def test_tensor_data_types_table_every_fixed_size_type_has_its_size():
-    assert set(DATATYPES) == {*SIZES, "BYTES"}
+    assert set(DATATYPE_NAMES) == {*SIZES, "BYTES"}
+    assert set(FIXED_SIZE) == set(SIZES)
     for name, (size, _) in SIZES.items():
-        assert DATATYPES[name].wire.itemsize == size, name
+        assert FIXED_SIZE[name].layout.itemsize == size, name
 
 
 def test_tensor_data_types_table_bytes_is_refused_and_named():

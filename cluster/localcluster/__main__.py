@@ -12,7 +12,8 @@ from pathlib import Path
 
 from localcluster.binaries import MissingBinary, binary
 from localcluster.processes import ManagedProcess
-from localcluster.stack import FAST_LOOP, REPO, LocalStack, StackConfig
+from localcluster.repo import LOCUSTFILE, REPO
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +71,7 @@ def run_demo(args) -> int:
                     "-m",
                     "locust",
                     "-f",
-                    str(REPO / "locustfile.py"),
+                    str(LOCUSTFILE),
                     "--host",
                     stack.service_url,
                     "--web-host",

@@ -26,7 +26,7 @@ import yaml
 
 from .binaries import image_archive
 from .images import oci_image_name
-from .kubectl import apply, get_json, kubectl
+from .kubectl import apply, kubectl
 from .manifests import deployment
 from .processes import wait_until
 
@@ -252,7 +252,9 @@ def install(
     apply(admin, api_service_objects(control_plane.pki.ca_cert.read_bytes()))
     names = [f"{version}.{group}" for group, version, _ in API_SERVICES]
     wait_until(
-        lambda: all(_available(get_json(admin, "apiservice", name)) for name in names),
+        lambda: all(
+            _available(control_plane.api.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{name}")) for name in names
+        ),
         f"the {NAME} APIServices Available",
         90,
         interval=1,

@@ -20,6 +20,7 @@ Choices that differ from a production cluster, and why:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -28,11 +29,14 @@ from typing import Any
 
 import requests
 
+from inferscale.doctor.kube import Cluster
+
 from .binaries import binary
 from .kubeconfig import write_kubeconfig
+from .kubectl import apply
 from .loopback import LOOPBACK, free_port
 from .pki import Pki
-from .processes import ManagedProcess, ProcessGroup, wait_until
+from .processes import ManagedProcess, ProcessGroup, undone_on_failure, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,12 @@ class ControlPlane:
             raise RuntimeError("control plane not started: it has no admin kubeconfig yet")
         return self._admin_kubeconfig
 
+    @functools.cached_property
+    def api(self) -> Cluster:
+        """The harness's one client for its reads of the API server, as the
+        admin: the kubernetes library's, which `inferscale doctor` uses too."""
+        return Cluster.from_kubeconfig(str(self.admin_kubeconfig))
+
     def __enter__(self) -> ControlPlane:
         return self.start()
 
@@ -96,7 +106,7 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        try:
+        with undone_on_failure(self.stop):
             self._pki = Pki.create(self.workdir / "pki")
             self._start_etcd()
             self.api_url = f"https://{LOOPBACK}:{free_port()}"
@@ -106,9 +116,6 @@ class ControlPlane:
             scheduler = self._start_scheduler()
             for process, port in (controller_manager, scheduler):
                 self._wait_healthy(process, f"https://{LOOPBACK}:{port}/healthz")
-        except BaseException:
-            self.stop()
-            raise
         self.start_seconds = time.monotonic() - started
         log.info("control plane at %s up in %.1f s", self.api_url, self.start_seconds)
         return self
@@ -225,7 +232,7 @@ class ControlPlane:
             stop_timeout=15.0,
         )
         self._wait_apiserver_ready(apiserver)
-        self._allow_kubelet_api(self._admin_cert())
+        self._allow_kubelet_api()
 
     @contextlib.contextmanager
     def apiserver_stopped(self) -> Iterator[None]:
@@ -258,7 +265,7 @@ class ControlPlane:
             interval=0.25,
         )
 
-    def _allow_kubelet_api(self, admin: tuple[str, str]) -> None:
+    def _allow_kubelet_api(self) -> None:
         """A kubelet asks the API server (webhook authorization) whether our
         client may use its API; kubeadm binds the same role."""
         binding: dict[str, Any] = {
@@ -272,13 +279,7 @@ class ControlPlane:
             },
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}],
         }
-        requests.post(
-            f"{self.api_url}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            json=binding,
-            cert=admin,
-            verify=str(self.pki.ca_cert),
-            timeout=10,
-        ).raise_for_status()
+        apply(self.admin_kubeconfig, [binding])
 
     def _component_args(self, name: str, user: str) -> tuple[list[str], int]:
         """Flags every client-go component shares: its identity, and a serving

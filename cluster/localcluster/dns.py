@@ -13,12 +13,18 @@ a test may send traffic to, so they fail instead of leaving it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .binaries import image_archive
 from .images import oci_image_name
-from .kubectl import apply, get_json
+from .kubectl import apply
 from .manifests import deployment
 from .processes import wait_until
+
+if TYPE_CHECKING:
+    from inferscale.doctor.kube import Cluster
+
+    from .controlplane import ControlPlane
 
 NAMESPACE = "kube-system"
 NAME = "coredns"
@@ -52,14 +58,14 @@ def coredns_image() -> str:
     return oci_image_name(IMAGE_NAME, coredns_archive())
 
 
-def install(kubeconfig: Path, timeout: float = 120) -> None:
+def install(control_plane: ControlPlane, timeout: float = 120) -> None:
     """Apply CoreDNS's objects and wait until its pod is Ready (it has read the API)."""
-    apply(kubeconfig, objects())
-    wait_until(lambda: _ready(kubeconfig), "CoreDNS Ready", timeout, interval=0.5)
+    apply(control_plane.admin_kubeconfig, objects())
+    wait_until(lambda: _ready(control_plane.api), "CoreDNS Ready", timeout, interval=0.5)
 
 
-def _ready(kubeconfig: Path) -> bool:
-    deployment = get_json(kubeconfig, "deployment", "-n", NAMESPACE, NAME)
+def _ready(api: Cluster) -> bool:
+    deployment = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")
     return deployment.get("status", {}).get("readyReplicas", 0) >= 1
 
 

@@ -8,7 +8,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from .repo import REPO
+
 BUILD_SCRIPT = REPO / "ci" / "build_image.sh"
 
 

@@ -1,4 +1,6 @@
-"""kubectl against the local API server: the same tool a user runs, so what works here works there."""
+"""kubectl against the local API server, for what a user would type: applying
+manifests, `rollout status`, `scale`. The same tool a user runs, so what works
+here works there. The harness's reads go through `ControlPlane.api` instead."""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: flo
     return result.stdout
 
 
-def apply(kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
-    kubectl(
+def apply(kubeconfig: Path, objects: list[dict[str, Any]]) -> str:
+    """Server-side apply, as `kubectl apply --server-side`; kubectl's line for each object."""
+    return kubectl(
         kubeconfig,
         "apply",
         "--server-side",
@@ -37,7 +40,3 @@ def apply(kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
     )
-
-
-def get_json(kubeconfig: Path, *args: str) -> dict[str, Any]:
-    return json.loads(kubectl(kubeconfig, "get", *args, "-o", "json"))

@@ -4,9 +4,8 @@ project's locustfile, every user started within the first second."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfile.py"
+from .repo import LOCUSTFILE
 
 
 def headless_locust(host: str, users: int, seconds: float, *options: str) -> list[str]:

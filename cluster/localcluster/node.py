@@ -60,8 +60,7 @@ import yaml
 from . import dns, netns_relay
 from .binaries import binary, image_archive
 from .controlplane import SERVICE_CIDR, ControlPlane
-from .kubectl import get_json
-from .processes import ManagedProcess, ProcessGroup, wait_until
+from .processes import ManagedProcess, ProcessGroup, undone_on_failure, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ class RealNode:
 
     def start(self) -> RealNode:
         started = time.monotonic()
-        try:
+        with undone_on_failure(self.stop):
             self._take_machine()
             self._sysctls = read_sysctls()
             STATE_PATH.write_text(json.dumps({"workdir": str(self.workdir.resolve()), "sysctls": self._sysctls}))
@@ -173,9 +172,6 @@ class RealNode:
             self._start_containerd()
             self._start_kubelet()
             self._start_kube_proxy()
-        except BaseException:
-            self.stop()
-            raise
         self.start_seconds = time.monotonic() - started
         log.info("node %s Ready in %.1f s", self.name, self.start_seconds)
         return self
@@ -489,7 +485,7 @@ state = "{CONTAINERD_RUN_DIR}"
 
     def _ready_since(self, since: datetime.datetime) -> bool:
         """Ready as this kubelet reports it: a Node left by an earlier one still reads Ready for a while."""
-        node = get_json(self.control_plane.admin_kubeconfig, "node", self.name)
+        node = self.control_plane.api.get(f"/api/v1/nodes/{self.name}")
         return any(
             c["type"] == "Ready"
             and c["status"] == "True"

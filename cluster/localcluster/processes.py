@@ -22,6 +22,7 @@ we are still killing by it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -271,6 +273,17 @@ def wait_until(check, what: str, timeout: float, process: ManagedProcess | None 
         time.sleep(interval)
     tail = process.log_tail() if process else ""
     raise TimeoutError(f"{what} not within {timeout} s (last error: {last_error})\n{tail}")
+
+
+@contextlib.contextmanager
+def undone_on_failure(undo: Callable[[], None]) -> Iterator[None]:
+    """Run `undo` if the block raises, Ctrl-C included, then re-raise: what a
+    half-done start began is stopped, not left running."""
+    try:
+        yield
+    except BaseException:
+        undo()
+        raise
 
 
 class ProcessGroup:

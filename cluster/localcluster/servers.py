@@ -120,11 +120,23 @@ class ServerProcess:
 
 
 def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, at any depth."""
+    return [grandchild for child in children(pid) for grandchild in [child, *descendants(child)]]
+
+
+def children(pid: int) -> list[int]:
+    """The children of `pid`, forked by any of its threads: /proc lists them per thread."""
+    found: list[int] = []
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return []
-    return [grandchild for child in map(int, children) for grandchild in [child, *descendants(child)]]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # exited
+        return found
+    for task in tasks:
+        try:
+            found.extend(map(int, (task / "children").read_text().split()))
+        except FileNotFoundError:  # that thread exited
+            continue
+    return found
 
 
 def process_name(pid: int) -> str:

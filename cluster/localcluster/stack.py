@@ -24,18 +24,19 @@ from typing import Any, TypedDict
 import requests
 import yaml
 
+from inferscale.doctor.kube import Cluster
 from inferscale.simulation.scenarios import seconds
 from localcluster import adapter, dns, monitoring
 from localcluster.binaries import bin_dir, binary
 from localcluster.controlplane import ControlPlane
 from localcluster.hpa import every_metric_known
 from localcluster.images import app_image
-from localcluster.kubectl import apply, get_json, kubectl
+from localcluster.kubectl import apply, kubectl
 from localcluster.node import HOST_IP, NODE_IP, RealNode
-from localcluster.processes import wait_until
+from localcluster.processes import undone_on_failure, wait_until
+from localcluster.repo import REPO
 from localcluster.values import merged
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"
 ADAPTER_VALUES = REPO / "adapter-values.yaml"
 PROMETHEUS_VALUES = REPO / "prometheus-values.yaml"
@@ -127,11 +128,8 @@ class LocalStack:
         return release if "inferscale" in release else f"{release}-inferscale"
 
     def __enter__(self) -> LocalStack:
-        try:
+        with undone_on_failure(self.down):
             self.up()
-        except BaseException:
-            self.down()
-            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -151,7 +149,7 @@ class LocalStack:
         )
         self._stack.callback(self.node.stop)
         self.node.start()
-        dns.install(self.kubeconfig)
+        dns.install(self.control_plane)
         self._install_crds()
         alertmanager = monitoring.AlertmanagerSetup(
             self.config.alertmanager_node_port,
@@ -174,8 +172,14 @@ class LocalStack:
     def down(self) -> None:
         self._stack.close()
 
+    @property
+    def api(self) -> Cluster:
+        return self.control_plane.api
+
     def hpa(self) -> dict:
-        return get_json(self.kubeconfig, "hpa", self.fullname, "-n", self.config.namespace)
+        return self.api.get(
+            f"/apis/autoscaling/v2/namespaces/{self.config.namespace}/horizontalpodautoscalers/{self.fullname}"
+        )
 
     def wait_for_hpa_metric(self, timeout: float = 300) -> bool:
         """Until `kubectl get hpa` shows a value for each of the HPA's metrics, not
@@ -204,7 +208,7 @@ class LocalStack:
         wait_until(self._crds_established, "the monitoring.coreos.com CRDs established", 60, interval=0.5)
 
     def _crds_established(self) -> bool:
-        crds = get_json(self.kubeconfig, "crd")["items"]
+        crds = self.api.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
         ours = [crd for crd in crds if crd["spec"]["group"] == "monitoring.coreos.com"]
         return bool(ours) and all(
             any(

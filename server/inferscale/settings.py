@@ -17,91 +17,71 @@ class InferenceMode(str, Enum):
 class Settings(BaseSettings):
     """Environment variables, unprefixed (`MODEL_CONCURRENCY=2`), validated at start."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, use_attribute_docstrings=True)
 
-    host: str = Field("0.0.0.0", min_length=1, description="address to bind, both ports (`make run` uses `127.0.0.1`)")
-    port: int = Field(8080, ge=1, le=65535, description="port for every route, `/metrics` and the probes included")
-    admin_port: int = Field(
-        8081,
-        ge=1,
-        le=65535,
-        description="port for `/health`, `/ready` and `/metrics` only: the chart's probes and ServiceMonitor "
-        "use it, so inference traffic and slow clients never crowd them out",
-    )
-    workers: int = Field(
-        2,
-        ge=1,
-        description="gunicorn HTTP worker processes (gevent); they parse, validate and forward to the model "
-        "process, and hold no model",
-    )
-    worker_connections: int = Field(
-        1000, ge=1, description="open connections per worker and port; more wait in the listen backlog"
-    )
-    request_timeout_seconds: float = Field(
-        10.0,
-        gt=0,
-        description="time for a request's headers and body to arrive, from its first byte; slower ones get 408",
-    )
+    host: str = Field("0.0.0.0", min_length=1)
+    """address to bind, both ports (`make run` uses `127.0.0.1`)"""
+    port: int = Field(8080, ge=1, le=65535)
+    """port for every route, `/metrics` and the probes included"""
+    admin_port: int = Field(8081, ge=1, le=65535)
+    """port for `/health`, `/ready` and `/metrics` only: the chart's probes and ServiceMonitor use it, so inference
+    traffic and slow clients never crowd them out"""
+    workers: int = Field(2, ge=1)
+    """gunicorn HTTP worker processes (gevent); they parse, validate and forward to the model process, and hold no
+    model"""
+    worker_connections: int = Field(1000, ge=1)
+    """open connections per worker and port; more wait in the listen backlog"""
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    """time for a request's headers and body to arrive, from its first byte; slower ones get 408"""
 
-    model_name: str = Field(
-        "inferscale", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="model name in the V2 routes"
-    )
-    model_version: str = Field("1", min_length=1, description="model version in the V2 routes")
-    model_load_seconds: float = Field(5.0, ge=0, description="simulated weight loading time")
-    model_memory_mb: int = Field(
-        64,
-        ge=0,
-        description="weights allocated and touched, once per pod in the model process (resident memory)",
-    )
-    max_features: int = Field(
-        256, ge=1, le=65536, description="longest feature vector accepted (shorter ones are zero-padded)"
-    )
-    max_batch_size: int = Field(64, ge=1, description="most rows in one V2 infer tensor")
+    model_name: str = Field("inferscale", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """model name in the V2 routes"""
+    model_version: str = Field("1", min_length=1)
+    """model version in the V2 routes"""
+    model_load_seconds: float = Field(5.0, ge=0)
+    """simulated weight loading time"""
+    model_memory_mb: int = Field(64, ge=0)
+    """weights allocated and touched, once per pod in the model process (resident memory)"""
+    max_features: int = Field(256, ge=1, le=65536)
+    """longest feature vector accepted (shorter ones are zero-padded)"""
+    max_batch_size: int = Field(64, ge=1)
+    """most rows in one V2 infer tensor"""
 
-    inference_duration_seconds: float = Field(10.0, ge=0, description="simulated inference time per request")
-    inference_mode: InferenceMode = Field(
-        InferenceMode.SLEEP,
-        description="`sleep` holds the slot like waiting on an accelerator; `cpu` burns CPU with numpy",
-    )
-    inference_jitter_seconds: float = Field(0.0, ge=0, description="uniform ± jitter on the inference time")
+    inference_duration_seconds: float = Field(10.0, ge=0)
+    """simulated inference time per request"""
+    inference_mode: InferenceMode = InferenceMode.SLEEP
+    """`sleep` holds the slot like waiting on an accelerator; `cpu` burns CPU with numpy"""
+    inference_jitter_seconds: float = Field(0.0, ge=0)
+    """uniform ± jitter on the inference time"""
 
-    model_concurrency: int = Field(2, ge=1, description="model slots per pod: inferences running at once")
-    max_queue: int = Field(8, ge=0, description="requests that may wait for a slot, per pod")
-    retry_after_seconds: int = Field(
-        0, ge=0, description="`Retry-After` on 503; `0` = one inference duration, rounded up"
-    )
-    max_body_bytes: int = Field(1_048_576, ge=64, description="larger request bodies get 413")
+    model_concurrency: int = Field(2, ge=1)
+    """model slots per pod: inferences running at once"""
+    max_queue: int = Field(8, ge=0)
+    """requests that may wait for a slot, per pod"""
+    retry_after_seconds: int = Field(0, ge=0)
+    """`Retry-After` on 503; `0` = one inference duration, rounded up"""
+    max_body_bytes: int = Field(1_048_576, ge=64)
+    """larger request bodies get 413"""
 
-    graceful_shutdown_seconds: float = Field(
-        60.0,
-        ge=0,
-        description="after SIGTERM, time for in-flight and queued work; the default covers "
-        "`(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s / MODEL_CONCURRENCY` = 50 s",
-    )
-    worker_timeout_seconds: int = Field(
-        30, ge=1, description="gunicorn heartbeat timeout (heartbeats do not wait for inference)"
-    )
-    keepalive_seconds: int = Field(5, ge=0, description="HTTP keep-alive idle timeout")
-    max_connection_age_seconds: float = Field(
-        30.0,
-        ge=0,
-        description="a keep-alive connection this old gets `Connection: close` on its next response, so busy "
-        "clients reconnect and kube-proxy (which balances connections, not requests) spreads them "
-        "over the pods the HPA adds; `0` = never",
-    )
-    max_requests: int = Field(0, ge=0, description="recycle a worker after this many requests; `0` = never")
-    max_requests_jitter: int = Field(0, ge=0, description="random spread added to `MAX_REQUESTS`")
+    graceful_shutdown_seconds: float = Field(60.0, ge=0)
+    """after SIGTERM, time for in-flight and queued work; the default covers `(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s /
+    MODEL_CONCURRENCY` = 50 s"""
+    worker_timeout_seconds: int = Field(30, ge=1)
+    """gunicorn heartbeat timeout (heartbeats do not wait for inference)"""
+    keepalive_seconds: int = Field(5, ge=0)
+    """HTTP keep-alive idle timeout"""
+    max_connection_age_seconds: float = Field(30.0, ge=0)
+    """a keep-alive connection this old gets `Connection: close` on its next response, so busy clients reconnect and
+    kube-proxy (which balances connections, not requests) spreads them over the pods the HPA adds; `0` = never"""
+    max_requests: int = Field(0, ge=0)
+    """recycle a worker after this many requests; `0` = never"""
+    max_requests_jitter: int = Field(0, ge=0)
+    """random spread added to `MAX_REQUESTS`"""
 
-    prometheus_multiproc_dir: str = Field(
-        "/tmp/inferscale-metrics",
-        pattern=r"^/",
-        description="directory the workers share their metrics through, an absolute path; emptied at start",
-    )
-    log_level: str = Field(
-        "info",
-        pattern=r"^(debug|info|warning|error|critical)$",
-        description="`debug`, `info`, `warning`, `error` or `critical`",
-    )
+    prometheus_multiproc_dir: str = Field("/tmp/inferscale-metrics", pattern=r"^/")
+    """directory the workers share their metrics through, an absolute path; emptied at start"""
+    log_level: str = Field("info", pattern=r"^(debug|info|warning|error|critical)$")
+    """`debug`, `info`, `warning`, `error` or `critical`"""
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -124,5 +104,7 @@ def reference_table() -> str:
         default = getattr(field.default, "value", field.default)
         if isinstance(default, float) and default.is_integer():
             default = int(default)
-        rows.append(f"| `{name.upper()}` | `{default}` | {field.description} |")
+        # A docstring's lines joined: a table row is one line.
+        meaning = " ".join((field.description or "").split())
+        rows.append(f"| `{name.upper()}` | `{default}` | {meaning} |")
     return "\n".join(rows) + "\n"

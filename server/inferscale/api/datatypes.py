@@ -18,16 +18,10 @@ from pydantic import Field, Strict, StrictBool, TypeAdapter
 
 @dataclass(frozen=True)
 class Datatype:
-    name: str
-    # None for BYTES: its elements differ in size, so no numpy dtype lays them out.
-    wire: np.dtype | None
+    """A fixed-size datatype, the only kind a tensor is decoded or encoded in."""
 
-    @property
-    def layout(self) -> np.dtype:
-        """`wire` of a fixed-size datatype, the only kind a tensor is decoded or encoded in."""
-        if self.wire is None:
-            raise ValueError(f"{self.name} elements differ in size: no fixed layout")
-        return self.wire
+    name: str
+    layout: np.dtype
 
     @cached_property
     def json_values(self) -> TypeAdapter[list[Any]]:
@@ -65,16 +59,16 @@ _FIXED_SIZE = {
     "FP64": "<f8",
 }
 
+FIXED_SIZE: dict[str, Datatype] = {name: Datatype(name, np.dtype(code)) for name, code in _FIXED_SIZE.items()}
+# Elements that differ in size: no numpy dtype lays them out.
+VARIABLE_SIZE = ("BYTES",)
 # In the order of the protocol's table.
-DATATYPES: dict[str, Datatype] = {
-    **{name: Datatype(name, np.dtype(code)) for name, code in _FIXED_SIZE.items()},
-    "BYTES": Datatype("BYTES", None),
-}
+DATATYPE_NAMES = (*FIXED_SIZE, *VARIABLE_SIZE)
 
 # What a request may name; whether a given tensor takes that datatype is the model's call.
-# Spelled out for type checkers, in the same order as DATATYPES.
+# Spelled out for type checkers, in the same order as DATATYPE_NAMES.
 DatatypeName = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
 ]
-if get_args(DatatypeName) != tuple(DATATYPES):
-    raise AssertionError("DatatypeName must list DATATYPES' names, in order")
+if get_args(DatatypeName) != DATATYPE_NAMES:
+    raise AssertionError("DatatypeName must list DATATYPE_NAMES, in order")

@@ -14,13 +14,14 @@ import reprlib
 import numpy as np
 from pydantic import ValidationError
 
-from inferscale.api.datatypes import DATATYPES, Datatype
+from inferscale.api.datatypes import FIXED_SIZE, VARIABLE_SIZE, Datatype
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferInputTensor
 
 INPUT_NAME = "features"
-ACCEPTED = tuple(datatype for datatype in DATATYPES.values() if datatype.wire is not None)
-REFUSED = tuple(datatype for datatype in DATATYPES.values() if datatype.wire is None)
+# Every fixed-size datatype; the rows are read as float64 whatever they came as.
+ACCEPTED = tuple(FIXED_SIZE)
+REFUSED = VARIABLE_SIZE
 
 
 def declared_rows(tensor: InferInputTensor) -> tuple[int, int]:
@@ -31,8 +32,8 @@ def declared_rows(tensor: InferInputTensor) -> tuple[int, int]:
             "unknown_input",
             f"unknown input {tensor.name!r}; this model's input is {INPUT_NAME!r}",
         )
-    if DATATYPES[tensor.datatype] in REFUSED:
-        accepted = ", ".join(datatype.name for datatype in ACCEPTED)
+    if tensor.datatype in REFUSED:
+        accepted = ", ".join(ACCEPTED)
         raise ApiError(
             400,
             "unsupported_datatype",
@@ -46,7 +47,7 @@ def declared_rows(tensor: InferInputTensor) -> tuple[int, int]:
 def decode_rows(tensor: InferInputTensor, chunk: memoryview | None) -> np.ndarray:
     """The tensor as float64 rows; `chunk` is its binary data, None when it comes as JSON."""
     batch, width = declared_rows(tensor)
-    datatype = DATATYPES[tensor.datatype]
+    datatype = FIXED_SIZE[tensor.datatype]
     if chunk is None:
         values = _from_json(tensor, datatype, batch, width)
     else:

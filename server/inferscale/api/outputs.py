@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferscale.api.datatypes import DATATYPES, Datatype
+from inferscale.api.datatypes import FIXED_SIZE, Datatype
 from inferscale.api.errors import ApiError
 from inferscale.api.schemas import InferRequest
 from inferscale.model import label
@@ -24,8 +24,8 @@ class Output:
 OUTPUTS = {
     output.name: output
     for output in (
-        Output("probability", DATATYPES["FP64"], lambda probabilities: probabilities),
-        Output("label", DATATYPES["INT64"], label),
+        Output("probability", FIXED_SIZE["FP64"], lambda probabilities: probabilities),
+        Output("label", FIXED_SIZE["INT64"], label),
     )
 }
 

@@ -48,14 +48,10 @@ def model_metadata(name: str, version: str | None = None):
         # Which datatypes the input takes goes in `properties`, the string-to-string
         # map that the protocol's REST schema and gRPC ModelMetadataResponse both define.
         properties={
-            f"{features.INPUT_NAME}.accepted_datatypes": _names(features.ACCEPTED),
-            f"{features.INPUT_NAME}.refused_datatypes": _names(features.REFUSED),
+            f"{features.INPUT_NAME}.accepted_datatypes": ",".join(features.ACCEPTED),
+            f"{features.INPUT_NAME}.refused_datatypes": ",".join(features.REFUSED),
         },
     )
-
-
-def _names(datatypes) -> str:
-    return ",".join(datatype.name for datatype in datatypes)
 
 
 @blueprint.get("/models/<name>/ready")
