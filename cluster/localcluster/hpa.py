@@ -6,53 +6,33 @@ import threading
 import time
 from dataclasses import dataclass
 
+from kubernetes.utils.quantity import parse_quantity
+
+from inferscale.doctor.hpa import current_values, spec_metrics
+
 
 @dataclass(frozen=True)
 class HpaSample:
     at: float  # seconds since the recorder started
     replicas: int
     desired: int
-    metric: float | None  # the HPA's first metric (a Pods one) current average; None while <unknown>
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity such as `1500m` or `2` as a float."""
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    metric: float | None  # the current value of the HPA's first metric; None while <unknown>
 
 
 def sample(hpa: dict, at: float) -> HpaSample:
     status = hpa.get("status", {})
     # The chart lists the duration first; a second Pods metric (slot utilization)
-    # follows it. Matched by name: an unreadable metric's entry is empty.
-    first = next(iter(hpa.get("spec", {}).get("metrics") or []), None)
-    metric = next(
-        (
-            quantity(current["pods"]["current"]["averageValue"])
-            for current in status.get("currentMetrics") or []
-            if first and current.get("type") == "Pods" and _metric_key(current) == _metric_key(first)
-        ),
-        None,
-    )
+    # follows it. Matched by type and name: an unreadable metric's entry is empty.
+    first = next(iter(spec_metrics(hpa)), None)
+    value = current_values(hpa).get(first) if first else None
+    metric = float(parse_quantity(value)) if value is not None else None
     return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
 
 
 def every_metric_known(hpa: dict) -> bool:
-    """Each metric of the HPA's spec has a current value: `kubectl get hpa`
-    shows no `<unknown>`. A metric the controller could not read has an empty
-    entry in currentMetrics (`computeReplicasForMetrics`), or none yet."""
-    wanted = [_metric_key(metric) for metric in hpa.get("spec", {}).get("metrics") or []]
-    known = {
-        _metric_key(current)
-        for current in hpa.get("status", {}).get("currentMetrics") or []
-        if current.get("type") and current[current["type"].lower()].get("current")
-    }
+    """Each metric of the HPA's spec has a current value: `kubectl get hpa` shows no `<unknown>`."""
+    wanted, known = spec_metrics(hpa), current_values(hpa)
     return bool(wanted) and all(key in known for key in wanted)
-
-
-def _metric_key(metric: dict) -> tuple[str, str | None]:
-    """(type, metric name) of a spec.metrics or status.currentMetrics entry of type Pods or External."""
-    source = metric.get(metric.get("type", "").lower()) or {}
-    return metric.get("type", ""), source.get("metric", {}).get("name")
 
 
 class HpaRecorder(threading.Thread):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .hpa import current_values
 from .kube import ApiError, Cluster, Prometheus
 from .selectors import describe, matches
 
@@ -296,7 +297,7 @@ def hpa_scaling(walk: Walk) -> str:
             )
     values = []
     for metric in walk.metrics:
-        current = _current_value(status, metric)
+        current = current_values(walk.hpa).get((metric["type"], metric["name"]))
         if current is None:
             raise Broken(
                 f"HPA {walk.hpa['metadata']['name']} has no current value of {metric['name']} yet",
@@ -307,14 +308,6 @@ def hpa_scaling(walk: Walk) -> str:
         f"HPA {walk.hpa['metadata']['name']}: {status.get('currentReplicas')} replicas "
         f"(desired {status.get('desiredReplicas')}), current value {', '.join(values)}"
     )
-
-
-def _current_value(status: dict, metric: dict) -> str | None:
-    for current in status.get("currentMetrics") or []:
-        source = current.get("pods") or current.get("external") or {}
-        if current.get("type") == metric["type"] and (source.get("metric") or {}).get("name") == metric["name"]:
-            return source["current"].get("averageValue") or source["current"].get("value")
-    return None
 
 
 def alerts_quiet(walk: Walk) -> str:
