@@ -39,7 +39,7 @@ import requests
 from localcluster.loopback import LOOPBACK, free_port
 from localcluster.processes import ManagedProcess, wait_until
 from localcluster.prometheus_process import Prometheus
-from localcluster.servers import descendants
+from localcluster.servers import process_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,7 @@ class Server:
     @property
     def pids(self) -> list[int]:
         """The server's process and every process below it."""
-        return [self.process.pid, *descendants(self.process.pid)] if self.process.pid else []
+        return process_tree(self.process.pid)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from .binaries import image_archive
-from .images import oci_image_name
+from .images import packed_image
 from .kubectl import apply, kubectl
 from .manifests import deployment
 from .processes import wait_until
@@ -234,7 +234,7 @@ def install(
         dns_names=(f"{NAME}.{NAMESPACE}.svc",),
         server=True,
     )
-    image = oci_image_name(IMAGE_REPOSITORY, image_archive(IMAGE_ARCHIVE))
+    image = packed_image(IMAGE_REPOSITORY, IMAGE_ARCHIVE)
     apply(admin, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply(admin, rbac_objects())
     apply(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .binaries import image_archive
-from .images import oci_image_name
+from .images import packed_image
 from .kubectl import apply
 from .manifests import deployment
 from .processes import wait_until
@@ -32,6 +32,8 @@ NAME = "coredns"
 CLUSTER_DNS_IP = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 IMAGE_NAME = "localhost/inferscale/coredns"
+# What `ci/tools.sh node` packs CoreDNS as, in the cache's images.
+ARCHIVE = "coredns.oci.tar"
 HEALTH_PORT, READY_PORT, METRICS_PORT = 8080, 8181, 9153
 
 COREFILE = f"""\
@@ -50,12 +52,12 @@ COREFILE = f"""\
 
 
 def coredns_archive() -> Path:
-    return image_archive("coredns.oci.tar")
+    return image_archive(ARCHIVE)
 
 
 def coredns_image() -> str:
     """The name the node imports the archive under: its tag is the version ci/tools.sh built."""
-    return oci_image_name(IMAGE_NAME, coredns_archive())
+    return packed_image(IMAGE_NAME, ARCHIVE)
 
 
 def install(control_plane: ControlPlane, timeout: float = 120) -> None:

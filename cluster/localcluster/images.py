@@ -8,6 +8,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from .binaries import image_archive
 from .repo import REPO
 
 BUILD_SCRIPT = REPO / "ci" / "build_image.sh"
@@ -31,3 +32,9 @@ def oci_image_name(repository: str, archive: Path) -> str:
             raise ValueError(f"{archive}: ./index.json is not a regular file")
         [manifest] = json.load(index)["manifests"]
     return f"{repository}:{manifest['annotations']['org.opencontainers.image.ref.name']}"
+
+
+def packed_image(repository: str, archive: str) -> str:
+    """The reference of an image ci/tools.sh packed into the cache as `archive`,
+    which the node imports under `repository`."""
+    return oci_image_name(repository, image_archive(archive))

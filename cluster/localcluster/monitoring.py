@@ -35,7 +35,7 @@ import requests
 import yaml
 
 from .binaries import MissingBinary, cache_dir, image_archive
-from .images import oci_image_name
+from .images import packed_image
 from .kubectl import apply, kubectl
 from .processes import wait_until
 from .values import merged
@@ -136,11 +136,6 @@ def operator_objects(bundle: Path) -> list[dict]:
             subject["namespace"] = NAMESPACE
         objects.append(obj)
     return objects
-
-
-def packed_image(repository: str) -> str:
-    """The reference of the image ci/tools.sh packed for `repository`."""
-    return oci_image_name(repository, image_archive(IMAGES[repository]))
 
 
 def prometheus_spec(values: dict, image: str, scrape_interval: str | None, resend_delay: str | None = None) -> dict:
@@ -368,7 +363,12 @@ def install(
         f"--timeout={START_TIMEOUT}s",
     )
     values = yaml.safe_load(values_file.read_text())
-    spec = prometheus_spec(values, packed_image(PROMETHEUS_REPOSITORY), scrape_interval, alertmanager.resend_delay)
+    spec = prometheus_spec(
+        values,
+        packed_image(PROMETHEUS_REPOSITORY, IMAGES[PROMETHEUS_REPOSITORY]),
+        scrape_interval,
+        alertmanager.resend_delay,
+    )
     apply(kubeconfig, prometheus_objects(spec, node_port))
     apply(kubeconfig, kube_state_metrics_objects(kube_state_metrics_manifests()))
     # A list in the overrides (receivers, routes) replaces the file's whole, as in helm.
@@ -376,7 +376,9 @@ def install(
     apply(
         kubeconfig,
         [
-            *alertmanager_objects(config, alertmanager.node_port, packed_image(ALERTMANAGER_REPOSITORY)),
+            *alertmanager_objects(
+                config, alertmanager.node_port, packed_image(ALERTMANAGER_REPOSITORY, IMAGES[ALERTMANAGER_REPOSITORY])
+            ),
             watchdog_rule(),
             apiserver_service_monitor(),
             api_down_rule(api_down_for),

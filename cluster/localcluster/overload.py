@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from .servers import ServerProcess, descendants, process_name
+from .servers import ServerProcess, process_name, process_tree
 
 
 @dataclass
@@ -100,9 +100,7 @@ class ProcessUse:
 
     @classmethod
     def of(cls, server: ServerProcess) -> ProcessUse:
-        server_pid = server.process.pid
-        # A server never started has no processes, so no use either.
-        pids = [] if server_pid is None else [server_pid, *descendants(server_pid)]
+        pids = process_tree(server.process.pid)
         rss: dict[int, int] = {}
         fds: dict[int, int] = {}
         threads: dict[int, int] = {}

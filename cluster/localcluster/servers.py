@@ -119,6 +119,11 @@ class ServerProcess:
         return requests.post(self.url + "/predict", json={"features": list(features)}, timeout=timeout)
 
 
+def process_tree(pid: int | None) -> list[int]:
+    """`pid` and every process below it; none for a process never started."""
+    return [] if pid is None else [pid, *descendants(pid)]
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`, at any depth."""
     return [grandchild for child in children(pid) for grandchild in [child, *descendants(child)]]
