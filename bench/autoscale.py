@@ -38,6 +38,7 @@ from localcluster.load import headless_locust
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
 
 ROOT = Path(__file__).resolve().parent.parent
+ARRIVAL_LOG_PLUGIN = ROOT / "bench" / "arrival_log.py"
 
 SEEDS_BEHAVIOR = {
     "autoscaling": {
@@ -95,11 +96,17 @@ def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
         time.sleep(2)
 
 
-def offer_load(stack: LocalStack, users: int, user_rps: float, seconds: float) -> subprocess.CompletedProcess:
-    """`users` locust users, all started within a second, for `seconds`; locust's summary is in its output."""
+def offer_load(
+    stack: LocalStack, users: int, user_rps: float, seconds: float, arrival_log: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`users` locust users, all started within a second, for `seconds`; locust's summary is in its output.
+    With `arrival_log`, the wall-clock start of every request sent is appended to that file."""
+    plugins, env = (), {**os.environ, "LOAD_USER_RPS": str(user_rps)}
+    if arrival_log is not None:
+        plugins, env["ARRIVAL_LOG"] = (ARRIVAL_LOG_PLUGIN,), str(arrival_log)
     return subprocess.run(
-        headless_locust(stack.service_url, users, seconds, "--only-summary"),
-        env={**os.environ, "LOAD_USER_RPS": str(user_rps)},
+        headless_locust(stack.service_url, users, seconds, "--only-summary", plugins=plugins),
+        env=env,
         capture_output=True,
         text=True,
         timeout=seconds + 300,

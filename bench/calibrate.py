@@ -3,14 +3,19 @@
 Brings up the whole stack (localcluster) in the chosen timing, steps the load
 from nothing to `--times` × one pod's capacity with the locustfile (Poisson
 arrivals, as it sends by default), holds it `--up` seconds, stops it, and
-reads the HPA every second until `--down` seconds later. Then the simulator
-runs the same values, timing and load with `--seeds` seeds, on a cluster with
-the node's room for pods (its allocatable CPU and memory less the other pods'
-requests: fewer than maxReplicas on a 2-core machine), and this prints,
-per seed, the share of measured samples whose simulated replicas are within
-±1, and the simulated first scale-up against the measured one; then the
-share of measured readings within the seeds' range ±1 (one seed and the real
-run are two draws of the same random arrivals). A plot of
+reads the HPA every second until `--down` seconds later; locust writes when
+it sent each request (bench/arrival_log.py). Then the simulator runs the same
+values and timing with `--seeds` seeds, on a cluster with the node's room for
+pods (its allocatable CPU and memory less the other pods' requests: fewer
+than maxReplicas on a 2-core machine), twice: with Poisson draws of the same
+rate, and with the measured arrivals replayed (the seeds then draw only the
+routing, the scrape and sync phases and the readiness delays). For each it
+prints, per seed, the share of measured samples whose simulated replicas
+are within ±1, and the simulated first scale-up against the measured one;
+then the share of measured readings within the seeds' range ±1. The replay
+is the calibration: a draw and the real run are two samples of the same
+random arrivals, whose bursts decide a step's peak (a run saved before
+arrivals were recorded, 2026-12-03, has the draws only). A plot of
 both trajectories (replicas, and the per-pod average the HPA acted on) goes
 to docs/calibration/<timing>.png, and the measurement to <timing>.json beside
 it, so that `--replot` redraws it after a change to the simulator without
@@ -30,7 +35,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -172,16 +177,24 @@ def requests_of(pod_spec: dict) -> dict:
     }
 
 
-def measure(timing: str, users: int, up: float, down: float) -> tuple[list[Observed], int]:
+@dataclass(frozen=True)
+class Measured:
+    observed: list[Observed]
+    schedulable: int
+    arrivals: list[float]  # seconds from the step at which each request was sent
+
+
+def measure(timing: str, users: int, up: float, down: float) -> Measured:
     with tempfile.TemporaryDirectory() as work, LocalStack(stack_config(timing, Path(work))) as stack:
         wait_for_metric(stack)
         schedulable = schedulable_pods(stack)
         print(f"# the node has room for {schedulable} of the Deployment's pods", flush=True)
+        arrival_log = Path(work) / "arrivals.txt"
         recorder = HpaRecorder(stack.hpa, period=1.0)
         recorder.start()
         try:
-            step_at = recorder.elapsed()
-            locust = offer_load(stack, users, USER_RPS[timing], up)
+            step_at, step_wall = recorder.elapsed(), time.time()
+            locust = offer_load(stack, users, USER_RPS[timing], up, arrival_log)
             if locust.returncode not in (0, 1):  # 1: some requests failed, which is a figure here
                 raise RuntimeError(f"locust failed:\n{locust.stderr[-2000:]}")
             stopped_at = recorder.elapsed()
@@ -189,7 +202,8 @@ def measure(timing: str, users: int, up: float, down: float) -> tuple[list[Obser
         finally:
             samples = recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
-    return [Observed(s.at - step_at, s.desired, s.metric) for s in samples], schedulable
+        arrivals = sorted(round(float(line) - step_wall, 3) for line in arrival_log.read_text().split())
+    return Measured([Observed(s.at - step_at, s.desired, s.metric) for s in samples], schedulable, arrivals)
 
 
 def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
@@ -197,6 +211,24 @@ def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, 
     return Loop(
         model.hpa, model.pod, model.timing, "poisson", seed, user_rps=user_rps, max_running_pods=model.max_running_pods
     ).run(shape, end)
+
+
+def replay(model: Model, arrivals: list[float], end: float, seed: int) -> Trace:
+    loop = Loop(model.hpa, model.pod, model.timing, seed=seed, max_running_pods=model.max_running_pods)
+    return loop.replay(arrivals, end)
+
+
+def compare(label: str, observed: list[Observed], traces: list[Trace], model: Model) -> list[Agreement]:
+    """Print how each seed's run agrees with the measured one; the agreements."""
+    agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
+    report(label, agreements)
+    ranges = seed_ranges(observed, traces)
+    width = statistics.median(high - low for _, low, high in ranges)
+    print(
+        f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(ranges):.0f} % "
+        f"of the readings from the step on (the range is {width:g} pods wide at the median reading)"
+    )
+    return agreements
 
 
 def plot(
@@ -251,8 +283,8 @@ def plot(
     plt.close(figure)
 
 
-def report(timing: str, agreements: list[Agreement]) -> None:
-    print(f"\n# {timing} timing: each seed's run against the measured one")
+def report(label: str, agreements: list[Agreement]) -> None:
+    print(f"\n# {label}: each seed's run against the measured one")
     print(f"{'seed':>4}  {'replicas within ±1':>20}  {'first scale-up, measured / simulated':>38}")
     for seed, a in enumerate(agreements, start=1):
         first = f"{fmt(a.first_scale_up_measured)} / {fmt(a.first_scale_up_simulated)}"
@@ -307,14 +339,15 @@ def main() -> None:
     else:
         default_up, default_down = DEFAULT_SECONDS[args.timing]
         up, down = args.up or default_up, args.down or default_down
-        observed, schedulable = measure(args.timing, users, up, down)
+        measured = measure(args.timing, users, up, down)
         run = {
             "times": args.times,
             "users": users,
             "user_rps": user_rps,
             "up": up,
-            "schedulable": schedulable,
-            "observed": [vars(o) for o in observed],
+            "schedulable": measured.schedulable,
+            "observed": [vars(o) for o in measured.observed],
+            "arrivals": measured.arrivals,
         }
         OUT.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(run, indent=1) + "\n")
@@ -323,15 +356,17 @@ def main() -> None:
     rate = run["users"] * run["user_rps"]
     # The cluster the run was measured on: the node's room, as measure() found it.
     model = replace(model, max_running_pods=run["schedulable"])
-    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in range(1, args.seeds + 1)]
-    agreements = [agreement(observed, trace, model.hpa.min_replicas) for trace in traces]
-    report(args.timing, agreements)
-    ranges = seed_ranges(observed, traces)
-    width = statistics.median(high - low for _, low, high in ranges)
-    print(
-        f"measured replicas within the {len(traces)} seeds' range ±1: {100 * within_seeds(ranges):.0f} % "
-        f"of the readings from the step on (the range is {width:g} pods wide at the median reading)"
-    )
+    seeds = range(1, args.seeds + 1)
+    draws = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in seeds]
+    if "arrivals" in run:
+        # The seeds still draw the routing, the scrape and sync phases and the readiness delays.
+        compare(f"{args.timing} timing, Poisson draws of the same rate", observed, draws, model)
+        traces = [replay(model, run["arrivals"], end, seed) for seed in seeds]
+        agreements = compare(f"{args.timing} timing, the measured arrivals replayed", observed, traces, model)
+    else:
+        print("# no arrivals recorded with this run: Poisson draws of its rate only")
+        traces = draws
+        agreements = compare(f"{args.timing} timing, Poisson draws of the same rate", observed, traces, model)
     chosen = agreements.index(median_agreement(agreements))
     # The second half of the load: past the scale-up, before the stop.
     start, stop = run["up"] / 2, run["up"]
@@ -366,9 +401,10 @@ def main() -> None:
         f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
         f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"
     )
+    simulated_arrivals = "the measured arrivals replayed" if "arrivals" in run else "Poisson draws"
     title = (
         f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
-        f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none"
+        f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none\nsimulated: {simulated_arrivals}"
     )
     plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target, run["schedulable"])
     print(f"plot: {(OUT / f'{args.timing}.png').relative_to(ROOT)}")

@@ -6,14 +6,16 @@ The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
   3. ≤ 2 replica changes per hour in steady load, at 2× and at 5×;
   4. back to minReplicas within 10 minutes after a 5× load stops.
 
-Two sweeps. The first turns the knobs a user has on the duration signal
+Three sweeps. The first turns the knobs a user has on the duration signal
 alone: the duration target, the scrape interval with the rate window (the
 chart's rule of 4 scrapes per window), and the scale-down stabilization
 window. The second keeps the chart's 12 s target and adds the chart's
 second Pods metric, slot utilization (autoscaling.slotUtilization): the
 share of a pod's slots its requests hold, running or queued, averaged over
 the window, with its own target: the HPA takes the larger of the two
-proposals. Everything else is the chart's values, with maxReplicas raised to
+proposals. The third keeps the chart's defaults and adds a scale-up
+stabilization window, with the chart's timing and the fastest one.
+Everything else is the chart's values, with maxReplicas raised to
 20 so that the cap decides nothing. The baselines are found by the same
 simulator in the same run, for each seed.
 
@@ -53,6 +55,10 @@ SCALE_DOWN_WINDOWS = (300, 600)
 UTILIZATION_TARGETS = (0.6, 0.65, 0.7, 0.75)
 UTILIZATION_TIMINGS = ((15.0, 60.0), (10.0, 40.0), (5.0, 20.0))
 UTILIZATION_SCALE_DOWN_WINDOWS = (300, 420)
+# The third sweep: a scale-up stabilization window (the lowest proposal of the
+# last N s), which keeps a lone burst's reading from adding a pod.
+SCALE_UP_WINDOWS = (30, 60)
+SCALE_UP_TIMINGS = ((10.0, 40.0), (5.0, 20.0))
 STEADY_LOADS = (2, 5)
 
 CHART_TARGET = 12.0  # chart/values.yaml's targetAverageDurationSeconds: the service's latency goal
@@ -70,6 +76,7 @@ class Knobs:
     rate_window: float
     scale_down_window: int
     utilization_target: float | None = None
+    scale_up_window: int = 0
 
     def applied(self, model: Model) -> Model:
         held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
@@ -78,6 +85,7 @@ class Knobs:
             target=self.target,
             max_replicas=20,
             held_target=held,
+            scale_up=replace(model.hpa.scale_up, stabilization_window_seconds=self.scale_up_window),
             scale_down=replace(model.hpa.scale_down, stabilization_window_seconds=self.scale_down_window),
         )
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
@@ -87,7 +95,7 @@ class Knobs:
         utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
         return (
             f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
-            f"{self.scale_down_window} s"
+            f"{self.scale_up_window} s / {self.scale_down_window} s"
         )
 
 
@@ -210,10 +218,15 @@ def main() -> None:
                 UTILIZATION_TARGETS, UTILIZATION_TIMINGS, UTILIZATION_SCALE_DOWN_WINDOWS
             )
         ]
+        with_scale_up_window = [
+            replace(CHART_DEFAULTS, scrape_interval=scrape, rate_window=window, scale_up_window=up)
+            for up, (scrape, window) in itertools.product(SCALE_UP_WINDOWS, SCALE_UP_TIMINGS)
+        ]
         print(f"# {args.hours:g} h simulated per run, seeds 1-{args.seeds}; goals as in this script's docstring")
         for title, sweep in (
             ("the duration alone", duration_alone),
             (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization),
+            ("the chart's defaults with a scale-up stabilization window", with_scale_up_window),
         ):
             rows = [(knobs, arrivals) for knobs in sweep for arrivals in ARRIVALS]
             jobs = [
@@ -230,7 +243,7 @@ def main() -> None:
             runs = list(pool.map(seed_run, jobs))
             print(f"\n## {title}\n")
             print(
-                "| target | utilization target | scrape / window | scale-down window | arrivals "
+                "| target | utilization target | scrape / window | scale-up / scale-down window | arrivals "
                 "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
                 "| changes/h, max of 2x and 5x (seeds) | back to min, s "
                 f"| seeds of {args.seeds} meeting goal 1 / 2 / 3 / 4 |"

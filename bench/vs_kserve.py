@@ -130,7 +130,7 @@ class Result:
     pss_mib: float
     pss_by_process: list[tuple[int, float]]
     wrk: dict[str, float]
-    cpu_seconds: float
+    cpu_by_name: dict[str, float]  # CPU seconds in the measured run, per process name
     scrape_ms: list[float]
     scrape_failures: int
     spread: list[int]
@@ -142,7 +142,7 @@ class Result:
 
     @property
     def cpu_us_per_request(self) -> float:
-        return self.cpu_seconds / self.wrk["requests"] * 1e6
+        return sum(self.cpu_by_name.values()) / self.wrk["requests"] * 1e6
 
     @property
     def socket_errors(self) -> int:
@@ -317,13 +317,15 @@ class Scraper:
         return {at: float(value) for at, value in series[0]["values"]} if series else {}
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time used so far by these processes, all their threads included."""
-    total = 0
+def cpu_seconds(pids: list[int]) -> Counter:
+    """User and system CPU time used so far by these processes, all their threads included,
+    per process name: inferscale names its processes by their part (http-worker, model-process)."""
+    totals: Counter = Counter()
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        totals[name] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return totals
 
 
 def connections_per_process(server: Server) -> list[int]:
@@ -369,7 +371,8 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
             time.sleep(SPREAD_LOOK_DELAY)
             spread = connections_per_process(server)
             wrk_numbers = wrk_result(wrk, args.seconds)
-            cpu = cpu_seconds(pids) - cpu_before
+            cpu_after = cpu_seconds(pids)
+            cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
             scrape_ms, scrape_failures = scraper.last(args.seconds)
     finally:
         server.stop()
@@ -417,6 +420,11 @@ def print_table(results: list[Result]) -> None:
     for r in results:
         if r.round == 1:
             print(f"  {r.name:<18}" + "  ".join(f"{pid}:{pss:.1f}" for pid, pss in r.pss_by_process))
+    print("\nserver CPU per request by process name, us (where the work is):")
+    for r in results:
+        parts = sorted(r.cpu_by_name.items(), key=lambda part: -part[1])
+        shares = "  ".join(f"{name} {seconds / r.wrk['requests'] * 1e6:.0f}" for name, seconds in parts if seconds)
+        print(f"  {r.round}  {r.name:<18}{shares}")
 
 
 def print_ratios(results: list[Result], ours: str, theirs: str) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-# Not scripts: KServe's side of vs_kserve.py (runs in KServe's own venv) and
-# metrics_under_load.py's baseline app (imported by gunicorn).
-HELPERS = {"kserve_model.py", "naive_app.py"}
+# Not scripts: KServe's side of vs_kserve.py (runs in KServe's own venv),
+# metrics_under_load.py's baseline app (imported by gunicorn) and
+# calibrate.py's locust plugin (loaded by locust; tests/test_locust.py runs it).
+HELPERS = {"kserve_model.py", "naive_app.py", "arrival_log.py"}
 SCRIPTS = sorted(path.name for path in BENCH.glob("*.py") if path.name not in HELPERS)
 
 

@@ -18,7 +18,7 @@ from localcluster.processes import ManagedProcess
 from localcluster.repo import LOCUSTFILE
 from localcluster.servers import LOOPBACK, free_port
 
-LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+ARRIVAL_LOG_PLUGIN = LOCUSTFILE.parent / "bench" / "arrival_log.py"
 
 # 4 slots / 0.2 s = 20 requests/s of capacity, 8 queue places.
 UNDER_CAPACITY_SERVER = {"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "8"}
@@ -30,11 +30,17 @@ def locust_env(**load: str) -> dict[str, str]:
     return {**env, **load}
 
 
+def locust_command(*plugins: Path) -> list[str]:
+    """locust with the project's locustfile, and `plugins` loaded beside it."""
+    return [sys.executable, "-m", "locust", "-f", ",".join(str(path) for path in (LOCUSTFILE, *plugins))]
+
+
 def run_locust_headless(
-    host: str, csv_prefix: Path, env: dict[str, str], args: list[str], timeout: float
+    host: str, csv_prefix: Path, env: dict[str, str], args: list[str], timeout: float, plugins: tuple[Path, ...] = ()
 ) -> subprocess.CompletedProcess:
     """`locust --headless` to completion; all it started is killed if it overruns."""
-    command = [*LOCUST, "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary", *args]
+    command = [*locust_command(*plugins), "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary"]
+    command += args
     locust = ManagedProcess("locust", command, f"{csv_prefix}.log", env=env, cwd=csv_prefix.parent).start()
     try:
         finished = locust.wait(timeout)
@@ -140,6 +146,33 @@ def test_rejections_are_failures_unless_told_otherwise(start_server, tmp_path):
         assert served >= 1 and rejected % 3 == 0 and rejected // 3 in (served, served + 1), (served, rejected)
 
 
+@pytest.mark.slow
+def test_arrival_log_has_every_request_sent_and_no_dropped_arrival(start_server, tmp_path):
+    # One slot, no queue, at most 2 in flight per user: of each burst of 4, one
+    # request is served, one refused (503) and two never leave the client.
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0.5", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"}, workers=1)
+    load = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "4", "LOAD_USER_RPS": "0.5", "LOAD_V2_WEIGHT": "0"}
+    log = tmp_path / "arrivals.txt"
+    env = locust_env(**load, LOAD_MAX_OUTSTANDING="2", ARRIVAL_LOG=str(log))
+    began = time.time()
+    run_locust_headless(
+        server.url,
+        tmp_path / "run",
+        env,
+        ["-u", "1", "-r", "1", "-t", "5s", "--json-file", str(tmp_path / "run")],
+        timeout=60,
+        plugins=(ARRIVAL_LOG_PLUGIN,),
+    )
+    ended = time.time()
+    stats = final_stats(tmp_path / "run.json")
+    dropped = [entry for name, entry in stats.items() if name.startswith("arrival dropped")]
+    assert dropped and dropped[0]["num_requests"] >= 2, stats
+    sent = [float(line) for line in log.read_text().split()]
+    assert len(sent) == stats["/predict"]["num_requests"] >= 2, (sent, stats)
+    assert stats["/predict"]["num_failures"] >= 1, stats  # the refused ones are arrivals too
+    assert all(began <= t <= ended for t in sent), (began, sent, ended)
+
+
 def ui_template_args(url: str, timeout: float = 30.0) -> dict:
     """GET / until it answers 200; the settings locust's web UI renders from."""
     deadline = time.monotonic() + timeout
@@ -162,7 +195,7 @@ def test_web_ui_answers_and_lets_the_user_pick_users_without_a_shape(tmp_path, s
     port = free_port()
     locust = ManagedProcess(
         "locust web UI",
-        [*LOCUST, "--host", f"http://{LOOPBACK}:9", "--web-host", LOOPBACK, "--web-port", str(port)],
+        [*locust_command(), "--host", f"http://{LOOPBACK}:9", "--web-host", LOOPBACK, "--web-port", str(port)],
         tmp_path / "locust-ui.log",
         env=locust_env(LOAD_SHAPE=shape) if shape else locust_env(),
         cwd=tmp_path,

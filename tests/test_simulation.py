@@ -252,6 +252,16 @@ def test_over_capacity_the_queue_bounds_the_wait_and_the_rest_is_refused():
     assert max(d for _, d in trace.answered) <= longest + 1e-9
 
 
+def test_a_replay_serves_exactly_the_given_arrivals():
+    # One pod, 2 slots, a queue of 1: 0 s and 1 s run, 2 s waits for the first
+    # slot (free at 10 s), 3 s finds the queue full. -1 s and 40 s lie outside the run.
+    pod = PodModel(slots=2, max_queue=1, inference_seconds=10.0)
+    trace = Loop(None, pod, FAST, fixed_replicas=1).replay([-1.0, 0.0, 1.0, 2.0, 3.0, 40.0], 30.0)
+    assert trace.arrived == 4
+    assert trace.answered == [(0.0, 10.0), (1.0, 10.0), (2.0, 18.0)]
+    assert trace.refused == [3.0]
+
+
 def test_every_accepted_request_is_answered_also_by_pods_scaled_in():
     model = Model.from_chart_values(CHART_VALUES)
     loop = Loop(model.hpa, model.pod, model.timing, "poisson", seed=4)

@@ -39,6 +39,7 @@ import itertools
 import math
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .hpa import Controller, HpaSpec, PodView
@@ -150,9 +151,14 @@ class Loop:
         heapq.heappush(self._events, (time, next(self._order), action, args))
 
     def run(self, shape: Shape, seconds: float) -> Trace:
+        return self.replay(arrivals(self.arrivals_kind, shape, seconds, self.rng, self.user_rps), seconds)
+
+    def replay(self, times: Iterable[float], seconds: float) -> Trace:
+        """The run with these arrival times (a real run's, say) instead of drawn ones."""
         self._scale_to(0.0, self._initial, warm=True)
-        for t in arrivals(self.arrivals_kind, shape, seconds, self.rng, self.user_rps):
-            self._at(t, self._arrive)
+        for t in times:
+            if 0 <= t < seconds:
+                self._at(t, self._arrive)
         if self.controller:
             self._at(self.rng.uniform(0, self.timing.sync_period), self._sync, self.controller)
         while self._events:
