@@ -35,10 +35,10 @@ import yaml
 from inferscale.simulation.scenarios import seconds
 from localcluster.hpa import HpaRecorder, sample
 from localcluster.load import headless_locust
+from localcluster.repo import ARRIVAL_LOG_PLUGIN
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
 
 ROOT = Path(__file__).resolve().parent.parent
-ARRIVAL_LOG_PLUGIN = ROOT / "bench" / "arrival_log.py"
 
 SEEDS_BEHAVIOR = {
     "autoscaling": {

@@ -357,16 +357,14 @@ def main() -> None:
     # The cluster the run was measured on: the node's room, as measure() found it.
     model = replace(model, max_running_pods=run["schedulable"])
     seeds = range(1, args.seeds + 1)
-    draws = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in seeds]
+    traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in seeds]
+    agreements = compare(f"{args.timing} timing, Poisson draws of the same rate", observed, traces, model)
     if "arrivals" in run:
         # The seeds still draw the routing, the scrape and sync phases and the readiness delays.
-        compare(f"{args.timing} timing, Poisson draws of the same rate", observed, draws, model)
         traces = [replay(model, run["arrivals"], end, seed) for seed in seeds]
         agreements = compare(f"{args.timing} timing, the measured arrivals replayed", observed, traces, model)
     else:
         print("# no arrivals recorded with this run: Poisson draws of its rate only")
-        traces = draws
-        agreements = compare(f"{args.timing} timing, Poisson draws of the same rate", observed, traces, model)
     chosen = agreements.index(median_agreement(agreements))
     # The second half of the load: past the scale-up, before the stop.
     start, stop = run["up"] / 2, run["up"]

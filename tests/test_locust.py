@@ -7,18 +7,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from localcluster.load import locust_command
 from localcluster.processes import ManagedProcess
-from localcluster.repo import LOCUSTFILE
+from localcluster.repo import ARRIVAL_LOG_PLUGIN
 from localcluster.servers import LOOPBACK, free_port
-
-ARRIVAL_LOG_PLUGIN = LOCUSTFILE.parent / "bench" / "arrival_log.py"
 
 # 4 slots / 0.2 s = 20 requests/s of capacity, 8 queue places.
 UNDER_CAPACITY_SERVER = {"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "8"}
@@ -30,16 +28,11 @@ def locust_env(**load: str) -> dict[str, str]:
     return {**env, **load}
 
 
-def locust_command(*plugins: Path) -> list[str]:
-    """locust with the project's locustfile, and `plugins` loaded beside it."""
-    return [sys.executable, "-m", "locust", "-f", ",".join(str(path) for path in (LOCUSTFILE, *plugins))]
-
-
 def run_locust_headless(
     host: str, csv_prefix: Path, env: dict[str, str], args: list[str], timeout: float, plugins: tuple[Path, ...] = ()
 ) -> subprocess.CompletedProcess:
     """`locust --headless` to completion; all it started is killed if it overruns."""
-    command = [*locust_command(*plugins), "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary"]
+    command = [*locust_command(plugins), "--headless", "--host", host, "--csv", str(csv_prefix), "--only-summary"]
     command += args
     locust = ManagedProcess("locust", command, f"{csv_prefix}.log", env=env, cwd=csv_prefix.parent).start()
     try:

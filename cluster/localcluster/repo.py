@@ -5,3 +5,5 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "locustfile.py"
+# A locust plugin that logs when each request was sent (bench/calibrate.py replays them).
+ARRIVAL_LOG_PLUGIN = REPO / "bench" / "arrival_log.py"
