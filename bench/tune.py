@@ -6,7 +6,7 @@ The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
   3. ≤ 2 replica changes per hour in steady load, at 2× and at 5×;
   4. back to minReplicas within 10 minutes after a 5× load stops.
 
-Three sweeps. The first turns the knobs a user has on the duration signal
+Four sweeps. The first turns the knobs a user has on the duration signal
 alone: the duration target, the scrape interval with the rate window (the
 chart's rule of 4 scrapes per window), and the scale-down stabilization
 window. The second keeps the chart's 12 s target and adds the chart's
@@ -14,8 +14,12 @@ second Pods metric, slot utilization (autoscaling.slotUtilization): the
 share of a pod's slots its requests hold, running or queued, averaged over
 the window, with its own target: the HPA takes the larger of the two
 proposals. The third keeps the chart's defaults and adds a scale-up
-stabilization window, with the chart's timing and the fastest one.
-Everything else is the chart's values, with maxReplicas raised to
+stabilization window, with the chart's timing and the fastest one. The
+fourth widens the tolerance on the way up only (`behavior.scaleUp.tolerance`,
+Kubernetes' HPAConfigurableTolerance), so that a reading must pass the target
+by more than 10 % to add a pod, with lower utilization targets to see load
+as early as before and a duration target that lets go of the pods an
+unqueued 10 s reading holds. Everything else is the chart's values, with maxReplicas raised to
 20 so that the cap decides nothing. The baselines are found by the same
 simulator in the same run, for each seed.
 
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import yaml
 
+from inferscale.simulation.hpa import DEFAULT_TOLERANCE
 from inferscale.simulation.loop import Loop
 from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
@@ -59,6 +64,10 @@ UTILIZATION_SCALE_DOWN_WINDOWS = (300, 420)
 # last N s), which keeps a lone burst's reading from adding a pod.
 SCALE_UP_WINDOWS = (30, 60)
 SCALE_UP_TIMINGS = ((10.0, 40.0), (5.0, 20.0))
+# The fourth sweep: a wider tolerance on the way up only.
+SCALE_UP_TOLERANCES = (0.5, 0.75, 1.0)
+TOLERANCE_TARGETS = (12.0, 13.0)
+TOLERANCE_UTILIZATION_TARGETS = (0.6, 0.65, 0.75)
 STEADY_LOADS = (2, 5)
 
 CHART_TARGET = 12.0  # chart/values.yaml's targetAverageDurationSeconds: the service's latency goal
@@ -77,6 +86,8 @@ class Knobs:
     scale_down_window: int
     utilization_target: float | None = None
     scale_up_window: int = 0
+    scale_up_tolerance: float = DEFAULT_TOLERANCE
+    scale_down_tolerance: float = DEFAULT_TOLERANCE
 
     def applied(self, model: Model) -> Model:
         held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
@@ -85,8 +96,14 @@ class Knobs:
             target=self.target,
             max_replicas=20,
             held_target=held,
-            scale_up=replace(model.hpa.scale_up, stabilization_window_seconds=self.scale_up_window),
-            scale_down=replace(model.hpa.scale_down, stabilization_window_seconds=self.scale_down_window),
+            scale_up=replace(
+                model.hpa.scale_up, stabilization_window_seconds=self.scale_up_window, tolerance=self.scale_up_tolerance
+            ),
+            scale_down=replace(
+                model.hpa.scale_down,
+                stabilization_window_seconds=self.scale_down_window,
+                tolerance=self.scale_down_tolerance,
+            ),
         )
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
         return replace(model, hpa=hpa, timing=timing)
@@ -95,7 +112,8 @@ class Knobs:
         utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
         return (
             f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
-            f"{self.scale_up_window} s / {self.scale_down_window} s"
+            f"{self.scale_up_window} s / {self.scale_down_window} s | "
+            f"{self.scale_up_tolerance:g} / {self.scale_down_tolerance:g}"
         )
 
 
@@ -183,7 +201,7 @@ def readings_that_add_a_pod(job: tuple[str, float, int, int]) -> tuple[float, fl
     case = scenario("step", model.pod_capacity, 2, hours)
     trace = Loop(hpa, model.pod, model.timing, arrivals, seed).run(case.shape, case.seconds)
     steady = [s for s in trace.syncs if s.at >= case.steady_from]
-    adding = [s.at for s in steady if s.value is not None and s.value > hpa.target * (1 + hpa.tolerance)]
+    adding = [s.at for s in steady if s.value is not None and s.value > hpa.target * (1 + hpa.tolerances.up)]
     window = hpa.scale_down.stabilization_window_seconds
     held_back = [s for s in steady if any(s.at - window < at <= s.at for at in adding)]
     return len(adding) / len(steady), len(held_back) / len(steady)
@@ -222,11 +240,18 @@ def main() -> None:
             replace(CHART_DEFAULTS, scrape_interval=scrape, rate_window=window, scale_up_window=up)
             for up, (scrape, window) in itertools.product(SCALE_UP_WINDOWS, SCALE_UP_TIMINGS)
         ]
+        with_scale_up_tolerance = [
+            replace(CHART_DEFAULTS, target=target, utilization_target=utilization, scale_up_tolerance=up)
+            for target, utilization, up in itertools.product(
+                TOLERANCE_TARGETS, TOLERANCE_UTILIZATION_TARGETS, SCALE_UP_TOLERANCES
+            )
+        ]
         print(f"# {args.hours:g} h simulated per run, seeds 1-{args.seeds}; goals as in this script's docstring")
         for title, sweep in (
             ("the duration alone", duration_alone),
             (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization),
             ("the chart's defaults with a scale-up stabilization window", with_scale_up_window),
+            ("the chart's defaults with a wider tolerance on the way up", with_scale_up_tolerance),
         ):
             rows = [(knobs, arrivals) for knobs in sweep for arrivals in ARRIVALS]
             jobs = [
@@ -243,12 +268,13 @@ def main() -> None:
             runs = list(pool.map(seed_run, jobs))
             print(f"\n## {title}\n")
             print(
-                "| target | utilization target | scrape / window | scale-up / scale-down window | arrivals "
+                "| target | utilization target | scrape / window | scale-up / scale-down window "
+                "| scale-up / scale-down tolerance | arrivals "
                 "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
                 "| changes/h, max of 2x and 5x (seeds) | back to min, s "
                 f"| seeds of {args.seeds} meeting goal 1 / 2 / 3 / 4 |"
             )
-            print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            print("| --- " * 13 + "|")
             for i, (knobs, arrivals) in enumerate(rows):
                 print(row(knobs, arrivals, runs[i * args.seeds : (i + 1) * args.seeds]), flush=True)
         print("\n## why the chart's defaults hold more pods than the fewest fixed at 2x (seed 1)\n")

@@ -51,7 +51,8 @@ def test_tune_counts_each_goal_by_seed_and_reports_the_median():
     assert misses.goals() == (False, False, False, True)
     line = tune.row(knobs, "poisson", [meets_all, misses, meets_all])
     cells = [cell.strip() for cell in line.strip("|").split("|")]
-    assert cells[5] == "120 (120–never)"  # the median seed, and the range over seeds
-    assert cells[7] == "5 / 4" and cells[8] == "11 / 9"
-    assert cells[9] == "1.0 (1.0–3.0)"
+    assert cells[4] == "0.1 / 0.1"  # the controller's tolerance both ways, as no knob widens it
+    assert cells[6] == "120 (120–never)"  # the median seed, and the range over seeds
+    assert cells[8] == "5 / 4" and cells[9] == "11 / 9"
+    assert cells[10] == "1.0 (1.0–3.0)"
     assert cells[-1] == "2 / 2 / 2 / 3"

@@ -387,6 +387,16 @@ def test_hpa_behavior_reacts_fast_up_and_slowly_down():
     assert all(p["periodSeconds"] >= graceful for p in behavior["scaleDown"]["policies"])
 
 
+def test_a_tolerance_set_for_one_direction_reaches_the_hpa_beside_the_defaults():
+    # Kubernetes' HPAConfigurableTolerance; docs/sizing.md sweeps it.
+    behavior = only(render({"autoscaling": {"behavior": {"scaleUp": {"tolerance": 0.5}}}}), "HorizontalPodAutoscaler")[
+        "spec"
+    ]["behavior"]
+    defaults = chart_values()["autoscaling"]["behavior"]
+    assert behavior["scaleUp"] == {**defaults["scaleUp"], "tolerance": 0.5}
+    assert behavior["scaleDown"] == defaults["scaleDown"]
+
+
 def test_external_variant_selects_this_service_and_compares_the_value():
     hpa = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
     metric = hpa["spec"]["metrics"][0]

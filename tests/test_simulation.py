@@ -35,6 +35,7 @@ from inferscale.simulation.hpa import (
     PodView,
     ScalingPolicy,
     ScalingRules,
+    Tolerances,
     replicas_for_metric,
 )
 from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
@@ -74,17 +75,41 @@ def pods(*values, pending: int = 0) -> list[PodView]:
     ],
 )
 def test_replicas_for_one_pods_metric(current, views, expected):
-    assert replicas_for_metric(current, views, target=12, tolerance=0.1)[0] == expected
+    assert replicas_for_metric(current, views, target=12, tolerances=Tolerances())[0] == expected
+
+
+@pytest.mark.parametrize(
+    "views, tolerances, expected",
+    [
+        # 18 s against 12: ratio 1.5; a 0.5 band up keeps 3 pods, the default 0.1 adds 2.
+        (pods(18, 18, 18), Tolerances(down=0.1, up=0.5), 3),
+        (pods(18, 18, 18), Tolerances(down=0.1, up=0.1), 5),
+        # 6 s: ratio 0.5; the up band says nothing about the way down: ceil(1.5) = 2...
+        (pods(6, 6, 6), Tolerances(down=0.1, up=0.5), 2),
+        # ...and a 0.5 band down keeps ratio 0.5 inside.
+        (pods(6, 6, 6), Tolerances(down=0.5, up=0.1), 3),
+    ],
+)
+def test_each_direction_has_its_own_tolerance(views, tolerances, expected):
+    assert replicas_for_metric(3, views, target=12, tolerances=tolerances)[0] == expected
+
+
+def test_the_tolerances_come_from_each_direction_of_behavior_or_the_controller_default():
+    behavior = CHART_VALUES["autoscaling"]["behavior"]
+    spec = HpaSpec.from_values(
+        {**CHART_VALUES["autoscaling"], "behavior": {**behavior, "scaleUp": {**behavior["scaleUp"], "tolerance": 0.5}}}
+    )
+    assert spec.tolerances == Tolerances(down=0.1, up=0.5)
 
 
 def test_the_average_is_an_integer_division_of_milli_values():
     # 1.0005 + 1.0005 -> 1000 m each (truncated); 2 pods, target 1: ratio 1.0 exactly.
-    assert replicas_for_metric(2, pods(1.0005, 1.0009), target=1, tolerance=0)[1] == 1.0
+    assert replicas_for_metric(2, pods(1.0005, 1.0009), target=1, tolerances=Tolerances(0, 0))[1] == 1.0
 
 
 def test_no_value_for_any_pod_is_no_decision():
     with pytest.raises(NoMetrics):
-        replicas_for_metric(3, pods(None, None, pending=1), target=12, tolerance=0.1)
+        replicas_for_metric(3, pods(None, None, pending=1), target=12, tolerances=Tolerances())
     controller = Controller(HpaSpec.from_values(CHART_VALUES["autoscaling"]))
     decision = controller.sync(0.0, 3, pods(None, None, None))
     assert (decision.desired, decision.value, decision.scaling_active) == (3, None, False)
@@ -100,7 +125,7 @@ def held(*pairs) -> list[PodView]:
 
 def two_metric_controller(**spec) -> Controller:
     base = HpaSpec.from_values(CHART_VALUES["autoscaling"])
-    return Controller(HpaSpec(**{**base.__dict__, "held_target": 1.5, "tolerance": 0.1, **spec}))
+    return Controller(HpaSpec(**{**base.__dict__, "held_target": 1.5, **spec}))
 
 
 def test_the_larger_proposal_of_two_metrics_wins():

@@ -4,6 +4,8 @@ This follows kube-controller-manager v1.33 (`pkg/controller/podautoscaler`),
 function by function, because the loop's behaviour near the target lives in
 its details:
 
+- `Tolerances` is the band of usage ratios left alone, each direction's
+  from its `behavior` rules or the controller's flag (`tolerancesForHpa`).
 - `replicas_for_metric` is `calcPlainMetricReplicas` with `groupPods`
   (replica_calculator.go): Pending pods are "unready" and ignored, or count
   as 0 on a scale-up; a Running pod without a value is "missing" and counts
@@ -46,11 +48,31 @@ class ScalingPolicy:
     period_seconds: int
 
 
+# kube-controller-manager's --horizontal-pod-autoscaler-tolerance, for a
+# direction whose rules set none.
+DEFAULT_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Usage ratios too close to 1 to act on, each direction its own (replica_calculator.go)."""
+
+    down: float = DEFAULT_TOLERANCE
+    up: float = DEFAULT_TOLERANCE
+
+    def within(self, ratio: float) -> bool:
+        """Tolerances.isWithin."""
+        return 1 - self.down <= ratio <= 1 + self.up
+
+
 @dataclass(frozen=True)
 class ScalingRules:
     stabilization_window_seconds: int
     select_policy: str  # "Max", "Min" or "Disabled"
     policies: tuple[ScalingPolicy, ...]
+    # `tolerance` of the rules (HPAConfigurableTolerance: alpha in v1.33, on
+    # by default from v1.35); `tolerancesForHpa` in horizontal.go.
+    tolerance: float = DEFAULT_TOLERANCE
 
     @classmethod
     def from_values(cls, values: dict) -> ScalingRules:
@@ -59,6 +81,7 @@ class ScalingRules:
             int(values["stabilizationWindowSeconds"]),
             values.get("selectPolicy", "Max"),
             tuple(ScalingPolicy(p["type"], int(p["value"]), int(p["periodSeconds"])) for p in values["policies"]),
+            float(values.get("tolerance", DEFAULT_TOLERANCE)),
         )
 
     @property
@@ -73,14 +96,12 @@ class HpaSpec:
     target: float  # the Pods metric's averageValue
     scale_up: ScalingRules
     scale_down: ScalingRules
-    # kube-controller-manager's --horizontal-pod-autoscaler-tolerance.
-    tolerance: float = 0.1
     # A second Pods metric, the requests a pod holds (running and queued)
     # averaged over the window, and its target per pod; None: duration only.
     held_target: float | None = None
 
     @classmethod
-    def from_values(cls, autoscaling: dict, tolerance: float = 0.1) -> HpaSpec:
+    def from_values(cls, autoscaling: dict) -> HpaSpec:
         """From the chart's `autoscaling` values."""
         behavior = autoscaling["behavior"]
         return cls(
@@ -89,8 +110,11 @@ class HpaSpec:
             float(autoscaling["targetAverageDurationSeconds"]),
             ScalingRules.from_values(behavior["scaleUp"]),
             ScalingRules.from_values(behavior["scaleDown"]),
-            tolerance,
         )
+
+    @property
+    def tolerances(self) -> Tolerances:
+        return Tolerances(down=self.scale_down.tolerance, up=self.scale_up.tolerance)
 
 
 @dataclass(frozen=True)
@@ -114,17 +138,12 @@ def milli(value: float) -> int:
     return int(value * 1000)
 
 
-def _within(ratio: float, tolerance: float) -> bool:
-    """Tolerances.isWithin: too small a change to act on."""
-    return 1 - tolerance <= ratio <= 1 + tolerance
-
-
 def _usage_ratio(values: dict[str, int], target: int) -> tuple[float, int]:
     average = sum(values.values()) // len(values)
     return average / target, average
 
 
-def replicas_for_metric(current: int, pods: list[PodView], target: float, tolerance: float) -> tuple[int, float]:
+def replicas_for_metric(current: int, pods: list[PodView], target: float, tolerances: Tolerances) -> tuple[int, float]:
     """The proposal for one Pods metric and the average it read (calcPlainMetricReplicas)."""
     if not pods:
         raise NoMetrics("no pods returned by selector")
@@ -137,7 +156,7 @@ def replicas_for_metric(current: int, pods: list[PodView], target: float, tolera
     ratio, average = _usage_ratio(values, target_milli)
     scale_up_with_unready = bool(unready) and ratio > 1.0
     if not scale_up_with_unready and not missing:
-        return (current if _within(ratio, tolerance) else math.ceil(ratio * len(values))), average / 1000
+        return (current if tolerances.within(ratio) else math.ceil(ratio * len(values))), average / 1000
     if ratio < 1.0:
         values.update({name: target_milli for name in missing})
     elif ratio > 1.0:
@@ -145,7 +164,7 @@ def replicas_for_metric(current: int, pods: list[PodView], target: float, tolera
     if scale_up_with_unready:
         values.update({name: 0 for name in unready})
     new_ratio, _ = _usage_ratio(values, target_milli)
-    if _within(new_ratio, tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+    if tolerances.within(new_ratio) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current, average / 1000
     proposal = math.ceil(new_ratio * len(values))
     if (new_ratio < 1.0 and proposal > current) or (new_ratio > 1.0 and proposal < current):
@@ -191,7 +210,7 @@ class Controller:
         proposals, invalid, value = [], 0, None
         for index, (target, views) in enumerate(metrics):
             try:
-                proposal, average = replicas_for_metric(current, views, target, spec.tolerance)
+                proposal, average = replicas_for_metric(current, views, target, spec.tolerances)
             except NoMetrics:
                 invalid += 1
                 continue
