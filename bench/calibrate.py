@@ -25,6 +25,7 @@ another run on the cluster.
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
     python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
+    python bench/calibrate.py --timing scale-up-tolerance  # ~37 min: a 13 s target, 0.65, 0.75 up
     python bench/calibrate.py --timing chart --replot
 """
 
@@ -72,12 +73,13 @@ from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noq
 OUT = ROOT / "docs" / "calibration"
 # The locustfile's users each offer this many requests/s; the fast timing's
 # 1 s inferences get proportionally busier users, as in bench/autoscale.py.
-USER_RPS = {"fast": 0.5, "duration-only": 0.2, "utilization-0.7": 0.2, "chart": 0.2}
+USER_RPS = {"fast": 0.5, "duration-only": 0.2, "utilization-0.7": 0.2, "chart": 0.2, "scale-up-tolerance": 0.2}
 DEFAULT_SECONDS = {
     "fast": (240.0, 240.0),
     "duration-only": (720.0, 600.0),
     "utilization-0.7": (1200.0, 600.0),
     "chart": (1200.0, 600.0),
+    "scale-up-tolerance": (1200.0, 600.0),
 }
 DURATION_ONLY = {"autoscaling": {"slotUtilization": {"enabled": False}}}
 SCALE_DOWN_300 = {"scaleDown": {"stabilizationWindowSeconds": 300}}
@@ -129,6 +131,22 @@ STACKS["chart"] = merged(
             "autoscaling": {
                 "slotUtilization": {"target": 0.75},
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
+            }
+        }
+    },
+)
+
+# One of bench/tune.py's rows with a wider tolerance on the way up (Kubernetes'
+# HPAConfigurableTolerance, on in the local control plane): the chart's
+# defaults with a 13 s target, 0.65 utilization and 0.75 up (docs/sizing.md).
+STACKS["scale-up-tolerance"] = merged(
+    STACKS["chart"],
+    {
+        "chart_values": {
+            "autoscaling": {
+                "targetAverageDurationSeconds": 13,
+                "slotUtilization": {"target": 0.65},
+                "behavior": {"scaleUp": {"tolerance": 0.75}},
             }
         }
     },

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from conftest import find_helm
+from prometheus import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferscale.doctor.kube import Cluster
@@ -169,6 +171,38 @@ def control_plane(tmp_path_factory):
     control_plane = ControlPlane(tmp_path_factory.mktemp("real-node") / "control-plane", advertise_address=HOST_IP)
     with control_plane:
         yield control_plane
+
+
+def test_the_charts_hpa_keeps_a_tolerance_set_for_one_direction(control_plane):
+    """The chart's HPA with `behavior.scaleUp.tolerance`, as docs/sizing.md
+    sweeps it, is accepted and kept (the API server drops it with the gate off)."""
+    rendered = subprocess.run(
+        [
+            find_helm(),
+            "template",
+            "tolerance",
+            str(REPO / "chart"),
+            "--show-only",
+            "templates/hpa.yaml",
+            "--set",
+            "autoscaling.behavior.scaleUp.tolerance=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    hpa = yaml.safe_load(rendered)
+    hpa["metadata"]["namespace"] = NAMESPACE
+    kubeconfig = control_plane.admin_kubeconfig
+    apply(kubeconfig, [hpa])
+    try:
+        kept = control_plane.api.get(
+            f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/{hpa['metadata']['name']}"
+        )["spec"]["behavior"]
+        assert kept["scaleUp"]["tolerance"] == "500m"
+        assert "tolerance" not in kept["scaleDown"]
+    finally:
+        kubectl(kubeconfig, "delete", "hpa", "-n", NAMESPACE, hpa["metadata"]["name"])
 
 
 def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, tmp_path):

@@ -48,6 +48,11 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 120.0
 # The API server's identity toward kubelets (logs, exec, port-forward), as kubeadm names it.
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+# A tolerance per HPA and direction (behavior.scaleUp/scaleDown.tolerance) is
+# alpha in v1.33 and on by default from v1.35: on here, so that this cluster
+# keeps and acts on the field as the clusters users run now do. The API
+# server drops the field with the gate off; the controller then ignores it.
+FEATURE_GATES = "--feature-gates=HPAConfigurableTolerance=true"
 
 
 class ControlPlane:
@@ -227,6 +232,7 @@ class ControlPlane:
                 # A node's Hostname address names no DNS entry here; its InternalIP is reachable.
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--profiling=false",
+                FEATURE_GATES,
                 *self.extra_apiserver_args,
             ],
             stop_timeout=15.0,
@@ -318,6 +324,7 @@ class ControlPlane:
                 # The not-ready taint a new Node is born with goes at the first check
                 # after it reports Ready; 1 s instead of 5 s shortens every start.
                 "--node-monitor-period=1s",
+                FEATURE_GATES,
                 *self.extra_controller_manager_args,
             ],
         )
