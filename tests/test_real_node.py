@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from conftest import find_helm
-from prometheus import REPO
 from prometheus_client.parser import text_string_to_metric_families
+from test_chart import only, render
 
 from inferscale.doctor.kube import Cluster
 from localcluster import ControlPlane, dns, wait_until
@@ -176,23 +175,9 @@ def control_plane(tmp_path_factory):
 def test_the_charts_hpa_keeps_a_tolerance_set_for_one_direction(control_plane):
     """The chart's HPA with `behavior.scaleUp.tolerance`, as docs/sizing.md
     sweeps it, is accepted and kept (the API server drops it with the gate off)."""
-    rendered = subprocess.run(
-        [
-            find_helm(),
-            "template",
-            "tolerance",
-            str(REPO / "chart"),
-            "--show-only",
-            "templates/hpa.yaml",
-            "--set",
-            "autoscaling.behavior.scaleUp.tolerance=0.5",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    hpa = yaml.safe_load(rendered)
-    hpa["metadata"]["namespace"] = NAMESPACE
+    rendered = only(render({"autoscaling": {"behavior": {"scaleUp": {"tolerance": 0.5}}}}), "HorizontalPodAutoscaler")
+    # A copy: render's documents are cached for every test that renders the same values.
+    hpa = {**rendered, "metadata": {**rendered["metadata"], "namespace": NAMESPACE}}
     kubeconfig = control_plane.admin_kubeconfig
     apply(kubeconfig, [hpa])
     try:

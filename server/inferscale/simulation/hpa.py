@@ -207,10 +207,10 @@ class Controller:
         metrics = [(spec.target, pods)]
         if spec.held_target is not None:
             metrics.append((spec.held_target, [PodView(p.name, p.running, p.held) for p in pods]))
-        proposals, invalid, value = [], 0, None
+        proposals, invalid, value, tolerances = [], 0, None, spec.tolerances
         for index, (target, views) in enumerate(metrics):
             try:
-                proposal, average = replicas_for_metric(current, views, target, spec.tolerances)
+                proposal, average = replicas_for_metric(current, views, target, tolerances)
             except NoMetrics:
                 invalid += 1
                 continue
