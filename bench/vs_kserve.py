@@ -15,7 +15,12 @@ server's process tree is printed beside req/s, as the measure of work. Prints
 numbers; exits non-zero on errors (including non-2xx answers and failed
 scrapes), never on a ratio.
 
-    python bench/vs_kserve.py [--rounds 3] [--seconds 20] [--connections 8] [--skip-kserve-install]
+With --model-in-workers a third server takes its turn each round: the same
+app with the model inside each HTTP worker (bench/model_in_workers.py), the
+ceiling of the one design left to try for throughput.
+
+    python bench/vs_kserve.py [--rounds 3] [--seconds 20] [--connections 8] [--model-in-workers]
+                              [--skip-kserve-install]
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ INFERSCALE_ENV = {
     "WORKERS": "2",
     "LOG_LEVEL": "warning",
 }
+
+# bench/model_in_workers.py, with --model-in-workers.
+IN_WORKERS = "model in workers"
 
 KSERVE_VERSION = "0.21.0"
 CACHE_DIR = Path(os.environ.get("INFERSCALE_CACHE") or Path.home() / ".cache" / "inferscale")
@@ -172,6 +180,15 @@ def inferscale_server(work: Path) -> Server:
     # Probes and scrapes on the admin port, as the chart's probes and ServiceMonitor do.
     process = ManagedProcess("inferscale", command, work / "inferscale.log", env=env, stop_timeout=STOP_TIMEOUT)
     return Server("inferscale", process, port, "/ready", "/metrics", admin_port)
+
+
+def model_in_workers_server(work: Path) -> Server:
+    """The ceiling of bench/model_in_workers.py: the model in each HTTP worker, probes and scrapes on its one port."""
+    port = free_port()
+    env = {**os.environ, **INFERSCALE_ENV, "PROMETHEUS_MULTIPROC_DIR": str(work / "in-workers-metrics")}
+    command = [sys.executable, str(ROOT / "bench" / "model_in_workers.py"), str(port)]
+    process = ManagedProcess(IN_WORKERS, command, work / "in-workers.log", env=env, stop_timeout=STOP_TIMEOUT)
+    return Server(IN_WORKERS, process, port, "/ready", "/metrics")
 
 
 def kserve_server(work: Path, python: Path, workers: int) -> Server:
@@ -480,6 +497,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk -c")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument(
+        "--model-in-workers",
+        action="store_true",
+        help="also run bench/model_in_workers.py, the ceiling of a design with the model in each HTTP worker",
+    )
+    parser.add_argument(
         "--skip-kserve-install",
         action="store_true",
         help=f"use {KSERVE_VENV} as it is; fail if kserve {KSERVE_VERSION} is missing",
@@ -503,6 +525,8 @@ def main() -> int:
             work = Path(tmp) / f"round-{round_number}"
             work.mkdir()
             servers = [inferscale_server(work), kserve_server(work, python, 2)]
+            if args.model_in_workers:
+                servers.append(model_in_workers_server(work))
             for server in servers if round_number % 2 else reversed(servers):
                 results.append(measure(server, round_number, work, script, args))
                 print(
@@ -513,6 +537,9 @@ def main() -> int:
 
     print_table(results)
     print_ratios(results, "inferscale", "KServe 2-worker")
+    if args.model_in_workers:
+        print_ratios(results, IN_WORKERS, "inferscale")
+        print_ratios(results, IN_WORKERS, "KServe 2-worker")
     errors = errors_of(results)
     for error in errors:
         print(f"\n!!! ERROR: {error}", file=sys.stderr)

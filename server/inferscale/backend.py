@@ -8,11 +8,18 @@ from an HTTP worker. The routes cannot tell them apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from inferscale.executor import Outcome
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request's answer, and how long it waited for a slot and then ran."""
+
+    value: Any
+    queue_seconds: float
+    inference_seconds: float
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inferscale.backend import Outcome
 from inferscale.errors import Overloaded, ShuttingDown
-
-
-@dataclass(frozen=True)
-class Outcome:
-    value: Any
-    queue_seconds: float
-    inference_seconds: float
 
 
 class ExecutorObserver(Protocol):

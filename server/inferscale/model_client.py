@@ -22,9 +22,8 @@ import time
 import numpy as np
 
 from inferscale import wire
-from inferscale.backend import ModelStatus
+from inferscale.backend import ModelStatus, Outcome
 from inferscale.errors import InferenceError, InferenceLost, ModelUnavailable
-from inferscale.executor import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ from concurrent.futures import Future
 from prometheus_client import CollectorRegistry
 
 from inferscale import wire
-from inferscale.backend import ModelStatus
+from inferscale.backend import ModelStatus, Outcome
 from inferscale.errors import InferenceError, Rejected
-from inferscale.executor import Outcome
 from inferscale.metrics import ModelMetrics
 from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.settings import Settings

@@ -14,9 +14,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from inferscale.backend import ModelStatus
+from inferscale.backend import ModelStatus, Outcome
 from inferscale.errors import InferenceFailed, ModelUnavailable
-from inferscale.executor import ModelExecutor, Outcome
+from inferscale.executor import ModelExecutor
 from inferscale.metrics import ModelMetrics
 from inferscale.model import Model, ModelNotLoaded, ModelSpec
 from inferscale.settings import Settings

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import msgpack
 import numpy as np
 
-from inferscale.backend import ModelStatus
+from inferscale.backend import ModelStatus, Outcome
 from inferscale.errors import (
     InferenceError,
     InferenceFailed,
@@ -25,7 +25,6 @@ from inferscale.errors import (
     Overloaded,
     ShuttingDown,
 )
-from inferscale.executor import Outcome
 
 INFER, RESULT, FAILURE, STATUS = range(4)
 FLOAT64 = np.dtype("<f8")

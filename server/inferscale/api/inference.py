@@ -10,8 +10,8 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from inferscale.api.errors import ApiError, invalid_body
+from inferscale.backend import Outcome
 from inferscale.errors import InferenceError, Rejected
-from inferscale.executor import Outcome
 from inferscale.metrics import ERROR, SUCCESS
 from inferscale.runtime import current_runtime
 
