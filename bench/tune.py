@@ -23,6 +23,11 @@ unqueued 10 s reading holds. Everything else is the chart's values, with maxRepl
 20 so that the cap decides nothing. The baselines are found by the same
 simulator in the same run, for each seed.
 
+Two last parts pin the chart's defaults at a fixed count under the 2× load
+and count the syncs whose duration reading holds a pod there: the readings
+that would add one, and, for duration targets from 12 s up, the readings
+that keep the one pod more than the fewest fixed need.
+
 Each row runs with several seeds, since one seed's replica changes depend on
 when its few bursts come: a setting that meets a goal with one seed can miss
 it with the next. The steady figures come from the last half of each run, so
@@ -69,6 +74,8 @@ SCALE_UP_TOLERANCES = (0.5, 0.75, 1.0)
 TOLERANCE_TARGETS = (12.0, 13.0)
 TOLERANCE_UTILIZATION_TARGETS = (0.6, 0.65, 0.75)
 STEADY_LOADS = (2, 5)
+# The last part: duration targets from the chart's 12 s up, for the 2x load.
+KEEP_TARGETS = (12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)
 
 CHART_TARGET = 12.0  # chart/values.yaml's targetAverageDurationSeconds: the service's latency goal
 BACK_UNDER_TARGET_SECONDS = 150.0
@@ -117,7 +124,7 @@ class Knobs:
         )
 
 
-# chart/values.yaml's autoscaling, whose Poisson figures the last part explains.
+# chart/values.yaml's autoscaling, whose steady counts at 2x the last two parts explain.
 CHART_DEFAULTS = Knobs(CHART_TARGET, 10.0, 40.0, 420, 0.75)
 
 
@@ -196,15 +203,37 @@ def readings_that_add_a_pod(job: tuple[str, float, int, int]) -> tuple[float, fl
     target by more than the tolerance), and the share of syncs with one such
     reading in the scale-down window before them, which keeps a scale-in back."""
     arrivals, hours, seed, replicas = job
-    model = CHART_DEFAULTS.applied(chart_model())
+    hpa, steady = _held_at(CHART_DEFAULTS, arrivals, hours, seed, replicas)
+    adding = [s.at for s in steady if s.value is not None and s.value > hpa.target * (1 + hpa.tolerances.up)]
+    return len(adding) / len(steady), _share_after(steady, adding, hpa.scale_down.stabilization_window_seconds)
+
+
+def readings_that_keep_a_pod(job: tuple[float, str, float, int, int]) -> tuple[float, float]:
+    """The chart's defaults with the duration target `target`, held at `replicas`
+    under 2x load: the share of steady syncs whose duration reading alone keeps
+    every pod (`ceil(replicas × reading / target) = replicas`, so a reading
+    above (replicas - 1) / replicas of the target), and the share of syncs
+    with one such reading in the scale-down window before them: while there is
+    one, the HPA cannot give a pod back, whatever its other readings say."""
+    target, arrivals, hours, seed, replicas = job
+    hpa, steady = _held_at(replace(CHART_DEFAULTS, target=target), arrivals, hours, seed, replicas)
+    floor = (replicas - 1) / replicas * target
+    keeping = [s.at for s in steady if s.value is not None and s.value > floor]
+    return len(keeping) / len(steady), _share_after(steady, keeping, hpa.scale_down.stabilization_window_seconds)
+
+
+def _held_at(knobs: Knobs, arrivals: str, hours: float, seed: int, replicas: int):
+    """The HPA of `knobs` pinned at `replicas` under 2x load, and its syncs in the steady half."""
+    model = knobs.applied(chart_model())
     hpa = replace(model.hpa, min_replicas=replicas, max_replicas=replicas)
     case = scenario("step", model.pod_capacity, 2, hours)
     trace = Loop(hpa, model.pod, model.timing, arrivals, seed).run(case.shape, case.seconds)
-    steady = [s for s in trace.syncs if s.at >= case.steady_from]
-    adding = [s.at for s in steady if s.value is not None and s.value > hpa.target * (1 + hpa.tolerances.up)]
-    window = hpa.scale_down.stabilization_window_seconds
-    held_back = [s for s in steady if any(s.at - window < at <= s.at for at in adding)]
-    return len(adding) / len(steady), len(held_back) / len(steady)
+    return hpa, [s for s in trace.syncs if s.at >= case.steady_from]
+
+
+def _share_after(syncs, moments: list[float], window: float) -> float:
+    """The share of `syncs` with one of `moments` in the `window` seconds before them."""
+    return sum(any(s.at - window < at <= s.at for at in moments) for s in syncs) / len(syncs)
 
 
 def _seconds(value: float | None) -> str:
@@ -288,6 +317,17 @@ def main() -> None:
             print(
                 f"{arrivals}, held at {replicas} pods: {adding:.1%} of the syncs read a duration that adds a "
                 f"pod; {held_back:.0%} have one in the {CHART_DEFAULTS.scale_down_window} s before them"
+            )
+        print("\n## which duration target lets 2x give back the pod the fewest fixed do without (seed 1)\n")
+        # One pod over the median seed's fewest fixed at the chart's target.
+        held = {a: statistics.median_low(fixed[CHART_TARGET, 2, a, seed] or 0 for seed in seeds) + 1 for a in ARRIVALS}
+        jobs = [(target, arrivals, args.hours, 1, held[arrivals]) for arrivals in ARRIVALS for target in KEEP_TARGETS]
+        counted = pool.map(readings_that_keep_a_pod, jobs)
+        for (target, arrivals, _, _, replicas), (keeping, held_back) in zip(jobs, counted, strict=True):
+            print(
+                f"{arrivals}, {target:g} s target, held at {replicas} pods: {keeping:.1%} of the syncs read a "
+                f"duration that keeps {replicas}; {held_back:.0%} have one in the "
+                f"{CHART_DEFAULTS.scale_down_window} s before them"
             )
 
 

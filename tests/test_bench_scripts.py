@@ -56,3 +56,14 @@ def test_tune_counts_each_goal_by_seed_and_reports_the_median():
     assert cells[8] == "5 / 4" and cells[9] == "11 / 9"
     assert cells[10] == "1.0 (1.0–3.0)"
     assert cells[-1] == "2 / 2 / 2 / 3"
+
+
+def test_a_pinned_count_is_kept_by_readings_over_its_share_of_the_target():
+    tune = load_script("tune.py")
+    # 4 pods keep 4 on a reading over 3/4 of the target: at 12 s (9 s) every
+    # reading but those with a pod that finished nothing in the window (it
+    # reads 0, so the average is 7.5 s); at 40 s (30 s) none, as 2x never
+    # queues that long.
+    keeping, held = tune.readings_that_keep_a_pod((12.0, "paced", 1.0, 1, 4))
+    assert 0.5 < keeping < 1 and held == 1.0
+    assert tune.readings_that_keep_a_pod((40.0, "paced", 1.0, 1, 4)) == (0.0, 0.0)
