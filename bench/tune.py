@@ -319,8 +319,13 @@ def main() -> None:
                 f"pod; {held_back:.0%} have one in the {CHART_DEFAULTS.scale_down_window} s before them"
             )
         print("\n## which duration target lets 2x give back the pod the fewest fixed do without (seed 1)\n")
-        # One pod over the median seed's fewest fixed at the chart's target.
-        held = {a: statistics.median_low(fixed[CHART_TARGET, 2, a, seed] or 0 for seed in seeds) + 1 for a in ARRIVALS}
+        # One pod over the median seed's fewest fixed at the chart's target; a
+        # seed without one (none up to maxReplicas) has no say, as in the tables.
+        held = {
+            a: statistics.median_low(count for seed in seeds if (count := fixed[CHART_TARGET, 2, a, seed]) is not None)
+            + 1
+            for a in ARRIVALS
+        }
         jobs = [(target, arrivals, args.hours, 1, held[arrivals]) for arrivals in ARRIVALS for target in KEEP_TARGETS]
         counted = pool.map(readings_that_keep_a_pod, jobs)
         for (target, arrivals, _, _, replicas), (keeping, held_back) in zip(jobs, counted, strict=True):
