@@ -23,6 +23,7 @@ another run on the cluster.
 
     python bench/calibrate.py --timing fast            # ~12 min
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
+    python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: the same with the scale-up step until 2026-12-03
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
     python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
     python bench/calibrate.py --timing scale-up-tolerance  # ~37 min: a 13 s target, 0.65, 0.75 up
@@ -73,16 +74,46 @@ from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noq
 OUT = ROOT / "docs" / "calibration"
 # The locustfile's users each offer this many requests/s; the fast timing's
 # 1 s inferences get proportionally busier users, as in bench/autoscale.py.
-USER_RPS = {"fast": 0.5, "duration-only": 0.2, "utilization-0.7": 0.2, "chart": 0.2, "scale-up-tolerance": 0.2}
+USER_RPS = {
+    "fast": 0.5,
+    "duration-only": 0.2,
+    "utilization-0.7": 0.2,
+    "scale-up-per-30s": 0.2,
+    "chart": 0.2,
+    "scale-up-tolerance": 0.2,
+}
 DEFAULT_SECONDS = {
     "fast": (240.0, 240.0),
     "duration-only": (720.0, 600.0),
     "utilization-0.7": (1200.0, 600.0),
+    "scale-up-per-30s": (1200.0, 600.0),
     "chart": (1200.0, 600.0),
     "scale-up-tolerance": (1200.0, 600.0),
 }
 DURATION_ONLY = {"autoscaling": {"slotUtilization": {"enabled": False}}}
+# The chart's scale-up policies until 2026-12-03, which every saved run but
+# the fast one (its own policies) and the chart's was measured with.
+SCALE_UP_PER_30S = {
+    "scaleUp": {
+        "policies": [
+            {"type": "Percent", "value": 100, "periodSeconds": 30},
+            {"type": "Pods", "value": 4, "periodSeconds": 30},
+        ]
+    }
+}
 SCALE_DOWN_300 = {"scaleDown": {"stabilizationWindowSeconds": 300}}
+# 10 s scrapes and a 40s window, the chart's since 2026-12-02. The pods
+# request 100m CPU instead of 250m so that this 2-core node has room for the
+# 10-15 pods a 5x step needs (they sleep, not compute).
+TEN_SECOND_SCRAPES = dict(
+    scrape_interval="10s",
+    rate_window="40s",
+    chart_values={
+        "serviceMonitor": {"interval": "10s"},
+        "autoscaling": {"rateWindow": "40s", "maxReplicas": 20},
+        "resources": {"requests": {"cpu": "100m"}},
+    },
+)
 # StackConfig's settings for each timing. Each pins what its saved run was
 # measured with, so that --replot simulates that run whatever the chart's
 # defaults have become since.
@@ -98,49 +129,51 @@ STACKS = {
             DURATION_ONLY,
             {
                 "serviceMonitor": {"interval": "15s"},
-                "autoscaling": {"rateWindow": "1m", "maxReplicas": 10, "behavior": SCALE_DOWN_300},
+                "autoscaling": {
+                    "rateWindow": "1m",
+                    "maxReplicas": 10,
+                    "behavior": merged(SCALE_UP_PER_30S, SCALE_DOWN_300),
+                },
             },
         ),
     ),
-    # The chart's defaults from then until bench/tune.py ran over seeds: 10 s
-    # scrapes, a 40s window, the slot utilization (0.7) beside the duration, a
-    # 300 s scale-down window. The pods request 100m CPU instead of 250m so
-    # that this 2-core node has room for the ~10 pods a 5x step needs (they
-    # sleep, not compute).
-    "utilization-0.7": dict(
-        scrape_interval="10s",
-        rate_window="40s",
-        chart_values={
-            "serviceMonitor": {"interval": "10s"},
-            "autoscaling": {
-                "rateWindow": "40s",
-                "slotUtilization": {"enabled": True, "target": 0.7},
-                "maxReplicas": 20,
-                "behavior": SCALE_DOWN_300,
-            },
-            "resources": {"requests": {"cpu": "100m"}},
+    # The chart's defaults from then until bench/tune.py ran over seeds: the
+    # slot utilization (0.7) beside the duration, a 300 s scale-down window.
+    "utilization-0.7": merged(
+        TEN_SECOND_SCRAPES,
+        {
+            "chart_values": {
+                "autoscaling": {
+                    "slotUtilization": {"enabled": True, "target": 0.7},
+                    "behavior": merged(SCALE_UP_PER_30S, SCALE_DOWN_300),
+                }
+            }
+        },
+    ),
+    # The chart's defaults since: bench/tune.py's best row over 5 seeds, a
+    # 0.75 utilization target and a 420 s scale-down window, with
+    # chart/values.yaml's scale-up policies (Kubernetes' own default, 100 % or
+    # 4 pods per 15 s, since 2026-12-03: bench/tune.py's fifth sweep).
+    "chart": merged(
+        TEN_SECOND_SCRAPES,
+        {
+            "chart_values": {
+                "autoscaling": {
+                    "slotUtilization": {"enabled": True, "target": 0.75},
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
+                }
+            }
         },
     ),
 }
-# The chart's defaults since: bench/tune.py's best row over 5 seeds, a 0.75
-# utilization target and a 420 s scale-down window.
-STACKS["chart"] = merged(
-    STACKS["utilization-0.7"],
-    {
-        "chart_values": {
-            "autoscaling": {
-                "slotUtilization": {"target": 0.75},
-                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
-            }
-        }
-    },
-)
+# The chart's defaults until 2026-12-03: the same, with the scale-up policies of then.
+STACKS["scale-up-per-30s"] = merged(STACKS["chart"], {"chart_values": {"autoscaling": {"behavior": SCALE_UP_PER_30S}}})
 
 # One of bench/tune.py's rows with a wider tolerance on the way up (Kubernetes'
-# HPAConfigurableTolerance, on in the local control plane): the chart's
-# defaults with a 13 s target, 0.65 utilization and 0.75 up (docs/sizing.md).
+# HPAConfigurableTolerance, on in the local control plane): the defaults of
+# "scale-up-per-30s" with a 13 s target, 0.65 utilization and 0.75 up (docs/sizing.md).
 STACKS["scale-up-tolerance"] = merged(
-    STACKS["chart"],
+    STACKS["scale-up-per-30s"],
     {
         "chart_values": {
             "autoscaling": {

@@ -6,7 +6,7 @@ The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
   3. ≤ 2 replica changes per hour in steady load, at 2× and at 5×;
   4. back to minReplicas within 10 minutes after a 5× load stops.
 
-Four sweeps. The first turns the knobs a user has on the duration signal
+Five sweeps. The first turns the knobs a user has on the duration signal
 alone: the duration target, the scrape interval with the rate window (the
 chart's rule of 4 scrapes per window), and the scale-down stabilization
 window. The second keeps the chart's 12 s target and adds the chart's
@@ -19,7 +19,10 @@ fourth widens the tolerance on the way up only (`behavior.scaleUp.tolerance`,
 Kubernetes' HPAConfigurableTolerance), so that a reading must pass the target
 by more than 10 % to add a pod, with lower utilization targets to see load
 as early as before and a duration target that lets go of the pods an
-unqueued 10 s reading holds. Everything else is the chart's values, with maxReplicas raised to
+unqueued 10 s reading holds. The fifth keeps the chart's defaults and
+changes how fast the HPA may add pods (`behavior.scaleUp.policies`), with
+more seeds (--step-seeds), since a step's few syncs make goal 1 a draw of
+when they fall. Everything else is the chart's values, with maxReplicas raised to
 20 so that the cap decides nothing. The baselines are found by the same
 simulator in the same run, for each seed.
 
@@ -35,7 +38,7 @@ it with the next. The steady figures come from the last half of each run, so
 figures (and the range over seeds of the two that vary most) and how many
 seeds meet each goal; exits 0 whatever they are.
 
-    python bench/tune.py [--hours 4] [--seeds 5]
+    python bench/tune.py [--hours 4] [--seeds 5] [--step-seeds 30]
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from pathlib import Path
 
 import yaml
 
-from inferscale.simulation.hpa import DEFAULT_TOLERANCE
+from inferscale.simulation.hpa import DEFAULT_TOLERANCE, ScalingPolicy
 from inferscale.simulation.loop import Loop
 from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
@@ -73,6 +76,10 @@ SCALE_UP_TIMINGS = ((10.0, 40.0), (5.0, 20.0))
 SCALE_UP_TOLERANCES = (0.5, 0.75, 1.0)
 TOLERANCE_TARGETS = (12.0, 13.0)
 TOLERANCE_UTILIZATION_TARGETS = (0.6, 0.65, 0.75)
+# The fifth sweep: the scale-up policies (selectPolicy Max), as (percent, pods,
+# period): the chart's until 2026-12-03, Kubernetes' default (the chart's
+# since), and a larger first step with the longer period.
+SCALE_UP_STEPS = ((100, 4, 30), (100, 4, 15), (100, 8, 30))
 STEADY_LOADS = (2, 5)
 # The last part: duration targets from the chart's 12 s up, for the 2x load.
 KEEP_TARGETS = (12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)
@@ -95,6 +102,8 @@ class Knobs:
     scale_up_window: int = 0
     scale_up_tolerance: float = DEFAULT_TOLERANCE
     scale_down_tolerance: float = DEFAULT_TOLERANCE
+    # (percent, pods, period s) for behavior.scaleUp.policies; None keeps the chart's.
+    scale_up_step: tuple[int, int, int] | None = None
 
     def applied(self, model: Model) -> Model:
         held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
@@ -104,7 +113,10 @@ class Knobs:
             max_replicas=20,
             held_target=held,
             scale_up=replace(
-                model.hpa.scale_up, stabilization_window_seconds=self.scale_up_window, tolerance=self.scale_up_tolerance
+                model.hpa.scale_up,
+                stabilization_window_seconds=self.scale_up_window,
+                tolerance=self.scale_up_tolerance,
+                policies=self._scale_up_policies(model.hpa.scale_up.policies),
             ),
             scale_down=replace(
                 model.hpa.scale_down,
@@ -115,13 +127,19 @@ class Knobs:
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
         return replace(model, hpa=hpa, timing=timing)
 
+    def _scale_up_policies(self, charts: tuple[ScalingPolicy, ...]) -> tuple[ScalingPolicy, ...]:
+        if self.scale_up_step is None:
+            return charts
+        percent, pods, period = self.scale_up_step
+        return (ScalingPolicy("Percent", percent, period), ScalingPolicy("Pods", pods, period))
+
     def label(self) -> str:
         utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
         return (
             f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
             f"{self.scale_up_window} s / {self.scale_down_window} s | "
             f"{self.scale_up_tolerance:g} / {self.scale_down_tolerance:g}"
-        )
+        ) + ("" if self.scale_up_step is None else " | {} % or {} pods per {} s".format(*self.scale_up_step))
 
 
 # chart/values.yaml's autoscaling, whose steady counts at 2x the last two parts explain.
@@ -231,6 +249,27 @@ def _held_at(knobs: Knobs, arrivals: str, hours: float, seed: int, replicas: int
     return hpa, [s for s in trace.syncs if s.at >= case.steady_from]
 
 
+def _print_sweep(pool: ProcessPoolExecutor, sweep: list[Knobs], seeds: range, hours: float, fixed: dict) -> None:
+    rows = [(knobs, arrivals) for knobs in sweep for arrivals in ARRIVALS]
+    jobs = [
+        (knobs, arrivals, hours, seed, {times: fixed[knobs.target, times, arrivals, seed] for times in STEADY_LOADS})
+        for knobs, arrivals in rows
+        for seed in seeds
+    ]
+    runs = list(pool.map(seed_run, jobs))
+    step = "" if sweep[0].scale_up_step is None else "| scale-up policies "
+    print(
+        "| target | utilization target | scrape / window | scale-up / scale-down window "
+        f"| scale-up / scale-down tolerance {step}| arrivals "
+        "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
+        "| changes/h, max of 2x and 5x (seeds) | back to min, s "
+        f"| seeds of {len(seeds)} meeting goal 1 / 2 / 3 / 4 |"
+    )
+    print("| --- " * (13 + bool(step)) + "|")
+    for i, (knobs, arrivals) in enumerate(rows):
+        print(row(knobs, arrivals, runs[i * len(seeds) : (i + 1) * len(seeds)]), flush=True)
+
+
 def _share_after(syncs, moments: list[float], window: float) -> float:
     """The share of `syncs` with one of `moments` in the `window` seconds before them."""
     return sum(any(s.at - window < at <= s.at for at in moments) for s in syncs) / len(syncs)
@@ -244,10 +283,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=4.0, help="simulated per run; steady figures are its last half")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 1..N per row")
+    parser.add_argument("--step-seeds", type=int, default=30, help="seeds 1..N per row of the scale-up step sweep")
     args = parser.parse_args()
     seeds = range(1, args.seeds + 1)
+    step_seeds = range(1, args.step_seeds + 1)
     with ProcessPoolExecutor() as pool:
         keys = list(itertools.product(TARGETS, STEADY_LOADS, ARRIVALS, seeds))
+        keys += [
+            (CHART_TARGET, times, arrivals, seed)
+            for times, arrivals, seed in itertools.product(STEADY_LOADS, ARRIVALS, step_seeds)
+            if seed > args.seeds
+        ]
         fixed = dict(
             zip(
                 keys,
@@ -275,37 +321,17 @@ def main() -> None:
                 TOLERANCE_TARGETS, TOLERANCE_UTILIZATION_TARGETS, SCALE_UP_TOLERANCES
             )
         ]
-        print(f"# {args.hours:g} h simulated per run, seeds 1-{args.seeds}; goals as in this script's docstring")
-        for title, sweep in (
-            ("the duration alone", duration_alone),
-            (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization),
-            ("the chart's defaults with a scale-up stabilization window", with_scale_up_window),
-            ("the chart's defaults with a wider tolerance on the way up", with_scale_up_tolerance),
+        with_scale_up_step = [replace(CHART_DEFAULTS, scale_up_step=step) for step in SCALE_UP_STEPS]
+        print(f"# {args.hours:g} h simulated per run; goals as in this script's docstring")
+        for title, sweep, sweep_seeds in (
+            ("the duration alone", duration_alone, seeds),
+            (f"the duration at {CHART_TARGET:g} s and slot utilization", with_utilization, seeds),
+            ("the chart's defaults with a scale-up stabilization window", with_scale_up_window, seeds),
+            ("the chart's defaults with a wider tolerance on the way up", with_scale_up_tolerance, seeds),
+            ("the chart's defaults with other scale-up policies", with_scale_up_step, step_seeds),
         ):
-            rows = [(knobs, arrivals) for knobs in sweep for arrivals in ARRIVALS]
-            jobs = [
-                (
-                    knobs,
-                    arrivals,
-                    args.hours,
-                    seed,
-                    {times: fixed[knobs.target, times, arrivals, seed] for times in STEADY_LOADS},
-                )
-                for knobs, arrivals in rows
-                for seed in seeds
-            ]
-            runs = list(pool.map(seed_run, jobs))
             print(f"\n## {title}\n")
-            print(
-                "| target | utilization target | scrape / window | scale-up / scale-down window "
-                "| scale-up / scale-down tolerance | arrivals "
-                "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
-                "| changes/h, max of 2x and 5x (seeds) | back to min, s "
-                f"| seeds of {args.seeds} meeting goal 1 / 2 / 3 / 4 |"
-            )
-            print("| --- " * 13 + "|")
-            for i, (knobs, arrivals) in enumerate(rows):
-                print(row(knobs, arrivals, runs[i * args.seeds : (i + 1) * args.seeds]), flush=True)
+            _print_sweep(pool, sweep, sweep_seeds, args.hours, fixed)
         print("\n## why the chart's defaults hold more pods than the fewest fixed at 2x (seed 1)\n")
         jobs = [
             (arrivals, args.hours, 1, fixed[CHART_TARGET, 2, arrivals, 1] + extra)

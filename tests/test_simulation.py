@@ -154,17 +154,17 @@ def chart_controller(**autoscaling) -> Controller:
     return Controller(HpaSpec.from_values({**CHART_VALUES["autoscaling"], **autoscaling}))
 
 
-def test_chart_scale_up_policies_allow_the_larger_of_double_and_four_pods_per_30_s():
+def test_chart_scale_up_policies_allow_the_larger_of_double_and_four_pods_per_15_s():
     controller = chart_controller()
     replicas, steps = 1, []
     for t in (0, 15, 30):
         # 120 s against 12 on every pod: the proposal is ten times the count.
         replicas = controller.sync(float(t), replicas, pods(*[120.0] * replicas)).desired
         steps.append(replicas)
-    # 1 -> max(1 x 2, 1 + 4) = 5; at 15 s the period still starts at 1; at 30 s
-    # the first event is out of it (only events after now - 30 s count), so it
-    # starts at 5: max(10, 9) = 10, also the chart's maxReplicas.
-    assert steps == [5, 5, 10]
+    # 1 -> max(1 x 2, 1 + 4) = 5; at 15 s the first event is out of the period
+    # (only events after now - 15 s count), so it starts at 5: max(10, 9) = 10;
+    # at 30 s from 10: max(20, 14) = 20, also the chart's maxReplicas.
+    assert steps == [5, 10, 20]
 
 
 def test_scale_up_limit_counts_from_the_start_of_each_policys_period():
