@@ -12,7 +12,9 @@ rate, and with the measured arrivals replayed (the seeds then draw only the
 routing, the scrape and sync phases and the readiness delays). For each it
 prints, per seed, the share of measured samples whose simulated replicas
 are within ±1, and the simulated first scale-up against the measured one;
-then the share of measured readings within the seeds' range ±1. The replay
+then the share of measured readings within the seeds' range ±1, and what
+the HPA read at its syncs up to the first scale-up (both metrics, in runs
+measured from 2026-12-03 night on; the first only before). The replay
 is the calibration: a draw and the real run are two samples of the same
 random arrivals, whose bursts decide a step's peak (a run saved before
 arrivals were recorded, 2026-12-03, has the draws only). A plot of
@@ -53,9 +55,11 @@ from inferscale.simulation.calibration import (  # noqa: E402
     Observed,
     agreement,
     back_to_min_observed,
+    first_scale_up_simulated,
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
+    readings_to_first_scale_up,
     seed_ranges,
     share_over,
     within_seeds,
@@ -254,7 +258,7 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
             samples = recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
         arrivals = sorted(round(float(line) - step_wall, 3) for line in arrival_log.read_text().split())
-    return Measured([Observed(s.at - step_at, s.desired, s.metric) for s in samples], schedulable, arrivals)
+    return Measured([Observed(s.at - step_at, s.desired, s.metric, s.second) for s in samples], schedulable, arrivals)
 
 
 def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
@@ -348,6 +352,23 @@ def report(label: str, agreements: list[Agreement]) -> None:
     )
     if errors:
         print(f"first scale-up error over all seeds: {errors[0]:.0f}..{errors[-1]:.0f} s")
+
+
+def print_first_readings(observed: list[Observed], trace: Trace, min_replicas: int) -> None:
+    """What the HPA read at its syncs up to the first scale-up, which the ±15 s goal compares."""
+    measured = readings_to_first_scale_up(observed, min_replicas)
+    first = first_scale_up_simulated(trace, min_replicas)
+    simulated = [s for s in trace.syncs if s.at >= 0 and (first is None or s.at <= first)]
+    print(
+        "readings to the first scale-up (s from the step: desired, duration / slot utilization): measured "
+        + "; ".join(f"{o.at:.0f}: {o.replicas}, {fmt_number(o.value)} / {fmt_number(o.second)}" for o in measured)
+        + "\n  simulated (median seed): "
+        + "; ".join(f"{s.at:.0f}: {s.desired}, {fmt_number(s.value)}" for s in simulated)
+    )
+
+
+def fmt_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def fmt(value: float | None, signed: bool = False) -> str:
@@ -450,6 +471,7 @@ def main() -> None:
         f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
         f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"
     )
+    print_first_readings(observed, traces[chosen], model.hpa.min_replicas)
     simulated_arrivals = "the measured arrivals replayed" if "arrivals" in run else "Poisson draws"
     title = (
         f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "

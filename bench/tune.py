@@ -76,10 +76,17 @@ SCALE_UP_TIMINGS = ((10.0, 40.0), (5.0, 20.0))
 SCALE_UP_TOLERANCES = (0.5, 0.75, 1.0)
 TOLERANCE_TARGETS = (12.0, 13.0)
 TOLERANCE_UTILIZATION_TARGETS = (0.6, 0.65, 0.75)
-# The fifth sweep: the scale-up policies (selectPolicy Max), as (percent, pods,
-# period): the chart's until 2026-12-03, Kubernetes' default (the chart's
-# since), and a larger first step with the longer period.
-SCALE_UP_STEPS = ((100, 4, 30), (100, 4, 15), (100, 8, 30))
+
+
+def percent_or_pods(percent: int, pods: int, period: int) -> tuple[ScalingPolicy, ScalingPolicy]:
+    """behavior.scaleUp.policies of one period, under the chart's selectPolicy Max."""
+    return ScalingPolicy("Percent", percent, period), ScalingPolicy("Pods", pods, period)
+
+
+# The fifth sweep: the scale-up policies: the chart's until 2026-12-03,
+# Kubernetes' default (the chart's since), and a larger first step with the
+# longer period.
+SCALE_UP_STEPS = (percent_or_pods(100, 4, 30), percent_or_pods(100, 4, 15), percent_or_pods(100, 8, 30))
 STEADY_LOADS = (2, 5)
 # The last part: duration targets from the chart's 12 s up, for the 2x load.
 KEEP_TARGETS = (12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)
@@ -102,8 +109,8 @@ class Knobs:
     scale_up_window: int = 0
     scale_up_tolerance: float = DEFAULT_TOLERANCE
     scale_down_tolerance: float = DEFAULT_TOLERANCE
-    # (percent, pods, period s) for behavior.scaleUp.policies; None keeps the chart's.
-    scale_up_step: tuple[int, int, int] | None = None
+    # behavior.scaleUp.policies as percent_or_pods gives them; None keeps the chart's.
+    scale_up_step: tuple[ScalingPolicy, ScalingPolicy] | None = None
 
     def applied(self, model: Model) -> Model:
         held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
@@ -116,7 +123,7 @@ class Knobs:
                 model.hpa.scale_up,
                 stabilization_window_seconds=self.scale_up_window,
                 tolerance=self.scale_up_tolerance,
-                policies=self._scale_up_policies(model.hpa.scale_up.policies),
+                policies=self.scale_up_step or model.hpa.scale_up.policies,
             ),
             scale_down=replace(
                 model.hpa.scale_down,
@@ -127,19 +134,17 @@ class Knobs:
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
         return replace(model, hpa=hpa, timing=timing)
 
-    def _scale_up_policies(self, charts: tuple[ScalingPolicy, ...]) -> tuple[ScalingPolicy, ...]:
-        if self.scale_up_step is None:
-            return charts
-        percent, pods, period = self.scale_up_step
-        return (ScalingPolicy("Percent", percent, period), ScalingPolicy("Pods", pods, period))
-
     def label(self) -> str:
         utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
         return (
             f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
             f"{self.scale_up_window} s / {self.scale_down_window} s | "
             f"{self.scale_up_tolerance:g} / {self.scale_down_tolerance:g}"
-        ) + ("" if self.scale_up_step is None else " | {} % or {} pods per {} s".format(*self.scale_up_step))
+        ) + ("" if self.scale_up_step is None else self._step_label(*self.scale_up_step))
+
+    @staticmethod
+    def _step_label(percent: ScalingPolicy, pods: ScalingPolicy) -> str:
+        return f" | {percent.value} % or {pods.value} pods per {percent.period_seconds} s"
 
 
 # chart/values.yaml's autoscaling, whose steady counts at 2x the last two parts explain.

@@ -67,3 +67,14 @@ def test_a_pinned_count_is_kept_by_readings_over_its_share_of_the_target():
     keeping, held = tune.readings_that_keep_a_pod((12.0, "paced", 1.0, 1, 4))
     assert 0.5 < keeping < 1 and held == 1.0
     assert tune.readings_that_keep_a_pod((40.0, "paced", 1.0, 1, 4)) == (0.0, 0.0)
+
+
+def test_a_scale_up_step_replaces_the_charts_policies_and_labels_its_row():
+    tune = load_script("tune.py")
+    charts = tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa.scale_up.policies
+    stepped = tune.replace(tune.CHART_DEFAULTS, scale_up_step=tune.percent_or_pods(200, 6, 30))
+    policies = stepped.applied(tune.chart_model()).hpa.scale_up.policies
+    assert [(p.kind, p.value, p.period_seconds) for p in policies] == [("Percent", 200, 30), ("Pods", 6, 30)]
+    assert policies != charts
+    assert stepped.label().endswith("| 200 % or 6 pods per 30 s")
+    assert "pods per" not in tune.CHART_DEFAULTS.label()

@@ -54,9 +54,17 @@ def test_an_external_metric_is_matched_by_its_own_type_and_name():
     assert not every_metric_known(reading)
 
 
-def test_the_recorders_sample_reads_the_first_metric_by_name():
-    reading = sample(hpa(pods_current(DURATION, "10500m"), pods_current(UTILIZATION, "650m")), 4.0)
-    assert (reading.at, reading.replicas, reading.desired, reading.metric) == (4.0, 2, 3, 10.5)
-    assert sample(hpa(), 0.0).metric is None
+def test_the_recorders_sample_reads_each_metric_by_name():
+    # The status lists the utilization first: the sample follows the spec's order.
+    reading = sample(hpa(pods_current(UTILIZATION, "650m"), pods_current(DURATION, "10500m")), 4.0)
+    assert (reading.at, reading.replicas, reading.desired, reading.metric, reading.second) == (4.0, 2, 3, 10.5, 0.65)
+    assert (sample(hpa(), 0.0).metric, sample(hpa(), 0.0).second) == (None, None)
     # The duration unreadable, the utilization read: not the duration's value.
-    assert sample(hpa({"type": ""}, pods_current(UTILIZATION, "650m")), 0.0).metric is None
+    unreadable = sample(hpa({"type": ""}, pods_current(UTILIZATION, "650m")), 0.0)
+    assert (unreadable.metric, unreadable.second) == (None, 0.65)
+    # An HPA of one metric has no second reading.
+    alone = {
+        "spec": {"metrics": [pods_metric(DURATION, "12")]},
+        "status": {"currentMetrics": [pods_current(DURATION, "9")]},
+    }
+    assert (sample(alone, 0.0).metric, sample(alone, 0.0).second) == (9.0, None)

@@ -254,5 +254,5 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             samples = recorder.stop()
             load.terminate()
             load.wait(timeout=120)
-            timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}" for s in samples)
+            timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}/{s.second}" for s in samples)
             print(f"HPA timeline ({recorder.failed_reads} reads failed):", timeline)

@@ -23,6 +23,7 @@ from inferscale.simulation.calibration import (
     agreement,
     back_to_min_observed,
     median_agreement,
+    readings_to_first_scale_up,
     seed_ranges,
     share_over,
     within_seeds,
@@ -506,6 +507,21 @@ def test_calibrated_needs_both_the_replicas_and_the_first_scale_up():
     neither = Agreement(samples=100, within=95, first_scale_up_measured=None, first_scale_up_simulated=None)
     assert close.calibrated and not late.calibrated
     assert not one_sided.calibrated and neither.calibrated
+
+
+def test_the_readings_to_the_first_scale_up_are_each_change_from_the_step_on():
+    readings = [
+        Observed(-1.0, 1, 0.0, 0.0),
+        Observed(0.0, 1, 0.0, 0.0),
+        Observed(1.0, 1, 0.0, 0.0),  # the same reading as the sync before: left out
+        Observed(15.0, 1, 0.0, 0.6),
+        Observed(30.0, 4, 13.8, 2.1),
+        Observed(45.0, 6, 18.1, 2.4),  # after the first scale-up
+    ]
+    assert [o.at for o in readings_to_first_scale_up(readings, 1)] == [0.0, 15.0, 30.0]
+    # Runs saved before the second metric was recorded read it as None.
+    assert Observed(**{"at": 0.0, "replicas": 1, "value": 0.0}).second is None
+    assert [o.at for o in readings_to_first_scale_up(readings[:4], 1)] == [0.0, 15.0]
 
 
 def test_the_median_agreement_is_the_middle_seed():

@@ -1,4 +1,4 @@
-"""Reading the HorizontalPodAutoscaler's view: replicas, desired replicas, current metric."""
+"""Reading the HorizontalPodAutoscaler's view: replicas, desired replicas, current metrics."""
 
 from __future__ import annotations
 
@@ -17,16 +17,21 @@ class HpaSample:
     replicas: int
     desired: int
     metric: float | None  # the current value of the HPA's first metric; None while <unknown>
+    second: float | None = None  # its second metric's, likewise; None for an HPA of one
+
+
+def _number(quantity: str | None) -> float | None:
+    return float(parse_quantity(quantity)) if quantity is not None else None
 
 
 def sample(hpa: dict, at: float) -> HpaSample:
     status = hpa.get("status", {})
     # The chart lists the duration first; a second Pods metric (slot utilization)
     # follows it. Matched by type and name: an unreadable metric's entry is empty.
-    first = next(iter(spec_metrics(hpa)), None)
-    value = current_values(hpa).get(first) if first else None
-    metric = float(parse_quantity(value)) if value is not None else None
-    return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), metric)
+    known = current_values(hpa)
+    values = [_number(known.get(key)) for key in spec_metrics(hpa)[:2]]
+    first, second = values + [None] * (2 - len(values))
+    return HpaSample(at, status.get("currentReplicas", 0), status.get("desiredReplicas", 0), first, second)
 
 
 def every_metric_known(hpa: dict) -> bool:

@@ -8,6 +8,7 @@ same way at every measured instant, and on when the first scale-up came.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ class Observed:
     at: float
     replicas: int
     value: float | None
+    # The HPA's second metric (the chart's slot utilization): recorded since 2026-12-03.
+    second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ class Agreement:
 
 def first_scale_up_observed(observed: list[Observed], min_replicas: int) -> float | None:
     return next((o.at for o in observed if o.at >= 0 and o.replicas > min_replicas), None)
+
+
+def readings_to_first_scale_up(observed: list[Observed], min_replicas: int) -> list[Observed]:
+    """The measured readings from the step to the first scale-up, each change once: what the HPA saw at its syncs."""
+    first = first_scale_up_observed(observed, min_replicas)
+    window = [o for o in observed if o.at >= 0 and (first is None or o.at <= first)]
+    return [next(same) for _, same in itertools.groupby(window, key=lambda o: (o.replicas, o.value, o.second))]
 
 
 def first_scale_up_simulated(trace: Trace, min_replicas: int) -> float | None:
