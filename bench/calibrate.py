@@ -13,8 +13,9 @@ routing, the scrape and sync phases and the readiness delays). For each it
 prints, per seed, the share of measured samples whose simulated replicas
 are within ±1, and the simulated first scale-up against the measured one;
 then the share of measured readings within the seeds' range ±1, and what
-the HPA read at its syncs up to the first scale-up (both metrics, in runs
-measured from 2026-12-03 night on; the first only before). The replay
+the HPA read at its syncs up to the first scale-up, measured and at the
+median seed (both metrics; a run measured before 2026-12-04 has the
+measured duration only). The replay
 is the calibration: a draw and the real run are two samples of the same
 random arrivals, whose bursts decide a step's peak (a run saved before
 arrivals were recorded, 2026-12-03, has the draws only). A plot of
@@ -354,16 +355,20 @@ def report(label: str, agreements: list[Agreement]) -> None:
         print(f"first scale-up error over all seeds: {errors[0]:.0f}..{errors[-1]:.0f} s")
 
 
-def print_first_readings(observed: list[Observed], trace: Trace, min_replicas: int) -> None:
+def print_first_readings(observed: list[Observed], trace: Trace, model: Model) -> None:
     """What the HPA read at its syncs up to the first scale-up, which the ±15 s goal compares."""
-    measured = readings_to_first_scale_up(observed, min_replicas)
-    first = first_scale_up_simulated(trace, min_replicas)
+    measured = readings_to_first_scale_up(observed, model.hpa.min_replicas)
+    first = first_scale_up_simulated(trace, model.hpa.min_replicas)
     simulated = [s for s in trace.syncs if s.at >= 0 and (first is None or s.at <= first)]
     print(
         "readings to the first scale-up (s from the step: desired, duration / slot utilization): measured "
         + "; ".join(f"{o.at:.0f}: {o.replicas}, {fmt_number(o.value)} / {fmt_number(o.second)}" for o in measured)
         + "\n  simulated (median seed): "
-        + "; ".join(f"{s.at:.0f}: {s.desired}, {fmt_number(s.value)}" for s in simulated)
+        + "; ".join(
+            f"{s.at:.0f}: {s.desired}, {fmt_number(s.value)} / "
+            + fmt_number(None if s.held is None else s.held / model.pod.slots)
+            for s in simulated
+        )
     )
 
 
@@ -471,7 +476,7 @@ def main() -> None:
         f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
         f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"
     )
-    print_first_readings(observed, traces[chosen], model.hpa.min_replicas)
+    print_first_readings(observed, traces[chosen], model)
     simulated_arrivals = "the measured arrivals replayed" if "arrivals" in run else "Poisson draws"
     title = (
         f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "

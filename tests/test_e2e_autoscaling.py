@@ -207,7 +207,7 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         assert_a_broken_scrape_fires_the_absent_metric_alert(stack)
 
     timeline = " ".join(f"{s.at:.0f}s:{s.replicas}/{s.desired}@{s.metric}/{s.second}" for s in samples)
-    print("HPA timeline (seconds: current/desired replicas @ metric):", timeline)
+    print("HPA timeline (seconds: current/desired replicas @ duration/slot utilization):", timeline)
     during_load = [s for s in samples if s.at <= load_ended]
     peak = max(s.replicas for s in during_load)
     assert peak >= 3, timeline

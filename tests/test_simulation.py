@@ -135,8 +135,11 @@ def test_the_larger_proposal_of_two_metrics_wins():
     assert two_metric_controller().sync(0.0, 5, held(*[(10.0, 3.0)] * 5)).desired == 10
     # And the other way round: 0.3 held proposes 1, the duration's 5 keeps the count.
     assert two_metric_controller().sync(0.0, 5, held(*[(10.0, 0.3)] * 5)).desired == 5
-    # The value the HPA reports for the run is still the duration's.
-    assert two_metric_controller().sync(0.0, 5, held(*[(10.0, 3.0)] * 5)).value == 10.0
+    # The value the HPA reports for the run is still the duration's; the second
+    # metric's average is reported beside it.
+    decision = two_metric_controller().sync(0.0, 5, held(*[(10.0, 3.0)] * 4, (10.0, 1.0)))
+    assert (decision.value, decision.held) == (10.0, 2.6)
+    assert Controller(HpaSpec.from_values(CHART_VALUES["autoscaling"])).sync(0.0, 1, pods(10.0)).held is None
 
 
 def test_a_metric_without_values_stops_a_scale_in_but_not_a_scale_out():

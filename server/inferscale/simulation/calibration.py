@@ -30,7 +30,7 @@ class Observed:
     at: float
     replicas: int
     value: float | None
-    # The HPA's second metric (the chart's slot utilization): recorded since 2026-12-03.
+    # The HPA's second metric (the chart's slot utilization), in runs measured from 2026-12-04 on.
     second: float | None = None
 
 

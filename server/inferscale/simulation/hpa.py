@@ -132,6 +132,7 @@ class Decision:
     desired: int
     value: float | None  # the current average the HPA reports; None while <unknown>
     scaling_active: bool
+    held: float | None = None  # the second metric's average (HpaSpec.held_target), likewise
 
 
 def milli(value: float) -> int:
@@ -193,13 +194,13 @@ class Controller:
         if current < spec.min_replicas:
             return self._scaled(now, current, spec.min_replicas, None)
         try:
-            proposal, value = self._proposal(current, pods)
+            proposal, value, held = self._proposal(current, pods)
         except NoMetrics:
             return Decision(current, None, False)
         stabilized = self._stabilize(now, current, proposal)
-        return self._scaled(now, current, self._rate_limit(now, current, stabilized), value)
+        return self._scaled(now, current, self._rate_limit(now, current, stabilized), value, held)
 
-    def _proposal(self, current: int, pods: list[PodView]) -> tuple[int, float | None]:
+    def _proposal(self, current: int, pods: list[PodView]) -> tuple[int, float | None, float | None]:
         """computeReplicasForMetrics: the largest metric's proposal. A metric
         without values does not stop a scale-up the others ask for, but it does
         stop a scale-in, and with none valid there is no proposal."""
@@ -207,28 +208,29 @@ class Controller:
         metrics = [(spec.target, pods)]
         if spec.held_target is not None:
             metrics.append((spec.held_target, [PodView(p.name, p.running, p.held) for p in pods]))
-        proposals, invalid, value, tolerances = [], 0, None, spec.tolerances
+        proposals, invalid, tolerances = [], 0, spec.tolerances
+        averages: list[float | None] = [None, None]
         for index, (target, views) in enumerate(metrics):
             try:
-                proposal, average = replicas_for_metric(current, views, target, tolerances)
+                proposal, averages[index] = replicas_for_metric(current, views, target, tolerances)
             except NoMetrics:
                 invalid += 1
                 continue
             proposals.append(proposal)
-            if index == 0:
-                value = average
         if invalid == len(metrics) or (invalid and max(proposals) < current):
             raise NoMetrics("a metric has no values")
-        return max(proposals), value
+        return max(proposals), averages[0], averages[1]
 
-    def _scaled(self, now: float, current: int, desired: int, value: float | None) -> Decision:
+    def _scaled(
+        self, now: float, current: int, desired: int, value: float | None, held: float | None = None
+    ) -> Decision:
         if desired > current:
             self._prune(self.scale_ups, now, self.spec.scale_up.longest_period)
             self.scale_ups.append((now, desired - current))
         elif desired < current:
             self._prune(self.scale_downs, now, self.spec.scale_down.longest_period)
             self.scale_downs.append((now, current - desired))
-        return Decision(desired, value, True)
+        return Decision(desired, value, True, held)
 
     def _stabilize(self, now: float, current: int, proposal: int) -> int:
         up_cutoff = now - self.spec.scale_up.stabilization_window_seconds

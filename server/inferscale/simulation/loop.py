@@ -97,6 +97,7 @@ class Sync:
     ready: int
     desired: int
     value: float | None
+    held: float | None = None  # the second metric's average (HpaSpec.held_target); None without it
 
 
 @dataclass
@@ -283,7 +284,14 @@ class Loop:
         views = [PodView(p.name, now >= p.running_at, self.value(p, now), self.held(p, now)) for p in live]
         decision = controller.sync(now, self.spec_replicas, views)
         self.trace.syncs.append(
-            Sync(now, self.spec_replicas, sum(p.ready(now) for p in live), decision.desired, decision.value)
+            Sync(
+                now,
+                self.spec_replicas,
+                sum(p.ready(now) for p in live),
+                decision.desired,
+                decision.value,
+                decision.held,
+            )
         )
         if decision.scaling_active and decision.desired != self.spec_replicas:
             self._scale_to(now, decision.desired)
