@@ -56,13 +56,13 @@ from inferscale.simulation.calibration import (  # noqa: E402
     Observed,
     agreement,
     back_to_min_observed,
-    first_scale_up_simulated,
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
+    syncs_to_first_scale_up,
     within_seeds,
 )
 from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
@@ -358,8 +358,7 @@ def report(label: str, agreements: list[Agreement]) -> None:
 def print_first_readings(observed: list[Observed], trace: Trace, model: Model) -> None:
     """What the HPA read at its syncs up to the first scale-up, which the ±15 s goal compares."""
     measured = readings_to_first_scale_up(observed, model.hpa.min_replicas)
-    first = first_scale_up_simulated(trace, model.hpa.min_replicas)
-    simulated = [s for s in trace.syncs if s.at >= 0 and (first is None or s.at <= first)]
+    simulated = syncs_to_first_scale_up(trace, model.hpa.min_replicas)
     print(
         "readings to the first scale-up (s from the step: desired, duration / slot utilization): measured "
         + "; ".join(f"{o.at:.0f}: {o.replicas}, {fmt_number(o.value)} / {fmt_number(o.second)}" for o in measured)

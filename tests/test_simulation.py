@@ -26,6 +26,7 @@ from inferscale.simulation.calibration import (
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
+    syncs_to_first_scale_up,
     within_seeds,
 )
 from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
@@ -39,7 +40,7 @@ from inferscale.simulation.hpa import (
     Tolerances,
     replicas_for_metric,
 )
-from inferscale.simulation.loop import Loop, PodModel, Sync, Timing, Trace
+from inferscale.simulation.loop import Loop, Pod, PodModel, Sync, Timing, Trace
 from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario, seconds
 
 CHART_VALUES = yaml.safe_load((REPO / "chart" / "values.yaml").read_text())
@@ -291,6 +292,18 @@ def test_a_replay_serves_exactly_the_given_arrivals():
     assert trace.refused == [3.0]
 
 
+def test_a_pod_scraped_once_has_its_held_requests_but_no_duration_yet():
+    # adapter-values.yaml: avg_over_time of a gauge answers from one sample,
+    # rate() of the duration histogram needs two.
+    loop = Loop(None, POD, FAST, fixed_replicas=1)
+    pod = Pod("new", created=0.0, running_at=0.0, ready_at=5.0)
+    pod.samples.append((1.0, 0.0, 0, 3))  # (time, duration sum, count, held)
+    assert loop.held(pod, 2.0) == 3 and loop.value(pod, 2.0) is None
+    pod.samples.append((16.0, 10.0, 1, 1))
+    assert loop.held(pod, 17.0) == 2 and loop.value(pod, 17.0) == 10.0
+    assert loop.held(pod, 0.5) is None, "no scrape in the window yet"
+
+
 def test_every_accepted_request_is_answered_also_by_pods_scaled_in():
     model = Model.from_chart_values(CHART_VALUES)
     loop = Loop(model.hpa, model.pod, model.timing, "poisson", seed=4)
@@ -525,6 +538,14 @@ def test_the_readings_to_the_first_scale_up_are_each_change_from_the_step_on():
     # Runs saved before the second metric was recorded read it as None.
     assert Observed(**{"at": 0.0, "replicas": 1, "value": 0.0}).second is None
     assert [o.at for o in readings_to_first_scale_up(readings[:4], 1)] == [0.0, 15.0]
+
+
+def test_the_simulated_syncs_to_the_first_scale_up_run_from_the_step_to_it():
+    syncs = [Sync(at, 1, 1, desired, 0.0) for at, desired in ((-3.0, 1), (12.0, 1), (27.0, 3), (42.0, 6))]
+    trace = Trace(syncs=syncs, replicas=[(0.0, 1), (27.0, 3), (42.0, 6)])
+    assert [s.at for s in syncs_to_first_scale_up(trace, 1)] == [12.0, 27.0]
+    # Never scaled: every sync from the step on.
+    assert [s.at for s in syncs_to_first_scale_up(Trace(syncs=syncs[:2], replicas=[(0.0, 1)]), 1)] == [12.0]
 
 
 def test_the_median_agreement_is_the_middle_seed():

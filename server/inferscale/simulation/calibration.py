@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .figures import replicas_at
-from .loop import Trace
+from .loop import Sync, Trace
 
 # What "calibrated" means (issue goals): replicas within ±1 for 90 % of the
 # measured samples, and the first scale-up within ±15 s.
@@ -74,6 +74,12 @@ def readings_to_first_scale_up(observed: list[Observed], min_replicas: int) -> l
 
 def first_scale_up_simulated(trace: Trace, min_replicas: int) -> float | None:
     return next((at for at, replicas in trace.replicas if replicas > min_replicas), None)
+
+
+def syncs_to_first_scale_up(trace: Trace, min_replicas: int) -> list[Sync]:
+    """The simulated syncs from the step to the first scale-up: `readings_to_first_scale_up`'s counterpart."""
+    first = first_scale_up_simulated(trace, min_replicas)
+    return [s for s in trace.syncs if s.at >= 0 and (first is None or s.at <= first)]
 
 
 def agreement(observed: list[Observed], trace: Trace, min_replicas: int) -> Agreement:

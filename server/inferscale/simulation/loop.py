@@ -23,7 +23,8 @@ What is modelled, and how it maps onto the real parts:
   sample in the window: a value only with two samples, 0 for a pod seen
   idle (the chart's rule). The extrapolation of rate() scales both alike.
   A second metric, for HpaSpec.held_target only: the requests a pod holds
-  (running and queued) at each scrape, averaged over the window's samples.
+  (running and queued) at each scrape, averaged over the window's samples,
+  from its first one on (avg_over_time needs no second, unlike rate()).
 - The adapter asks Prometheus at each HPA request, naming the pods the HPA
   asks for, so a new pod needs no relist (its relist only discovers metric
   names, once after an install): not modelled. The HPA controller (hpa.py)
@@ -258,26 +259,29 @@ class Loop:
             pod.samples.popleft()
         self._at(now + self.timing.scrape_interval, self._scrape, pod)
 
-    def _window(self, pod: Pod, now: float) -> list[tuple] | None:
-        """The pod's samples in the rate window; None without two (no value, as the chart's rule)."""
+    def _window(self, pod: Pod, now: float) -> list[tuple]:
+        """The pod's samples in the rate window."""
         if now < pod.running_at:
-            return None
-        window = [s for s in pod.samples if now - self.timing.rate_window < s[0] <= now]
-        return window if len(window) >= 2 else None
+            return []
+        return [s for s in pod.samples if now - self.timing.rate_window < s[0] <= now]
 
     def value(self, pod: Pod, now: float) -> float | None:
-        """The adapter's answer for `pod` at `now`: the average duration, 0 when seen idle."""
+        """The adapter's answer for `pod` at `now`: the average duration, 0 when seen idle.
+
+        rate() needs two samples: None with fewer (no value, as the chart's rule)."""
         window = self._window(pod, now)
-        if window is None:
+        if len(window) < 2:
             return None
         (_, first_sum, first_count, _), (_, last_sum, last_count, _) = window[0], window[-1]
         count = last_count - first_count
         return (last_sum - first_sum) / count if count else 0.0
 
     def held(self, pod: Pod, now: float) -> float | None:
-        """The companion metric: requests held (running and queued), averaged over the window's scrapes."""
+        """The companion metric: requests held (running and queued), averaged over the window's scrapes.
+
+        avg_over_time answers from one sample, so a pod scraped once has a value."""
         window = self._window(pod, now)
-        return None if window is None else sum(s[3] for s in window) / len(window)
+        return sum(s[3] for s in window) / len(window) if window else None
 
     def _sync(self, now: float, controller: Controller) -> None:
         live = [p for p in self.pods if not p.deleted]
