@@ -442,16 +442,28 @@ def test_the_command_refuses_a_load_or_room_it_cannot_simulate(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_command_names_an_unreadable_values_file(tmp_path):
-    (tmp_path / "values.yaml").write_text("server: {}\n")
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("server: {}\n", "has no value 'modelConcurrency': start from a copy of the chart's values.yaml"),
+        ("", "cannot read chart values from {path}: it holds nothing, not a mapping of values"),
+        ("- server\n", "cannot read chart values from {path}: it holds a list, not a mapping of values"),
+        ("server: [\n", "cannot read chart values from {path}: while parsing"),
+        (None, "cannot read chart values from {path}: [Errno 2] No such file or directory"),
+    ],
+)
+def test_the_command_names_what_is_wrong_with_a_values_file(tmp_path, content, message):
+    path = tmp_path / "values.yaml"
+    if content is not None:
+        path.write_text(content)
     result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(tmp_path / "values.yaml")],
+        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "cannot read chart values" in result.stderr and "Traceback" not in result.stderr
+    assert message.format(path=path) in result.stderr and "Traceback" not in result.stderr
 
 
 # ---- calibration against a measured run --------------------------------------------

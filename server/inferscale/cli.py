@@ -146,9 +146,22 @@ def _simulate(args: argparse.Namespace) -> int:
 
     try:
         with open(args.values) as values_file:
-            model = Model.from_chart_values(yaml.safe_load(values_file), sync_period=args.sync_period)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-        print(f"inferscale simulate: cannot read chart values from {args.values}: {error!r}", file=sys.stderr)
+            values = yaml.safe_load(values_file)
+        if not isinstance(values, dict):
+            found = "nothing" if values is None else f"a {type(values).__name__}"
+            raise ValueError(f"it holds {found}, not a mapping of values")
+        model = Model.from_chart_values(values, sync_period=args.sync_period)
+    except KeyError as error:
+        # The simulator reads the values as the chart renders them, so an
+        # override file that leaves the rest to the chart's defaults lacks some.
+        print(
+            f"inferscale simulate: {args.values} has no value {error.args[0]!r}: "
+            "start from a copy of the chart's values.yaml",
+            file=sys.stderr,
+        )
+        return 2
+    except (OSError, yaml.YAMLError, TypeError, ValueError) as error:
+        print(f"inferscale simulate: cannot read chart values from {args.values}: {error}", file=sys.stderr)
         return 2
     if args.rate is not None and args.rate <= 0:
         print(f"inferscale simulate: --rate must be above 0, not {args.rate:g}", file=sys.stderr)
