@@ -12,6 +12,7 @@ import itertools
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .figures import replicas_at
 from .loop import Sync, Trace
@@ -32,6 +33,10 @@ class Observed:
     value: float | None
     # The HPA's second metric (the chart's slot utilization), in runs measured from 2026-12-04 on.
     second: float | None = None
+
+
+# A measured reading or a simulated sync: both say when, in seconds from the step.
+_Timed = TypeVar("_Timed", Observed, Sync)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def first_scale_up_observed(observed: list[Observed], min_replicas: int) -> floa
 def readings_to_first_scale_up(observed: list[Observed], min_replicas: int) -> list[Observed]:
     """The measured readings from the step to the first scale-up, each change once: what the HPA saw at its syncs."""
     first = first_scale_up_observed(observed, min_replicas)
-    window = [o for o in observed if o.at >= 0 and (first is None or o.at <= first)]
+    window = _from_step_to(observed, first)
     return [next(same) for _, same in itertools.groupby(window, key=lambda o: (o.replicas, o.value, o.second))]
 
 
@@ -79,7 +84,12 @@ def first_scale_up_simulated(trace: Trace, min_replicas: int) -> float | None:
 def syncs_to_first_scale_up(trace: Trace, min_replicas: int) -> list[Sync]:
     """The simulated syncs from the step to the first scale-up: `readings_to_first_scale_up`'s counterpart."""
     first = first_scale_up_simulated(trace, min_replicas)
-    return [s for s in trace.syncs if s.at >= 0 and (first is None or s.at <= first)]
+    return _from_step_to(trace.syncs, first)
+
+
+def _from_step_to(timed: list[_Timed], first: float | None) -> list[_Timed]:
+    """The items from the step (`at` >= 0) to `first` inclusive; all of them from the step when `first` is None."""
+    return [t for t in timed if t.at >= 0 and (first is None or t.at <= first)]
 
 
 def agreement(observed: list[Observed], trace: Trace, min_replicas: int) -> Agreement:
