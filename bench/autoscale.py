@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from inferscale.simulation.scenarios import seconds
+from inferscale.simulation.chart_values import seconds
 from localcluster.hpa import HpaRecorder, sample
 from localcluster.load import headless_locust
 from localcluster.repo import ARRIVAL_LOG_PLUGIN

@@ -65,9 +65,10 @@ from inferscale.simulation.calibration import (  # noqa: E402
     syncs_to_first_scale_up,
     within_seeds,
 )
+from inferscale.simulation.chart_values import seconds  # noqa: E402
 from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
-from inferscale.simulation.scenarios import Model, seconds  # noqa: E402
+from inferscale.simulation.scenarios import Model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

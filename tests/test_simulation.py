@@ -29,6 +29,7 @@ from inferscale.simulation.calibration import (
     syncs_to_first_scale_up,
     within_seeds,
 )
+from inferscale.simulation.chart_values import Autoscaling, seconds
 from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
 from inferscale.simulation.hpa import (
     Controller,
@@ -41,9 +42,14 @@ from inferscale.simulation.hpa import (
     replicas_for_metric,
 )
 from inferscale.simulation.loop import Loop, Pod, PodModel, Sync, Timing, Trace
-from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario, seconds
+from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario
 
 CHART_VALUES = yaml.safe_load((REPO / "chart" / "values.yaml").read_text())
+
+
+def chart_hpa(autoscaling: dict) -> HpaSpec:
+    """The duration-only HPA that the chart renders from `autoscaling` values."""
+    return Autoscaling.model_validate(autoscaling).spec()
 
 
 def pods(*values, pending: int = 0) -> list[PodView]:
@@ -98,7 +104,7 @@ def test_each_direction_has_its_own_tolerance(views, tolerances, expected):
 
 def test_the_tolerances_come_from_each_direction_of_behavior_or_the_controller_default():
     behavior = CHART_VALUES["autoscaling"]["behavior"]
-    spec = HpaSpec.from_values(
+    spec = chart_hpa(
         {**CHART_VALUES["autoscaling"], "behavior": {**behavior, "scaleUp": {**behavior["scaleUp"], "tolerance": 0.5}}}
     )
     assert spec.tolerances == Tolerances(down=0.1, up=0.5)
@@ -112,7 +118,7 @@ def test_the_average_is_an_integer_division_of_milli_values():
 def test_no_value_for_any_pod_is_no_decision():
     with pytest.raises(NoMetrics):
         replicas_for_metric(3, pods(None, None, pending=1), target=12, tolerances=Tolerances())
-    controller = Controller(HpaSpec.from_values(CHART_VALUES["autoscaling"]))
+    controller = Controller(chart_hpa(CHART_VALUES["autoscaling"]))
     decision = controller.sync(0.0, 3, pods(None, None, None))
     assert (decision.desired, decision.value, decision.scaling_active) == (3, None, False)
 
@@ -126,7 +132,7 @@ def held(*pairs) -> list[PodView]:
 
 
 def two_metric_controller(**spec) -> Controller:
-    base = HpaSpec.from_values(CHART_VALUES["autoscaling"])
+    base = chart_hpa(CHART_VALUES["autoscaling"])
     return Controller(HpaSpec(**{**base.__dict__, "held_target": 1.5, **spec}))
 
 
@@ -140,7 +146,7 @@ def test_the_larger_proposal_of_two_metrics_wins():
     # metric's average is reported beside it.
     decision = two_metric_controller().sync(0.0, 5, held(*[(10.0, 3.0)] * 4, (10.0, 1.0)))
     assert (decision.value, decision.held) == (10.0, 2.6)
-    assert Controller(HpaSpec.from_values(CHART_VALUES["autoscaling"])).sync(0.0, 1, pods(10.0)).held is None
+    assert Controller(chart_hpa(CHART_VALUES["autoscaling"])).sync(0.0, 1, pods(10.0)).held is None
 
 
 def test_a_metric_without_values_stops_a_scale_in_but_not_a_scale_out():
@@ -156,7 +162,7 @@ def test_a_metric_without_values_stops_a_scale_in_but_not_a_scale_out():
 
 
 def chart_controller(**autoscaling) -> Controller:
-    return Controller(HpaSpec.from_values({**CHART_VALUES["autoscaling"], **autoscaling}))
+    return Controller(chart_hpa({**CHART_VALUES["autoscaling"], **autoscaling}))
 
 
 def test_chart_scale_up_policies_allow_the_larger_of_double_and_four_pods_per_15_s():
@@ -248,10 +254,12 @@ def test_back_under_target_means_staying_there():
     assert back_under_target(trace([10] * 10), 12, 0.0) is None
 
 
-def test_prometheus_durations():
+def test_prometheus_durations_in_every_unit_the_charts_schema_allows():
     assert seconds("1m30s") == 90 and seconds("15s") == 15 and seconds("2h") == 7200
-    with pytest.raises(ValueError):
-        seconds("1 m")
+    assert seconds("250ms") == 0.25 and seconds("1w") == 7 * 86400 and seconds("1y") == 365 * 86400
+    for wrong in ("1 m", "", "15", 15):
+        with pytest.raises(ValueError):
+            seconds(wrong)
 
 
 # ---- the loop ------------------------------------------------------------------------
@@ -442,10 +450,45 @@ def test_the_command_refuses_a_load_or_room_it_cannot_simulate(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def chart_values_with(**changes) -> str:
+    """The chart's values.yaml with `section__value=...` changes, as a file's text."""
+    values = yaml.safe_load(yaml.safe_dump(CHART_VALUES))
+    for path, value in changes.items():
+        *sections, name = path.split("__")
+        held = values
+        for section in sections:
+            held = held[section]
+        held[name] = value
+    return yaml.safe_dump(values)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("server: {}\n", "has no value 'modelConcurrency': start from a copy of the chart's values.yaml"),
+        (
+            "server: {}\n",
+            "{path}: server.modelConcurrency: missing; server.maxQueue: missing; ",
+        ),
+        ("server: {}\n", "autoscaling: missing: start from a copy of the chart's values.yaml"),
+        ("server: 5\n", "{path}: server: Input should be a valid dictionary or instance of Server (found 5); "),
+        (
+            chart_values_with(server__modelConcurrency="two"),
+            "{path}: server.modelConcurrency: Input should be a valid integer",
+        ),
+        (
+            chart_values_with(server__inferenceDurationSeconds=0),
+            "server.inferenceDurationSeconds: Input should be greater than 0 (found 0)",
+        ),
+        (
+            chart_values_with(serviceMonitor__interval=10),
+            "{path}: serviceMonitor.interval: not a duration: 10 (write it as 15s, 1m30s)",
+        ),
+        (chart_values_with(autoscaling__rateWindow="1 m"), "{path}: autoscaling.rateWindow: not a duration: '1 m'"),
+        (chart_values_with(autoscaling__minReplicas=30), "{path}: autoscaling: minReplicas 30 is above maxReplicas 20"),
+        (
+            chart_values_with(autoscaling__behavior__scaleUp__selectPolicy="Largest"),
+            "autoscaling.behavior.scaleUp.selectPolicy: Input should be 'Max', 'Min' or 'Disabled' (found 'Largest')",
+        ),
         ("", "cannot read chart values from {path}: it holds nothing, not a mapping of values"),
         ("- server\n", "cannot read chart values from {path}: it holds a list, not a mapping of values"),
         ("server: [\n", "cannot read chart values from {path}: while parsing"),
@@ -464,6 +507,7 @@ def test_the_command_names_what_is_wrong_with_a_values_file(tmp_path, content, m
     )
     assert result.returncode == 2
     assert message.format(path=path) in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
 
 
 # ---- calibration against a measured run --------------------------------------------

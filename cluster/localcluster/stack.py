@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from inferscale.doctor.kube import Cluster
-from inferscale.simulation.scenarios import seconds
+from inferscale.simulation.chart_values import seconds
 from localcluster import adapter, dns, monitoring
 from localcluster.binaries import bin_dir, binary
 from localcluster.controlplane import ControlPlane

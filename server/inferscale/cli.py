@@ -6,8 +6,12 @@ import argparse
 import dataclasses
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import inferscale
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 # Spelled out, not imported from inferscale.multiprocess: importing that would
 # import prometheus_client before the variable is set.
@@ -135,12 +139,35 @@ def _add_simulate(commands) -> None:
     simulate.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def _values_problems(error: ValidationError) -> str:
+    """Each value that is wrong, by its path in the file (`server.maxQueue: ...`)."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        path = ".".join(str(part) for part in problem["loc"]) or "the file"
+        if problem["type"] == "missing":
+            problems.append(f"{path}: missing")
+        elif problem["type"] == "value_error":  # our own check's message, which names the value
+            problems.append(f"{path}: {problem['ctx']['error']}")
+        elif isinstance(problem["input"], dict | list):  # a whole section: its repr would bury the message
+            problems.append(f"{path}: {problem['msg']}")
+        else:
+            problems.append(f"{path}: {problem['msg']} (found {problem['input']!r})")
+    message = "; ".join(problems)
+    if any(problem["type"] == "missing" for problem in error.errors()):
+        # The simulator reads the values as the chart renders them, so an
+        # override file that leaves the rest to the chart's defaults lacks some.
+        message += ": start from a copy of the chart's values.yaml"
+    return message
+
+
 def _simulate(args: argparse.Namespace) -> int:
     try:
         import yaml
     except ImportError:
         print("inferscale simulate: pyyaml is missing: pip install 'inferscale[simulate]'", file=sys.stderr)
         return 2
+    from pydantic import ValidationError
+
     from inferscale.simulation import report
     from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
@@ -151,16 +178,10 @@ def _simulate(args: argparse.Namespace) -> int:
             found = "nothing" if values is None else f"a {type(values).__name__}"
             raise ValueError(f"it holds {found}, not a mapping of values")
         model = Model.from_chart_values(values, sync_period=args.sync_period)
-    except KeyError as error:
-        # The simulator reads the values as the chart renders them, so an
-        # override file that leaves the rest to the chart's defaults lacks some.
-        print(
-            f"inferscale simulate: {args.values} has no value {error.args[0]!r}: "
-            "start from a copy of the chart's values.yaml",
-            file=sys.stderr,
-        )
+    except ValidationError as error:
+        print(f"inferscale simulate: {args.values}: {_values_problems(error)}", file=sys.stderr)
         return 2
-    except (OSError, yaml.YAMLError, TypeError, ValueError) as error:
+    except (OSError, yaml.YAMLError, ValueError) as error:
         print(f"inferscale simulate: cannot read chart values from {args.values}: {error}", file=sys.stderr)
         return 2
     if args.rate is not None and args.rate <= 0:

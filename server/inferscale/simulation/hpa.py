@@ -74,16 +74,6 @@ class ScalingRules:
     # by default from v1.35); `tolerancesForHpa` in horizontal.go.
     tolerance: float = DEFAULT_TOLERANCE
 
-    @classmethod
-    def from_values(cls, values: dict) -> ScalingRules:
-        """From the chart's `autoscaling.behavior.scaleUp` or `scaleDown`."""
-        return cls(
-            int(values["stabilizationWindowSeconds"]),
-            values.get("selectPolicy", "Max"),
-            tuple(ScalingPolicy(p["type"], int(p["value"]), int(p["periodSeconds"])) for p in values["policies"]),
-            float(values.get("tolerance", DEFAULT_TOLERANCE)),
-        )
-
     @property
     def longest_period(self) -> int:
         return max((p.period_seconds for p in self.policies), default=0)
@@ -99,18 +89,6 @@ class HpaSpec:
     # A second Pods metric, the requests a pod holds (running and queued)
     # averaged over the window, and its target per pod; None: duration only.
     held_target: float | None = None
-
-    @classmethod
-    def from_values(cls, autoscaling: dict) -> HpaSpec:
-        """From the chart's `autoscaling` values."""
-        behavior = autoscaling["behavior"]
-        return cls(
-            int(autoscaling["minReplicas"]),
-            int(autoscaling["maxReplicas"]),
-            float(autoscaling["targetAverageDurationSeconds"]),
-            ScalingRules.from_values(behavior["scaleUp"]),
-            ScalingRules.from_values(behavior["scaleDown"]),
-        )
 
     @property
     def tolerances(self) -> Tolerances:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 from . import load
+from .chart_values import ChartValues
 from .figures import Figures, figures, meets_target
 from .hpa import HpaSpec
 from .loop import Loop, PodModel, Timing
-
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def seconds(duration: str) -> float:
-    """A Prometheus duration (`1m30s`) in seconds."""
-    parts = DURATION_PART.findall(duration)
-    if not parts or "".join(n + u for n, u in parts) != duration:
-        raise ValueError(f"not a duration: {duration!r}")
-    return sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
 
 
 @dataclass(frozen=True)
@@ -34,26 +23,27 @@ class Model:
     def from_chart_values(cls, values: dict, sync_period: float = 15.0, start_seconds: float = 3.0) -> Model:
         """`sync_period` is kube-controller-manager's flag and `start_seconds`
         the time from a pod's creation to its process answering: neither is a
-        value of the chart."""
-        server = values["server"]
+        value of the chart. Raises pydantic's ValidationError, which names
+        each value that is missing or wrong."""
+        chart = ChartValues.model_validate(values)
         pod = PodModel(
-            slots=int(server["modelConcurrency"]),
-            max_queue=int(server["maxQueue"]),
-            inference_seconds=float(server["inferenceDurationSeconds"]),
+            slots=chart.server.modelConcurrency,
+            max_queue=chart.server.maxQueue,
+            inference_seconds=chart.server.inferenceDurationSeconds,
             start_seconds=start_seconds,
-            model_load_seconds=float(server["modelLoadSeconds"]),
-            readiness_period=float(values["probes"]["readiness"]["periodSeconds"]),
+            model_load_seconds=chart.server.modelLoadSeconds,
+            readiness_period=chart.probes.readiness.periodSeconds,
         )
         timing = Timing(
-            scrape_interval=seconds(values["serviceMonitor"]["interval"]),
-            rate_window=seconds(values["autoscaling"]["rateWindow"]),
+            scrape_interval=chart.serviceMonitor.interval,
+            rate_window=chart.autoscaling.rateWindow,
             sync_period=sync_period,
         )
-        hpa = HpaSpec.from_values(values["autoscaling"])
-        utilization = values["autoscaling"].get("slotUtilization") or {}
-        if utilization.get("enabled"):
+        hpa = chart.autoscaling.spec()
+        utilization = chart.autoscaling.slotUtilization
+        if utilization is not None and utilization.enabled:
             # The chart's target is a share of a pod's slots; the loop counts requests held.
-            hpa = replace(hpa, held_target=float(utilization["target"]) * pod.slots)
+            hpa = replace(hpa, held_target=utilization.target * pod.slots)
         return cls(hpa, pod, timing)
 
     @property
