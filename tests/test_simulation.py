@@ -418,6 +418,17 @@ def simulate_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+def test_a_users_values_file_lays_over_the_charts_as_helm_lays_it(tmp_path):
+    # As `helm install -f chart/values.yaml -f mine.yaml`: only what mine.yaml sets changes.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("autoscaling:\n  maxReplicas: 3\n")
+    capped = simulate_json("--rate", "1", "--values", str(mine))
+    assert capped["autoscaled"]["peak_replicas"] == 3
+    assert capped["target_seconds"] == 12.0 and capped["pod_capacity_rps"] == 0.2
+    # The chart's own 20 let the same load scale past 3.
+    assert simulate_json("--rate", "1")["autoscaled"]["peak_replicas"] > 3
+
+
 def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room():
     # 1 req/s is 5 pods' worth of the chart's pod (2 slots x 10 s): the same run as --times 5.
     by_rate, by_times = simulate_json("--rate", "1"), simulate_json("--times", "5")
@@ -469,7 +480,14 @@ def chart_values_with(**changes) -> str:
             "server: {}\n",
             "{path}: server.modelConcurrency: missing; server.maxQueue: missing; ",
         ),
-        ("server: {}\n", "autoscaling: missing: start from a copy of the chart's values.yaml"),
+        (
+            "autoscaling:\n  maxReplicas: 3\n",
+            "autoscaling.minReplicas: missing; autoscaling.targetAverageDurationSeconds: missing; ",
+        ),
+        (
+            "server: {}\n",
+            "autoscaling: missing: the first file must be the chart's values.yaml (-f chart/values.yaml -f yours.yaml)",
+        ),
         ("server: 5\n", "{path}: server: Input should be a valid dictionary or instance of Server (found 5); "),
         (
             chart_values_with(server__modelConcurrency="two"),

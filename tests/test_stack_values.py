@@ -16,11 +16,11 @@ import pytest
 import yaml
 from test_chart import MATRIX, only, render
 
+from inferscale.simulation.chart_values import merged
 from localcluster import adapter as localcluster_adapter
 from localcluster import monitoring
 from localcluster.binaries import binary
 from localcluster.stack import FAST_LOOP, StackConfig, check_relist_covers_scrapes
-from localcluster.values import merged
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"

@@ -34,11 +34,12 @@ from pathlib import Path
 import requests
 import yaml
 
+from inferscale.simulation.chart_values import merged
+
 from .binaries import MissingBinary, cache_dir, image_archive
 from .images import packed_image
 from .kubectl import apply, kubectl
 from .processes import wait_until
-from .values import merged
 
 NAMESPACE = "monitoring"
 # What kube-prometheus-stack names them for a release called kube-prometheus-stack.

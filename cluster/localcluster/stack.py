@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from inferscale.doctor.kube import Cluster
-from inferscale.simulation.chart_values import seconds
+from inferscale.simulation.chart_values import merged, seconds
 from localcluster import adapter, dns, monitoring
 from localcluster.binaries import bin_dir, binary
 from localcluster.controlplane import ControlPlane
@@ -35,7 +35,6 @@ from localcluster.kubectl import apply, kubectl
 from localcluster.node import HOST_IP, NODE_IP, RealNode
 from localcluster.processes import undone_on_failure, wait_until
 from localcluster.repo import REPO
-from localcluster.values import merged
 
 CHART = REPO / "chart"
 ADAPTER_VALUES = REPO / "adapter-values.yaml"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import importlib.util
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 # Spelled out, not imported from inferscale.multiprocess: importing that would
 # import prometheus_client before the variable is set.
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+# Where `inferscale simulate` finds the chart's values in a clone of the repository.
+DEFAULT_VALUES = "chart/values.yaml"
 
 # CLI options override the environment by writing to it, so that Settings has
 # one source and names the variable in its errors.
@@ -98,7 +102,12 @@ def _add_simulate(commands) -> None:
         "Needs the [simulate] extra (pip install 'inferscale[simulate]').",
     )
     simulate.add_argument(
-        "--values", default="chart/values.yaml", help="the chart's values file, complete (default: chart/values.yaml)"
+        "-f",
+        "--values",
+        action="append",
+        metavar="FILE",
+        help="a values file; repeat it to lay each over the ones before, as helm -f does: "
+        "-f chart/values.yaml -f my-values.yaml (default: chart/values.yaml)",
     )
     simulate.add_argument(
         "--scenario",
@@ -156,33 +165,48 @@ def _values_problems(error: ValidationError) -> str:
     if any(problem["type"] == "missing" for problem in error.errors()):
         # The simulator reads the values as the chart renders them, so an
         # override file that leaves the rest to the chart's defaults lacks some.
-        message += ": start from a copy of the chart's values.yaml"
+        message += f": the first file must be the chart's values.yaml (-f {DEFAULT_VALUES} -f yours.yaml)"
     return message
 
 
-def _simulate(args: argparse.Namespace) -> int:
+class UnreadableValues(Exception):
+    """A values file that is not a YAML mapping of values, or not there."""
+
+
+def _values_in(path: str) -> dict:
+    import yaml  # _simulate has checked that the extra is installed
+
     try:
-        import yaml
-    except ImportError:
+        with open(path) as values_file:
+            values = yaml.safe_load(values_file)
+    except (OSError, yaml.YAMLError) as error:
+        raise UnreadableValues(f"cannot read chart values from {path}: {error}") from error
+    if not isinstance(values, dict):
+        found = "nothing" if values is None else f"a {type(values).__name__}"
+        raise UnreadableValues(f"cannot read chart values from {path}: it holds {found}, not a mapping of values")
+    return values
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("yaml") is None:
         print("inferscale simulate: pyyaml is missing: pip install 'inferscale[simulate]'", file=sys.stderr)
         return 2
     from pydantic import ValidationError
 
     from inferscale.simulation import report
+    from inferscale.simulation.chart_values import merged
     from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
+    files = args.values or [DEFAULT_VALUES]
+    named = " over ".join(reversed(files))
     try:
-        with open(args.values) as values_file:
-            values = yaml.safe_load(values_file)
-        if not isinstance(values, dict):
-            found = "nothing" if values is None else f"a {type(values).__name__}"
-            raise ValueError(f"it holds {found}, not a mapping of values")
+        values = functools.reduce(merged, (_values_in(path) for path in files))
         model = Model.from_chart_values(values, sync_period=args.sync_period)
     except ValidationError as error:
-        print(f"inferscale simulate: {args.values}: {_values_problems(error)}", file=sys.stderr)
+        print(f"inferscale simulate: {named}: {_values_problems(error)}", file=sys.stderr)
         return 2
-    except (OSError, yaml.YAMLError, ValueError) as error:
-        print(f"inferscale simulate: cannot read chart values from {args.values}: {error}", file=sys.stderr)
+    except UnreadableValues as error:
+        print(f"inferscale simulate: {error}", file=sys.stderr)
         return 2
     if args.rate is not None and args.rate <= 0:
         print(f"inferscale simulate: --rate must be above 0, not {args.rate:g}", file=sys.stderr)

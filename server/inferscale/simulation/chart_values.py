@@ -38,6 +38,17 @@ def seconds(duration: str) -> float:
     return sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
 
 
+def merged(base: dict, override: dict) -> dict:
+    """`override` laid over `base`, nested dicts merged key by key (as helm merges values)."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
 # A Prometheus duration in the file, seconds once read.
 Duration = Annotated[float, BeforeValidator(seconds)]
 
