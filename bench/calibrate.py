@@ -405,12 +405,19 @@ def main() -> None:
     parser.add_argument("--up", type=float, default=None, help="seconds the load stays on")
     parser.add_argument("--down", type=float, default=None, help="seconds read after it stops")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--replot", action="store_true", help=f"reuse {OUT.name}/<timing>.json; no cluster")
+    parser.add_argument("--replot", action="store_true", help="replay the saved measurement (--run); no cluster")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help=f"the measurement's file, written by a run and read by --replot; its plot goes beside it as .png "
+        f"(default: {OUT.relative_to(ROOT)}/<timing>.json). An earlier run: git show <commit>:<that file> > run.json",
+    )
     args = parser.parse_args()
     model = model_of(args.timing)
     user_rps = USER_RPS[args.timing]
     users = round(args.times * model.pod_capacity / user_rps)
-    saved = OUT / f"{args.timing}.json"
+    saved = args.run or OUT / f"{args.timing}.json"
     if args.replot:
         run = json.loads(saved.read_text())
     else:
@@ -426,7 +433,7 @@ def main() -> None:
             "observed": [vars(o) for o in measured.observed],
             "arrivals": measured.arrivals,
         }
-        OUT.mkdir(parents=True, exist_ok=True)
+        saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(run, indent=1) + "\n")
     observed = [Observed(**o) for o in run["observed"]]
     end = observed[-1].at
@@ -482,8 +489,9 @@ def main() -> None:
         f"{args.timing} timing: {run['users']} users × {run['user_rps']:g} req/s (Poisson) = "
         f"{run['times']:g}× a pod's capacity for {run['up']:.0f} s, then none\nsimulated: {simulated_arrivals}"
     )
-    plot(OUT / f"{args.timing}.png", title, observed, traces, chosen, run["up"], model.hpa.target, run["schedulable"])
-    print(f"plot: {(OUT / f'{args.timing}.png').relative_to(ROOT)}")
+    drawn = saved.with_suffix(".png")
+    plot(drawn, title, observed, traces, chosen, run["up"], model.hpa.target, run["schedulable"])
+    print(f"plot: {drawn.relative_to(ROOT) if drawn.is_relative_to(ROOT) else drawn}")
 
 
 if __name__ == "__main__":
