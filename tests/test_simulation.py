@@ -418,6 +418,19 @@ def simulate_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+def test_a_reader_that_stops_early_gets_no_traceback():
+    # As `inferscale simulate | head -1`, with the reader gone before the report is printed.
+    command = subprocess.Popen(
+        [sys.executable, "-m", "inferscale.cli", "simulate", "--hours", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    command.stdout.close()
+    _, stderr = command.communicate(timeout=120)
+    assert command.returncode == 0 and stderr == b""
+
+
 def test_a_users_values_file_lays_over_the_charts_as_helm_lays_it(tmp_path):
     # As `helm install -f chart/values.yaml -f mine.yaml`: only what mine.yaml sets changes.
     mine = tmp_path / "mine.yaml"

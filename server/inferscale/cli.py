@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "settings":
         from inferscale.settings import reference_table
 
-        print(reference_table(), end="")
+        _print_report(reference_table(), end="")
         return 0
     if args.command == "doctor":
         return _doctor(args)
@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             os.environ[env] = str(value)
     return _serve()
+
+
+def _print_report(text: str, end: str = "\n") -> None:
+    """A command's output; a reader that has gone (`| head`) is no error of ours."""
+    try:
+        print(text, end=end, flush=True)
+    except BrokenPipeError:
+        # Else Python complains once more at exit, flushing into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -87,7 +96,7 @@ def _doctor(args: argparse.Namespace) -> int:
         print(f"inferscale doctor: cannot reach the API server: {error}", file=sys.stderr)
         return 2
     render = report.as_json if args.json else report.as_text
-    print(render(args.release, args.namespace, findings, walk.budget))
+    _print_report(render(args.release, args.namespace, findings, walk.budget))
     return 0 if report.healthy(findings) else 1
 
 
@@ -224,7 +233,7 @@ def _simulate(args: argparse.Namespace) -> int:
     autoscaled = run(model, case, args.arrivals, args.seed)
     fixed = fewest_fixed(model, case, args.arrivals, args.seed)
     render = report.as_json if args.json else report.as_text
-    print(render(model, case, args.arrivals, autoscaled, fixed))
+    _print_report(render(model, case, args.arrivals, autoscaled, fixed))
     return 0
 
 
