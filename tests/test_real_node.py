@@ -23,9 +23,11 @@ import pytest
 import requests
 from conftest import find_helm
 from prometheus_client.parser import text_string_to_metric_families
-from test_chart import only, render
+from test_chart import chart_values, only, render
 
 from inferscale.doctor.kube import Cluster
+from inferscale.simulation.chart_values import Autoscaling, Behavior, coalesced
+from inferscale.simulation.hpa import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP
 from localcluster import ControlPlane, dns, wait_until
 from localcluster.kubectl import apply, kubectl
 from localcluster.node import (
@@ -175,19 +177,49 @@ def control_plane(tmp_path_factory):
 def test_the_charts_hpa_keeps_a_tolerance_set_for_one_direction(control_plane):
     """The chart's HPA with `behavior.scaleUp.tolerance`, as docs/sizing.md
     sweeps it, is accepted and kept (the API server drops it with the gate off)."""
-    rendered = only(render({"autoscaling": {"behavior": {"scaleUp": {"tolerance": 0.5}}}}), "HorizontalPodAutoscaler")
+    _, kept = hpa_as_kept(control_plane, {"autoscaling": {"behavior": {"scaleUp": {"tolerance": 0.5}}}})
+    assert kept["behavior"]["scaleUp"]["tolerance"] == "500m"
+    assert "tolerance" not in kept["behavior"]["scaleDown"]
+
+
+def hpa_as_kept(control_plane: ControlPlane, values: dict) -> tuple[dict, dict]:
+    """The chart's HPA spec as helm renders it from `values`, and as the API server keeps it."""
+    rendered = only(render(values), "HorizontalPodAutoscaler")
     # A copy: render's documents are cached for every test that renders the same values.
     hpa = {**rendered, "metadata": {**rendered["metadata"], "namespace": NAMESPACE}}
     kubeconfig = control_plane.admin_kubeconfig
     apply(kubeconfig, [hpa])
     try:
-        kept = control_plane.api.get(
+        return rendered["spec"], control_plane.api.get(
             f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/{hpa['metadata']['name']}"
-        )["spec"]["behavior"]
-        assert kept["scaleUp"]["tolerance"] == "500m"
-        assert "tolerance" not in kept["scaleDown"]
+        )["spec"]
     finally:
         kubectl(kubeconfig, "delete", "hpa", "-n", NAMESPACE, hpa["metadata"]["name"])
+
+
+@pytest.mark.parametrize(
+    "behavior",
+    [
+        None,
+        {"scaleUp": None},
+        {"scaleDown": {"stabilizationWindowSeconds": None, "policies": None}},
+    ],
+    ids=["no-behavior", "no-scale-up", "scale-down-window-and-policies-unset"],
+)
+def test_the_simulator_drops_and_defaults_behavior_as_helm_and_the_api_server_do(control_plane, behavior):
+    """A user's nulls, laid over the chart's values by helm and defaulted by
+    the API server, give the HPA the simulator builds from the same values."""
+    user = {"autoscaling": {"behavior": behavior}}
+    rendered, kept = hpa_as_kept(control_plane, user)
+    simulated = Autoscaling.model_validate(coalesced(chart_values(), user)["autoscaling"]).spec()
+    assert simulated.has_behavior == ("behavior" in kept)
+    if simulated.has_behavior:
+        # Every field the API server filled in is set here; the scale-down
+        # window it leaves unset is the controller's flag, as in the simulator.
+        applied = Behavior.model_validate(kept["behavior"])
+        assert applied.scaleUp.rules(DEFAULT_SCALE_UP) == simulated.scale_up
+        assert applied.scaleDown.rules(DEFAULT_SCALE_DOWN) == simulated.scale_down
+        assert kept["behavior"] != rendered["behavior"], "the API server filled in nothing: the case tests no default"
 
 
 def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, tmp_path):

@@ -11,6 +11,7 @@ import random
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -29,9 +30,11 @@ from inferscale.simulation.calibration import (
     syncs_to_first_scale_up,
     within_seeds,
 )
-from inferscale.simulation.chart_values import Autoscaling, seconds
+from inferscale.simulation.chart_values import Autoscaling, coalesced, seconds
 from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
 from inferscale.simulation.hpa import (
+    DEFAULT_SCALE_DOWN,
+    DEFAULT_SCALE_UP,
     Controller,
     HpaSpec,
     NoMetrics,
@@ -217,6 +220,54 @@ def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
     assert controller.sync(window + 45.0, 5, pods(*idle[:5])).desired == 5
     assert controller.sync(window + 62.0, 5, pods(*idle[:5])).desired == 2
     assert controller.sync(window + 123.0, 2, pods(*idle[:2])).desired == 1
+
+
+# ---- an HPA without behavior: normalizeDesiredReplicas ---------------------------------
+
+
+def test_without_behavior_each_sync_may_double_or_add_up_to_four():
+    controller = Controller(chart_hpa({**CHART_VALUES["autoscaling"], "behavior": None}))
+    replicas, steps = 1, []
+    for t in (0, 1, 2, 3):
+        # 120 s against 12: the proposal is ten times the count. No period: a
+        # sync a second after the last may scale again (calculateScaleUpLimit).
+        replicas = controller.sync(float(t), replicas, pods(*[120.0] * replicas)).desired
+        steps.append(replicas)
+    # max(2 x 1, 4) = 4, then 8, 16, and the chart's maxReplicas 20.
+    assert steps == [4, 8, 16, 20]
+
+
+def test_without_behavior_scale_down_holds_the_highest_of_300_s_then_goes_all_the_way():
+    controller = Controller(chart_hpa({**CHART_VALUES["autoscaling"], "behavior": None}))
+    assert controller.sync(0.0, 10, pods(*[12.0] * 10)).desired == 10
+    idle = [0.0] * 10
+    for t in range(15, 301, 15):
+        # The 10 recommended at 0 s is inside the window up to 300 s inclusive
+        # (stabilizeRecommendation drops only samples before the cutoff).
+        assert controller.sync(float(t), 10, pods(*idle)).desired == 10, t
+    # Then the highest left is 0: no rate limit, straight to minReplicas.
+    assert controller.sync(301.0, 10, pods(*idle)).desired == 1
+
+
+def test_a_user_null_deletes_the_charts_default_and_other_keys_merge_as_helm_coalesces():
+    chart = {"a": {"b": 1, "c": 2}, "d": 3, "g": {"h": 4}}
+    user = {"a": {"b": None, "e": 5}, "d": None, "f": None, "g": 6}
+    assert coalesced(chart, user) == {"a": {"c": 2, "e": 5}, "f": None, "g": 6}
+
+
+def test_rules_a_user_leaves_unset_are_the_api_servers_defaults():
+    chart = chart_hpa(CHART_VALUES["autoscaling"])
+
+    def installed(behavior) -> HpaSpec:
+        return Model.from_chart_values(coalesced(CHART_VALUES, {"autoscaling": {"behavior": behavior}})).hpa
+
+    no_behavior = installed(None)
+    assert not no_behavior.has_behavior and chart.has_behavior
+    assert (no_behavior.scale_up, no_behavior.scale_down) == (DEFAULT_SCALE_UP, DEFAULT_SCALE_DOWN)
+    assert installed({"scaleUp": None}).scale_up == DEFAULT_SCALE_UP
+    assert installed({"scaleUp": None}).scale_down == chart.scale_down
+    window_unset = installed({"scaleDown": {"stabilizationWindowSeconds": None}}).scale_down
+    assert window_unset == replace(chart.scale_down, stabilization_window_seconds=300)
 
 
 def test_outside_the_bounds_it_goes_to_the_bound_without_metrics():
@@ -440,6 +491,9 @@ def test_a_users_values_file_lays_over_the_charts_as_helm_lays_it(tmp_path):
     assert capped["target_seconds"] == 12.0 and capped["pod_capacity_rps"] == 0.2
     # The chart's own 20 let the same load scale past 3.
     assert simulate_json("--rate", "1")["autoscaled"]["peak_replicas"] > 3
+    # A null drops a block of the chart's, as helm drops it: no behavior at all.
+    mine.write_text("autoscaling:\n  behavior: null\n")
+    assert simulate_json("--rate", "1", "--values", str(mine))["autoscaled"]["peak_replicas"] > 3
 
 
 def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room():

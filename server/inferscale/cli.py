@@ -203,13 +203,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from inferscale.simulation import report
-    from inferscale.simulation.chart_values import merged
+    from inferscale.simulation.chart_values import coalesced, merged
     from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
     files = args.values or [DEFAULT_VALUES]
     named = " over ".join(reversed(files))
     try:
-        values = functools.reduce(merged, (_values_in(path) for path in files))
+        chart, *users = (_values_in(path) for path in files)
+        values = coalesced(chart, functools.reduce(merged, users, {}))
         model = Model.from_chart_values(values, sync_period=args.sync_period)
     except ValidationError as error:
         print(f"inferscale simulate: {named}: {_values_problems(error)}", file=sys.stderr)

@@ -9,12 +9,13 @@ the values the loop does not read are left to the chart's own schema.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -22,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .hpa import DEFAULT_TOLERANCE, HpaSpec, ScalingPolicy, ScalingRules
+from .hpa import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP, HpaSpec, ScalingPolicy, ScalingRules
 
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -39,13 +40,28 @@ def seconds(duration: str) -> float:
 
 
 def merged(base: dict, override: dict) -> dict:
-    """`override` laid over `base`, nested dicts merged key by key (as helm merges values)."""
+    """`override` laid over `base`, nested dicts merged key by key (as helm merges its -f files)."""
     result = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(result.get(key), dict):
             result[key] = merged(result[key], value)
         else:
             result[key] = value
+    return result
+
+
+def coalesced(chart: dict, user: dict) -> dict:
+    """The user's values over the chart's, as helm installs them: nested
+    tables merged, and a key the user sets to null deleted from the chart's
+    (chartutil/coalesce.go), which is how a user drops a default block."""
+    result = dict(user)
+    for key, default in chart.items():
+        if key not in user:
+            result[key] = default
+        elif user[key] is None:
+            del result[key]
+        elif isinstance(user[key], dict) and isinstance(default, dict):
+            result[key] = coalesced(default, user[key])
     return result
 
 
@@ -86,23 +102,42 @@ class SlotUtilization(_Values):
 class Policy(_Values):
     type: Literal["Pods", "Percent"]
     value: PositiveInt
-    periodSeconds: PositiveInt
+    # The API server's bounds (autoscaling/validation: MaxPeriodSeconds).
+    periodSeconds: Annotated[int, Field(gt=0, le=1800)]
 
 
 class Rules(_Values):
-    stabilizationWindowSeconds: NonNegativeInt
-    selectPolicy: Literal["Max", "Min", "Disabled"] = "Max"
-    policies: list[Policy]
-    tolerance: NonNegativeFloat = DEFAULT_TOLERANCE
+    """A direction's rules; what is left unset the API server fills in."""
 
-    def rules(self) -> ScalingRules:
-        policies = tuple(ScalingPolicy(p.type, p.value, p.periodSeconds) for p in self.policies)
-        return ScalingRules(self.stabilizationWindowSeconds, self.selectPolicy, policies, self.tolerance)
+    stabilizationWindowSeconds: Annotated[int, Field(ge=0, le=3600)] | None = None
+    selectPolicy: Literal["Max", "Min", "Disabled"] | None = None
+    policies: Annotated[list[Policy], Field(min_length=1)] | None = None
+    tolerance: NonNegativeFloat | None = None
+
+    def rules(self, defaults: ScalingRules) -> ScalingRules:
+        """copyHPAScalingRules: each field that is set, over `defaults`."""
+        return ScalingRules(
+            _given(self.stabilizationWindowSeconds, defaults.stabilization_window_seconds),
+            _given(self.selectPolicy, defaults.select_policy),
+            _given(_policies(self.policies), defaults.policies),
+            _given(self.tolerance, defaults.tolerance),
+        )
+
+
+_T = TypeVar("_T")
+
+
+def _given(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _policies(policies: list[Policy] | None) -> tuple[ScalingPolicy, ...] | None:
+    return None if policies is None else tuple(ScalingPolicy(p.type, p.value, p.periodSeconds) for p in policies)
 
 
 class Behavior(_Values):
-    scaleUp: Rules
-    scaleDown: Rules
+    scaleUp: Rules = Rules()
+    scaleDown: Rules = Rules()
 
 
 class Autoscaling(_Values):
@@ -110,7 +145,8 @@ class Autoscaling(_Values):
     maxReplicas: PositiveInt
     targetAverageDurationSeconds: PositiveFloat
     rateWindow: Duration
-    behavior: Behavior
+    # None (a user's `behavior: null`): the chart renders no behavior.
+    behavior: Behavior | None = None
     # Older copies of values.yaml have no second metric: duration only.
     slotUtilization: SlotUtilization | None = None
 
@@ -122,12 +158,14 @@ class Autoscaling(_Values):
 
     def spec(self) -> HpaSpec:
         """The HPA the chart renders from these values, its duration metric only (`Model` adds the second)."""
+        behavior = self.behavior or Behavior()
         return HpaSpec(
             self.minReplicas,
             self.maxReplicas,
             self.targetAverageDurationSeconds,
-            self.behavior.scaleUp.rules(),
-            self.behavior.scaleDown.rules(),
+            behavior.scaleUp.rules(DEFAULT_SCALE_UP),
+            behavior.scaleDown.rules(DEFAULT_SCALE_DOWN),
+            has_behavior=self.behavior is not None,
         )
 
 

@@ -16,7 +16,8 @@ its details:
 - `Controller.sync` is `reconcileAutoscaler` (horizontal.go): outside
   [minReplicas, maxReplicas] it goes to the bound without reading metrics;
   with no value at all (`ScalingActive=False`) it keeps the count and
-  records nothing; otherwise `normalizeDesiredReplicasWithBehaviors`.
+  records nothing; otherwise `normalizeDesiredReplicasWithBehaviors`, or
+  `normalizeDesiredReplicas` for an HPA without `behavior`.
 - `_stabilize` is `stabilizeRecommendationWithBehaviors`: the current count
   raised to the lowest recommendation of the scale-up window and lowered to
   the highest of the scale-down window.
@@ -26,6 +27,10 @@ its details:
   the replicas at the start of its period (events younger than the period
   undone), `Percent` rounds up on the way up and truncates on the way down,
   and `selectPolicy` picks the largest change (Max) or the smallest (Min).
+- `_normalize_without_behavior` is `normalizeDesiredReplicas` with
+  `stabilizeRecommendation` and `convertDesiredReplicasWithRules`: the
+  highest recommendation of the controller's downscale window, then at most
+  max(2 × current, 4) replicas, with no period at all.
 
 The controller keeps recommendations and scale events in memory; so does
 this class, one instance per HPA.
@@ -79,6 +84,20 @@ class ScalingRules:
         return max((p.period_seconds for p in self.policies), default=0)
 
 
+# kube-controller-manager's --horizontal-pod-autoscaler-downscale-stabilization.
+DOWNSCALE_STABILIZATION_SECONDS = 300
+
+# What the API server fills in for rules a `behavior` leaves unset
+# (pkg/apis/autoscaling/v2/defaults.go); a scale-down window left unset is
+# the controller's flag.
+DEFAULT_SCALE_UP = ScalingRules(0, "Max", (ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 15)))
+DEFAULT_SCALE_DOWN = ScalingRules(DOWNSCALE_STABILIZATION_SECONDS, "Max", (ScalingPolicy("Percent", 100, 15),))
+
+# horizontal.go's scaleUpLimitFactor and scaleUpLimitMinimum: the most a sync
+# may add when the HPA has no `behavior`.
+LEGACY_SCALE_UP_FACTOR, LEGACY_SCALE_UP_MINIMUM = 2, 4
+
+
 @dataclass(frozen=True)
 class HpaSpec:
     min_replicas: int
@@ -89,6 +108,9 @@ class HpaSpec:
     # A second Pods metric, the requests a pod holds (running and queued)
     # averaged over the window, and its target per pod; None: duration only.
     held_target: float | None = None
+    # False: the HPA has no `behavior` and the controller takes its older
+    # path, which reads neither rules above.
+    has_behavior: bool = True
 
     @property
     def tolerances(self) -> Tolerances:
@@ -175,6 +197,8 @@ class Controller:
             proposal, value, held = self._proposal(current, pods)
         except NoMetrics:
             return Decision(current, None, False)
+        if not spec.has_behavior:
+            return self._scaled(now, current, self._normalize_without_behavior(now, current, proposal), value, held)
         stabilized = self._stabilize(now, current, proposal)
         return self._scaled(now, current, self._rate_limit(now, current, stabilized), value, held)
 
@@ -232,6 +256,16 @@ class Controller:
             limit = min(self._limit(now, current, spec.scale_down, up=False), current)
             return max(desired, spec.min_replicas, limit)
         return desired
+
+    def _normalize_without_behavior(self, now: float, current: int, proposal: int) -> int:
+        cutoff = now - DOWNSCALE_STABILIZATION_SECONDS
+        self.recommendations = [(at, r) for at, r in self.recommendations if at >= cutoff]
+        stabilized = max([proposal] + [r for _, r in self.recommendations])
+        self.recommendations.append((now, proposal))
+        highest = min(self.spec.max_replicas, max(LEGACY_SCALE_UP_FACTOR * current, LEGACY_SCALE_UP_MINIMUM))
+        if stabilized < self.spec.min_replicas:
+            return self.spec.min_replicas
+        return min(stabilized, highest)
 
     def _limit(self, now: float, current: int, rules: ScalingRules, up: bool) -> int:
         if rules.select_policy == "Disabled":
