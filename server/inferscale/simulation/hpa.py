@@ -109,7 +109,8 @@ class HpaSpec:
     # averaged over the window, and its target per pod; None: duration only.
     held_target: float | None = None
     # False: the HPA has no `behavior` and the controller takes its older
-    # path, which reads neither rules above.
+    # path. Of the rules above (then the defaults) it reads only the
+    # tolerance, which is the controller's flag.
     has_behavior: bool = True
 
     @property
