@@ -226,7 +226,7 @@ def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
 
 
 def test_without_behavior_each_sync_may_double_or_add_up_to_four():
-    controller = Controller(chart_hpa({**CHART_VALUES["autoscaling"], "behavior": None}))
+    controller = chart_controller(behavior=None)
     replicas, steps = 1, []
     for t in (0, 1, 2, 3):
         # 120 s against 12: the proposal is ten times the count. No period: a
@@ -238,7 +238,7 @@ def test_without_behavior_each_sync_may_double_or_add_up_to_four():
 
 
 def test_without_behavior_scale_down_holds_the_highest_of_300_s_then_goes_all_the_way():
-    controller = Controller(chart_hpa({**CHART_VALUES["autoscaling"], "behavior": None}))
+    controller = chart_controller(behavior=None)
     assert controller.sync(0.0, 10, pods(*[12.0] * 10)).desired == 10
     idle = [0.0] * 10
     for t in range(15, 301, 15):
