@@ -46,6 +46,7 @@ from inferscale.simulation.hpa import (
 )
 from inferscale.simulation.loop import Loop, Pod, PodModel, Sync, Timing, Trace
 from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario
+from localcluster.binaries import binary
 
 CHART_VALUES = yaml.safe_load((REPO / "chart" / "values.yaml").read_text())
 
@@ -494,6 +495,71 @@ def test_a_users_values_file_lays_over_the_charts_as_helm_lays_it(tmp_path):
     # A null drops a block of the chart's, as helm drops it: no behavior at all.
     mine.write_text("autoscaling:\n  behavior: null\n")
     assert simulate_json("--rate", "1", "--values", str(mine))["autoscaled"]["peak_replicas"] > 3
+
+
+@pytest.mark.parametrize(
+    "mine, refused",
+    [
+        ("autoscaling:\n  maxReplicas: 3\n", None),
+        ("autoscaling:\n  behavior: null\n", None),
+        # The loop reads the duration metric alone without it, but the chart requires it.
+        ("autoscaling:\n  slotUtilization: null\n", "autoscaling: 'slotUtilization' is a required property"),
+        ("server:\n  modelConcurrency: two\n", "server.modelConcurrency: 'two' is not of type 'integer'"),
+        ("server:\n  modelConcurency: 4\n", "server: Additional properties are not allowed ('modelConcurency'"),
+        ("autoscaling:\n  maxReplicas: 0\n", "autoscaling.maxReplicas: 0 is less than the minimum of 1"),
+    ],
+)
+def test_the_command_refuses_exactly_the_values_helm_refuses_by_the_charts_schema(tmp_path, mine, refused):
+    mine_path = tmp_path / "mine.yaml"
+    mine_path.write_text(mine)
+    helm = subprocess.run(
+        [binary("helm"), "template", "inferscale", str(REPO / "chart"), "-f", str(mine_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    simulated = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", "-f", str(REPO / "chart" / "values.yaml")]
+        + ["-f", str(mine_path), "--hours", "0.1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if refused is None:
+        assert helm.returncode == 0, helm.stderr
+        assert simulated.returncode == 0, simulated.stderr
+        return
+    assert "values don't meet the specifications of the schema" in helm.stderr
+    assert simulated.returncode == 2 and simulated.stdout == ""
+    named = f"{mine_path} over {REPO / 'chart' / 'values.yaml'}"
+    assert f"{named}: the chart's values.schema.json refuses" in simulated.stderr
+    assert refused in simulated.stderr and "Traceback" not in simulated.stderr
+
+
+@pytest.mark.parametrize("module", ["yaml", "jsonschema"])
+def test_the_command_names_a_missing_extra_instead_of_a_traceback(module):
+    # A None in sys.modules makes `import module` fail as if it were not installed.
+    run_cli = f"import sys; sys.modules[{module!r}] = None; from inferscale.cli import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", run_cli, "simulate"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 2
+    assert f"inferscale simulate: {module} is missing: pip install 'inferscale[simulate]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_schema_beside_the_values_that_is_not_one_is_named(tmp_path):
+    (tmp_path / "values.yaml").write_text((REPO / "chart" / "values.yaml").read_text())
+    (tmp_path / "values.schema.json").write_text('{"type": "object", "properties": {"server": {"type": 5}}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", "-f", str(tmp_path / "values.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"cannot read the chart's schema {tmp_path / 'values.schema.json'}: 5 is not valid" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room():

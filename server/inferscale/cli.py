@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib.util
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -197,12 +196,17 @@ def _values_in(path: str) -> dict:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("yaml") is None:
-        print("inferscale simulate: pyyaml is missing: pip install 'inferscale[simulate]'", file=sys.stderr)
+    try:
+        # Only whether the extra is installed: the modules that use them import them.
+        import jsonschema  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as error:
+        print(f"inferscale simulate: {error.name} is missing: pip install 'inferscale[simulate]'", file=sys.stderr)
         return 2
     from pydantic import ValidationError
 
     from inferscale.simulation import report
+    from inferscale.simulation.chart_schema import SCHEMA_FILE, UnreadableSchema, schema_beside, schema_problems
     from inferscale.simulation.chart_values import coalesced, merged
     from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
@@ -211,11 +215,20 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         chart, *users = (_values_in(path) for path in files)
         values = coalesced(chart, functools.reduce(merged, users, {}))
+        schema = schema_beside(files[0])
+        refused = schema_problems(values, schema) if schema is not None else []
+        if refused:
+            print(
+                f"inferscale simulate: {named}: the chart's {SCHEMA_FILE} refuses them, as helm install "
+                f"would: {'; '.join(refused)}",
+                file=sys.stderr,
+            )
+            return 2
         model = Model.from_chart_values(values, sync_period=args.sync_period)
     except ValidationError as error:
         print(f"inferscale simulate: {named}: {_values_problems(error)}", file=sys.stderr)
         return 2
-    except UnreadableValues as error:
+    except (UnreadableValues, UnreadableSchema) as error:
         print(f"inferscale simulate: {error}", file=sys.stderr)
         return 2
     if args.rate is not None and args.rate <= 0:

@@ -2,8 +2,9 @@
 
 The simulator takes a copy of the chart's values.yaml. A file that lacks a
 value or holds the wrong kind of thing fails here with the value's path
-(`server.modelConcurrency`), so `inferscale simulate` names what to fix;
-the values the loop does not read are left to the chart's own schema.
+(`server.modelConcurrency`), so `inferscale simulate` names what to fix.
+The chart's own schema, which helm applies to every value, is checked
+before this (chart_schema).
 """
 
 from __future__ import annotations
