@@ -636,6 +636,16 @@ def chart_values_with(**changes) -> str:
         ),
         (chart_values_with(autoscaling__rateWindow="1 m"), "{path}: autoscaling.rateWindow: not a duration: '1 m'"),
         (chart_values_with(autoscaling__minReplicas=30), "{path}: autoscaling: minReplicas 30 is above maxReplicas 20"),
+        # Values helm installs, but with no HPA of the chart's to simulate.
+        (
+            chart_values_with(autoscaling__enabled=False),
+            "{path}: autoscaling.enabled: false: the chart renders no HPA of its own, and that HPA is what the "
+            "simulator sizes (for a fixed count of pods, simulate minReplicas = maxReplicas = that count)",
+        ),
+        (
+            chart_values_with(autoscaling__enabled=False, keda__enabled=True),
+            "; keda.enabled: true: KEDA's own HPA then scales on an External metric from its Prometheus query",
+        ),
         (
             chart_values_with(autoscaling__behavior__scaleUp__selectPolicy="Largest"),
             "autoscaling.behavior.scaleUp.selectPolicy: Input should be 'Max', 'Min' or 'Disabled' (found 'Largest')",

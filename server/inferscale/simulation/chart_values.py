@@ -21,6 +21,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -142,6 +143,8 @@ class Behavior(_Values):
 
 
 class Autoscaling(_Values):
+    # Validated when left out too: helm reads a missing flag as false.
+    enabled: Annotated[bool, Field(validate_default=True)] = False
     minReplicas: PositiveInt
     maxReplicas: PositiveInt
     targetAverageDurationSeconds: PositiveFloat
@@ -150,6 +153,16 @@ class Autoscaling(_Values):
     behavior: Behavior | None = None
     # Older copies of values.yaml have no second metric: duration only.
     slotUtilization: SlotUtilization | None = None
+
+    @field_validator("enabled")
+    @classmethod
+    def _renders_an_hpa(cls, enabled: bool) -> bool:
+        if not enabled:
+            raise ValueError(
+                "false: the chart renders no HPA of its own, and that HPA is what the simulator sizes "
+                "(for a fixed count of pods, simulate minReplicas = maxReplicas = that count)"
+            )
+        return enabled
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> Autoscaling:
@@ -170,8 +183,24 @@ class Autoscaling(_Values):
         )
 
 
+class Keda(_Values):
+    enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _leaves_scaling_to_the_hpa(cls, enabled: bool) -> bool:
+        if enabled:
+            raise ValueError(
+                "true: KEDA's own HPA then scales on an External metric from its Prometheus query "
+                "and polling, which the simulator does not model"
+            )
+        return enabled
+
+
 class ChartValues(_Values):
     server: Server
     probes: Probes
     serviceMonitor: ServiceMonitor
     autoscaling: Autoscaling
+    # Older copies of values.yaml have no KEDA section: no ScaledObject.
+    keda: Keda = Keda()
