@@ -447,25 +447,19 @@ def test_the_command_prints_figures_for_the_chart_values():
     assert report["fewest_fixed_replicas"] >= 5
 
 
-def simulate_json(*args: str) -> dict:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inferscale.cli",
-            "simulate",
-            "--values",
-            str(REPO / "chart" / "values.yaml"),
-            "--hours",
-            "1",
-            "--json",
-            *args,
-        ],
+def simulate_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`inferscale simulate` with these arguments, run as a user runs it, from the repository's root."""
+    return subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "simulate", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=REPO,
     )
+
+
+def simulate_json(*args: str) -> dict:
+    result = simulate_cli("--values", str(REPO / "chart" / "values.yaml"), "--hours", "1", "--json", *args, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -518,12 +512,8 @@ def test_the_command_refuses_exactly_the_values_helm_refuses_by_the_charts_schem
         text=True,
         timeout=60,
     )
-    simulated = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", "-f", str(REPO / "chart" / "values.yaml")]
-        + ["-f", str(mine_path), "--hours", "0.1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    simulated = simulate_cli(
+        "-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine_path), "--hours", "0.1", "--json"
     )
     if refused is None:
         assert helm.returncode == 0, helm.stderr
@@ -551,12 +541,7 @@ def test_the_command_names_a_missing_extra_instead_of_a_traceback(module):
 def test_a_schema_beside_the_values_that_is_not_one_is_named(tmp_path):
     (tmp_path / "values.yaml").write_text((REPO / "chart" / "values.yaml").read_text())
     (tmp_path / "values.schema.json").write_text('{"type": "object", "properties": {"server": {"type": 5}}}')
-    result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", "-f", str(tmp_path / "values.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = simulate_cli("-f", str(tmp_path / "values.yaml"))
     assert result.returncode == 2
     assert f"cannot read the chart's schema {tmp_path / 'values.schema.json'}: 5 is not valid" in result.stderr
     assert "Traceback" not in result.stderr
@@ -583,13 +568,7 @@ def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room
     ],
 )
 def test_the_command_refuses_a_load_or_room_it_cannot_simulate(args, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    result = simulate_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -660,12 +639,7 @@ def test_the_command_names_what_is_wrong_with_a_values_file(tmp_path, content, m
     path = tmp_path / "values.yaml"
     if content is not None:
         path.write_text(content)
-    result = subprocess.run(
-        [sys.executable, "-m", "inferscale.cli", "simulate", "--values", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = simulate_cli("--values", str(path))
     assert result.returncode == 2
     assert message.format(path=path) in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 SCHEMA_FILE = "values.schema.json"
@@ -24,24 +25,24 @@ class UnreadableSchema(Exception):
     """The schema beside the values file is there but is not a JSON schema."""
 
 
-def schema_beside(values_path: str) -> dict | None:
-    """The schema next to a chart's values.yaml, or None if it has none."""
+def schema_beside(values_path: str) -> Validator | None:
+    """The validator of the schema next to a chart's values.yaml, or None if it has none."""
     path = Path(values_path).with_name(SCHEMA_FILE)
     if not path.is_file():
         return None
     try:
         schema = json.loads(path.read_text())
-        # The chart names its draft ($schema); one that names none gets draft-07, as helm v3.15 reads it.
-        validator_for(schema, default=Draft7Validator).check_schema(schema)
+        # The chart names its draft ($schema); one that names none is read as draft-07.
+        validator = validator_for(schema, default=Draft7Validator)
+        validator.check_schema(schema)
     except (OSError, ValueError, SchemaError) as error:
         raise UnreadableSchema(f"cannot read the chart's schema {path}: {error}") from error
-    return schema
+    return validator(schema)
 
 
-def schema_problems(values: dict, schema: dict) -> list[str]:
+def schema_problems(values: dict, schema: Validator) -> list[str]:
     """What the schema refuses in `values`, each by its path (`autoscaling.maxReplicas: ...`), sorted by path."""
-    validator = validator_for(schema, default=Draft7Validator)(schema)
-    errors = sorted(validator.iter_errors(values), key=lambda error: [str(part) for part in error.absolute_path])
+    errors = sorted(schema.iter_errors(values), key=lambda error: [str(part) for part in error.absolute_path])
     return [f"{_path(error.absolute_path)}: {error.message}" for error in errors]
 
 
