@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: help venv tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
+.PHONY: help venv tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-scrape-priority bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
 
 .DEFAULT_GOAL := help
 
@@ -63,6 +63,12 @@ bench: venv ## /metrics while every model slot is busy
 bench-kserve: venv ## inferscale against KServe under wrk
 	bash ci/tools.sh wrk prometheus >/dev/null
 	$(BIN)/python bench/vs_kserve.py $(BENCH_ARGS)
+
+# Scrapes under saturation against the request path's nice level, 5 rounds of
+# 3 levels (~7 min; root, to raise a priority above the shipped one).
+bench-scrape-priority: venv ## scrape latency under saturation per nice level of the request path
+	bash ci/tools.sh wrk prometheus >/dev/null
+	$(BIN)/python bench/scrape_priority.py $(BENCH_ARGS)
 
 # Inside one pod: waits beside a free slot, busy slots at saturation (~1 min).
 bench-placement: venv ## waits and busy slots inside one pod

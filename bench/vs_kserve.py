@@ -489,6 +489,14 @@ def errors_of(results: list[Result]) -> list[str]:
     return errors
 
 
+def exit_status(results: list[Result]) -> int:
+    """Print every error of the runs; 1 if there was any (never for a figure)."""
+    errors = errors_of(results)
+    for error in errors:
+        print(f"\n!!! ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="turns each server takes")
@@ -540,10 +548,7 @@ def main() -> int:
     if args.model_in_workers:
         print_ratios(results, IN_WORKERS, "inferscale")
         print_ratios(results, IN_WORKERS, "KServe 2-worker")
-    errors = errors_of(results)
-    for error in errors:
-        print(f"\n!!! ERROR: {error}", file=sys.stderr)
-    return 1 if errors else 0
+    return exit_status(results)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,32 @@ def test_metrics_and_health_answer_fast_while_every_slot_is_busy(start_server):
     assert max(latencies) < 1.5, sorted(latencies)[-5:]
 
 
+def test_every_thread_of_the_request_path_yields_the_cpu_to_the_admin_worker(start_server):
+    """Under saturation a probe or a scrape gets the CPU first: the HTTP
+    workers and the model process, every thread of them (Linux keeps a nice
+    value per thread), run at most a ninth of the admin worker's CPU weight,
+    10 nice levels or more below it (bench/scrape_priority.py)."""
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "3"}, workers=2)
+    assert server.predict().status_code == 200  # the model process's slot threads exist once used
+    [admin] = server.processes("admin-worker")
+    request_path = server.processes("http-worker") + [server.model_pid()]
+    [admin_nice] = set(thread_niceness(admin).values())
+    # Its main thread, a reader per HTTP worker and a slot: threads started after its nice call.
+    assert len(thread_niceness(server.model_pid())) >= 1 + 2 + 1
+    niceness = {(pid, thread): nice for pid in request_path for thread, nice in thread_niceness(pid).items()}
+    # 19 is the lowest priority there is: a server started at nice 10 or more gets that.
+    assert min(niceness.values()) >= min(admin_nice + 10, 19), (admin_nice, niceness)
+
+
+def thread_niceness(pid: int) -> dict[int, int]:
+    """The nice value of each of the process's threads, from /proc (field 19 of stat)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values[int(task.name)] = int(fields[16])
+    return values
+
+
 def test_success_counter_sums_predictions_across_both_workers(start_server):
     server = start_server({"INFERENCE_DURATION_SECONDS": "0.05", "MAX_QUEUE": "8"}, workers=2)
     predictions = 40
