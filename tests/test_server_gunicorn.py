@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -94,22 +95,20 @@ def test_every_thread_of_the_request_path_yields_the_cpu_to_the_admin_worker(sta
     server = start_server({"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "3"}, workers=2)
     assert server.predict().status_code == 200  # the model process's slot threads exist once used
     [admin] = server.processes("admin-worker")
-    request_path = server.processes("http-worker") + [server.model_pid()]
     [admin_nice] = set(thread_niceness(admin).values())
+    model_threads = thread_niceness(server.model_pid())
     # Its main thread, a reader per HTTP worker and a slot: threads started after its nice call.
-    assert len(thread_niceness(server.model_pid())) >= 1 + 2 + 1
-    niceness = {(pid, thread): nice for pid in request_path for thread, nice in thread_niceness(pid).items()}
+    assert len(model_threads) >= 1 + 2 + 1
+    niceness = dict(model_threads)
+    for pid in server.worker_pids():
+        niceness.update(thread_niceness(pid))
     # 19 is the lowest priority there is: a server started at nice 10 or more gets that.
     assert min(niceness.values()) >= min(admin_nice + 10, 19), (admin_nice, niceness)
 
 
 def thread_niceness(pid: int) -> dict[int, int]:
-    """The nice value of each of the process's threads, from /proc (field 19 of stat)."""
-    values = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        values[int(task.name)] = int(fields[16])
-    return values
+    """The nice value of each of the process's threads (Linux's PRIO_PROCESS takes a thread id)."""
+    return {int(task): os.getpriority(os.PRIO_PROCESS, int(task)) for task in os.listdir(f"/proc/{pid}/task")}
 
 
 def test_success_counter_sums_predictions_across_both_workers(start_server):
