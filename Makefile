@@ -41,7 +41,7 @@ test: venv lint tools ## lint, then every test; CI runs exactly this
 
 # The markers say what a test needs (pyproject.toml); the unmarked tests need
 # only these tools, not the Kubernetes build.
-FAST_TOOLS := helm prometheus amtool linters
+FAST_TOOLS := helm prometheus amtool linters tcpdump
 
 test-fast: venv lint ## lint, then the tests that need no cluster, Prometheus, image or minutes of load
 	bash ci/tools.sh $(FAST_TOOLS) >/dev/null
@@ -61,13 +61,13 @@ bench: venv ## /metrics while every model slot is busy
 # (~3.5 min; the first run also installs kserve into its own venv under the
 # cache, about a minute).
 bench-kserve: venv ## inferscale against KServe under wrk
-	bash ci/tools.sh wrk prometheus >/dev/null
+	bash ci/tools.sh wrk tcpdump prometheus >/dev/null
 	$(BIN)/python bench/vs_kserve.py $(BENCH_ARGS)
 
 # Scrapes under saturation against the request path's nice level, 5 rounds of
 # 3 levels (~7 min; root, to raise a priority above the shipped one).
 bench-scrape-priority: venv ## scrape latency under saturation per nice level of the request path
-	bash ci/tools.sh wrk prometheus >/dev/null
+	bash ci/tools.sh wrk tcpdump prometheus >/dev/null
 	$(BIN)/python bench/scrape_priority.py $(BENCH_ARGS)
 
 # Inside one pod: waits beside a free slot, busy slots at saturation (~1 min).

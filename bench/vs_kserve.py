@@ -4,7 +4,10 @@ Each server in turn, on a free loopback port: start it, wait until it is ready,
 send a few V2 infer requests and sum the PSS of its process tree, then run wrk
 (a warm-up, then the measured run) on POST /v2/models/inferscale/infer with
 0 s inference while a real Prometheus scrapes its /metrics every 100 ms and
-records each scrape's duration. KServe 0.21.0 runs from its own venv in the
+records each scrape's duration. Run as root with tcpdump installed, the
+scrapes of inferscale's admin port are also timed on the wire
+(bench/wire_timing.py): the server's part of each, without Prometheus's own
+waits. KServe 0.21.0 runs from its own venv in the
 cache, installed on first use; its model is bench/kserve_model.py, the same
 arithmetic as inferscale's.
 
@@ -26,6 +29,7 @@ ceiling of the one design left to try for throughput.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from wire_timing import WireTimer
 
 from localcluster.loopback import LOOPBACK, free_port
 from localcluster.processes import ManagedProcess, wait_until
@@ -140,6 +145,8 @@ class Result:
     wrk: dict[str, float]
     cpu_by_name: dict[str, float]  # CPU seconds in the measured run, per process name
     scrape_ms: list[float]
+    # The same scrapes timed on the wire: the server's part alone (empty: not captured).
+    server_scrape_ms: list[float]
     scrape_failures: int
     spread: list[int]
     statuses: Counter
@@ -372,6 +379,17 @@ def open_files(pid: int) -> set[str]:
     return links
 
 
+def wire_timer(server: Server, work: Path) -> contextlib.AbstractContextManager[WireTimer | None]:
+    """A capture of the scrapes when they have a port of their own (inferscale's admin port).
+
+    On a port that wrk also loads, the capture would hold every request of the
+    run and cost the CPU being measured, so there is none.
+    """
+    if server.admin_port is None or WireTimer.unavailable():
+        return contextlib.nullcontext()
+    return WireTimer(work / f"scrapes-{server.name.replace(' ', '-')}.pcap", server.admin_port)
+
+
 def measure(server: Server, round_number: int, work: Path, script: Path, args) -> Result:
     try:
         server.start()
@@ -380,9 +398,10 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
             infer_once(server)
         pids = server.pids
         by_process = [(pid, pss_mib(pid)) for pid in pids]
-        with Scraper(work, server) as scraper:
+        with Scraper(work, server) as scraper, wire_timer(server, work) as wire:
             wrk_result(start_wrk(server, script, args, args.warmup), args.warmup)
             cpu_before = cpu_seconds(pids)
+            measured_from = time.time()
             wrk = start_wrk(server, script, args, args.seconds)
             # wrk connects at once and keeps its connections, so one early look tells their split.
             time.sleep(SPREAD_LOOK_DELAY)
@@ -391,6 +410,7 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
             cpu_after = cpu_seconds(pids)
             cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
             scrape_ms, scrape_failures = scraper.last(args.seconds)
+            server_scrape_ms = wire.server_ms(measured_from) if wire else []
     finally:
         server.stop()
     statuses = Counter(ACCESS_STATUS.findall(server.process.log_path.read_text(errors="replace")))
@@ -403,6 +423,7 @@ def measure(server: Server, round_number: int, work: Path, script: Path, args) -
         wrk_numbers,
         cpu,
         scrape_ms,
+        server_scrape_ms,
         scrape_failures,
         spread,
         statuses,
@@ -418,21 +439,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"\n{'':<25}{'wrk':-^40}{'server CPU':>12}  {'scrape ms (Prometheus)':-^30}")
+    print(f"\n{'':<25}{'wrk':-^40}{'server CPU':>12}  {'scrape ms (Prometheus)':-^30}  {'(server)':-^16}")
     print(
         f"{'round  server':<25}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'conns':>8}{'us/req':>12}"
-        f"  {'n':>6}{'p50':>8}{'p99':>8}{'max':>8}{'idle PSS MiB':>14}"
+        f"  {'n':>6}{'p50':>8}{'p99':>8}{'max':>8}  {'p50':>8}{'max':>8}{'idle PSS MiB':>14}"
     )
     for r in results:
         m = r.scrape_ms or [float("nan")]
+        wire = r.server_scrape_ms or [float("nan")]
         print(
             f"{r.round:>5}  {r.name:<18}{r.requests_per_second:>8.0f}{r.wrk['p50_us'] / 1000:>8.2f}"
             f"{r.wrk['p99_us'] / 1000:>8.2f}{r.wrk['non_2xx']:>8.0f}{'+'.join(map(str, r.spread)):>8}"
             f"{r.cpu_us_per_request:>12.0f}"
             f"  {len(r.scrape_ms):>6}{statistics.median(m):>8.1f}{percentile(m, 99):>8.1f}{max(m):>8.1f}"
-            f"{r.pss_mib:>14.1f}"
+            f"  {statistics.median(wire):>8.1f}{max(wire):>8.1f}{r.pss_mib:>14.1f}"
         )
     print("(conns: how wrk's connections were split over the worker processes)")
+    print(
+        "(server: from the scrape's last packet in to its answer's last packet out, on the wire: the server's part"
+        " of Prometheus's time; nan where not captured: " + (WireTimer.unavailable() or "a port wrk also loads") + ")"
+    )
     print("\nidle PSS per process, MiB (the main process first), first round:")
     for r in results:
         if r.round == 1:

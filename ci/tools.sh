@@ -55,6 +55,8 @@ ALERTMANAGER_VERSION="${ALERTMANAGER_VERSION:-v0.35.0}"
 # The HTTP load generator of bench/vs_kserve.py; Debian bookworm ships 4.1.0.
 # Pinned on the upstream version only, as prometheus above.
 WRK_DEB_UPSTREAM="${WRK_DEB_UPSTREAM:-4.1.0}"
+# bench/wire_timing.py times scrapes on the wire from its captures.
+TCPDUMP_DEB_UPSTREAM="${TCPDUMP_DEB_UPSTREAM:-4.99.3}"
 # What ci/build_image.sh builds and tests/test_image.py runs the image with,
 # all Debian bookworm's; pinned on the upstream version, as prometheus above.
 OCI_DEBS=(
@@ -83,7 +85,7 @@ COREDNS_VERSION="${COREDNS_VERSION:-v1.12.0}"
 # GitHub Actions workflow shipped for users' forks (.github/workflows).
 HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
-TOOLS=(helm prometheus kubernetes crds wrk oci node monitoring linters)
+TOOLS=(helm prometheus kubernetes crds wrk tcpdump oci node monitoring linters)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
@@ -287,6 +289,13 @@ install_wrk() {
   install_deb wrk "$WRK_DEB_UPSTREAM"
   link_packaged wrk wrk
   log "wrk $(deb_installed_version wrk) (Debian package)"
+}
+
+# ---- tcpdump (Debian) ---------------------------------------------------------
+install_tcpdump() {
+  install_deb tcpdump "$TCPDUMP_DEB_UPSTREAM"
+  link_packaged tcpdump tcpdump
+  log "tcpdump $(deb_installed_version tcpdump) (Debian package)"
 }
 
 # ---- OCI image builder and runtime (Debian) ----------------------------------

@@ -3,18 +3,25 @@ would notice one broken by a change elsewhere (an import, a renamed option)."""
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import importlib.util
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from localcluster.loopback import LOOPBACK
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 # Not scripts: KServe's side of vs_kserve.py (runs in KServe's own venv),
 # metrics_under_load.py's baseline app (imported by gunicorn) and
-# calibrate.py's locust plugin (loaded by locust; tests/test_locust.py runs it).
-HELPERS = {"kserve_model.py", "naive_app.py", "arrival_log.py"}
+# calibrate.py's locust plugin (loaded by locust; tests/test_locust.py runs it)
+# and vs_kserve.py's timing on the wire (tested below).
+HELPERS = {"kserve_model.py", "naive_app.py", "arrival_log.py", "wire_timing.py"}
 SCRIPTS = sorted(path.name for path in BENCH.glob("*.py") if path.name not in HELPERS)
 
 
@@ -78,3 +85,71 @@ def test_a_scale_up_step_replaces_the_charts_policies_and_labels_its_row():
     assert policies != charts
     assert stepped.label().endswith("| 200 % or 6 pods per 30 s")
     assert "pods per" not in tune.CHART_DEFAULTS.label()
+
+
+# ---- bench/wire_timing.py ------------------------------------------------------
+
+SERVER_DELAY = 0.05
+# The client's own waits: between a request's headers and its body, and before
+# reading an answer that is already on the wire.
+CLIENT_PAUSE = 1.0
+# A scrape's size; an answer larger than the client's receive window would
+# wait for the client to read, and that wait would be on the wire.
+BODY_BYTES = 10_000
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus scrapes
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(SERVER_DELAY)
+        body = b"x" * BODY_BYTES
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()  # the headers go out in a packet of their own
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_wire_timing_leaves_out_the_clients_pauses_before_the_body_and_before_reading(slow_server, tmp_path):
+    """A server's part of a request, from a real tcpdump capture (root): from
+    the request's last packet to its answer's last, on a kept-alive connection."""
+    wire_timing = load_script("wire_timing.py")
+    reason = wire_timing.WireTimer.unavailable()
+    if reason:
+        pytest.fail(f"{reason}; bash ci/tools.sh tcpdump, and run as root")
+    client_ms = []
+    with wire_timing.WireTimer(tmp_path / "capture.pcap", slow_server) as wire:
+        since = time.time()
+        connection = http.client.HTTPConnection(LOOPBACK, slow_server, timeout=10)
+        for _ in range(2):  # the second on the same connection
+            started = time.monotonic()
+            connection.putrequest("POST", "/")
+            connection.putheader("Content-Length", "4")
+            connection.endheaders()  # the headers, in a packet of their own
+            time.sleep(CLIENT_PAUSE)
+            connection.send(b"body")
+            time.sleep(CLIENT_PAUSE)
+            response = connection.getresponse()
+            assert len(response.read()) == BODY_BYTES
+            client_ms.append((time.monotonic() - started) * 1000)
+        connection.close()
+        server_ms = wire.server_ms(since)
+    assert len(server_ms) == 2
+    assert all(ms >= 2 * CLIENT_PAUSE * 1000 for ms in client_ms)
+    for ms in server_ms:
+        assert SERVER_DELAY * 1000 <= ms < CLIENT_PAUSE * 1000
+    assert wire.server_ms(time.time()) == []
