@@ -526,6 +526,18 @@ def test_the_command_refuses_exactly_the_values_helm_refuses_by_the_charts_schem
     assert refused in simulated.stderr and "Traceback" not in simulated.stderr
 
 
+def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scrapes_are_the_users(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("serviceMonitor:\n  enabled: false\n  interval: 15s\n")
+    result = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["autoscaled"]["peak_replicas"] >= 1
+    assert "serviceMonitor.enabled is false" in result.stderr
+    assert "scrapes the pods every 15s by a configuration of its own" in result.stderr
+    # The chart's own values render one: no note (nor anything else) on stderr.
+    assert simulate_cli("--hours", "0.1", "--json").stderr == ""
+
+
 @pytest.mark.parametrize("module", ["yaml", "jsonschema"])
 def test_the_command_names_a_missing_extra_instead_of_a_traceback(module):
     # A None in sys.modules makes `import module` fail as if it were not installed.

@@ -242,6 +242,7 @@ def _simulate(args: argparse.Namespace) -> int:
         )
         return 2
     model = dataclasses.replace(model, max_running_pods=args.max_running_pods)
+    _note_unscraped(values["serviceMonitor"])
     times = args.times if args.rate is None else args.rate / model.pod_capacity
     case = scenario(args.scenario, model.pod_capacity, times, args.hours)
     autoscaled = run(model, case, args.arrivals, args.seed)
@@ -249,6 +250,17 @@ def _simulate(args: argparse.Namespace) -> int:
     render = report.as_json if args.json else report.as_text
     _print_report(render(model, case, args.arrivals, autoscaled, fixed))
     return 0
+
+
+def _note_unscraped(service_monitor: dict) -> None:
+    """The loop is simulated as scraped either way; without a ServiceMonitor that rests on the user's Prometheus."""
+    if not service_monitor["enabled"]:
+        print(
+            "inferscale simulate: note: serviceMonitor.enabled is false, so the chart renders no ServiceMonitor; "
+            f"this run assumes your Prometheus scrapes the pods every {service_monitor['interval']} by a "
+            "configuration of its own (without scrapes the HPA has no metric and keeps its count)",
+            file=sys.stderr,
+        )
 
 
 def _serve() -> int:
