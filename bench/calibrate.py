@@ -31,6 +31,11 @@ another run on the cluster.
     python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
     python bench/calibrate.py --timing scale-up-tolerance  # ~37 min: a 13 s target, 0.65, 0.75 up
     python bench/calibrate.py --timing chart --replot
+    python bench/calibrate.py --timing chart --among docs/calibration/chart*.json
+
+`--among` simulates nothing: it judges saved runs of one timing against each
+other exactly as a seed is judged against a run, which measures how closely
+the real loop repeats itself (the floor under any simulator's ±1 share).
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ from kubernetes.utils.quantity import parse_quantity  # noqa: E402
 
 from inferscale.simulation import load  # noqa: E402
 from inferscale.simulation.calibration import (  # noqa: E402
+    WITHIN_SHARE,
     Agreement,
     Observed,
     agreement,
+    as_trace,
     back_to_min_observed,
     mean_measured_value,
     mean_simulated_value,
@@ -288,6 +295,42 @@ def compare(label: str, observed: list[Observed], traces: list[Trace], model: Mo
     return agreements
 
 
+def among(paths: list[Path], model: Model) -> None:
+    """Print each saved run judged against each other one, as `compare` judges a seed against the run."""
+    runs = {path.name: json.loads(path.read_text()) for path in paths}
+    if len(runs) < 2:
+        raise SystemExit("--among needs two runs or more")
+    load_of = {name: tuple(run[key] for key in ("times", "users", "user_rps", "up")) for name, run in runs.items()}
+    if len(set(load_of.values())) > 1:
+        differing = ", ".join(f"{name}: {load}" for name, load in load_of.items())
+        raise SystemExit(f"--among compares runs of one load (times, users, user_rps, up); these differ: {differing}")
+    observed = {name: [Observed(**o) for o in run["observed"]] for name, run in runs.items()}
+    print("# the real loop against itself: each measured run (row) judged against another (column) as against a seed")
+    print("# replicas within ±1 at the row's readings from the step on; first scale-up, row / column")
+    width = max(map(len, runs))
+    print(f"{'':<{width}}  " + "  ".join(f"{name:>{width}}" for name in runs))
+    agreements = []
+    for name, readings in observed.items():
+        cells = []
+        for other, other_readings in observed.items():
+            if other == name:
+                cells.append(f"{'-':>{width}}")
+                continue
+            a = agreement(readings, as_trace(other_readings), model.hpa.min_replicas)
+            agreements.append(a)
+            cell = f"{100 * a.within_share:.0f} %, {fmt(a.first_scale_up_measured)} / {fmt(a.first_scale_up_simulated)}"
+            cells.append(f"{cell:>{width}}")
+        print(f"{name:<{width}}  " + "  ".join(cells))
+    shares = [a.within_share for a in agreements]
+    apart = [abs(a.first_scale_up_error) if a.first_scale_up_error is not None else None for a in agreements]
+    print(
+        f"median over the {len(agreements)} ordered pairs: {100 * statistics.median(shares):.0f} % within ±1 "
+        f"(range {100 * min(shares):.0f}..{100 * max(shares):.0f} %; goal {100 * WITHIN_SHARE:.0f} %, reached by "
+        f"{sum(share >= WITHIN_SHARE for share in shares)}); first scale-ups {fmt_range(apart)} apart (goal ±15 s); "
+        f"pairs that would count as calibrated: {sum(a.calibrated for a in agreements)} of {len(agreements)}"
+    )
+
+
 def plot(
     path: Path,
     title: str,
@@ -413,8 +456,18 @@ def main() -> None:
         help=f"the measurement's file, written by a run and read by --replot; its plot goes beside it as .png "
         f"(default: {OUT.relative_to(ROOT)}/<timing>.json). An earlier run: git show <commit>:<that file> > run.json",
     )
+    parser.add_argument(
+        "--among",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="no cluster, no simulation: these saved runs of the timing judged against each other",
+    )
     args = parser.parse_args()
     model = model_of(args.timing)
+    if args.among:
+        among(args.among, model)
+        return
     user_rps = USER_RPS[args.timing]
     users = round(args.times * model.pod_capacity / user_rps)
     saved = args.run or OUT / f"{args.timing}.json"

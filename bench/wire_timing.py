@@ -22,7 +22,8 @@ import dpkt
 
 # Enough for the Ethernet, IP and TCP headers; a payload's length comes from them.
 SNAPLEN = 128
-START_TIMEOUT = 10.0
+# How long tcpdump may take to write out what it holds and exit once told to stop.
+STOP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -73,7 +74,7 @@ class WireTimer:
     def _stop(self) -> None:
         self._tcpdump.terminate()
         try:
-            self._tcpdump.wait(timeout=START_TIMEOUT)
+            self._tcpdump.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self._tcpdump.kill()
             self._tcpdump.wait()

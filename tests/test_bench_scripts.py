@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import importlib.util
+import json
 import subprocess
 import sys
 import threading
@@ -153,3 +154,34 @@ def test_wire_timing_leaves_out_the_clients_pauses_before_the_body_and_before_re
     for ms in server_ms:
         assert SERVER_DELAY * 1000 <= ms < CLIENT_PAUSE * 1000
     assert wire.server_ms(time.time()) == []
+
+
+def saved_run(path: Path, changes: list[tuple[float, int]], users: int = 5) -> Path:
+    """A run as calibrate.py saves it: the HPA read every 10 s for 300 s, replicas changing at `changes`."""
+    observed = []
+    for at in range(0, 300, 10):
+        replicas = [r for t, r in changes if t <= at][-1]
+        observed.append({"at": float(at), "replicas": replicas, "value": None, "second": None})
+    run = {"times": 5.0, "users": users, "user_rps": 0.2, "up": 200.0, "schedulable": 15, "observed": observed}
+    path.write_text(json.dumps(run))
+    return path
+
+
+def test_calibrate_judges_saved_runs_against_each_other(tmp_path):
+    one = saved_run(tmp_path / "one.json", [(0, 1), (20, 4), (50, 12), (250, 1)])
+    other = saved_run(tmp_path / "other.json", [(0, 1), (40, 6), (50, 16), (250, 1)])
+    command = [sys.executable, str(BENCH / "calibrate.py"), "--timing", "chart", "--among", str(one), str(other)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(("one.json", "other.json"))}
+    # Of the 30 readings, 0-10 s (1 and 1) and 250-290 s agree; 20-30 s (4 and 1), 40 s (4 and 6) and
+    # 50-240 s (12 and 16) do not: 7 of 30 either way.
+    assert "23 %, 20 s / 40 s" in rows["one.json"]
+    assert "23 %, 40 s / 20 s" in rows["other.json"]
+    assert "pairs that would count as calibrated: 0 of 2" in result.stdout
+
+    unlike = saved_run(tmp_path / "unlike.json", [(0, 1)], users=10)
+    result = subprocess.run([*command, str(unlike)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--among compares runs of one load" in result.stderr and "unlike.json" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ from inferscale.simulation.calibration import (
     Agreement,
     Observed,
     agreement,
+    as_trace,
     back_to_min_observed,
     median_agreement,
     readings_to_first_scale_up,
@@ -526,14 +527,17 @@ def test_the_command_refuses_exactly_the_values_helm_refuses_by_the_charts_schem
     assert refused in simulated.stderr and "Traceback" not in simulated.stderr
 
 
-def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scrapes_are_the_users(tmp_path):
+# null deletes the key, as helm does, and the chart's template then renders no ServiceMonitor either.
+@pytest.mark.parametrize("enabled", ["false", "null"])
+def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scrapes_are_the_users(tmp_path, enabled):
     mine = tmp_path / "mine.yaml"
-    mine.write_text("serviceMonitor:\n  enabled: false\n  interval: 15s\n")
+    mine.write_text(f"serviceMonitor:\n  enabled: {enabled}\n  interval: 15s\n")
     result = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["autoscaled"]["peak_replicas"] >= 1
     assert "serviceMonitor.enabled is false" in result.stderr
     assert "scrapes the pods every 15s by a configuration of its own" in result.stderr
+    assert "Traceback" not in result.stderr
     # The chart's own values render one: no note (nor anything else) on stderr.
     assert simulate_cli("--hours", "0.1", "--json").stderr == ""
 
@@ -679,6 +683,21 @@ def test_agreement_counts_samples_within_one_replica_from_the_step_on():
     # Measured first above minReplicas at 30 s, simulated at 20 s.
     assert result.first_scale_up_error == -10.0
     assert not result.calibrated  # 75 % < 90 %
+
+
+def test_a_measured_run_is_judged_against_another_as_against_a_seed():
+    # Two runs of one step: the first scales at 14 s and tops out at 12, the other at 30 s and 16.
+    low = [Observed(-2.0, 1, None), Observed(0.0, 1, 0.0), Observed(14.0, 2, 0.0), Observed(60.0, 12, 11.0)]
+    low += [Observed(at, 12, 9.0) for at in (120.0, 180.0, 240.0)]
+    high = [Observed(-2.0, 1, None), Observed(0.0, 1, 0.0), Observed(30.0, 5, 13.7), Observed(45.0, 16, 12.0)]
+    high += [Observed(at, 16, 9.0) for at in (120.0, 180.0, 240.0)]
+    itself = agreement(low, as_trace(low), min_replicas=1)
+    assert (itself.within_share, itself.first_scale_up_error) == (1.0, 0.0)
+    # low's readings from the step: 1 vs 1, 2 vs 1, then 12 against 16 four times.
+    against = agreement(low, as_trace(high), min_replicas=1)
+    assert (against.samples, against.within) == (6, 2)
+    assert (against.first_scale_up_measured, against.first_scale_up_simulated) == (14.0, 30.0)
+    assert not against.calibrated
 
 
 def test_within_seeds_counts_readings_inside_the_seeds_range_widened_by_one():

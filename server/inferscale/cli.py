@@ -14,6 +14,8 @@ import inferscale
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from inferscale.simulation.chart_values import ServiceMonitor
+
 # Spelled out, not imported from inferscale.multiprocess: importing that would
 # import prometheus_client before the variable is set.
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -207,7 +209,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from inferscale.simulation import report
     from inferscale.simulation.chart_schema import SCHEMA_FILE, UnreadableSchema, schema_beside, schema_problems
-    from inferscale.simulation.chart_values import coalesced, merged
+    from inferscale.simulation.chart_values import ChartValues, coalesced, merged
     from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 
     files = args.values or [DEFAULT_VALUES]
@@ -242,7 +244,8 @@ def _simulate(args: argparse.Namespace) -> int:
         )
         return 2
     model = dataclasses.replace(model, max_running_pods=args.max_running_pods)
-    _note_unscraped(values["serviceMonitor"])
+    # Valid by now: Model.from_chart_values has read the same values.
+    _note_unscraped(ChartValues.model_validate(values).serviceMonitor)
     times = args.times if args.rate is None else args.rate / model.pod_capacity
     case = scenario(args.scenario, model.pod_capacity, times, args.hours)
     autoscaled = run(model, case, args.arrivals, args.seed)
@@ -252,12 +255,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_unscraped(service_monitor: dict) -> None:
+def _note_unscraped(service_monitor: ServiceMonitor) -> None:
     """The loop is simulated as scraped either way; without a ServiceMonitor that rests on the user's Prometheus."""
-    if not service_monitor["enabled"]:
+    if not service_monitor.enabled:
         print(
             "inferscale simulate: note: serviceMonitor.enabled is false, so the chart renders no ServiceMonitor; "
-            f"this run assumes your Prometheus scrapes the pods every {service_monitor['interval']} by a "
+            f"this run assumes your Prometheus scrapes the pods every {service_monitor.interval:g}s by a "
             "configuration of its own (without scrapes the HPA has no metric and keeps its count)",
             file=sys.stderr,
         )

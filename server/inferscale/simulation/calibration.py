@@ -104,6 +104,14 @@ def agreement(observed: list[Observed], trace: Trace, min_replicas: int) -> Agre
     )
 
 
+def as_trace(observed: list[Observed]) -> Trace:
+    """A measured run's replica changes as a simulated run's, so that another
+    measured run can be judged against it by `agreement`: how close the real
+    loop comes to itself, the floor under any simulator's agreement."""
+    changes = [next(same) for _, same in itertools.groupby(observed, key=lambda o: o.replicas)]
+    return Trace(replicas=[(o.at, o.replicas) for o in changes])
+
+
 def seed_ranges(observed: list[Observed], traces: list[Trace]) -> list[tuple[Observed, int, int]]:
     """Each measured reading from the step on, with the fewest and the most
     replicas the seeds' runs had at that instant."""

@@ -93,6 +93,9 @@ class Probes(_Values):
 
 
 class ServiceMonitor(_Values):
+    # `enabled: null` deletes the key, as in helm, and the template's `if` then
+    # renders no ServiceMonitor: absent is false.
+    enabled: bool = False
     interval: Duration
 
 
