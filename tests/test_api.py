@@ -91,6 +91,14 @@ def test_wrong_content_type_is_415(client):
     assert "application/json" in response.get_json()["error"]["message"]
 
 
+def test_a_compressed_predict_body_is_415_as_on_v2(client):
+    response = client.post(
+        "/predict", data='{"features": [1]}', content_type="application/json", headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 415
+    assert "Content-Encoding 'gzip'" in response.get_json()["error"]["message"]
+
+
 def test_wrong_method_is_405_with_allow_header(client):
     response = client.get("/predict")
     assert response.status_code == 405

@@ -82,7 +82,6 @@ class ClientConnection:
         return getattr(self._sock, name)
 
     def recv(self, size: int) -> bytes:
-        self._flush()
         if self._refusing:
             return b""
         if self._deadline is None:
@@ -103,11 +102,12 @@ class ClientConnection:
             self._sock.settimeout(None)
 
     def sendall(self, data: bytes) -> None:
-        if data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+        # gunicorn answers in the request's own version: HTTP/1.0 too.
+        if data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n"):
             # An answer means the request is in (or refused). gunicorn writes a
             # response's head and body in two calls: hold the head for the body,
             # so the client gets one segment from one system call. Nothing is
-            # held past the next read or the close (`_flush`).
+            # held past the request's end (the worker's) or the close.
             self.request_received()
             closing = self._refusing or self._arrivals.draining
             self._head = self._closing_head(data) if closing else data
@@ -116,7 +116,8 @@ class ClientConnection:
             data, self._head = self._head + data, b""
         self._sock.sendall(data)
 
-    def _flush(self) -> None:
+    def send_held(self) -> None:
+        """Send a response head still held for its body: a response with none (HEAD, OPTIONS, 304) ends without it."""
         if self._head:
             head, self._head = self._head, b""
             self._sock.sendall(head)
@@ -147,7 +148,7 @@ class ClientConnection:
     def close(self) -> None:
         self.request_received()
         with contextlib.suppress(OSError):
-            self._flush()
+            self.send_held()
         self._sock.close()
 
     def _first_bytes(self, size: int) -> bytes:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from http import HTTPStatus
+from typing import Any
 
 import gevent
+from gunicorn.http.errors import ParseException
 from gunicorn.workers.ggevent import GeventWorker
 from prometheus_client import CollectorRegistry
 
@@ -59,7 +62,13 @@ class InferenceWorker(GeventWorker):
         # its next request into a closing socket.
         if self.max_connection_age and sock.age() >= self.max_connection_age:
             req.must_close = True
-        super().handle_request(listener_name, req, sock, addr)
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        finally:
+            # A pipelined next request is parsed from bytes already read, so no
+            # read comes to send a bodiless answer's held head before it runs.
+            with contextlib.suppress(OSError):
+                sock.send_held()
 
     def _close_kept_alive_once_draining(self) -> None:
         """SIGTERM drains the model process first, while this worker still runs:
@@ -81,14 +90,38 @@ class InferenceWorker(GeventWorker):
         return contextlib.nullcontext()
 
     def handle_error(self, req, client, addr, exc) -> None:
-        if not isinstance(exc, RequestTimeout):
-            super().handle_error(req, client, addr, exc)
+        if isinstance(exc, RequestTimeout):
+            # The headers themselves were too slow, so no route ever saw the request.
+            self.log.info("408 to %s: %s", addr[0] if addr else "?", exc)
+            with contextlib.suppress(OSError):
+                send_json_error(client, 408, "request_timeout", str(exc))
             return
-        # The headers themselves were too slow, so no route ever saw the request.
-        self.log.info("408 to %s: %s", addr[0] if addr else "?", exc)
-        body = json.dumps({"error": {"code": "request_timeout", "message": str(exc), "details": []}})
-        with contextlib.suppress(OSError):
-            client.sendall(
-                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body.encode())
-            )
+        # gunicorn's own refusals (a malformed request line, headers or chunk;
+        # too long a line; a coding it does not take): its status, logs and
+        # access line, with a JSON body instead of its HTML page.
+        message = str(exc) if isinstance(exc, ParseException) else "internal server error"
+        super().handle_error(req, _JsonErrorPage(client, message), addr, exc)
+
+
+def send_json_error(client, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+    phrase = HTTPStatus(status).phrase.encode()
+    client.sendall(
+        b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (status, phrase, len(body), body)
+    )
+
+
+class _JsonErrorPage:
+    """The client's socket while gunicorn writes an error page: the page's status, with `message` as JSON."""
+
+    def __init__(self, client, message: str):
+        self._client = client
+        self._message = message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def sendall(self, page: bytes) -> None:
+        status = HTTPStatus(int(page.split(b" ", 2)[1]))
+        send_json_error(self._client, status, status.name.lower(), self._message)

@@ -7,9 +7,13 @@ from typing import TypeVar
 
 import numpy as np
 from flask import request
+from gunicorn.http.errors import ParseException
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from inferscale.api import media_types
 from inferscale.api.errors import ApiError, invalid_body
+from inferscale.arrival import refuse_rest_of_request
 from inferscale.backend import Outcome
 from inferscale.errors import InferenceError, Rejected
 from inferscale.metrics import ERROR, SUCCESS
@@ -26,12 +30,34 @@ def parse_body(schema: type[Body]) -> Body:
             "unsupported_media_type",
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
         )
+    media_types.require_identity_encoding()
     return validate_json(schema, read_body())
 
 
 def read_body() -> bytes:
-    # Past MAX_CONTENT_LENGTH this raises 413 before the body is buffered.
-    return request.get_data(cache=False)
+    """The whole body, or an error: over the limit (413), cut short or wrongly chunked (400), never a part of it."""
+    declared = request.content_length
+    try:
+        # Past MAX_CONTENT_LENGTH a declared length raises 413 before the body is buffered.
+        body = request.get_data(cache=False)
+        if declared is None and len(body) >= (request.max_content_length or 0) and _more_follows():
+            raise RequestEntityTooLarge()
+    except ParseException as error:
+        raise _unreadable("malformed_body", f"the body's chunked encoding is broken: {error}") from None
+    if declared is not None and len(body) < declared:
+        raise _unreadable("incomplete_body", f"the body ended after {len(body)} of its {declared} bytes")
+    return body
+
+
+def _more_follows() -> bool:
+    # werkzeug stops reading a chunked body at the limit without looking past it.
+    return bool(request.environ["wsgi.input"].read(1))
+
+
+def _unreadable(code: str, message: str) -> ApiError:
+    # Where this request ends is unknown: the connection ends with the answer.
+    refuse_rest_of_request()
+    return ApiError(400, code, message)
 
 
 def validate_json(schema: type[Body], raw: bytes) -> Body:

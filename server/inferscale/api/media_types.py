@@ -39,6 +39,10 @@ def require_infer_body() -> None:
             "unsupported_media_type",
             f"Content-Type {mimetype!r} is not an inference request; send {JSON}, {OCTET_STREAM} or no Content-Type",
         )
+    require_identity_encoding()
+
+
+def require_identity_encoding() -> None:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
         raise ApiError(

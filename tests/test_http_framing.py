@@ -1,0 +1,156 @@
+"""Requests as gunicorn frames them on a real server: pipelined, HTTP/1.0
+keep-alive, chunked, and cut short. Each is answered whole, and a body is read
+whole or refused: never run in part."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from localcluster.servers import LOOPBACK, ServerProcess, scrape
+
+PREDICT_BODY = b'{"features": [1, 2, 3]}'
+# The smallest limit the settings allow a body is well above PREDICT_BODY.
+MAX_BODY_BYTES = 4096
+
+
+def exchange(port: int, request: bytes, half_close: bool = False) -> bytes:
+    """Everything the server sends back on one connection until it closes it."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def answers(received: bytes) -> list[tuple[bytes, dict]]:
+    """Each response's status line, headers and JSON body, in order."""
+    found = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        headers = dict(line.split(b": ", 1) for line in lines[1:])
+        length = int(headers.get(b"Content-Length", b"0"))
+        body, received = rest[:length], rest[length:]
+        found.append((lines[0], headers, json.loads(body) if body else {}))
+    return found
+
+
+def chunked(*chunks: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    env = {"MAX_BODY_BYTES": str(MAX_BODY_BYTES), "INFERENCE_DURATION_SECONDS": "0"}
+    process = ServerProcess(tmp_path_factory.mktemp("framing"), env, workers=1).start()
+    yield process
+    process.stop()
+
+
+def model_runs(server) -> float:
+    return scrape(server.admin_url)['inference_requests_total{status="success"}']
+
+
+@pytest.mark.parametrize("on", ["port", "admin_port"])
+def test_pipelined_answers_without_a_body_are_not_lost(server, on):
+    pipelined = (
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"OPTIONS /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /ready HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    received = exchange(getattr(server, on), pipelined)
+    # Four heads, in order: two bodiless ones (no Content-Length body follows a
+    # HEAD), an OPTIONS with Content-Length 0, and the GET's.
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 4, received
+    assert b"Allow: " in received.split(b"\r\n\r\n")[1]
+    assert json.loads(received.rsplit(b"\r\n\r\n", 1)[1]) == {"status": "alive"}
+
+
+def test_an_http_1_0_keep_alive_connection_is_not_timed_out_between_its_requests(start_server):
+    server = start_server({"REQUEST_TIMEOUT_SECONDS": "1", "KEEPALIVE_SECONDS": "10"}, workers=1)
+    with socket.create_connection((LOOPBACK, server.port), timeout=10) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.0 200 OK\r\n")
+            # Past the 1 s a request has to arrive in: the next one is a new request with its own.
+            time.sleep(1.5)
+    assert scrape(server.admin_url)["inference_http_request_timeouts_total"] == 0
+
+
+PREDICT_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+INFER_HEAD = b"POST /v2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\n"
+INFER_TENSOR = {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+INFER_BODY = json.dumps({"inputs": [INFER_TENSOR]}).encode()
+
+
+@pytest.mark.parametrize(
+    "head, body",
+    [(PREDICT_HEAD, PREDICT_BODY), (INFER_HEAD, INFER_BODY)],
+    ids=["predict", "v2-infer"],
+)
+def test_a_chunked_body_is_read_whole_or_refused(server, head, body):
+    def send(chunks: bytes) -> bytes:
+        return exchange(server.port, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks)
+
+    runs_before = model_runs(server)
+
+    status, _, _ = answers(send(chunked(body[:7], body[7:])))[0]
+    assert status == b"HTTP/1.1 200 OK"
+    # Exactly at the limit (JSON allows trailing spaces) is still whole.
+    padded = body + b" " * (MAX_BODY_BYTES - len(body))
+    assert answers(send(chunked(padded)))[0][0] == b"HTTP/1.1 200 OK"
+
+    # Past the limit, however it is chunked: refused, not cut at the limit and run.
+    [(status, headers, answer)] = answers(send(chunked(padded, b" " * 10, b"garbage")))
+    assert status == b"HTTP/1.1 413 REQUEST ENTITY TOO LARGE"
+    assert headers[b"Connection"] == b"close"
+    # Framing that is not chunked encoding: 400, named, never 500.
+    [(status, headers, answer)] = answers(send(b"zz\r\n" + body))
+    assert status == b"HTTP/1.1 400 BAD REQUEST"
+    assert headers[b"Connection"] == b"close"
+    assert "chunked encoding is broken" in json.dumps(answer)
+    # The model ran the two whole bodies only.
+    assert model_runs(server) - runs_before == 2
+
+
+@pytest.mark.parametrize(
+    "head, body",
+    [(PREDICT_HEAD, PREDICT_BODY), (INFER_HEAD, INFER_BODY)],
+    ids=["predict", "v2-infer"],
+)
+def test_a_body_cut_short_of_its_content_length_is_refused_not_run(server, head, body):
+    declared = len(body) + 500
+    runs_before = model_runs(server)
+    received = exchange(server.port, head + b"Content-Length: %d\r\n\r\n" % declared + body, half_close=True)
+    [(status, headers, answer)] = answers(received)
+    assert status == b"HTTP/1.1 400 BAD REQUEST"
+    assert f"the body ended after {len(body)} of its {declared} bytes" in json.dumps(answer)
+    assert model_runs(server) == runs_before
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status, code",
+    [
+        (b"garbage\r\n\r\n", 400, "bad_request"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "bad_request"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501, "not_implemented"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nExpect: x\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed"),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "request_uri_too_long"),
+        (b"GET /health HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+    ],
+    ids=["request-line", "two-lengths", "transfer-coding", "expectation", "long-uri", "long-header"],
+)
+@pytest.mark.parametrize("on", ["port", "admin_port"])
+def test_requests_gunicorn_refuses_itself_get_a_json_error(server, on, request_bytes, status, code):
+    [(status_line, headers, answer)] = answers(exchange(getattr(server, on), request_bytes))
+    assert status_line.startswith(b"HTTP/1.1 %d " % status)
+    assert (headers[b"Content-Type"], headers[b"Connection"]) == (b"application/json", b"close")
+    assert answer["error"]["code"] == code and answer["error"]["message"]
