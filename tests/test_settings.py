@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
 import pytest
+import requests
 from pydantic import ValidationError
 
 from inferscale.settings import InferenceMode, Settings
+from localcluster.loopback import LOOPBACK, free_port
+from localcluster.servers import TEST_ENV, ServerProcess
 
 
 def test_environment_variables_are_read_and_typed(monkeypatch):
@@ -37,6 +42,13 @@ def test_retry_after_defaults_to_one_inference_rounded_up():
         ({"request_timeout_seconds": 0}, "greater than 0"),
         ({"inference_jitter_seconds": 5, "inference_duration_seconds": 1}, "JITTER"),
         ({"model_name": "has space"}, "pattern"),
+        # A version the V2 routes could not be asked for by its path.
+        ({"model_version": "a/b c"}, "pattern"),
+        # time.sleep and the timeouts overflow on these; gevent's semaphore on too many connections.
+        ({"inference_duration_seconds": float("inf")}, "finite number"),
+        ({"model_load_seconds": 1e308}, "less than or equal to 86400"),
+        ({"worker_connections": 99_999_999_999}, "less than or equal to 100000"),
+        ({"workers": 100_000}, "less than or equal to 64"),
     ],
 )
 def test_bad_values_are_refused_with_a_message(overrides, fragment):
@@ -55,3 +67,51 @@ def test_serve_refuses_bad_settings_with_exit_2_and_names_the_variable():
     assert result.returncode == 2
     assert "invalid settings" in result.stderr and "model_concurrency" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def serve(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "serve"],
+        env={**os.environ, **TEST_ENV, "HOST": LOOPBACK, "PORT": str(free_port()), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_says_in_one_line_which_port_is_taken(tmp_path):
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        port = taken.getsockname()[1]
+        result = serve({"ADMIN_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")})
+    assert result.returncode == 2
+    assert f"inferscale: cannot listen on HOST={LOOPBACK} ADMIN_PORT={port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_says_in_one_line_that_its_metrics_directory_cannot_be_one(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = serve({"ADMIN_PORT": str(free_port()), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a-file")})
+    assert result.returncode == 2
+    assert f"inferscale: PROMETHEUS_MULTIPROC_DIR={tmp_path / 'a-file'}: File exists" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_listens_on_an_ipv6_address(tmp_path):
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as error:
+        pytest.skip(f"this machine has no IPv6 loopback: {error}")
+
+    def on_ipv6(port: int) -> list[str]:
+        cli = [sys.executable, "-m", "inferscale.cli", "serve", "--host", "::1", "--workers", "1"]
+        return [*cli, "--port", str(port), "--admin-port", str(free_port())]
+
+    server = ServerProcess(tmp_path, {}, command=on_ipv6)
+    # The main port serves the probes too.
+    server.url = server.admin_url = f"http://[::1]:{server.port}"
+    server.start()
+    try:
+        answer = requests.post(server.url + "/predict", json={"features": [1, 2]}, timeout=10)
+        assert answer.status_code == 200, answer.text
+    finally:
+        server.stop()

@@ -578,7 +578,16 @@ def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--rate", "0"], "--rate must be above 0"),
+        (["--rate", "0"], "--rate: must be a finite number above 0, not '0'"),
+        (["--rate", "nan"], "--rate: must be a finite number above 0, not 'nan'"),
+        (["--times", "-3"], "--times: must be a finite number above 0, not '-3'"),
+        (["--times", "inf"], "--times: must be a finite number above 0, not 'inf'"),
+        (["--hours", "0"], "--hours: must be a finite number above 0, not '0'"),
+        (["--hours", "nan"], "--hours: must be a finite number above 0, not 'nan'"),
+        (["--hours", "100000"], "--hours 100000 is over the 48 it simulates"),
+        (["--hours", "0.001"], "--hours 0.001 ends the step before its load changes and settles (60 s in)"),
+        (["--scenario", "ramp", "--hours", "0.5"], "ends the ramp before its load changes and settles (1860 s in)"),
+        (["--sync-period", "0"], "--sync-period: must be a finite number above 0, not '0'"),
         (["--max-running-pods", "0"], "--max-running-pods 0 is below minReplicas 1"),
         (["--rate", "1", "--times", "2"], "not allowed with argument"),
     ],

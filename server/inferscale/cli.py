@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 # Spelled out, not imported from inferscale.multiprocess: importing that would
 # import prometheus_client before the variable is set.
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+# Memory grows with simulated time (every request is kept for the figures): two days is plenty for a loop's cycles.
+MAX_HOURS = 48.0
 # Where `inferscale simulate` finds the chart's values in a clone of the repository.
 DEFAULT_VALUES = "chart/values.yaml"
 
@@ -129,21 +132,23 @@ def _add_simulate(commands) -> None:
     height = simulate.add_mutually_exclusive_group()
     height.add_argument(
         "--times",
-        type=float,
+        type=_above_zero,
         default=5.0,
         help="the load at its height, in pods' worth: slots / inference seconds each (default: 5)",
     )
-    height.add_argument("--rate", type=float, help="the load at its height in requests/s, instead of --times")
+    height.add_argument("--rate", type=_above_zero, help="the load at its height in requests/s, instead of --times")
     simulate.add_argument(
         "--arrivals",
         choices=("poisson", "paced"),
         default="poisson",
         help="as the locustfile's LOAD_ARRIVALS poisson or fixed (default: poisson)",
     )
-    simulate.add_argument("--hours", type=float, default=2.0, help="simulated time (default: 2)")
+    simulate.add_argument(
+        "--hours", type=_above_zero, default=2.0, help=f"simulated time, at most {MAX_HOURS:g} (default: 2)"
+    )
     simulate.add_argument(
         "--sync-period",
-        type=float,
+        type=_above_zero,
         default=15.0,
         help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s (default: 15)",
     )
@@ -233,8 +238,8 @@ def _simulate(args: argparse.Namespace) -> int:
     except (UnreadableValues, UnreadableSchema) as error:
         print(f"inferscale simulate: {error}", file=sys.stderr)
         return 2
-    if args.rate is not None and args.rate <= 0:
-        print(f"inferscale simulate: --rate must be above 0, not {args.rate:g}", file=sys.stderr)
+    if args.hours > MAX_HOURS:
+        print(f"inferscale simulate: --hours {args.hours:g} is over the {MAX_HOURS:g} it simulates", file=sys.stderr)
         return 2
     if args.max_running_pods is not None and args.max_running_pods < model.hpa.min_replicas:
         print(
@@ -248,11 +253,25 @@ def _simulate(args: argparse.Namespace) -> int:
     _note_unscraped(ChartValues.model_validate(values).serviceMonitor)
     times = args.times if args.rate is None else args.rate / model.pod_capacity
     case = scenario(args.scenario, model.pod_capacity, times, args.hours)
+    if case.seconds <= max(case.change_at, case.steady_from):
+        print(
+            f"inferscale simulate: --hours {args.hours:g} ends the {args.scenario} before its load changes and "
+            f"settles ({max(case.change_at, case.steady_from):g} s in); simulate longer",
+            file=sys.stderr,
+        )
+        return 2
     autoscaled = run(model, case, args.arrivals, args.seed)
     fixed = fewest_fixed(model, case, args.arrivals, args.seed)
     render = report.as_json if args.json else report.as_text
     _print_report(render(model, case, args.arrivals, autoscaled, fixed))
     return 0
+
+
+def _above_zero(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text!r}")
+    return value
 
 
 def _note_unscraped(service_monitor: ServiceMonitor) -> None:
@@ -283,9 +302,13 @@ def _serve() -> int:
     # that forks every other: the model's slots already run in parallel, and
     # its small products gain nothing from more threads. A user's value wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from inferscale.supervisor import serve
+    from inferscale.supervisor import CannotStart, serve
 
-    return serve(settings)
+    try:
+        return serve(settings)
+    except CannotStart as error:
+        print(f"inferscale: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

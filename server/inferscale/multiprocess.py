@@ -15,6 +15,7 @@ import fcntl
 import glob
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,10 +28,12 @@ LOCK_NAME = ".scrape.lock"
 
 
 def prepare_directory(path: str) -> None:
-    """Create the directory and drop files of a previous run (their pids are gone)."""
+    """Create the directory and drop files of a previous run (their pids are gone);
+    OSError if it cannot be written, before any process depends on it."""
     os.makedirs(path, exist_ok=True)
     for stale in glob.glob(os.path.join(path, "*.db")):
         os.remove(stale)
+    tempfile.TemporaryFile(dir=path).close()
 
 
 def archive_dead_process(path: str, pid: int) -> None:

@@ -8,6 +8,9 @@ from enum import Enum
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The longest any duration setting may be: longer is a typo, and overflows some timers.
+DAY_SECONDS = 86_400
+
 
 class InferenceMode(str, Enum):
     SLEEP = "sleep"  # holds the slot without CPU, like waiting on an accelerator
@@ -17,7 +20,10 @@ class InferenceMode(str, Enum):
 class Settings(BaseSettings):
     """Environment variables, unprefixed (`MODEL_CONCURRENCY=2`), validated at start."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, use_attribute_docstrings=True)
+    # No infinities: `time.sleep` and the timeouts overflow on them, and no pod waits forever.
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     host: str = Field("0.0.0.0", min_length=1)
     """address to bind, both ports (`make run` uses `127.0.0.1`)"""
@@ -26,19 +32,19 @@ class Settings(BaseSettings):
     admin_port: int = Field(8081, ge=1, le=65535)
     """port for `/health`, `/ready` and `/metrics` only: the chart's probes and ServiceMonitor use it, so inference
     traffic and slow clients never crowd them out"""
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=64)
     """gunicorn HTTP worker processes (gevent); they parse, validate and forward to the model process, and hold no
     model"""
-    worker_connections: int = Field(1000, ge=1)
+    worker_connections: int = Field(1000, ge=1, le=100_000)
     """open connections per worker and port; more wait in the listen backlog"""
-    request_timeout_seconds: float = Field(10.0, gt=0)
+    request_timeout_seconds: float = Field(10.0, gt=0, le=DAY_SECONDS)
     """time for a request's headers and body to arrive, from its first byte; slower ones get 408"""
 
     model_name: str = Field("inferscale", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     """model name in the V2 routes"""
-    model_version: str = Field("1", min_length=1)
+    model_version: str = Field("1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     """model version in the V2 routes"""
-    model_load_seconds: float = Field(5.0, ge=0)
+    model_load_seconds: float = Field(5.0, ge=0, le=DAY_SECONDS)
     """simulated weight loading time"""
     model_memory_mb: int = Field(64, ge=0)
     """weights allocated and touched, once per pod in the model process (resident memory)"""
@@ -47,7 +53,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1)
     """most rows in one V2 infer tensor"""
 
-    inference_duration_seconds: float = Field(10.0, ge=0)
+    inference_duration_seconds: float = Field(10.0, ge=0, le=DAY_SECONDS)
     """simulated inference time per request"""
     inference_mode: InferenceMode = InferenceMode.SLEEP
     """`sleep` holds the slot like waiting on an accelerator; `cpu` burns CPU with numpy"""
@@ -63,14 +69,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=64)
     """larger request bodies get 413"""
 
-    graceful_shutdown_seconds: float = Field(60.0, ge=0)
+    graceful_shutdown_seconds: float = Field(60.0, ge=0, le=DAY_SECONDS)
     """after SIGTERM, time for in-flight and queued work; the default covers `(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s /
     MODEL_CONCURRENCY` = 50 s"""
     worker_timeout_seconds: int = Field(30, ge=1)
     """gunicorn heartbeat timeout (heartbeats do not wait for inference)"""
     keepalive_seconds: int = Field(5, ge=0)
     """HTTP keep-alive idle timeout"""
-    max_connection_age_seconds: float = Field(30.0, ge=0)
+    max_connection_age_seconds: float = Field(30.0, ge=0, le=DAY_SECONDS)
     """a keep-alive connection this old gets `Connection: close` on its next response, so busy clients reconnect and
     kube-proxy (which balances connections, not requests) spreads them over the pods the HPA adds; `0` = never"""
     max_requests: int = Field(0, ge=0)

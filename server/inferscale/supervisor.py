@@ -61,7 +61,10 @@ def serve(settings: Settings) -> int:
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    multiprocess.prepare_directory(settings.prometheus_multiproc_dir)
+    try:
+        multiprocess.prepare_directory(settings.prometheus_multiproc_dir)
+    except OSError as error:
+        raise CannotStart(f"PROMETHEUS_MULTIPROC_DIR={settings.prometheus_multiproc_dir}: {_reason(error)}") from None
     socket_dir = tempfile.mkdtemp(prefix="inferscale-")
     try:
         return Supervisor(settings, os.path.join(socket_dir, "model.sock")).run()
@@ -85,7 +88,8 @@ class Supervisor:
         # A connection to PORT now waits in its backlog for a worker instead
         # of being refused. Each gunicorn takes its socket as fd://N.
         self.http_listeners = {
-            admin: _listen(settings.host, settings.admin_port if admin else settings.port) for admin in (False, True)
+            False: _listen(settings.host, settings.port, "PORT"),
+            True: _listen(settings.host, settings.admin_port, "ADMIN_PORT"),
         }
         self.model_pid = 0
         self.model_started = 0.0
@@ -235,10 +239,23 @@ def _import_shared() -> None:
     gc.freeze()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    listener = socket.create_server((host, port), backlog=2048)
+class CannotStart(Exception):
+    """A setting this machine cannot honour: a port taken, a host that does not resolve, a directory not writable."""
+
+
+def _listen(host: str, port: int, setting: str) -> socket.socket:
+    try:
+        # The address's own family: HOST may be an IPv6 address (`::` on an IPv6-only cluster).
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        raise CannotStart(f"cannot listen on HOST={host} {setting}={port}: {_reason(error)}") from None
     listener.set_inheritable(True)
     return listener
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def _fork(target: Callable[[], int]) -> int:
