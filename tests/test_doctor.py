@@ -10,15 +10,18 @@ in between, so every report is about one break only.
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 
 import pytest
 
 from inferscale.doctor.pipeline import Broken, Walk, hpa_metrics, hpa_scaling, pods_ready, targets_up
 from inferscale.doctor.selectors import describe, matches
+from localcluster.loopback import LOOPBACK
 from localcluster.node import run
 from localcluster.processes import wait_until
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
@@ -347,3 +350,55 @@ def test_the_hpa_link_reads_every_metric_and_breaks_on_one_without_a_value():
     walk.hpa = two_metric_hpa((DURATION, "10500m"))
     with pytest.raises(Broken, match=f"no current value of {UTILIZATION} yet"):
         hpa_scaling(walk)
+
+
+class ImpostorApiServer(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and the class's `body`: a kubeconfig pointed at something that is not Kubernetes."""
+
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    "body, named",
+    [
+        (b"<html>hello</html>", "not JSON"),
+        (b"\xff\xfe\x00", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b"{}", "a list without its items"),
+        (b'{"items": [{}]}', "KeyError"),
+    ],
+    ids=["html", "not-utf-8", "array", "no-items", "objects-without-fields"],
+)
+def test_doctor_says_in_one_line_that_the_server_is_no_kubernetes_api_server(tmp_path, body, named):
+    handler = type("Impostor", (ImpostorApiServer,), {"body": body})
+    with http.server.ThreadingHTTPServer((LOOPBACK, 0), handler) as impostor:
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": f"http://{LOOPBACK}:{impostor.server_port}"}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(kubeconfig)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        impostor.shutdown()
+    assert result.returncode == 2
+    assert "does not answer as a Kubernetes API server" in result.stderr and named in result.stderr
+    assert "Traceback" not in result.stderr

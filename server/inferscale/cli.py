@@ -99,6 +99,14 @@ def _doctor(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"inferscale doctor: cannot reach the API server: {error}", file=sys.stderr)
         return 2
+    except (kube.UnexpectedAnswer, KeyError, TypeError, IndexError) as error:
+        # An object without a field every Kubernetes object of its kind has: not an API server's answer.
+        print(
+            f"inferscale doctor: the kubeconfig's server does not answer as a Kubernetes API server: "
+            f"{type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return 2
     render = report.as_json if args.json else report.as_text
     _print_report(render(args.release, args.namespace, findings, walk.budget))
     return 0 if report.healthy(findings) else 1

@@ -17,6 +17,10 @@ class ApiError(Exception):
         self.status = status
 
 
+class UnexpectedAnswer(Exception):
+    """An answer no Kubernetes API server gives: not a JSON object, or one without the fields every object has."""
+
+
 class Cluster:
     """GETs on the API server with the kubeconfig's identity, decoded from JSON."""
 
@@ -42,10 +46,19 @@ class Cluster:
         data = response.read()
         if response.status >= 400:
             raise ApiError(path, response.status, data.decode(errors="replace"))
-        return json.loads(data)
+        try:
+            answer = json.loads(data)
+        except ValueError:  # not JSON, or not UTF-8
+            raise UnexpectedAnswer(f"GET {path}: not JSON: {data[:100]!r}") from None
+        if not isinstance(answer, dict):
+            raise UnexpectedAnswer(f"GET {path}: not a JSON object: {data[:100]!r}")
+        return answer
 
     def items(self, path: str, **query: str) -> list[dict[str, Any]]:
-        return self.get(path, **query)["items"]
+        items = self.get(path, **query).get("items")
+        if not isinstance(items, list):
+            raise UnexpectedAnswer(f"GET {path}: a list without its items")
+        return items
 
 
 class Prometheus:
