@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -383,22 +384,59 @@ def test_doctor_says_in_one_line_that_the_server_is_no_kubernetes_api_server(tmp
     handler = type("Impostor", (ImpostorApiServer,), {"body": body})
     with http.server.ThreadingHTTPServer((LOOPBACK, 0), handler) as impostor:
         threading.Thread(target=impostor.serve_forever, daemon=True).start()
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "c", "cluster": {"server": f"http://{LOOPBACK}:{impostor.server_port}"}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                    "current-context": "x",
-                }
-            )
-        )
-        command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(kubeconfig)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        result = doctor_at(tmp_path, impostor.server_port)
         impostor.shutdown()
     assert result.returncode == 2
     assert "does not answer as a Kubernetes API server" in result.stderr and named in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_hung_api_server_is_asked_once_and_named_after_one_timeout(tmp_path):
+    """urllib3 tries a GET that timed out three more times: four timeouts
+    (41 s at the default 10) before the doctor said anything."""
+    requests: list[bytes] = []
+    with socket.create_server((LOOPBACK, 0)) as hung:
+        threading.Thread(target=_read_and_never_answer, args=(hung, requests), daemon=True).start()
+        result = doctor_at(tmp_path, hung.getsockname()[1], "--request-timeout", "0.5")
+    assert result.returncode == 2
+    assert "cannot reach the API server" in result.stderr and "timed out" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([r for r in requests if r.startswith(b"GET ")]) == 1, requests
+
+
+def test_a_kubeconfig_that_is_not_there_is_named(tmp_path):
+    missing = tmp_path / "nowhere" / "kubeconfig"
+    command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(missing)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"no kubeconfig at {missing}" in result.stderr
+
+
+def _read_and_never_answer(listener: socket.socket, requests: list[bytes]) -> None:
+    kept = []  # open, so the client waits for its answer rather than seeing a close
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:  # the test closed the listener
+            return
+        kept.append(connection)
+        requests.append(connection.recv(65536))
+
+
+def doctor_at(tmp_path, port: int, *options: str) -> subprocess.CompletedProcess:
+    """`inferscale doctor` with a kubeconfig whose server is LOOPBACK:port."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://{LOOPBACK}:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(kubeconfig), *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("-n", "--namespace", default="default", help="the release's namespace (default: default)")
     doctor.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     doctor.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    doctor.add_argument(
+        "--request-timeout",
+        type=_above_zero,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for each answer of the API server, tried once (default: 10)",
+    )
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_simulate(commands)
     commands.add_parser("settings", help="print every setting: its variable, default and meaning (Markdown)")
@@ -88,8 +95,12 @@ def _doctor(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"inferscale doctor: {error.name} is missing: pip install 'inferscale[doctor]'", file=sys.stderr)
         return 2
+    missing = _missing_kubeconfig(args.kubeconfig)
+    if missing:
+        print(f"inferscale doctor: no kubeconfig at {missing} (give --kubeconfig or set $KUBECONFIG)", file=sys.stderr)
+        return 2
     try:
-        cluster = kube.Cluster.from_kubeconfig(args.kubeconfig, args.context)
+        cluster = kube.Cluster.from_kubeconfig(args.kubeconfig, args.context, args.request_timeout, retry=False)
     except Exception as error:  # noqa: BLE001 - kubernetes' config errors have no common base
         print(f"inferscale doctor: cannot load the kubeconfig: {error}", file=sys.stderr)
         return 2
@@ -110,6 +121,14 @@ def _doctor(args: argparse.Namespace) -> int:
     render = report.as_json if args.json else report.as_text
     _print_report(render(args.release, args.namespace, findings, walk.budget))
     return 0 if report.healthy(findings) else 1
+
+
+def _missing_kubeconfig(given: str | None) -> str | None:
+    """The kubeconfig's path when no file is there; the kubernetes library calls that an invalid file."""
+    paths = given or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if any(os.path.isfile(path) for path in paths.split(os.pathsep)):
+        return None
+    return paths
 
 
 def _add_simulate(commands) -> None:
@@ -239,7 +258,8 @@ def _simulate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        model = Model.from_chart_values(values, sync_period=args.sync_period)
+        typed = ChartValues.model_validate(values)
+        model = Model.from_chart(typed, sync_period=args.sync_period)
     except ValidationError as error:
         print(f"inferscale simulate: {named}: {_values_problems(error)}", file=sys.stderr)
         return 2
@@ -257,14 +277,14 @@ def _simulate(args: argparse.Namespace) -> int:
         )
         return 2
     model = dataclasses.replace(model, max_running_pods=args.max_running_pods)
-    # Valid by now: Model.from_chart_values has read the same values.
-    _note_unscraped(ChartValues.model_validate(values).serviceMonitor)
+    _note_unscraped(typed.serviceMonitor)
     times = args.times if args.rate is None else args.rate / model.pod_capacity
     case = scenario(args.scenario, model.pod_capacity, times, args.hours)
-    if case.seconds <= max(case.change_at, case.steady_from):
+    settles_at = max(case.change_at, case.steady_from)
+    if case.seconds <= settles_at:
         print(
             f"inferscale simulate: --hours {args.hours:g} ends the {args.scenario} before its load changes and "
-            f"settles ({max(case.change_at, case.steady_from):g} s in); simulate longer",
+            f"settles ({settles_at:g} s in); simulate longer",
             file=sys.stderr,
         )
         return 2

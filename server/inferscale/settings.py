@@ -8,6 +8,8 @@ from enum import Enum
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# A model's name or version as a V2 path segment can carry it.
+V2_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # The longest any duration setting may be: longer is a typo, and overflows some timers.
 DAY_SECONDS = 86_400
 
@@ -40,9 +42,9 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(10.0, gt=0, le=DAY_SECONDS)
     """time for a request's headers and body to arrive, from its first byte; slower ones get 408"""
 
-    model_name: str = Field("inferscale", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    model_name: str = Field("inferscale", pattern=V2_NAME_PATTERN)
     """model name in the V2 routes"""
-    model_version: str = Field("1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    model_version: str = Field("1", pattern=V2_NAME_PATTERN)
     """model version in the V2 routes"""
     model_load_seconds: float = Field(5.0, ge=0, le=DAY_SECONDS)
     """simulated weight loading time"""

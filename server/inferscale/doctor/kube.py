@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import urllib3
 from kubernetes import config
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
 
 
 class ApiError(Exception):
@@ -29,8 +29,16 @@ class Cluster:
         self.timeout_seconds = timeout_seconds
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None, context: str | None = None) -> Cluster:
-        return cls(config.new_client_from_config(config_file=path, context=context))
+    def from_kubeconfig(
+        cls, path: str | None, context: str | None = None, timeout_seconds: float = 10, retry: bool = True
+    ) -> Cluster:
+        """`retry=False` makes one attempt per read: urllib3 otherwise tries a
+        GET that timed out three more times, so a hung server takes four timeouts to be named."""
+        settings = Configuration()
+        if not retry:
+            settings.retries = False
+        api = config.new_client_from_config(config_file=path, context=context, client_configuration=settings)
+        return cls(api, timeout_seconds)
 
     def get(self, path: str, **query: str) -> dict[str, Any]:
         method, url, headers, body, post = self.api.param_serialize(

@@ -21,11 +21,14 @@ class Model:
 
     @classmethod
     def from_chart_values(cls, values: dict, sync_period: float = 15.0, start_seconds: float = 3.0) -> Model:
+        """Raises pydantic's ValidationError, which names each value that is missing or wrong."""
+        return cls.from_chart(ChartValues.model_validate(values), sync_period, start_seconds)
+
+    @classmethod
+    def from_chart(cls, chart: ChartValues, sync_period: float = 15.0, start_seconds: float = 3.0) -> Model:
         """`sync_period` is kube-controller-manager's flag and `start_seconds`
         the time from a pod's creation to its process answering: neither is a
-        value of the chart. Raises pydantic's ValidationError, which names
-        each value that is missing or wrong."""
-        chart = ChartValues.model_validate(values)
+        value of the chart."""
         pod = PodModel(
             slots=chart.server.modelConcurrency,
             max_queue=chart.server.maxQueue,
