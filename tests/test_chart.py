@@ -481,6 +481,15 @@ REFUSALS = {
     "startup budget under model load": ({"server": {"modelLoadSeconds": 20}}, "probes.startup"),
     "admin port on the http port": ({"server": {"adminPort": 8080}}, "server.adminPort (8080) must differ"),
     "removed threads setting": ({"server": {"threads": 3}}, "threads"),
+    "service port on the admin port": ({"service": {"port": 8081}}, "service.port (8081) must differ"),
+    "metrics directory on /tmp": ({"server": {"prometheusMultiprocDir": "/tmp"}}, "must not be /tmp"),
+    "a selector label among the pod labels": (
+        {"podLabels": {"app.kubernetes.io/name": "other"}},
+        "podLabels must not set app.kubernetes.io/name",
+    ),
+    # 0% blocks every drain, as 0 would; the API refuses more than 100%.
+    "no disruption as a percentage": ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable"),
+    "disruption over 100 %": ({"podDisruptionBudget": {"maxUnavailable": "150%"}}, "maxUnavailable"),
     # The operator would drop the ServiceMonitor with only an event to say so.
     "scrape timeout above the interval": (
         {"serviceMonitor": {"interval": "2s"}},
@@ -550,6 +559,93 @@ def test_servicemonitor_carries_the_label_kube_prometheus_stack_selects():
     assert monitor["spec"]["selector"]["matchLabels"] == only(render(), "Service")["spec"]["selector"]
     custom = only(render({"serviceMonitor": {"additionalLabels": {"release": "monitoring"}}}), "ServiceMonitor")
     assert custom["metadata"]["labels"]["release"] == "monitoring"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses a mapping with a key twice, which PyYAML (and the API server's decoder) would settle silently."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicated = {key for key in keys if keys.count(key) > 1}
+        if duplicated:
+            raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {duplicated}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def test_extra_labels_replace_the_charts_own_and_each_key_is_written_once():
+    part_of = {"app.kubernetes.io/part-of": "fraud"}
+    values = {
+        "podLabels": {**part_of, "team": "ml"},
+        "serviceMonitor": {"additionalLabels": {**part_of, "release": "monitoring"}},
+        "prometheusRule": {"additionalLabels": {**part_of, "release": "monitoring"}},
+        "dashboard": {"labels": {**part_of, "grafana_dashboard": "1"}},
+    }
+    result = helm_template(values)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.load_all(result.stdout, Loader=UniqueKeyLoader) if d]
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/part-of"] == "fraud" and pod_labels["team"] == "ml"
+    assert only(docs, "Deployment")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap"):
+        assert only(docs, kind)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fraud", kind
+    assert only(docs, "ServiceMonitor")["metadata"]["labels"]["release"] == "monitoring"
+
+
+def test_a_recreate_strategy_carries_no_rolling_update():
+    """The API refuses rollingUpdate beside type Recreate; --set strategy.type=Recreate kept the default's."""
+    result = helm_template(extra=("--set", "strategy.type=Recreate"))
+    assert result.returncode == 0, result.stderr
+    deployment = only([d for d in yaml.safe_load_all(result.stdout) if d], "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert only(render(), "Deployment")["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+    }
+
+
+def generated_pod_name(deployment: str, template_hash: str, suffix: str = "x2x4q") -> str:
+    """A Deployment's pod name as Kubernetes makes it: the ReplicaSet's name and a
+    dash, cut to 58 characters, then 5 random ones (apiserver's names.SimpleNameGenerator)."""
+    return f"{deployment}-{template_hash}-"[:58] + suffix
+
+
+@pytest.mark.parametrize(
+    "release, override",
+    [
+        ("inferscale", ""),
+        ("fraud-detection-model-serving-production", ""),  # fullname of 51: the hash is cut
+        ("r", "a" * 47),  # the dash after the hash cut
+        ("r", "a" * 57),  # the whole hash cut
+        ("r", "a" * 70),  # the fullname itself cut (to 63, then 58)
+    ],
+    ids=["short", "hash-cut", "dash-cut", "hash-gone", "name-cut"],
+)
+def test_the_restart_alert_selects_this_deployments_pods_however_long_the_name(release, override):
+    extra = ("--set", f"fullnameOverride={override}") if override else ()
+    result = run([binary("helm"), "template", release, str(CHART), *extra])
+    assert result.returncode == 0, result.stderr
+    [deployment] = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment"]
+    name = deployment["metadata"]["name"]
+    [alert] = [
+        r
+        for d in yaml.safe_load_all(result.stdout)
+        if d and d["kind"] == "PrometheusRule"
+        for g in d["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "InferencePodRestarted"
+    ]
+    # A PromQL =~ matcher is anchored at both ends, as fullmatch is.
+    pods = re.search(r'pod=~"([^"]+)"', alert["expr"]).group(1)
+    for template_hash in ("7d9c5b4f8", "5f6d7c8b9b", "64b7"):
+        assert re.fullmatch(pods, generated_pod_name(name, template_hash)), (pods, name, template_hash)
+    if len(name) < 47:  # room for a longer name's pods beside this one's
+        assert not re.fullmatch(pods, generated_pod_name(f"{name}-canary", "5f6d7c8b9"))
+
+
+def test_notes_query_the_raw_histogram_without_the_recording_rule(tmp_path):
+    notes = render_notes(MATRIX["prometheusrule-off"], tmp_path=tmp_path)
+    assert "namespace_pod:inference_request_duration_seconds" not in notes
+    assert f'rate(inference_request_duration_seconds_sum{{namespace="{NAMESPACE}",service="{FULLNAME}"}}[40s])' in notes
 
 
 def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():

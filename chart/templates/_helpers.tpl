@@ -43,6 +43,39 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: inferscale
 {{- end }}
 
+{{/*
+The labels on every object with a user's `extra` labels laid over them, each
+key once (of two equal keys YAML keeps one, and which is the parser's choice).
+Called with (dict "context" $ "extra" <map> "value" "<its values key>"). A
+selector label in `extra` is refused: on the pods it would leave them outside
+their own Deployment's selector and Service.
+*/}}
+{{- define "inferscale.labelsWith" -}}
+{{- $extra := .extra | default dict -}}
+{{- range $key, $_ := include "inferscale.selectorLabels" .context | fromYaml -}}
+{{- if hasKey $extra $key -}}
+{{- fail (printf "%s must not set %s: the chart sets it, and the Deployment and Service select the pods by it" $.value $key) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (merge (deepCopy $extra) (include "inferscale.labels" .context | fromYaml)) -}}
+{{- end }}
+
+{{/*
+A regex for the names of this Deployment's pods and no other Deployment's:
+<fullname>-<template hash>-<5 random>, except that Kubernetes cuts what
+precedes the 5 random characters to 58, so that a generated name fits in 63:
+a long fullname loses the hash's tail, its dash, or more.
+*/}}
+{{- define "inferscale.podNamePattern" -}}
+{{- $full := include "inferscale.fullname" . -}}
+{{- $room := sub 57 (len $full) -}}
+{{- if lt $room 0 -}}
+{{- printf "%s[a-z0-9]{5}" (trunc 58 $full) -}}
+{{- else -}}
+{{- printf "%s-([a-z0-9]+-|[a-z0-9]{%d})[a-z0-9]{5}" $full $room -}}
+{{- end -}}
+{{- end }}
+
 {{/* The immutable subset used by the Deployment selector, the Service and the PDB. */}}
 {{- define "inferscale.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "inferscale.name" . }}
