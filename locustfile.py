@@ -15,7 +15,8 @@ falls exactly as the queue grows, and the latency the HPA must react to
 partly hides itself. Here each user is instead a source of arrivals at
 LOAD_USER_RPS requests/s (Poisson by default, or evenly spaced) and every
 request runs in its own greenlet, so the next one leaves on schedule however
-slowly the last is answered. N users offer N x LOAD_USER_RPS requests/s.
+slowly the last is answered; each arrival sends LOAD_BURST requests (1 by
+default) at once. N users offer N x LOAD_USER_RPS x LOAD_BURST requests/s.
 Limits: a user keeps at most LOAD_MAX_OUTSTANDING requests in flight; an
 arrival beyond that is not sent and is counted as a failure named
 "arrival dropped ..." so the lost load is visible, never silent. A stopped
@@ -26,15 +27,19 @@ classic closed loop (constant_throughput pacing) for comparison.
 
 Rejections
 ----------
-A full queue answers 503 with Retry-After. That is a failure by default: for
+A full pod answers 503 with Retry-After. That is a failure by default: for
 the autoscaling demo a rejected request is exactly what the HPA should have
 prevented. It is never retried (an open source of arrivals does not back
 off). LOAD_REJECTED=ok counts it as a success under "<route> (rejected)"
 instead, so the route's own response times stay those of served requests.
+The server's other 503s (shutting down, no model loaded, an admitted request
+lost with its model process) are failures either way: no autoscaler
+prevents them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -58,8 +63,8 @@ def _env_number(name: str, default: float, minimum: float = 0.0, kind=float):
         value = kind(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a {kind.__name__}") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r} must be >= {minimum}")
+    if not (math.isfinite(value) and value >= minimum):
+        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}")
     return value
 
 
@@ -89,8 +94,8 @@ if PREDICT_WEIGHT + V2_WEIGHT == 0:
 SHAPE = _env("LOAD_SHAPE", "none", ("none", "steady", "step", "spike"))
 USERS = _env_number("LOAD_USERS", 4, minimum=0, kind=int)
 SPAWN_RATE = _env_number("LOAD_SPAWN_RATE", 1.0, minimum=0.01)
-# 10 min: the HPA needs ~1.5 min to see a change and 5 min (its default
-# scale-down stabilization) before it removes pods; a demo should show both.
+# 10 min: the HPA needs ~1.5 min to see a change and 7 min (the chart's
+# scale-down stabilization, 420 s) before it removes pods; a demo should show both.
 DURATION_SECONDS = _env_number("LOAD_DURATION_SECONDS", 600.0)  # 0 = until stopped
 STEP_USERS = _env_number("LOAD_STEP_USERS", 1, minimum=1, kind=int)
 # 2 min per step: longer than the HPA's reaction time, so each step's scale-up is visible.
@@ -159,7 +164,7 @@ class InferenceUser(FastHttpUser):
         with self.client.post(
             self.route, json=self.body(), headers=headers, name=self.route, catch_response=True
         ) as response:
-            if response.status_code == 503:
+            if response.status_code == 503 and _queue_full(response):
                 retry_after = response.headers.get("Retry-After")
                 if REJECTED == "ok":
                     response.request_meta["name"] = f"{self.route} (rejected)"
@@ -184,6 +189,18 @@ class InferenceUser(FastHttpUser):
             exception=CatchResponseError("the open-loop schedule could not send this request"),
             context={},
         )
+
+
+def _queue_full(response) -> bool:
+    """A 503 for a pod whose slots and queue are all taken, not one of the server's other 503s."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return False
+    if isinstance(error, dict):  # /predict's errors carry a code
+        return error.get("code") == "overloaded"
+    # V2's error is a message alone (the protocol's shape): the server's words for a full pod.
+    return isinstance(error, str) and error.endswith("model slots and queue places are taken")
 
 
 def _features() -> list[float]:

@@ -481,6 +481,10 @@ REFUSALS = {
     "startup budget under model load": ({"server": {"modelLoadSeconds": 20}}, "probes.startup"),
     "admin port on the http port": ({"server": {"adminPort": 8080}}, "server.adminPort (8080) must differ"),
     "removed threads setting": ({"server": {"threads": 3}}, "threads"),
+    "a window of fewer than four scrapes": (
+        {"serviceMonitor": {"interval": "30s"}},
+        "autoscaling.rateWindow (40s) must be at least 4 x serviceMonitor.interval (30s)",
+    ),
     "service port on the admin port": ({"service": {"port": 8081}}, "service.port (8081) must differ"),
     "metrics directory on /tmp": ({"server": {"prometheusMultiprocDir": "/tmp"}}, "must not be /tmp"),
     "a selector label among the pod labels": (
@@ -496,7 +500,7 @@ REFUSALS = {
         "serviceMonitor.scrapeTimeout (10s) must not exceed serviceMonitor.interval (2s)",
     ),
     "scrape timeout above a compound interval": (
-        {"serviceMonitor": {"interval": "1m30s", "scrapeTimeout": "91s"}},
+        {"serviceMonitor": {"interval": "1m30s", "scrapeTimeout": "91s"}, "autoscaling": {"rateWindow": "6m"}},
         "serviceMonitor.scrapeTimeout (91s) must not exceed",
     ),
 }
@@ -546,7 +550,8 @@ def test_every_values_key_is_in_the_schema():
 
 @pytest.mark.parametrize("interval, timeout", [("1m30s", "90s"), ("1s", "500ms"), ("2s", "2s")])
 def test_scrape_timeout_up_to_the_interval_is_accepted_however_written(interval, timeout):
-    monitor = only(render({"serviceMonitor": {"interval": interval, "scrapeTimeout": timeout}}), "ServiceMonitor")
+    values = {"serviceMonitor": {"interval": interval, "scrapeTimeout": timeout}, "autoscaling": {"rateWindow": "6m"}}
+    monitor = only(render(values), "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == timeout
 
 
@@ -645,7 +650,10 @@ def test_the_restart_alert_selects_this_deployments_pods_however_long_the_name(r
 def test_notes_query_the_raw_histogram_without_the_recording_rule(tmp_path):
     notes = render_notes(MATRIX["prometheusrule-off"], tmp_path=tmp_path)
     assert "namespace_pod:inference_request_duration_seconds" not in notes
-    assert f'rate(inference_request_duration_seconds_sum{{namespace="{NAMESPACE}",service="{FULLNAME}"}}[40s])' in notes
+    selector = f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}'
+    assert f"rate(inference_request_duration_seconds_sum{selector}[40s]) and on (pod) (up{selector} == 1)" in notes
+    [query] = [line.strip() for line in notes.splitlines() if line.strip().startswith("sum by (pod)")]
+    promtool_check_rules({"groups": [{"name": "notes", "rules": [{"record": "notes:query", "expr": query}]}]})
 
 
 def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar():

@@ -95,10 +95,13 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         # As `make demo &` from a script starts it: Ctrl-C must still stop it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         cwd=REPO,
+        env={key: value for key, value in os.environ.items() if key != "LOAD_USER_RPS"},
     )
     try:
         banner = read_until(demo, "ready", 300)
         assert f"http://127.0.0.1:{locust_port}" in banner
+        # --fast: one slot per pod and 1 s inferences, so a pod's worth is 1 request/s.
+        assert "each user sends 1 requests/s, one pod's worth (LOAD_USER_RPS)" in banner
         assert f"Prometheus UI:         {prometheus} " in banner
         assert "get hpa -n inferscale -w" in banner
         # Not printed before the HPA has a value to show.

@@ -8,15 +8,16 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
 from localcluster.load import locust_command
-from localcluster.processes import ManagedProcess
+from localcluster.processes import ManagedProcess, wait_until
 from localcluster.repo import ARRIVAL_LOG_PLUGIN
-from localcluster.servers import LOOPBACK, free_port
+from localcluster.servers import LOOPBACK, free_port, scrape
 
 # 4 slots / 0.2 s = 20 requests/s of capacity, 8 queue places.
 UNDER_CAPACITY_SERVER = {"INFERENCE_DURATION_SECONDS": "0.2", "MODEL_CONCURRENCY": "4", "MAX_QUEUE": "8"}
@@ -140,6 +141,40 @@ def test_rejections_are_failures_unless_told_otherwise(start_server, tmp_path):
 
 
 @pytest.mark.slow
+def test_only_a_full_pods_503_is_a_rejection_on_either_route(start_server, tmp_path):
+    """A draining pod answers 503 too, and no autoscaler prevents that: it
+    stays a failure under LOAD_REJECTED=ok, on both routes, while a full
+    pod's 503 is listed apart as rejected."""
+    one_slot = {"MODEL_CONCURRENCY": "1", "MAX_QUEUE": "0"}
+    full = start_server({**one_slot, "INFERENCE_DURATION_SECONDS": "0.5"}, workers=1)
+    slow = {"INFERENCE_DURATION_SECONDS": "8", "GRACEFUL_SHUTDOWN_SECONDS": "30"}
+    draining = start_server({**one_slot, **slow}, workers=1)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(draining.predict)  # keeps the drain going through the run
+        wait_until(lambda: scrape(draining.admin_url)["inference_in_flight_requests"] == 1, "the slot taken", 10)
+        draining.terminate()
+        wait_until(lambda: requests.get(draining.admin_url + "/ready", timeout=2).status_code == 503, "draining", 10)
+        for name, server in (("draining", draining), ("full", full)):
+            run_locust_headless(
+                server.url,
+                tmp_path / name,
+                locust_env(LOAD_ARRIVALS="fixed", LOAD_BURST="4", LOAD_USER_RPS="1", LOAD_REJECTED="ok"),
+                ["-u", "2", "-r", "2", "-t", "3s", "--json-file", str(tmp_path / name)],
+                timeout=60,
+            )
+        assert held.result().status_code == 200
+    routes = ("/predict", "/v2/models/inferscale/infer")
+    drained, filled = final_stats(tmp_path / "draining.json"), final_stats(tmp_path / "full.json")
+    for route in routes:
+        assert drained[route]["num_requests"] == drained[route]["num_failures"] > 0, drained
+        assert f"{route} (rejected)" not in drained, drained
+        assert filled[route]["num_failures"] == 0 and filled[f"{route} (rejected)"]["num_requests"] > 0, filled
+    errors = read_csv(tmp_path / "draining_failures.csv")
+    assert {row["Name"] for row in errors} == set(routes), errors
+    assert all("503" in row["Error"] for row in errors), errors
+
+
+@pytest.mark.slow
 def test_arrival_log_has_every_request_sent_and_no_dropped_arrival(start_server, tmp_path):
     # One slot, no queue, at most 2 in flight per user: of each burst of 4, one
     # request is served, one refused (503) and two never leave the client.
@@ -181,6 +216,19 @@ def ui_template_args(url: str, timeout: float = 30.0) -> dict:
         if time.monotonic() > deadline:
             raise TimeoutError(f"locust web UI not answering 200 on {url}/ within {timeout} s")
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("LOAD_USER_RPS", "nan"), ("LOAD_USER_RPS", "inf"), ("LOAD_DURATION_SECONDS", "nan"), ("LOAD_BURST", "0")],
+)
+def test_nonsense_load_settings_are_refused_by_name(tmp_path, variable, value):
+    """NaN passed every `<` check: a user with LOAD_USER_RPS=nan never waited and spun a core."""
+    command = [*locust_command(), "--headless", "--host", f"http://{LOOPBACK}:9", "-u", "1", "-t", "2s"]
+    env = locust_env(**{variable: value})
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"{variable}={value!r} must be a finite number >=" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("shape, user_fields_shown", [("", True), ("steady", False)], ids=["no-shape", "steady-shape"])

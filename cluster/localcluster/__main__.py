@@ -13,7 +13,7 @@ from pathlib import Path
 from localcluster.binaries import MissingBinary, binary
 from localcluster.processes import ManagedProcess
 from localcluster.repo import LOCUSTFILE, REPO
-from localcluster.stack import FAST_LOOP, LocalStack, StackConfig
+from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, pod_capacity
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +57,9 @@ def run_demo(args) -> int:
     )
     if args.fast:
         config = dataclasses.replace(config, **FAST_LOOP)
+    # One pod's capacity per user in either timing, so "users" reads as "pods
+    # needed"; a LOAD_USER_RPS of the caller's own wins.
+    user_rps = os.environ.get("LOAD_USER_RPS") or f"{pod_capacity(config):g}"
     try:
         print(
             "building the image, starting the control plane, the node, the chart, Prometheus, "
@@ -80,6 +83,7 @@ def run_demo(args) -> int:
                     str(args.locust_port),
                 ],
                 args.workdir / "locust.log",
+                env={**os.environ, "LOAD_USER_RPS": user_rps},
             )
             locust.start()
             try:
@@ -89,7 +93,7 @@ def run_demo(args) -> int:
                     flush=True,
                 )
                 stack.wait_for_hpa_metric()
-                print(banner(stack, args), flush=True)
+                print(banner(stack, args, user_rps), flush=True)
                 signal.pause()
             finally:
                 locust.stop()
@@ -101,7 +105,7 @@ def run_demo(args) -> int:
     return 0
 
 
-def banner(stack: LocalStack, args) -> str:
+def banner(stack: LocalStack, args, user_rps: str) -> str:
     namespace = stack.config.namespace
     doctor = Path(sys.executable).parent / "inferscale"
     release = stack.config.release
@@ -109,7 +113,8 @@ def banner(stack: LocalStack, args) -> str:
 inferscale demo is up (logs in {args.workdir}).
   service (NodePort):    {stack.service_url}
       curl -s {stack.service_url}/predict -H 'Content-Type: application/json' -d '{{"features": [1, 2, 3]}}'
-  locust web UI:         http://127.0.0.1:{args.locust_port}   (each user sends 0.2 requests/s; LOAD_USER_RPS)
+  locust web UI:         http://127.0.0.1:{args.locust_port}
+      each user sends {user_rps} requests/s, one pod's worth (LOAD_USER_RPS)
   Prometheus UI:         {stack.prometheus_url}   (queries: docs/promql.md)
   Alertmanager API:      {stack.alertmanager_url}   (the alerts it holds, Watchdog always among them:)
       {binary("amtool")} --alertmanager.url={stack.alertmanager_url} alert

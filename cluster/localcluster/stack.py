@@ -66,14 +66,24 @@ class StackConfig:
     crds_dir: Path | None = None
 
 
+def installed_values(config: StackConfig) -> dict[str, Any]:
+    """The chart's values as the stack installs them: values.yaml with the config's laid over."""
+    return merged(yaml.safe_load((CHART / "values.yaml").read_text()), config.chart_values)
+
+
+def pod_capacity(config: StackConfig) -> float:
+    """Requests/s one pod serves at full use: its model slots over the inference time."""
+    server = installed_values(config)["server"]
+    return server["modelConcurrency"] / server["inferenceDurationSeconds"]
+
+
 def check_relist_covers_scrapes(config: StackConfig) -> None:
     """prometheus-adapter keeps, at each relist, only the series with a sample
     in the last relist interval (its --metrics-max-age defaults to that
     interval). Relisting faster than the app is scraped drops the app's
     metrics from every other list, and the HPA reads them as missing on
     alternate syncs (measured: 5 s relists against 10 s scrapes)."""
-    chart = merged(yaml.safe_load((CHART / "values.yaml").read_text()), config.chart_values)
-    scrape = chart["serviceMonitor"]["interval"]
+    scrape = installed_values(config)["serviceMonitor"]["interval"]
     relist = config.relist_interval or yaml.safe_load(ADAPTER_VALUES.read_text())["metricsRelistInterval"]
     if seconds(relist) < seconds(scrape):
         raise ValueError(
