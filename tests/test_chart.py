@@ -580,7 +580,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def test_extra_labels_replace_the_charts_own_and_each_key_is_written_once():
     part_of = {"app.kubernetes.io/part-of": "fraud"}
     values = {
-        "podLabels": {**part_of, "team": "ml"},
+        "podLabels": {**part_of, "team": "ml", "app.kubernetes.io/version": ""},
         "serviceMonitor": {"additionalLabels": {**part_of, "release": "monitoring"}},
         "prometheusRule": {"additionalLabels": {**part_of, "release": "monitoring"}},
         "dashboard": {"labels": {**part_of, "grafana_dashboard": "1"}},
@@ -590,6 +590,7 @@ def test_extra_labels_replace_the_charts_own_and_each_key_is_written_once():
     docs = [d for d in yaml.load_all(result.stdout, Loader=UniqueKeyLoader) if d]
     pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pod_labels["app.kubernetes.io/part-of"] == "fraud" and pod_labels["team"] == "ml"
+    assert pod_labels["app.kubernetes.io/version"] == ""  # the user's empty value, not the chart's
     assert only(docs, "Deployment")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap"):
         assert only(docs, kind)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fraud", kind
@@ -602,6 +603,10 @@ def test_a_recreate_strategy_carries_no_rolling_update():
     assert result.returncode == 0, result.stderr
     deployment = only([d for d in yaml.safe_load_all(result.stdout) if d], "Deployment")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # No type is the API's default, RollingUpdate, with the user's rollingUpdate kept.
+    untyped = only(render({"strategy": {"type": None, "rollingUpdate": {"maxSurge": 3}}}), "Deployment")
+    rolling = {"maxSurge": 3, "maxUnavailable": 0}
+    assert untyped["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": rolling}
     assert only(render(), "Deployment")["spec"]["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
@@ -610,22 +615,25 @@ def test_a_recreate_strategy_carries_no_rolling_update():
 
 def generated_pod_name(deployment: str, template_hash: str, suffix: str = "x2x4q") -> str:
     """A Deployment's pod name as Kubernetes makes it: the ReplicaSet's name and a
-    dash, cut to 58 characters, then 5 random ones (apiserver's names.SimpleNameGenerator)."""
+    dash, cut to 58 characters, then 5 random ones (apiserver's names.SimpleNameGenerator).
+    The hash and suffix given here are drawn from apimachinery's rand alphabet, as real ones are."""
     return f"{deployment}-{template_hash}-"[:58] + suffix
 
 
 @pytest.mark.parametrize(
-    "release, override",
+    "release, override, others",
     [
-        ("inferscale", ""),
-        ("fraud-detection-model-serving-production", ""),  # fullname of 51: the hash is cut
-        ("r", "a" * 47),  # the dash after the hash cut
-        ("r", "a" * 57),  # the whole hash cut
-        ("r", "a" * 70),  # the fullname itself cut (to 63, then 58)
+        ("inferscale", "", ("canary", "w" * 11, "w" * 26)),
+        ("api", "", ("w" * 42,)),  # the other's hash cut, its 42 characters still longer than any hash
+        ("fraud-detection-model-serving-production", "", ()),  # fullname of 51: the hash is cut
+        ("r", "a" * 47, ()),  # the dash after the hash cut
+        ("r", "a" * 57, ()),  # the whole hash cut
+        ("r", "a" * 70, ()),  # the fullname itself cut (to 63, then 58)
     ],
-    ids=["short", "hash-cut", "dash-cut", "hash-gone", "name-cut"],
+    ids=["short", "short-other-long", "hash-cut", "dash-cut", "hash-gone", "name-cut"],
 )
-def test_the_restart_alert_selects_this_deployments_pods_however_long_the_name(release, override):
+def test_the_restart_alert_selects_this_deployments_pods_however_long_the_name(release, override, others):
+    """`others` name Deployments <fullname>-<other>: their pods must not match."""
     extra = ("--set", f"fullnameOverride={override}") if override else ()
     result = run([binary("helm"), "template", release, str(CHART), *extra])
     assert result.returncode == 0, result.stderr
@@ -643,8 +651,8 @@ def test_the_restart_alert_selects_this_deployments_pods_however_long_the_name(r
     pods = re.search(r'pod=~"([^"]+)"', alert["expr"]).group(1)
     for template_hash in ("7d9c5b4f8", "5f6d7c8b9b", "64b7"):
         assert re.fullmatch(pods, generated_pod_name(name, template_hash)), (pods, name, template_hash)
-    if len(name) < 47:  # room for a longer name's pods beside this one's
-        assert not re.fullmatch(pods, generated_pod_name(f"{name}-canary", "5f6d7c8b9"))
+    for other in others:
+        assert not re.fullmatch(pods, generated_pod_name(f"{name}-{other}", "5f6d7c8b9")), (pods, other)
 
 
 def test_notes_query_the_raw_histogram_without_the_recording_rule(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -404,6 +405,26 @@ def test_a_hung_api_server_is_asked_once_and_named_after_one_timeout(tmp_path):
     assert len([r for r in requests if r.startswith(b"GET ")]) == 1, requests
 
 
+@pytest.mark.parametrize("given", ["--kubeconfig=~/kc", "KUBECONFIG=:~/kc"], ids=["flag", "path-list"])
+def test_a_kubeconfig_path_with_a_tilde_is_read_as_kubectl_reads_it(tmp_path, given):
+    """`--kubeconfig=~/x` reaches the program unexpanded (bash expands no `~`
+    after `=`), as does a $KUBECONFIG that a unit file sets."""
+    handler = type("Impostor", (ImpostorApiServer,), {"body": b"[]"})
+    with http.server.ThreadingHTTPServer((LOOPBACK, 0), handler) as impostor:
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+        write_kubeconfig(tmp_path / "kc", impostor.server_port)
+        env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"} | {"HOME": str(tmp_path)}
+        command = [sys.executable, "-m", "inferscale.cli", "doctor"]
+        if given.startswith("--"):
+            command.append(given)
+        else:
+            env["KUBECONFIG"] = given.split("=", 1)[1]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+        impostor.shutdown()
+    # It reached the server: its answer, not the file, is what is wrong.
+    assert result.returncode == 2 and "not a JSON object" in result.stderr, result.stderr
+
+
 def test_a_kubeconfig_that_is_not_there_is_named(tmp_path):
     missing = tmp_path / "nowhere" / "kubeconfig"
     command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(missing)]
@@ -425,7 +446,12 @@ def _read_and_never_answer(listener: socket.socket, requests: list[bytes]) -> No
 
 def doctor_at(tmp_path, port: int, *options: str) -> subprocess.CompletedProcess:
     """`inferscale doctor` with a kubeconfig whose server is LOOPBACK:port."""
-    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", port)
+    command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(kubeconfig), *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def write_kubeconfig(kubeconfig, port: int):
     kubeconfig.write_text(
         json.dumps(
             {
@@ -438,5 +464,4 @@ def doctor_at(tmp_path, port: int, *options: str) -> subprocess.CompletedProcess
             }
         )
     )
-    command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(kubeconfig), *options]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return kubeconfig

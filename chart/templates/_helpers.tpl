@@ -57,22 +57,33 @@ their own Deployment's selector and Service.
 {{- fail (printf "%s must not set %s: the chart sets it, and the Deployment and Service select the pods by it" $.value $key) -}}
 {{- end -}}
 {{- end -}}
-{{- toYaml (merge (deepCopy $extra) (include "inferscale.labels" .context | fromYaml)) -}}
+{{- $labels := include "inferscale.labels" .context | fromYaml -}}
+{{- /* set, not merge: merge keeps the chart's value where the user's is "". */ -}}
+{{- range $key, $value := $extra -}}
+{{- $_ := set $labels $key $value -}}
+{{- end -}}
+{{- toYaml $labels -}}
 {{- end }}
 
 {{/*
 A regex for the names of this Deployment's pods and no other Deployment's:
-<fullname>-<template hash>-<5 random>, except that Kubernetes cuts what
-precedes the 5 random characters to 58, so that a generated name fits in 63:
-a long fullname loses the hash's tail, its dash, or more.
+<fullname>-<template hash>-<5 random>. The hash is at most 10 characters and
+it and the suffix are drawn from apimachinery's rand alphabet; Kubernetes cuts
+what precedes the suffix to 58, so that a generated name fits in 63: a long
+fullname loses the hash's tail, its dash, or more. Names that share their first
+58 characters cannot be told apart.
 */}}
 {{- define "inferscale.podNamePattern" -}}
 {{- $full := include "inferscale.fullname" . -}}
+{{- $char := "[bcdfghjklmnpqrstvwxz2456789]" -}}
+{{- $suffix := printf "%s{5}" $char -}}
 {{- $room := sub 57 (len $full) -}}
 {{- if lt $room 0 -}}
-{{- printf "%s[a-z0-9]{5}" (trunc 58 $full) -}}
+{{- printf "%s%s" (trunc 58 $full) $suffix -}}
+{{- else if le $room 10 -}}
+{{- printf "%s-(%s{1,10}-|%s{%d})%s" $full $char $char $room $suffix -}}
 {{- else -}}
-{{- printf "%s-([a-z0-9]+-|[a-z0-9]{%d})[a-z0-9]{5}" $full $room -}}
+{{- printf "%s-%s{1,10}-%s" $full $char $suffix -}}
 {{- end -}}
 {{- end }}
 

@@ -95,12 +95,14 @@ def _doctor(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"inferscale doctor: {error.name} is missing: pip install 'inferscale[doctor]'", file=sys.stderr)
         return 2
-    missing = _missing_kubeconfig(args.kubeconfig)
-    if missing:
-        print(f"inferscale doctor: no kubeconfig at {missing} (give --kubeconfig or set $KUBECONFIG)", file=sys.stderr)
+    # As kubectl resolves it: the flag, else $KUBECONFIG (a path list), else ~/.kube/config.
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    if not _any_exists(kubeconfig):
+        # The kubernetes library calls that an invalid file.
+        print(f"inferscale doctor: no kubeconfig at {kubeconfig} (--kubeconfig or $KUBECONFIG)", file=sys.stderr)
         return 2
     try:
-        cluster = kube.Cluster.from_kubeconfig(args.kubeconfig, args.context, args.request_timeout, retry=False)
+        cluster = kube.Cluster.from_kubeconfig(kubeconfig, args.context, args.request_timeout, retry=False)
     except Exception as error:  # noqa: BLE001 - kubernetes' config errors have no common base
         print(f"inferscale doctor: cannot load the kubeconfig: {error}", file=sys.stderr)
         return 2
@@ -123,12 +125,9 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if report.healthy(findings) else 1
 
 
-def _missing_kubeconfig(given: str | None) -> str | None:
-    """The kubeconfig's path when no file is there; the kubernetes library calls that an invalid file."""
-    paths = given or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    if any(os.path.isfile(path) for path in paths.split(os.pathsep)):
-        return None
-    return paths
+def _any_exists(paths: str) -> bool:
+    """Whether any of the path list is there, `~` expanded as the kubernetes library does (a pipe counts)."""
+    return any(os.path.exists(os.path.expanduser(path)) for path in paths.split(os.pathsep) if path)
 
 
 def _add_simulate(commands) -> None:
