@@ -168,7 +168,9 @@ def test_only_a_full_pods_503_is_a_rejection_on_either_route(start_server, tmp_p
     for route in routes:
         assert drained[route]["num_requests"] == drained[route]["num_failures"] > 0, drained
         assert f"{route} (rejected)" not in drained, drained
-        assert filled[route]["num_failures"] == 0 and filled[f"{route} (rejected)"]["num_requests"] > 0, filled
+        # The other route may have held the one slot at every arrival: no served row, then.
+        assert filled.get(route, {}).get("num_failures", 0) == 0, filled
+        assert filled[f"{route} (rejected)"]["num_requests"] > 0, filled
     errors = read_csv(tmp_path / "draining_failures.csv")
     assert {row["Name"] for row in errors} == set(routes), errors
     assert all("503" in row["Error"] for row in errors), errors
