@@ -659,8 +659,12 @@ def test_notes_query_the_raw_histogram_without_the_recording_rule(tmp_path):
     notes = render_notes(MATRIX["prometheusrule-off"], tmp_path=tmp_path)
     assert "namespace_pod:inference_request_duration_seconds" not in notes
     selector = f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}'
-    assert f"rate(inference_request_duration_seconds_sum{selector}[40s]) and on (pod) (up{selector} == 1)" in notes
-    [query] = [line.strip() for line in notes.splitlines() if line.strip().startswith("sum by (pod)")]
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("sum by (pod)"))
+    query = " ".join(line.strip() for line in lines[start : start + 3])
+    scraped = f"and on (namespace, pod) (up{selector} == 1)"
+    duration_sum = f"rate(inference_request_duration_seconds_sum{selector}[40s])"
+    assert query.startswith(f"sum by (pod) ({duration_sum} {scraped}) /"), query
     promtool_check_rules({"groups": [{"name": "notes", "rules": [{"record": "notes:query", "expr": query}]}]})
 
 

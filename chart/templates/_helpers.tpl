@@ -87,13 +87,31 @@ fullname loses the hash's tail, its dash, or more. Names that share their first
 {{- end -}}
 {{- end }}
 
+{{/*
+The average request duration in seconds over autoscaling.rateWindow, as
+PromQL: the histogram's sum over its count, grouped by .by (empty: one value
+for the Service). Only pods whose latest scrape succeeded count, because no
+data is not idle; the count is clamped to 1e-9 so an idle pod reads 0, not
+NaN. The recording rules, KEDA's trigger and NOTES' raw query all call this;
+adapter-values.yaml writes the same query in the adapter's own template syntax.
+*/}}
+{{- define "inferscale.avgDurationQuery" -}}
+{{- $ctx := .context -}}
+{{- $sel := printf "namespace=%q,service=%q" $ctx.Release.Namespace (include "inferscale.fullname" $ctx) -}}
+{{- $w := $ctx.Values.autoscaling.rateWindow -}}
+{{- $sum := ternary "sum" (printf "sum by (%s)" .by) (empty .by) -}}
+{{- $scraped := printf "and on (namespace, pod) (up{%s} == 1)" $sel -}}
+{{- printf "%s (rate(inference_request_duration_seconds_sum{%s}[%s]) %s)" $sum $sel $w $scraped }}
+/
+{{ printf "clamp_min(%s (rate(inference_request_duration_seconds_count{%s}[%s]) %s), 1e-9)" $sum $sel $w $scraped -}}
+{{- end }}
+
 {{/* The immutable subset used by the Deployment selector, the Service and the PDB. */}}
 {{- define "inferscale.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "inferscale.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* The ServiceAccount the pods run as. */}}
 {{/*
 Milliseconds in a Prometheus duration (values.schema.json's promDuration: 1m30s, 10s, 500ms).
 */}}
@@ -107,6 +125,7 @@ Milliseconds in a Prometheus duration (values.schema.json's promDuration: 1m30s,
 {{- $total -}}
 {{- end }}
 
+{{/* The ServiceAccount the pods run as. */}}
 {{- define "inferscale.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "inferscale.fullname" .) .Values.serviceAccount.name }}
