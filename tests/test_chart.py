@@ -495,6 +495,16 @@ REFUSALS = {
     "no disruption as a percentage": ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable"),
     "disruption over 100 %": ({"podDisruptionBudget": {"maxUnavailable": "150%"}}, "maxUnavailable"),
     # The operator would drop the ServiceMonitor with only an event to say so.
+    # The container would run with the extraEnv value, the probes and NOTES with the chart's.
+    "extraEnv redefining a chart variable": (
+        {"extraEnv": [{"name": "MODEL_CONCURRENCY", "value": "4"}]},
+        "extraEnv must not set MODEL_CONCURRENCY",
+    ),
+    "a batch too large for the model process's line": (
+        {"server": {"maxBatchSize": 8192, "maxFeatures": 65536}},
+        "server.maxBatchSize x server.maxFeatures (8192 x 65536)",
+    ),
+    "a full name that cannot name a Service": ({"fullnameOverride": "web.v2"}, '"web.v2" (from the release name'),
     "scrape timeout above the interval": (
         {"serviceMonitor": {"interval": "2s"}},
         "serviceMonitor.scrapeTimeout (10s) must not exceed serviceMonitor.interval (2s)",
@@ -504,6 +514,50 @@ REFUSALS = {
         "serviceMonitor.scrapeTimeout (91s) must not exceed",
     ),
 }
+
+
+def test_a_null_for_any_value_renders_or_is_refused_by_the_schema(tmp_path):
+    """A null in a user's values deletes the chart's default (helm's coalesce):
+    where a template needs the value, the schema must name it, not a nil pointer deep in a template."""
+
+    def paths(values: dict, prefix: tuple[str, ...] = ()):
+        for key, value in values.items():
+            yield (*prefix, key)
+            if isinstance(value, dict):
+                yield from paths(value, (*prefix, key))
+
+    crashed = {}
+    for path in paths(chart_values()):
+        nulled: dict | None = None
+        for key in reversed(path):
+            nulled = {key: nulled}
+        mine = tmp_path / "mine.yaml"
+        mine.write_text(yaml.safe_dump(nulled))
+        result = helm_template(extra=("-f", str(mine)))
+        if result.returncode != 0 and "values don't meet the specifications of the schema" not in result.stderr:
+            crashed[".".join(path)] = result.stderr.splitlines()[0]
+    assert not crashed, crashed
+
+
+@pytest.mark.parametrize("release", ["web.v2", "1web"])
+def test_a_release_name_that_cannot_name_a_service_is_refused_by_name(release):
+    result = run([binary("helm"), "template", release, str(CHART), "--namespace", NAMESPACE])
+    assert result.returncode != 0, "helm accepted it"
+    assert f'"{release}-inferscale" (from the release name' in result.stderr, result.stderr
+    renamed = run([binary("helm"), "template", release, str(CHART), "--set", "fullnameOverride=web-v2"])
+    assert renamed.returncode == 0, renamed.stderr
+
+
+def test_extra_env_follows_the_charts_own_variables_unchanged():
+    extra = [
+        {"name": "OTEL_SERVICE_NAME", "value": "8080"},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    env = server_container(render({"extraEnv": extra}))["env"]
+    assert env[-2:] == extra
+    default_env = server_container(render())["env"]
+    assert env[:-2] == default_env
+    assert env_of({"env": default_env})["PORT"] == "8080"
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))

@@ -12,19 +12,26 @@ The full name of this release's objects: fullnameOverride, else
 <release>-<name>, or just <release> when the release name already contains
 the chart name (so `helm install inferscale ./chart` gives "inferscale", not
 "inferscale-inferscale"). Truncated to 63 characters: names end up in DNS
-labels (Service) and label values.
+labels (Service) and label values. A Service name is an RFC 1035 label, which
+a Helm release name need not be ("web.v2", "1web"): refused here by name,
+where the API server would refuse only the Service, after the rest applied.
 */}}
 {{- define "inferscale.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $full = .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $full) }}
+{{- fail (printf "the objects' name %q (from the release name, nameOverride or fullnameOverride) must be an RFC 1035 label, as a Service name is: lower-case letters, digits and '-', starting with a letter; pass fullnameOverride to choose another" $full) }}
+{{- end }}
+{{- $full }}
 {{- end }}
 
 {{/* name-version for the helm.sh/chart label ("+" is not allowed in label values). */}}
