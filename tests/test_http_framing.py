@@ -85,6 +85,46 @@ def test_an_http_1_0_keep_alive_connection_is_not_timed_out_between_its_requests
     assert scrape(server.admin_url)["inference_http_request_timeouts_total"] == 0
 
 
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body) off a connection that stays open."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536) or b"!closed"
+        assert not received.endswith(b"!closed"), received
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])[b"Content-Length"])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_body_left_unread_by_an_early_answer_is_read_on_its_own_requests_clock(start_server):
+    """A 404 for a wrong model name is answered before the body is read; gunicorn
+    then reads the rest of it. That read is the same request's: it must not start
+    a new request's clock, which timed out the idle keep-alive connection with a
+    408 for a request that never came."""
+    server = start_server({"REQUEST_TIMEOUT_SECONDS": "1", "KEEPALIVE_SECONDS": "10"}, workers=1)
+    body = INFER_BODY + b" " * 40_000  # well past what gunicorn reads with the headers
+    wrong_model = b"POST /v2/models/nosuch/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection((LOOPBACK, server.port), timeout=10) as sock:
+        sock.sendall(wrong_model + body)
+        assert read_answer(sock).startswith(b"HTTP/1.1 404 ")
+        time.sleep(1.5)  # idle past the 1 s a request has to arrive in, well within keep-alive
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert scrape(server.admin_url)["inference_http_request_timeouts_total"] == 0
+
+    # The rest of the body never comes: the request timed out, and the
+    # connection ends after its 404 (no 408 can follow an answer).
+    with socket.create_connection((LOOPBACK, server.port), timeout=10) as sock:
+        sock.sendall(wrong_model + body[: len(body) // 2])
+        assert read_answer(sock).startswith(b"HTTP/1.1 404 ")
+        assert sock.recv(65536) == b""
+    metrics = scrape(server.admin_url)
+    assert metrics["inference_http_request_timeouts_total"] == 1
+    assert metrics["inference_http_receiving_connections"] == 0
+
+
 PREDICT_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 INFER_HEAD = b"POST /v2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\n"
 INFER_TENSOR = {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
@@ -119,6 +159,19 @@ def test_a_chunked_body_is_read_whole_or_refused(server, head, body):
     assert "chunked encoding is broken" in json.dumps(answer)
     # The model ran the two whole bodies only.
     assert model_runs(server) - runs_before == 2
+
+
+@pytest.mark.parametrize("sent", [MAX_BODY_BYTES // 2, MAX_BODY_BYTES + 100], ids=["below-limit", "past-limit"])
+def test_a_chunked_body_whose_client_stops_before_its_last_chunk_is_named_incomplete(server, sent):
+    # One chunk announced larger than what follows; then the client closes its side.
+    head = INFER_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+    cut = b"%x\r\n" % (4 * MAX_BODY_BYTES) + INFER_BODY + b" " * (sent - len(INFER_BODY))
+    runs_before = model_runs(server)
+    [(status, headers, answer)] = answers(exchange(server.port, head + cut, half_close=True))
+    assert status == b"HTTP/1.1 400 BAD REQUEST", answer
+    assert answer == {"error": "the body ended before its last chunk"}
+    assert headers[b"Connection"] == b"close"
+    assert model_runs(server) == runs_before
 
 
 @pytest.mark.parametrize(

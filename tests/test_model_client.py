@@ -25,13 +25,13 @@ from inferscale.settings import Settings
 ROWS = np.array([[1.0, 2.0, 3.0]])
 
 
-def serve_model(path: str, started: threading.Event) -> None:
+def serve_model(path: str, started: threading.Event, **settings_fields) -> None:
     """A model process's server, in this process, once `started` is set."""
     started.wait()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen()
-    settings = Settings(inference_duration_seconds=0, model_load_seconds=0, model_memory_mb=0)
+    settings = Settings(inference_duration_seconds=0, model_load_seconds=0, model_memory_mb=0, **settings_fields)
     server = ModelServer(listener)
     server.service = InferenceService(
         settings, ModelMetrics(CollectorRegistry()), model_from_settings(settings), server.publish
@@ -58,3 +58,17 @@ def test_no_model_process_at_all_is_still_a_clean_refusal(tmp_path):
     client = ModelClient(str(tmp_path / "nobody-listens.sock"))
     with pytest.raises(ModelUnavailable, match="restarting"):
         client.infer(ROWS)
+
+
+def test_the_largest_batch_the_settings_allow_crosses_the_line(tmp_path):
+    # 256 x 65536 float64 rows are 128 MiB: past msgpack's default 100 MiB
+    # buffer, which broke the line and lost every call on it.
+    path = str(tmp_path / "model.sock")
+    started = threading.Event()
+    started.set()
+    widest = {"max_batch_size": 256, "max_features": 65536}
+    threading.Thread(target=serve_model, args=(path, started), kwargs=widest, daemon=True).start()
+    client = ModelClient(path)
+    outcome = client.infer(np.ones((256, 65536)))
+    assert outcome.value.shape == (256,)
+    assert client.infer(ROWS).value.shape == (1,)  # and the line is still up

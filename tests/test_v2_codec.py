@@ -113,6 +113,20 @@ def test_tensor_data_json_every_fixed_size_type_becomes_float64_rows(datatype):
     assert rows.ravel().tolist() == [float(value) for value in values]
 
 
+@pytest.mark.parametrize(
+    "datatype, written",
+    [("FP32", "3.4028235e38"), ("FP32", "-3.4028235e38"), ("FP16", "65519"), ("FP16", "-65519.9")],
+)
+def test_tensor_data_json_a_number_that_rounds_to_the_types_largest_reads_as_in_binary(datatype, written):
+    # 3.4028235e38 is FP32's largest as Go, Java and numpy print it: a little past the exact value.
+    raw = f'{{"name": "features", "shape": [1], "datatype": "{datatype}", "data": [{written}]}}'
+    from_json = features.decode_rows(InferInputTensor.model_validate_json(raw), None)
+    largest = math.copysign(float(np.finfo(FIXED_SIZE[datatype].layout).max), float(written))
+    payload = np.array([largest], dtype=FIXED_SIZE[datatype].layout).tobytes()
+    from_binary = features.decode_rows(*binary_tensor(datatype, payload, shape=(1,)))
+    assert from_json.tolist() == from_binary.tolist() == [[largest]]
+
+
 def test_tensor_data_json_natural_and_flattened_forms_agree():
     flat = features.decode_rows(tensor(data=[1, 2, 3, 4]), None)
     nested = features.decode_rows(tensor(data=[[1, 2], [3, 4]]), None)
@@ -149,9 +163,11 @@ def test_tensor_data_json_is_rounded_to_its_datatype_as_binary_data_would_be():
         ("FP64", "NaN", "finite number"),
         ("FP64", "Infinity", "finite number"),
         ("FP64", "1e400", "finite number"),
-        ("FP16", "65520", "less than or equal to 65504"),
-        ("FP16", "-1e5", "greater than or equal to -65504"),
-        ("FP32", "1e39", "less than or equal to 3402823466385288"),
+        # Half a step past the largest FP16 (65504 + 32 / 2) rounds to infinity.
+        ("FP16", "65520", "65520.0 overflows it (its largest magnitude is 65504)"),
+        ("FP16", "-1e5", "-100000.0 overflows it"),
+        ("FP32", "1e39", "1e+39 overflows it (its largest magnitude is 3.4028235e+38)"),
+        ("FP32", "3.40282357e38", "3.40282357e+38 overflows it"),
         ("FP64", "[1]", "valid number"),
     ],
 )
@@ -342,6 +358,11 @@ def test_binary_data_on_one_output_makes_only_that_one_binary():
     [
         ([{"name": "score"}], "unknown output 'score'; this model's outputs are 'probability', 'label'"),
         ([{"name": "label"}, {"name": "label"}], "output 'label' is requested twice"),
+        # Triton's classification extension: the client would expect class labels back.
+        (
+            [{"name": "probability", "parameters": {"classification": 2}}],
+            "output 'probability': the classification extension is not supported",
+        ),
     ],
 )
 def test_requested_outputs_must_exist_once(requested, fragment):

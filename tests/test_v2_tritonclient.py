@@ -119,6 +119,9 @@ def test_refusals_reach_tritonclient_as_its_exception_with_our_message(client):
         client.infer(MODEL, [tensor])
     with pytest.raises(InferenceServerException, match="unknown output 'score'"):
         client.infer(MODEL, [features("FP32", binary=True)], outputs=[httpclient.InferRequestedOutput("score")])
+    with pytest.raises(InferenceServerException, match="classification extension is not supported"):
+        classes = [httpclient.InferRequestedOutput("probability", class_count=2)]
+        client.infer(MODEL, [features("FP32", binary=True)], outputs=classes)
 
 
 def test_the_aiohttp_client_labelled_octet_stream_is_read_too(server):

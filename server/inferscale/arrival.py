@@ -63,6 +63,8 @@ class ClientConnection:
         self._sock = sock
         self._arrivals = arrivals
         self._deadline: float | None = None
+        # The answered request's deadline, for what is left of its body.
+        self._answered_deadline: float | None = None
         self._stalled = False
         self._refusing = False
         self._head = b""
@@ -108,6 +110,7 @@ class ClientConnection:
             # response's head and body in two calls: hold the head for the body,
             # so the client gets one segment from one system call. Nothing is
             # held past the request's end (the worker's) or the close.
+            self._answered_deadline = self._deadline
             self.request_received()
             closing = self._refusing or self._arrivals.draining
             self._head = self._closing_head(data) if closing else data
@@ -134,6 +137,17 @@ class ClientConnection:
         if self._stalled:
             self._stalled = False
             self._arrivals.metrics.receiving.dec()
+
+    def read_rest(self, body: Any) -> None:
+        """After an answer given before the body was read (a 404, 405 or 415):
+        read the rest on the request's own clock. gunicorn would read it as
+        the start of the next request, on a new one."""
+        self._deadline = self._answered_deadline
+        try:
+            while body.read(65536):
+                pass
+        finally:
+            self.request_received()
 
     def refuse_rest(self) -> None:
         """Read nothing more: what is left of this request is discarded with the connection."""

@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 V2_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # The longest any duration setting may be: longer is a typo, and overflows some timers.
 DAY_SECONDS = 86_400
+# A request's rows reach the model process as one msgpack bin of float64, and a
+# bin holds at most 4 GiB; the rest of the message needs a few bytes.
+MAX_ROWS_BYTES = 2**32 - 1024
 
 
 class InferenceMode(str, Enum):
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
     """model slots per pod: inferences running at once"""
     max_queue: int = Field(8, ge=0)
     """requests that may wait for a slot, per pod"""
-    retry_after_seconds: int = Field(0, ge=0)
+    retry_after_seconds: int = Field(0, ge=0, le=DAY_SECONDS)
     """`Retry-After` on 503; `0` = one inference duration, rounded up"""
     max_body_bytes: int = Field(1_048_576, ge=64)
     """larger request bodies get 413"""
@@ -74,9 +77,9 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: float = Field(60.0, ge=0, le=DAY_SECONDS)
     """after SIGTERM, time for in-flight and queued work; the default covers `(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s /
     MODEL_CONCURRENCY` = 50 s"""
-    worker_timeout_seconds: int = Field(30, ge=1)
+    worker_timeout_seconds: int = Field(30, ge=1, le=DAY_SECONDS)
     """gunicorn heartbeat timeout (heartbeats do not wait for inference)"""
-    keepalive_seconds: int = Field(5, ge=0)
+    keepalive_seconds: int = Field(5, ge=0, le=DAY_SECONDS)
     """HTTP keep-alive idle timeout"""
     max_connection_age_seconds: float = Field(30.0, ge=0, le=DAY_SECONDS)
     """a keep-alive connection this old gets `Connection: close` on its next response, so busy clients reconnect and
@@ -97,6 +100,11 @@ class Settings(BaseSettings):
             raise ValueError("INFERENCE_JITTER_SECONDS must not exceed INFERENCE_DURATION_SECONDS")
         if self.admin_port == self.port:
             raise ValueError("ADMIN_PORT must differ from PORT")
+        if self.max_batch_size * self.max_features * 8 > MAX_ROWS_BYTES:
+            raise ValueError(
+                f"MAX_BATCH_SIZE x MAX_FEATURES ({self.max_batch_size} x {self.max_features}) float64 values "
+                "are over the 4 GiB one request can carry to the model process"
+            )
         return self
 
     @property

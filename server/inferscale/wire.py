@@ -82,7 +82,11 @@ class Reader:
     """Whole messages out of a byte stream that arrives in arbitrary pieces."""
 
     def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(use_list=True, raw=False)
+        # Both ends are ours and the HTTP side has bounded every request, so
+        # the limit is msgpack's own (0: 4 GiB, its largest bin), not its 100 MiB
+        # default, which a batch the settings allow can exceed (Settings checks
+        # that the largest batch fits).
+        self._unpacker = msgpack.Unpacker(use_list=True, raw=False, max_buffer_size=0)
 
     def feed(self, data: bytes) -> Iterator[list]:
         self._unpacker.feed(data)

@@ -69,6 +69,13 @@ class InferenceWorker(GeventWorker):
             # read comes to send a bodiless answer's held head before it runs.
             with contextlib.suppress(OSError):
                 sock.send_held()
+        # Kept alive (gunicorn raises StopIteration to close).
+        try:
+            sock.read_rest(req.body)
+        except (RequestTimeout, ParseException, OSError):
+            # Answered already: no 408 or 400 can follow. Where the next request
+            # would start is unknown, so the connection ends.
+            req.must_close = True
 
     def _close_kept_alive_once_draining(self) -> None:
         """SIGTERM drains the model process first, while this worker still runs:

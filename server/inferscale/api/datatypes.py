@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
-from pydantic import Field, Strict, StrictBool, TypeAdapter
+from pydantic import AfterValidator, Field, Strict, StrictBool, TypeAdapter
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,30 @@ def _json_list(wire: np.dtype) -> Any:
     if wire.kind in "iu":
         ints = np.iinfo(wire)
         return list[Annotated[int, Strict(), Field(ge=int(ints.min), le=int(ints.max))]]
+    finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    if wire.itemsize == np.dtype(float).itemsize:
+        return list[finite]  # JSON's numbers are FP64: past its range, the parser gave infinity
     # FP16 and FP32 overflow long before FP64: a number the type cannot hold is
     # refused rather than stored as infinity.
-    floats = np.finfo(wire)
-    return list[Annotated[float, Strict(), Field(allow_inf_nan=False, ge=float(floats.min), le=float(floats.max))]]
+    return list[Annotated[finite, AfterValidator(_Overflow(wire))]]
+
+
+class _Overflow:
+    """Refuses a number that `wire` rounds to infinity. A JSON number is rounded
+    to the type's nearest value, so anything less than half a step past the
+    largest value is that value: FP32's largest as Go, Java and numpy print it
+    (3.4028235e38) lies a little past it, and must be accepted."""
+
+    def __init__(self, wire: np.dtype) -> None:
+        largest = np.finfo(wire).max
+        step = float(largest) - float(np.nextafter(largest, wire.type(0)))
+        self.largest = float(largest)
+        self.limit = self.largest + step / 2
+
+    def __call__(self, value: float) -> float:
+        if abs(value) >= self.limit:
+            raise ValueError(f"{value!r} overflows it (its largest magnitude is {self.largest:.8g})")
+        return value
 
 
 # numpy's codes for the binary extension's layouts, all explicitly little-endian.

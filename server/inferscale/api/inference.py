@@ -7,9 +7,9 @@ from typing import TypeVar
 
 import numpy as np
 from flask import request
-from gunicorn.http.errors import ParseException
+from gunicorn.http.errors import NoMoreData, ParseException
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from inferscale.api import media_types
 from inferscale.api.errors import ApiError, invalid_body
@@ -44,6 +44,10 @@ def read_body() -> bytes:
             raise RequestEntityTooLarge()
     except ParseException as error:
         raise _unreadable("malformed_body", f"the body's chunked encoding is broken: {error}") from None
+    except (NoMoreData, ClientDisconnected):
+        # The client closed its side before the last chunk (NoMoreData, an
+        # IOError, is what gunicorn raises when that happens past the limit).
+        raise _unreadable("incomplete_body", "the body ended before its last chunk") from None
     if declared is not None and len(body) < declared:
         raise _unreadable("incomplete_body", f"the body ended after {len(body)} of its {declared} bytes")
     return body

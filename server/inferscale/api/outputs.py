@@ -57,6 +57,14 @@ def select(body: InferRequest) -> list[Delivery]:
             )
         if any(delivery.output.name == requested.name for delivery in deliveries):
             raise ApiError(400, "duplicate_output", f"output {requested.name!r} is requested twice")
+        extra = requested.parameters.model_extra if requested.parameters else None
+        if extra and "classification" in extra:
+            # tritonclient's class_count: it would expect class labels and get the raw tensor.
+            raise ApiError(
+                400,
+                "unsupported_parameter",
+                f"output {requested.name!r}: the classification extension is not supported by this server",
+            )
         own = requested.parameters.binary_data if requested.parameters else None
         deliveries.append(Delivery(OUTPUTS[requested.name], default if own is None else own))
     return deliveries
