@@ -433,6 +433,36 @@ def test_a_kubeconfig_that_is_not_there_is_named(tmp_path):
     assert f"no kubeconfig at {missing}" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "kind"),
+    [
+        ("-n", "../kube-system", "a namespace"),
+        ("--namespace", "Serving", "a namespace"),
+        ("-n", "", "a namespace"),
+        ("-n", "a" * 64, "a namespace"),
+        ("--release", "web..v2", "a helm release name"),
+        ("--release", "web-", "a helm release name"),
+        ("--release", "w" * 54, "a helm release name"),
+    ],
+)
+def test_a_name_kubernetes_or_helm_would_refuse_is_refused_before_the_cluster_is_asked(tmp_path, option, value, kind):
+    missing = tmp_path / "kubeconfig"  # had the name passed, this would be the error
+    command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", str(missing), option, value]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{value!r} is not {kind}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_dotted_release_and_a_long_namespace_are_names():
+    command = [sys.executable, "-m", "inferscale.cli", "doctor", "--kubeconfig", "/nonexistent/kubeconfig"]
+    result = subprocess.run(
+        [*command, "--release", "web.v2", "-n", "n" * 63], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "no kubeconfig at /nonexistent/kubeconfig" in result.stderr, result.stderr
+
+
 def _read_and_never_answer(listener: socket.socket, requests: list[bytes]) -> None:
     kept = []  # open, so the client waits for its answer rather than seeing a close
     while True:

@@ -497,6 +497,13 @@ def test_a_users_values_file_lays_over_the_charts_as_helm_lays_it(tmp_path):
     [
         ("autoscaling:\n  maxReplicas: 3\n", None),
         ("autoscaling:\n  behavior: null\n", None),
+        # helm's YAML reads an exponent without a dot as a number; YAML 1.1's a string.
+        ("autoscaling:\n  slotUtilization:\n    target: 8e-1\n", None),
+        ("server:\n  inferenceDurationSeconds: 1e1\n", None),
+        ("server:\n  inferenceDurationSeconds: 1e1x\n", "server.inferenceDurationSeconds: '1e1x' is not of type"),
+        # A null deletes the chart's block, as in helm: the templates would dereference nothing.
+        ("server: null\n", "the values: 'server' is a required property"),
+        ("serviceMonitor:\n  interval: null\n", "serviceMonitor: 'interval' is a required property"),
         # The loop reads the duration metric alone without it, but the chart requires it.
         ("autoscaling:\n  slotUtilization: null\n", "autoscaling: 'slotUtilization' is a required property"),
         ("server:\n  modelConcurrency: two\n", "server.modelConcurrency: 'two' is not of type 'integer'"),

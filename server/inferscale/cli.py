@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,11 @@ ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 MAX_HOURS = 48.0
 # Where `inferscale simulate` finds the chart's values in a clone of the repository.
 DEFAULT_VALUES = "chart/values.yaml"
+# What the API server and helm accept, checked before either is asked: a name
+# outside them would only read as "not found" (or, with a "/", as another path).
+NAMESPACE_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # an RFC 1123 label
+RELEASE_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # helm's
+NAMESPACE_MAX, RELEASE_MAX = 63, 53
 
 # CLI options override the environment by writing to it, so that Settings has
 # one source and names the variable in its errors.
@@ -48,8 +54,23 @@ def main(argv: list[str] | None = None) -> int:
         description="Needs the [doctor] extra (pip install 'inferscale[doctor]') and a kubeconfig. "
         "Exits 0 when every link is healthy, 1 at a broken link, 2 when the cluster cannot be read.",
     )
-    doctor.add_argument("--release", default="inferscale", help="the chart's release name (default: inferscale)")
-    doctor.add_argument("-n", "--namespace", default="default", help="the release's namespace (default: default)")
+    doctor.add_argument(
+        "--release",
+        type=functools.partial(
+            _name, RELEASE_PATTERN, RELEASE_MAX, "a helm release name: lower-case letters, digits, '-' and '.'"
+        ),
+        default="inferscale",
+        help="the chart's release name (default: inferscale)",
+    )
+    doctor.add_argument(
+        "-n",
+        "--namespace",
+        type=functools.partial(
+            _name, NAMESPACE_PATTERN, NAMESPACE_MAX, "a namespace: lower-case letters, digits and '-'"
+        ),
+        default="default",
+        help="the release's namespace (default: default)",
+    )
     doctor.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     doctor.add_argument("--context", help="the kubeconfig context (default: its current one)")
     doctor.add_argument(
@@ -217,9 +238,11 @@ class UnreadableValues(Exception):
 def _values_in(path: str) -> dict:
     import yaml  # _simulate has checked that the extra is installed
 
+    from inferscale.simulation.values_yaml import HelmValuesLoader
+
     try:
         with open(path) as values_file:
-            values = yaml.safe_load(values_file)
+            values = yaml.load(values_file, Loader=HelmValuesLoader)
     except (OSError, yaml.YAMLError) as error:
         raise UnreadableValues(f"cannot read chart values from {path}: {error}") from error
     if not isinstance(values, dict):
@@ -292,6 +315,14 @@ def _simulate(args: argparse.Namespace) -> int:
     render = report.as_json if args.json else report.as_text
     _print_report(render(model, case, args.arrivals, autoscaled, fixed))
     return 0
+
+
+def _name(pattern: re.Pattern[str], longest: int, kind: str, text: str) -> str:
+    if len(text) > longest or not pattern.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {kind}, starting and ending with a letter or digit, at most {longest} characters"
+        )
+    return text
 
 
 def _above_zero(text: str) -> float:
