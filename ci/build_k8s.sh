@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build, with Go from the module proxy, the Kubernetes binaries the end-to-end
 # tests run: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
-# node's kubelet and kube-proxy, and prometheus-adapter (binary name: adapter).
+# node's kubelet and kube-proxy, prometheus-adapter (binary name: adapter), and
+# the kubectl that the harness and the demo drive the cluster with.
 #
 #   ci/build_k8s.sh                 build whatever is missing or at another version
 #   ci/build_k8s.sh etcd adapter    only these (names: etcd kube-apiserver
@@ -12,7 +13,8 @@
 # Output: ${INFERSCALE_CACHE:-$HOME/.cache/inferscale}/bin. Go caches stay in the
 # user's GOMODCACHE/GOCACHE, so a second run (or a later version bump) is warm.
 # The wrapper modules and their go.sum live in ci/k8s/ (go.sum = checksums).
-# kubectl (v1.33.13) is opt-in: /usr/bin/kubectl usually exists; +25 s when warm.
+# kubectl is built too, at the cluster's version: a machine's own kubectl may be
+# missing or years apart from the API server (+25 s when warm).
 #
 # Measured on 2 shared cores at nice 19: cold ~7 min wall (apiserver ~4 min),
 # GOCACHE +3.9 GiB, GOMODCACHE +0.7 GiB; second run <1 s (version check only);
@@ -51,7 +53,7 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   K8S_LDFLAGS+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$K8S_MINOR -X $p.gitTreeState=clean"
 done
 
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy adapter)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy adapter kubectl)
 if (($#)); then WANT=("$@"); else WANT=("${ALL[@]}"); fi
 
 log() { printf '[build_k8s] %s\n' "$*" >&2; }
@@ -146,7 +148,7 @@ build_one() {
         '`go install ...@version` also reads the version list (deprecation check): the proxy answers 403.'
       (cd "$ADAPTER_MOD" && gorun build -mod=readonly -trimpath -ldflags "-s -w" \
         -o "$BIN_DIR/adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter) ;;
-    *) log "unknown binary: $name (known: ${ALL[*]} kubectl)"; return 2 ;;
+    *) log "unknown binary: $name (known: ${ALL[*]})"; return 2 ;;
   esac
 }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from localcluster.binaries import binary
 from localcluster.node import HOST_IF, NODE_IP
 from localcluster.processes import wait_until
 from localcluster.servers import free_port
@@ -107,7 +108,7 @@ def test_demo_prints_where_to_look_and_ctrl_c_leaves_no_process(tmp_path):
         # Not printed before the HPA has a value to show.
         hpa = subprocess.run(
             [
-                "kubectl",
+                binary("kubectl"),
                 "--kubeconfig",
                 str(workdir / "control-plane/kubeconfigs/admin.kubeconfig"),
                 "get",

@@ -29,6 +29,7 @@ from inferscale.doctor.kube import Cluster
 from inferscale.simulation.chart_values import Autoscaling, Behavior, coalesced
 from inferscale.simulation.hpa import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP
 from localcluster import ControlPlane, dns, wait_until
+from localcluster.binaries import binary
 from localcluster.kubectl import apply, kubectl
 from localcluster.node import (
     CONTAINERD_RUN_DIR,
@@ -239,7 +240,7 @@ def test_pod_runs_in_runc_and_is_deleted_within_its_grace_period(control_plane, 
         node_kubeconfig = control_plane.node_kubeconfig(node.name)
         refused = subprocess.run(
             [
-                "kubectl",
+                binary("kubectl"),
                 "--kubeconfig",
                 str(node_kubeconfig),
                 "label",

@@ -1,6 +1,7 @@
 """kubectl against the local API server, for what a user would type: applying
 manifests, `rollout status`, `scale`. The same tool a user runs, so what works
-here works there. The harness's reads go through `ControlPlane.api` instead."""
+here works there; the one ci/build_k8s.sh builds at the cluster's version, not
+whatever the machine has. The harness's reads go through `ControlPlane.api` instead."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-KUBECTL = "kubectl"
+from localcluster.binaries import binary
 
 
 class KubectlError(RuntimeError):
@@ -18,7 +19,7 @@ class KubectlError(RuntimeError):
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
     result = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        [binary("kubectl"), "--kubeconfig", str(kubeconfig), *args],
         input=stdin,
         capture_output=True,
         text=True,
