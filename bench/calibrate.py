@@ -52,7 +52,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display here or in CI
 import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
 from kubernetes.utils.quantity import parse_quantity  # noqa: E402
 
 from inferscale.simulation import load  # noqa: E402
@@ -76,6 +75,7 @@ from inferscale.simulation.chart_values import seconds  # noqa: E402
 from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model  # noqa: E402
+from inferscale.simulation.values_yaml import read_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,7 +205,7 @@ def stack_config(timing: str, workdir: Path) -> StackConfig:
 
 def model_of(timing: str) -> Model:
     """The simulator's model of the stack `stack_config` brings up."""
-    values = yaml.safe_load((ROOT / "chart" / "values.yaml").read_text())
+    values = read_values((ROOT / "chart" / "values.yaml").read_text())
     stack = stack_config(timing, ROOT)
     return Model.from_chart_values(merged(values, stack.chart_values), sync_period=seconds(stack.hpa_sync_period))
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
+from inferscale.simulation.values_yaml import read_values
 
 ROOT = Path(__file__).resolve().parent.parent
 # (scenario, height in pods' worth of load)
@@ -33,7 +32,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    model = Model.from_chart_values(yaml.safe_load(Path(args.values).read_text()))
+    model = Model.from_chart_values(read_values(Path(args.values).read_text()))
     print(
         f"{args.values}: target {model.hpa.target:g} s, one pod answers {model.pod_capacity:g} req/s, "
         f"{args.hours:g} h simulated per row\n"

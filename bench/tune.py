@@ -51,11 +51,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from inferscale.simulation.hpa import DEFAULT_TOLERANCE, ScalingPolicy
 from inferscale.simulation.loop import Loop
 from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
+from inferscale.simulation.values_yaml import read_values
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRIVALS = ("paced", "poisson")
@@ -152,7 +151,7 @@ CHART_DEFAULTS = Knobs(CHART_TARGET, 10.0, 40.0, 420, 0.75)
 
 
 def chart_model() -> Model:
-    return Model.from_chart_values(yaml.safe_load((ROOT / "chart" / "values.yaml").read_text()))
+    return Model.from_chart_values(read_values((ROOT / "chart" / "values.yaml").read_text()))
 
 
 def baseline(job: tuple[float, int, str, float, int]) -> int | None:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
+from inferscale.settings import Settings
 from localcluster.binaries import binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -501,8 +503,8 @@ REFUSALS = {
         "extraEnv must not set MODEL_CONCURRENCY",
     ),
     "a batch too large for the model process's line": (
-        {"server": {"maxBatchSize": 8192, "maxFeatures": 65536}},
-        "server.maxBatchSize x server.maxFeatures (8192 x 65536)",
+        {"server": {"maxBatchSize": 4096, "maxFeatures": 65536}},
+        "server.maxBatchSize x server.maxFeatures (4096 x 65536)",
     ),
     "a full name that cannot name a Service": ({"fullnameOverride": "web.v2"}, '"web.v2" (from the release name'),
     "scrape timeout above the interval": (
@@ -516,9 +518,10 @@ REFUSALS = {
 }
 
 
-def test_a_null_for_any_value_renders_or_is_refused_by_the_schema(tmp_path):
+def test_a_null_for_any_value_renders_a_server_that_starts_or_is_refused_by_the_schema(tmp_path):
     """A null in a user's values deletes the chart's default (helm's coalesce):
-    where a template needs the value, the schema must name it, not a nil pointer deep in a template."""
+    where a template needs the value, the schema must name it, not a nil pointer
+    deep in a template, a `<nil>` in the manifest, or an env the server refuses."""
 
     def paths(values: dict, prefix: tuple[str, ...] = ()):
         for key, value in values.items():
@@ -534,8 +537,19 @@ def test_a_null_for_any_value_renders_or_is_refused_by_the_schema(tmp_path):
         mine = tmp_path / "mine.yaml"
         mine.write_text(yaml.safe_dump(nulled))
         result = helm_template(extra=("-f", str(mine)))
-        if result.returncode != 0 and "values don't meet the specifications of the schema" not in result.stderr:
-            crashed[".".join(path)] = result.stderr.splitlines()[0]
+        if result.returncode != 0:
+            if "values don't meet the specifications of the schema" not in result.stderr:
+                crashed[".".join(path)] = result.stderr.splitlines()[0]
+            continue
+        if "<nil>" in result.stdout:
+            crashed[".".join(path)] = "renders <nil>"
+            continue
+        docs = [doc for doc in yaml.load_all(result.stdout, Loader=yaml.CSafeLoader) if doc]
+        env = {e["name"].lower(): e["value"] for e in server_container(docs)["env"] if "value" in e}
+        try:
+            Settings(**env)
+        except ValidationError as error:
+            crashed[".".join(path)] = str(error)
     assert not crashed, crashed
 
 
@@ -546,6 +560,25 @@ def test_a_release_name_that_cannot_name_a_service_is_refused_by_name(release):
     assert f'"{release}-inferscale" (from the release name' in result.stderr, result.stderr
     renamed = run([binary("helm"), "template", release, str(CHART), "--set", "fullnameOverride=web-v2"])
     assert renamed.returncode == 0, renamed.stderr
+
+
+def test_extra_env_replaces_a_chart_variable_no_other_template_reads_in_place():
+    from_pod_ip = {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    env = server_container(render({"extraEnv": [from_pod_ip, {"name": "LOG_LEVEL", "value": "debug"}]}))["env"]
+    names = [e["name"] for e in env]
+    assert names == [e["name"] for e in server_container(render())["env"]], "each name once, in the chart's order"
+    assert env[names.index("HOST")] == from_pod_ip
+    assert env_of({"env": env})["LOG_LEVEL"] == "debug"
+
+
+def test_the_variables_extra_env_may_not_replace_are_every_one_another_template_reads():
+    templates = CHART / "templates"
+    readers = [path for path in templates.rglob("*") if path.is_file() and path.name != "_env.tpl"]
+    read = {key for path in readers for key in re.findall(r"(?:\$s|\.Values\.server)\.([A-Za-z]+)", path.read_text())}
+    as_env = {key: re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper() for key in chart_values()["server"]}
+    guarded = re.search(r"\$sharedWithTemplates := list ((?:\"[A-Z_]+\" ?)+)", (templates / "_env.tpl").read_text())
+    assert read, "no template reads a server value: the pattern is stale"
+    assert {as_env[key] for key in read} == set(re.findall(r"[A-Z_]+", guarded.group(1)))
 
 
 def test_extra_env_follows_the_charts_own_variables_unchanged():

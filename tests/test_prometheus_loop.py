@@ -286,27 +286,46 @@ def test_busy_pod_reads_zero_a_window_after_the_load_stops(loop):
 def test_recording_rule_equals_the_adapter_query(loop):
     """The chart's recorded per-pod average is the HPA's number, sample for sample.
 
-    Each recorded sample is compared with the adapter query evaluated at the sample's
-    own timestamp. A rule evaluation races the scrape that started just before it
-    (that sample is stamped with the scrape's start and stored a few ms later), and
-    Prometheus 3 often evaluates first: a recorded sample may then equal the query
-    one scrape earlier instead. Either way it equals one of the two to the last bit,
-    which no other formula would.
+    Both are checked against the stored samples themselves: over one window the
+    ratio of two rates scraped together is the ratio of their increases. A rule
+    evaluation races the scrape that started just before it (that sample is
+    stamped with the scrape's start and stored a few ms later), and Prometheus 3
+    often evaluates first: a recorded sample may then be the window's ratio
+    without its newest sample. Either way it equals one of the two to the last
+    bit, which no other formula would. (Comparing with the query one scrape
+    earlier instead failed whenever the older window also lost a sample at its
+    start that mattered.)
     """
     selector = f'{RECORDING_RULE}{{namespace="{NAMESPACE}",service="{RELEASE}",pod="pod-a"}}'
     recorded = loop.prometheus.raw_samples(selector, "15s", loop.measured_at)
     assert len(recorded) >= 10, recorded  # evaluated every second
     for sample in recorded:
-        now, scrape_before = (
-            loop.hpa_values(at)["pod-a"] for at in (sample.timestamp, sample.timestamp - SCRAPE_SECONDS)
-        )
-        assert sample.value in (pytest.approx(now, rel=1e-9), pytest.approx(scrape_before, rel=1e-9)), (
+        whole, without_newest = stored_averages(loop, sample.timestamp)
+        assert loop.hpa_values(sample.timestamp)["pod-a"] == pytest.approx(whole, rel=1e-9)
+        assert sample.value in (pytest.approx(whole, rel=1e-9), pytest.approx(without_newest, rel=1e-9)), (
             sample,
-            now,
-            scrape_before,
+            whole,
+            without_newest,
         )
     idle = by_label(loop.prometheus.query(RECORDING_RULE, at=loop.measured_at), "pod")
     assert idle["pod-b"] == 0, idle
+
+
+def stored_averages(loop, at: float) -> tuple[float, float]:
+    """pod-a's average request duration over the window ending `at`, from its stored
+    samples: with every sample, and without the newest."""
+    labels = f'{{namespace="{NAMESPACE}",service="{RELEASE}",pod="pod-a"}}'
+    sums, counts = (
+        [s.value for s in loop.prometheus.raw_samples(f"inference_request_duration_seconds_{part}{labels}", WINDOW, at)]
+        for part in ("sum", "count")
+    )
+    assert len(sums) == len(counts) >= 3, (sums, counts)
+
+    def average(last: int) -> float:
+        answered = counts[last] - counts[0]
+        return (sums[last] - sums[0]) / answered if answered else 0.0
+
+    return average(-1), average(-2)
 
 
 # ---- docs/promql.md -------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_retry_after_defaults_to_one_inference_rounded_up():
         ({"inference_mode": "gpu"}, "'sleep' or 'cpu'"),
         ({"admin_port": 8080, "port": 8080}, "ADMIN_PORT must differ from PORT"),
         # One request's rows must fit the one msgpack bin that carries them to the model process.
-        ({"max_batch_size": 8192, "max_features": 65536}, r"MAX_BATCH_SIZE x MAX_FEATURES \(8192 x 65536\)"),
+        ({"max_batch_size": 4096, "max_features": 65536}, r"MAX_BATCH_SIZE x MAX_FEATURES \(4096 x 65536\)"),
         ({"keepalive_seconds": 86_401}, "less than or equal to 86400"),
         ({"request_timeout_seconds": 0}, "greater than 0"),
         ({"inference_jitter_seconds": 5, "inference_duration_seconds": 1}, "JITTER"),

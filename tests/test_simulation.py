@@ -501,6 +501,8 @@ def test_a_users_values_file_lays_over_the_charts_as_helm_lays_it(tmp_path):
         ("autoscaling:\n  slotUtilization:\n    target: 8e-1\n", None),
         ("server:\n  inferenceDurationSeconds: 1e1\n", None),
         ("server:\n  inferenceDurationSeconds: 1e1x\n", "server.inferenceDurationSeconds: '1e1x' is not of type"),
+        # Past float64's range go-yaml keeps the string too.
+        ("server:\n  inferenceDurationSeconds: 1e400\n", "server.inferenceDurationSeconds: '1e400' is not of type"),
         # A null deletes the chart's block, as in helm: the templates would dereference nothing.
         ("server: null\n", "the values: 'server' is a required property"),
         ("serviceMonitor:\n  interval: null\n", "serviceMonitor: 'interval' is a required property"),

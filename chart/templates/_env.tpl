@@ -1,20 +1,31 @@
 {{/*
 The server container's environment: one variable per value under `server`
-(values.yaml names each one), then extraEnv. An extraEnv entry may not
-redefine one of the chart's own: the container would run with the extraEnv
-value while the probes, the HPA's slots and NOTES follow the chart's value.
+(values.yaml names each one), with extraEnv laid over it. An extraEnv entry of
+a chart variable replaces the chart's (HOST from the pod's IP, LOG_LEVEL from a
+ConfigMap), except for the variables other templates read too: the container
+would run with the extraEnv value while the probes, the drain, the HPA's slots
+or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
 */}}
 {{- define "inferscale.env" -}}
-{{- $own := include "inferscale.serverEnv" . | fromYamlArray }}
-{{- range $own }}
-{{- $name := .name }}
-{{- range $.Values.extraEnv }}
-{{- if eq .name $name }}
-{{- fail (printf "extraEnv must not set %s: the chart sets it from values.yaml server (see the [%s] comment there)" $name $name) }}
+{{- $sharedWithTemplates := list "PORT" "ADMIN_PORT" "MODEL_CONCURRENCY" "MAX_QUEUE" "INFERENCE_DURATION_SECONDS" "INFERENCE_JITTER_SECONDS" "MODEL_LOAD_SECONDS" "GRACEFUL_SHUTDOWN_SECONDS" "MAX_BATCH_SIZE" "MAX_FEATURES" "PROMETHEUS_MULTIPROC_DIR" }}
+{{- $extra := dict }}
+{{- range .Values.extraEnv }}
+{{- if has .name $sharedWithTemplates }}
+{{- fail (printf "extraEnv must not set %s: other parts of the chart read it too; set it in values.yaml server (the [%s] comment there)" .name .name) }}
+{{- end }}
+{{- $_ := set $extra .name . }}
+{{- end }}
+{{- $env := list }}
+{{- range include "inferscale.serverEnv" . | fromYamlArray }}
+{{- $env = append $env (get $extra .name | default .) }}
+{{- $_ := unset $extra .name }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if hasKey $extra .name }}
+{{- $env = append $env . }}
 {{- end }}
 {{- end }}
-{{- end }}
-{{- concat $own (.Values.extraEnv | default list) | toYaml }}
+{{- toYaml $env }}
 {{- end }}
 
 {{- define "inferscale.serverEnv" -}}

@@ -109,6 +109,7 @@ def banner(stack: LocalStack, args, user_rps: str) -> str:
     namespace = stack.config.namespace
     doctor = Path(sys.executable).parent / "inferscale"
     release = stack.config.release
+    kubectl = binary("kubectl")  # the one built at the cluster's version: a machine may have none
     return f"""
 inferscale demo is up (logs in {args.workdir}).
   service (NodePort):    {stack.service_url}
@@ -119,9 +120,9 @@ inferscale demo is up (logs in {args.workdir}).
   Alertmanager API:      {stack.alertmanager_url}   (the alerts it holds, Watchdog always among them:)
       {binary("amtool")} --alertmanager.url={stack.alertmanager_url} alert
   watch the HPA:
-      kubectl --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
+      {kubectl} --kubeconfig {stack.kubeconfig} get hpa -n {namespace} -w
   and the pods:
-      kubectl --kubeconfig {stack.kubeconfig} get pods -n {namespace} -w
+      {kubectl} --kubeconfig {stack.kubeconfig} get pods -n {namespace} -w
   check every link from the pods to the HPA (names the first broken one):
       {doctor} doctor --kubeconfig {stack.kubeconfig} -n {namespace} --release {release}
 Ctrl-C stops everything.

@@ -63,8 +63,10 @@ class ClientConnection:
         self._sock = sock
         self._arrivals = arrivals
         self._deadline: float | None = None
-        # The answered request's deadline, for what is left of its body.
+        # The answered request's deadline, for what is left of its body, and
+        # whether its answer said `Connection: close`.
         self._answered_deadline: float | None = None
+        self._answer_closes = False
         self._stalled = False
         self._refusing = False
         self._head = b""
@@ -112,7 +114,7 @@ class ClientConnection:
             # held past the request's end (the worker's) or the close.
             self._answered_deadline = self._deadline
             self.request_received()
-            closing = self._refusing or self._arrivals.draining
+            closing = self._answer_closes = self._refusing or self._arrivals.draining
             self._head = self._closing_head(data) if closing else data
             return
         if self._head:
@@ -138,16 +140,24 @@ class ClientConnection:
             self._stalled = False
             self._arrivals.metrics.receiving.dec()
 
-    def read_rest(self, body: Any) -> None:
-        """After an answer given before the body was read (a 404, 405 or 415):
-        read the rest on the request's own clock. gunicorn would read it as
-        the start of the next request, on a new one."""
+    def read_rest(self, body: Any) -> bool:
+        """After the answer, read what is left of the request's body (an early
+        404, 405 or 415 leaves it unread) on the request's own clock: gunicorn
+        would read it as the start of the next request, on a new one. False
+        when the connection is to end instead: its answer said so, or the
+        worker stops."""
+        if self._answer_closes or self._arrivals.stopping:
+            return False
         self._deadline = self._answered_deadline
+        # A stop or a drain hangs it up as one between requests: its answer is out.
+        self._arrivals.idle.add(self)
         try:
             while body.read(65536):
                 pass
         finally:
+            self._arrivals.idle.discard(self)
             self.request_received()
+        return True
 
     def refuse_rest(self) -> None:
         """Read nothing more: what is left of this request is discarded with the connection."""

@@ -238,11 +238,11 @@ class UnreadableValues(Exception):
 def _values_in(path: str) -> dict:
     import yaml  # _simulate has checked that the extra is installed
 
-    from inferscale.simulation.values_yaml import HelmValuesLoader
+    from inferscale.simulation.values_yaml import read_values
 
     try:
         with open(path) as values_file:
-            values = yaml.load(values_file, Loader=HelmValuesLoader)
+            values = read_values(values_file)
     except (OSError, yaml.YAMLError) as error:
         raise UnreadableValues(f"cannot read chart values from {path}: {error}") from error
     if not isinstance(values, dict):

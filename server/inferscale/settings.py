@@ -12,9 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 V2_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # The longest any duration setting may be: longer is a typo, and overflows some timers.
 DAY_SECONDS = 86_400
-# A request's rows reach the model process as one msgpack bin of float64, and a
-# bin holds at most 4 GiB; the rest of the message needs a few bytes.
-MAX_ROWS_BYTES = 2**32 - 1024
+# A request's rows reach the model process as one msgpack message of float64,
+# and msgpack's reader takes at most 2 GiB (its limit 0 is INT_MAX, not the 4 GiB
+# its docstring says); the rest of the message needs a few bytes.
+MAX_ROWS_BYTES = 2**31 - 1024
 
 
 class InferenceMode(str, Enum):
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
         if self.max_batch_size * self.max_features * 8 > MAX_ROWS_BYTES:
             raise ValueError(
                 f"MAX_BATCH_SIZE x MAX_FEATURES ({self.max_batch_size} x {self.max_features}) float64 values "
-                "are over the 4 GiB one request can carry to the model process"
+                "are over the 2 GiB one request can carry to the model process"
             )
         return self
 

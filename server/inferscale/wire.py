@@ -83,9 +83,9 @@ class Reader:
 
     def __init__(self) -> None:
         # Both ends are ours and the HTTP side has bounded every request, so
-        # the limit is msgpack's own (0: 4 GiB, its largest bin), not its 100 MiB
-        # default, which a batch the settings allow can exceed (Settings checks
-        # that the largest batch fits).
+        # the limit is msgpack's largest (0: 2 GiB), not its 100 MiB default,
+        # which a batch the settings allow can exceed (Settings checks that the
+        # largest batch fits in 2 GiB).
         self._unpacker = msgpack.Unpacker(use_list=True, raw=False, max_buffer_size=0)
 
     def feed(self, data: bytes) -> Iterator[list]:

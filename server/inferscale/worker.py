@@ -69,9 +69,10 @@ class InferenceWorker(GeventWorker):
             # read comes to send a bodiless answer's held head before it runs.
             with contextlib.suppress(OSError):
                 sock.send_held()
-        # Kept alive (gunicorn raises StopIteration to close).
+        # Kept alive as far as gunicorn knows (it raises StopIteration to close).
         try:
-            sock.read_rest(req.body)
+            if not sock.read_rest(req.body):
+                req.must_close = True
         except (RequestTimeout, ParseException, OSError):
             # Answered already: no 408 or 400 can follow. Where the next request
             # would start is unknown, so the connection ends.
