@@ -94,6 +94,11 @@ fullname loses the hash's tail, its dash, or more. Names that share their first
 {{- end -}}
 {{- end }}
 
+{{/* A PromQL matcher for this release's series: its namespace and its Service. */}}
+{{- define "inferscale.seriesSelector" -}}
+{{- printf "namespace=%q,service=%q" .Release.Namespace (include "inferscale.fullname" .) -}}
+{{- end }}
+
 {{/*
 The average request duration in seconds over autoscaling.rateWindow, as
 PromQL: the histogram's sum over its count, grouped by .by (empty: one value
@@ -104,7 +109,7 @@ adapter-values.yaml writes the same query in the adapter's own template syntax.
 */}}
 {{- define "inferscale.avgDurationQuery" -}}
 {{- $ctx := .context -}}
-{{- $sel := printf "namespace=%q,service=%q" $ctx.Release.Namespace (include "inferscale.fullname" $ctx) -}}
+{{- $sel := include "inferscale.seriesSelector" $ctx -}}
 {{- $w := $ctx.Values.autoscaling.rateWindow -}}
 {{- $sum := ternary "sum" (printf "sum by (%s)" .by) (empty .by) -}}
 {{- $scraped := printf "and on (namespace, pod) (up{%s} == 1)" $sel -}}
