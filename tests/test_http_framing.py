@@ -207,3 +207,31 @@ def test_requests_gunicorn_refuses_itself_get_a_json_error(server, on, request_b
     assert status_line.startswith(b"HTTP/1.1 %d " % status)
     assert (headers[b"Content-Type"], headers[b"Connection"]) == (b"application/json", b"close")
     assert answer["error"]["code"] == code and answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"GET /v2/health/ready HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET http://x:80/v2/health/ready HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET /v2/" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"POST /v2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+        (b"POST /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+    ],
+    ids=["long-header", "absolute-form", "long-uri", "transfer-coding", "two-lengths"],
+)
+def test_requests_gunicorn_refuses_on_a_v2_path_get_the_protocols_error(server, request_bytes, status):
+    # The Open Inference Protocol's error is {"error": "<message>"}: a V2 client
+    # reads the message from there, whoever wrote the answer.
+    [(status_line, headers, answer)] = answers(exchange(server.port, request_bytes))
+    assert status_line.startswith(b"HTTP/1.1 %d " % status)
+    assert headers[b"Content-Type"] == b"application/json"
+    assert list(answer) == ["error"] and isinstance(answer["error"], str) and answer["error"]
+
+
+def test_a_pipelined_request_gunicorn_refuses_is_not_answered_in_its_predecessors_dialect(server):
+    # Its bytes came in the first request's read: its own path was never seen.
+    request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\ngarbage\r\n\r\n"
+    [(first, _, live), (second, _, refused)] = answers(exchange(server.port, request))
+    assert first.startswith(b"HTTP/1.1 200 ") and live == {"live": True}
+    assert second.startswith(b"HTTP/1.1 400 ") and refused["error"]["code"] == "bad_request"

@@ -14,10 +14,16 @@ import contextlib
 import socket
 import time
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from flask import request
 
 from inferscale.metrics import ConnectionMetrics
+
+# gunicorn's longest request line: a request's first bytes are kept until they
+# hold its line or this many, so an answer the worker writes itself (a 408 to
+# slow headers, a 431) can speak the route's error dialect.
+REQUEST_LINE_BYTES = 8190
 
 
 class RequestTimeout(Exception):
@@ -70,6 +76,7 @@ class ClientConnection:
         self._stalled = False
         self._refusing = False
         self._head = b""
+        self._start = b""
         self._opened = time.monotonic()
         self._requests = 0
 
@@ -99,11 +106,14 @@ class ClientConnection:
             self._timed_out()
         self._sock.settimeout(remaining)
         try:
-            return self._sock.recv(size)
+            data = self._sock.recv(size)
         except TimeoutError:
             self._timed_out()
         finally:
             self._sock.settimeout(None)
+        if len(self._start) < REQUEST_LINE_BYTES and b"\n" not in self._start:
+            self._start += data
+        return data
 
     def sendall(self, data: bytes) -> None:
         # gunicorn answers in the request's own version: HTTP/1.0 too.
@@ -113,6 +123,7 @@ class ClientConnection:
             # so the client gets one segment from one system call. Nothing is
             # held past the request's end (the worker's) or the close.
             self._answered_deadline = self._deadline
+            self._start = b""
             self.request_received()
             closing = self._answer_closes = self._refusing or self._arrivals.draining
             self._head = self._closing_head(data) if closing else data
@@ -159,6 +170,12 @@ class ClientConnection:
             self.request_received()
         return True
 
+    def request_path(self) -> str | None:
+        """The path of the request being read, as far as its request line has
+        arrived; None before its target has begun or once it is answered."""
+        target = self._start.split(b"\n", 1)[0].split(b" ", 2)[1:2]
+        return urlsplit(target[0].decode("latin-1")).path if target else None
+
     def refuse_rest(self) -> None:
         """Read nothing more: what is left of this request is discarded with the connection."""
         self.request_received()
@@ -193,6 +210,7 @@ class ClientConnection:
             self._arrivals.idle.discard(self)
         if data:
             self._requests += 1
+            self._start = data
             self._deadline = time.monotonic() + self._arrivals.arrival_seconds
         return data
 

@@ -18,6 +18,7 @@ from gunicorn.http.errors import ParseException
 from gunicorn.workers.ggevent import GeventWorker
 from prometheus_client import CollectorRegistry
 
+from inferscale.api.errors import error_body
 from inferscale.arrival import Arrivals, ClientConnection, RequestTimeout
 from inferscale.metrics import ConnectionMetrics
 from inferscale.runtime import runtime_of
@@ -111,8 +112,9 @@ class InferenceWorker(GeventWorker):
         super().handle_error(req, _JsonErrorPage(client, message), addr, exc)
 
 
-def send_json_error(client, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+def send_json_error(client: ClientConnection, status: int, code: str, message: str) -> None:
+    # No route has seen the request: the error's shape follows its path, if that arrived.
+    body = json.dumps(error_body(client.request_path(), code, message)).encode()
     phrase = HTTPStatus(status).phrase.encode()
     client.sendall(
         b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
@@ -123,7 +125,7 @@ def send_json_error(client, status: int, code: str, message: str) -> None:
 class _JsonErrorPage:
     """The client's socket while gunicorn writes an error page: the page's status, with `message` as JSON."""
 
-    def __init__(self, client, message: str):
+    def __init__(self, client: ClientConnection, message: str):
         self._client = client
         self._message = message
 

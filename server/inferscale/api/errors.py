@@ -77,12 +77,15 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected)
 
 
+def error_body(path: str | None, code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict:
+    """An error in the dialect of the route at `path` (None: not known)."""
+    if path is not None and (path == V2_PREFIX or path.startswith(V2_PREFIX + "/")):
+        return {"error": message}
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
 def error_response(error: ApiError) -> Response:
-    if request.path == V2_PREFIX or request.path.startswith(V2_PREFIX + "/"):
-        body: dict[str, Any] = {"error": error.message}
-    else:
-        body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
-    response = jsonify(body)
+    response = jsonify(error_body(request.path, error.code, error.message, error.details))
     response.status_code = error.status
     response.headers.update(error.headers)
     return response
