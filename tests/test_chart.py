@@ -182,13 +182,45 @@ def test_server_runs_inferscale_serve_on_the_named_http_and_admin_ports():
     assert service["spec"]["selector"] == only(render(), "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def services_of(values: dict) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in render(values) if d["kind"] == "Service"}
+
+
 def test_node_port_is_set_only_on_a_service_that_has_node_ports():
     def node_ports(values):
-        return [p.get("nodePort") for p in only(render(values), "Service")["spec"]["ports"]]
+        return [p.get("nodePort") for p in services_of(values)[FULLNAME]["spec"]["ports"]]
 
-    assert node_ports({"service": {"type": "NodePort", "nodePort": 30080}}) == [30080, None]
-    assert node_ports({"service": {"type": "NodePort"}}) == [None, None]
+    assert node_ports({"service": {"type": "NodePort", "nodePort": 30080}}) == [30080]
+    assert node_ports({"service": {"type": "NodePort"}}) == [None]
     assert node_ports({"service": {"nodePort": 30080}}) == [None, None]
+
+
+@pytest.mark.parametrize("published", ["NodePort", "LoadBalancer"])
+def test_a_published_service_leaves_the_admin_port_to_a_cluster_ip_service_of_its_own(published):
+    # /metrics and the probes' paths stay inside the cluster; the longest
+    # name keeps the admin Service's name a DNS label.
+    app, admin = "w" * 63, "w" * 57 + "-admin"
+    values = {"service": {"type": published, "nodePort": 30080, "adminPort": 80}, "fullnameOverride": app}
+    services = services_of(values)
+    assert set(services) == {app, admin}
+    assert [(p["name"], p["port"], p.get("nodePort")) for p in services[app]["spec"]["ports"]] == [("http", 80, 30080)]
+    assert services[admin]["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in services[admin]["spec"]["ports"]] == [
+        ("admin", 80, "admin")
+    ]
+    assert services[admin]["spec"]["selector"] == services[app]["spec"]["selector"]
+    monitor = only(render(values), "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= services[admin]["metadata"]["labels"].items()
+    # Prometheus labels a target with the Service it was found through: the
+    # series keep the app's Service name, which the rules, the adapter and KEDA select on.
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["relabelings"] == [
+        {"targetLabel": "service", "replacement": app},
+        {"targetLabel": "job", "replacement": app},
+    ]
+    exprs = [rule["expr"] for group in rendered_rule_groups(values)["groups"] for rule in group["rules"]]
+    selecting = [expr for expr in exprs if "service=" in expr]
+    assert selecting and all(f'service="{app}"' in expr for expr in selecting)
 
 
 def test_probes_and_scrapes_use_the_admin_port():
@@ -455,6 +487,7 @@ REFUSALS = {
         {"autoscaling": {"enabled": False, "minReplicas": 4, "maxReplicas": 2}, "keda": {"enabled": True}},
         "must not exceed autoscaling.maxReplicas",
     ),
+    "one Service port twice": ({"service": {"adminPort": 80}}, "service.port (80) must differ from service.adminPort"),
     "unknown server key": ({"server": {"inferenceDurationSecond": 3}}, "inferenceDurationSecond"),
     "unknown autoscaling key": ({"autoscaling": {"targetCPU": 80}}, "targetCPU"),
     "unknown serviceMonitor key": ({"serviceMonitor": {"labels": {"a": "b"}}}, "labels"),

@@ -78,7 +78,14 @@ def assert_operator_configured_prometheus(stack: LocalStack) -> None:
             continue
         labels = target["labels"]
         assert target["health"] == "up", target
-        assert (labels["namespace"], labels["service"], labels["endpoint"]) == (namespace, name, "admin"), labels
+        # Found through the admin port's own Service (a NodePort publishes only
+        # `http`), labelled with the app's Service all the same.
+        assert (labels["namespace"], labels["service"], labels["job"], labels["endpoint"]) == (
+            namespace,
+            name,
+            name,
+            "admin",
+        ), labels
         assert labels["pod"].startswith(f"{name}-"), labels
     # The rule files reach Prometheus through a ConfigMap volume, which the
     # kubelet refreshes on its own clock, independent of the scrape config's.

@@ -397,13 +397,23 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
         assert len(pods) == 2
         pod_ips = [pod["status"]["podIP"] for pod in pods]
         # The EndpointSlice controller lists both Ready pods, which kube-proxy routes to.
+        # So do they for the admin port's own Service: a NodePort publishes only `http`.
         slices = control_plane.api.items(f"/apis/discovery.k8s.io/v1/namespaces/{CHART_NAMESPACE}/endpointslices")
-        assert sorted(e["addresses"][0] for s in slices for e in s["endpoints"] if e["conditions"]["ready"]) == sorted(
-            pod_ips
-        )
+        for service_name in ("inferscale", "inferscale-admin"):
+            ready = [
+                e["addresses"][0]
+                for s in slices
+                if s["metadata"]["labels"]["kubernetes.io/service-name"] == service_name
+                for e in s["endpoints"]
+                if e["conditions"]["ready"]
+            ]
+            assert sorted(ready) == sorted(pod_ips), service_name
 
         service = control_plane.api.get(f"/api/v1/namespaces/{CHART_NAMESPACE}/services/inferscale")
-        [node_port] = [p["nodePort"] for p in service["spec"]["ports"] if p["name"] == "http"]
+        [(port_name, node_port)] = [(p["name"], p["nodePort"]) for p in service["spec"]["ports"]]
+        assert port_name == "http"
+        admin = control_plane.api.get(f"/api/v1/namespaces/{CHART_NAMESPACE}/services/inferscale-admin")
+        assert admin["spec"]["type"] == "ClusterIP" and [p["name"] for p in admin["spec"]["ports"]] == ["admin"]
         # A fresh connection each: kube-proxy balances connections, not requests.
         for _ in range(40):
             response = requests.post(

@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 from test_chart import CHART, chart_values, env_of, helm_template, render, server_container
 
-from inferscale.settings import Settings
+from inferscale.settings import MAX_ROWS_BYTES, Settings
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 
@@ -105,6 +105,12 @@ CROSS_FIELD_RULES = {
         "server.inferenceJitterSeconds",
     ),
     "admin port apart": ({"admin_port": 8080, "port": 8080}, {"admin_port": 8081, "port": 8080}, "server.adminPort"),
+    # At the byte: the chart writes the server's limit as a literal.
+    "rows the model process can read": (
+        {"max_batch_size": MAX_ROWS_BYTES // (128 * 8) + 1, "max_features": 128},
+        {"max_batch_size": MAX_ROWS_BYTES // (128 * 8), "max_features": 128},
+        "server.maxBatchSize x server.maxFeatures",
+    ),
 }
 
 

@@ -34,6 +34,20 @@ where the API server would refuse only the Service, after the rest applied.
 {{- $full }}
 {{- end }}
 
+{{/*
+The Service that carries the admin port (/metrics, /health, /ready). A
+ClusterIP Service carries it beside `http`; a NodePort or LoadBalancer Service
+would publish it outside the cluster with the app, so there it has a ClusterIP
+Service of its own, <fullname>-admin.
+*/}}
+{{- define "inferscale.adminServiceName" -}}
+{{- if eq .Values.service.type "ClusterIP" }}
+{{- include "inferscale.fullname" . }}
+{{- else }}
+{{- printf "%s-admin" (include "inferscale.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
 {{/* name-version for the helm.sh/chart label ("+" is not allowed in label values). */}}
 {{- define "inferscale.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}

@@ -167,8 +167,9 @@ def targets_up(walk: Walk) -> str:
     if not targets:
         raise Broken(
             f"Prometheus ({prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
-            "the ServiceMonitor's endpoint port must name a port of the Service "
-            f"(kubectl -n {walk.namespace} get servicemonitor,service {walk.service} -o yaml); "
+            "the ServiceMonitor's endpoint port must name a port of the Service, or of "
+            f"{walk.service}-admin where the Service is a NodePort or LoadBalancer "
+            f"(kubectl -n {walk.namespace} get servicemonitor,service -o yaml); "
             "a changed ServiceMonitor reaches Prometheus within a minute or two",
         )
     down = [t for t in targets if t["health"] == "down"]
