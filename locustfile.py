@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import time
 import uuid
 
@@ -57,14 +58,22 @@ def _env(name: str, default: str, choices: tuple[str, ...] | None = None) -> str
     return value
 
 
-def _env_number(name: str, default: float, minimum: float = 0.0, kind=float):
+def _env_number(name: str, default: float, minimum: float = 0.0, kind=float, maximum: float = math.inf):
     raw = _env(name, str(default))
     try:
         value = kind(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a {kind.__name__}") from None
-    if not (math.isfinite(value) and value >= minimum):
-        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}")
+    if not (math.isfinite(value) and minimum <= value <= maximum):
+        bound = f" and <= {maximum}" if math.isfinite(maximum) else ""
+        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}{bound}")
+    return value
+
+
+def _env_matching(name: str, default: str, pattern: str, meaning: str) -> str:
+    value = _env(name, default)
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{name}={value!r} is not {meaning}")
     return value
 
 
@@ -83,8 +92,16 @@ REJECTED = _env("LOAD_REJECTED", "failure", ("failure", "ok"))
 # requests, so reused keep-alive connections would stay pinned to the old pods
 # and the pods the HPA adds would get no traffic.
 KEEPALIVE = _env("LOAD_KEEPALIVE", "false", ("true", "false")) == "true"
-FEATURES = _env_number("LOAD_FEATURES", 8, minimum=1, kind=int)
-MODEL_NAME = _env("LOAD_MODEL_NAME", "inferscale")
+# The most features any server takes (its MAX_FEATURES at the highest): more
+# would only build requests every server refuses.
+FEATURES = _env_number("LOAD_FEATURES", 8, minimum=1, kind=int, maximum=65536)
+# The server's MODEL_NAME pattern: anything else is a 404 on every V2 request.
+MODEL_NAME = _env_matching(
+    "LOAD_MODEL_NAME",
+    "inferscale",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+    "a model name a server can serve (a letter or digit, then letters, digits, '_', '.' or '-'; 63 at most)",
+)
 PREDICT_WEIGHT = _env_number("LOAD_PREDICT_WEIGHT", 1, kind=int)
 V2_WEIGHT = _env_number("LOAD_V2_WEIGHT", 1, kind=int)
 if PREDICT_WEIGHT + V2_WEIGHT == 0:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from inferscale.settings import V2_NAME_PATTERN, Settings
 from localcluster.load import locust_command
 from localcluster.processes import ManagedProcess, wait_until
-from localcluster.repo import ARRIVAL_LOG_PLUGIN
+from localcluster.repo import ARRIVAL_LOG_PLUGIN, LOCUSTFILE
 from localcluster.servers import LOOPBACK, free_port, scrape
 
 # 4 slots / 0.2 s = 20 requests/s of capacity, 8 queue places.
@@ -221,16 +222,30 @@ def ui_template_args(url: str, timeout: float = 30.0) -> dict:
 
 
 @pytest.mark.parametrize(
-    "variable, value",
-    [("LOAD_USER_RPS", "nan"), ("LOAD_USER_RPS", "inf"), ("LOAD_DURATION_SECONDS", "nan"), ("LOAD_BURST", "0")],
+    "variable, value, refusal",
+    [
+        ("LOAD_USER_RPS", "nan", "must be a finite number >= 0.001"),
+        ("LOAD_USER_RPS", "inf", "must be a finite number >= 0.001"),
+        ("LOAD_DURATION_SECONDS", "nan", "must be a finite number >= 0.0"),
+        ("LOAD_BURST", "0", "must be a finite number >= 1"),
+        ("LOAD_FEATURES", "65537", "must be a finite number >= 1 and <= 65536"),
+        ("LOAD_MODEL_NAME", "team/model", "is not a model name a server can serve"),
+    ],
 )
-def test_nonsense_load_settings_are_refused_by_name(tmp_path, variable, value):
+def test_nonsense_load_settings_are_refused_by_name(tmp_path, variable, value, refusal):
     """NaN passed every `<` check: a user with LOAD_USER_RPS=nan never waited and spun a core."""
     command = [*locust_command(), "--headless", "--host", f"http://{LOOPBACK}:9", "-u", "1", "-t", "2s"]
     env = locust_env(**{variable: value})
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert f"{variable}={value!r} must be a finite number >=" in result.stderr, result.stderr
+    assert f"{variable}={value!r} {refusal}" in result.stderr, result.stderr
+
+
+def test_the_model_names_and_feature_counts_the_load_accepts_are_the_ones_a_server_accepts():
+    locustfile = LOCUSTFILE.read_text()
+    assert f'r"{V2_NAME_PATTERN}"' in locustfile
+    [most_features] = [bound.le for bound in Settings.model_fields["max_features"].metadata if hasattr(bound, "le")]
+    assert f'"LOAD_FEATURES", 8, minimum=1, kind=int, maximum={most_features})' in locustfile
 
 
 @pytest.mark.parametrize("shape, user_fields_shown", [("", True), ("steady", False)], ids=["no-shape", "steady-shape"])
