@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -123,6 +124,31 @@ def test_a_body_left_unread_by_an_early_answer_is_read_on_its_own_requests_clock
     metrics = scrape(server.admin_url)
     assert metrics["inference_http_request_timeouts_total"] == 1
     assert metrics["inference_http_receiving_connections"] == 0
+
+
+def test_a_connection_waiting_for_the_rest_of_an_answered_body_is_hung_up_when_the_pod_drains(start_server):
+    """Its answer is out: the drain hangs it up as it does the idle keep-alive
+    connections, not after the request's clock (60 s) or the workers' stop."""
+    server = start_server(
+        {"REQUEST_TIMEOUT_SECONDS": "60", "INFERENCE_DURATION_SECONDS": "4", "GRACEFUL_SHUTDOWN_SECONDS": "20"},
+        workers=1,
+    )
+    body = INFER_BODY + b" " * 40_000
+    wrong_model = b"POST /v2/models/nosuch/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with ThreadPoolExecutor(1) as pool, socket.create_connection((LOOPBACK, server.port), timeout=30) as sock:
+        # A request the drain waits for: the pod stays up, so only the hang-up ends the connection early.
+        busy = pool.submit(server.predict)
+        deadline = time.monotonic() + 10
+        while scrape(server.admin_url)["inference_in_flight_requests"] < 1:
+            assert time.monotonic() < deadline, "the inference never started"
+            time.sleep(0.05)
+        sock.sendall(wrong_model + body[: len(body) // 2])
+        assert read_answer(sock).startswith(b"HTTP/1.1 404 ")
+        server.terminate()
+        assert sock.recv(65536) == b""
+        assert not busy.done(), "hung up only once the drain was over"
+        assert busy.result().status_code == 200
+    assert server.stop() == 0
 
 
 PREDICT_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
