@@ -197,8 +197,8 @@ def test_node_port_is_set_only_on_a_service_that_has_node_ports():
 
 @pytest.mark.parametrize("published", ["NodePort", "LoadBalancer"])
 def test_a_published_service_leaves_the_admin_port_to_a_cluster_ip_service_of_its_own(published):
-    # /metrics and the probes' paths stay inside the cluster; the longest
-    # name keeps the admin Service's name a DNS label.
+    # The admin listener (the kubelet's and Prometheus's) stays inside the
+    # cluster; the longest name keeps the admin Service's name a DNS label.
     app, admin = "w" * 63, "w" * 57 + "-admin"
     values = {"service": {"type": published, "nodePort": 30080, "adminPort": 80}, "fullnameOverride": app}
     services = services_of(values)

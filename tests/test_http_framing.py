@@ -130,7 +130,7 @@ def test_a_connection_waiting_for_the_rest_of_an_answered_body_is_hung_up_when_t
     """Its answer is out: the drain hangs it up as it does the idle keep-alive
     connections, not after the request's clock (60 s) or the workers' stop."""
     server = start_server(
-        {"REQUEST_TIMEOUT_SECONDS": "60", "INFERENCE_DURATION_SECONDS": "4", "GRACEFUL_SHUTDOWN_SECONDS": "20"},
+        {"REQUEST_TIMEOUT_SECONDS": "60", "INFERENCE_DURATION_SECONDS": "8", "GRACEFUL_SHUTDOWN_SECONDS": "20"},
         workers=1,
     )
     body = INFER_BODY + b" " * 40_000
@@ -224,8 +224,9 @@ def test_a_body_cut_short_of_its_content_length_is_refused_not_run(server, head,
         (b"POST /predict HTTP/1.1\r\nHost: x\r\nExpect: x\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed"),
         (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "request_uri_too_long"),
         (b"GET /health HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+        (b"GET http://[bad HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
     ],
-    ids=["request-line", "two-lengths", "transfer-coding", "expectation", "long-uri", "long-header"],
+    ids=["request-line", "two-lengths", "transfer-coding", "expectation", "long-uri", "long-header", "not-a-uri"],
 )
 @pytest.mark.parametrize("on", ["port", "admin_port"])
 def test_requests_gunicorn_refuses_itself_get_a_json_error(server, on, request_bytes, status, code):

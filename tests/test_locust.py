@@ -241,6 +241,15 @@ def test_nonsense_load_settings_are_refused_by_name(tmp_path, variable, value, r
     assert f"{variable}={value!r} {refusal}" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("variable, value", [("LOAD_FEATURES", "65536"), ("LOAD_MODEL_NAME", "m.v2-a_b")])
+def test_load_settings_at_their_limits_are_taken(tmp_path, variable, value):
+    command = [*locust_command(), "--headless", "--host", f"http://{LOOPBACK}:9", "-u", "1", "-t", "2s"]
+    result = subprocess.run(
+        command, env=locust_env(**{variable: value}), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert variable not in result.stderr, result.stderr
+
+
 def test_the_model_names_and_feature_counts_the_load_accepts_are_the_ones_a_server_accepts():
     locustfile = LOCUSTFILE.read_text()
     assert f'r"{V2_NAME_PATTERN}"' in locustfile

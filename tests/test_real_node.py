@@ -396,18 +396,26 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
         )
         assert len(pods) == 2
         pod_ips = [pod["status"]["podIP"] for pod in pods]
+
         # The EndpointSlice controller lists both Ready pods, which kube-proxy routes to.
         # So do they for the admin port's own Service: a NodePort publishes only `http`.
-        slices = control_plane.api.items(f"/apis/discovery.k8s.io/v1/namespaces/{CHART_NAMESPACE}/endpointslices")
-        for service_name in ("inferscale", "inferscale-admin"):
-            ready = [
+        # (helm's --wait waits for the pods, not for the controller's slices.)
+        def ready_behind(service_name: str) -> list[str]:
+            slices = control_plane.api.items(f"/apis/discovery.k8s.io/v1/namespaces/{CHART_NAMESPACE}/endpointslices")
+            return sorted(
                 e["addresses"][0]
                 for s in slices
                 if s["metadata"]["labels"]["kubernetes.io/service-name"] == service_name
                 for e in s["endpoints"]
                 if e["conditions"]["ready"]
-            ]
-            assert sorted(ready) == sorted(pod_ips), service_name
+            )
+
+        for service_name in ("inferscale", "inferscale-admin"):
+            wait_until(
+                lambda: ready_behind(service_name) == sorted(pod_ips) or None,  # noqa: B023 - called at once
+                f"the EndpointSlices of {service_name} listing both Ready pods",
+                30,
+            )
 
         service = control_plane.api.get(f"/api/v1/namespaces/{CHART_NAMESPACE}/services/inferscale")
         [(port_name, node_port)] = [(p["name"], p["nodePort"]) for p in service["spec"]["ports"]]

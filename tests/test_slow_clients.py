@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from localcluster.processes import wait_until
 from localcluster.servers import LOOPBACK, scrape
 from localcluster.stalls import STALLED_BODY, STALLED_HEADERS, open_stalled, read_all, trickle
 
@@ -79,32 +80,28 @@ def test_an_idle_connection_is_closed_quietly_after_the_keep_alive(start_server)
     assert samples["inference_http_request_timeouts_total"] == 0
 
 
-# How each connection's request arrives before it stalls, and whether its path is a V2 route's.
-SLOW_HEADERS = {
-    "v2": ([b"POST /v2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\nContent-Le"], True),
-    "v2-line-in-two-reads": ([b"POST /v", b"2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\n"], True),
-    "predict": ([b"POST /predict HTTP/1.1\r\nHost: x\r\n"], False),
-    "before-the-path": ([b"POS"], False),
+# Requests that stall in their headers, and whether their path is a V2 route's.
+STALLED_IN_HEADERS = {
+    "v2": (b"POST /v2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\nContent-Le", True),
+    "predict": (b"POST /predict HTTP/1.1\r\nHost: x\r\n", False),
+    "before-the-path": (b"POS", False),
 }
 
 
-def send_slowly(port: int, pieces: list[bytes]) -> bytes:
-    sock = socket.create_connection((LOOPBACK, port), timeout=10)
-    for piece in pieces:
-        sock.sendall(piece)
-        time.sleep(0.3)
-    return read_all(sock)
-
-
 def test_headers_too_slow_get_408_in_their_routes_error_dialect(start_server):
-    server = start_server({"REQUEST_TIMEOUT_SECONDS": "1"}, workers=1)
-    with ThreadPoolExecutor(len(SLOW_HEADERS)) as pool:
-        answers = {name: pool.submit(send_slowly, server.port, pieces) for name, (pieces, _) in SLOW_HEADERS.items()}
-    for name, (_, v2) in SLOW_HEADERS.items():
-        head, _, body = answers[name].result().partition(b"\r\n\r\n")
+    server = start_server({"REQUEST_TIMEOUT_SECONDS": "3"}, workers=1)
+    # One whose request line arrives in two reads: the server has read the
+    # first piece (the connection counts as receiving) before the second is sent.
+    split = open_stalled(server.port, b"POST /v")
+    wait_until(lambda: scrape(server.admin_url)["inference_http_receiving_connections"] == 1, "the first read", 10)
+    split.sendall(b"2/models/inferscale/infer HTTP/1.1\r\nHost: x\r\n")
+    stalled = {name: open_stalled(server.port, start) for name, (start, _) in STALLED_IN_HEADERS.items()}
+    answers = {name: read_all(sock) for name, sock in {**stalled, "v2-line-in-two-reads": split}.items()}
+    for name, answer in answers.items():
+        head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 "), (name, head)
         error = json.loads(body)["error"]
-        if v2:
-            assert error == "the request did not arrive within 1 s", name
+        if STALLED_IN_HEADERS.get(name, (b"", True))[1]:
+            assert error == "the request did not arrive within 3 s", name
         else:
             assert error["code"] == "request_timeout", name

@@ -14,9 +14,9 @@ import contextlib
 import socket
 import time
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from flask import request
+from gunicorn.util import split_request_uri, unquote_to_wsgi_str
 
 from inferscale.metrics import ConnectionMetrics
 
@@ -111,8 +111,9 @@ class ClientConnection:
             self._timed_out()
         finally:
             self._sock.settimeout(None)
-        if len(self._start) < REQUEST_LINE_BYTES and b"\n" not in self._start:
-            self._start += data
+        # Only while the request line is still coming: never a body after its answer.
+        if 0 < len(self._start) < REQUEST_LINE_BYTES and b"\n" not in self._start:
+            self._start = (self._start + data)[:REQUEST_LINE_BYTES]
         return data
 
     def sendall(self, data: bytes) -> None:
@@ -171,10 +172,17 @@ class ClientConnection:
         return True
 
     def request_path(self) -> str | None:
-        """The path of the request being read, as far as its request line has
-        arrived; None before its target has begun or once it is answered."""
+        """The path of the request being read as the routes would see it (as
+        gunicorn splits and decodes it), as far as its request line has arrived;
+        None before its target has begun, once it is answered, or for a target
+        that is no URI at all."""
         target = self._start.split(b"\n", 1)[0].split(b" ", 2)[1:2]
-        return urlsplit(target[0].decode("latin-1")).path if target else None
+        if not target:
+            return None
+        try:
+            return unquote_to_wsgi_str(split_request_uri(target[0].decode("latin-1")).path)
+        except ValueError:  # "http://[bad": no route has it
+            return None
 
     def refuse_rest(self) -> None:
         """Read nothing more: what is left of this request is discarded with the connection."""

@@ -168,7 +168,7 @@ def targets_up(walk: Walk) -> str:
         raise Broken(
             f"Prometheus ({prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
             "the ServiceMonitor's endpoint port must name a port of the Service, or of "
-            f"{walk.service}-admin where the Service is a NodePort or LoadBalancer "
+            f"{walk.service[:57].rstrip('-')}-admin where the Service is a NodePort or LoadBalancer "
             f"(kubectl -n {walk.namespace} get servicemonitor,service -o yaml); "
             "a changed ServiceMonitor reaches Prometheus within a minute or two",
         )
