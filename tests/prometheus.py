@@ -89,7 +89,8 @@ class PrometheusProcess:
 
     def start(self, timeout: float = 30.0) -> PrometheusProcess:
         scrape = {
-            # kube-prometheus-stack names the job after the Service.
+            # The operator names the job after the Service (the chart's, relabelled
+            # where the admin port has a Service of its own).
             "job_name": self.job,
             "metrics_path": "/metrics",
             "scrape_timeout": self.interval,

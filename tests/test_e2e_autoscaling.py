@@ -108,7 +108,7 @@ def groups_holding(stack: LocalStack, names: set[str]) -> list[dict] | None:
 
 def assert_a_broken_scrape_fires_the_absent_metric_alert(stack: LocalStack) -> None:
     """The most common mistake, a ServiceMonitor that names no port of the
-    Service: the operator's configuration scrapes nothing, and the chart's
+    release's Services: the operator's configuration scrapes nothing, and the chart's
     InferenceMetricAbsent fires on the operator's Prometheus."""
     assert "InferenceMetricAbsent" not in stack.firing_alerts()
     stack.kubectl(

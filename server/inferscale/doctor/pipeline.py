@@ -168,7 +168,8 @@ def targets_up(walk: Walk) -> str:
         raise Broken(
             f"Prometheus ({prometheus.address}) has no target for Service {walk.namespace}/{walk.service}",
             "the ServiceMonitor's endpoint port must name a port of the Service, or of "
-            f"{walk.service[:57].rstrip('-')}-admin where the Service is a NodePort or LoadBalancer "
+            f"{walk.service[:57].removesuffix('-')}-admin where the Service is a NodePort or LoadBalancer, "
+            "whose series the ServiceMonitor must relabel service and job to the Service's name, as the chart's does "
             f"(kubectl -n {walk.namespace} get servicemonitor,service -o yaml); "
             "a changed ServiceMonitor reaches Prometheus within a minute or two",
         )
