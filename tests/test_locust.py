@@ -221,6 +221,13 @@ def ui_template_args(url: str, timeout: float = 30.0) -> dict:
         time.sleep(0.2)
 
 
+def run_briefly_with(tmp_path: Path, variable: str, value: str) -> subprocess.CompletedProcess:
+    """Two seconds of one user against a closed port, with one LOAD_* setting."""
+    command = [*locust_command(), "--headless", "--host", f"http://{LOOPBACK}:9", "-u", "1", "-t", "2s"]
+    env = locust_env(**{variable: value})
+    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize(
     "variable, value, refusal",
     [
@@ -234,19 +241,14 @@ def ui_template_args(url: str, timeout: float = 30.0) -> dict:
 )
 def test_nonsense_load_settings_are_refused_by_name(tmp_path, variable, value, refusal):
     """NaN passed every `<` check: a user with LOAD_USER_RPS=nan never waited and spun a core."""
-    command = [*locust_command(), "--headless", "--host", f"http://{LOOPBACK}:9", "-u", "1", "-t", "2s"]
-    env = locust_env(**{variable: value})
-    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = run_briefly_with(tmp_path, variable, value)
     assert result.returncode != 0
     assert f"{variable}={value!r} {refusal}" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("variable, value", [("LOAD_FEATURES", "65536"), ("LOAD_MODEL_NAME", "m.v2-a_b")])
 def test_load_settings_at_their_limits_are_taken(tmp_path, variable, value):
-    command = [*locust_command(), "--headless", "--host", f"http://{LOOPBACK}:9", "-u", "1", "-t", "2s"]
-    result = subprocess.run(
-        command, env=locust_env(**{variable: value}), cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    result = run_briefly_with(tmp_path, variable, value)
     assert variable not in result.stderr, result.stderr
 
 
