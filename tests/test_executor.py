@@ -1,4 +1,4 @@
-"""Slots, the bounded queue and draining, without HTTP."""
+"""Slots, the bounded queue and draining (and the status a drain tells the workers), without HTTP."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import threading
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from inferscale.errors import Overloaded, ShuttingDown
 from inferscale.executor import ModelExecutor
+from inferscale.metrics import ModelMetrics
+from inferscale.model_service import InferenceService, model_from_settings
+from inferscale.settings import Settings
 
 
 class Recorder:
@@ -23,6 +27,9 @@ class Recorder:
 
     def finished(self, inference_seconds):
         self.events.append(("finished", inference_seconds))
+
+    def withdrawn(self):
+        self.events.append("withdrawn")
 
 
 def blocking_work(release: threading.Event):
@@ -110,6 +117,30 @@ def test_a_failing_model_frees_its_slot():
     assert executor.admitted == 0
 
 
+def test_withdrawn_work_never_runs_and_gives_its_place_back():
+    release = threading.Event()
+    ran = []
+
+    def work(payload):
+        ran.append(payload)
+        release.wait(10)
+        return payload
+
+    recorder = Recorder()
+    executor = ModelExecutor(work, slots=1, max_queue=1, observer=recorder)
+    first = executor.submit(1)
+    queued = executor.submit(2)
+    with pytest.raises(Overloaded):
+        executor.submit(3)
+    assert queued.cancel()
+    assert recorder.events.count("withdrawn") == 1 and executor.admitted == 1
+    third = executor.submit(3)  # the withdrawn one's place
+    release.set()
+    assert (first.result().value, third.result().value) == (1, 3)
+    assert ran == [1, 3]
+    assert executor.wait_idle(5) and executor.admitted == 0
+
+
 def test_drain_refuses_new_work_and_waits_for_admitted_work():
     release = threading.Event()
     executor = ModelExecutor(blocking_work(release), slots=1, max_queue=2, observer=Recorder())
@@ -134,3 +165,28 @@ def test_drain_gives_up_after_its_timeout():
     executor.submit(1)
     assert executor.drain(0.2) is False
     release.set()
+
+
+def test_the_drain_is_the_last_status_told_when_the_load_ends_beside_it():
+    """SIGTERM as the load ends: the load's status, computed before the drain
+    began, must not reach the workers after the drain's, or /ready would say
+    ready through the whole drain."""
+    told = []
+    load_telling, drain_told = threading.Event(), threading.Event()
+
+    def on_status(status):
+        if status.loaded and not status.draining:
+            load_telling.set()
+            drain_told.wait(1)  # the drain would tell its own status meanwhile
+        told.append(status)
+        if status.draining:
+            drain_told.set()
+
+    settings = Settings(inference_duration_seconds=0, model_load_seconds=0, model_memory_mb=0)
+    service = InferenceService(settings, ModelMetrics(CollectorRegistry()), model_from_settings(settings), on_status)
+    service.start_loading()
+    assert load_telling.wait(10)
+    drainer = threading.Thread(target=service.drain, args=(1.0,))
+    drainer.start()
+    drainer.join(10)
+    assert [status.draining for status in told] == [False, True]

@@ -80,8 +80,30 @@ def test_killing_an_http_worker_loses_only_its_own_connections(start_server):
     after = scrape(server.admin_url)
     assert_monotonic(before, after)
     assert after[SUCCESS] == len(answered) and after["inference_model_ready"] == 1
-    # The dead worker's requests still ran on the model, and then freed their slots.
+    # The dead worker's running requests finished on the model and freed their slots.
     wait_for(lambda: scrape(server.admin_url)["inference_in_flight_requests"] == 0)
+    assert server.predict().status_code == 200
+
+
+def test_a_killed_workers_queued_requests_give_their_places_back(start_server):
+    """Queued work of a dead worker has no one to answer: run, it would hold
+    the pod's slots and queue for nobody, ahead of the live requests."""
+    server = start_server({"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "6"}, workers=2)
+    with ThreadPoolExecutor(7) as pool:
+        pending = [pool.submit(call, server.url) for _ in range(7)]
+        wait_for(lambda: scrape(server.admin_url)["inference_queue_depth"] == 6)
+        held = {pid: client_connections(pid, server.port) for pid in server.worker_pids()}
+        victim = max(held, key=held.get)
+        live = len(pending) - held[victim]
+        os.kill(victim, signal.SIGKILL)
+        # At once, not an inference (2 s) per dead request later.
+        wait_for(lambda: scrape(server.admin_url)["inference_queue_depth"] <= live, timeout=1.5)
+        results = [future.result() for future in pending]
+    answered = [r for r in results if not isinstance(r, Exception)]
+    assert len(answered) == live and all(r.status_code == 200 for r in answered)
+    wait_for(lambda: scrape(server.admin_url)["inference_in_flight_requests"] == 0)
+    metrics = scrape(server.admin_url)
+    assert metrics["inference_queue_depth"] == 0 and metrics[SUCCESS] == live
     assert server.predict().status_code == 200
 
 

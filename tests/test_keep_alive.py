@@ -6,6 +6,8 @@ requests, so a client that never reconnects stays on the pod it first reached.
 - When the pod drains (SIGTERM), idle keep-alive connections are hung up at
   once and answers in flight say `Connection: close`: their clients' next
   request goes to a pod still in the Service, not into this one's 503.
+- A worker due for recycling (MAX_REQUESTS) hangs up its idle ones too: their
+  next request goes to a worker that stays.
 """
 
 from __future__ import annotations
@@ -125,3 +127,19 @@ def test_a_draining_pod_moves_its_keep_alive_clients_on_before_its_queue_is_done
         assert [future.result().status_code for future in queued] == [200] * 3
     assert server.process.wait(15), "still running 15 s after SIGTERM"
     assert server.stop() == 0
+
+
+def test_a_worker_due_for_recycling_hangs_up_its_idle_keep_alive_clients(start_server):
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "0", "MAX_REQUESTS": "2", "KEEPALIVE_SECONDS": "30"}, workers=1
+    )
+    idle = http.client.HTTPConnection(LOOPBACK, server.port, timeout=30)
+    assert exchange(idle, "POST", "/predict")[:2] == (200, "keep-alive")
+    last = http.client.HTTPConnection(LOOPBACK, server.port, timeout=30)
+    assert exchange(last, "POST", "/predict")[:2] == (200, "close")  # the worker's last request
+    deadline = time.monotonic() + 5
+    while not hung_up(idle):
+        assert time.monotonic() < deadline, "the leaving worker kept its idle keep-alive connection"
+        time.sleep(0.05)
+    # The client's next request reconnects, to the worker that replaced it.
+    assert server.predict().status_code == 200

@@ -8,14 +8,18 @@ process within a second or two. Neither is a reason to answer 503.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inferscale.errors import ModelUnavailable
+from inferscale import wire
+from inferscale.backend import ModelStatus
+from inferscale.errors import InferenceError, ModelUnavailable
 from inferscale.metrics import ModelMetrics
 from inferscale.model_client import ModelClient
 from inferscale.model_process import ModelServer
@@ -72,3 +76,31 @@ def test_the_largest_batch_the_settings_allow_crosses_the_line(tmp_path):
     outcome = client.infer(np.ones((256, 65536)))
     assert outcome.value.shape == (256,)
     assert client.infer(ROWS).value.shape == (1,)  # and the line is still up
+
+
+def test_a_status_is_read_while_a_large_request_waits_to_be_sent(tmp_path):
+    """A request larger than the socket's buffer holds the line's send lock
+    until the model process reads it. A status (the drain) arriving meanwhile
+    must still be read: a reader waiting for that lock stops taking replies,
+    and a model process blocked on sending them stops reading the request."""
+    path = str(tmp_path / "model.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen()
+        client = ModelClient(path)
+        line, _ = listener.accept()
+        with line:
+            line.sendall(wire.status(ModelStatus(loaded=True)))
+            # 4 MiB that this model process never reads: the send blocks.
+            threading.Thread(target=infer_until_the_line_closes, args=(client,), daemon=True).start()
+            time.sleep(0.5)
+            line.sendall(wire.status(ModelStatus(loaded=True, draining=True)))
+            deadline = time.monotonic() + 5
+            while not client.status().draining and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.status().draining, "the status waited behind the blocked send"
+
+
+def infer_until_the_line_closes(client: ModelClient) -> None:
+    with contextlib.suppress(InferenceError):
+        client.infer(np.ones((8, 65536)))

@@ -15,7 +15,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from inferscale.settings import Settings
 from inferscale.supervisor import Supervisor
-from localcluster.servers import LOOPBACK, free_port, scrape
+from localcluster.servers import LOOPBACK, free_port, process_name, scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 REJECTED = 'inference_requests_total{status="rejected"}'
@@ -193,6 +193,38 @@ def test_sigterm_finishes_in_flight_and_queued_work_then_exits(start_server):
     assert server.stop() == 0
 
 
+def test_only_the_gunicorns_hold_the_http_ports_once_forked(start_server):
+    """A port the supervisor still held after its gunicorn stopped would take
+    connections into a backlog nobody accepts from, and reset them only when
+    the pod exits; a port no process listens on refuses them at once."""
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0"}, workers=1)
+    listening = listening_sockets({server.port, server.admin_port})
+    assert len(listening) == 2
+    supervisor = server.process.pid
+    assert supervisor is not None and process_name(supervisor) == "inferscale"
+    assert not listening & socket_inodes(supervisor)
+    assert not listening & socket_inodes(server.model_pid())
+    [main] = server.processes("gunicorn")
+    [admin] = server.processes("gunicorn-admin")
+    assert len(listening & socket_inodes(main)) == len(listening & socket_inodes(admin)) == 1
+
+
+def listening_sockets(ports: set[int]) -> set[str]:
+    """Inodes of the TCP sockets listening on `ports`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) in ports and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    targets = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return {target[8:-1] for target in targets if target.startswith("socket:[")}
+
+
 def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_server):
     server = start_server(
         {"INFERENCE_DURATION_SECONDS": "0", "MAX_REQUESTS": "5", "MAX_QUEUE": "8", "LOG_LEVEL": "info"},
@@ -221,6 +253,26 @@ def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_serv
     # model process, one of the supervisor and the two archives; not one per
     # recycle.
     assert len(list(server.multiproc_dir.glob("*.db"))) <= 3 * (server.workers + 1) + 2 + 3 + 1 + 2
+
+
+def test_a_recycled_worker_answers_every_request_it_admitted(start_server):
+    """One worker, one slot: the request that makes the worker due for
+    recycling leaves four admitted behind it in the model's queue, the last
+    answered 8 s later, past gunicorn's default graceful stop (5 s)."""
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "4", "MAX_REQUESTS": "1"},
+        workers=1,
+    )
+    [recycled] = server.worker_pids()
+    with ThreadPoolExecutor(5) as pool:
+        pending = [pool.submit(server.predict) for _ in range(5)]
+        wait_until(lambda: scrape(server.admin_url)["inference_queue_depth"] == 4)
+        # No retries: each of these was admitted, so none may be lost.
+        statuses = [future.result().status_code for future in pending]
+    assert statuses == [200] * 5
+    wait_until(lambda: recycled not in server.worker_pids() and len(server.worker_pids()) == 1)
+    assert scrape(server.admin_url)[SUCCESS] == 5
+    assert "graceful timeout" not in server.log().lower()
 
 
 def retry_on_connection_error(call, attempts: int = 5):

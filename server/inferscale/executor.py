@@ -20,6 +20,7 @@ from inferscale.errors import Overloaded, ShuttingDown
 
 class ExecutorObserver(Protocol):
     def admitted(self) -> None: ...
+    def withdrawn(self) -> None: ...
     def started(self, queue_seconds: float) -> None: ...
     def finished(self, inference_seconds: float) -> None: ...
 
@@ -61,6 +62,8 @@ class ModelExecutor:
         return self._draining
 
     def submit(self, payload: Any) -> Future[Outcome]:
+        """Admit `payload` or raise `Rejected`. Cancelling the future withdraws
+        work that has not started: its place is free again."""
         with self._lock:
             if self._draining:
                 raise ShuttingDown("the server is shutting down")
@@ -68,7 +71,9 @@ class ModelExecutor:
                 raise Overloaded(f"all {self._capacity} model slots and queue places are taken")
             self._admitted += 1
         self._observer.admitted()
-        return self._pool.submit(self._run, payload, self._clock())
+        future = self._pool.submit(self._run, payload, self._clock())
+        future.add_done_callback(self._release_if_withdrawn)
+        return future
 
     def drain(self, timeout: float) -> bool:
         """Refuse new work, then wait up to `timeout` s for admitted work; True if all done."""
@@ -94,6 +99,18 @@ class ModelExecutor:
         """Wait until every started request has run and its callbacks have returned."""
         self._pool.shutdown(wait=True)
 
+    def _release_if_withdrawn(self, future: Future[Outcome]) -> None:
+        # `cancel()` succeeds only on work still queued: it never runs, so its
+        # place is given back here (work that ran gives it back in `_run`).
+        if future.cancelled():
+            self._observer.withdrawn()
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+            self._lock.notify_all()
+
     def _run(self, payload: Any, admitted_at: float) -> Outcome:
         self._gate.wait()
         started = self._clock()
@@ -103,9 +120,7 @@ class ModelExecutor:
         finally:
             inference_seconds = self._clock() - started
             self._observer.finished(inference_seconds)
-            with self._lock:
-                self._admitted -= 1
-                self._lock.notify_all()
+            self._release()
         return Outcome(value, started - admitted_at, inference_seconds)
 
 

@@ -84,6 +84,9 @@ class ModelMetrics:
     def admitted(self) -> None:
         self.queue_depth.inc()
 
+    def withdrawn(self) -> None:
+        self.queue_depth.dec()
+
     def started(self, queue_seconds: float) -> None:
         self.queue_depth.dec()
         self.in_flight.inc()

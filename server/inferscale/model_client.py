@@ -108,9 +108,19 @@ class ModelClient:
         while data := sock.recv(RECV_BYTES):
             for message in reader.feed(data):
                 if message[0] == wire.STATUS:
-                    self._connected(sock, wire.status_of(message))
+                    self._status_from(sock, wire.status_of(message))
                 else:
                     self._calls.pop(message[1]).resolve(message)
+
+    def _status_from(self, sock: socket.socket, status: ModelStatus) -> None:
+        # Only this reader sets `_sock`, so it reads it without the lock. It
+        # must not wait for the lock on a later status: a sender holds it while
+        # its sendall waits for the model process, which may itself be waiting
+        # for this reader to take its replies.
+        if self._sock is sock:
+            self._status = status
+        else:
+            self._connected(sock, status)
 
     def _connected(self, sock: socket.socket, status: ModelStatus) -> None:
         # Requests go out only once the model process has spoken: a connection

@@ -37,6 +37,15 @@ class WorkerConnection:
         self.sock = sock
         self._send_lock = threading.Lock()
         self.open = True
+        # Its admitted work not yet answered; set operations are atomic, so the
+        # reader thread adds and slot threads discard without a lock.
+        self.unanswered: set[Future[Outcome]] = set()
+
+    def withdraw_unstarted(self) -> None:
+        """The worker is gone: its queued work would hold the pod's places for
+        nobody, ahead of live requests. What already runs finishes."""
+        for future in list(self.unanswered):
+            future.cancel()
 
     def send(self, message: bytes) -> None:
         with self._send_lock:
@@ -116,6 +125,7 @@ class ModelServer:
             with self._lock:
                 self._connections.discard(connection)
             connection.close()
+            connection.withdraw_unstarted()
 
     def _infer(self, connection: WorkerConnection, service: InferenceService, message: list) -> None:
         call_id = message[1]
@@ -124,14 +134,19 @@ class ModelServer:
         except Rejected as error:
             connection.send(wire.failure(call_id, error))
             return
-        future.add_done_callback(lambda done: connection.send(_reply(call_id, done)))
+        connection.unanswered.add(future)
+        future.add_done_callback(lambda done: _reply(connection, call_id, done))
 
 
-def _reply(call_id: int, done: Future[Outcome]) -> bytes:
+def _reply(connection: WorkerConnection, call_id: int, done: Future[Outcome]) -> None:
+    connection.unanswered.discard(done)
+    if done.cancelled():
+        return  # withdrawn: its worker is gone
     try:
-        return wire.result(call_id, done.result())
+        message = wire.result(call_id, done.result())
     except InferenceError as error:
-        return wire.failure(call_id, error)
+        message = wire.failure(call_id, error)
+    connection.send(message)
 
 
 def run(settings: Settings, listener: socket.socket) -> int:

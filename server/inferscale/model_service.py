@@ -52,6 +52,9 @@ class InferenceService:
         self.model = model
         self.metrics = metrics
         self._on_status = on_status
+        # A status is computed and told under one lock: one computed before a
+        # change (the load ending as SIGTERM arrives) must not be told after it.
+        self._status_lock = threading.Lock()
         # Opened when loading ends, however it ends: queued work must never wait
         # on a load that failed (it then fails fast with ModelUnavailable).
         self._load_finished = threading.Event()
@@ -85,7 +88,7 @@ class InferenceService:
     def drain(self, timeout: float) -> bool:
         """Refuse new work, finish admitted work within `timeout` s; True if all finished."""
         self.executor.refuse_new_work()
-        self._on_status(self.status())
+        self._publish_status()
         return self.executor.wait_idle(timeout)
 
     def _predict(self, rows: np.ndarray) -> np.ndarray:
@@ -108,4 +111,8 @@ class InferenceService:
             log.exception("model load failed")
         finally:
             self._load_finished.set()
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        with self._status_lock:
             self._on_status(self.status())

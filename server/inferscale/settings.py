@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     """a keep-alive connection this old gets `Connection: close` on its next response, so busy clients reconnect and
     kube-proxy (which balances connections, not requests) spreads them over the pods the HPA adds; `0` = never"""
     max_requests: int = Field(0, ge=0)
-    """recycle a worker after this many requests; `0` = never"""
+    """recycle a worker after this many requests; `0` = never. The worker stops accepting and still answers what it
+    admitted, for up to `GRACEFUL_SHUTDOWN_SECONDS`"""
     max_requests_jitter: int = Field(0, ge=0)
     """random spread added to `MAX_REQUESTS`"""
 

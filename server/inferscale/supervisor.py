@@ -107,6 +107,11 @@ class Supervisor:
         _import_shared()
         self.gunicorn_pid = _fork(lambda: self._run_gunicorn(admin=False))
         self.admin_pid = _fork(lambda: self._run_gunicorn(admin=True))
+        # Each gunicorn holds its port now. Held here too, a port would take
+        # connections into its backlog after its gunicorn stopped, to be reset
+        # only when the pod exits; closed, they are refused at once.
+        for http_listener in self.http_listeners.values():
+            http_listener.close()
         self._start_model()
         while True:
             info = self._wait_for_signal()
@@ -134,8 +139,6 @@ class Supervisor:
     def _run_model(self) -> int:
         from inferscale import model_process
 
-        for http_listener in self.http_listeners.values():
-            http_listener.close()
         set_process_name("model-process")
         yield_to_probes()
         return model_process.run(self.settings, self.listener)
@@ -201,7 +204,8 @@ class Supervisor:
 
     def _stop(self, graceful: bool, code: int) -> int:
         """Model first (drained when graceful), then the main gunicorn, then the admin one:
-        /ready answers "draining" until the very end."""
+        /ready answers 503 until the very end ("draining", then "model_unreachable"
+        once the drained model process has exited)."""
         self.stopping = True
         drain = self.settings.graceful_shutdown_seconds if graceful else 0.0
         self._stop_child("model", drain, signal.SIGTERM if graceful else signal.SIGINT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -38,6 +39,15 @@ class InferenceWorker(GeventWorker):
         # keeps its connections, however old and through the drain.
         self.serves_traffic = serves_traffic
         self.max_connection_age = self.app.settings.max_connection_age_seconds if serves_traffic else 0
+        if serves_traffic:
+            # A worker that leaves while its pod stays (recycled after
+            # MAX_REQUESTS, or replaced on SIGHUP) stops accepting, then kills
+            # the handlers still running after graceful_timeout: its admitted
+            # requests, queued in the model process behind others', get the
+            # time a pod's drain gives them. Set here, in the worker only: the
+            # master's own deadline for a pod stop (after the drain) stays short.
+            drain_seconds = math.ceil(self.app.settings.graceful_shutdown_seconds)
+            self.cfg.set("graceful_timeout", max(self.cfg.graceful_timeout, drain_seconds))
         arrival_seconds = self.app.settings.request_timeout_seconds
         # After fork, so the gauge writes to this worker's own metric file.
         self.arrivals = Arrivals(
@@ -70,6 +80,11 @@ class InferenceWorker(GeventWorker):
             # read comes to send a bodiless answer's held head before it runs.
             with contextlib.suppress(OSError):
                 sock.send_held()
+            if not self.alive:
+                # Due for recycling (MAX_REQUESTS): a keep-alive client waiting
+                # here would send its next request to a worker that is leaving.
+                # It still accepts for up to a second: those clients are answered.
+                self.arrivals.close_kept_alive()
         # Kept alive as far as gunicorn knows (it raises StopIteration to close).
         try:
             if not sock.read_rest(req.body):
