@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,15 @@ def test_the_tolerances_come_from_each_direction_of_behavior_or_the_controller_d
 def test_the_average_is_an_integer_division_of_milli_values():
     # 1.0005 + 1.0005 -> 1000 m each (truncated); 2 pods, target 1: ratio 1.0 exactly.
     assert replicas_for_metric(2, pods(1.0005, 1.0009), target=1, tolerances=Tolerances(0, 0))[1] == 1.0
+
+
+def test_a_target_rounds_up_to_milli_units_as_quantity_milli_value_does():
+    # 0.0001 is 1m to the controller, not 0: 2m read on each of 2 pods is ratio 2, ceil(2 x 2) = 4.
+    assert replicas_for_metric(2, pods(0.002, 0.002), target=0.0001, tolerances=Tolerances())[0] == 4
+    # 0.0015 is 2m, not 1m: 3m is ratio 1.5, ceil(1.5 x 2) = 3, not the 6 of ratio 3.
+    assert replicas_for_metric(2, pods(0.003, 0.003), target=0.0015, tolerances=Tolerances())[0] == 3
+    # The values stay truncated, as the adapter serves them: 2.9m reads 2m, ratio 2 against 1m.
+    assert replicas_for_metric(1, pods(0.0029), target=0.001, tolerances=Tolerances()) == (2, 0.002)
 
 
 def test_no_value_for_any_pod_is_no_decision():
@@ -257,11 +267,17 @@ def test_a_user_null_deletes_the_charts_default_and_other_keys_merge_as_helm_coa
     assert coalesced(chart, user) == {"a": {"c": 2, "e": 5}, "f": None, "g": 6}
 
 
-def test_rules_a_user_leaves_unset_are_the_api_servers_defaults():
+def test_rules_a_user_leaves_out_are_the_charts_and_those_set_to_null_the_api_servers_defaults():
     chart = chart_hpa(CHART_VALUES["autoscaling"])
 
     def installed(behavior) -> HpaSpec:
         return Model.from_chart_values(coalesced(CHART_VALUES, {"autoscaling": {"behavior": behavior}})).hpa
+
+    # Left out: the chart's window (420 s) and policies; a list given replaces the chart's.
+    select_max = installed({"scaleDown": {"selectPolicy": "Max"}})
+    assert select_max.scale_down == replace(chart.scale_down, select_policy="Max")
+    two_per_minute = installed({"scaleUp": {"policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}]}})
+    assert two_per_minute.scale_up == replace(chart.scale_up, policies=(ScalingPolicy("Pods", 2, 60),))
 
     no_behavior = installed(None)
     assert not no_behavior.has_behavior and chart.has_behavior
@@ -536,6 +552,88 @@ def test_the_command_refuses_exactly_the_values_helm_refuses_by_the_charts_schem
     assert refused in simulated.stderr and "Traceback" not in simulated.stderr
 
 
+def helm_template(*values_files) -> subprocess.CompletedProcess:
+    args = [arg for path in values_files for arg in ("-f", str(path))]
+    command = [binary("helm"), "template", "inferscale", str(REPO / "chart"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+# servicemonitor.yaml fails the render while it renders a ServiceMonitor; without
+# one the scrapes are the user's Prometheus's, and helm installs any window.
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_window_under_four_scrape_intervals_is_refused_where_the_chart_refuses_it(tmp_path, enabled):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"serviceMonitor:\n  enabled: {str(enabled).lower()}\nautoscaling:\n  rateWindow: 30s\n")
+    helm = helm_template(mine)
+    simulated = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1", "--json")
+    if not enabled:
+        assert helm.returncode == 0, helm.stderr
+        assert simulated.returncode == 0, simulated.stderr
+        return
+    assert "autoscaling.rateWindow (30s) must be at least 4 x serviceMonitor.interval (10s)" in helm.stderr
+    assert simulated.returncode == 2 and simulated.stdout == ""
+    assert (
+        "autoscaling: rateWindow (30s) must be at least 4 x serviceMonitor.interval (10s), as the chart refuses it"
+        in simulated.stderr
+    )
+
+
+# A values file whose one scale-up policy has this value and period, as written in YAML.
+POLICY = "autoscaling:\n  behavior:\n    scaleUp:\n      policies: [{{type: Pods, value: {}, periodSeconds: {}}}]"
+
+
+# The schema leaves `behavior` unchecked and helm renders it as it is: a quoted
+# number stays a string, which autoscaling/v2's int32 fields refuse at install.
+@pytest.mark.parametrize(
+    "mine, refused",
+    [
+        (POLICY.format('"4"', 15), 'autoscaling.behavior.scaleUp.policies.0.value: "4" is not a number'),
+        (POLICY.format(4, '"15"'), 'autoscaling.behavior.scaleUp.policies.0.periodSeconds: "15" is not a number'),
+        (POLICY.format("true", 15), "autoscaling.behavior.scaleUp.policies.0.value: true is not a number"),
+        (
+            "autoscaling:\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: '300'\n",
+            'autoscaling.behavior.scaleDown.stabilizationWindowSeconds: "300" is not a number: autoscaling/v2 '
+            "takes an integer here, and the API server refuses the HPA",
+        ),
+        # A number passes the schema, infinite or not; the API server's Quantity takes no +Inf.
+        ("autoscaling:\n  targetAverageDurationSeconds: .inf\n", "autoscaling.targetAverageDurationSeconds: Input"),
+        # What helm passes as numbers, 4.0 rendered as 4.
+        (POLICY.format(4, 15), None),
+        (POLICY.format("4.0", "15.0"), None),
+    ],
+)
+def test_values_the_api_server_would_refuse_are_refused_by_their_path(tmp_path, mine, refused):
+    mine_path = tmp_path / "mine.yaml"
+    mine_path.write_text(mine)
+    result = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine_path), "--hours", "0.1", "--json")
+    if refused is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"{mine_path} over {REPO / 'chart' / 'values.yaml'}: {refused}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_refusal_docs_sizing_quotes_is_what_its_command_prints(tmp_path):
+    # Step 1 of "Sizing your own HPA", run as step 2 runs it: the schema checks first.
+    quoted = 'autoscaling.behavior.scaleDown.stabilizationWindowSeconds: "300" is not a number'
+    mine = tmp_path / "my-values.yaml"
+    mine.write_text("autoscaling:\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: '300'\n")
+    result = simulate_cli("-f", "chart/values.yaml", "-f", str(mine))
+    assert result.returncode == 2 and quoted in result.stderr
+    assert f"`{quoted}`" in (REPO / "docs" / "sizing.md").read_text()
+
+
+def test_the_charts_max_replicas_comment_quotes_the_5x_step_of_docs_sizing():
+    # The first table of docs/sizing.md is the chart's defaults: back under the target, s, and the peak.
+    sizing = (REPO / "docs" / "sizing.md").read_text()
+    rows = re.findall(r"^\| step 5x \| (?:paced|poisson) \| (\d+) \| - \| (\d+) \|", sizing, re.M)[:2]
+    (fast, slow), (low, high) = (sorted(int(row[i]) for row in rows) for i in (0, 1))
+    values = (REPO / "chart" / "values.yaml").read_text()
+    comments = " ".join(line.strip().lstrip("#- ") for line in values.splitlines())
+    assert f"peaks at {low}-{high} pods and is back under the target in {fast}-{slow} s with 20" in comments
+
+
 # null deletes the key, as helm does, and the chart's template then renders no ServiceMonitor either.
 @pytest.mark.parametrize("enabled", ["false", "null"])
 def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scrapes_are_the_users(tmp_path, enabled):
@@ -596,7 +694,15 @@ def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room
         (["--hours", "100000"], "--hours 100000 is over the 48 it simulates"),
         (["--hours", "0.001"], "--hours 0.001 ends the step before its load changes and settles (60 s in)"),
         (["--scenario", "ramp", "--hours", "0.5"], "ends the ramp before its load changes and settles (1860 s in)"),
-        (["--sync-period", "0"], "--sync-period: must be a finite number above 0, not '0'"),
+        (["--sync-period", "0"], "--sync-period: must be a finite number of at least 1 s, not '0'"),
+        # Each sync would move the clock by nothing: the run never ends.
+        (["--sync-period", "1e-300"], "--sync-period: must be a finite number of at least 1 s, not '1e-300'"),
+        # Every arrival is queued before the run: billions of them would fill memory.
+        (["--rate", "1e6"], "--rate 1e+06 over --hours 2 is up to 7.2e+09 requests, over the 1e+07 it simulates"),
+        (
+            ["--times", "1e6", "--hours", "0.5"],
+            "--times 1e+06 (200000 req/s) over --hours 0.5 is up to 3.6e+08 requests, over the 1e+07 it simulates",
+        ),
         (["--max-running-pods", "0"], "--max-running-pods 0 is below minReplicas 1"),
         (["--rate", "1", "--times", "2"], "not allowed with argument"),
     ],
@@ -658,6 +764,25 @@ def chart_values_with(**changes) -> str:
         (
             chart_values_with(autoscaling__enabled=False, keda__enabled=True),
             "; keda.enabled: true: KEDA's own HPA then scales on an External metric from its Prometheus query",
+        ),
+        (
+            chart_values_with(autoscaling__metric__type="External"),
+            "{path}: autoscaling.metric.type: External: the HPA then scales on one value for the whole Service, "
+            "its ratio to the target times the ready pods, with no rule for missing or unready pods",
+        ),
+        # A scrape every 0 s comes round again at the same instant, for ever.
+        (
+            chart_values_with(serviceMonitor__enabled=False, serviceMonitor__interval="0s"),
+            "{path}: serviceMonitor.interval: '0s' is no time at all: it must be above 0",
+        ),
+        (chart_values_with(autoscaling__rateWindow="0ms"), "autoscaling.rateWindow: '0ms' is no time at all"),
+        (
+            chart_values_with(autoscaling__targetAverageDurationSeconds=float("inf")),
+            "{path}: autoscaling.targetAverageDurationSeconds: Input should be a finite number (found inf)",
+        ),
+        (
+            chart_values_with(server__inferenceDurationSeconds=float("nan")),
+            "{path}: server.inferenceDurationSeconds: Input should be a finite number (found nan)",
         ),
         (
             chart_values_with(autoscaling__behavior__scaleUp__selectPolicy="Largest"),

@@ -21,8 +21,18 @@ if TYPE_CHECKING:
 # Spelled out, not imported from inferscale.multiprocess: importing that would
 # import prometheus_client before the variable is set.
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
-# Memory grows with simulated time (every request is kept for the figures): two days is plenty for a loop's cycles.
+# Simulated time: two days is plenty for a loop's cycles. It bounds the time a
+# run takes, not its memory, which grows with the requests (MAX_ARRIVALS).
 MAX_HOURS = 48.0
+# Every arrival is queued before the run starts and every answer kept for the
+# figures: 1e7 take about 2 GB and 40 s a run, and the search for the fewest
+# always-on pods runs the load some 9 times more.
+MAX_ARRIVALS = 1e7
+# The controller's sync period is a flag in seconds, and nothing it reads
+# changes faster: the windows and policy periods of `behavior` are whole
+# seconds, the metrics move with scrapes seconds apart. A period near 0
+# would let no simulated time pass.
+MIN_SYNC_PERIOD = 1.0
 # Where `inferscale simulate` finds the chart's values in a clone of the repository.
 DEFAULT_VALUES = "chart/values.yaml"
 # What the API server and helm accept, checked before either is asked: a name
@@ -195,9 +205,10 @@ def _add_simulate(commands) -> None:
     )
     simulate.add_argument(
         "--sync-period",
-        type=_above_zero,
+        type=_sync_period,
         default=15.0,
-        help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s (default: 15)",
+        help=f"kube-controller-manager's --horizontal-pod-autoscaler-sync-period, s, at least {MIN_SYNC_PERIOD:g} "
+        "(default: 15)",
     )
     simulate.add_argument(
         "--max-running-pods",
@@ -302,6 +313,15 @@ def _simulate(args: argparse.Namespace) -> int:
     _note_unscraped(typed.serviceMonitor)
     times = args.times if args.rate is None else args.rate / model.pod_capacity
     case = scenario(args.scenario, model.pod_capacity, times, args.hours)
+    arrivals = case.shape.peak * case.seconds
+    if arrivals > MAX_ARRIVALS:
+        height = f"--rate {args.rate:g}" if args.rate else f"--times {args.times:g} ({case.shape.peak:g} req/s)"
+        print(
+            f"inferscale simulate: {height} over --hours {args.hours:g} is up to {arrivals:.3g} requests, "
+            f"over the {MAX_ARRIVALS:g} it simulates",
+            file=sys.stderr,
+        )
+        return 2
     settles_at = max(case.change_at, case.steady_from)
     if case.seconds <= settles_at:
         print(
@@ -329,6 +349,13 @@ def _above_zero(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text!r}")
+    return value
+
+
+def _sync_period(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= MIN_SYNC_PERIOD):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least {MIN_SYNC_PERIOD:g} s, not {text!r}")
     return value
 
 

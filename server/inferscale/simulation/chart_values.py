@@ -9,6 +9,7 @@ before this (chart_schema).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal, TypeVar
 
@@ -21,6 +22,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -67,13 +69,38 @@ def coalesced(chart: dict, user: dict) -> dict:
     return result
 
 
+def _some_time(duration: str) -> float:
+    # A scrape every 0 s would come round again at the same instant, for ever.
+    elapsed = seconds(duration)
+    if elapsed <= 0:
+        raise ValueError(f"{duration!r} is no time at all: it must be above 0")
+    return elapsed
+
+
 # A Prometheus duration in the file, seconds once read.
-Duration = Annotated[float, BeforeValidator(seconds)]
+Duration = Annotated[float, BeforeValidator(_some_time)]
+
+
+def _unquoted(value: object) -> object:
+    # helm passes "4" and true on as they are, and the API server's int32
+    # fields refuse both; a number it passes on, 4.0 as 4.
+    if isinstance(value, str | bool):
+        raise ValueError(
+            f"{json.dumps(value)} is not a number: autoscaling/v2 takes an integer here, "
+            "and the API server refuses the HPA"
+        )
+    return value
+
+
+# An integer field of the HPA's `behavior`, which the chart's schema leaves unchecked.
+ApiInt = Annotated[int, BeforeValidator(_unquoted)]
 
 
 class _Values(BaseModel):
     # The rest of the chart's values are the chart's business, not the loop's.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # An infinite target or time passes the schema (a number) but not the API
+    # server, and no arithmetic of the loop's.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class Server(_Values):
@@ -106,15 +133,15 @@ class SlotUtilization(_Values):
 
 class Policy(_Values):
     type: Literal["Pods", "Percent"]
-    value: PositiveInt
+    value: Annotated[ApiInt, Field(gt=0)]
     # The API server's bounds (autoscaling/validation: MaxPeriodSeconds).
-    periodSeconds: Annotated[int, Field(gt=0, le=1800)]
+    periodSeconds: Annotated[ApiInt, Field(gt=0, le=1800)]
 
 
 class Rules(_Values):
     """A direction's rules; what is left unset the API server fills in."""
 
-    stabilizationWindowSeconds: Annotated[int, Field(ge=0, le=3600)] | None = None
+    stabilizationWindowSeconds: Annotated[ApiInt, Field(ge=0, le=3600)] | None = None
     selectPolicy: Literal["Max", "Min", "Disabled"] | None = None
     policies: Annotated[list[Policy], Field(min_length=1)] | None = None
     tolerance: NonNegativeFloat | None = None
@@ -145,6 +172,21 @@ class Behavior(_Values):
     scaleDown: Rules = Rules()
 
 
+class Metric(_Values):
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _per_pod(cls, kind: str) -> str:
+        if kind != "Pods":
+            raise ValueError(
+                f"{kind}: the HPA then scales on one value for the whole Service, its ratio to the target "
+                "times the ready pods, with no rule for missing or unready pods, which the simulator "
+                "does not model (it simulates type Pods)"
+            )
+        return kind
+
+
 class Autoscaling(_Values):
     # Validated when left out too: helm reads a missing flag as false.
     enabled: Annotated[bool, Field(validate_default=True)] = False
@@ -152,6 +194,8 @@ class Autoscaling(_Values):
     maxReplicas: PositiveInt
     targetAverageDurationSeconds: PositiveFloat
     rateWindow: Duration
+    # Older copies of values.yaml have no choice of metric: Pods.
+    metric: Metric = Metric(type="Pods")
     # None (a user's `behavior: null`): the chart renders no behavior.
     behavior: Behavior | None = None
     # Older copies of values.yaml have no second metric: duration only.
@@ -207,3 +251,18 @@ class ChartValues(_Values):
     autoscaling: Autoscaling
     # Older copies of values.yaml have no KEDA section: no ScaledObject.
     keda: Keda = Keda()
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _window_holds_four_scrapes(cls, autoscaling: Autoscaling, info: ValidationInfo) -> Autoscaling:
+        """What servicemonitor.yaml refuses while it renders the ServiceMonitor (helm compares milliseconds)."""
+        scrapes = info.data.get("serviceMonitor")
+        if scrapes is None or not scrapes.enabled:
+            return autoscaling
+        if round(autoscaling.rateWindow * 1000) < 4 * round(scrapes.interval * 1000):
+            raise ValueError(
+                f"rateWindow ({autoscaling.rateWindow:g}s) must be at least 4 x serviceMonitor.interval "
+                f"({scrapes.interval:g}s), as the chart refuses it: a shorter window holds fewer than 2 samples "
+                "after a missed scrape and the HPA stops scaling"
+            )
+        return autoscaling

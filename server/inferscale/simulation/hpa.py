@@ -12,7 +12,9 @@ its details:
   as exactly the target on a scale-down and as 0 on a scale-up; a result
   that would turn the direction round keeps the current count. Values are
   milli-units and the average is an integer division, as
-  `GetMetricUsageRatio` computes it.
+  `GetMetricUsageRatio` computes it: a target as `Quantity.MilliValue()`
+  reads it, rounded up, and a value as prometheus-adapter serves it,
+  `int64(value * 1000)`, truncated.
 - `Controller.sync` is `reconcileAutoscaler` (horizontal.go): outside
   [minReplicas, maxReplicas] it goes to the bound without reading metrics;
   with no value at all (`ScalingActive=False`) it keeps the count and
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 class NoMetrics(Exception):
@@ -136,7 +139,15 @@ class Decision:
     held: float | None = None  # the second metric's average (HpaSpec.held_target), likewise
 
 
-def milli(value: float) -> int:
+def target_milli(target: float) -> int:
+    """Quantity.MilliValue(), which rounds up: 0.0001 is 1m, not 0."""
+    # The chart renders the target with toString, the shortest decimal that
+    # reads back as the float, as repr writes it; Decimal keeps it exact.
+    return math.ceil(Decimal(repr(target)) * 1000)
+
+
+def value_milli(value: float) -> int:
+    """The adapter's NewMilliQuantity(int64(value * 1000)): truncated."""
     return int(value * 1000)
 
 
@@ -149,23 +160,23 @@ def replicas_for_metric(current: int, pods: list[PodView], target: float, tolera
     """The proposal for one Pods metric and the average it read (calcPlainMetricReplicas)."""
     if not pods:
         raise NoMetrics("no pods returned by selector")
-    target_milli = milli(target)
+    milli_target = target_milli(target)
     unready = {p.name for p in pods if not p.running}
     missing = {p.name for p in pods if p.running and p.value is None}
-    values = {p.name: milli(p.value) for p in pods if p.running and p.value is not None}
+    values = {p.name: value_milli(p.value) for p in pods if p.running and p.value is not None}
     if not values:
         raise NoMetrics("did not receive metrics for targeted pods")
-    ratio, average = _usage_ratio(values, target_milli)
+    ratio, average = _usage_ratio(values, milli_target)
     scale_up_with_unready = bool(unready) and ratio > 1.0
     if not scale_up_with_unready and not missing:
         return (current if tolerances.within(ratio) else math.ceil(ratio * len(values))), average / 1000
     if ratio < 1.0:
-        values.update({name: target_milli for name in missing})
+        values.update({name: milli_target for name in missing})
     elif ratio > 1.0:
         values.update({name: 0 for name in missing})
     if scale_up_with_unready:
         values.update({name: 0 for name in unready})
-    new_ratio, _ = _usage_ratio(values, target_milli)
+    new_ratio, _ = _usage_ratio(values, milli_target)
     if tolerances.within(new_ratio) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current, average / 1000
     proposal = math.ceil(new_ratio * len(values))
