@@ -21,6 +21,14 @@ dependency_version() {
   awk -v name="$1" '$2 == "name:" && $3 == name { found = 1 } found && $1 == "version:" { print $2; exit }' stack/Chart.yaml
 }
 
+# A failed run leaves its cluster to look into; the next run starts afresh.
+# Listed first: some kind releases fail to delete a cluster that is not there.
+# (Captured, not piped into grep -q: with pipefail, grep closing the pipe early
+# can kill kind with SIGPIPE and the test read as false.)
+clusters="$(kind get clusters)"
+if grep -qx "$CLUSTER" <<<"$clusters"; then
+  kind delete cluster --name "$CLUSTER"
+fi
 kind create cluster --name "$CLUSTER" --config ci/kind.yaml --wait 120s
 docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"

@@ -69,12 +69,14 @@ OCI_DEBS=(
 
 # What a real node (cluster/localcluster/node.py) runs besides runc above:
 # Debian bookworm's versions, pinned on the upstream version (conntrack's with
-# its epoch) as above.
+# its epoch) as above. kmod for modprobe: the node loads br_netfilter, a
+# module in Debian's kernels.
 NODE_DEBS=(
   "containerd=${CONTAINERD_DEB_UPSTREAM:-1.6.20}"
   "containernetworking-plugins=${CNI_PLUGINS_DEB_UPSTREAM:-1.1.1}"
   "iptables=${IPTABLES_DEB_UPSTREAM:-1.8.9}"
   "conntrack=${CONNTRACK_DEB_UPSTREAM:-1:1.4.7}"
+  "kmod=${KMOD_DEB_UPSTREAM:-30+20221128}"
 )
 
 # The cluster DNS of the real node: the CoreDNS version kubeadm v1.33 installs.
@@ -175,6 +177,13 @@ apt_offers() {
 apt_install_without_starting() {
   local policy=/usr/sbin/policy-rc.d created_policy=""
   if [[ ! -e "$policy" ]]; then
+    # Removed however the script ends, Ctrl-C mid-apt included: left behind,
+    # it would keep every service on the machine from starting, and the next
+    # run would take it for the administrator's and leave it. INT and TERM
+    # exit (with the shell's status for them) so that the EXIT trap runs.
+    trap "$SUDO rm -f $policy" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
     $SUDO chmod 755 "$policy"
     created_policy=1
@@ -182,7 +191,10 @@ apt_install_without_starting() {
   log "apt-get install $*"
   local rc=0
   $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
-  [[ -z "$created_policy" ]] || $SUDO rm -f "$policy"
+  if [[ -n "$created_policy" ]]; then
+    $SUDO rm -f "$policy"
+    trap - EXIT INT TERM
+  fi
   return "$rc"
 }
 
@@ -312,11 +324,20 @@ install_oci() {
 # image is built here: no registry is reachable to pull one.
 install_node() {
   install_oci
-  local pin
+  local pin had_containerd
+  had_containerd="$(deb_installed_version containerd || true)"
   for pin in "${NODE_DEBS[@]}"; do
     install_deb "${pin%%=*}" "${pin#*=}"
     log "${pin%%=*} $(deb_installed_version "${pin%%=*}") (Debian package)"
   done
+  # The package enables containerd.service (policy-rc.d only kept it from
+  # starting now): from the next boot on, it would hold the socket the node's
+  # own containerd needs. Only one this run installed: a containerd that was
+  # already there may be serving something else, Docker for one.
+  if [[ "$(deb_installed_version containerd)" != "$had_containerd" && -d /run/systemd/system ]]; then
+    log "disabling containerd.service: the node runs a containerd of its own on the same socket"
+    $SUDO systemctl disable --now containerd >&2
+  fi
   build_pause_image
   build_coredns_image
 }

@@ -5,6 +5,7 @@ runs what this project's own CI runs, with the same pins."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -78,3 +79,54 @@ def test_the_kind_job_runs_the_kind_script_which_reads_the_stacks_pins():
             check=True,
         ).stdout.strip()
         assert printed == dependency["version"], dependency
+
+
+def test_the_test_job_has_what_ci_tools_and_the_node_run():
+    """ip, sysctl and modprobe (cluster/localcluster/node.py), which
+    debian:bookworm lacks; npm with a Node.js that the Prometheus UI's
+    lockfile accepts (20.19 or newer), which bookworm's (18) is not."""
+    [install] = [run for run in runs("test") if "apt-get install" in run]
+    assert {"iproute2", "procps", "kmod"} <= set(install.split())
+    steps = jobs()["test"]["steps"]
+    [node] = [step for step in steps if step.get("uses", "").startswith("actions/setup-node@")]
+    major, minor, _ = (int(part) for part in node["with"]["node-version"].split("."))
+    assert (major, minor) >= (20, 19)
+    assert steps.index(node) < len(steps) - 1  # before `make test`
+
+
+def fake_program(bin_dir: Path, name: str, body: str) -> None:
+    (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+
+
+def test_the_kind_script_replaces_a_cluster_a_failed_run_left(tmp_path):
+    """Run with stand-ins for kind, docker, helm, kubectl and Python; kind's
+    refuses to create a cluster whose name it already lists, as kind does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    clusters = tmp_path / "clusters"
+    clusters.write_text("inferscale\n")  # left by a failed run
+    fake_program(
+        bin_dir,
+        "kind",
+        f"""case "$1 $2" in
+  "get clusters") cat "{clusters}" ;;
+  "delete cluster") grep -vx "$4" "{clusters}" >"{clusters}.new" || true; mv "{clusters}.new" "{clusters}" ;;
+  "create cluster") if grep -qx "$4" "{clusters}"; then echo "node(s) already exist for $4" >&2; exit 1; fi
+    echo "$4" >>"{clusters}" ;;
+esac""",
+    )
+    for name in ("docker", "helm", "python"):
+        fake_program(bin_dir, name, "exit 0")
+    # The HPA's replicas, read at once: it scaled.
+    fake_program(bin_dir, "kubectl", 'case "$*" in *jsonpath*) echo 2 ;; esac')
+    result = subprocess.run(
+        ["bash", str(KIND_SCRIPT)],
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(bin_dir / "python")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the HPA scaled to 2 pods" in result.stdout
+    assert clusters.read_text() == "inferscale\n"

@@ -8,12 +8,18 @@ import os
 import shutil
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from localcluster.binaries import MissingBinary, binary
-from localcluster.processes import ManagedProcess
+from localcluster.node import UnsupportedMachine, require_cgroup_v1
+from localcluster.processes import LockHeld, ManagedProcess, ProcessGroup, hold_lock
 from localcluster.repo import LOCUSTFILE, REPO
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, pod_capacity
+
+
+class DemoRunning(RuntimeError):
+    """Another demo holds this workdir."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,29 +50,37 @@ def run_demo(args) -> int:
             "the demo runs a real node (containerd, the kubelet, kube-proxy, iptables): run it as root", file=sys.stderr
         )
         return 1
-    # Ctrl-C and a plain `kill` both end in the same teardown. Set explicitly:
-    # Python leaves SIGINT alone when it starts ignored (`make demo &` from a
-    # script), and Ctrl-C would then never stop the demo.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    config = StackConfig(
-        workdir=args.workdir,
-        node_port=args.node_port,
-        prometheus_node_port=args.prometheus_node_port,
-    )
-    if args.fast:
-        config = dataclasses.replace(config, **FAST_LOOP)
-    # One pod's capacity per user in either timing, so "users" reads as "pods
-    # needed"; a LOAD_USER_RPS of the caller's own wins.
-    user_rps = os.environ.get("LOAD_USER_RPS") or f"{pod_capacity(config):g}"
+    # Ctrl-C, a plain `kill` and a closed terminal all end in the same
+    # teardown. Set explicitly: Python leaves SIGINT alone when it starts
+    # ignored (`make demo &` from a script), and Ctrl-C would then never stop
+    # the demo.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, signal.default_int_handler)
     try:
+        require_cgroup_v1()
+        lock = hold_workdir(args.workdir)
+    except (UnsupportedMachine, DemoRunning, OSError) as refusal:
+        print(refusal, file=sys.stderr)
+        return 1
+    try:
+        # Under the lock: a running demo's workdir is never wiped.
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        config = StackConfig(
+            workdir=args.workdir,
+            node_port=args.node_port,
+            prometheus_node_port=args.prometheus_node_port,
+        )
+        if args.fast:
+            config = dataclasses.replace(config, **FAST_LOOP)
+        # One pod's capacity per user in either timing, so "users" reads as "pods
+        # needed"; a LOAD_USER_RPS of the caller's own wins.
+        user_rps = os.environ.get("LOAD_USER_RPS") or f"{pod_capacity(config):g}"
         print(
             "building the image, starting the control plane, the node, the chart, Prometheus, "
             "Alertmanager and the adapter ...",
             flush=True,
         )
-        with LocalStack(config) as stack:
+        with LocalStack(config) as stack, ProcessGroup() as load:
             locust = ManagedProcess(
                 "locust",
                 [
@@ -85,24 +99,57 @@ def run_demo(args) -> int:
                 args.workdir / "locust.log",
                 env={**os.environ, "LOAD_USER_RPS": user_rps},
             )
-            locust.start()
-            try:
-                locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
-                print(
-                    "waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) ...",
-                    flush=True,
-                )
-                stack.wait_for_hpa_metric()
-                print(banner(stack, args, user_rps), flush=True)
-                signal.pause()
-            finally:
-                locust.stop()
+            load.start(locust)
+            locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
+            print(
+                "waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) ...",
+                flush=True,
+            )
+            stack.wait_for_hpa_metric()
+            print(banner(stack, args, user_rps), flush=True)
+            signal.pause()
     except KeyboardInterrupt:
         print("stopped; everything the demo started has exited.", flush=True)
     except MissingBinary as missing:
         print(missing, file=sys.stderr)
         return 1
+    except Exception as error:
+        print(failure(error, args.workdir), file=sys.stderr)
+        return 1
+    finally:
+        os.close(lock)
     return 0
+
+
+def hold_workdir(workdir: Path) -> int:
+    """A lock beside the workdir, held until the demo exits (the kernel lets go
+    of it even on SIGKILL): a second demo must not wipe a running one's
+    kubeconfigs, certificates and etcd data. The file stays: removing it would
+    let a third demo lock a new file while the second still holds the old one."""
+    workdir = workdir.resolve()
+    path = workdir.parent / f"{workdir.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return hold_lock(path)
+    except LockHeld as held:
+        raise DemoRunning(
+            f"a demo is already running in {workdir} (pid {held.holder} holds {path}); "
+            f"stop it first: Ctrl-C where it runs, or kill {held.holder}"
+        ) from None
+
+
+def failure(error: Exception, workdir: Path) -> str:
+    """One line for the terminal; the whole message (a log's tail, kubectl's
+    stderr) and the traceback go to a file beside the processes' logs."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    summary = lines[0].removesuffix(":") if lines else type(error).__name__
+    report = workdir / "demo-failure.txt"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        report.write_text("".join(traceback.format_exception(error)))
+    except OSError as unwritable:
+        return f"demo failed: {summary} (its traceback could not be written to {report}: {unwritable})"
+    return f"demo failed: {summary} (details and traceback in {report}; the processes' logs under {workdir})"
 
 
 def banner(stack: LocalStack, args, user_rps: str) -> str:

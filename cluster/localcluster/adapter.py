@@ -248,7 +248,17 @@ def install(
             relist_interval,
         ),
     )
-    kubectl(admin, "rollout", "status", "-n", NAMESPACE, f"deployment/{NAME}", f"--timeout={START_TIMEOUT}s")
+    # Past kubectl's own timeout, so that kubectl says what it waited for.
+    kubectl(
+        admin,
+        "rollout",
+        "status",
+        "-n",
+        NAMESPACE,
+        f"deployment/{NAME}",
+        f"--timeout={START_TIMEOUT}s",
+        timeout=START_TIMEOUT + 30,
+    )
     apply(admin, api_service_objects(control_plane.pki.ca_cert.read_bytes()))
     names = [f"{version}.{group}" for group, version, _ in API_SERVICES]
     wait_until(

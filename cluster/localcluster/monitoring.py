@@ -362,6 +362,8 @@ def install(
         NAMESPACE,
         "deployment/prometheus-operator",
         f"--timeout={START_TIMEOUT}s",
+        # Past kubectl's own timeout, so that kubectl says what it waited for.
+        timeout=START_TIMEOUT + 30,
     )
     values = yaml.safe_load(values_file.read_text())
     spec = prometheus_spec(

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
-import fcntl
 import json
 import logging
 import os
@@ -60,7 +59,7 @@ import yaml
 from . import dns, netns_relay
 from .binaries import binary, image_archive
 from .controlplane import SERVICE_CIDR, ControlPlane
-from .processes import ManagedProcess, ProcessGroup, undone_on_failure, wait_until
+from .processes import LockHeld, ManagedProcess, ProcessGroup, hold_lock, undone_on_failure, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,8 @@ LOCK_PATH = Path("/run/inferscale-node.lock")
 STATE_PATH = Path("/run/inferscale-node.json")
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The bridge-nf-call-* sysctls; they exist only while br_netfilter is loaded.
+BRIDGE_SYSCTLS = Path("/proc/sys/net/bridge")
 START_TIMEOUT = 120.0
 # How long a killed node's containerd may take to let go of its socket.
 EXITING_CONTAINERD_SECONDS = 20.0
@@ -96,6 +97,21 @@ MNT_DETACH = 2
 
 class NodeBusy(RuntimeError):
     """Another node holds this machine's fixed paths."""
+
+
+class UnsupportedMachine(RuntimeError):
+    """This machine cannot run the node at all."""
+
+
+def require_cgroup_v1() -> None:
+    """The kubelet's cgroupfs driver here and the teardown's walk of
+    CGROUP_ROOT/<controller>/kubepods assume the v1 hierarchies: on the unified
+    v2 hierarchy the pods' cgroups would be elsewhere, and outlive the node."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        raise UnsupportedMachine(
+            f"this machine runs cgroup v2 ({CGROUP_ROOT} is the unified hierarchy) and the node supports cgroup v1 "
+            "only: boot with systemd.unified_cgroup_hierarchy=0, or run the loop on kind (ci/kind_e2e.sh)"
+        )
 
 
 def pause_archive() -> Path:
@@ -161,6 +177,7 @@ class RealNode:
 
     def start(self) -> RealNode:
         started = time.monotonic()
+        require_cgroup_v1()
         with undone_on_failure(self.stop):
             self._take_machine()
             self._sysctls = read_sysctls()
@@ -197,7 +214,8 @@ class RealNode:
         cgroups and the namespace; restore the sysctls."""
         if self._lock is None:
             return
-        errors = []
+        errors: list[Exception] = []
+        interrupt: KeyboardInterrupt | None = None
         for step in (
             self._group.stop,
             self._kill_leftover_pods,
@@ -210,38 +228,47 @@ class RealNode:
             self._restore_sysctls,
             lambda: STATE_PATH.unlink(missing_ok=True),
         ):
-            try:
-                step()
-            except Exception as error:  # one failed step must not keep the others from cleaning up
-                log.exception("node teardown step failed")
-                errors.append(error)
+            while True:
+                try:
+                    step()
+                except KeyboardInterrupt as pressed:
+                    # Ctrl-C again (or a TERM) while tearing down: a half-done
+                    # teardown leaves mounts, cgroups and the namespace for the
+                    # next node to trip on. Every step is idempotent, so the
+                    # interrupted one runs again, then the rest.
+                    interrupt = pressed
+                    continue
+                except Exception as error:  # one failed step must not keep the others from cleaning up
+                    log.exception("node teardown step failed")
+                    errors.append(error)
+                break
         os.close(self._lock)
         self._lock = None
+        # A failure first: the caller must learn that something was left behind;
+        # an interrupt only asked to stop, which is done.
         if errors:
             raise errors[0]
+        if interrupt is not None:
+            raise interrupt
 
     # --- one node per machine ----------------------------------------------
 
     def _take_machine(self) -> None:
-        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode().strip() or "?"
-            os.close(fd)
+            fd = hold_lock(LOCK_PATH)
+        except LockHeld as held:
             raise NodeBusy(
-                f"a node already runs on this machine (pid {holder} holds {LOCK_PATH}); "
+                f"a node already runs on this machine (pid {held.holder} holds {LOCK_PATH}); "
                 "one node per machine: the kubelet and containerd use fixed paths"
             ) from None
         if not _stops_serving(CONTAINERD_SOCKET, EXITING_CONTAINERD_SECONDS):
             os.close(fd)
             raise NodeBusy(
                 f"a containerd that is not this node's has served {CONTAINERD_SOCKET} for "
-                f"{EXITING_CONTAINERD_SECONDS:g} s (another node's, or one outside this project); the node needs "
-                "that path"
+                f"{EXITING_CONTAINERD_SECONDS:g} s (another node's, or one outside this project: most likely the "
+                "system's containerd.service, which Debian's containerd package enables at boot; stop it with "
+                "`systemctl disable --now containerd`); the node needs that path"
             )
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         self._lock = fd
         if STATE_PATH.exists() or NETNS.exists() or CONTAINERD_SOCKET.exists() or HOST_LINK.exists():
             self._clear_killed_run()
@@ -269,6 +296,11 @@ class RealNode:
     # --- network -----------------------------------------------------------
 
     def _create_network(self) -> None:
+        # bridge-nf-call-iptables below needs br_netfilter, which stock kernels
+        # build as a module that nothing else here loads. It stays loaded: the
+        # module is the whole machine's, and others may rely on it by then.
+        if not BRIDGE_SYSCTLS.exists():
+            run("modprobe", "br_netfilter")
         run("ip", "netns", "add", NETNS.name)
         run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NODE_IF, "netns", NETNS.name)
         run("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import select
@@ -286,6 +287,28 @@ def undone_on_failure(undo: Callable[[], None]) -> Iterator[None]:
         raise
 
 
+class LockHeld(Exception):
+    def __init__(self, holder: str):
+        super().__init__(f"held by pid {holder}")
+        self.holder = holder
+
+
+def hold_lock(path: Path) -> int:
+    """Lock `path` for this process, without waiting, and write its pid in it;
+    `LockHeld` names the holder's. The kernel lets go when the process exits,
+    SIGKILL included, so a killed owner never leaves it stuck."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode().strip() or "?"
+        os.close(fd)
+        raise LockHeld(holder) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class ProcessGroup:
     """Processes started together and stopped in reverse order, also on error.
 
@@ -301,16 +324,31 @@ class ProcessGroup:
         return process.start()
 
     def stop(self) -> None:
-        errors = []
+        errors: list[Exception] = []
+        interrupt: KeyboardInterrupt | None = None
         while self.processes:
-            process = self.processes.pop()
+            process = self.processes[-1]
             try:
-                process.stop()
+                if interrupt is None:
+                    process.stop()
+                else:  # no more waiting for anyone: SIGKILL at once
+                    process.stop(timeout=0)
+            except KeyboardInterrupt as pressed:
+                # Ctrl-C again (or a TERM) while waiting for a process to exit:
+                # it was told to stop but may still run, so it is stopped again
+                # without waiting, and so are the rest; the interrupt goes on
+                # once none is left.
+                interrupt = pressed
+                continue
             except Exception as error:  # keep stopping the others
                 errors.append(error)
                 log.exception("stopping %s failed", process.name)
+            self.processes.pop()
+        # A failure first: the caller must learn that something may be left running.
         if errors:
             raise errors[0]
+        if interrupt is not None:
+            raise interrupt
 
     def __enter__(self) -> ProcessGroup:
         return self
