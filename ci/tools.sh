@@ -333,8 +333,9 @@ install_node() {
   # The package enables containerd.service (policy-rc.d only kept it from
   # starting now): from the next boot on, it would hold the socket the node's
   # own containerd needs. Only one this run installed: a containerd that was
-  # already there may be serving something else, Docker for one.
-  if [[ "$(deb_installed_version containerd)" != "$had_containerd" && -d /run/systemd/system ]]; then
+  # already there (even at another version, which the pin then upgrades) may
+  # be serving something else, Docker for one.
+  if [[ -z "$had_containerd" && -n "$(deb_installed_version containerd)" && -d /run/systemd/system ]]; then
     log "disabling containerd.service: the node runs a containerd of its own on the same socket"
     $SUDO systemctl disable --now containerd >&2
   fi

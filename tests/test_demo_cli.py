@@ -131,6 +131,14 @@ def test_a_closed_terminal_tears_down_as_ctrl_c_does(stack, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "stopped; everything the demo started has exited."
 
 
+def test_nohup_keeps_the_demo_through_a_closed_terminal(stack, tmp_path):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    seen = []
+    stack.enter = lambda: seen.append(signal.getsignal(signal.SIGHUP))
+    run_demo(tmp_path / "demo")
+    assert seen == [signal.SIG_IGN]
+
+
 def test_a_second_ctrl_c_while_processes_stop_kills_the_rest_then_goes_on(tmp_path):
     group = ProcessGroup()
     deaf = [

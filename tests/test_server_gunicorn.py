@@ -256,11 +256,11 @@ def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_serv
 
 
 def test_a_recycled_worker_answers_every_request_it_admitted(start_server):
-    """One worker, one slot: the request that makes the worker due for
-    recycling leaves four admitted behind it in the model's queue, the last
-    answered 8 s later, past gunicorn's default graceful stop (5 s)."""
+    """One worker, one slot: the fifth request makes the worker due for
+    recycling (gunicorn counts a request as it starts), and five are admitted,
+    the last answered 10 s later, past gunicorn's default graceful stop (5 s)."""
     server = start_server(
-        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "4", "MAX_REQUESTS": "1"},
+        {"INFERENCE_DURATION_SECONDS": "2", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "4", "MAX_REQUESTS": "5"},
         workers=1,
     )
     [recycled] = server.worker_pids()

@@ -45,6 +45,7 @@ from inferscale.simulation.hpa import (
     ScalingRules,
     Tolerances,
     replicas_for_metric,
+    target_milli,
 )
 from inferscale.simulation.loop import Loop, Pod, PodModel, Sync, Timing, Trace
 from inferscale.simulation.scenarios import Model, fewest_fixed, fixed_meets_target, scenario
@@ -425,6 +426,10 @@ def test_the_charts_slot_utilization_target_becomes_requests_held_per_pod():
     values["server"]["modelConcurrency"] = 4
     values["autoscaling"]["slotUtilization"]["target"] = 0.5
     assert Model.from_chart_values(values).hpa.held_target == 2.0
+    # The HPA reads 0.1 (100m) against shares: 3 slots make 300m of requests, not 301m.
+    values["server"]["modelConcurrency"] = 3
+    values["autoscaling"]["slotUtilization"]["target"] = 0.1
+    assert target_milli(Model.from_chart_values(values).hpa.held_target) == 300
     values["autoscaling"]["slotUtilization"]["enabled"] = False
     assert Model.from_chart_values(values).hpa.held_target is None
 

@@ -104,8 +104,8 @@ def test_an_administrators_policy_rc_d_is_left_alone(tmp_path):
 
 @pytest.mark.parametrize(
     ("installed_before", "systemd", "disabled"),
-    [("", True, True), ("1.6.20~ds1-1+deb12u3", True, False), ("", False, False)],
-    ids=["installed-now", "already-there", "no-systemd"],
+    [("", True, True), ("1.6.20~ds1-1+deb12u3", True, False), ("1.6.16~ds1-1", True, False), ("", False, False)],
+    ids=["installed-now", "already-there", "upgraded", "no-systemd"],
 )
 def test_the_containerd_service_a_run_installs_is_disabled(tmp_path, installed_before, systemd, disabled):
     """Debian's package enables it: at the next boot it would hold the node's containerd socket."""

@@ -53,8 +53,12 @@ def run_demo(args) -> int:
     # Ctrl-C, a plain `kill` and a closed terminal all end in the same
     # teardown. Set explicitly: Python leaves SIGINT alone when it starts
     # ignored (`make demo &` from a script), and Ctrl-C would then never stop
-    # the demo.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # the demo. A SIGHUP ignored from the start is `nohup make demo`: it must
+    # outlive the terminal.
+    stop_signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stop_signals.append(signal.SIGHUP)
+    for stop_signal in stop_signals:
         signal.signal(stop_signal, signal.default_int_handler)
     try:
         require_cgroup_v1()

@@ -175,7 +175,7 @@ def run(settings: Settings, listener: socket.socket) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, on_signal)
-    server.publish(service.status())
+    service.publish_status()
     service.start_loading()
     server.serve_forever()
     return exit_code[0]

@@ -88,7 +88,7 @@ class InferenceService:
     def drain(self, timeout: float) -> bool:
         """Refuse new work, finish admitted work within `timeout` s; True if all finished."""
         self.executor.refuse_new_work()
-        self._publish_status()
+        self.publish_status()
         return self.executor.wait_idle(timeout)
 
     def _predict(self, rows: np.ndarray) -> np.ndarray:
@@ -111,8 +111,9 @@ class InferenceService:
             log.exception("model load failed")
         finally:
             self._load_finished.set()
-            self._publish_status()
+            self.publish_status()
 
-    def _publish_status(self) -> None:
+    def publish_status(self) -> None:
+        """Tell `on_status` the status now."""
         with self._status_lock:
             self._on_status(self.status())

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     kube-proxy (which balances connections, not requests) spreads them over the pods the HPA adds; `0` = never"""
     max_requests: int = Field(0, ge=0)
     """recycle a worker after this many requests; `0` = never. The worker stops accepting and still answers what it
-    admitted, for up to `GRACEFUL_SHUTDOWN_SECONDS`"""
+    admitted, for up to `GRACEFUL_SHUTDOWN_SECONDS`; gunicorn starts its successor only once it has exited, so keep
+    `WORKERS` at 2 or more and set `MAX_REQUESTS_JITTER`, or the pod's port only queues connections meanwhile"""
     max_requests_jitter: int = Field(0, ge=0)
     """random spread added to `MAX_REQUESTS`"""
 

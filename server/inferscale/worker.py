@@ -25,7 +25,7 @@ from inferscale.metrics import ConnectionMetrics
 from inferscale.runtime import runtime_of
 from inferscale.supervisor import set_process_name, yield_to_probes
 
-# How soon idle keep-alive connections are hung up once the pod drains.
+# How soon idle keep-alive connections are hung up once the pod drains or the worker is due for recycling.
 DRAIN_CHECK_SECONDS = 0.1
 
 
@@ -62,7 +62,7 @@ class InferenceWorker(GeventWorker):
 
     def run(self) -> None:
         if self.serves_traffic:
-            gevent.spawn(self._close_kept_alive_once_draining)
+            gevent.spawn(self._close_kept_alive_once_leaving)
         super().run()
 
     def handle_request(self, listener_name, req, sock, addr) -> None:
@@ -80,11 +80,6 @@ class InferenceWorker(GeventWorker):
             # read comes to send a bodiless answer's held head before it runs.
             with contextlib.suppress(OSError):
                 sock.send_held()
-            if not self.alive:
-                # Due for recycling (MAX_REQUESTS): a keep-alive client waiting
-                # here would send its next request to a worker that is leaving.
-                # It still accepts for up to a second: those clients are answered.
-                self.arrivals.close_kept_alive()
         # Kept alive as far as gunicorn knows (it raises StopIteration to close).
         try:
             if not sock.read_rest(req.body):
@@ -94,12 +89,16 @@ class InferenceWorker(GeventWorker):
             # would start is unknown, so the connection ends.
             req.must_close = True
 
-    def _close_kept_alive_once_draining(self) -> None:
-        """SIGTERM drains the model process first, while this worker still runs:
-        its keep-alive clients would send their next request here, into a 503,
-        though their pod has left the Service."""
+    def _close_kept_alive_once_leaving(self) -> None:
+        """Hang up keep-alive clients waiting for their next request once their
+        next request should go elsewhere: SIGTERM drains the model process first,
+        while this worker still runs, and its 503 would meet clients whose pod has
+        left the Service; a worker due for recycling (MAX_REQUESTS, whose count
+        gunicorn takes as a request starts) has stopped accepting and would admit
+        them, only to wait for their answers before its successor starts. New
+        connections it accepts in its last second are still answered."""
         backend = runtime_of(self.wsgi).backend
-        while not backend.status().draining:
+        while self.alive and not backend.status().draining:
             gevent.sleep(DRAIN_CHECK_SECONDS)
         self.arrivals.close_kept_alive()
 

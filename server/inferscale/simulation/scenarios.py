@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from . import load
 from .chart_values import ChartValues
@@ -45,8 +46,11 @@ class Model:
         hpa = chart.autoscaling.spec()
         utilization = chart.autoscaling.slotUtilization
         if utilization is not None and utilization.enabled:
-            # The chart's target is a share of a pod's slots; the loop counts requests held.
-            hpa = replace(hpa, held_target=utilization.target * pod.slots)
+            # The chart's target is a share of a pod's slots; the loop counts
+            # requests held. Multiplied as decimals: 0.1 x 3 must be 300m, as
+            # the HPA reads 0.1 against shares, not the float 0.30000000000000004.
+            held_target = float(Decimal(repr(utilization.target)) * pod.slots)
+            hpa = replace(hpa, held_target=held_target)
         return cls(hpa, pod, timing)
 
     @property
