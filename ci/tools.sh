@@ -324,21 +324,23 @@ install_oci() {
 # image is built here: no registry is reachable to pull one.
 install_node() {
   install_oci
-  local pin had_containerd
-  had_containerd="$(deb_installed_version containerd || true)"
+  local pin name before
   for pin in "${NODE_DEBS[@]}"; do
-    install_deb "${pin%%=*}" "${pin#*=}"
-    log "${pin%%=*} $(deb_installed_version "${pin%%=*}") (Debian package)"
+    name="${pin%%=*}"
+    before="$(deb_installed_version "$name" || true)"
+    install_deb "$name" "${pin#*=}"
+    log "$name $(deb_installed_version "$name") (Debian package)"
+    # The package enables containerd.service (policy-rc.d only kept it from
+    # starting now): from the next boot on, it would hold the socket the
+    # node's own containerd needs. Only one this run installed, and at once,
+    # before a later package can fail: a containerd that was already there
+    # (even at another version, which the pin then upgrades) may be serving
+    # something else, Docker for one.
+    if [[ "$name" == containerd && -z "$before" && -n "$(deb_installed_version containerd)" && -d /run/systemd/system ]]; then
+      log "disabling containerd.service: the node runs a containerd of its own on the same socket"
+      $SUDO systemctl disable --now containerd >&2
+    fi
   done
-  # The package enables containerd.service (policy-rc.d only kept it from
-  # starting now): from the next boot on, it would hold the socket the node's
-  # own containerd needs. Only one this run installed: a containerd that was
-  # already there (even at another version, which the pin then upgrades) may
-  # be serving something else, Docker for one.
-  if [[ -z "$had_containerd" && -n "$(deb_installed_version containerd)" && -d /run/systemd/system ]]; then
-    log "disabling containerd.service: the node runs a containerd of its own on the same socket"
-    $SUDO systemctl disable --now containerd >&2
-  fi
   build_pause_image
   build_coredns_image
 }

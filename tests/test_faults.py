@@ -6,11 +6,10 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import requests
 
-from localcluster.servers import scrape
+from localcluster.servers import client_connections, scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 ERROR = 'inference_requests_total{status="error"}'
@@ -38,22 +37,6 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(interval)
     return result
-
-
-def client_connections(pid: int, port: int) -> int:
-    """Established TCP connections to `port` held by process `pid`."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd) if fd.is_symlink() else ""
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    established = 0
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        if local_port == port and fields[3] == "01" and fields[9] in inodes:
-            established += 1
-    return established
 
 
 def assert_monotonic(before: dict[str, float], after: dict[str, float]) -> None:

@@ -7,13 +7,15 @@ requests, so a client that never reconnects stays on the pod it first reached.
   once and answers in flight say `Connection: close`: their clients' next
   request goes to a pod still in the Service, not into this one's 503.
 - A worker due for recycling (MAX_REQUESTS) hangs up its idle ones too: their
-  next request goes to a worker that stays.
+  next request goes to a worker that stays. A worker told to stop still
+  answers a connection it took whose first request has not come yet.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from localcluster.servers import LOOPBACK, scrape
+from localcluster.servers import LOOPBACK, client_connections, scrape
 
 BODY = json.dumps({"features": [1.0, 2.0, 3.0]})
 HEADERS = {"Content-Type": "application/json"}
@@ -150,3 +152,31 @@ def test_a_worker_due_for_recycling_hangs_up_its_idle_keep_alive_clients(start_s
     response.read()
     # The client's next request reconnects, to the worker that replaced it.
     assert server.predict().status_code == 200
+
+
+def test_a_connection_the_old_worker_took_before_a_reload_is_answered(start_server):
+    """SIGHUP: gunicorn starts the new worker, then stops the old one, which
+    keeps accepting until its next tick. A client it took then, whose request
+    comes after the stop, gets an answer, not a connection closed under it."""
+    server = start_server({"INFERENCE_DURATION_SECONDS": "0", "KEEPALIVE_SECONDS": "30"}, workers=1)
+    [old] = server.worker_pids()
+    fresh = socket.create_connection((LOOPBACK, server.port), timeout=10)
+    deadline = time.monotonic() + 10
+    while client_connections(old, server.port) < 1:
+        assert time.monotonic() < deadline, "the worker did not take the connection"
+        time.sleep(0.05)
+    server.process.signal(signal.SIGHUP)
+    while not set(server.worker_pids()) - {old}:
+        assert time.monotonic() < deadline + 10, "no new worker after SIGHUP"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the old worker has had its SIGTERM
+    fresh.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY.encode())
+    )
+    answer = b""
+    while chunk := fresh.recv(65536):
+        answer += chunk
+    fresh.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"\r\nConnection: close\r\n" in answer

@@ -15,7 +15,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from inferscale.settings import Settings
 from inferscale.supervisor import Supervisor
-from localcluster.servers import LOOPBACK, free_port, process_name, scrape
+from localcluster.servers import LOOPBACK, free_port, process_name, scrape, socket_inodes
 
 SUCCESS = 'inference_requests_total{status="success"}'
 REJECTED = 'inference_requests_total{status="rejected"}'
@@ -218,11 +218,6 @@ def listening_sockets(ports: set[int]) -> set[str]:
             if int(fields[1].rsplit(":", 1)[1], 16) in ports and fields[3] == "0A":
                 inodes.add(fields[9])
     return inodes
-
-
-def socket_inodes(pid: int) -> set[str]:
-    targets = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
-    return {target[8:-1] for target in targets if target.startswith("socket:[")}
 
 
 def test_worker_recycling_keeps_counters_monotonic_and_scrape_bounded(start_server):

@@ -163,3 +163,21 @@ def scrape(url: str) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds, as /proc/net/tcp names them."""
+    targets = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.is_symlink())
+    return {target[8:-1] for target in targets if target.startswith("socket:[")}
+
+
+def client_connections(pid: int, port: int) -> int:
+    """Established TCP connections to `port` held by process `pid`."""
+    inodes = socket_inodes(pid)
+    established = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            established += 1
+    return established

@@ -42,10 +42,13 @@ class Arrivals:
         self.draining = False
 
     def stop(self) -> None:
-        """The worker is stopping: end idle keep-alive connections now, not a keep-alive later."""
+        """The worker is stopping: end keep-alive connections waiting for their
+        next request now, not a keep-alive later, and every connection after
+        its answer. One whose first request has not come yet is answered: a
+        worker accepts for up to a second after it was told to stop (its
+        successors already run on a reload), and its client sent that request."""
         self.stopping = True
-        for connection in list(self.idle):
-            connection.hang_up()
+        self.close_kept_alive()
 
     def close_kept_alive(self) -> None:
         """The pod is draining: hang up connections waiting for their next
@@ -201,8 +204,6 @@ class ClientConnection:
         self._sock.close()
 
     def _first_bytes(self, size: int) -> bytes:
-        if self._arrivals.stopping:
-            return b""
         if self._arrivals.draining and self.kept_alive and not self._request_waiting():
             return b""
         self._arrivals.idle.add(self)
@@ -210,8 +211,8 @@ class ClientConnection:
         try:
             data = self._sock.recv(size)
         except OSError:
-            # Idle too long (a timeout), or hung up by `Arrivals.stop` (gevent
-            # wakes the read with an error): end the connection without a word.
+            # Idle too long (a timeout), or hung up by `Arrivals.close_kept_alive`
+            # (gevent wakes the read with an error): end the connection without a word.
             return b""
         finally:
             self._sock.settimeout(None)
