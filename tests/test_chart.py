@@ -931,7 +931,9 @@ def test_hpa_alerts_exist_only_with_an_autoscaler():
 
     assert {"InferenceHPAAtMaxReplicas", "InferenceHPAMetricUnavailable"} <= alerts({})
     assert "InferenceHPAAtMaxReplicas" not in alerts(MATRIX["hpa-off"])
-    assert {"InferenceScrapeFailing", "InferencePodRestarted"} <= alerts(MATRIX["hpa-off"])
+    assert {"InferenceScrapeFailing", "InferencePodRestarted", "InferenceModelProcessRestarted"} <= alerts(
+        MATRIX["hpa-off"]
+    )
     keda_rules = yaml.safe_dump(rendered_rule_groups(MATRIX["keda"]))
     assert f'horizontalpodautoscaler="keda-hpa-{FULLNAME}"' in keda_rules
 

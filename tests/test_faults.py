@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from localcluster.servers import client_connections, scrape
+from localcluster.servers import client_connections, process_tree, scrape
 
 SUCCESS = 'inference_requests_total{status="success"}'
 ERROR = 'inference_requests_total{status="error"}'
@@ -23,10 +23,10 @@ COUNTERS = (
 )
 
 
-def call(url: str) -> requests.Response | Exception:
+def call(url: str, timeout: float = 60) -> requests.Response | Exception:
     """One request on its own connection; the exception if the connection broke."""
     try:
-        return requests.post(url + "/predict", json={"features": [1.0]}, timeout=60)
+        return requests.post(url + "/predict", json={"features": [1.0]}, timeout=timeout)
     except requests.ConnectionError as error:
         return error
 
@@ -90,31 +90,41 @@ def test_a_killed_workers_queued_requests_give_their_places_back(start_server):
     assert server.predict().status_code == 200
 
 
-def test_killing_the_model_process_answers_its_requests_and_the_pod_recovers(start_server):
-    server = start_server(
-        {
-            "INFERENCE_DURATION_SECONDS": "3",
-            "MODEL_LOAD_SECONDS": "1",
-            "MODEL_CONCURRENCY": "2",
-            "MAX_QUEUE": "4",
-        },
-        workers=2,
-    )
+def signal_the_model_process_under_load(server, signum: int):
+    """Both slots busy and 4 requests queued (MODEL_CONCURRENCY 2, MAX_QUEUE 4),
+    then `signum` to the model process: the metrics just before, its pid, every
+    caller's answer and how long after the signal the last one came."""
     with ThreadPoolExecutor(6) as pool:
-        pending = [pool.submit(call, server.url) for _ in range(6)]
+        pending = [pool.submit(call, server.url, 30) for _ in range(6)]
         wait_for(lambda: scrape(server.admin_url)["inference_queue_depth"] == 4)
         before = scrape(server.admin_url)
         model_pid = server.model_pid()
-        killed_at = time.monotonic()
-        os.kill(model_pid, signal.SIGKILL)
+        signalled_at = time.monotonic()
+        os.kill(model_pid, signum)
         results = [future.result() for future in pending]
-        answered_within = time.monotonic() - killed_at
-    # Every caller gets an answer on its own connection, at once, not after its inference.
-    assert answered_within < 2.0
+    return before, model_pid, results, time.monotonic() - signalled_at
+
+
+def assert_all_lost(results: list) -> None:
     for response in results:
         assert not isinstance(response, Exception), response
         assert response.status_code == 503 and "Retry-After" in response.headers
         assert response.json()["error"]["code"] == "inference_lost"
+
+
+def restarts(url: str) -> dict[str, float]:
+    metrics = scrape(url)
+    return {
+        reason: metrics[f'inference_model_process_restarts_total{{reason="{reason}"}}'] for reason in ("died", "wedged")
+    }
+
+
+def test_killing_the_model_process_answers_its_requests_and_the_pod_recovers(start_server):
+    server = start_server({"INFERENCE_DURATION_SECONDS": "3", "MODEL_LOAD_SECONDS": "1", "MAX_QUEUE": "4"}, workers=2)
+    before, model_pid, results, answered_within = signal_the_model_process_under_load(server, signal.SIGKILL)
+    # Every caller gets an answer on its own connection, at once, not after its inference.
+    assert answered_within < 2.0
+    assert_all_lost(results)
     # Not ready until the new model process has loaded; the model reads 0 meanwhile.
     observed = []
 
@@ -130,5 +140,68 @@ def test_killing_the_model_process_answers_its_requests_and_the_pod_recovers(sta
     after = scrape(server.admin_url)
     assert_monotonic(before, after)
     assert after[ERROR] - before[ERROR] == 6
+    assert restarts(server.admin_url) == {"died": 1, "wedged": 0}
     assert requests.get(server.admin_url + "/health", timeout=5).status_code == 200
+    assert server.predict().status_code == 200
+
+
+def test_a_model_process_that_stopped_running_is_killed_and_its_requests_answered(start_server):
+    """Alive but wedged (here SIGSTOP; a native call holding the GIL looks the
+    same): nothing dies, so without the watchdog every request hangs on it."""
+    server = start_server(
+        {"INFERENCE_DURATION_SECONDS": "5", "MODEL_LOAD_SECONDS": "1", "MAX_QUEUE": "4", "MODEL_WATCHDOG_SECONDS": "3"},
+        workers=2,
+    )
+    before, model_pid, results, _ = signal_the_model_process_under_load(server, signal.SIGSTOP)
+    assert_all_lost(results)
+    assert f"model process {model_pid} has not run for" in server.log()
+    wait_for(lambda: requests.get(server.admin_url + "/ready", timeout=5).status_code == 200)
+    assert server.model_pid() != model_pid
+    assert not os.path.exists(f"/proc/{model_pid}")  # killed and reaped, not left stopped
+    after = scrape(server.admin_url)
+    assert_monotonic(before, after)
+    assert after[ERROR] - before[ERROR] == 6
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 1}
+    assert server.predict().status_code == 200
+
+
+def test_a_model_process_busy_in_long_inferences_is_not_taken_for_a_wedged_one(start_server):
+    """A load (a sleep here) and inferences burning CPU on every slot, each
+    longer than the watchdog: the heartbeat runs beside them."""
+    server = start_server(
+        {
+            "INFERENCE_DURATION_SECONDS": "5",
+            "INFERENCE_MODE": "cpu",
+            "MODEL_LOAD_SECONDS": "4",
+            "MODEL_CONCURRENCY": "2",
+            "MODEL_WATCHDOG_SECONDS": "3",
+        },
+        workers=2,
+    )
+    model_pid = server.model_pid()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: call(server.url), range(4)))
+    assert [getattr(r, "status_code", r) for r in results] == [200] * 4
+    assert server.model_pid() == model_pid
+    assert "has not run for" not in server.log()
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 0}
+
+
+def test_a_pod_paused_whole_keeps_its_model_process(start_server):
+    """Ctrl-Z, `docker pause`, the cgroup freezer: every process stops, and on
+    resume the supervisor, first to run here, finds a heartbeat as old as the
+    pause. The model process has not had its turn yet; it is not wedged."""
+    server = start_server({"MODEL_LOAD_SECONDS": "0", "MODEL_WATCHDOG_SECONDS": "2"}, workers=1)
+    model_pid = server.model_pid()
+    supervisor, *below = process_tree(server.process.pid)
+    for pid in (supervisor, *below):
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(4)
+    os.kill(supervisor, signal.SIGCONT)
+    time.sleep(0.1)
+    for pid in below:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(2)
+    assert server.processes("model-process") == [model_pid], server.log()
+    assert "has not run for" not in server.log()
     assert server.predict().status_code == 200

@@ -11,8 +11,9 @@ busy pod read 0 for a scrape or two, and the HPA cut a loaded Deployment in
 half. Each fault that is a state (the adapter down, Prometheus down, one
 pod's scrapes rejected) holds for longer than FAST_LOOP's scale-down
 stabilization window (20 s), so a wrong 0 would have had time to act; after
-each, and after the faults that are events (a server killed, the API server
-stopped until KubeAPIDown fires), the HPA is watched for two more windows.
+each, and after the faults that are events (a server killed, a model process
+stopped until the pod's supervisor kills it, the API server stopped until
+KubeAPIDown fires), the HPA is watched for two more windows.
 
 Prometheus down is the one fault no rule of its own can report: Alertmanager
 relays the always-firing Watchdog to a dead man's switch (a receiver on the
@@ -29,6 +30,7 @@ every other relist found no sample and the HPA lost its metrics.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 
@@ -59,6 +61,9 @@ SILENCE_SECONDS = 4 * HEARTBEAT_SECONDS
 # KubeAPIDown at once: the chart's 15m is longer than any outage a test can hold
 # the API server down for (the node's lease expires after 50 s).
 API_DOWN_FOR = "0s"
+# The pods' model-process watchdog (server.modelWatchdogSeconds): short, so a
+# stopped model process is killed within a stabilization window.
+WATCHDOG_SECONDS = 5
 
 
 def heartbeat_to(url: str) -> dict:
@@ -117,7 +122,11 @@ def recovered(stack: LocalStack, recorder: HpaRecorder, fault: str, steady: int)
 
 @pytest.mark.cluster
 def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
-    timing = {"autoscaling": {"maxReplicas": MAX_REPLICAS, "rateWindow": "40s"}, "serviceMonitor": {"interval": "10s"}}
+    timing = {
+        "autoscaling": {"maxReplicas": MAX_REPLICAS, "rateWindow": "40s"},
+        "serviceMonitor": {"interval": "10s"},
+        "server": {"modelWatchdogSeconds": WATCHDOG_SECONDS},
+    }
     loop = {
         **FAST_LOOP,
         "scrape_interval": "10s",
@@ -233,6 +242,26 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             )
             assert lowest(recorder, start) >= steady, recorder.samples[-40:]
             recovered(stack, recorder, "the pod's restart", steady)
+
+            # The pod's model process stopped on the node (alive, not running, as
+            # under a native call that holds the GIL): the pod's supervisor kills
+            # it after the watchdog and starts another, in the same container,
+            # which Kubernetes' restart count never shows; the chart's alert does.
+            start = began(recorder, "a model process stopped")
+            pod = stack.api.get(f"/api/v1/namespaces/{stack.config.namespace}/pods/{pod['metadata']['name']}")
+            container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+            model_process = stack.node.container_process(container_id, lambda status: status["Name"] == "model-process")
+            os.kill(model_process, signal.SIGSTOP)
+            wait_until(
+                lambda: "InferenceModelProcessRestarted" in stack.firing_alerts() or None,
+                "InferenceModelProcessRestarted firing",
+                120,
+                interval=2,
+            )
+            assert not os.path.exists(f"/proc/{model_process}")
+            print(f"InferenceModelProcessRestarted firing {recorder.elapsed() - start:.1f} s after the stop")
+            assert lowest(recorder, start) >= steady, recorder.samples[-40:]
+            recovered(stack, recorder, "the model process's restart", steady)
 
             # The API server down until KubeAPIDown fires, then started again:
             # nobody can read or write the HPA meanwhile, and after it every watch

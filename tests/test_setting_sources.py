@@ -50,6 +50,8 @@ def probes(name: str) -> list:
         values += ["", "a", "-a", "a b", "/tmp/x", "tmp/x", "DEBUG", "debug", "a" * 63, "a" * 64]
     if isinstance(default, int) and not isinstance(default, bool):
         values += [1.5]
+    if field.annotation is float:
+        values += [0.5]  # between the bounds a rule of the field's own may hold
     return values
 
 

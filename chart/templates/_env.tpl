@@ -70,6 +70,8 @@ or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
   value: {{ $s.maxBodyBytes | int64 | quote }}
 - name: GRACEFUL_SHUTDOWN_SECONDS
   value: {{ $s.gracefulShutdownSeconds | toString | quote }}
+- name: MODEL_WATCHDOG_SECONDS
+  value: {{ $s.modelWatchdogSeconds | toString | quote }}
 - name: WORKER_TIMEOUT_SECONDS
   value: {{ $s.workerTimeoutSeconds | int | quote }}
 - name: KEEPALIVE_SECONDS

@@ -51,7 +51,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from pathlib import Path
 
 import yaml
@@ -196,18 +196,25 @@ class RealNode:
     def kill_container(self, container_id: str) -> int:
         """SIGKILL a container's first process from the node, as the kernel's OOM
         killer would: the kubelet sees it exit 137 and restarts the container.
-        `container_id` is the status's containerID without `containerd://`;
-        runc puts the process in a cgroup named after it. Returns its host pid."""
-        for status in Path("/proc").glob("[0-9]*/status"):
+        `container_id` is the status's containerID without `containerd://`.
+        Returns its host pid."""
+        pid = self.container_process(container_id, lambda status: status["NSpid"].split()[-1] == "1")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def container_process(self, container_id: str, matches: Callable[[dict[str, str]], bool]) -> int:
+        """The host pid of the process of a container whose /proc status `matches`
+        (its fields by name, e.g. Name and NSpid); runc puts a container's
+        processes in a cgroup named after its id."""
+        for status_path in Path("/proc").glob("[0-9]*/status"):
             try:
-                cgroups = (status.parent / "cgroup").read_text().splitlines()
-                namespace_pids = next(line for line in status.read_text().splitlines() if line.startswith("NSpid:"))
-            except (OSError, StopIteration):  # exited while we looked
+                cgroups = (status_path.parent / "cgroup").read_text().splitlines()
+                status = dict(line.split(":\t", 1) for line in status_path.read_text().splitlines() if ":\t" in line)
+            except OSError:  # exited while we looked
                 continue
-            if namespace_pids.split()[-1] == "1" and any(line.endswith(f"/{container_id}") for line in cgroups):
-                os.kill(int(status.parent.name), signal.SIGKILL)
-                return int(status.parent.name)
-        raise LookupError(f"no process of container {container_id} on node {self.name}")
+            if any(line.endswith(f"/{container_id}") for line in cgroups) and matches(status):
+                return int(status_path.parent.name)
+        raise LookupError(f"no such process of container {container_id} on node {self.name}")
 
     def stop(self) -> None:
         """Stop the kubelet, the pods' containers and containerd; unmount, remove

@@ -114,6 +114,27 @@ def model_ready_gauge(registry: CollectorRegistry | None) -> Gauge:
     return Gauge(MODEL_READY, MODEL_READY_HELP, multiprocess_mode="livemostrecent", registry=registry)
 
 
+# Why the pod's model process ended while the pod served: it died (crashed,
+# killed from outside, out of memory) or it was wedged (killed by the
+# supervisor's watchdog, MODEL_WATCHDOG_SECONDS).
+DIED = "died"
+WEDGED = "wedged"
+
+
+def model_restarts_counter() -> Counter:
+    """The supervisor's, the one process that sees the model process end;
+    written to the multiprocess directory like every other process's."""
+    counter = Counter(
+        "inference_model_process_restarts",
+        "Model processes of this pod that ended and were restarted, by reason (died, wedged).",
+        ["reason"],
+        registry=None,
+    )
+    for reason in (DIED, WEDGED):
+        counter.labels(reason=reason)  # both series exist from the start: increase() sees the first one
+    return counter
+
+
 class RequestMetrics:
     """An HTTP worker's metrics: how inference requests ended, and what callers waited."""
 

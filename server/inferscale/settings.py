@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: float = Field(60.0, ge=0, le=DAY_SECONDS)
     """after SIGTERM, time for in-flight and queued work; the default covers `(MAX_QUEUE + MODEL_CONCURRENCY) × 10 s /
     MODEL_CONCURRENCY` = 50 s"""
+    model_watchdog_seconds: float = Field(30.0, ge=0, le=DAY_SECONDS)
+    """the supervisor kills and restarts a model process whose interpreter has not run for this long (a native call
+    holding the GIL, a stopped process): its requests get 503 `inference_lost` instead of waiting forever; at least
+    `1`, or `0` = never"""
     worker_timeout_seconds: int = Field(30, ge=1, le=DAY_SECONDS)
     """gunicorn heartbeat timeout (heartbeats do not wait for inference)"""
     keepalive_seconds: int = Field(5, ge=0, le=DAY_SECONDS)
@@ -101,6 +105,8 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         if self.inference_jitter_seconds > self.inference_duration_seconds:
             raise ValueError("INFERENCE_JITTER_SECONDS must not exceed INFERENCE_DURATION_SECONDS")
+        if 0 < self.model_watchdog_seconds < 1:
+            raise ValueError("MODEL_WATCHDOG_SECONDS must be 0 (off) or at least 1")
         if self.admin_port == self.port:
             raise ValueError("ADMIN_PORT must differ from PORT")
         if self.max_batch_size * self.max_features * 8 > MAX_ROWS_BYTES:

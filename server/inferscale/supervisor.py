@@ -7,8 +7,9 @@
     └── gunicorn-admin           ADMIN_PORT: /health, /ready, /metrics
         └── admin-worker
 
-The model process is restarted when it dies (the HTTP workers answer its lost
-requests with 503 and say "not ready" until the reload is done); a gunicorn
+The model process is restarted when it dies, or is killed first when its
+heartbeat has stopped for MODEL_WATCHDOG_SECONDS (the HTTP workers answer its
+lost requests with 503 and say "not ready" until the reload is done); a gunicorn
 dying ends the pod. On SIGTERM the model process drains first (its queue
 finishes, new work gets 503, /ready says draining), then the main gunicorn
 stops once every admitted request's answer is written, and the admin one
@@ -35,11 +36,17 @@ import traceback
 from collections.abc import Callable
 
 from inferscale import gunicorn_conf, multiprocess
+from inferscale.heartbeat import Heartbeat, interval_for
+from inferscale.metrics import DIED, WEDGED, model_ready_gauge, model_restarts_counter
 from inferscale.settings import Settings
 
 log = logging.getLogger("inferscale.supervisor")
 
-SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
+# SIGALRM is the timer of a due model restart or watchdog check. sigtimedwait's
+# own timeout is not used: when a stop and continue (Ctrl-Z, a cgroup freezer)
+# interrupt it past its deadline, CPython 3.11 returns an unfilled siginfo,
+# random numbers, instead of None.
+SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGALRM}
 # Restart delays of a model process that keeps dying: doubling from the first
 # to the last, reset once it has lived STABLE_SECONDS.
 FIRST_RESTART_SECONDS = 0.5
@@ -51,6 +58,11 @@ EXIT_MARGIN_SECONDS = 5.0
 # worker. Under saturation a scrape's median took 3.4-3.7 ms at 5 and 2.9-3.2 ms
 # at 10, with the same throughput (`make bench-scrape-priority`).
 REQUEST_PATH_NICENESS = 10
+# A stale heartbeat is looked at again this many beats later, by the
+# supervisor's own clock, before the kill: when the whole pod resumes from a
+# pause (Ctrl-Z, a cgroup freezer) the supervisor may look before the model
+# process has had its turn to beat.
+CONFIRM_BEATS = 2
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 
@@ -93,14 +105,25 @@ class Supervisor:
         }
         self.model_pid = 0
         self.model_started = 0.0
+        self.heartbeat = Heartbeat()
+        self.beat_interval = interval_for(settings.model_watchdog_seconds)
+        # The model process being watched; 0 once the watchdog has killed it,
+        # or when the watchdog is off.
+        self.watched_pid = 0
+        # The last model process the watchdog killed.
+        self.wedged_pid = 0
+        # A stale stamp seen once, and when to look at it again.
+        self.suspect_stamp = 0.0
+        self.suspect_until = 0.0
         self.gunicorn_pid = 0
         self.admin_pid = 0
         self.restart_delay = FIRST_RESTART_SECONDS
+        self.restarts = model_restarts_counter()
         self.restart_at: float | None = None
         self.stopping = False
 
     def run(self) -> int:
-        # Signals are taken synchronously (sigtimedwait), so none can arrive
+        # Signals are taken synchronously (sigwaitinfo), so none can arrive
         # between checking a child and waiting; children unblock them at fork.
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         set_process_name("inferscale")
@@ -115,9 +138,10 @@ class Supervisor:
         self._start_model()
         while True:
             info = self._wait_for_signal()
-            if info is None or info.si_signo == signal.SIGCHLD:
+            if info.si_signo in (signal.SIGCHLD, signal.SIGALRM):
                 if not self._reap_and_restart():
                     return self._stop(graceful=False, code=1)
+                self._kill_if_wedged()
             elif info.si_signo == signal.SIGTERM:
                 return self._stop(graceful=True, code=0)
             elif info.si_signo == signal.SIGHUP:
@@ -131,6 +155,7 @@ class Supervisor:
         from inferscale.gunicorn_app import GunicornServer
 
         self.listener.close()  # only model processes accept on it
+        self.heartbeat.close()
         self.http_listeners[not admin].close()
         set_process_name("gunicorn-admin" if admin else "gunicorn")
         GunicornServer(self.settings, self.socket_path, self.http_listeners[admin].fileno(), admin).run()
@@ -141,19 +166,53 @@ class Supervisor:
 
         set_process_name("model-process")
         yield_to_probes()
+        if self.settings.model_watchdog_seconds:
+            self.heartbeat.keep_beating(self.beat_interval)
         return model_process.run(self.settings, self.listener)
 
     def _start_model(self) -> None:
+        self.heartbeat.beat()  # the new process's silence counts from its start
         self.model_pid = _fork(self._run_model)
+        self.watched_pid = self.model_pid if self.settings.model_watchdog_seconds else 0
         self.model_started = time.monotonic()
         self.restart_at = None
         log.info("model process %d started", self.model_pid)
 
-    def _wait_for_signal(self) -> signal.struct_siginfo | None:
-        """The next signal, or None when a model restart falls due first."""
-        if self.restart_at is None:
-            return signal.sigwaitinfo(SIGNALS)
-        return signal.sigtimedwait(SIGNALS, max(0.0, self.restart_at - time.monotonic()))
+    def _wait_for_signal(self) -> signal.struct_siginfo:
+        """The next signal; SIGALRM when a model restart or the watchdog's check falls due first."""
+        due = [at for at in (self.restart_at, self._watchdog_due(self.heartbeat.last())) if at is not None]
+        # Re-armed on every wait (0 disarms); one already due fires at once.
+        signal.setitimer(signal.ITIMER_REAL, max(1e-6, min(due) - time.monotonic()) if due else 0)
+        return signal.sigwaitinfo(SIGNALS)
+
+    def _watchdog_due(self, stamp: float) -> float | None:
+        """When the watchdog looks next, given the heartbeat's last `stamp`."""
+        if not self.model_pid or self.watched_pid != self.model_pid:
+            return None
+        if stamp == self.suspect_stamp:
+            return self.suspect_until
+        return stamp + self.settings.model_watchdog_seconds
+
+    def _kill_if_wedged(self) -> None:
+        """A model process that is alive but no longer runs holds its requests
+        forever while /ready says 200: killed, it is restarted like a crash."""
+        stamp = self.heartbeat.last()
+        due = self._watchdog_due(stamp)
+        now = time.monotonic()
+        if due is None or now < due:
+            return
+        if stamp != self.suspect_stamp:
+            self.suspect_stamp, self.suspect_until = stamp, now + CONFIRM_BEATS * self.beat_interval
+            return
+        log.error(
+            "model process %d has not run for %.0f s (MODEL_WATCHDOG_SECONDS=%g); killing it",
+            self.model_pid,
+            now - stamp,
+            self.settings.model_watchdog_seconds,
+        )
+        os.kill(self.model_pid, signal.SIGKILL)
+        self.watched_pid = 0
+        self.wedged_pid = self.model_pid
 
     def _reap_and_restart(self) -> bool:
         """Reap every exited child; False once a gunicorn is gone (the pod can't serve)."""
@@ -192,6 +251,7 @@ class Supervisor:
             FIRST_RESTART_SECONDS if lived >= STABLE_SECONDS else min(LAST_RESTART_SECONDS, self.restart_delay * 2)
         )
         if not self.stopping:
+            self.restarts.labels(reason=WEDGED if self.model_pid == self.wedged_pid else DIED).inc()
             log.error(
                 "model process %d %s after %.0f s; restarting in %.1f s",
                 self.model_pid,
@@ -325,7 +385,5 @@ def _describe(status: int) -> str:
 
 def _forget_process_metrics(directory: str, pid: int) -> None:
     """Fold the dead process's counters into the archive, and read the model as not ready."""
-    from inferscale.metrics import model_ready_gauge
-
     multiprocess.archive_dead_process(directory, pid)
     model_ready_gauge(registry=None).set(0)
