@@ -154,7 +154,7 @@ def test_a_model_process_that_stopped_running_is_killed_and_its_requests_answere
     )
     before, model_pid, results, _ = signal_the_model_process_under_load(server, signal.SIGSTOP)
     assert_all_lost(results)
-    assert f"model process {model_pid} has not run for" in server.log()
+    assert f"model process {model_pid} has not run for" in server.log() and "; killing it\n" in server.log()
     wait_for(lambda: requests.get(server.admin_url + "/ready", timeout=5).status_code == 200)
     assert server.model_pid() != model_pid
     assert not os.path.exists(f"/proc/{model_pid}")  # killed and reaped, not left stopped
@@ -189,19 +189,21 @@ def test_a_model_process_busy_in_long_inferences_is_not_taken_for_a_wedged_one(s
 
 def test_a_pod_paused_whole_keeps_its_model_process(start_server):
     """Ctrl-Z, `docker pause`, the cgroup freezer: every process stops, and on
-    resume the supervisor, first to run here, finds a heartbeat as old as the
-    pause. The model process has not had its turn yet; it is not wedged."""
-    server = start_server({"MODEL_LOAD_SECONDS": "0", "MODEL_WATCHDOG_SECONDS": "2"}, workers=1)
+    resume the supervisor finds a heartbeat as old as the pause. Here it runs
+    first, until it has said so; the model process, resumed then, beats before
+    the second look, so it was never wedged."""
+    server = start_server({"MODEL_LOAD_SECONDS": "0", "MODEL_WATCHDOG_SECONDS": "5"}, workers=1)
     model_pid = server.model_pid()
     supervisor, *below = process_tree(server.process.pid)
     for pid in (supervisor, *below):
         os.kill(pid, signal.SIGSTOP)
-    time.sleep(4)
+    time.sleep(6)
     os.kill(supervisor, signal.SIGCONT)
-    time.sleep(0.1)
+    wait_for(lambda: "killing it unless it runs" in server.log(), timeout=5, interval=0.01)
     for pid in below:
         os.kill(pid, signal.SIGCONT)
     time.sleep(2)
     assert server.processes("model-process") == [model_pid], server.log()
-    assert "has not run for" not in server.log()
+    assert "has not run for" in server.log() and "; killing it\n" not in server.log()
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 0}
     assert server.predict().status_code == 200

@@ -51,7 +51,7 @@ def probes(name: str) -> list:
     if isinstance(default, int) and not isinstance(default, bool):
         values += [1.5]
     if field.annotation is float:
-        values += [0.5]  # between the bounds a rule of the field's own may hold
+        values += [0.5, 0.99, 1]  # around 1, where a rule of the field's own may bound it
     return values
 
 

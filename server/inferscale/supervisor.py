@@ -107,10 +107,7 @@ class Supervisor:
         self.model_started = 0.0
         self.heartbeat = Heartbeat()
         self.beat_interval = interval_for(settings.model_watchdog_seconds)
-        # The model process being watched; 0 once the watchdog has killed it,
-        # or when the watchdog is off.
-        self.watched_pid = 0
-        # The last model process the watchdog killed.
+        # The model process the watchdog killed, until it is reaped.
         self.wedged_pid = 0
         # A stale stamp seen once, and when to look at it again.
         self.suspect_stamp = 0.0
@@ -173,7 +170,6 @@ class Supervisor:
     def _start_model(self) -> None:
         self.heartbeat.beat()  # the new process's silence counts from its start
         self.model_pid = _fork(self._run_model)
-        self.watched_pid = self.model_pid if self.settings.model_watchdog_seconds else 0
         self.model_started = time.monotonic()
         self.restart_at = None
         log.info("model process %d started", self.model_pid)
@@ -187,7 +183,7 @@ class Supervisor:
 
     def _watchdog_due(self, stamp: float) -> float | None:
         """When the watchdog looks next, given the heartbeat's last `stamp`."""
-        if not self.model_pid or self.watched_pid != self.model_pid:
+        if not self.model_pid or not self.settings.model_watchdog_seconds:
             return None
         if stamp == self.suspect_stamp:
             return self.suspect_until
@@ -203,6 +199,12 @@ class Supervisor:
             return
         if stamp != self.suspect_stamp:
             self.suspect_stamp, self.suspect_until = stamp, now + CONFIRM_BEATS * self.beat_interval
+            log.warning(
+                "model process %d has not run for %.1f s; killing it unless it runs in the next %.1f s",
+                self.model_pid,
+                now - stamp,
+                self.suspect_until - now,
+            )
             return
         log.error(
             "model process %d has not run for %.0f s (MODEL_WATCHDOG_SECONDS=%g); killing it",
@@ -211,8 +213,10 @@ class Supervisor:
             self.settings.model_watchdog_seconds,
         )
         os.kill(self.model_pid, signal.SIGKILL)
-        self.watched_pid = 0
         self.wedged_pid = self.model_pid
+        # Looked at again, and killed again, should it still be there then:
+        # a process in uninterruptible sleep dies only once its call returns.
+        self.suspect_until = now + self.settings.model_watchdog_seconds
 
     def _reap_and_restart(self) -> bool:
         """Reap every exited child; False once a gunicorn is gone (the pod can't serve)."""
@@ -260,7 +264,7 @@ class Supervisor:
                 self.restart_delay,
             )
             self.restart_at = time.monotonic() + self.restart_delay
-        self.model_pid = 0
+        self.model_pid = self.wedged_pid = 0
 
     def _stop(self, graceful: bool, code: int) -> int:
         """Model first (drained when graceful), then the main gunicorn, then the admin one:
