@@ -32,6 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     env = {
         "INFERENCE_DURATION_SECONDS": str(args.seconds + 30),
+        # Every slot held through the sampling by design, not stuck: no time limit.
+        "INFERENCE_TIMEOUT_SECONDS": "0",
         "MODEL_CONCURRENCY": "2",
         "MAX_QUEUE": "4",
         "MODEL_LOAD_SECONDS": "0",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inferscale.errors import Overloaded, ShuttingDown
+from inferscale.errors import InferenceLost, InferenceTimedOut, ModelUnavailable, Overloaded, ShuttingDown
 from inferscale.executor import ModelExecutor
 from inferscale.metrics import ModelMetrics
+from inferscale.model import Model
+from inferscale.model_process import restart_after_timeout
 from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.settings import Settings
 
@@ -36,6 +39,17 @@ def blocking_work(release: threading.Event):
     def work(payload):
         release.wait(10)
         return payload * 2
+
+    return work
+
+
+def recording_work(release: threading.Event, ran: list):
+    """Notes each payload as it starts, then holds its slot until `release`."""
+
+    def work(payload):
+        ran.append(payload)
+        release.wait(10)
+        return payload
 
     return work
 
@@ -118,16 +132,9 @@ def test_a_failing_model_frees_its_slot():
 
 
 def test_withdrawn_work_never_runs_and_gives_its_place_back():
-    release = threading.Event()
-    ran = []
-
-    def work(payload):
-        ran.append(payload)
-        release.wait(10)
-        return payload
-
+    release, ran = threading.Event(), []
     recorder = Recorder()
-    executor = ModelExecutor(work, slots=1, max_queue=1, observer=recorder)
+    executor = ModelExecutor(recording_work(release, ran), slots=1, max_queue=1, observer=recorder)
     first = executor.submit(1)
     queued = executor.submit(2)
     with pytest.raises(Overloaded):
@@ -167,6 +174,125 @@ def test_drain_gives_up_after_its_timeout():
     release.set()
 
 
+def test_a_drain_waits_for_the_answers_to_be_delivered_not_only_for_the_slots():
+    """The model process ends once its drain returns: a reply still being
+    written then (the future's callback) would be lost."""
+    release, delivering, delivered = threading.Event(), threading.Event(), threading.Event()
+    executor = ModelExecutor(blocking_work(release), slots=1, max_queue=0, observer=Recorder())
+
+    def deliver(_done):
+        delivering.set()
+        delivered.wait(10)
+
+    executor.submit(1, on_done=deliver)
+    result = {}
+    drainer = threading.Thread(target=lambda: result.update(done=executor.drain(10)))
+    drainer.start()
+    release.set()
+    assert delivering.wait(5)
+    assert executor.admitted == 0  # the slot is free before the answer goes out
+    drainer.join(0.3)
+    assert drainer.is_alive(), "the drain ended while the answer was still being delivered"
+    delivered.set()
+    drainer.join(5)
+    assert result == {"done": True}
+
+
+def wait_until_running(executor: ModelExecutor, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while executor.running < count:
+        assert time.monotonic() < deadline, "the work never started"
+        time.sleep(0.005)
+
+
+def wait_until_all_answered(executor: ModelExecutor) -> None:
+    """By the machine's clock: `wait_idle` on a fake clock would never give up."""
+    deadline = time.monotonic() + 5
+    while executor.unanswered:
+        assert time.monotonic() < deadline, f"{executor.unanswered} request(s) never answered"
+        time.sleep(0.005)
+
+
+def test_an_inference_over_the_time_limit_is_answered_timed_out_and_gives_its_place_back():
+    clock, unstick = FakeClock(), threading.Event()
+    recorder = Recorder()
+    executor = ModelExecutor(blocking_work(unstick), slots=1, max_queue=1, observer=recorder, clock=clock)
+    stuck = executor.submit(1)
+    wait_until_running(executor, 1)
+    queued = executor.submit(2)
+    clock.now += 5.0
+    assert executor.overrunning(5.0) == set()  # at the limit, not over it
+    clock.now += 0.1
+    assert executor.overrunning(5.0) == {stuck}  # queued work never overruns
+    assert executor.time_out({stuck}, 5.0) == 1
+    with pytest.raises(InferenceTimedOut, match="over its 5 s time limit"):
+        stuck.result(0)
+    # Its place is free (the stuck thread is not), and it is answered once only.
+    assert executor.admitted == 1 and executor.running == 0 and not queued.done()
+    assert executor.overrunning(5.0) == set() and executor.time_out({stuck}, 5.0) == 0
+    assert recorder.events.count(("finished", pytest.approx(5.1))) == 1
+    # Should the work come back after all, its late result goes nowhere.
+    unstick.set()
+    assert queued.result(5).value == 4
+    assert isinstance(stuck.exception(0), InferenceTimedOut)
+    wait_until_all_answered(executor)
+    assert executor.admitted == 0
+    assert [event[0] for event in recorder.events if isinstance(event, tuple)].count("finished") == 2
+
+
+class WatchedGate(threading.Event):
+    """A gate that says when a slot thread waits at it."""
+
+    def __init__(self):
+        super().__init__()
+        self.waited = threading.Event()
+
+    def wait(self, timeout=None):
+        self.waited.set()
+        return super().wait(timeout)
+
+
+def test_work_held_at_the_gate_never_overruns_however_long_the_load():
+    clock, gate = FakeClock(), WatchedGate()
+    executor = ModelExecutor(lambda p: p, slots=1, max_queue=1, observer=Recorder(), gate=gate, clock=clock)
+    future = executor.submit("x")
+    assert gate.waited.wait(5)
+    clock.now += 60.0  # the model loads for a minute
+    assert executor.overrunning(5.0) == set()
+    gate.set()
+    assert future.result(5).value == "x"
+
+
+def test_abandoned_queued_work_is_answered_at_once_and_never_runs():
+    release, ran = threading.Event(), []
+    recorder = Recorder()
+    executor = ModelExecutor(recording_work(release, ran), slots=1, max_queue=2, observer=recorder)
+    running = executor.submit(1)
+    wait_until_running(executor, 1)
+    queued = [executor.submit(2), executor.submit(3)]
+    executor.refuse_new_work(ModelUnavailable("the model process is restarting"))
+    with pytest.raises(ModelUnavailable, match="restarting"):
+        executor.submit(4)
+    assert not executor.draining  # refused for a restart, not a pod stopping
+    assert executor.abandon_queued(InferenceLost("restarting before running this")) == 2
+    for future in queued:
+        with pytest.raises(InferenceLost):
+            future.result(0)
+    assert executor.admitted == 1 and recorder.events.count("withdrawn") == 2
+    release.set()
+    assert running.result(5).value == 1
+    assert executor.wait_idle(5) and ran == [1]
+
+
+def test_a_pod_that_drains_stays_draining_whatever_is_refused_after():
+    executor = ModelExecutor(lambda p: p, slots=1, max_queue=0, observer=Recorder())
+    executor.refuse_new_work()
+    executor.refuse_new_work(ModelUnavailable("the model process is restarting"))
+    assert executor.draining
+    with pytest.raises(ShuttingDown):
+        executor.submit(1)
+
+
 def test_the_drain_is_the_last_status_told_when_the_load_ends_beside_it():
     """SIGTERM as the load ends: the load's status, computed before the drain
     began, must not reach the workers after the drain's, or /ready would say
@@ -190,3 +316,101 @@ def test_the_drain_is_the_last_status_told_when_the_load_ends_beside_it():
     drainer.start()
     drainer.join(10)
     assert [status.draining for status in told] == [False, True]
+
+
+class HungDevice:
+    """The model's wait for its accelerator, which returns only when told (the GIL released meanwhile)."""
+
+    def __init__(self):
+        self.answers = threading.Event()
+
+    def wait(self, _seconds: float) -> None:
+        self.answers.wait(30)
+
+
+def hanging_service(
+    clock: FakeClock, told: list, slots: int = 2, max_queue: int = 2
+) -> tuple[InferenceService, HungDevice]:
+    settings = Settings(
+        inference_duration_seconds=1,
+        model_load_seconds=0,
+        model_memory_mb=0,
+        model_concurrency=slots,
+        max_queue=max_queue,
+    )
+    device = HungDevice()
+    model = Model(model_from_settings(settings).spec, sleep=device.wait)
+    service = InferenceService(settings, ModelMetrics(CollectorRegistry()), model, told.append, clock=clock)
+    service.start_loading().join(10)
+    return service, device
+
+
+ROWS = np.ones((1, 3))
+
+
+def test_after_an_inference_over_the_limit_the_queue_is_refused_and_the_rest_time_out_before_the_restart():
+    """Every slot hangs, as on a hung device: the one over the limit gets 504,
+    the queue 503 at once, and the other running one 504 at its own limit;
+    only then may the process end."""
+    clock, told = FakeClock(), []
+    service, device = hanging_service(clock, told)
+    first = service.submit(ROWS)
+    wait_until_running(service.executor, 1)
+    clock.now += 2.0
+    second = service.submit(ROWS)
+    wait_until_running(service.executor, 2)
+    queued = [service.submit(ROWS), service.submit(ROWS)]
+    looked_at = []
+
+    def sleep(seconds):
+        looked_at.append(clock.now)
+        clock.now += seconds
+
+    try:
+        assert restart_after_timeout(service, 3.0, sleep) == 2
+        for future in (first, second):
+            with pytest.raises(InferenceTimedOut, match="over its 3 s time limit"):
+                future.result(0)
+        for future in queued:  # nothing of theirs ran: safe to retry
+            with pytest.raises(InferenceLost, match="restarting before running this"):
+                future.result(0)
+        # The second was answered at its own limit, not when the first was.
+        assert looked_at[-1] == pytest.approx(100.0 + 2.0 + 3.0, abs=0.31)
+        assert told[-1].restarting and not told[-1].draining and not told[-1].ready
+        with pytest.raises(ModelUnavailable):
+            service.submit(ROWS)
+        assert service.executor.admitted == 0 and service.executor.unanswered == 0
+    finally:
+        device.answers.set()
+
+
+class LookedEnough(Exception):
+    pass
+
+
+def test_a_pod_paused_whole_is_not_taken_for_an_inference_over_its_limit():
+    """On resume every inference looks as old as the pause until its slot has
+    run again: the second look, one interval later, finds it answered."""
+    clock, told = FakeClock(), []
+    service, device = hanging_service(clock, told)
+    running = service.submit(ROWS)
+    wait_until_running(service.executor, 1)
+    clock.now += 30.0  # paused for 30 s, limit 3
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 1:  # between the two looks, the slot runs again
+            device.answers.set()
+            running.result(5)
+        if len(sleeps) > 5:
+            raise LookedEnough
+
+    try:
+        with pytest.raises(LookedEnough):
+            restart_after_timeout(service, 3.0, sleep)
+    finally:
+        device.answers.set()
+    assert running.result(0).value.shape == (1,)
+    assert not any(status.restarting for status in told)
+    assert service.submit(ROWS).result(5) is not None

@@ -1,11 +1,16 @@
-"""Processes of the pod killed with SIGKILL under load: what callers and the metrics see."""
+"""Processes of the pod killed, stopped or stuck under load: what callers and the metrics see."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
+import platform
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -115,7 +120,8 @@ def assert_all_lost(results: list) -> None:
 def restarts(url: str) -> dict[str, float]:
     metrics = scrape(url)
     return {
-        reason: metrics[f'inference_model_process_restarts_total{{reason="{reason}"}}'] for reason in ("died", "wedged")
+        reason: metrics[f'inference_model_process_restarts_total{{reason="{reason}"}}']
+        for reason in ("died", "wedged", "timed_out")
     }
 
 
@@ -140,7 +146,7 @@ def test_killing_the_model_process_answers_its_requests_and_the_pod_recovers(sta
     after = scrape(server.admin_url)
     assert_monotonic(before, after)
     assert after[ERROR] - before[ERROR] == 6
-    assert restarts(server.admin_url) == {"died": 1, "wedged": 0}
+    assert restarts(server.admin_url) == {"died": 1, "wedged": 0, "timed_out": 0}
     assert requests.get(server.admin_url + "/health", timeout=5).status_code == 200
     assert server.predict().status_code == 200
 
@@ -161,7 +167,7 @@ def test_a_model_process_that_stopped_running_is_killed_and_its_requests_answere
     after = scrape(server.admin_url)
     assert_monotonic(before, after)
     assert after[ERROR] - before[ERROR] == 6
-    assert restarts(server.admin_url) == {"died": 0, "wedged": 1}
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 1, "timed_out": 0}
     assert server.predict().status_code == 200
 
 
@@ -184,7 +190,7 @@ def test_a_model_process_busy_in_long_inferences_is_not_taken_for_a_wedged_one(s
     assert [getattr(r, "status_code", r) for r in results] == [200] * 4
     assert server.model_pid() == model_pid
     assert "has not run for" not in server.log()
-    assert restarts(server.admin_url) == {"died": 0, "wedged": 0}
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 0, "timed_out": 0}
 
 
 def test_a_pod_paused_whole_keeps_its_model_process(start_server):
@@ -205,5 +211,118 @@ def test_a_pod_paused_whole_keeps_its_model_process(start_server):
     time.sleep(2)
     assert server.processes("model-process") == [model_pid], server.log()
     assert "has not run for" in server.log() and "; killing it\n" not in server.log()
-    assert restarts(server.admin_url) == {"died": 0, "wedged": 0}
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 0, "timed_out": 0}
     assert server.predict().status_code == 200
+
+
+# ptrace(2) requests, and waitpid's __WALL (which Python's os does not name):
+# a traced thread of another process is waited for as a child.
+PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
+WALL = 0x40000000
+# What time.sleep, the simulated inference, waits in.
+CLOCK_NANOSLEEP = {"x86_64": 230, "aarch64": 115}[platform.machine()]
+
+
+class HeldThread:
+    """One thread of another process held in a ptrace stop while the rest of the
+    process runs on. A slot stuck in a call that releases the GIL (a hung
+    device, a read that never returns) looks like this to the process."""
+
+    def __init__(self, tid: int):
+        self.tid = tid
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._ptrace(PTRACE_SEIZE)
+        try:
+            self._ptrace(PTRACE_INTERRUPT)
+            _, status = os.waitpid(tid, WALL)
+            assert os.WIFSTOPPED(status), status
+        except BaseException:
+            self.release()
+            raise
+
+    def exited(self) -> bool:
+        """Reap it once its process has ended it: until then, the supervisor
+        cannot reap the process."""
+        tid, status = os.waitpid(self.tid, os.WNOHANG | WALL)
+        return tid != 0 and (os.WIFEXITED(status) or os.WIFSIGNALED(status))
+
+    def release(self) -> None:
+        """Let it run again, or reap it if its process ended it: a failed test
+        must leave neither a held thread nor one its supervisor cannot reap."""
+        if self._libc.ptrace(PTRACE_DETACH, self.tid, None, None) == 0:
+            return
+        if ctypes.get_errno() != errno.ESRCH:
+            raise OSError(ctypes.get_errno(), f"PTRACE_DETACH {self.tid}")
+        with contextlib.suppress(ChildProcessError):
+            wait_for(self.exited, timeout=5)
+
+    def _ptrace(self, request: int) -> None:
+        if self._libc.ptrace(request, self.tid, None, None) == -1:
+            raise OSError(ctypes.get_errno(), f"ptrace {request:#x} on thread {self.tid}")
+
+
+def threads(pid: int) -> set[int]:
+    return {int(tid) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def sleeping(pid: int, tid: int) -> bool:
+    """In the sleep of an inference, the GIL released: a stop there holds nobody else up."""
+    call = Path(f"/proc/{pid}/task/{tid}/syscall").read_text().split()
+    return call[0] == str(CLOCK_NANOSLEEP)
+
+
+def test_an_inference_stuck_past_its_time_limit_gets_504_and_the_model_process_is_replaced(start_server):
+    """A slot stuck for good where the GIL is released: the heartbeat runs on,
+    so the watchdog sees nothing, and only a new process gets the slot back."""
+    server = start_server(
+        {
+            # The thread is found and held within this sleep, its GIL released.
+            "INFERENCE_DURATION_SECONDS": "4",
+            "INFERENCE_TIMEOUT_SECONDS": "5",
+            "MODEL_LOAD_SECONDS": "1",
+            "MODEL_CONCURRENCY": "2",
+            "MAX_QUEUE": "4",
+            "MODEL_WATCHDOG_SECONDS": "2",
+        },
+        workers=1,
+    )
+    kept_alive = requests.Session()
+    assert kept_alive.get(server.url + "/health", timeout=5).status_code == 200
+    model_pid = server.model_pid()
+    before_any_inference = threads(model_pid)
+    with ThreadPoolExecutor(5) as pool:
+        stuck = pool.submit(call, server.url, 30)
+        # The executor starts its first slot thread for this first request.
+        (slot,) = wait_for(
+            lambda: [t for t in threads(model_pid) - before_any_inference if sleeping(model_pid, t)], interval=0.005
+        )
+        held = HeldThread(slot)
+        try:
+            # One at a time runs on the other slot (4 s each), the rest queue.
+            others = [pool.submit(call, server.url, 30) for _ in range(4)]
+            timed_out = stuck.result()
+            wait_for(lambda: requests.get(server.admin_url + "/ready", timeout=5).status_code == 503, timeout=2)
+            refused = server.predict(timeout=10)
+            answered = [future.result() for future in others]
+            wait_for(held.exited, timeout=10)
+        finally:
+            held.release()
+    assert timed_out.status_code == 504 and "Retry-After" not in timed_out.headers, timed_out.text
+    assert timed_out.json()["error"]["code"] == "inference_timeout"
+    assert "over its 5 s time limit" in timed_out.json()["error"]["message"]
+    # The process takes nothing new once one slot is stuck, and answers its
+    # queue at once (nothing of theirs ran) with a 503 to retry elsewhere; what
+    # ran on the other slot (4 s each, under the limit) is answered 200.
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
+    codes = [r.status_code if r.status_code == 200 else r.json()["error"]["code"] for r in answered]
+    lost = codes.count("inference_lost")
+    assert codes.count(200) >= 1 and lost >= 1 and codes.count(200) + lost == 4, codes
+    wait_for(lambda: requests.get(server.admin_url + "/ready", timeout=5).status_code == 200)
+    assert server.model_pid() != model_pid
+    assert f"1 inference(s) ran over INFERENCE_TIMEOUT_SECONDS=5: answered 504, and {lost} queued" in server.log()
+    assert "(timed_out) after" in server.log()
+    assert "has not run for" not in server.log()  # the watchdog never suspected it
+    assert restarts(server.admin_url) == {"died": 0, "wedged": 0, "timed_out": 1}
+    # The pod never stopped: its keep-alive clients were not sent away.
+    again = kept_alive.post(server.url + "/predict", json={"features": [1.0]}, timeout=10)
+    assert again.status_code == 200 and again.headers.get("Connection", "").lower() != "close"

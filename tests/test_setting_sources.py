@@ -55,9 +55,18 @@ def probes(name: str) -> list:
     return values
 
 
+# Fields probed beside other values than the defaults, so that no cross-field
+# rule (tested on its own below) decides: INFERENCE_TIMEOUT_SECONDS's bound of 1
+# is under the default inference's 10 s, and a day's inference is over its 60 s.
+PROBED_BESIDE = {
+    "inference_timeout_seconds": {"inference_duration_seconds": 0},
+    "inference_duration_seconds": {"inference_timeout_seconds": 0},
+}
+
+
 def settings_accept(name: str, value) -> bool:
     try:
-        Settings(**{name: value})
+        Settings(**PROBED_BESIDE.get(name, {}), **{name: value})
     except ValidationError:
         return False
     return True
@@ -105,6 +114,11 @@ CROSS_FIELD_RULES = {
         {"inference_jitter_seconds": 1.5, "inference_duration_seconds": 1},
         {"inference_jitter_seconds": 1, "inference_duration_seconds": 1},
         "server.inferenceJitterSeconds",
+    ),
+    "timeout over the longest inference": (
+        {"inference_timeout_seconds": 10, "inference_duration_seconds": 9, "inference_jitter_seconds": 1},
+        {"inference_timeout_seconds": 10.5, "inference_duration_seconds": 9, "inference_jitter_seconds": 1},
+        "server.inferenceTimeoutSeconds",
     ),
     "admin port apart": ({"admin_port": 8080, "port": 8080}, {"admin_port": 8081, "port": 8080}, "server.adminPort"),
     # At the byte: the chart writes the server's limit as a literal.

@@ -44,6 +44,12 @@ def test_retry_after_defaults_to_one_inference_rounded_up():
         ({"keepalive_seconds": 86_401}, "less than or equal to 86400"),
         ({"request_timeout_seconds": 0}, "greater than 0"),
         ({"inference_jitter_seconds": 5, "inference_duration_seconds": 1}, "JITTER"),
+        ({"inference_timeout_seconds": 0.5, "inference_duration_seconds": 0}, r"0 \(off\) or at least 1"),
+        # The longest inference as configured would reach the limit.
+        (
+            {"inference_timeout_seconds": 12, "inference_duration_seconds": 10, "inference_jitter_seconds": 2},
+            r"TIMEOUT_SECONDS \(12\) must exceed INFERENCE_DURATION_SECONDS \+ INFERENCE_JITTER_SECONDS \(12\)",
+        ),
         ({"model_name": "has space"}, "pattern"),
         # A version the V2 routes could not be asked for by its path.
         ({"model_version": "a/b c"}, "pattern"),

@@ -7,7 +7,7 @@ would run with the extraEnv value while the probes, the drain, the HPA's slots
 or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
 */}}
 {{- define "inferscale.env" -}}
-{{- $sharedWithTemplates := list "PORT" "ADMIN_PORT" "MODEL_CONCURRENCY" "MAX_QUEUE" "INFERENCE_DURATION_SECONDS" "INFERENCE_JITTER_SECONDS" "MODEL_LOAD_SECONDS" "GRACEFUL_SHUTDOWN_SECONDS" "MAX_BATCH_SIZE" "MAX_FEATURES" "PROMETHEUS_MULTIPROC_DIR" }}
+{{- $sharedWithTemplates := list "PORT" "ADMIN_PORT" "MODEL_CONCURRENCY" "MAX_QUEUE" "INFERENCE_DURATION_SECONDS" "INFERENCE_JITTER_SECONDS" "INFERENCE_TIMEOUT_SECONDS" "MODEL_LOAD_SECONDS" "GRACEFUL_SHUTDOWN_SECONDS" "MAX_BATCH_SIZE" "MAX_FEATURES" "PROMETHEUS_MULTIPROC_DIR" }}
 {{- $extra := dict }}
 {{- range .Values.extraEnv }}
 {{- if has .name $sharedWithTemplates }}
@@ -72,6 +72,8 @@ or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
   value: {{ $s.gracefulShutdownSeconds | toString | quote }}
 - name: MODEL_WATCHDOG_SECONDS
   value: {{ $s.modelWatchdogSeconds | toString | quote }}
+- name: INFERENCE_TIMEOUT_SECONDS
+  value: {{ $s.inferenceTimeoutSeconds | toString | quote }}
 - name: WORKER_TIMEOUT_SECONDS
   value: {{ $s.workerTimeoutSeconds | int | quote }}
 - name: KEEPALIVE_SECONDS

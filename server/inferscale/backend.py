@@ -25,14 +25,18 @@ class Outcome:
 @dataclass(frozen=True)
 class ModelStatus:
     loaded: bool = False
+    # The pod is stopping: it finishes what it admitted and takes no more.
     draining: bool = False
+    # The model process is about to end and be replaced (an inference ran over
+    # its time limit); the pod stays.
+    restarting: bool = False
     load_error: str | None = None
     # False while the model process is down (crashed and being restarted).
     reachable: bool = True
 
     @property
     def ready(self) -> bool:
-        return self.reachable and self.loaded and not self.draining
+        return self.reachable and self.loaded and not self.draining and not self.restarting
 
 
 class InferenceBackend(Protocol):

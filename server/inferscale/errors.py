@@ -31,5 +31,9 @@ class InferenceLost(InferenceError):
     """Admitted, then the model process died before answering; the request may be retried."""
 
 
+class InferenceTimedOut(InferenceError):
+    """Admitted, then ran past its time limit: answered, though the model may still hold its slot."""
+
+
 class InferenceFailed(InferenceError):
     """The model raised while serving an admitted request."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from inferscale.backend import Outcome
-from inferscale.errors import Overloaded, ShuttingDown
+from inferscale.errors import InferenceError, InferenceTimedOut, Overloaded, Rejected, ShuttingDown
 
 
 class ExecutorObserver(Protocol):
@@ -30,6 +30,10 @@ class ModelExecutor:
 
     `gate` holds queued work back until it is set (the model has loaded); that
     wait counts as queue time, since the caller waits for a usable slot.
+
+    Each admitted future is answered exactly once, by whoever takes it out of
+    `_queued` (to start it, or to refuse it unstarted) and then out of
+    `_running` (its work returning, or `time_out`).
     """
 
     def __init__(
@@ -48,8 +52,17 @@ class ModelExecutor:
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-slot")
         self._lock = threading.Condition()
+        # Places taken (queued or running), and admitted requests not yet
+        # answered: a place is free just before its answer goes out.
         self._admitted = 0
-        self._draining = False
+        self._unanswered = 0
+        # What `submit` raises once no new work is taken.
+        self._refusal: Rejected | None = None
+        # Admitted and not started; and what runs now, since when. Set and
+        # dict operations are atomic, so slot threads and the time limit's
+        # watcher share them without the lock.
+        self._queued: set[Future[Outcome]] = set()
+        self._running: dict[Future[Outcome], float] = {}
 
     @property
     def admitted(self) -> int:
@@ -58,21 +71,39 @@ class ModelExecutor:
             return self._admitted
 
     @property
-    def draining(self) -> bool:
-        return self._draining
+    def running(self) -> int:
+        """Inferences running now and not yet answered."""
+        return len(self._running)
 
-    def submit(self, payload: Any) -> Future[Outcome]:
-        """Admit `payload` or raise `Rejected`. Cancelling the future withdraws
-        work that has not started: its place is free again."""
+    @property
+    def unanswered(self) -> int:
+        """Requests admitted and not yet answered (their callbacks not yet returned)."""
         with self._lock:
-            if self._draining:
-                raise ShuttingDown("the server is shutting down")
+            return self._unanswered
+
+    @property
+    def draining(self) -> bool:
+        return isinstance(self._refusal, ShuttingDown)
+
+    def submit(self, payload: Any, on_done: Callable[[Future[Outcome]], None] | None = None) -> Future[Outcome]:
+        """Admit `payload` or raise `Rejected`. Cancelling the future withdraws
+        work that has not started: its place is free again. `on_done` (which
+        writes the reply) is called before the request counts as answered."""
+        with self._lock:
+            if self._refusal is not None:
+                # A new instance each time: one raised in many threads would share its traceback.
+                raise type(self._refusal)(*self._refusal.args)
             if self._admitted >= self._capacity:
                 raise Overloaded(f"all {self._capacity} model slots and queue places are taken")
             self._admitted += 1
+            self._unanswered += 1
         self._observer.admitted()
-        future = self._pool.submit(self._run, payload, self._clock())
+        future: Future[Outcome] = Future()
         future.add_done_callback(self._release_if_withdrawn)
+        if on_done is not None:
+            future.add_done_callback(on_done)
+        self._queued.add(future)
+        self._pool.submit(self._run, future, payload, self._clock())
         return future
 
     def drain(self, timeout: float) -> bool:
@@ -80,48 +111,124 @@ class ModelExecutor:
         self.refuse_new_work()
         return self.wait_idle(timeout)
 
-    def refuse_new_work(self) -> None:
+    def refuse_new_work(self, refusal: Rejected | None = None) -> None:
+        """From now on `submit` raises `refusal`; by default `ShuttingDown`,
+        which is draining, and stays so whatever is refused after."""
         with self._lock:
-            self._draining = True
+            if not self.draining:
+                self._refusal = refusal or ShuttingDown("the server is shutting down")
+
+    def abandon_queued(self, error: InferenceError) -> int:
+        """Answer every admitted request that has not started with `error`;
+        how many there were."""
+        abandoned = 0
+        for future in self._queued.copy():
+            if self._take_queued(future):
+                self._observer.withdrawn()
+                self._release()
+                try:
+                    future.set_exception(type(error)(*error.args))
+                finally:
+                    self._answered()
+                abandoned += 1
+        return abandoned
+
+    def overrunning(self, seconds: float) -> set[Future[Outcome]]:
+        """What has been running for longer than `seconds`."""
+        now = self._clock()
+        return {future for future, started in self._running.copy().items() if now - started > seconds}
+
+    def time_out(self, futures: Iterable[Future[Outcome]], seconds: float) -> int:
+        """Answer those of `futures` still running with `InferenceTimedOut` and
+        give their places back; how many there were.
+
+        Their slot threads cannot be stopped from outside and stay taken until
+        their work returns, if ever: only a new process gets them back for sure."""
+        late = 0
+        for future in futures:
+            started = self._running.get(future)
+            if started is not None:
+                error = InferenceTimedOut(f"the inference ran over its {seconds:g} s time limit")
+                late += self._finish(future, self._clock() - started, future.set_exception, error)
+        return late
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait up to `timeout` s until no work is admitted; True if none is."""
+        """Wait up to `timeout` s until every admitted request has been answered
+        (its callbacks, which write the replies, have returned); True if so."""
         deadline = self._clock() + timeout
         with self._lock:
-            while self._admitted:
+            while self._unanswered:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
                 self._lock.wait(remaining)
         return True
 
-    def shutdown(self) -> None:
-        """Wait until every started request has run and its callbacks have returned."""
-        self._pool.shutdown(wait=True)
+    def _take_queued(self, future: Future[Outcome]) -> bool:
+        """Take `future` out of the queue to start or refuse it: False if it was
+        taken already, or withdrawn (its place then came back on `cancel()`)."""
+        try:
+            self._queued.remove(future)
+        except KeyError:
+            return False
+        return future.set_running_or_notify_cancel()
 
     def _release_if_withdrawn(self, future: Future[Outcome]) -> None:
         # `cancel()` succeeds only on work still queued: it never runs, so its
-        # place is given back here (work that ran gives it back in `_run`).
+        # place is given back here (work that ran gives it back in `_finish`).
         if future.cancelled():
+            self._queued.discard(future)
             self._observer.withdrawn()
             self._release()
+            self._answered()
 
     def _release(self) -> None:
         with self._lock:
             self._admitted -= 1
             self._lock.notify_all()
 
-    def _run(self, payload: Any, admitted_at: float) -> Outcome:
+    def _answered(self) -> None:
+        with self._lock:
+            self._unanswered -= 1
+            self._lock.notify_all()
+
+    def _run(self, future: Future[Outcome], payload: Any, admitted_at: float) -> None:
+        if not self._take_queued(future):
+            return  # withdrawn or abandoned while queued
         self._gate.wait()
         started = self._clock()
-        self._observer.started(started - admitted_at)
+        self._running[future] = started
         try:
+            self._observer.started(started - admitted_at)
             value = self._work(payload)
-        finally:
+        # Everything, as a pool's work item catches: the pool's own future, which
+        # would hold it, is not the caller's.
+        except BaseException as error:
+            self._finish(future, self._clock() - started, future.set_exception, error)
+        else:
             inference_seconds = self._clock() - started
-            self._observer.finished(inference_seconds)
-            self._release()
-        return Outcome(value, started - admitted_at, inference_seconds)
+            outcome = Outcome(value, started - admitted_at, inference_seconds)
+            self._finish(future, inference_seconds, future.set_result, outcome)
+        finally:
+            # An error's traceback holds this frame: without this, the request's
+            # rows would live on in a reference cycle until the collector runs.
+            del future, payload
+
+    def _finish(self, future: Future[Outcome], inference_seconds: float, answer: Callable[[Any], None], value) -> int:
+        """End running `future`, free its place, then `answer(value)`; 1 for
+        whichever of `_run` and `time_out` comes first, 0 for the other.
+
+        The place is free before the answer, as a pool's future has it: a caller
+        woken by the answer may submit again at once."""
+        if self._running.pop(future, None) is None:
+            return 0
+        self._observer.finished(inference_seconds)
+        self._release()
+        try:
+            answer(value)
+        finally:
+            self._answered()
+        return 1
 
 
 def _open_gate() -> threading.Event:

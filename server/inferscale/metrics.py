@@ -115,10 +115,12 @@ def model_ready_gauge(registry: CollectorRegistry | None) -> Gauge:
 
 
 # Why the pod's model process ended while the pod served: it died (crashed,
-# killed from outside, out of memory) or it was wedged (killed by the
-# supervisor's watchdog, MODEL_WATCHDOG_SECONDS).
+# killed from outside, out of memory), it was wedged (killed by the
+# supervisor's watchdog, MODEL_WATCHDOG_SECONDS), or it ended itself to free a
+# slot stuck in an inference past INFERENCE_TIMEOUT_SECONDS.
 DIED = "died"
 WEDGED = "wedged"
+TIMED_OUT = "timed_out"
 
 
 def model_restarts_counter() -> Counter:
@@ -126,12 +128,12 @@ def model_restarts_counter() -> Counter:
     written to the multiprocess directory like every other process's."""
     counter = Counter(
         "inference_model_process_restarts",
-        "Model processes of this pod that ended and were restarted, by reason (died, wedged).",
+        "Model processes of this pod that ended and were restarted, by reason (died, wedged, timed_out).",
         ["reason"],
         registry=None,
     )
-    for reason in (DIED, WEDGED):
-        counter.labels(reason=reason)  # both series exist from the start: increase() sees the first one
+    for reason in (DIED, WEDGED, TIMED_OUT):
+        counter.labels(reason=reason)  # every series exists from the start: increase() sees the first one
     return counter
 
 
@@ -146,9 +148,9 @@ class RequestMetrics:
         )
         self.requests = Counter(
             "inference_requests",
-            "Inference requests by outcome: success, error (the model failed, or its process "
-            "died under the request) or rejected (not admitted: queue full, shutting down, "
-            "no model loaded).",
+            "Inference requests by outcome: success, error (the model failed, ran over its time "
+            "limit, or its process died under the request) or rejected (not admitted: queue full, "
+            "shutting down, no model loaded).",
             ["status"],
             registry=registry,
         )

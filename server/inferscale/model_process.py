@@ -14,6 +14,8 @@ import selectors
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from prometheus_client import CollectorRegistry
@@ -28,6 +30,9 @@ from inferscale.settings import Settings
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 256 * 1024
+# How the process ends itself after an inference timed out, for the supervisor
+# to tell from a crash.
+TIMED_OUT_EXIT_CODE = 3
 
 
 class WorkerConnection:
@@ -130,12 +135,13 @@ class ModelServer:
     def _infer(self, connection: WorkerConnection, service: InferenceService, message: list) -> None:
         call_id = message[1]
         try:
-            future = service.submit(wire.rows_of(message))
+            future = service.submit(wire.rows_of(message), lambda done: _reply(connection, call_id, done))
         except Rejected as error:
             connection.send(wire.failure(call_id, error))
             return
         connection.unanswered.add(future)
-        future.add_done_callback(lambda done: _reply(connection, call_id, done))
+        if future.done():  # answered before it was added: `_reply` found nothing to discard
+            connection.unanswered.discard(future)
 
 
 def _reply(connection: WorkerConnection, call_id: int, done: Future[Outcome]) -> None:
@@ -150,7 +156,9 @@ def _reply(connection: WorkerConnection, call_id: int, done: Future[Outcome]) ->
 
 
 def run(settings: Settings, listener: socket.socket) -> int:
-    """The model process's main: load, serve until SIGTERM (drain) or SIGINT/SIGQUIT (stop now)."""
+    """The model process's main: load, serve until SIGTERM (drain) or SIGINT/SIGQUIT (stop now).
+    After an inference over INFERENCE_TIMEOUT_SECONDS it ends itself, with
+    TIMED_OUT_EXIT_CODE, for the supervisor to start another."""
     server = ModelServer(listener)
     service = InferenceService(
         settings, ModelMetrics(CollectorRegistry()), model_from_settings(settings), server.publish
@@ -159,10 +167,7 @@ def run(settings: Settings, listener: socket.socket) -> int:
     exit_code = [0]
 
     def drain_then_stop() -> None:
-        drained = service.drain(settings.graceful_shutdown_seconds)
-        if drained:
-            service.executor.shutdown()  # every reply has been written
-        else:
+        if not service.drain(settings.graceful_shutdown_seconds):
             log.warning("drain took over %.0f s; stopping anyway", settings.graceful_shutdown_seconds)
             exit_code[0] = 1
         server.stop()
@@ -175,7 +180,62 @@ def run(settings: Settings, listener: socket.socket) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, on_signal)
+    if settings.inference_timeout_seconds:
+        threading.Thread(
+            target=_enforce_inference_timeout,
+            args=(service, settings.inference_timeout_seconds),
+            name="inference-timeout",
+            daemon=True,
+        ).start()
     service.publish_status()
     service.start_loading()
     server.serve_forever()
     return exit_code[0]
+
+
+def _enforce_inference_timeout(service: InferenceService, limit: float) -> None:
+    restart_after_timeout(service, limit)
+    os._exit(TIMED_OUT_EXIT_CODE)
+
+
+def restart_after_timeout(service: InferenceService, limit: float, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Wait for an inference to run over `limit` seconds, answer it with 504,
+    and return, how many timed out, once the process may end to be replaced.
+
+    A slot past its limit may be stuck for good in a call that releases the GIL
+    (a hung device, a read that never returns), where the heartbeat goes on and
+    the watchdog sees nothing. Python cannot stop that thread, so only a new
+    process gets the slot back. Meanwhile nothing new is taken, the queue is
+    answered with 503 (a hung device usually hangs every slot, and nothing of
+    theirs ran), and what still runs ends within the limit or times out too."""
+    executor, interval = service.executor, min(1.0, limit / 10)
+    while not (late := _confirmed_overruns(service, limit, interval, sleep)):
+        sleep(interval)
+    queued = service.prepare_restart("an inference ran over INFERENCE_TIMEOUT_SECONDS")
+    timed_out = executor.time_out(late, limit)
+    log.error(
+        "%d inference(s) ran over INFERENCE_TIMEOUT_SECONDS=%g: answered 504, and %d queued request(s) 503; "
+        "restarting the model process to free the stuck slot(s) once the %d still running are answered",
+        timed_out,
+        limit,
+        queued,
+        executor.running,
+    )
+    # Until every reply is written, not only every slot given back.
+    while executor.unanswered:
+        sleep(interval)
+        timed_out += executor.time_out(executor.overrunning(limit), limit)
+    return timed_out
+
+
+def _confirmed_overruns(
+    service: InferenceService, limit: float, interval: float, sleep: Callable[[float], None]
+) -> set[Future[Outcome]]:
+    """Inferences over `limit` now and still one `interval` later: a pod paused
+    whole (Ctrl-Z, a cgroup freezer) shows every inference as old as the pause
+    until its slot has run again."""
+    suspects = service.executor.overrunning(limit)
+    if not suspects:
+        return suspects
+    sleep(interval)
+    return suspects & service.executor.overrunning(limit)

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from inferscale.backend import ModelStatus, Outcome
-from inferscale.errors import InferenceFailed, ModelUnavailable
+from inferscale.errors import InferenceFailed, InferenceLost, ModelUnavailable
 from inferscale.executor import ModelExecutor
 from inferscale.metrics import ModelMetrics
 from inferscale.model import Model, ModelNotLoaded, ModelSpec
@@ -48,6 +48,7 @@ class InferenceService:
         metrics: ModelMetrics,
         model: Model,
         on_status: Callable[[ModelStatus], None] = lambda status: None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.model = model
         self.metrics = metrics
@@ -59,18 +60,25 @@ class InferenceService:
         # on a load that failed (it then fails fast with ModelUnavailable).
         self._load_finished = threading.Event()
         self._load_error: str | None = None
+        self._restarting = False
         self.executor = ModelExecutor(
             self._predict,
             slots=settings.model_concurrency,
             max_queue=settings.max_queue,
             observer=metrics,
             gate=self._load_finished,
+            clock=clock,
         )
         metrics.slots.set(settings.model_concurrency)
         metrics.model_ready.set(0)
 
     def status(self) -> ModelStatus:
-        return ModelStatus(loaded=self.model.loaded, draining=self.executor.draining, load_error=self._load_error)
+        return ModelStatus(
+            loaded=self.model.loaded,
+            draining=self.executor.draining,
+            restarting=self._restarting,
+            load_error=self._load_error,
+        )
 
     def start_loading(self) -> threading.Thread:
         """Load in the background so the status answers (and work queues) meanwhile."""
@@ -78,9 +86,10 @@ class InferenceService:
         thread.start()
         return thread
 
-    def submit(self, rows: np.ndarray) -> Future[Outcome]:
-        """Admit one request or raise `Rejected`; the future raises the other domain errors."""
-        return self.executor.submit(rows)
+    def submit(self, rows: np.ndarray, on_done: Callable[[Future[Outcome]], None] | None = None) -> Future[Outcome]:
+        """Admit one request or raise `Rejected`; the future raises the other domain
+        errors. `on_done` is called with the future once it is answered."""
+        return self.executor.submit(rows, on_done)
 
     def infer(self, rows: np.ndarray) -> Outcome:
         return self.submit(rows).result()
@@ -90,6 +99,18 @@ class InferenceService:
         self.executor.refuse_new_work()
         self.publish_status()
         return self.executor.wait_idle(timeout)
+
+    def prepare_restart(self, why: str) -> int:
+        """This process is about to end and be replaced: take no new work, and
+        answer the queued now (nothing of theirs ran, so a retry is safe)
+        instead of leaving them to wait on slots that may never free. How many
+        queued requests were answered."""
+        self.executor.refuse_new_work(ModelUnavailable(f"the model process is restarting: {why}"))
+        self._restarting = True
+        self.publish_status()
+        return self.executor.abandon_queued(
+            InferenceLost(f"the model process is restarting before running this: {why}")
+        )
 
     def _predict(self, rows: np.ndarray) -> np.ndarray:
         try:

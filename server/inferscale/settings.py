@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from enum import Enum
 
 from pydantic import Field, model_validator
@@ -82,6 +83,11 @@ class Settings(BaseSettings):
     """the supervisor kills and restarts a model process whose interpreter has not run for this long (a native call
     holding the GIL, a stopped process): its requests get 503 `inference_lost` instead of waiting forever; at least
     `1`, or `0` = never"""
+    inference_timeout_seconds: float = Field(60.0, ge=0, le=DAY_SECONDS)
+    """an inference running longer gets 504 `inference_timeout`. Its slot may stay stuck in a call that releases the
+    GIL (a hung device, blocking I/O), which `MODEL_WATCHDOG_SECONDS` does not catch, so the model process is then
+    replaced: it takes no new work, answers its queue with 503, lets what runs end (or time out) and is restarted.
+    Must exceed `INFERENCE_DURATION_SECONDS` + `INFERENCE_JITTER_SECONDS`; at least `1`, or `0` = never"""
     worker_timeout_seconds: int = Field(30, ge=1, le=DAY_SECONDS)
     """gunicorn heartbeat timeout (heartbeats do not wait for inference)"""
     keepalive_seconds: int = Field(5, ge=0, le=DAY_SECONDS)
@@ -107,6 +113,16 @@ class Settings(BaseSettings):
             raise ValueError("INFERENCE_JITTER_SECONDS must not exceed INFERENCE_DURATION_SECONDS")
         if 0 < self.model_watchdog_seconds < 1:
             raise ValueError("MODEL_WATCHDOG_SECONDS must be 0 (off) or at least 1")
+        if 0 < self.inference_timeout_seconds < 1:
+            raise ValueError("INFERENCE_TIMEOUT_SECONDS must be 0 (off) or at least 1")
+        # Summed as decimals, as the chart's check (Sprig's addf) sums them: 2.2 + 1.1 is 3.3.
+        longest = _decimal(self.inference_duration_seconds) + _decimal(self.inference_jitter_seconds)
+        if 0 < self.inference_timeout_seconds and _decimal(self.inference_timeout_seconds) <= longest:
+            raise ValueError(
+                f"INFERENCE_TIMEOUT_SECONDS ({self.inference_timeout_seconds:g}) must exceed "
+                f"INFERENCE_DURATION_SECONDS + INFERENCE_JITTER_SECONDS ({float(longest):g}), "
+                "or inferences that run as configured time out"
+            )
         if self.admin_port == self.port:
             raise ValueError("ADMIN_PORT must differ from PORT")
         if self.max_batch_size * self.max_features * 8 > MAX_ROWS_BYTES:
@@ -119,6 +135,11 @@ class Settings(BaseSettings):
     @property
     def retry_after(self) -> int:
         return self.retry_after_seconds or max(1, math.ceil(self.inference_duration_seconds))
+
+
+def _decimal(value: float) -> Decimal:
+    """The number as written (repr is the shortest that reads back the same)."""
+    return Decimal(repr(value))
 
 
 def reference_table() -> str:

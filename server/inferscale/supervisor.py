@@ -7,7 +7,8 @@
     └── gunicorn-admin           ADMIN_PORT: /health, /ready, /metrics
         └── admin-worker
 
-The model process is restarted when it dies, or is killed first when its
+The model process is restarted when it dies, when it ends itself to free a
+slot stuck past INFERENCE_TIMEOUT_SECONDS, or after being killed when its
 heartbeat has stopped for MODEL_WATCHDOG_SECONDS (the HTTP workers answer its
 lost requests with 503 and say "not ready" until the reload is done); a gunicorn
 dying ends the pod. On SIGTERM the model process drains first (its queue
@@ -35,9 +36,9 @@ import time
 import traceback
 from collections.abc import Callable
 
-from inferscale import gunicorn_conf, multiprocess
+from inferscale import gunicorn_conf, model_process, multiprocess
 from inferscale.heartbeat import Heartbeat, interval_for
-from inferscale.metrics import DIED, WEDGED, model_ready_gauge, model_restarts_counter
+from inferscale.metrics import DIED, TIMED_OUT, WEDGED, model_ready_gauge, model_restarts_counter
 from inferscale.settings import Settings
 
 log = logging.getLogger("inferscale.supervisor")
@@ -159,8 +160,6 @@ class Supervisor:
         return 0
 
     def _run_model(self) -> int:
-        from inferscale import model_process
-
         set_process_name("model-process")
         yield_to_probes()
         if self.settings.model_watchdog_seconds:
@@ -255,11 +254,13 @@ class Supervisor:
             FIRST_RESTART_SECONDS if lived >= STABLE_SECONDS else min(LAST_RESTART_SECONDS, self.restart_delay * 2)
         )
         if not self.stopping:
-            self.restarts.labels(reason=WEDGED if self.model_pid == self.wedged_pid else DIED).inc()
+            reason = _restart_reason(status, killed_as_wedged=self.model_pid == self.wedged_pid)
+            self.restarts.labels(reason=reason).inc()
             log.error(
-                "model process %d %s after %.0f s; restarting in %.1f s",
+                "model process %d %s (%s) after %.0f s; restarting in %.1f s",
                 self.model_pid,
                 _describe(status),
+                reason,
                 lived,
                 self.restart_delay,
             )
@@ -300,7 +301,6 @@ def _import_shared() -> None:
     """
     import inferscale.app  # noqa: F401  flask, numpy, pydantic, prometheus_client
     import inferscale.model_client  # noqa: F401  msgpack
-    import inferscale.model_process  # noqa: F401
     import inferscale.worker  # noqa: F401  gunicorn, gevent (not patched: workers patch)
 
     gc.collect()
@@ -379,6 +379,14 @@ def _prctl(option: int, value) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, value)
     except (OSError, AttributeError):
         pass  # not Linux: names stay as they are, children may outlive a killed supervisor
+
+
+def _restart_reason(status: int, killed_as_wedged: bool) -> str:
+    if killed_as_wedged:
+        return WEDGED
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == model_process.TIMED_OUT_EXIT_CODE:
+        return TIMED_OUT
+    return DIED
 
 
 def _describe(status: int) -> str:

@@ -7,7 +7,7 @@ never run code, unlike pickle. Arrays travel as raw little-endian float64.
 worker -> model   [INFER, call_id, batch, width, rows]
 model -> worker   [RESULT, call_id, values, queue_seconds, inference_seconds]
                   [FAILURE, call_id, kind, message]
-                  [STATUS, loaded, draining, load_error]   (on connect and on every change)
+                  [STATUS, loaded, draining, restarting, load_error]   (on connect and on every change)
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from inferscale.backend import ModelStatus, Outcome
 from inferscale.errors import (
     InferenceError,
     InferenceFailed,
+    InferenceLost,
+    InferenceTimedOut,
     ModelUnavailable,
     Overloaded,
     ShuttingDown,
@@ -35,6 +37,8 @@ FAILURE_KINDS: dict[str, type[InferenceError]] = {
     "shutting_down": ShuttingDown,
     "model_unavailable": ModelUnavailable,
     "failed": InferenceFailed,
+    "timed_out": InferenceTimedOut,
+    "lost": InferenceLost,
 }
 _KIND_OF = {error: kind for kind, error in FAILURE_KINDS.items()}
 
@@ -70,12 +74,12 @@ def error_of(message: list) -> InferenceError:
 
 
 def status(state: ModelStatus) -> bytes:
-    return msgpack.packb([STATUS, state.loaded, state.draining, state.load_error])
+    return msgpack.packb([STATUS, state.loaded, state.draining, state.restarting, state.load_error])
 
 
 def status_of(message: list) -> ModelStatus:
-    _, loaded, draining, load_error = message
-    return ModelStatus(loaded=loaded, draining=draining, load_error=load_error)
+    _, loaded, draining, restarting, load_error = message
+    return ModelStatus(loaded=loaded, draining=draining, restarting=restarting, load_error=load_error)
 
 
 class Reader:

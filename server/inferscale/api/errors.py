@@ -18,6 +18,7 @@ from inferscale.errors import (
     InferenceError,
     InferenceFailed,
     InferenceLost,
+    InferenceTimedOut,
     ModelUnavailable,
     Overloaded,
     ShuttingDown,
@@ -66,6 +67,8 @@ INFERENCE_ERRORS: dict[type[InferenceError], tuple[int, str, bool]] = {
     ModelUnavailable: (503, "model_unavailable", True),
     InferenceLost: (503, "inference_lost", True),
     InferenceFailed: (500, "inference_failed", False),
+    # No Retry-After: the same input may well hang the model again.
+    InferenceTimedOut: (504, "inference_timeout", False),
 }
 
 

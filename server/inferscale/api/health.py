@@ -29,6 +29,8 @@ def ready():
         reason = "model_unreachable"
     elif status.draining:
         reason = "draining"
+    elif status.restarting:
+        reason = "restarting"
     elif status.load_error is not None:
         reason = "failed"
     else:
