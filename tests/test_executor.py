@@ -328,19 +328,15 @@ class HungDevice:
         self.answers.wait(30)
 
 
-def hanging_service(
-    clock: FakeClock, told: list, slots: int = 2, max_queue: int = 2
-) -> tuple[InferenceService, HungDevice]:
+def hanging_service(clock: FakeClock, told: list) -> tuple[InferenceService, HungDevice]:
+    """Two slots and two queue places on a device that hangs; `told` gets (time, status) pairs."""
     settings = Settings(
-        inference_duration_seconds=1,
-        model_load_seconds=0,
-        model_memory_mb=0,
-        model_concurrency=slots,
-        max_queue=max_queue,
+        inference_duration_seconds=1, model_load_seconds=0, model_memory_mb=0, model_concurrency=2, max_queue=2
     )
     device = HungDevice()
     model = Model(model_from_settings(settings).spec, sleep=device.wait)
-    service = InferenceService(settings, ModelMetrics(CollectorRegistry()), model, told.append, clock=clock)
+    on_status = lambda status: told.append((clock.now, status))  # noqa: E731
+    service = InferenceService(settings, ModelMetrics(CollectorRegistry()), model, on_status, clock=clock)
     service.start_loading().join(10)
     return service, device
 
@@ -367,7 +363,7 @@ def test_after_an_inference_over_the_limit_the_queue_is_refused_and_the_rest_tim
         clock.now += seconds
 
     try:
-        assert restart_after_timeout(service, 3.0, sleep) == 2
+        assert restart_after_timeout(service, 3.0, sleep, clock) == 2
         for future in (first, second):
             with pytest.raises(InferenceTimedOut, match="over its 3 s time limit"):
                 future.result(0)
@@ -376,7 +372,9 @@ def test_after_an_inference_over_the_limit_the_queue_is_refused_and_the_rest_tim
                 future.result(0)
         # The second was answered at its own limit, not when the first was.
         assert looked_at[-1] == pytest.approx(100.0 + 2.0 + 3.0, abs=0.31)
-        assert told[-1].restarting and not told[-1].draining and not told[-1].ready
+        _, status = told[-1]
+        assert status.restarting and not status.draining and not status.ready
+        assert service.metrics.model_ready.collect()[0].samples[0].value == 0
         with pytest.raises(ModelUnavailable):
             service.submit(ROWS)
         assert service.executor.admitted == 0 and service.executor.unanswered == 0
@@ -384,33 +382,93 @@ def test_after_an_inference_over_the_limit_the_queue_is_refused_and_the_rest_tim
         device.answers.set()
 
 
-class LookedEnough(Exception):
-    pass
-
-
-def test_a_pod_paused_whole_is_not_taken_for_an_inference_over_its_limit():
-    """On resume every inference looks as old as the pause until its slot has
-    run again: the second look, one interval later, finds it answered."""
+def test_a_pause_of_the_whole_pod_is_not_charged_to_the_inferences_running_through_it():
+    """Ctrl-Z or a cgroup freezer for 30 s, with a limit of 3: the inference
+    running through it times out 3 s of running after it began, not at once;
+    one that starts as the pod resumes gets no credit for the pause."""
     clock, told = FakeClock(), []
     service, device = hanging_service(clock, told)
     running = service.submit(ROWS)
     wait_until_running(service.executor, 1)
-    clock.now += 30.0  # paused for 30 s, limit 3
-    sleeps = []
+    looks, after_the_pause = [], []
 
     def sleep(seconds):
-        sleeps.append(seconds)
-        if len(sleeps) == 1:  # between the two looks, the slot runs again
-            device.answers.set()
-            running.result(5)
-        if len(sleeps) > 5:
-            raise LookedEnough
+        looks.append(clock.now)
+        clock.now += seconds
+        if len(looks) == 2:  # frozen in its second sleep; a request starts on resume
+            clock.now += 30.0
+            after_the_pause.append(service.submit(ROWS))
+            wait_until_running(service.executor, 2)
 
     try:
-        with pytest.raises(LookedEnough):
-            restart_after_timeout(service, 3.0, sleep)
+        # Its own CPU time (process_time) stays nearly still while it waits on the fake clock.
+        assert restart_after_timeout(service, 3.0, sleep, clock) == 2
     finally:
         device.answers.set()
-    assert running.result(0).value.shape == (1,)
-    assert not any(status.restarting for status in told)
-    assert service.submit(ROWS).result(5) is not None
+    for future in (running, *after_the_pause):
+        with pytest.raises(InferenceTimedOut):
+            future.result(0)
+    restarted_at = next(at for at, status in told if status.restarting)
+    assert 100.0 + 30.0 + 3.0 < restarted_at <= 100.0 + 30.0 + 3.0 + 0.3 + 1e-9
+    # The second, started at 130.6, timed out at its own limit, in the wait before the restart.
+    assert looks[-1] == pytest.approx(130.6 + 3.0, abs=0.31)
+
+
+def test_a_look_made_late_by_a_thread_holding_the_gil_is_not_excused_as_a_pause():
+    """A neighbour slot in native code holding the GIL delays the watcher as a
+    pause would, but the process spends CPU meanwhile: the stuck inference is
+    still charged, so its limit is not stretched by each late look."""
+    clock, told = FakeClock(), []
+    service, device = hanging_service(clock, told)
+    running = service.submit(ROWS)
+    wait_until_running(service.executor, 1)
+    cpu = [0.0]
+
+    def sleep(seconds):  # every look a second late, the GIL held by a busy thread
+        clock.now += seconds + 1.0
+        cpu[0] += seconds + 1.0
+
+    try:
+        assert restart_after_timeout(service, 3.0, sleep, clock, cpu_clock=lambda: cpu[0]) == 1
+    finally:
+        device.answers.set()
+    with pytest.raises(InferenceTimedOut):
+        running.result(0)
+    restarted_at = next(at for at, status in told if status.restarting)
+    assert 103.0 < restarted_at <= 103.0 + 1.3 + 1e-9
+
+
+class BlockingAdmission(Recorder):
+    """Holds the second admission between the executor's lock and its return."""
+
+    def __init__(self):
+        super().__init__()
+        self.holding, self.go = threading.Event(), threading.Event()
+
+    def admitted(self):
+        super().admitted()
+        if self.events.count("admitted") == 2:
+            self.holding.set()
+            self.go.wait(10)
+
+
+def test_a_request_admitted_as_the_queue_is_abandoned_is_abandoned_too():
+    """Else it would queue behind the stuck slot, never answered, and the
+    model process would wait for it before its restart for ever."""
+    unstick, observer = threading.Event(), BlockingAdmission()
+    executor = ModelExecutor(blocking_work(unstick), slots=1, max_queue=2, observer=observer)
+    executor.submit(1)
+    wait_until_running(executor, 1)
+    late = {}
+    admitting = threading.Thread(target=lambda: late.update(future=executor.submit(2)))
+    admitting.start()
+    try:
+        assert observer.holding.wait(5)
+        executor.refuse_new_work(ModelUnavailable("the model process is restarting"))
+        assert executor.abandon_queued(InferenceLost("restarting before running this")) == 1
+    finally:
+        observer.go.set()
+        admitting.join(5)
+        unstick.set()
+    with pytest.raises(InferenceLost):
+        late["future"].result(5)

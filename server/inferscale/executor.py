@@ -58,9 +58,8 @@ class ModelExecutor:
         self._unanswered = 0
         # What `submit` raises once no new work is taken.
         self._refusal: Rejected | None = None
-        # Admitted and not started; and what runs now, since when. Set and
-        # dict operations are atomic, so slot threads and the time limit's
-        # watcher share them without the lock.
+        # Admitted and not started; and what runs now, since when (a pause it
+        # ran through excused). Both change under the lock.
         self._queued: set[Future[Outcome]] = set()
         self._running: dict[Future[Outcome], float] = {}
 
@@ -89,6 +88,10 @@ class ModelExecutor:
         """Admit `payload` or raise `Rejected`. Cancelling the future withdraws
         work that has not started: its place is free again. `on_done` (which
         writes the reply) is called before the request counts as answered."""
+        future: Future[Outcome] = Future()
+        future.add_done_callback(self._release_if_withdrawn)
+        if on_done is not None:
+            future.add_done_callback(on_done)
         with self._lock:
             if self._refusal is not None:
                 # A new instance each time: one raised in many threads would share its traceback.
@@ -97,12 +100,9 @@ class ModelExecutor:
                 raise Overloaded(f"all {self._capacity} model slots and queue places are taken")
             self._admitted += 1
             self._unanswered += 1
+            # With its admission: `abandon_queued` after a refusal finds every admitted one.
+            self._queued.add(future)
         self._observer.admitted()
-        future: Future[Outcome] = Future()
-        future.add_done_callback(self._release_if_withdrawn)
-        if on_done is not None:
-            future.add_done_callback(on_done)
-        self._queued.add(future)
         self._pool.submit(self._run, future, payload, self._clock())
         return future
 
@@ -121,22 +121,32 @@ class ModelExecutor:
     def abandon_queued(self, error: InferenceError) -> int:
         """Answer every admitted request that has not started with `error`;
         how many there were."""
+        with self._lock:
+            queued = self._queued.copy()
         abandoned = 0
-        for future in self._queued.copy():
+        for future in queued:
             if self._take_queued(future):
-                self._observer.withdrawn()
-                self._release()
-                try:
-                    future.set_exception(type(error)(*error.args))
-                finally:
-                    self._answered()
+                self._settle(self._observer.withdrawn, future.set_exception, type(error)(*error.args))
                 abandoned += 1
         return abandoned
 
+    def running_now(self) -> set[Future[Outcome]]:
+        with self._lock:
+            return set(self._running)
+
+    def excuse_pause(self, seconds: float, futures: Iterable[Future[Outcome]]) -> None:
+        """This process did not run for `seconds` (the pod paused whole, the
+        process stopped) while `futures` ran: they are not charged for it."""
+        with self._lock:
+            for future in futures:
+                if future in self._running:
+                    self._running[future] += seconds
+
     def overrunning(self, seconds: float) -> set[Future[Outcome]]:
-        """What has been running for longer than `seconds`."""
-        now = self._clock()
-        return {future for future, started in self._running.copy().items() if now - started > seconds}
+        """What has been running for longer than `seconds` (pauses excused)."""
+        with self._lock:
+            now = self._clock()
+            return {future for future, started in self._running.items() if now - started > seconds}
 
     def time_out(self, futures: Iterable[Future[Outcome]], seconds: float) -> int:
         """Answer those of `futures` still running with `InferenceTimedOut` and
@@ -167,20 +177,19 @@ class ModelExecutor:
     def _take_queued(self, future: Future[Outcome]) -> bool:
         """Take `future` out of the queue to start or refuse it: False if it was
         taken already, or withdrawn (its place then came back on `cancel()`)."""
-        try:
+        with self._lock:
+            if future not in self._queued:
+                return False
             self._queued.remove(future)
-        except KeyError:
-            return False
         return future.set_running_or_notify_cancel()
 
     def _release_if_withdrawn(self, future: Future[Outcome]) -> None:
         # `cancel()` succeeds only on work still queued: it never runs, so its
         # place is given back here (work that ran gives it back in `_finish`).
         if future.cancelled():
-            self._queued.discard(future)
-            self._observer.withdrawn()
-            self._release()
-            self._answered()
+            with self._lock:
+                self._queued.discard(future)
+            self._settle(self._observer.withdrawn, lambda _: None, None)
 
     def _release(self) -> None:
         with self._lock:
@@ -196,8 +205,9 @@ class ModelExecutor:
         if not self._take_queued(future):
             return  # withdrawn or abandoned while queued
         self._gate.wait()
-        started = self._clock()
-        self._running[future] = started
+        with self._lock:
+            started = self._clock()
+            self._running[future] = started
         try:
             self._observer.started(started - admitted_at)
             value = self._work(payload)
@@ -220,15 +230,23 @@ class ModelExecutor:
 
         The place is free before the answer, as a pool's future has it: a caller
         woken by the answer may submit again at once."""
-        if self._running.pop(future, None) is None:
-            return 0
-        self._observer.finished(inference_seconds)
-        self._release()
-        try:
-            answer(value)
-        finally:
-            self._answered()
+        with self._lock:
+            if self._running.pop(future, None) is None:
+                return 0
+        self._settle(lambda: self._observer.finished(inference_seconds), answer, value)
         return 1
+
+    def _settle(self, observe: Callable[[], None], answer: Callable[[Any], None], value) -> None:
+        """Tell the observer, free the place, `answer(value)` and count it
+        answered; the last three whatever raises before them."""
+        try:
+            observe()
+        finally:
+            self._release()
+            try:
+                answer(value)
+            finally:
+                self._answered()
 
 
 def _open_gate() -> threading.Event:

@@ -9,6 +9,7 @@ connection here and multiplexes its requests over it (see `wire`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import selectors
 import signal
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from inferscale import wire
 from inferscale.backend import ModelStatus, Outcome
-from inferscale.errors import InferenceError, Rejected
+from inferscale.errors import InferenceError, InferenceFailed, Rejected
 from inferscale.metrics import ModelMetrics
 from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.settings import Settings
@@ -152,6 +153,9 @@ def _reply(connection: WorkerConnection, call_id: int, done: Future[Outcome]) ->
         message = wire.result(call_id, done.result())
     except InferenceError as error:
         message = wire.failure(call_id, error)
+    except BaseException:  # raised past the model's own errors: still answered, never left waiting
+        log.exception("request %d failed outside the model's errors", call_id)
+        message = wire.failure(call_id, InferenceFailed("the model process failed on this request"))
     connection.send(message)
 
 
@@ -194,11 +198,21 @@ def run(settings: Settings, listener: socket.socket) -> int:
 
 
 def _enforce_inference_timeout(service: InferenceService, limit: float) -> None:
-    restart_after_timeout(service, limit)
-    os._exit(TIMED_OUT_EXIT_CODE)
+    try:
+        restart_after_timeout(service, limit)
+    except BaseException:
+        # Work may be refused by now: only the end of this process ends that.
+        log.exception("the inference time limit's watcher failed; restarting the model process")
+    os._exit(TIMED_OUT_EXIT_CODE if service.status().restarting else 1)
 
 
-def restart_after_timeout(service: InferenceService, limit: float, sleep: Callable[[float], None] = time.sleep) -> int:
+def restart_after_timeout(
+    service: InferenceService,
+    limit: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    cpu_clock: Callable[[], float] = time.process_time,
+) -> int:
     """Wait for an inference to run over `limit` seconds, answer it with 504,
     and return, how many timed out, once the process may end to be replaced.
 
@@ -209,10 +223,22 @@ def restart_after_timeout(service: InferenceService, limit: float, sleep: Callab
     answered with 503 (a hung device usually hangs every slot, and nothing of
     theirs ran), and what still runs ends within the limit or times out too."""
     executor, interval = service.executor, min(1.0, limit / 10)
-    while not (late := _confirmed_overruns(service, limit, interval, sleep)):
+
+    def look_again() -> None:
+        # A look much later than due while this process used next to no CPU:
+        # it did not run (the pod paused whole, a stopped process), and what
+        # ran through that is not charged for it. A look made late by a
+        # thread holding the GIL spends CPU, and is not excused.
+        running, due, cpu = executor.running_now(), clock() + interval, cpu_clock()
         sleep(interval)
+        late = clock() - due
+        if late > interval and cpu_clock() - cpu < interval:
+            executor.excuse_pause(late, running)
+
+    while not (overrun := executor.overrunning(limit)):
+        look_again()
     queued = service.prepare_restart("an inference ran over INFERENCE_TIMEOUT_SECONDS")
-    timed_out = executor.time_out(late, limit)
+    timed_out = executor.time_out(overrun, limit)
     log.error(
         "%d inference(s) ran over INFERENCE_TIMEOUT_SECONDS=%g: answered 504, and %d queued request(s) 503; "
         "restarting the model process to free the stuck slot(s) once the %d still running are answered",
@@ -221,21 +247,13 @@ def restart_after_timeout(service: InferenceService, limit: float, sleep: Callab
         queued,
         executor.running,
     )
-    # Until every reply is written, not only every slot given back.
-    while executor.unanswered:
-        sleep(interval)
+    # Until every reply is written, not only every slot given back; each
+    # running one ends or times out within the limit, and two looks more.
+    for _ in range(math.ceil(limit / interval) + 2):
+        if not executor.unanswered:
+            return timed_out
+        look_again()
         timed_out += executor.time_out(executor.overrunning(limit), limit)
+    if executor.unanswered:
+        log.warning("%d request(s) still unanswered; restarting anyway", executor.unanswered)
     return timed_out
-
-
-def _confirmed_overruns(
-    service: InferenceService, limit: float, interval: float, sleep: Callable[[float], None]
-) -> set[Future[Outcome]]:
-    """Inferences over `limit` now and still one `interval` later: a pod paused
-    whole (Ctrl-Z, a cgroup freezer) shows every inference as old as the pause
-    until its slot has run again."""
-    suspects = service.executor.overrunning(limit)
-    if not suspects:
-        return suspects
-    sleep(interval)
-    return suspects & service.executor.overrunning(limit)

@@ -107,6 +107,7 @@ class InferenceService:
         queued requests were answered."""
         self.executor.refuse_new_work(ModelUnavailable(f"the model process is restarting: {why}"))
         self._restarting = True
+        self.metrics.model_ready.set(0)
         self.publish_status()
         return self.executor.abandon_queued(
             InferenceLost(f"the model process is restarting before running this: {why}")
