@@ -554,7 +554,8 @@ REFUSALS = {
 def test_a_null_for_any_value_renders_a_server_that_starts_or_is_refused_by_the_schema(tmp_path):
     """A null in a user's values deletes the chart's default (helm's coalesce):
     where a template needs the value, the schema must name it, not a nil pointer
-    deep in a template, a `<nil>` in the manifest, or an env the server refuses."""
+    deep in a template, a `<nil>` in the manifest, an env the server refuses, or
+    rules Prometheus refuses (`increase(x[])`)."""
 
     def paths(values: dict, prefix: tuple[str, ...] = ()):
         for key, value in values.items():
@@ -562,7 +563,7 @@ def test_a_null_for_any_value_renders_a_server_that_starts_or_is_refused_by_the_
             if isinstance(value, dict):
                 yield from paths(value, (*prefix, key))
 
-    crashed = {}
+    crashed, rule_groups = {}, {}
     for path in paths(chart_values()):
         nulled: dict | None = None
         for key in reversed(path):
@@ -578,11 +579,18 @@ def test_a_null_for_any_value_renders_a_server_that_starts_or_is_refused_by_the_
             crashed[".".join(path)] = "renders <nil>"
             continue
         docs = [doc for doc in yaml.load_all(result.stdout, Loader=yaml.CSafeLoader) if doc]
+        for rule in (doc for doc in docs if doc["kind"] == "PrometheusRule"):
+            rule_groups.setdefault(yaml.safe_dump(rule["spec"]), ".".join(path))
         env = {e["name"].lower(): e["value"] for e in server_container(docs)["env"] if "value" in e}
         try:
             Settings(**env)
         except ValidationError as error:
             crashed[".".join(path)] = str(error)
+    for spec, path in rule_groups.items():  # promtool once per distinct rendering: most are the defaults'
+        try:
+            promtool_check_rules(yaml.safe_load(spec))
+        except AssertionError as refused:
+            crashed[path] = f"rules promtool refuses: {refused}"
     assert not crashed, crashed
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from inferscale.model import Model
 from inferscale.model_process import restart_after_timeout
 from inferscale.model_service import InferenceService, model_from_settings
 from inferscale.settings import Settings
+from localcluster.processes import wait_until
 
 
 class Recorder:
@@ -148,15 +148,20 @@ def test_withdrawn_work_never_runs_and_gives_its_place_back():
     assert executor.wait_idle(5) and executor.admitted == 0
 
 
+def drain(executor: ModelExecutor, timeout: float) -> bool:
+    """As the SIGTERM drain does."""
+    executor.refuse_new_work()
+    return executor.wait_idle(timeout)
+
+
 def test_drain_refuses_new_work_and_waits_for_admitted_work():
     release = threading.Event()
     executor = ModelExecutor(blocking_work(release), slots=1, max_queue=2, observer=Recorder())
     futures = [executor.submit(n) for n in range(3)]
     result = {}
-    drainer = threading.Thread(target=lambda: result.update(done=executor.drain(10)))
+    drainer = threading.Thread(target=lambda: result.update(done=drain(executor, 10)))
     drainer.start()
-    while not executor.draining:
-        time.sleep(0.01)
+    wait_until(lambda: executor.draining, "the drain refusing new work", timeout=5, interval=0.005)
     with pytest.raises(ShuttingDown):
         executor.submit(7)
     assert drainer.is_alive()
@@ -170,7 +175,7 @@ def test_drain_gives_up_after_its_timeout():
     release = threading.Event()
     executor = ModelExecutor(blocking_work(release), slots=1, max_queue=0, observer=Recorder())
     executor.submit(1)
-    assert executor.drain(0.2) is False
+    assert drain(executor, 0.2) is False
     release.set()
 
 
@@ -186,7 +191,7 @@ def test_a_drain_waits_for_the_answers_to_be_delivered_not_only_for_the_slots():
 
     executor.submit(1, on_done=deliver)
     result = {}
-    drainer = threading.Thread(target=lambda: result.update(done=executor.drain(10)))
+    drainer = threading.Thread(target=lambda: result.update(done=drain(executor, 10)))
     drainer.start()
     release.set()
     assert delivering.wait(5)
@@ -199,18 +204,12 @@ def test_a_drain_waits_for_the_answers_to_be_delivered_not_only_for_the_slots():
 
 
 def wait_until_running(executor: ModelExecutor, count: int) -> None:
-    deadline = time.monotonic() + 5
-    while executor.running < count:
-        assert time.monotonic() < deadline, "the work never started"
-        time.sleep(0.005)
+    wait_until(lambda: executor.running >= count, f"{count} running", timeout=5, interval=0.005)
 
 
 def wait_until_all_answered(executor: ModelExecutor) -> None:
     """By the machine's clock: `wait_idle` on a fake clock would never give up."""
-    deadline = time.monotonic() + 5
-    while executor.unanswered:
-        assert time.monotonic() < deadline, f"{executor.unanswered} request(s) never answered"
-        time.sleep(0.005)
+    wait_until(lambda: not executor.unanswered, "every request answered", timeout=5, interval=0.005)
 
 
 def test_an_inference_over_the_time_limit_is_answered_timed_out_and_gives_its_place_back():
@@ -221,15 +220,17 @@ def test_an_inference_over_the_time_limit_is_answered_timed_out_and_gives_its_pl
     wait_until_running(executor, 1)
     queued = executor.submit(2)
     clock.now += 5.0
-    assert executor.overrunning(5.0) == set()  # at the limit, not over it
+    assert executor.take_overrunning(5.0) == {}  # at the limit, not over it
     clock.now += 0.1
-    assert executor.overrunning(5.0) == {stuck}  # queued work never overruns
-    assert executor.time_out({stuck}, 5.0) == 1
+    overrun = executor.take_overrunning(5.0)
+    assert overrun == {stuck: pytest.approx(5.1)}  # queued work never overruns
+    assert executor.take_overrunning(5.0) == {} and not stuck.done()  # taken once, answered below
+    assert executor.time_out(overrun, 5.0) == 1
+    assert executor.time_out(overrun, 5.0) == 0  # answered once only
     with pytest.raises(InferenceTimedOut, match="over its 5 s time limit"):
         stuck.result(0)
     # Its place is free (the stuck thread is not), and it is answered once only.
     assert executor.admitted == 1 and executor.running == 0 and not queued.done()
-    assert executor.overrunning(5.0) == set() and executor.time_out({stuck}, 5.0) == 0
     assert recorder.events.count(("finished", pytest.approx(5.1))) == 1
     # Should the work come back after all, its late result goes nowhere.
     unstick.set()
@@ -258,7 +259,7 @@ def test_work_held_at_the_gate_never_overruns_however_long_the_load():
     future = executor.submit("x")
     assert gate.waited.wait(5)
     clock.now += 60.0  # the model loads for a minute
-    assert executor.overrunning(5.0) == set()
+    assert executor.take_overrunning(5.0) == {}
     gate.set()
     assert future.result(5).value == "x"
 
@@ -472,3 +473,45 @@ def test_a_request_admitted_as_the_queue_is_abandoned_is_abandoned_too():
         unstick.set()
     with pytest.raises(InferenceLost):
         late["future"].result(5)
+
+
+class FailingObserver:
+    """Metrics that fail on every call (a full disk under the multiprocess files)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def _fail(self, *_):
+        self.calls += 1
+        raise OSError(28, "No space left on device")
+
+    admitted = withdrawn = started = finished = _fail
+
+
+def test_an_observer_that_fails_changes_no_answer_and_keeps_no_place(caplog):
+    """Only counting fails: every request is answered as without it, and the
+    places come back; not a 500 for a metric, nor a place lost for good."""
+    clock, release, observer = FakeClock(), threading.Event(), FailingObserver()
+    executor = ModelExecutor(blocking_work(release), slots=1, max_queue=2, observer=observer, clock=clock)
+    stuck = executor.submit(1)
+    wait_until_running(executor, 1)
+    withdrawn, abandoned = executor.submit(2), executor.submit(3)
+    assert withdrawn.cancel()
+    clock.now += 6.0
+    assert executor.time_out(executor.take_overrunning(5.0), 5.0) == 1
+    executor.refuse_new_work(ModelUnavailable("the model process is restarting"))
+    assert executor.abandon_queued(InferenceLost("restarting before running this")) == 1
+    with pytest.raises(InferenceTimedOut):
+        stuck.result(0)
+    with pytest.raises(InferenceLost):
+        abandoned.result(0)
+    release.set()
+    wait_until_all_answered(executor)
+    assert executor.admitted == 0
+    fine = ModelExecutor(lambda p: p, slots=1, max_queue=0, observer=observer)
+    assert fine.submit(7).result(5).value == 7
+    wait_until_all_answered(fine)
+    assert fine.admitted == 0
+    # admitted ×4, withdrawn ×2, started ×2, finished ×2; each executor logs its first in full only
+    assert observer.calls == 10
+    assert caplog.text.count("the executor's observer failed") == 2

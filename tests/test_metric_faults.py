@@ -106,6 +106,11 @@ def began(recorder: HpaRecorder, fault: str) -> float:
     return recorder.elapsed()
 
 
+def firing_for(stack: LocalStack, alertname: str, **labels: str) -> bool:
+    """`alertname` fires with these labels: for this pod and cause, not only somewhere."""
+    return any(labels.items() <= firing.items() for firing in stack.firing(alertname))
+
+
 def restarted_and_ready(stack: LocalStack, name: str) -> bool:
     pod = stack.api.get(f"/api/v1/namespaces/{stack.config.namespace}/pods/{name}")
     status = pod["status"]["containerStatuses"][0]
@@ -235,8 +240,8 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             )
             print(f"ready again after {recorder.elapsed() - start:.1f} s")
             wait_until(
-                lambda: "InferencePodRestarted" in stack.firing_alerts() or None,
-                "InferencePodRestarted firing",
+                lambda: firing_for(stack, "InferencePodRestarted", pod=pod["metadata"]["name"], container="server"),
+                "InferencePodRestarted firing for the killed pod",
                 120,
                 interval=2,
             )
@@ -253,8 +258,10 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
             model_process = stack.node.container_process(container_id, lambda status: status["Name"] == "model-process")
             os.kill(model_process, signal.SIGSTOP)
             wait_until(
-                lambda: "InferenceModelProcessRestarted" in stack.firing_alerts() or None,
-                "InferenceModelProcessRestarted firing",
+                lambda: firing_for(
+                    stack, "InferenceModelProcessRestarted", pod=pod["metadata"]["name"], reason="wedged"
+                ),
+                "InferenceModelProcessRestarted firing for the stopped pod, as wedged",
                 120,
                 interval=2,
             )

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from inferscale import multiprocess
 
 
@@ -66,6 +68,17 @@ def test_archiving_dead_workers_keeps_every_count_and_drops_their_files(tmp_path
 
 
 def test_prepare_directory_clears_files_of_a_previous_run(tmp_path):
-    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    for name in ("counter_123.db", "gauge_livemostrecent_45.db", "histogram_archive.db", "notes.txt"):
+        (tmp_path / name).write_bytes(b"stale")
     multiprocess.prepare_directory(str(tmp_path))
-    assert list(tmp_path.glob("*.db")) == []
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_directory_holding_other_databases_is_refused_and_left_alone(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR pointed at a directory in use (an app's sqlite
+    files): a scrape would try to read them, and emptying it would delete them."""
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    (tmp_path / "users.db").write_bytes(b"someone's data")
+    with pytest.raises(FileExistsError, match=r"not this server's metrics \(users\.db\)"):
+        multiprocess.prepare_directory(str(tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["counter_123.db", "users.db"]

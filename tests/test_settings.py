@@ -11,7 +11,7 @@ import pytest
 import requests
 from pydantic import ValidationError
 
-from inferscale.settings import InferenceMode, Settings
+from inferscale.settings import InferenceMode, Settings, describe
 from localcluster.loopback import LOOPBACK, free_port
 from localcluster.servers import TEST_ENV, ServerProcess
 
@@ -58,6 +58,10 @@ def test_retry_after_defaults_to_one_inference_rounded_up():
         ({"model_load_seconds": 1e308}, "less than or equal to 86400"),
         ({"worker_connections": 99_999_999_999}, "less than or equal to 100000"),
         ({"workers": 100_000}, "less than or equal to 64"),
+        # Typos that would pass start-up and fail only as a model that never loads.
+        ({"model_memory_mb": 10**20}, "less than or equal to 1048576"),
+        ({"model_concurrency": 10**8}, "less than or equal to 1024"),
+        ({"max_queue": 10**21}, "less than or equal to 100000"),
     ],
 )
 def test_bad_values_are_refused_with_a_message(overrides, fragment):
@@ -74,8 +78,46 @@ def test_serve_refuses_bad_settings_with_exit_2_and_names_the_variable():
         timeout=30,
     )
     assert result.returncode == 2
-    assert "invalid settings" in result.stderr and "model_concurrency" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "invalid settings" in result.stderr
+    assert "MODEL_CONCURRENCY='zero': Input should be a valid integer" in result.stderr
+    assert "Traceback" not in result.stderr and "errors.pydantic.dev" not in result.stderr
+
+
+def test_serve_names_each_bad_setting_on_a_line_of_its_own_and_the_flag_that_set_it():
+    result = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "serve", "--port", "0", "--workers", "2.0"],
+        env={"INFERENCE_TIMEOUT_SECONDS": "5", "LOG_LEVEL": "loud", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    # A flag is parsed as its variable is: `--workers 2.0` as `WORKERS=2.0`.
+    assert result.stderr.splitlines()[1:] == [
+        "  PORT (--port)='0': Input should be greater than or equal to 1",
+        "  LOG_LEVEL='loud': String should match pattern '^(debug|info|warning|error|critical)$'",
+    ]
+    fixed = subprocess.run(
+        [sys.executable, "-m", "inferscale.cli", "serve", "--port", "8000"],
+        env={"INFERENCE_TIMEOUT_SECONDS": "5", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # A rule across settings names its variables itself.
+    assert fixed.stderr.splitlines()[1].startswith("  INFERENCE_TIMEOUT_SECONDS (5) must exceed ")
+
+
+def test_text_settings_are_trimmed_as_numbers_are():
+    settings = Settings(host=" 127.0.0.1\n", log_level="debug ", port=" 8000 ", inference_mode=" cpu")
+    assert (settings.host, settings.log_level, settings.port) == ("127.0.0.1", "debug", 8000)
+    assert settings.inference_mode is InferenceMode.CPU
+
+
+def test_a_rule_across_settings_names_the_flag_that_set_one_of_them():
+    with pytest.raises(ValidationError) as refused:
+        Settings(port=8081)
+    assert describe(refused.value, {"PORT": "--port"}) == ["ADMIN_PORT must differ from PORT (PORT from --port)"]
 
 
 def serve(env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -696,6 +696,9 @@ def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room
         (["--times", "inf"], "--times: must be a finite number above 0, not 'inf'"),
         (["--hours", "0"], "--hours: must be a finite number above 0, not '0'"),
         (["--hours", "nan"], "--hours: must be a finite number above 0, not 'nan'"),
+        # Not "invalid _above_zero value": the name of the function that read it.
+        (["--hours", "two"], "--hours: must be a number, not 'two'"),
+        (["--sync-period", "15s"], "--sync-period: must be a number, not '15s'"),
         (["--hours", "100000"], "--hours 100000 is over the 48 it simulates"),
         (["--hours", "0.001"], "--hours 0.001 ends the step before its load changes and settles (60 s in)"),
         (["--scenario", "ramp", "--hours", "0.5"], "ends the ramp before its load changes and settles (1860 s in)"),

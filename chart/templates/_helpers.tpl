@@ -151,6 +151,24 @@ Milliseconds in a Prometheus duration (values.schema.json's promDuration: 1m30s,
 {{- $total -}}
 {{- end }}
 
+{{/*
+PromQL for "the counter .counter (a selector) rose within
+prometheusRule.restartWindow", valued by how much. increase() needs two
+samples, so it misses a rise before a pod's first scrape: a model that
+crashes as it loads reads 1 from that first scrape, and increase() reads 0.
+A pod younger than the window (kube-state-metrics' start time, a wall clock
+that a Prometheus restart does not reset) is counted whole instead, and its
+counter is exact there. Without kube-state-metrics that branch is empty.
+*/}}
+{{- define "inferscale.counterRose" -}}
+{{- $ctx := .context -}}
+{{- $window := $ctx.Values.prometheusRule.restartWindow -}}
+{{- $seconds := divf (include "inferscale.durationMs" $window | atoi) 1000 -}}
+{{- printf "(%s > 0 and on (namespace, pod) (time() - kube_pod_start_time{namespace=%q} < %v))" .counter $ctx.Release.Namespace $seconds }}
+  or
+increase({{ .counter }}[{{ $window }}]) > 0
+{{- end }}
+
 {{/* The ServiceAccount the pods run as. */}}
 {{- define "inferscale.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}

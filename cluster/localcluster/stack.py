@@ -206,8 +206,15 @@ class LocalStack:
 
     def firing_alerts(self) -> set[str]:
         """The names of the alerts firing on the operator's Prometheus."""
+        return {labels["alertname"] for labels in self._firing()}
+
+    def firing(self, alertname: str) -> list[dict[str, str]]:
+        """The labels of each firing alert of that name."""
+        return [labels for labels in self._firing() if labels["alertname"] == alertname]
+
+    def _firing(self) -> list[dict[str, str]]:
         alerts = requests.get(f"{self.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-        return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
+        return [alert["labels"] for alert in alerts if alert["state"] == "firing"]
 
     def _install_crds(self) -> None:
         directory = self.config.crds_dir or crds_dir()

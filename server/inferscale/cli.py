@@ -39,16 +39,13 @@ DEFAULT_VALUES = "chart/values.yaml"
 # outside them would only read as "not found" (or, with a "/", as another path).
 NAMESPACE_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # an RFC 1123 label
 RELEASE_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # helm's
-NAMESPACE_MAX, RELEASE_MAX = 63, 53
+LABEL_VALUE_PATTERN = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+NAMESPACE_MAX, RELEASE_MAX, LABEL_VALUE_MAX = 63, 53, 63
 
-# CLI options override the environment by writing to it, so that Settings has
-# one source and names the variable in its errors.
-SERVE_OPTIONS = {
-    "host": ("HOST", str),
-    "port": ("PORT", int),
-    "admin_port": ("ADMIN_PORT", int),
-    "workers": ("WORKERS", int),
-}
+# CLI options override the environment by writing to it, as text, so that
+# Settings is their one parser (`--workers 2` and `WORKERS=2` read alike) and
+# names the variable in its errors.
+SERVE_OPTIONS = {"host": "HOST", "port": "PORT", "admin_port": "ADMIN_PORT", "workers": "WORKERS"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,30 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=inferscale.__version__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the inference server under gunicorn")
-    for option, (env, kind) in SERVE_OPTIONS.items():
-        serve.add_argument(f"--{option.replace('_', '-')}", type=kind, help=f"overrides ${env}")
+    for option, env in SERVE_OPTIONS.items():
+        serve.add_argument(_flag(option), help=f"overrides ${env}")
     doctor = commands.add_parser(
         "doctor",
         help="walk a release's autoscaling pipeline and name the first broken link",
         description="Needs the [doctor] extra (pip install 'inferscale[doctor]') and a kubeconfig. "
         "Exits 0 when every link is healthy, 1 at a broken link, 2 when the cluster cannot be read.",
     )
-    doctor.add_argument(
-        "--release",
-        type=functools.partial(
-            _name, RELEASE_PATTERN, RELEASE_MAX, "a helm release name: lower-case letters, digits, '-' and '.'"
-        ),
-        default="inferscale",
-        help="the chart's release name (default: inferscale)",
+    _name_option(
+        doctor,
+        ["--release"],
+        (RELEASE_PATTERN, RELEASE_MAX, "a helm release name: lower-case letters, digits, '-' and '.'"),
+        "inferscale",
+        "the chart's release name",
     )
-    doctor.add_argument(
-        "-n",
-        "--namespace",
-        type=functools.partial(
-            _name, NAMESPACE_PATTERN, NAMESPACE_MAX, "a namespace: lower-case letters, digits and '-'"
-        ),
-        default="default",
-        help="the release's namespace (default: default)",
+    _name_option(
+        doctor,
+        ["-n", "--namespace"],
+        (NAMESPACE_PATTERN, NAMESPACE_MAX, "a namespace: lower-case letters, digits and '-'"),
+        "default",
+        "the release's namespace",
+    )
+    _name_option(
+        doctor,
+        ["--chart-name"],
+        (LABEL_VALUE_PATTERN, LABEL_VALUE_MAX, "a label value: letters, digits, '-', '_' and '.'"),
+        "inferscale",
+        "the chart's app.kubernetes.io/name label: the release's nameOverride if it set one",
     )
     doctor.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     doctor.add_argument("--context", help="the kubeconfig context (default: its current one)")
@@ -104,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args)
 
-    for option, (env, _) in SERVE_OPTIONS.items():
+    flags = {}
+    for option, env in SERVE_OPTIONS.items():
         value = getattr(args, option)
         if value is not None:
-            os.environ[env] = str(value)
-    return _serve()
+            os.environ[env] = value
+            flags[env] = _flag(option)
+    return _serve(flags)
+
+
+def _flag(option: str) -> str:
+    return f"--{option.replace('_', '-')}"
 
 
 def _print_report(text: str, end: str = "\n") -> None:
@@ -137,17 +144,19 @@ def _doctor(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - kubernetes' config errors have no common base
         print(f"inferscale doctor: cannot load the kubeconfig: {error}", file=sys.stderr)
         return 2
-    walk = pipeline.Walk(cluster, args.namespace, args.release)
+    walk = pipeline.Walk(cluster, args.namespace, args.release, args.chart_name)
     try:
         findings = pipeline.walk_pipeline(walk)
     except OSError as error:
         print(f"inferscale doctor: cannot reach the API server: {error}", file=sys.stderr)
         return 2
-    except (kube.UnexpectedAnswer, KeyError, TypeError, IndexError) as error:
-        # An object without a field every Kubernetes object of its kind has: not an API server's answer.
+    except kube.ApiError as error:
+        # Refused (401, 403), throttled (429) or failing (5xx): the pipeline is unknown, not broken.
+        print(f"inferscale doctor: {error}", file=sys.stderr)
+        return 2
+    except kube.UnexpectedAnswer as error:
         print(
-            f"inferscale doctor: the kubeconfig's server does not answer as a Kubernetes API server: "
-            f"{type(error).__name__}: {error}",
+            f"inferscale doctor: the kubeconfig's server does not answer as a Kubernetes API server: {error}",
             file=sys.stderr,
         )
         return 2
@@ -337,6 +346,19 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name_option(
+    parser: argparse.ArgumentParser,
+    flags: list[str],
+    rule: tuple[re.Pattern[str], int, str],
+    default: str,
+    meaning: str,
+) -> None:
+    """An option naming a Kubernetes object, checked by `rule` (pattern, longest, what it is)."""
+    parser.add_argument(
+        *flags, type=functools.partial(_name, *rule), default=default, help=f"{meaning} (default: {default})"
+    )
+
+
 def _name(pattern: re.Pattern[str], longest: int, kind: str, text: str) -> str:
     if len(text) > longest or not pattern.fullmatch(text):
         raise argparse.ArgumentTypeError(
@@ -345,15 +367,23 @@ def _name(pattern: re.Pattern[str], longest: int, kind: str, text: str) -> str:
     return text
 
 
+def _number(text: str) -> float:
+    # argparse would name the function that raised: "invalid _above_zero value".
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+
+
 def _above_zero(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text!r}")
     return value
 
 
 def _sync_period(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not (math.isfinite(value) and value >= MIN_SYNC_PERIOD):
         raise argparse.ArgumentTypeError(f"must be a finite number of at least {MIN_SYNC_PERIOD:g} s, not {text!r}")
     return value
@@ -370,15 +400,17 @@ def _note_unscraped(service_monitor: ServiceMonitor) -> None:
         )
 
 
-def _serve() -> int:
+def _serve(flags: dict[str, str]) -> int:
+    """`flags`: the variables the command line set, and by which option."""
     from pydantic import ValidationError
 
-    from inferscale.settings import Settings
+    from inferscale.settings import Settings, describe
 
     try:
         settings = Settings()
     except ValidationError as error:
-        print(f"inferscale: invalid settings:\n{error}", file=sys.stderr)
+        problems = "".join(f"\n  {line}" for line in describe(error, flags))
+        print(f"inferscale: invalid settings:{problems}", file=sys.stderr)
         return 2
     # prometheus_client picks single- or multi-process storage when it is first
     # imported, so the directory must be in the environment before that import.

@@ -8,14 +8,20 @@ and nothing it did admit is ever dropped.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 from inferscale.backend import Outcome
 from inferscale.errors import InferenceError, InferenceTimedOut, Overloaded, Rejected, ShuttingDown
+
+log = logging.getLogger(__name__)
+OBSERVER_FAILURES_LOGGED_EVERY = 1000
 
 
 class ExecutorObserver(Protocol):
@@ -33,7 +39,10 @@ class ModelExecutor:
 
     Each admitted future is answered exactly once, by whoever takes it out of
     `_queued` (to start it, or to refuse it unstarted) and then out of
-    `_running` (its work returning, or `time_out`).
+    `_running` (its work returning, or `take_overrunning`).
+
+    The observer only counts: an error it raises is logged, and never changes
+    an answer or keeps a place.
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class ModelExecutor:
         self._gate = gate or _open_gate()
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-slot")
+        self._observer_failures = itertools.count(1)
         self._lock = threading.Condition()
         # Places taken (queued or running), and admitted requests not yet
         # answered: a place is free just before its answer goes out.
@@ -102,14 +112,9 @@ class ModelExecutor:
             self._unanswered += 1
             # With its admission: `abandon_queued` after a refusal finds every admitted one.
             self._queued.add(future)
-        self._observer.admitted()
+        self._observe(self._observer.admitted)
         self._pool.submit(self._run, future, payload, self._clock())
         return future
-
-    def drain(self, timeout: float) -> bool:
-        """Refuse new work, then wait up to `timeout` s for admitted work; True if all done."""
-        self.refuse_new_work()
-        return self.wait_idle(timeout)
 
     def refuse_new_work(self, refusal: Rejected | None = None) -> None:
         """From now on `submit` raises `refusal`; by default `ShuttingDown`,
@@ -142,24 +147,30 @@ class ModelExecutor:
                 if future in self._running:
                     self._running[future] += seconds
 
-    def overrunning(self, seconds: float) -> set[Future[Outcome]]:
-        """What has been running for longer than `seconds` (pauses excused)."""
+    def take_overrunning(self, seconds: float) -> dict[Future[Outcome], float]:
+        """Take out what has been running for longer than `seconds` (pauses
+        excused), with how long each ran, for `time_out` to answer: should its
+        work return after all, that answers nothing."""
         with self._lock:
             now = self._clock()
-            return {future for future, started in self._running.items() if now - started > seconds}
+            overrun = {future: now - started for future, started in self._running.items() if now - started > seconds}
+            for future in overrun:
+                del self._running[future]
+        return overrun
 
-    def time_out(self, futures: Iterable[Future[Outcome]], seconds: float) -> int:
-        """Answer those of `futures` still running with `InferenceTimedOut` and
-        give their places back; how many there were.
+    def time_out(self, overrun: dict[Future[Outcome], float], seconds: float) -> int:
+        """Answer what `take_overrunning` took with `InferenceTimedOut` and give
+        their places back; how many there were.
 
         Their slot threads cannot be stopped from outside and stay taken until
         their work returns, if ever: only a new process gets them back for sure."""
         late = 0
-        for future in futures:
-            started = self._running.get(future)
-            if started is not None:
-                error = InferenceTimedOut(f"the inference ran over its {seconds:g} s time limit")
-                late += self._finish(future, self._clock() - started, future.set_exception, error)
+        for future, inference_seconds in overrun.items():
+            if future.done():
+                continue  # answered by an earlier call with the same take
+            error = InferenceTimedOut(f"the inference ran over its {seconds:g} s time limit")
+            self._settle(partial(self._observer.finished, inference_seconds), future.set_exception, error)
+            late += 1
         return late
 
     def wait_idle(self, timeout: float) -> bool:
@@ -189,7 +200,7 @@ class ModelExecutor:
         if future.cancelled():
             with self._lock:
                 self._queued.discard(future)
-            self._settle(self._observer.withdrawn, lambda _: None, None)
+            self._settle(self._observer.withdrawn)
 
     def _release(self) -> None:
         with self._lock:
@@ -208,8 +219,8 @@ class ModelExecutor:
         with self._lock:
             started = self._clock()
             self._running[future] = started
+        self._observe(self._observer.started, started - admitted_at)
         try:
-            self._observer.started(started - admitted_at)
             value = self._work(payload)
         # Everything, as a pool's work item catches: the pool's own future, which
         # would hold it, is not the caller's.
@@ -224,29 +235,38 @@ class ModelExecutor:
             # rows would live on in a reference cycle until the collector runs.
             del future, payload
 
-    def _finish(self, future: Future[Outcome], inference_seconds: float, answer: Callable[[Any], None], value) -> int:
-        """End running `future`, free its place, then `answer(value)`; 1 for
-        whichever of `_run` and `time_out` comes first, 0 for the other.
+    def _finish(self, future: Future[Outcome], inference_seconds: float, answer: Callable[[Any], None], value) -> None:
+        """End running `future`, free its place, then `answer(value)`; unless
+        `take_overrunning` took it first, and answers it itself."""
+        with self._lock:
+            if self._running.pop(future, None) is None:
+                return
+        self._settle(partial(self._observer.finished, inference_seconds), answer, value)
+
+    def _settle(self, observe: Callable[[], None], answer: Callable[[Any], None] | None = None, value=None) -> None:
+        """Tell the observer, free the place, `answer(value)` and count it
+        answered, whatever raises in between.
 
         The place is free before the answer, as a pool's future has it: a caller
         woken by the answer may submit again at once."""
-        with self._lock:
-            if self._running.pop(future, None) is None:
-                return 0
-        self._settle(lambda: self._observer.finished(inference_seconds), answer, value)
-        return 1
-
-    def _settle(self, observe: Callable[[], None], answer: Callable[[Any], None], value) -> None:
-        """Tell the observer, free the place, `answer(value)` and count it
-        answered; the last three whatever raises before them."""
+        self._observe(observe)
+        self._release()
         try:
-            observe()
-        finally:
-            self._release()
-            try:
+            if answer is not None:
                 answer(value)
-            finally:
-                self._answered()
+        finally:
+            self._answered()
+
+    def _observe(self, observe: Callable[..., None], *args: Any) -> None:
+        try:
+            observe(*args)
+        except Exception:
+            # Broken metrics fail every call: the first in full, then a line now and then.
+            failures = next(self._observer_failures)
+            if failures == 1:
+                log.exception("the executor's observer failed; the request goes on")
+            elif failures % OBSERVER_FAILURES_LOGGED_EVERY == 0:
+                log.error("the executor's observer has failed %d times; the requests went on", failures)
 
 
 def _open_gate() -> threading.Event:

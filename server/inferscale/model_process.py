@@ -235,7 +235,9 @@ def restart_after_timeout(
         if late > interval and cpu_clock() - cpu < interval:
             executor.excuse_pause(late, running)
 
-    while not (overrun := executor.overrunning(limit)):
+    # Taken out before the restart is prepared: one that returns meanwhile
+    # cannot leave a restart with nothing timed out.
+    while not (overrun := executor.take_overrunning(limit)):
         look_again()
     queued = service.prepare_restart("an inference ran over INFERENCE_TIMEOUT_SECONDS")
     timed_out = executor.time_out(overrun, limit)
@@ -253,7 +255,7 @@ def restart_after_timeout(
         if not executor.unanswered:
             return timed_out
         look_again()
-        timed_out += executor.time_out(executor.overrunning(limit), limit)
+        timed_out += executor.time_out(executor.take_overrunning(limit), limit)
     if executor.unanswered:
         log.warning("%d request(s) still unanswered; restarting anyway", executor.unanswered)
     return timed_out

@@ -11,9 +11,11 @@ number of files stays proportional to the live workers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,14 +27,26 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 ARCHIVED_TYPES = ("counter", "histogram")
 LOCK_NAME = ".scrape.lock"
+# The files prometheus_client writes (`<type>_<pid>.db`, a gauge's type naming
+# its mode) and our archives.
+OWN_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_([0-9]+|archive)\.db")
 
 
 def prepare_directory(path: str) -> None:
     """Create the directory and drop files of a previous run (their pids are gone);
-    OSError if it cannot be written, before any process depends on it."""
+    OSError if it cannot be written, before any process depends on it, or if it
+    holds other `.db` files: a scrape reads every one, and they are not ours to delete."""
     os.makedirs(path, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.remove(stale)
+    stale = glob.glob(os.path.join(path, "*.db"))
+    foreign = sorted(os.path.basename(name) for name in stale if not OWN_FILE.fullmatch(os.path.basename(name)))
+    if foreign:
+        raise FileExistsError(
+            errno.EEXIST,
+            f"holds files that are not this server's metrics ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); give it a directory of its own, it empties it at start",
+        )
+    for name in stale:
+        os.remove(name)
     tempfile.TemporaryFile(dir=path).close()
 
 

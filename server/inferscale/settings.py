@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from enum import Enum
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A model's name or version as a V2 path segment can carry it.
@@ -17,6 +18,11 @@ DAY_SECONDS = 86_400
 # and msgpack's reader takes at most 2 GiB (its limit 0 is INT_MAX, not the 4 GiB
 # its docstring says); the rest of the message needs a few bytes.
 MAX_ROWS_BYTES = 2**31 - 1024
+# Typos, caught at start rather than as a model that never loads or a pod that
+# runs out of threads: a terabyte of weights, a thousand threads of slots.
+MAX_MODEL_MEMORY_MB = 1_048_576
+MAX_SLOTS = 1024
+MAX_QUEUE = 100_000
 
 
 class InferenceMode(str, Enum):
@@ -28,8 +34,15 @@ class Settings(BaseSettings):
     """Environment variables, unprefixed (`MODEL_CONCURRENCY=2`), validated at start."""
 
     # No infinities: `time.sleep` and the timeouts overflow on them, and no pod waits forever.
+    # Text is trimmed as numbers are: `HOST=" 127.0.0.1"` from a quoted env file
+    # would otherwise pass here and fail only as an address that cannot listen.
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
+        str_strip_whitespace=True,
     )
 
     host: str = Field("0.0.0.0", min_length=1)
@@ -53,7 +66,7 @@ class Settings(BaseSettings):
     """model version in the V2 routes"""
     model_load_seconds: float = Field(5.0, ge=0, le=DAY_SECONDS)
     """simulated weight loading time"""
-    model_memory_mb: int = Field(64, ge=0)
+    model_memory_mb: int = Field(64, ge=0, le=MAX_MODEL_MEMORY_MB)
     """weights allocated and touched, once per pod in the model process (resident memory)"""
     max_features: int = Field(256, ge=1, le=65536)
     """longest feature vector accepted (shorter ones are zero-padded)"""
@@ -67,9 +80,9 @@ class Settings(BaseSettings):
     inference_jitter_seconds: float = Field(0.0, ge=0)
     """uniform ± jitter on the inference time"""
 
-    model_concurrency: int = Field(2, ge=1)
+    model_concurrency: int = Field(2, ge=1, le=MAX_SLOTS)
     """model slots per pod: inferences running at once"""
-    max_queue: int = Field(8, ge=0)
+    max_queue: int = Field(8, ge=0, le=MAX_QUEUE)
     """requests that may wait for a slot, per pod"""
     retry_after_seconds: int = Field(0, ge=0, le=DAY_SECONDS)
     """`Retry-After` on 503; `0` = one inference duration, rounded up"""
@@ -103,9 +116,16 @@ class Settings(BaseSettings):
     """random spread added to `MAX_REQUESTS`"""
 
     prometheus_multiproc_dir: str = Field("/tmp/inferscale-metrics", pattern=r"^/")
-    """directory the workers share their metrics through, an absolute path; emptied at start"""
+    """directory the workers share their metrics through, an absolute path, of its own: its metric files are removed
+    at start, and one holding other `.db` files is refused"""
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error|critical)$")
     """`debug`, `info`, `warning`, `error` or `critical`"""
+
+    @field_validator("inference_mode", mode="before")
+    @classmethod
+    def _trim_choice(cls, value: object) -> object:
+        # str_strip_whitespace trims text fields only, not an Enum's.
+        return value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -135,6 +155,26 @@ class Settings(BaseSettings):
     @property
     def retry_after(self) -> int:
         return self.retry_after_seconds or max(1, math.ceil(self.inference_duration_seconds))
+
+
+def describe(error: ValidationError, flags: dict[str, str] | None = None) -> list[str]:
+    """One line per problem, naming the variable as users set it (or the
+    `flags` option that set it) with the value it had; pydantic's own text
+    names the field and links to its docs."""
+    lines, flags = [], flags or {}
+    for problem in error.errors(include_url=False):
+        # A check of ours: its own message, without pydantic's "Value error, ".
+        message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
+        if not problem["loc"]:  # a rule across settings: its message names them
+            set_by = [
+                f"{variable} from {flag}" for variable, flag in flags.items() if re.search(rf"\b{variable}\b", message)
+            ]
+            lines.append(f"{message} ({', '.join(set_by)})" if set_by else message)
+            continue
+        variable = str(problem["loc"][0]).upper()
+        source = f"{variable} ({flags[variable]})" if variable in flags else variable
+        lines.append(f"{source}={problem['input']!r}: {message}")
+    return lines
 
 
 def _decimal(value: float) -> Decimal:

@@ -9,12 +9,40 @@ from urllib.parse import quote
 import urllib3
 from kubernetes import config
 from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
+
+# The cluster-scoped kinds doctor reads; every other kind it reads is namespaced.
+CLUSTER_SCOPED = {"namespaces", "apiservices"}
 
 
 class ApiError(Exception):
-    def __init__(self, path: str, status: int, body: str):
-        super().__init__(f"GET {path}: HTTP {status}: {body[:300]}")
+    """An error status: what doctor could not read, and what the server said (`reason`:
+    the status line's phrase, which HTTP/2 answers lack)."""
+
+    def __init__(self, path: str, status: int, body: str, reason: str = ""):
         self.status = status
+        self.message = _message(body)
+        self.from_prometheus = _prometheus_error(body)
+        verb, what = _request(path)
+        said = f" ({self.message})" if self.message and self.message != reason else ""
+        text = f"cannot read {what}: HTTP {status} {reason}".rstrip() + said
+        if self.from_prometheus:  # it let doctor through, and refused the query
+            text = f"Prometheus refused doctor's query: HTTP {status} {reason}".rstrip() + said
+        if status == 401:
+            text += (
+                ": the API server refused the kubeconfig's credentials: renew them (an expired token or certificate?)"
+            )
+        elif status == 403:
+            text += (
+                f": the kubeconfig's identity needs the verb {verb} on it (docs/operations.md lists what doctor reads)"
+            )
+        super().__init__(text)
+
+
+class PrometheusUnavailable(Exception):
+    """Prometheus does not answer its API: no Service or no pod behind the API
+    server's proxy (404, 502, 503, 504), or its own error for a query (a
+    timeout). A link of the pipeline down, not a cluster doctor cannot read."""
 
 
 class UnexpectedAnswer(Exception):
@@ -49,11 +77,20 @@ class Cluster:
         )
         try:
             response = self.api.call_api(method, url, headers, body, post, _request_timeout=self.timeout_seconds)
+            # The body is read here, not in call_api: a server that stalls mid-body times out here.
+            data = response.read()
         except urllib3.exceptions.HTTPError as error:
             raise ConnectionError(f"GET {path}: {error}") from error
-        data = response.read()
+        except ApiException as error:
+            # The client's wrapping of urllib3's SSLError: a CA that did not sign the
+            # server's certificate, or a client certificate the server refused.
+            reason = str(error.reason).replace("\n", ": ")
+            raise ConnectionError(
+                f"GET {path}: TLS failed: {reason} "
+                "(check the kubeconfig's certificate-authority and client certificate)"
+            ) from error
         if response.status >= 400:
-            raise ApiError(path, response.status, data.decode(errors="replace"))
+            raise ApiError(path, response.status, data.decode(errors="replace"), response.reason)
         try:
             answer = json.loads(data)
         except ValueError:  # not JSON, or not UTF-8
@@ -68,20 +105,88 @@ class Cluster:
             raise UnexpectedAnswer(f"GET {path}: a list without its items")
         return items
 
+    def object(self, path: str) -> dict[str, Any]:
+        """A Kubernetes object: it has its metadata, and the doctor reads its name from there."""
+        return _named(path, self.get(path))
+
+    def objects(self, path: str, **query: str) -> list[dict[str, Any]]:
+        """A list of Kubernetes objects, each with its metadata (metric values have none: `items`)."""
+        return [_named(path, item) for item in self.items(path, **query)]
+
 
 class Prometheus:
     """Prometheus's HTTP API through the API server's proxy to its Service."""
 
     def __init__(self, cluster: Cluster, namespace: str, service: str = "prometheus-operated", port: str = "web"):
         self.cluster = cluster
+        self.namespace = namespace
         self.base = f"/api/v1/namespaces/{namespace}/services/{quote(service)}:{port}/proxy"
         self.address = f"{service}.{namespace}.svc"
 
     def api(self, path: str, **query: str) -> Any:
-        answer = self.cluster.get(f"{self.base}/api/v1/{path}", **query)
+        full = f"{self.base}/api/v1/{path}"
+        try:
+            answer = self.cluster.get(full, **query)
+        except ApiError as error:
+            if error.from_prometheus and error.status >= 500:
+                raise PrometheusUnavailable(
+                    f"Prometheus ({self.address}) fails: HTTP {error.status} ({error.message})"
+                ) from error
+            if error.from_prometheus or error.status not in (404, 502, 503, 504):
+                raise  # what doctor asked was refused (400, 422), or doctor may not ask (401, 403)
+            raise PrometheusUnavailable(
+                f"Prometheus ({self.address}) does not answer through the API server's proxy: "
+                f"HTTP {error.status} ({error.message})"
+            ) from error
         if answer.get("status") != "success":
-            raise ApiError(path, 200, json.dumps(answer))
+            raise ApiError(full, 200, json.dumps(answer), "OK")
         return answer["data"]
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         return self.api("query", query=promql)["result"]
+
+
+def _named(path: str, item: Any) -> dict[str, Any]:
+    if not (isinstance(item, dict) and isinstance(item.get("metadata"), dict) and item["metadata"].get("name")):
+        raise UnexpectedAnswer(f"GET {path}: an object without metadata.name")
+    return item
+
+
+def _message(body: str) -> str:
+    """The server's own words: a Kubernetes Status's message, Prometheus's error, else the body's start."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        said = answer.get("message") or answer.get("error")
+        if isinstance(said, str):
+            return said
+    return " ".join(body.split())[:300]
+
+
+def _prometheus_error(body: str) -> bool:
+    """Whether Prometheus itself wrote this error (its API's JSON), not the API server's proxy."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("status") == "error"
+
+
+def _request(path: str) -> tuple[str, str]:
+    """The verb and the resource the API server authorizes a GET of `path` as:
+    ('list', 'deployments in API group apps in namespace web'), ('get', 'namespaces web')."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 3 or parts[0] not in ("api", "apis"):
+        return "get", path  # not a resource path (/version)
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    scope = ""
+    if len(rest) > 2 and rest[0] == "namespaces":
+        scope, rest = f" in namespace {rest[1]}", rest[2:]
+    elif rest and rest[0] not in CLUSTER_SCOPED:
+        scope = " in every namespace"  # a namespaced kind listed cluster-wide needs a ClusterRole
+    resource = "/".join(rest[:1] + rest[2:3])  # resource[/subresource]: services/proxy, pods/<metric>
+    name = f" {rest[1]}" if len(rest) > 1 else ""
+    in_group = f" in API group {group}" if group else ""
+    return ("get" if name else "list"), f"{resource}{name}{in_group}{scope}"

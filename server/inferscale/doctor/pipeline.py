@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from .hpa import current_values
-from .kube import ApiError, Cluster, Prometheus
-from .selectors import describe, matches
+from .kube import ApiError, Cluster, Prometheus, PrometheusUnavailable
+from .selectors import InvalidSelector, describe, matches
 
 HISTOGRAM = "inference_request_duration_seconds"
+# The chart's name: its selector labels (chart/templates/_helpers.tpl,
+# inferscale.selectorLabels) carry it, unless the release set nameOverride.
+CHART_NAME = "inferscale"
 # kube-controller-manager's --horizontal-pod-autoscaler-sync-period default;
 # the flag is not visible through the API.
 HPA_SYNC_DEFAULT = "15s"
@@ -52,6 +57,8 @@ class Walk:
     cluster: Cluster
     namespace: str
     release: str
+    # The chart's app.kubernetes.io/name: its own name unless the release set nameOverride.
+    chart_name: str = CHART_NAME
     deployment: dict = field(default_factory=dict)
     ready_pods: list[str] = field(default_factory=list)
     service_monitor: dict = field(default_factory=dict)
@@ -71,21 +78,26 @@ class Walk:
 
     @property
     def pod_selector(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.deployment["spec"]["selector"]["matchLabels"].items())
+        return describe(self.deployment["spec"]["selector"])
 
-    def release_items(self, path: str) -> list[dict]:
-        return self.cluster.items(path, labelSelector=f"app.kubernetes.io/instance={self.release}")
+    @property
+    def chart_selector(self) -> str:
+        """The chart's selector labels. The instance label alone is not enough: an
+        umbrella release (docs/install.md) gives it to every chart's objects."""
+        return f"app.kubernetes.io/name={self.chart_name},app.kubernetes.io/instance={self.release}"
 
 
 def pods_ready(walk: Walk) -> str:
-    deployments = walk.release_items(f"/apis/apps/v1/namespaces/{walk.namespace}/deployments")
-    if not deployments:
+    path = f"/apis/apps/v1/namespaces/{walk.namespace}/deployments"
+    deployment = _the_one(walk, "Deployment", walk.cluster.objects(path, labelSelector=walk.chart_selector))
+    if deployment is None:
         raise Broken(
-            f"no Deployment of release {walk.release!r} in namespace {walk.namespace!r}",
-            f"check the release and namespace: helm list -n {walk.namespace}",
+            f"no Deployment in namespace {walk.namespace!r} has the chart's labels {walk.chart_selector}",
+            f"check the release and namespace: helm list -n {walk.namespace}; a release installed with "
+            "nameOverride (or as an aliased subchart) is labelled with that name: pass it as --chart-name",
         )
-    walk.deployment = deployments[0]
-    pods = walk.cluster.items(f"/api/v1/namespaces/{walk.namespace}/pods", labelSelector=walk.pod_selector)
+    walk.deployment = deployment
+    pods = walk.cluster.objects(f"/api/v1/namespaces/{walk.namespace}/pods", labelSelector=walk.pod_selector)
     walk.ready_pods = sorted(p["metadata"]["name"] for p in pods if _condition(p, "Ready") == "True")
     wanted = walk.deployment["spec"].get("replicas", 1)
     # Pods the scheduler found no room for: the HPA's count is then more than
@@ -94,7 +106,7 @@ def pods_ready(walk: Walk) -> str:
     if not walk.ready_pods:
         raise Broken(
             f"none of the {len(pods)} pods of Deployment {walk.service} is ready{unschedulable}",
-            f"kubectl -n {walk.namespace} describe pods -l {walk.pod_selector}; "
+            f"kubectl -n {walk.namespace} describe pods -l {shlex.quote(walk.pod_selector)}; "
             f"kubectl -n {walk.namespace} logs deploy/{walk.service}",
         )
     walk.budget["readiness"] = _readiness(walk.deployment)
@@ -115,16 +127,26 @@ def _unschedulable(pods: list[dict]) -> str:
 
 
 def service_monitor_selected(walk: Walk) -> str:
-    monitors = walk.release_items(f"/apis/monitoring.coreos.com/v1/namespaces/{walk.namespace}/servicemonitors")
-    if not monitors:
+    path = f"/apis/monitoring.coreos.com/v1/namespaces/{walk.namespace}/servicemonitors"
+    with _operator_crds():
+        monitor = _the_one(walk, "ServiceMonitor", walk.cluster.objects(path, labelSelector=walk.chart_selector))
+    if monitor is None:
         raise Broken(
-            f"release {walk.release!r} has no ServiceMonitor",
-            "helm upgrade with serviceMonitor.enabled=true (needs the monitoring.coreos.com CRDs)",
+            f"release {walk.release!r} has no ServiceMonitor with the chart's labels {walk.chart_selector}",
+            "helm upgrade with serviceMonitor.enabled=true",
         )
-    walk.service_monitor = monitor = monitors[0]
+    walk.service_monitor = monitor
+    name = monitor["metadata"]["name"]
+    endpoints = monitor["spec"].get("endpoints") or []
+    if not endpoints:
+        raise Broken(
+            f"ServiceMonitor {name} has no endpoints: Prometheus scrapes nothing through it",
+            "helm upgrade the release: the chart's ServiceMonitor scrapes /metrics on the admin port",
+        )
     labels = monitor["metadata"].get("labels", {})
-    namespace_labels = walk.cluster.get(f"/api/v1/namespaces/{walk.namespace}")["metadata"].get("labels", {})
-    prometheuses = walk.cluster.items("/apis/monitoring.coreos.com/v1/prometheuses")
+    namespace_labels = walk.cluster.object(f"/api/v1/namespaces/{walk.namespace}")["metadata"].get("labels", {})
+    with _operator_crds():
+        prometheuses = walk.cluster.objects("/apis/monitoring.coreos.com/v1/prometheuses")
     if not prometheuses:
         raise Broken(
             "no Prometheus resource in the cluster",
@@ -135,22 +157,14 @@ def service_monitor_selected(walk: Walk) -> str:
             walk.prometheus_resource = resource
             home = resource["metadata"]["namespace"]
             walk.prometheus = Prometheus(walk.cluster, home)
-            interval = monitor["spec"]["endpoints"][0].get("interval") or resource["spec"].get("scrapeInterval")
+            interval = endpoints[0].get("interval") or resource["spec"].get("scrapeInterval")
             walk.budget["scrape interval"] = interval or f"{SCRAPE_DEFAULT} (the operator's default)"
-            name = monitor["metadata"]["name"]
             return f"ServiceMonitor {name} is selected by Prometheus {home}/{resource['metadata']['name']}"
     wanted = "; ".join(
-        f"{p['metadata']['namespace']}/{p['metadata']['name']} selects "
-        + (
-            describe(p["spec"]["serviceMonitorSelector"])
-            if p["spec"].get("serviceMonitorSelector") is not None
-            else "no ServiceMonitor (its selector is unset)"
-        )
-        for p in prometheuses
+        f"{p['metadata']['namespace']}/{p['metadata']['name']} selects {_selection(p)}" for p in prometheuses
     )
     raise Broken(
-        f"ServiceMonitor {monitor['metadata']['name']} (labels {_labels(labels)}) "
-        f"is selected by no Prometheus: {wanted}",
+        f"ServiceMonitor {name} (labels {_labels(labels)}) is selected by no Prometheus: {wanted}",
         "give the ServiceMonitor the labels a Prometheus selects (chart value serviceMonitor.additionalLabels, "
         "e.g. release: <your kube-prometheus-stack release>), or install kube-prometheus-stack with "
         "prometheus-values.yaml, which selects every ServiceMonitor",
@@ -216,12 +230,14 @@ def adapter_rule_answers(walk: Walk) -> str:
 
 def _rule_answers(walk: Walk, metric: dict) -> str:
     kind, name = metric["type"], metric["name"]
-    config = _adapter(walk, kind)["config"]
-    rules = config.get("rules" if kind == "Pods" else "externalRules") or []
-    served = {served_name: rule for rule in rules for served_name in [_served_name(rule)] if served_name}
+    rules = _rules(walk, kind)
+    served = {serving: rule for rule in rules for serving in [served_name(rule)] if serving}
     if name not in served:
+        unread = [f"#{i}" for i, rule in enumerate(rules) if _name_pattern(rule) is None]
+        unread_note = f" (and doctor cannot read the Go name.matches of rules {', '.join(unread)})" if unread else ""
         raise Broken(
-            f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}",
+            f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}"
+            f"{unread_note}",
             "set the chart's autoscaling.metric.name (or externalName, or slotUtilization.name) to a served name, "
             "or add the rule to the adapter's values (adapter-values.yaml)",
         )
@@ -229,7 +245,29 @@ def _rule_answers(walk: Walk, metric: dict) -> str:
     window = re.search(r"\[([0-9a-z]+)\]", rule["metricsQuery"])
     # The HPA's first metric is the request duration, whose window the budget is about.
     walk.budget.setdefault("rate window", window.group(1) if window else "(none in the query)")
-    result = _prometheus(walk).query(_expand(rule, walk, metric))
+    query = _expand(rule, walk, metric)
+    if "<<" in query:
+        return (
+            f"the adapter's query for {name} uses template actions doctor does not fill in "
+            "(it knows <<.Series>>, <<.LabelMatchers>> and <<.GroupBy>>): not run; the metrics API's link checks it"
+        )
+    try:
+        result = _prometheus(walk).query(query)
+    except PrometheusUnavailable as down:
+        adapter = _adapter(walk, kind)
+        raise Broken(
+            f"{down}, on the adapter's query for {name}",
+            f"Prometheus answered the links before this one: the rule's metricsQuery in {adapter['source']} "
+            "may be too heavy for it, and the adapter's own queries fail alike",
+        ) from None
+    except ApiError as error:
+        if error.status not in (400, 422):  # a query Prometheus cannot parse, or cannot run
+            raise
+        adapter = _adapter(walk, kind)
+        raise Broken(
+            f"Prometheus refuses the adapter's query for {name} (HTTP {error.status}): {error.message}",
+            f"fix the rule's metricsQuery in {adapter['source']}; {_restart(adapter['deployment'])}",
+        ) from None
     if kind == "External":
         if not result:
             raise Broken(f"the adapter's query for {name} returns nothing", _too_little_data())
@@ -251,7 +289,7 @@ def _api_serves(walk: Walk, metric: dict) -> str:
     adapter = walk.adapters[kind]["deployment"]
     where = f"{adapter['metadata']['namespace']}/{adapter['metadata']['name']}"
     # The HPA controller uses the group's preferred version: every version registered must work.
-    for service in walk.cluster.items("/apis/apiregistration.k8s.io/v1/apiservices"):
+    for service in walk.cluster.objects("/apis/apiregistration.k8s.io/v1/apiservices"):
         if service["spec"].get("group") != group or _condition(service, "Available") == "True":
             continue
         name = service["metadata"]["name"]
@@ -271,12 +309,13 @@ def _api_serves(walk: Walk, metric: dict) -> str:
         )
     base = f"/apis/{group}/{version}/namespaces/{walk.namespace}"
     if kind == "External":
-        selector = describe(metric.get("selector") or {})
-        items = walk.cluster.items(f"{base}/{name}", labelSelector=selector)
+        selector = metric.get("selector") or {}
+        query = {"labelSelector": describe(selector)} if selector else {}
+        items = _metric_values(walk, adapter, f"{base}/{name}", **query)
         if not items:
-            raise Broken(f"{group} serves no {name} for selector {selector}", _too_little_data())
+            raise Broken(f"{group} serves no {name} for selector {describe(selector)}", _too_little_data())
         return f"{group} serves {name} = {items[0]['value']}"
-    items = walk.cluster.items(f"{base}/pods/*/{name}", labelSelector=walk.pod_selector)
+    items = _metric_values(walk, adapter, f"{base}/pods/*/{name}", labelSelector=walk.pod_selector)
     missing = sorted(set(walk.ready_pods) - {item["describedObject"]["name"] for item in items})
     if missing:
         raise Broken(
@@ -285,6 +324,30 @@ def _api_serves(walk: Walk, metric: dict) -> str:
             f"({walk.budget.get('relist interval')}), then check the adapter's logs",
         )
     return f"{group} serves {name} for every ready pod"
+
+
+def _metric_values(walk: Walk, adapter: dict, path: str, **query: str) -> list[dict]:
+    """The metrics API's values. It answers 404 "could not find the metric" when
+    the adapter has not listed the series: its rule and query answered in the
+    link before, so what is left is when and what the adapter last read."""
+    namespace, name = adapter["metadata"]["namespace"], adapter["metadata"]["name"]
+    try:
+        return walk.cluster.items(path, **query)
+    except ApiError as error:
+        if error.status >= 500:  # the adapter's own query or listing failed, as the HPA sees it
+            raise Broken(
+                f"the metrics API answers {error.status}: {error.message}",
+                f"the adapter says why in its log: kubectl -n {namespace} logs deploy/{name}",
+            ) from None
+        if error.status != 404:
+            raise
+        raise Broken(
+            f"the metrics API answers 404: {error.message}",
+            "the adapter serves a series once a relist has seen a sample of it within the last relist interval "
+            f"({walk.budget.get('relist interval')}): wait that long and run doctor again; if it lasts, the relist "
+            f"interval must be at least the scrape interval ({walk.budget.get('scrape interval')}), and the adapter "
+            f"reads its rules only when it starts: kubectl -n {namespace} rollout restart deploy/{name}",
+        ) from None
 
 
 def hpa_scaling(walk: Walk) -> str:
@@ -350,7 +413,8 @@ LINKS: list[tuple[str, Callable[[Walk], str]]] = [
 
 
 def walk_pipeline(walk: Walk) -> list[Finding]:
-    """The findings up to and including the first broken link."""
+    """The findings up to and including the first broken link. What doctor
+    cannot read (kube.ApiError) is no finding about the pipeline: the caller's."""
     findings = []
     for link, check in LINKS:
         try:
@@ -358,13 +422,14 @@ def walk_pipeline(walk: Walk) -> list[Finding]:
         except Broken as broken:
             findings.append(Finding(link, False, broken.detail, broken.fix))
             break
-        except ApiError as error:
+        except PrometheusUnavailable as down:
+            namespace = _prometheus(walk).namespace
             fix = (
-                "check the kubeconfig's permissions: doctor needs get and list on what it names"
-                if error.status in (401, 403)
-                else "an answer doctor did not expect: read the error above"
+                f"every link from here reads Prometheus: kubectl -n {namespace} get pods "
+                "-l app.kubernetes.io/name=prometheus, then their events and log (the Prometheus Operator "
+                "creates them and their Service, prometheus-operated: if there is none, read the operator's log)"
             )
-            findings.append(Finding(link, False, str(error), fix))
+            findings.append(Finding(link, False, str(down), fix))
             break
     walk.budget.setdefault(
         "HPA sync period", f"{HPA_SYNC_DEFAULT} (kube-controller-manager's default; not visible through the API)"
@@ -383,6 +448,35 @@ def _prometheus(walk: Walk) -> Prometheus:
     return walk.prometheus
 
 
+def _the_one(walk: Walk, kind: str, found: list[dict]) -> dict | None:
+    """The release's object of `kind` among `found`, or None; doctor checks one
+    and does not guess which when there are more."""
+    if len(found) > 1:
+        names = ", ".join(sorted(o["metadata"]["name"] for o in found))
+        raise Broken(
+            f"{len(found)} {kind}s in namespace {walk.namespace} have the chart's labels {walk.chart_selector}: "
+            f"{names}; doctor cannot tell which is the release's",
+            f"keep the chart's own and remove or relabel the others: "
+            f"kubectl -n {walk.namespace} get {kind.lower()} -l {walk.chart_selector} --show-labels",
+        )
+    return found[0] if found else None
+
+
+@contextmanager
+def _operator_crds() -> Iterator[None]:
+    """Lists of the Prometheus Operator's kinds: a 404 means the cluster has no such kind."""
+    try:
+        yield
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        raise Broken(
+            f"the cluster does not serve the Prometheus Operator's monitoring.coreos.com/v1 kinds: {error.message}",
+            "install kube-prometheus-stack (with prometheus-values.yaml), which brings the Prometheus Operator "
+            "and its CRDs, then helm upgrade the release with serviceMonitor.enabled=true",
+        ) from None
+
+
 def _condition(obj: dict, kind: str) -> str | None:
     return next((c["status"] for c in obj.get("status", {}).get("conditions") or [] if c["type"] == kind), None)
 
@@ -393,14 +487,29 @@ def _labels(labels: dict) -> str:
 
 def _selects(prometheus: dict, labels: dict, namespace_labels: dict, namespace: str) -> bool:
     """The operator's rules: an unset serviceMonitorSelector selects nothing, an
-    unset namespace selector only the Prometheus's own namespace."""
+    unset namespace selector only the Prometheus's own namespace, and an invalid
+    one nothing (the operator refuses to configure that Prometheus)."""
     spec = prometheus["spec"]
-    if spec.get("serviceMonitorSelector") is None or not matches(spec["serviceMonitorSelector"], labels):
+    try:
+        if spec.get("serviceMonitorSelector") is None or not matches(spec["serviceMonitorSelector"], labels):
+            return False
+        namespaces = spec.get("serviceMonitorNamespaceSelector")
+        if namespaces is None:
+            return prometheus["metadata"]["namespace"] == namespace
+        return matches(namespaces, namespace_labels)
+    except InvalidSelector:
         return False
-    namespaces = spec.get("serviceMonitorNamespaceSelector")
-    if namespaces is None:
-        return prometheus["metadata"]["namespace"] == namespace
-    return matches(namespaces, namespace_labels)
+
+
+def _selection(prometheus: dict) -> str:
+    """Which ServiceMonitors a Prometheus selects, as the finding that none selects ours names it."""
+    selector = prometheus["spec"].get("serviceMonitorSelector")
+    if selector is None:
+        return "no ServiceMonitor (its selector is unset)"
+    try:
+        return describe(selector)
+    except InvalidSelector as error:
+        return f"nothing: its serviceMonitorSelector is invalid, {error}"
 
 
 def _readiness(deployment: dict) -> str:
@@ -417,7 +526,7 @@ def _readiness(deployment: dict) -> str:
 
 
 def _hpa(walk: Walk) -> dict:
-    for hpa in walk.cluster.items(f"/apis/autoscaling/v2/namespaces/{walk.namespace}/horizontalpodautoscalers"):
+    for hpa in walk.cluster.objects(f"/apis/autoscaling/v2/namespaces/{walk.namespace}/horizontalpodautoscalers"):
         target = hpa["spec"]["scaleTargetRef"]
         if target["kind"] == "Deployment" and target["name"] == walk.service:
             return hpa
@@ -461,7 +570,7 @@ def _for_each_metric(walk: Walk, check: Callable[[Walk, dict], str]) -> str:
 def _api_service(walk: Walk, kind: str) -> dict:
     group, version = METRICS_API[kind]
     try:
-        return walk.cluster.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
+        return walk.cluster.object(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
     except ApiError as error:
         if error.status != 404:
             raise
@@ -472,14 +581,14 @@ def _api_service(walk: Walk, kind: str) -> dict:
 
 
 def _adapter(walk: Walk, kind: str) -> dict:
-    """The prometheus-adapter Deployment serving `kind`, its arguments and its
-    rules: the one behind the metrics APIService's Service, or, when that
-    Service is missing (the next link's problem), the one labelled as the
-    prometheus-adapter chart labels it."""
+    """The prometheus-adapter Deployment serving `kind`, where its rules come
+    from and what they are: the one behind the metrics APIService's Service, or,
+    when that Service is missing (the next link's problem), the one labelled as
+    the prometheus-adapter chart labels it."""
     if kind in walk.adapters:
         return walk.adapters[kind]
     deployments = _deployments_behind(walk, _api_service(walk, kind)["spec"].get("service"))
-    deployments = deployments or walk.cluster.items(
+    deployments = deployments or walk.cluster.objects(
         "/apis/apps/v1/deployments", labelSelector="app.kubernetes.io/name=prometheus-adapter"
     )
     if not deployments:
@@ -487,12 +596,11 @@ def _adapter(walk: Walk, kind: str) -> dict:
             f"no prometheus-adapter Deployment serves {METRICS_API[kind][0]}",
             "install prometheus-adapter with adapter-values.yaml",
         )
-    container = deployments[0]["spec"]["template"]["spec"]["containers"][0]
-    args = dict(
-        a.removeprefix("--").split("=", 1) for a in container.get("args", []) if a.startswith("--") and "=" in a
-    )
-    walk.budget["relist interval"] = args.get("metrics-relist-interval", f"{RELIST_DEFAULT} (the adapter's default)")
-    walk.adapters[kind] = {"deployment": deployments[0], "config": _adapter_config(walk, deployments[0], args)}
+    deployment = deployments[0]
+    flags = _flags(_adapter_container(deployment["spec"]["template"]["spec"]))
+    walk.budget["relist interval"] = flags.get("metrics-relist-interval", f"{RELIST_DEFAULT} (the adapter's default)")
+    source, config = _adapter_config(walk, deployment, flags.get("config"))
+    walk.adapters[kind] = {"deployment": deployment, "source": source, "config": config}
     return walk.adapters[kind]
 
 
@@ -501,7 +609,7 @@ def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
         return []
     namespace = service_ref["namespace"]
     try:
-        service = walk.cluster.get(f"/api/v1/namespaces/{namespace}/services/{service_ref['name']}")
+        service = walk.cluster.object(f"/api/v1/namespaces/{namespace}/services/{service_ref['name']}")
     except ApiError as error:
         if error.status != 404:
             raise
@@ -509,40 +617,219 @@ def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
     selector = {"matchLabels": service["spec"].get("selector") or {}}
     return [
         d
-        for d in walk.cluster.items(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+        for d in walk.cluster.objects(f"/apis/apps/v1/namespaces/{namespace}/deployments")
         if selector["matchLabels"] and matches(selector, d["spec"]["template"]["metadata"].get("labels", {}))
     ]
 
 
-def _adapter_config(walk: Walk, deployment: dict, args: dict[str, str]) -> dict:
-    path = args.get("config")
+def _adapter_container(pod_spec: dict) -> dict:
+    """The container that runs the adapter: the one given a --config, else the
+    chart's `prometheus-adapter`, else the first (a sidecar may come before it)."""
+    containers = pod_spec["containers"]
+    return (
+        next((c for c in containers if "config" in _flags(c)), None)
+        or next((c for c in containers if c.get("name") == "prometheus-adapter"), None)
+        or containers[0]
+    )
+
+
+def _flags(container: dict) -> dict[str, str]:
+    """A container's `--name=value` and `--name value` flags, from its command
+    and then its args, the order the kubelet runs them in."""
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    flags = {}
+    for word, following in zip(words, [*words[1:], None], strict=True):
+        if not word.startswith("--"):
+            continue
+        name, equals, value = word[2:].partition("=")
+        if equals:
+            flags[name] = value
+        elif following is not None and not following.startswith("-"):
+            flags[name] = following
+    return flags
+
+
+def _adapter_config(walk: Walk, deployment: dict, path: str | None) -> tuple[str, dict]:
+    """The adapter's --config file: which ConfigMap key it is (for findings), and what it holds."""
     if not path:
         raise Broken(
-            "prometheus-adapter runs without --config: it serves no rules of ours",
+            "doctor finds no --config flag in prometheus-adapter's command or args (a flag inside a shell script "
+            "it cannot read): without one the adapter serves no rules of ours",
             "install prometheus-adapter with adapter-values.yaml",
         )
-    spec = deployment["spec"]["template"]["spec"]
-    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
-    for volume in spec.get("volumes", []):
-        if "configMap" in volume and mounts.get(volume["name"]) == posixpath.dirname(path):
-            namespace = deployment["metadata"]["namespace"]
-            data = walk.cluster.get(f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}")["data"]
-            return yaml.safe_load(data[posixpath.basename(path)])
-    raise Broken(f"cannot find the ConfigMap behind the adapter's --config={path}", "check the adapter's Deployment")
+    path = posixpath.normpath(path)
+    namespace, adapter = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+    found = _config_map_file(deployment["spec"]["template"]["spec"], path)
+    if found is None:
+        raise Broken(
+            f"cannot find the ConfigMap behind the adapter's --config={path}",
+            "doctor reads the rules from a ConfigMap volume mounted there: "
+            f"kubectl -n {namespace} get deploy/{adapter} -o yaml",
+        )
+    name, key = found
+    if key is None:
+        raise Broken(
+            f"the adapter's --config={path} is on a volume of ConfigMap {namespace}/{name} whose items do not hold it",
+            "map the ConfigMap's key to that file in the volume's items: "
+            f"kubectl -n {namespace} get deploy/{adapter} -o yaml",
+        )
+    try:
+        data = walk.cluster.object(f"/api/v1/namespaces/{namespace}/configmaps/{name}").get("data") or {}
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        raise Broken(
+            f"ConfigMap {namespace}/{name}, where the adapter's --config={path} comes from, does not exist",
+            "install prometheus-adapter with adapter-values.yaml, which creates it",
+        ) from None
+    source = f"ConfigMap {namespace}/{name} key {key}"
+    if key not in data:
+        raise Broken(
+            f"ConfigMap {namespace}/{name} has no key {key}, which the adapter reads as --config={path}",
+            f"put the adapter's configuration under {key}; {_restart(deployment)}",
+        )
+    try:
+        config = yaml.safe_load(data[key])
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())
+        raise Broken(f"{source} is not YAML: {problem}", f"fix it; {_restart(deployment)}") from None
+    if not isinstance(config, dict):
+        raise Broken(
+            f"{source} holds no adapter configuration (a mapping with rules, externalRules)",
+            f"install prometheus-adapter with adapter-values.yaml; {_restart(deployment)}",
+        )
+    return source, config
 
 
-def _served_name(rule: dict) -> str | None:
-    """The metric name a rule serves: its series renamed by name.matches and
-    name.as (default `$1` with a capture group, else `$0`), as the adapter does."""
+def _config_map_file(pod_spec: dict, path: str) -> tuple[str, str | None] | None:
+    """The ConfigMap whose volume the container sees `path` on, and the key that
+    file is (None when the volume's items leave it out); None when no ConfigMap
+    volume is mounted there. A mount shows the whole volume, or with subPath one
+    file of it; the volume holds every key as a file, or with items the keys
+    they name, at the paths they give."""
+    mount = _innermost_mount(_adapter_container(pod_spec), path)
+    if mount is None:
+        return None
+    mounted = posixpath.normpath(mount["mountPath"])
+    file = "." if path == mounted else posixpath.relpath(path, mounted)
+    file = posixpath.normpath(posixpath.join(mount.get("subPath") or "", file))
+    volume: dict = next((v for v in pod_spec.get("volumes") or [] if v.get("name") == mount["name"]), {})
+    sources = _config_map_sources(volume)
+    for source in sources:  # the file an item names, before one of a source that shows every key
+        key = next((i["key"] for i in source.get("items") or [] if posixpath.normpath(i["path"]) == file), None)
+        if key is not None:
+            return source["name"], key
+    whole = next((source for source in sources if not source.get("items")), None)
+    if whole is not None:
+        return whole["name"], file
+    return (sources[0]["name"], None) if sources else None
+
+
+def _innermost_mount(container: dict, path: str) -> dict | None:
+    """The mount the container sees `path` through: of those covering it, the
+    deepest, as the runtime mounts them in order of depth."""
+    covering = [
+        mount
+        for mount in container.get("volumeMounts") or []
+        for mounted in [posixpath.normpath(mount["mountPath"])]
+        if path == mounted or path.startswith(mounted.rstrip("/") + "/")
+    ]
+    return max(covering, key=lambda mount: len(posixpath.normpath(mount["mountPath"])), default=None)
+
+
+def _config_map_sources(volume: dict) -> list[dict]:
+    """The ConfigMaps a volume shows: its own, or a projected volume's."""
+    if "configMap" in volume:
+        return [volume["configMap"]]
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return [source["configMap"] for source in sources if "configMap" in source]
+
+
+def _restart(deployment: dict) -> str:
+    namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+    return f"the adapter reads its config only when it starts: kubectl -n {namespace} rollout restart deploy/{name}"
+
+
+def _rules(walk: Walk, kind: str) -> list[dict]:
+    """The adapter's rules for `kind` (Pods: rules, External: externalRules)."""
+    adapter = _adapter(walk, kind)
+    section = "rules" if kind == "Pods" else "externalRules"
+    rules = adapter["config"].get(section) or []
+    problems = (
+        [f"{section}[{i}] {problem}" for i, rule in enumerate(rules) if (problem := _rule_problem(rule))]
+        if isinstance(rules, list)
+        else [f"{section} is not a list"]
+    )
+    if problems:
+        raise Broken(f"{adapter['source']}: {problems[0]}", f"fix it; {_restart(adapter['deployment'])}")
+    return rules
+
+
+def _rule_problem(rule: Any) -> str | None:
+    """What in `rule` the adapter would refuse, of the fields doctor reads; None when they are sound."""
+    if not isinstance(rule, dict):
+        return "is not a mapping"
+    if not (isinstance(rule.get("seriesQuery"), str) and isinstance(rule.get("metricsQuery"), str)):
+        return "needs a seriesQuery and a metricsQuery"
+    naming, resources = rule.get("name") or {}, rule.get("resources") or {}
+    overrides = resources.get("overrides") or {} if isinstance(resources, dict) else None
+    if not (
+        isinstance(naming, dict)
+        and isinstance(overrides, dict)
+        and all(isinstance(o, dict) for o in overrides.values())
+    ):
+        return "has a name or resources.overrides that is not a mapping"
+    if not isinstance(naming.get("matches") or "", str):
+        return "has a name.matches that is no string"
+    if not isinstance(naming.get("as") or "", str):
+        return "has a name.as that is no string"
+    return None
+
+
+def _name_pattern(rule: dict) -> re.Pattern[str] | None:
+    """A rule's name.matches, a Go (RE2) expression, as Python reads it; None
+    for one Python cannot (`\\z`, `\\pL`), which the adapter may well serve by."""
+    try:
+        return re.compile((rule.get("name") or {}).get("matches") or "^.*$")
+    except re.error:
+        return None
+
+
+def served_name(rule: dict) -> str | None:
+    """The metric name a rule serves: name.as (default `$1` with one capture
+    group, `$0` with none; more need one) expanded with name.matches' match on
+    its series, as the adapter does (Go's Regexp.ExpandString)."""
     series = _series(rule)
     if series is None:
         return None
-    naming = rule.get("name") or {}
-    pattern = re.compile(naming.get("matches") or "^.*$")
-    if not pattern.search(series):
+    pattern = _name_pattern(rule)
+    match = pattern.search(series) if pattern else None
+    if pattern is None or match is None:
         return None
-    template = naming.get("as") or ("$1" if pattern.groups else "$0")
-    return pattern.sub(re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", template), series)
+    template = (rule.get("name") or {}).get("as") or {0: "$0", 1: "$1"}.get(pattern.groups)
+    return (_go_expand(template, match) or None) if template else None  # an empty name serves nothing
+
+
+# A Go template reference: `$$`, `${name}`, or `$name` with the longest run of
+# letters, digits and `_` (so `$1_avg` names group "1_avg", which Go reads as none).
+GO_REFERENCE = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+
+
+def _go_expand(template: str, match: re.Match[str]) -> str:
+    """`template` with each reference to a group of `match` replaced as Go's
+    ExpandString does: by number or name; a group that is not there, or did not
+    take part, as empty."""
+
+    def group(reference: re.Match[str]) -> str:
+        if reference.group(0) == "$$":
+            return "$"
+        name = reference.group(1) or reference.group(2)
+        try:
+            return match.group(int(name) if name.isdigit() else name) or ""
+        except IndexError:
+            return ""
+
+    return GO_REFERENCE.sub(group, template)
 
 
 def _series(rule: dict) -> str | None:
@@ -564,7 +851,7 @@ def _label_for(rule: dict, resource: str) -> str:
 def _expand(rule: dict, walk: Walk, metric: dict) -> str:
     """The query the adapter sends for this HPA, its Go template filled as the adapter fills it."""
     series = _series(rule)
-    # `rule` serves the HPA's metric (`_served_name`), so its query names a series.
+    # `rule` serves the HPA's metric (`served_name`), so its query names a series.
     assert series is not None
     namespace = _label_for(rule, "namespace")
     if metric["type"] == "Pods":
