@@ -38,12 +38,15 @@ def test_retry_after_defaults_to_one_inference_rounded_up():
         ({"inference_duration_seconds": -1}, "greater than or equal to 0"),
         ({"model_concurrency": 0}, "greater than or equal to 1"),
         ({"inference_mode": "gpu"}, "'sleep' or 'cpu'"),
-        ({"admin_port": 8080, "port": 8080}, "ADMIN_PORT must differ from PORT"),
+        ({"admin_port": 8080, "port": 8080}, r"ADMIN_PORT \(8080\) must differ from PORT \(8080\)"),
         # One request's rows must fit the one msgpack bin that carries them to the model process.
         ({"max_batch_size": 4096, "max_features": 65536}, r"MAX_BATCH_SIZE x MAX_FEATURES \(4096 x 65536\)"),
         ({"keepalive_seconds": 86_401}, "less than or equal to 86400"),
         ({"request_timeout_seconds": 0}, "greater than 0"),
-        ({"inference_jitter_seconds": 5, "inference_duration_seconds": 1}, "JITTER"),
+        (
+            {"inference_jitter_seconds": 5, "inference_duration_seconds": 1},
+            r"INFERENCE_JITTER_SECONDS \(5\) must not exceed INFERENCE_DURATION_SECONDS \(1\)",
+        ),
         ({"inference_timeout_seconds": 0.5, "inference_duration_seconds": 0}, r"0 \(off\) or at least 1"),
         # The longest inference as configured would reach the limit.
         (
@@ -117,7 +120,9 @@ def test_text_settings_are_trimmed_as_numbers_are():
 def test_a_rule_across_settings_names_the_flag_that_set_one_of_them():
     with pytest.raises(ValidationError) as refused:
         Settings(port=8081)
-    assert describe(refused.value, {"PORT": "--port"}) == ["ADMIN_PORT must differ from PORT (PORT from --port)"]
+    assert describe(refused.value, {"PORT": "--port"}) == [
+        "ADMIN_PORT (8081) must differ from PORT (8081) (PORT from --port)"
+    ]
 
 
 def serve(env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -130,11 +130,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.inference_jitter_seconds > self.inference_duration_seconds:
-            raise ValueError("INFERENCE_JITTER_SECONDS must not exceed INFERENCE_DURATION_SECONDS")
+            raise ValueError(
+                f"INFERENCE_JITTER_SECONDS ({self.inference_jitter_seconds:g}) must not exceed "
+                f"INFERENCE_DURATION_SECONDS ({self.inference_duration_seconds:g})"
+            )
         if 0 < self.model_watchdog_seconds < 1:
-            raise ValueError("MODEL_WATCHDOG_SECONDS must be 0 (off) or at least 1")
+            raise ValueError(f"MODEL_WATCHDOG_SECONDS ({self.model_watchdog_seconds:g}) must be 0 (off) or at least 1")
         if 0 < self.inference_timeout_seconds < 1:
-            raise ValueError("INFERENCE_TIMEOUT_SECONDS must be 0 (off) or at least 1")
+            raise ValueError(
+                f"INFERENCE_TIMEOUT_SECONDS ({self.inference_timeout_seconds:g}) must be 0 (off) or at least 1"
+            )
         # Summed as decimals, as the chart's check (Sprig's addf) sums them: 2.2 + 1.1 is 3.3.
         longest = _decimal(self.inference_duration_seconds) + _decimal(self.inference_jitter_seconds)
         if 0 < self.inference_timeout_seconds and _decimal(self.inference_timeout_seconds) <= longest:
@@ -144,7 +149,7 @@ class Settings(BaseSettings):
                 "or inferences that run as configured time out"
             )
         if self.admin_port == self.port:
-            raise ValueError("ADMIN_PORT must differ from PORT")
+            raise ValueError(f"ADMIN_PORT ({self.admin_port}) must differ from PORT ({self.port})")
         if self.max_batch_size * self.max_features * 8 > MAX_ROWS_BYTES:
             raise ValueError(
                 f"MAX_BATCH_SIZE x MAX_FEATURES ({self.max_batch_size} x {self.max_features}) float64 values "

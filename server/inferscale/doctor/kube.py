@@ -28,14 +28,10 @@ class ApiError(Exception):
         text = f"cannot read {what}: HTTP {status} {reason}".rstrip() + said
         if self.from_prometheus:  # it let doctor through, and refused the query
             text = f"Prometheus refused doctor's query: HTTP {status} {reason}".rstrip() + said
-        if status == 401:
-            text += (
-                ": the API server refused the kubeconfig's credentials: renew them (an expired token or certificate?)"
-            )
-        elif status == 403:
-            text += (
-                f": the kubeconfig's identity needs the verb {verb} on it (docs/operations.md lists what doctor reads)"
-            )
+        # Advice on the kubeconfig only for the API server's own refusal (a Status):
+        # a service behind its proxy (an auth proxy before Prometheus) may refuse too.
+        if _kubernetes_status(body):
+            text += _advice(status, verb)
         super().__init__(text)
 
 
@@ -163,6 +159,24 @@ def _message(body: str) -> str:
         if isinstance(said, str):
             return said
     return " ".join(body.split())[:300]
+
+
+def _advice(status: int, verb: str) -> str:
+    if status == 401:
+        return ": the API server refused the kubeconfig's credentials: renew them (an expired token or certificate?)"
+    if status == 403:
+        return f": the kubeconfig's identity needs the verb {verb} on it (docs/operations.md lists what doctor reads)"
+    return ""
+
+
+def _kubernetes_status(body: str) -> bool:
+    """Whether the API server itself wrote this error (a Status), so that its
+    advice on credentials and permissions applies."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("kind") == "Status"
 
 
 def _prometheus_error(body: str) -> bool:

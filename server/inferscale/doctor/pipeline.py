@@ -233,11 +233,16 @@ def _rule_answers(walk: Walk, metric: dict) -> str:
     rules = _rules(walk, kind)
     served = {serving: rule for rule in rules for serving in [served_name(rule)] if serving}
     if name not in served:
-        unread = [f"#{i}" for i, rule in enumerate(rules) if _name_pattern(rule) is None]
-        unread_note = f" (and doctor cannot read the Go name.matches of rules {', '.join(unread)})" if unread else ""
+        # A Go-only regex (`\z`), or a seriesQuery that is a bare selector: doctor cannot tell what they serve.
+        unread = [f"#{i}" for i, rule in enumerate(rules) if _name_pattern(rule) is None or _series(rule) is None]
+        if unread:
+            return (
+                f"none of the rules doctor can read serves {kind} metric {name!r}; it cannot tell what rules "
+                f"{', '.join(unread)} serve (a Go-only regex, or a seriesQuery naming no metric): not checked; "
+                "the metrics API's link checks what the adapter serves"
+            )
         raise Broken(
-            f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}"
-            f"{unread_note}",
+            f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}",
             "set the chart's autoscaling.metric.name (or externalName, or slotUtilization.name) to a served name, "
             "or add the rule to the adapter's values (adapter-values.yaml)",
         )
@@ -626,11 +631,10 @@ def _adapter_container(pod_spec: dict) -> dict:
     """The container that runs the adapter: the one given a --config, else the
     chart's `prometheus-adapter`, else the first (a sidecar may come before it)."""
     containers = pod_spec["containers"]
-    return (
-        next((c for c in containers if "config" in _flags(c)), None)
-        or next((c for c in containers if c.get("name") == "prometheus-adapter"), None)
-        or containers[0]
-    )
+    given = [c for c in containers if "config" in _flags(c)]
+    named = [c for c in containers if c.get("name") == "prometheus-adapter"]
+    # A sidecar may take a --config of its own (oauth2-proxy): the chart's name decides first.
+    return next((c for c in named if c in given), None) or (given or named or containers)[0]
 
 
 def _flags(container: dict) -> dict[str, str]:
@@ -659,29 +663,28 @@ def _adapter_config(walk: Walk, deployment: dict, path: str | None) -> tuple[str
         )
     path = posixpath.normpath(path)
     namespace, adapter = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
-    found = _config_map_file(deployment["spec"]["template"]["spec"], path)
-    if found is None:
+    found = _config_map_files(deployment["spec"]["template"]["spec"], path)
+    if not found:
         raise Broken(
             f"cannot find the ConfigMap behind the adapter's --config={path}",
             "doctor reads the rules from a ConfigMap volume mounted there: "
             f"kubectl -n {namespace} get deploy/{adapter} -o yaml",
         )
-    name, key = found
-    if key is None:
+    candidates = [(name, key) for name, key in found if key is not None]
+    if not candidates:
         raise Broken(
-            f"the adapter's --config={path} is on a volume of ConfigMap {namespace}/{name} whose items do not hold it",
+            f"the adapter's --config={path} is on a volume of ConfigMap {namespace}/{found[0][0]} whose items "
+            "do not hold it",
             "map the ConfigMap's key to that file in the volume's items: "
             f"kubectl -n {namespace} get deploy/{adapter} -o yaml",
         )
-    try:
-        data = walk.cluster.object(f"/api/v1/namespaces/{namespace}/configmaps/{name}").get("data") or {}
-    except ApiError as error:
-        if error.status != 404:
-            raise
+    name, key, held = _holding(walk, namespace, candidates)
+    if held is None:
         raise Broken(
             f"ConfigMap {namespace}/{name}, where the adapter's --config={path} comes from, does not exist",
             "install prometheus-adapter with adapter-values.yaml, which creates it",
-        ) from None
+        )
+    data = held
     source = f"ConfigMap {namespace}/{name} key {key}"
     if key not in data:
         raise Broken(
@@ -701,28 +704,51 @@ def _adapter_config(walk: Walk, deployment: dict, path: str | None) -> tuple[str
     return source, config
 
 
-def _config_map_file(pod_spec: dict, path: str) -> tuple[str, str | None] | None:
-    """The ConfigMap whose volume the container sees `path` on, and the key that
-    file is (None when the volume's items leave it out); None when no ConfigMap
-    volume is mounted there. A mount shows the whole volume, or with subPath one
-    file of it; the volume holds every key as a file, or with items the keys
-    they name, at the paths they give."""
+def _holding(walk: Walk, namespace: str, candidates: list[tuple[str, str]]) -> tuple[str, str, dict | None]:
+    """The first candidate whose ConfigMap holds its key, which is the file the
+    adapter sees; else the first, for the findings to name. With its data
+    (None: no such ConfigMap)."""
+    first = None
+    for name, key in candidates:
+        held = _config_map_data(walk, namespace, name)
+        if held is not None and key in held:
+            return name, key, held
+        first = first or (name, key, held)
+    assert first is not None, "no candidates"
+    return first
+
+
+def _config_map_data(walk: Walk, namespace: str, name: str) -> dict | None:
+    """A ConfigMap's data; None when there is no such ConfigMap."""
+    try:
+        return walk.cluster.object(f"/api/v1/namespaces/{namespace}/configmaps/{name}").get("data") or {}
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        return None
+
+
+def _config_map_files(pod_spec: dict, path: str) -> list[tuple[str, str | None]]:
+    """The ConfigMaps whose volume the container may see `path` from, with the
+    key that file would be, the kubelet's choice first: of a projected volume's
+    sources the later writes over the earlier. A key of None: the volume's items
+    leave the file out. Empty when no ConfigMap volume is mounted there. A mount
+    shows the whole volume, or with subPath a file or directory of it; the
+    volume holds every key as a file, or with items the keys they name, at the
+    paths they give."""
     mount = _innermost_mount(_adapter_container(pod_spec), path)
     if mount is None:
-        return None
+        return []
     mounted = posixpath.normpath(mount["mountPath"])
     file = "." if path == mounted else posixpath.relpath(path, mounted)
     file = posixpath.normpath(posixpath.join(mount.get("subPath") or "", file))
     volume: dict = next((v for v in pod_spec.get("volumes") or [] if v.get("name") == mount["name"]), {})
-    sources = _config_map_sources(volume)
-    for source in sources:  # the file an item names, before one of a source that shows every key
-        key = next((i["key"] for i in source.get("items") or [] if posixpath.normpath(i["path"]) == file), None)
-        if key is not None:
-            return source["name"], key
-    whole = next((source for source in sources if not source.get("items")), None)
-    if whole is not None:
-        return whole["name"], file
-    return (sources[0]["name"], None) if sources else None
+    found = []
+    for source in reversed(_config_map_sources(volume)):
+        items = source.get("items")
+        key = next((i["key"] for i in items if posixpath.normpath(i["path"]) == file), None) if items else file
+        found.append((source["name"], key))
+    return found
 
 
 def _innermost_mount(container: dict, path: str) -> dict | None:
@@ -783,6 +809,9 @@ def _rule_problem(rule: Any) -> str | None:
         return "has a name.matches that is no string"
     if not isinstance(naming.get("as") or "", str):
         return "has a name.as that is no string"
+    pattern = _name_pattern(rule)
+    if pattern is not None and pattern.groups > 1 and not naming.get("as"):
+        return f"has a name.matches of {pattern.groups} capture groups and no name.as, which the adapter refuses"
     return None
 
 
@@ -812,7 +841,7 @@ def served_name(rule: dict) -> str | None:
 
 # A Go template reference: `$$`, `${name}`, or `$name` with the longest run of
 # letters, digits and `_` (so `$1_avg` names group "1_avg", which Go reads as none).
-GO_REFERENCE = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+GO_REFERENCE = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
 
 
 def _go_expand(template: str, match: re.Match[str]) -> str:
@@ -824,8 +853,10 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
         if reference.group(0) == "$$":
             return "$"
         name = reference.group(1) or reference.group(2)
+        # A number as Go reads one: ASCII digits, no leading zero ("01" is a name, and none).
+        number = name.isascii() and name.isdigit() and (name == "0" or not name.startswith("0"))
         try:
-            return match.group(int(name) if name.isdigit() else name) or ""
+            return match.group(int(name) if number else name) or ""
         except IndexError:
             return ""
 
