@@ -24,7 +24,7 @@ from http import HTTPStatus
 import pytest
 import yaml
 
-from inferscale.doctor.kube import ApiError, PrometheusUnavailable
+from inferscale.doctor.kube import ApiError, Cluster, PrometheusUnavailable
 from inferscale.doctor.pipeline import (
     Broken,
     Walk,
@@ -375,13 +375,14 @@ def test_the_hpa_link_reads_every_metric_and_breaks_on_one_without_a_value():
         hpa_scaling(walk)
 
 
-class CannedCluster:
+class CannedCluster(Cluster):
     """Answers each GET from `answers`: a path's object, its list's items, or an
     ApiError to raise. Lists are filtered by a labelSelector of `key=value`
     terms as the API server filters them (other selectors are only recorded,
-    in `asked`, with every query)."""
+    in `asked`, with every query). What Cluster builds on its GETs
+    (`object_or_none`) is the real thing."""
 
-    def __init__(self, answers: dict):
+    def __init__(self, answers: dict):  # no super(): there is no API server to configure
         self.answers = answers
         self.asked: dict[str, dict] = {}
 

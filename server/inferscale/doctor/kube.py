@@ -21,8 +21,10 @@ class ApiError(Exception):
 
     def __init__(self, path: str, status: int, body: str, reason: str = ""):
         self.status = status
-        self.message = _message(body)
-        self.from_prometheus = _prometheus_error(body)
+        answer = _json_object(body)
+        self.message = _message(body, answer)
+        # Prometheus's own error (its API's JSON), not the API server's proxy's.
+        self.from_prometheus = answer.get("status") == "error"
         verb, what = _request(path)
         said = f" ({self.message})" if self.message and self.message != reason else ""
         text = f"cannot read {what}: HTTP {status} {reason}".rstrip() + said
@@ -30,7 +32,7 @@ class ApiError(Exception):
             text = f"Prometheus refused doctor's query: HTTP {status} {reason}".rstrip() + said
         # Advice on the kubeconfig only for the API server's own refusal (a Status):
         # a service behind its proxy (an auth proxy before Prometheus) may refuse too.
-        if _kubernetes_status(body):
+        if answer.get("kind") == "Status":
             text += _advice(status, verb)
         super().__init__(text)
 
@@ -105,6 +107,15 @@ class Cluster:
         """A Kubernetes object: it has its metadata, and the doctor reads its name from there."""
         return _named(path, self.get(path))
 
+    def object_or_none(self, path: str) -> dict[str, Any] | None:
+        """`object`, or None when the API server answers 404: there is no such object (or kind)."""
+        try:
+            return self.object(path)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            return None
+
     def objects(self, path: str, **query: str) -> list[dict[str, Any]]:
         """A list of Kubernetes objects, each with its metadata (metric values have none: `items`)."""
         return [_named(path, item) for item in self.items(path, **query)]
@@ -148,16 +159,20 @@ def _named(path: str, item: Any) -> dict[str, Any]:
     return item
 
 
-def _message(body: str) -> str:
-    """The server's own words: a Kubernetes Status's message, Prometheus's error, else the body's start."""
+def _json_object(body: str) -> dict[str, Any]:
+    """An error body as the JSON object it should be; empty when it is not one (a proxy's HTML)."""
     try:
         answer = json.loads(body)
     except ValueError:
-        answer = None
-    if isinstance(answer, dict):
-        said = answer.get("message") or answer.get("error")
-        if isinstance(said, str):
-            return said
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _message(body: str, answer: dict[str, Any]) -> str:
+    """The server's own words: a Kubernetes Status's message, Prometheus's error, else the body's start."""
+    said = answer.get("message") or answer.get("error")
+    if isinstance(said, str):
+        return said
     return " ".join(body.split())[:300]
 
 
@@ -167,25 +182,6 @@ def _advice(status: int, verb: str) -> str:
     if status == 403:
         return f": the kubeconfig's identity needs the verb {verb} on it (docs/operations.md lists what doctor reads)"
     return ""
-
-
-def _kubernetes_status(body: str) -> bool:
-    """Whether the API server itself wrote this error (a Status), so that its
-    advice on credentials and permissions applies."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(answer, dict) and answer.get("kind") == "Status"
-
-
-def _prometheus_error(body: str) -> bool:
-    """Whether Prometheus itself wrote this error (its API's JSON), not the API server's proxy."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(answer, dict) and answer.get("status") == "error"
 
 
 def _request(path: str) -> tuple[str, str]:

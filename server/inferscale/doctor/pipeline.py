@@ -574,15 +574,13 @@ def _for_each_metric(walk: Walk, check: Callable[[Walk, dict], str]) -> str:
 
 def _api_service(walk: Walk, kind: str) -> dict:
     group, version = METRICS_API[kind]
-    try:
-        return walk.cluster.object(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
-    except ApiError as error:
-        if error.status != 404:
-            raise
+    service = walk.cluster.object_or_none(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
+    if service is None:
         raise Broken(
             f"no APIService {version}.{group}: nothing serves {kind} metrics",
             "install prometheus-adapter with adapter-values.yaml",
-        ) from None
+        )
+    return service
 
 
 def _adapter(walk: Walk, kind: str) -> dict:
@@ -613,11 +611,8 @@ def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
     if not service_ref:
         return []
     namespace = service_ref["namespace"]
-    try:
-        service = walk.cluster.object(f"/api/v1/namespaces/{namespace}/services/{service_ref['name']}")
-    except ApiError as error:
-        if error.status != 404:
-            raise
+    service = walk.cluster.object_or_none(f"/api/v1/namespaces/{namespace}/services/{service_ref['name']}")
+    if service is None:
         return []
     selector = {"matchLabels": service["spec"].get("selector") or {}}
     return [
@@ -720,12 +715,8 @@ def _holding(walk: Walk, namespace: str, candidates: list[tuple[str, str]]) -> t
 
 def _config_map_data(walk: Walk, namespace: str, name: str) -> dict | None:
     """A ConfigMap's data; None when there is no such ConfigMap."""
-    try:
-        return walk.cluster.object(f"/api/v1/namespaces/{namespace}/configmaps/{name}").get("data") or {}
-    except ApiError as error:
-        if error.status != 404:
-            raise
-        return None
+    config_map = walk.cluster.object_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+    return None if config_map is None else config_map.get("data") or {}
 
 
 def _config_map_files(pod_spec: dict, path: str) -> list[tuple[str, str | None]]:
