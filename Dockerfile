@@ -11,10 +11,11 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps the rest out).
-COPY pyproject.toml ./
+# Only what the wheel is built from (.dockerignore keeps the rest out), and
+# constraints.txt: the versions of every dependency the tests ran.
+COPY pyproject.toml constraints.txt ./
 COPY server/ ./server/
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 # ---- runtime ----------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -8,17 +8,32 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: help venv tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-scrape-priority bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
+.PHONY: help venv constraints tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-scrape-priority bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
 
 .DEFAULT_GOAL := help
+
+# Prerequisites run one after another, in the order written, even under -j:
+# require-root must refuse before venv and tools install anything.
+.NOTPARALLEL:
 
 # Re-install whenever pyproject.toml changes; the stamp keeps `make test` quick.
 # The harness (cluster/, package localcluster) is a package of its own: the
 # server's image installs inferscale alone.
-$(VENV)/.installed: pyproject.toml cluster/pyproject.toml
+$(VENV)/.installed: pyproject.toml cluster/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,doctor,simulate]' -e ./cluster
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,doctor,simulate]' -e ./cluster
 	touch $@
+
+# After a pin in pyproject.toml moves: resolve everything afresh, in a venv of
+# its own, and write what it installed to constraints.txt.
+CONSTRAINTS_VENV := .constraints-venv
+constraints: ## re-resolve the Python dependencies from pyproject.toml into constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet -e '.[dev,doctor,simulate]' -e ./cluster
+	{ sed -n '/^#/p' constraints.txt; $(CONSTRAINTS_VENV)/bin/pip freeze --exclude-editable; } >constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
 
@@ -36,8 +51,10 @@ require-root:
 run: venv ## the server alone on http://127.0.0.1:8080 (HOST, PORT)
 	$(BIN)/inferscale serve --host $(HOST) --port $(PORT)
 
+# PYTEST_ARGS narrows the run: the GitHub workflow deselects the cluster tests,
+# whose real node needs cgroup v1 and GitHub's runners boot v2.
 test: venv lint tools ## lint, then every test; CI runs exactly this
-	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The markers say what a test needs (pyproject.toml); the unmarked tests need
 # only these tools, not the Kubernetes build.

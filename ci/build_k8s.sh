@@ -35,13 +35,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 K8S_MOD="$ROOT/ci/k8s"              # wrapper module for k8s.io/kubernetes
 ETCD_MOD="$ROOT/ci/k8s/etcd"        # wrapper module for go.etcd.io/etcd/server/v3
 ADAPTER_MOD="$ROOT/ci/k8s/adapter"  # wrapper module for sigs.k8s.io/prometheus-adapter
-BIN_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}/bin"
+CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
+BIN_DIR="$CACHE_DIR/bin"
 NICE=(nice -n "${NICE_LEVEL:-19}")
 if command -v ionice >/dev/null 2>&1; then NICE=(ionice -c3 "${NICE[@]}"); fi
 
 export GOTOOLCHAIN=local        # never download a toolchain
 export CGO_ENABLED=0            # static binaries, as upstream releases them
 export GOFLAGS="-buildvcs=false"
+export GOWORK=off               # a go.work above this clone must not take over the wrappers
 
 K8S_STAGING_VERSION="v0.${K8S_VERSION#v1.}"      # v1.33.13 -> v0.33.13
 K8S_MINOR=$(cut -d. -f2 <<<"$K8S_VERSION")
@@ -81,7 +83,11 @@ have_version() {
 }
 
 # True when wrapper dir $1's go.mod requires module $2 at version $3.
-requires() { grep -Eq "^\s*(require\s+)?${2//./\\.}\s+$3(\s|$)" "$1/go.mod" 2>/dev/null; }
+# A go.sum too: a run cut off between writing go.mod and tidying it leaves
+# the new go.mod alone, and the next run must tidy again.
+requires() {
+  [[ -s "$1/go.sum" ]] && grep -Eq "^\s*(require\s+)?${2//./\\.}\s+$3(\s|$)" "$1/go.mod" 2>/dev/null
+}
 
 tidy() { (cd "$1" && rm -f go.sum && GOFLAGS=-mod=mod gorun mod tidy); }
 
@@ -153,6 +159,11 @@ build_one() {
 }
 
 mkdir -p "$BIN_DIR"
+# One run at a time per cache: ci/tools.sh's lock, which it already holds when it runs this script.
+if [[ -z ${INFERSCALE_TOOLS_LOCKED:-} ]]; then
+  exec 9>"$CACHE_DIR/.lock"
+  flock -n 9 || { log "waiting for another run of ci/tools.sh or ci/build_k8s.sh on $CACHE_DIR"; flock 9; }
+fi
 log "go: $(go version | cut -d' ' -f3-)  out: $BIN_DIR"
 log "pins: kubernetes $K8S_VERSION (staging $K8S_STAGING_VERSION), etcd $ETCD_VERSION, prometheus-adapter $ADAPTER_VERSION"
 

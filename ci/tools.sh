@@ -91,7 +91,12 @@ TOOLS=(helm prometheus kubernetes crds wrk tcpdump oci node monitoring linters)
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_DIR="$CACHE_DIR/bin"
-export GOFLAGS="-modcacherw ${GOFLAGS:-}"
+# -buildvcs=false: the pause image is built inside this clone, and stamping
+# its git state fails outright in a clone another user owns ("dubious ownership").
+export GOFLAGS="-modcacherw -buildvcs=false ${GOFLAGS:-}"
+# A go.work in a parent directory (a user's $HOME) would take over every build
+# here: each builds one module as it is, never a workspace.
+export GOWORK=off
 # Never let go fetch a newer toolchain: only the module proxy is reachable,
 # and the pin above was chosen for the installed go.
 export GOTOOLCHAIN=local
@@ -175,8 +180,10 @@ apt_offers() {
 # Ours is temporary and removed after; one that was already there is left
 # untouched.
 apt_install_without_starting() {
-  local policy=/usr/sbin/policy-rc.d created_policy=""
-  if [[ ! -e "$policy" ]]; then
+  local policy=/usr/sbin/policy-rc.d created_policy="" ours='#!/bin/sh\nexit 101\n'
+  # One with our exact words is ours, left by a run that was killed (SIGKILL
+  # runs no trap): it is replaced and removed like a new one.
+  if [[ ! -e "$policy" || "$(cat "$policy")" == "$(printf "$ours")" ]]; then
     # Removed however the script ends, Ctrl-C mid-apt included: left behind,
     # it would keep every service on the machine from starting, and the next
     # run would take it for the administrator's and leave it. INT and TERM
@@ -184,13 +191,18 @@ apt_install_without_starting() {
     trap "$SUDO rm -f $policy" EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    printf "$ours" | $SUDO tee "$policy" >/dev/null
     $SUDO chmod 755 "$policy"
     created_policy=1
   fi
   log "apt-get install $*"
   local rc=0
-  $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  if ! $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2; then
+    # Debian replaces a point release's packages in place: lists older than it
+    # name files the mirror no longer has (404). Fresh lists, then once more.
+    log "apt-get install failed: apt-get update, and once more"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  fi
   if [[ -n "$created_policy" ]]; then
     $SUDO rm -f "$policy"
     trap - EXIT INT TERM
@@ -240,7 +252,9 @@ install_prometheus() {
   (cd "$src" && GOWORK=off go build -trimpath -tags netgo,builtinassets -ldflags "$ldflags" \
     -o "$BIN_DIR/" ./cmd/prometheus ./cmd/promtool)
   rm -rf "$src"
-  prometheus_is_pinned prometheus && prometheus_is_pinned promtool
+  # Each on its own: set -e does not stop at a failure left of `&&`.
+  prometheus_is_pinned prometheus || { log "the prometheus built does not report $PROMETHEUS_VERSION"; return 1; }
+  prometheus_is_pinned promtool || { log "the promtool built does not report $PROMETHEUS_VERSION"; return 1; }
   log "prometheus and promtool $PROMETHEUS_VERSION built in $((SECONDS - start)) s"
 }
 
@@ -322,25 +336,29 @@ install_oci() {
 # ---- a real node: containerd, CNI plugins, iptables, conntrack (Debian) ------
 # runc, and umoci for the pause image, come with the oci tool; the pod sandbox
 # image is built here: no registry is reachable to pull one.
+CONTAINERD_OURS="$CACHE_DIR/containerd-installed-by-tools.sh"
 install_node() {
   install_oci
-  local pin name before
+  local pin name
   for pin in "${NODE_DEBS[@]}"; do
     name="${pin%%=*}"
-    before="$(deb_installed_version "$name" || true)"
+    # The package enables containerd.service (policy-rc.d only keeps it from
+    # starting now): from the next boot on, it would hold the socket the
+    # node's own containerd needs. Only one this script installed: a
+    # containerd that was already there (even at another version, which the
+    # pin then upgrades) may be serving something else, Docker for one. The
+    # mark goes down before the install, so that a run cut off between the
+    # install and the disable still disables it on the next run.
+    if [[ "$name" == containerd && -z "$(deb_installed_version containerd || true)" ]]; then
+      mkdir -p "$CACHE_DIR" && : >"$CONTAINERD_OURS"
+    fi
     install_deb "$name" "${pin#*=}"
     log "$name $(deb_installed_version "$name") (Debian package)"
-    # The package enables containerd.service (policy-rc.d only kept it from
-    # starting now): from the next boot on, it would hold the socket the
-    # node's own containerd needs. Only one this run installed, and at once,
-    # before a later package can fail: a containerd that was already there
-    # (even at another version, which the pin then upgrades) may be serving
-    # something else, Docker for one.
-    if [[ "$name" == containerd && -z "$before" && -n "$(deb_installed_version containerd)" && -d /run/systemd/system ]]; then
-      log "disabling containerd.service: the node runs a containerd of its own on the same socket"
-      $SUDO systemctl disable --now containerd >&2
-    fi
   done
+  if [[ -e "$CONTAINERD_OURS" && -d /run/systemd/system ]] && systemctl is-enabled --quiet containerd 2>/dev/null; then
+    log "disabling containerd.service: the node runs a containerd of its own on the same socket"
+    $SUDO systemctl disable --now containerd >&2
+  fi
   build_pause_image
   build_coredns_image
 }
@@ -368,7 +386,9 @@ pack_image() {
 # (its source's hash, or its version).
 #   build_binary_image ARCHIVE STAMP PATH_IN_IMAGE TAG USER BUILD...
 build_binary_image() {
-  local archive="$1" want="$2" path="$3" tag="$4" user="$5" name="${3#/}"
+  local archive="$1" path="$3" tag="$4" user="$5" name="${3#/}"
+  # What the image is made of, not only its source: a new tag or user is a new image.
+  local want="$2 $path $tag $user"
   shift 5
   if [[ -s "$archive" && "$(cat "$archive.stamp" 2>/dev/null)" == "$want" ]]; then
     log "$name image already in $archive"
@@ -418,7 +438,10 @@ build_coredns_image() {
 # them under the repositories those charts render (cluster/localcluster's
 # monitoring.py and adapter.py name them), so nothing is pulled.
 MONITORING_IMAGES_DIR="$CACHE_DIR/images/monitoring"
+MONITORING_ARCHIVES=(prometheus-operator prometheus-config-reloader prometheus prometheus-adapter kube-state-metrics
+  alertmanager)
 install_monitoring() {
+  install_oci  # umoci packs the images
   install_prometheus
   install_crds
   install_kubernetes
@@ -427,7 +450,7 @@ install_monitoring() {
   local stamp="$MONITORING_IMAGES_DIR/versions"
   local want="$PROMETHEUS_OPERATOR_VERSION $PROMETHEUS_VERSION $adapter_version $KUBE_STATE_METRICS_VERSION"
   want+=" $ALERTMANAGER_VERSION"
-  if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]] && monitoring_is_complete; then
     log "monitoring images ($want) already in $MONITORING_IMAGES_DIR"
     return 0
   fi
@@ -454,6 +477,16 @@ install_monitoring() {
   echo "$want" >"$stamp"
   rm -rf "$work"
   log "monitoring images built in $((SECONDS - start)) s: $MONITORING_IMAGES_DIR ($(du -sh "$MONITORING_IMAGES_DIR" | cut -f1))"
+}
+
+# Whether every file install_monitoring makes is there: the stamp says which
+# versions were built, not that nothing was removed since.
+monitoring_is_complete() {
+  local archive
+  for archive in "${MONITORING_ARCHIVES[@]}"; do
+    [[ -s "$MONITORING_IMAGES_DIR/$archive.oci.tar" ]] || return 1
+  done
+  [[ -x "$BIN_DIR/amtool" && -n "$(ls -A "$KUBE_STATE_METRICS_MANIFESTS" 2>/dev/null)" ]]
 }
 
 # The version of module $2 that Go stamped into binary $1 (the adapter has no --version).
@@ -574,11 +607,27 @@ install_crds() {
   # The operator's own install manifests (CRDs, RBAC, Deployment), from which
   # cluster/localcluster/monitoring.py takes the operator's objects.
   mkdir -p "$OPERATOR_BUNDLE_DIR"
-  cp "$dir/bundle.yaml" "$OPERATOR_BUNDLE_DIR/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION.yaml"
+  # The bundle is the mark that the CRDs are in: it is written last, and whole.
+  local bundle="$OPERATOR_BUNDLE_DIR/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION.yaml"
+  cp "$dir/bundle.yaml" "$bundle.tmp"
+  mv "$bundle.tmp" "$bundle"
   log "CRDs $PROMETHEUS_OPERATOR_VERSION copied to $dest"
 }
 
 # ---- main ------------------------------------------------------------------
+# One run at a time per cache: two (CI and a user's make) would delete each
+# other's build directories and half-written archives. build_k8s.sh, run from
+# here, inherits the lock (INFERSCALE_TOOLS_LOCKED) and takes it when run alone.
+lock_cache() {
+  mkdir -p "$CACHE_DIR"
+  exec 9>"$CACHE_DIR/.lock"
+  if ! flock -n 9; then
+    log "waiting for another run of ci/tools.sh or ci/build_k8s.sh on $CACHE_DIR"
+    flock 9
+  fi
+  export INFERSCALE_TOOLS_LOCKED=1
+}
+
 main() {
   local print_env="" selected=()
   for arg in "$@"; do
@@ -589,6 +638,7 @@ main() {
     esac
   done
   [[ ${#selected[@]} -gt 0 ]] || selected=("${TOOLS[@]}")
+  lock_cache
   for tool in "${selected[@]}"; do
     declare -F "install_$tool" >/dev/null || { log "unknown tool: $tool (known: ${TOOLS[*]})"; return 2; }
     "install_$tool"

@@ -7,10 +7,12 @@ user would type."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("server", "cluster", "tests", "bench")
@@ -100,3 +102,32 @@ def test_the_harness_reads_the_api_through_its_client_not_kubectl():
 def test_the_kubectl_read_check_sees_a_read():
     source = 'kubectl(config, "get", "pods")\nstack.kubectl("get", "hpa")\nkubectl(config, "apply", "-f", "-")\n'
     assert kubectl_reads(source) == [1, 2]
+
+
+def constraints() -> dict[str, str]:
+    """constraints.txt: distribution name (normalized) -> its version."""
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if not line.startswith("#")]
+    pairs = [line.split("==") for line in lines]
+    assert all(len(pair) == 2 for pair in pairs), "every line pins one version"
+    return {canonicalize_name(name): version for name, version in pairs}
+
+
+def test_the_constraints_pin_what_pyproject_pins():
+    """A pin moved in pyproject.toml without `make constraints` would make the install refuse, or lie."""
+    pinned = constraints()
+    for pyproject in (ROOT / "pyproject.toml", ROOT / "cluster" / "pyproject.toml"):
+        for name, specifier in pins(pyproject).items():
+            if canonicalize_name(name) == "inferscale":
+                continue
+            assert specifier == f"=={pinned.get(canonicalize_name(name))}", (pyproject, name)
+
+
+def test_the_venv_holds_exactly_the_constrained_versions():
+    """Each distribution the tests run with is in constraints.txt at that version, and nothing is left over there."""
+    own = {"inferscale", "inferscale-localcluster", "pip", "setuptools", "wheel"}
+    installed = {
+        canonicalize_name(dist.metadata["Name"]): dist.version
+        for dist in importlib.metadata.distributions()
+        if canonicalize_name(dist.metadata["Name"]) not in own
+    }
+    assert installed == constraints()

@@ -20,7 +20,7 @@ from inferscale.simulation.chart_values import merged
 from localcluster import adapter as localcluster_adapter
 from localcluster import monitoring
 from localcluster.binaries import binary
-from localcluster.stack import FAST_LOOP, StackConfig, check_relist_covers_scrapes
+from localcluster.stack import FAST_LOOP, StackConfig, check_relist_covers_scrapes, crds_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
@@ -529,3 +529,26 @@ def test_the_local_stack_refuses_a_relist_faster_than_the_apps_scrapes(tmp_path)
         check_relist_covers_scrapes(behind)
     check_relist_covers_scrapes(StackConfig(workdir=tmp_path, **FAST_LOOP))
     check_relist_covers_scrapes(StackConfig(workdir=tmp_path))
+
+
+def test_the_crds_applied_are_the_pinned_operators_not_the_last_left_in_the_cache(tmp_path, monkeypatch):
+    """A pin change leaves the old version's directory beside the new one, and
+    v0.100.0 sorts before v0.93.1 as text."""
+    monkeypatch.setenv("INFERSCALE_CACHE", str(tmp_path))
+    crds = tmp_path / "crds"
+    (crds / "prometheus-operator-v0.100.0").mkdir(parents=True)
+    (crds / "prometheus-operator-v0.100.0" / "monitoring.coreos.com_servicemonitors.yaml").write_text("kind: CRD\n")
+    (crds / "prometheus-operator-v0.9.0").mkdir()
+    (crds / "prometheus-operator-v0.9.0" / "monitoring.coreos.com_servicemonitors.yaml").write_text("kind: CRD\n")
+    with pytest.raises(FileNotFoundError, match=monitoring.OPERATOR_VERSION):
+        crds_dir()
+    pinned = crds / f"prometheus-operator-{monitoring.OPERATOR_VERSION}"
+    pinned.mkdir()
+    (pinned / "monitoring.coreos.com_servicemonitors.yaml").write_text("kind: CRD\n")
+    assert crds_dir() == pinned
+
+
+def test_the_operator_pin_is_the_one_ci_tools_builds():
+    script = (Path(__file__).resolve().parents[1] / "ci" / "tools.sh").read_text()
+    pin = re.search(r'PROMETHEUS_OPERATOR_VERSION="\$\{PROMETHEUS_OPERATOR_VERSION:-(v[\d.]+)\}"', script).group(1)
+    assert pin == monitoring.OPERATOR_VERSION

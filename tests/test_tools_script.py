@@ -4,6 +4,7 @@ Debian package installed must point at that program, never at itself."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -103,27 +104,171 @@ def test_an_administrators_policy_rc_d_is_left_alone(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("installed_before", "systemd", "disabled"),
-    [("", True, True), ("1.6.20~ds1-1+deb12u3", True, False), ("1.6.16~ds1-1", True, False), ("", False, False)],
-    ids=["installed-now", "already-there", "upgraded", "no-systemd"],
+    ("installed_before", "marked", "enabled", "systemd", "disabled"),
+    [
+        ("", False, True, True, True),
+        ("1.6.20~ds1-1+deb12u3", False, True, True, False),
+        ("1.6.16~ds1-1", False, True, True, False),
+        ("", False, True, False, False),
+        ("1.6.20~ds1-1+deb12u3", True, True, True, True),
+        ("1.6.20~ds1-1+deb12u3", True, False, True, False),
+    ],
+    ids=["installed-now", "already-there", "upgraded", "no-systemd", "a-cut-off-run-installed-it", "already-disabled"],
 )
-def test_the_containerd_service_a_run_installs_is_disabled(tmp_path, installed_before, systemd, disabled):
-    """Debian's package enables it: at the next boot it would hold the node's containerd socket."""
-    systemd_dir = tmp_path / "systemd"
+def test_the_containerd_service_a_run_installs_is_disabled(
+    tmp_path, installed_before, marked, enabled, systemd, disabled
+):
+    """Debian's package enables it: at the next boot it would hold the node's
+    containerd socket. A run cut off after installing it, before disabling it,
+    left a mark that the next run acts on."""
+    systemd_dir, mark = tmp_path / "systemd", tmp_path / "ours"
     if systemd:
         systemd_dir.mkdir()
+    if marked:
+        mark.touch()
     calls = tmp_path / "systemctl"
     function = shell_function("install_node", **{"/run/systemd/system": str(systemd_dir)})
     stubs = f"""
 NODE_DEBS=("containerd=1.6.20" "kmod=30+20221128")
+CACHE_DIR="{tmp_path}"
+CONTAINERD_OURS="{mark}"
 containerd="{installed_before}"
 install_oci() {{ :; }}
 build_pause_image() {{ :; }}
 build_coredns_image() {{ :; }}
 install_deb() {{ if [[ "$1" == containerd ]]; then containerd="1.6.20~ds1-1+deb12u3"; fi; }}
 deb_installed_version() {{ if [[ "$1" == containerd ]]; then echo "$containerd"; fi; }}
-systemctl() {{ echo "$*" >>"{calls}"; }}
+systemctl() {{ if [[ "$1" == is-enabled ]]; then {"true" if enabled else "false"}; else echo "$*" >>"{calls}"; fi; }}
 """
     result = run_with_apt_get(tmp_path, "exit 1", f"{stubs}\n{function}\ninstall_node")
     assert result.returncode == 0, result.stderr
     assert (calls.read_text() if calls.exists() else "") == ("disable --now containerd\n" if disabled else "")
+
+
+def test_a_policy_rc_d_a_killed_run_left_is_taken_for_ours_and_removed(tmp_path):
+    """SIGKILL runs no trap: the file with our exact words is left behind, and
+    would keep every service of the machine from starting."""
+    policy = tmp_path / "policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    function = shell_function("apt_install_without_starting", **{"/usr/sbin/policy-rc.d": str(policy)})
+    result = run_with_apt_get(tmp_path, "exit 0", f"{function}\napt_install_without_starting wrk")
+    assert result.returncode == 0, result.stderr
+    assert not policy.exists()
+
+
+def test_an_install_that_fails_on_old_package_lists_updates_them_and_tries_once_more(tmp_path):
+    """A point release replaces packages in place: lists older than it name
+    files the mirror no longer has."""
+    calls = tmp_path / "calls"
+    policy = tmp_path / "policy-rc.d"
+    function = shell_function("apt_install_without_starting", **{"/usr/sbin/policy-rc.d": str(policy)})
+    # install fails until an update has run
+    updated = tmp_path / "updated"
+    fake = f'echo "$1" >>"{calls}"; [ "$1" = update ] && touch "{updated}"; [ "$1" = update ] || [ -e "{updated}" ]'
+    result = run_with_apt_get(tmp_path, fake, f"{function}\napt_install_without_starting wrk")
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text().split() == ["install", "update", "install"]
+
+
+def test_an_install_that_fails_after_the_update_fails_the_run(tmp_path):
+    calls = tmp_path / "calls"
+    policy = tmp_path / "policy-rc.d"
+    function = shell_function("apt_install_without_starting", **{"/usr/sbin/policy-rc.d": str(policy)})
+    fake = f'echo "$1" >>"{calls}"; [ "$1" = update ]'
+    result = run_with_apt_get(tmp_path, fake, f"{function}\napt_install_without_starting wrk || echo failed $?")
+    assert result.stdout.strip() == "failed 1"
+    assert calls.read_text().split() == ["install", "update", "install"]
+    assert not policy.exists()
+
+
+def test_a_second_run_waits_for_the_first_on_the_same_cache(tmp_path):
+    """Two runs at once (CI and a user's make) would delete each other's build directories."""
+    env = {**os.environ, "INFERSCALE_CACHE": str(tmp_path)}
+    env.pop("INFERSCALE_TOOLS_LOCKED", None)
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = subprocess.Popen(
+            ["bash", str(TOOLS), "wrk"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            first = waiting.stderr.readline()
+            assert "waiting for another run" in first, first
+            assert waiting.poll() is None
+            assert not (tmp_path / "bin").exists(), "it went on while the lock was held"
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        out, err = waiting.communicate(timeout=600)
+    assert waiting.returncode == 0, err
+    assert (tmp_path / "bin" / "wrk").exists()
+
+
+def test_build_k8s_takes_the_lock_unless_tools_sh_holds_it_for_it(tmp_path):
+    env = {**os.environ, "INFERSCALE_CACHE": str(tmp_path)}
+    env.pop("INFERSCALE_TOOLS_LOCKED", None)
+    # An unknown name: the script stops at it, after the lock and before any build.
+    script = [ROOT / "ci" / "build_k8s.sh", "no-such-binary"]
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        inherited = subprocess.run(
+            ["bash", *script], env={**env, "INFERSCALE_TOOLS_LOCKED": "1"}, capture_output=True, text=True, timeout=60
+        )
+        assert "unknown binary: no-such-binary" in inherited.stderr
+        alone = subprocess.Popen(["bash", *script], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "waiting for another run" in alone.stderr.readline()
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        assert "unknown binary" in alone.communicate(timeout=60)[1]
+
+
+def test_a_new_tag_or_user_rebuilds_an_image_whose_source_is_unchanged(tmp_path):
+    archive = tmp_path / "pause.oci.tar"
+    function = shell_function("build_binary_image")
+    stubs = """
+go() { echo "go version go1.26 linux/amd64"; }
+pack_image() { echo "$3 $4" >"$5"; echo packed; }
+build() { touch "$1/pause"; }
+"""
+    calls = [
+        f"build_binary_image {archive} source-hash /pause v1 65535:65535 build",
+        f"build_binary_image {archive} source-hash /pause v1 65535:65535 build",
+        f"build_binary_image {archive} source-hash /pause v2 65535:65535 build",
+        f"build_binary_image {archive} source-hash /pause v2 0:0 build",
+    ]
+    packed = []
+    for call in calls:
+        run_dir = tmp_path / f"run{len(packed)}"
+        run_dir.mkdir()
+        result = run_with_apt_get(run_dir, "exit 1", f"{stubs}\n{function}\n{call}")
+        assert result.returncode == 0, result.stderr
+        packed.append(result.stdout.strip() == "packed")
+    assert packed == [True, False, True, True]
+
+
+def test_the_monitoring_images_are_complete_only_with_every_file(tmp_path):
+    """Its stamp names the versions built: a file removed since must still be rebuilt."""
+    images, bin_dir, manifests = tmp_path / "images", tmp_path / "bin", tmp_path / "ksm"
+    names = re.search(r"^MONITORING_ARCHIVES=\((.*?)\)", TOOLS.read_text(), re.S | re.M).group(1).split()
+    assert len(names) == 6
+    function = shell_function("monitoring_is_complete")
+    setup = f'MONITORING_ARCHIVES=({" ".join(names)})\nMONITORING_IMAGES_DIR="{images}"\nBIN_DIR="{bin_dir}"\n'
+    setup += f'KUBE_STATE_METRICS_MANIFESTS="{manifests}"\n{function}\n'
+
+    def complete() -> bool:
+        result = subprocess.run(["bash", "-c", f"{setup}monitoring_is_complete"], capture_output=True, timeout=30)
+        return result.returncode == 0
+
+    images.mkdir(), bin_dir.mkdir(), manifests.mkdir()
+    for name in names:
+        (images / f"{name}.oci.tar").write_text("layout")
+    (bin_dir / "amtool").write_text("#!/bin/sh\n")
+    (bin_dir / "amtool").chmod(0o755)
+    (manifests / "deployment.yaml").write_text("kind: Deployment\n")
+    assert complete()
+    for missing in [images / "alertmanager.oci.tar", bin_dir / "amtool", manifests / "deployment.yaml"]:
+        kept = missing.read_bytes()
+        missing.unlink()
+        assert not complete(), missing
+        missing.write_bytes(kept)
+        missing.chmod(0o755)
+        assert complete()

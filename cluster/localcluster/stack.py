@@ -93,11 +93,12 @@ def check_relist_covers_scrapes(config: StackConfig) -> None:
 
 
 def crds_dir() -> Path:
-    """The monitoring.coreos.com CRDs ci/tools.sh copied from the prometheus-operator module."""
-    found = sorted(bin_dir().parent.glob("crds/prometheus-operator-*"))
-    if not found:
-        raise FileNotFoundError("no CRDs under the tools cache: run `bash ci/tools.sh`")
-    return found[-1]
+    """The monitoring.coreos.com CRDs ci/tools.sh copied from the pinned
+    prometheus-operator module (another version's may be left beside them)."""
+    found = bin_dir().parent / "crds" / f"prometheus-operator-{monitoring.OPERATOR_VERSION}"
+    if not any(found.glob("*.yaml")):
+        raise FileNotFoundError(f"no CRDs in {found}: run `bash ci/tools.sh crds`")
+    return found
 
 
 class LocalStack:
