@@ -515,3 +515,36 @@ def test_an_observer_that_fails_changes_no_answer_and_keeps_no_place(caplog):
     # admitted ×4, withdrawn ×2, started ×2, finished ×2; each executor logs its first in full only
     assert observer.calls == 10
     assert caplog.text.count("the executor's observer failed") == 2
+
+
+def test_a_load_that_fails_answers_the_queue_and_refuses_at_the_door_without_running_a_slot():
+    """Requests queued while the model loads, the slots' worth included, are
+    answered 503 when the load fails, and later ones refused at once: none
+    runs through a slot, or the inference histograms would count empty
+    "inferences" of a model that does not exist."""
+    load_may_fail = threading.Event()
+
+    def failing_load(_seconds: float) -> None:
+        load_may_fail.wait(30)
+        raise MemoryError("cannot allocate the model's memory")
+
+    settings = Settings(
+        inference_duration_seconds=0, model_load_seconds=1, model_memory_mb=0, model_concurrency=2, max_queue=2
+    )
+    metrics = ModelMetrics(CollectorRegistry())
+    service = InferenceService(settings, metrics, Model(model_from_settings(settings).spec, sleep=failing_load))
+    loading = service.start_loading()
+    queued = [service.submit(ROWS) for _ in range(4)]
+    load_may_fail.set()
+    loading.join(10)
+    for future in queued:
+        with pytest.raises(ModelUnavailable, match="failed to load"):
+            future.result(10)
+    with pytest.raises(ModelUnavailable, match="failed to load"):
+        service.submit(ROWS)
+    assert service.status().load_error == "MemoryError: cannot allocate the model's memory"
+    for histogram in (metrics.inference_duration, metrics.queue_wait):
+        counts = [sample.value for sample in histogram.collect()[0].samples if sample.name.endswith("_count")]
+        assert counts == [0.0], histogram
+    assert metrics.queue_depth.collect()[0].samples[0].value == 0
+    assert metrics.in_flight.collect()[0].samples[0].value == 0

@@ -4,6 +4,7 @@ whole or refused: never run in part."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -56,7 +57,8 @@ def server(tmp_path_factory):
 
 
 def model_runs(server) -> float:
-    return scrape(server.admin_url)['inference_requests_total{status="success"}']
+    # No series before the first success: a test that runs first reads 0.
+    return scrape(server.admin_url).get('inference_requests_total{status="success"}', 0.0)
 
 
 @pytest.mark.parametrize("on", ["port", "admin_port"])
@@ -262,3 +264,20 @@ def test_a_pipelined_request_gunicorn_refuses_is_not_answered_in_its_predecessor
     [(first, _, live), (second, _, refused)] = answers(exchange(server.port, request))
     assert first.startswith(b"HTTP/1.1 200 ") and live == {"live": True}
     assert second.startswith(b"HTTP/1.1 400 ") and refused["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/inferscale/infer"])
+def test_a_client_that_sends_a_refused_body_whole_before_reading_gets_its_413(server, path):
+    """http.client (and urllib over it) sends the whole body, then reads. A
+    close with megabytes of it unread would reset the connection, and the
+    client would lose the 413 before reading it (RFC 9112, 9.6)."""
+    body = b'{"features": [' + b"1," * 2_000_000 + b"1]}"
+    for _ in range(3):
+        connection = http.client.HTTPConnection(LOOPBACK, server.port, timeout=30)
+        try:
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 413
+            assert json.loads(response.read())["error"]  # V2's message, or our code and message
+        finally:
+            connection.close()

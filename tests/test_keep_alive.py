@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import time
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from localcluster.processes import wait_until
 from localcluster.servers import LOOPBACK, client_connections, scrape
 
 BODY = json.dumps({"features": [1.0, 2.0, 3.0]})
@@ -180,3 +182,32 @@ def test_a_connection_the_old_worker_took_before_a_reload_is_answered(start_serv
     fresh.close()
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_connections_are_kept_alive_again_once_a_model_process_drained_alone_is_replaced(start_server):
+    """A SIGTERM to the model process alone (not to the pod) drains it, and
+    the supervisor replaces it: the workers must not go on closing every
+    connection after its answer for the rest of their lives."""
+    server = start_server({"INFERENCE_DURATION_SECONDS": "1", "KEEPALIVE_SECONDS": "30"}, workers=1)
+    drained = server.model_pid()
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(server.predict)
+        wait_until(
+            lambda: scrape(server.admin_url).get("inference_in_flight_requests") == 1, "an inference running", 10
+        )
+        os.kill(drained, signal.SIGTERM)
+        wait_until(lambda: requests.get(server.admin_url + "/ready", timeout=2).status_code == 503, "the drain", 10)
+        assert in_flight.result().status_code == 200
+    wait_until(lambda: server.processes("model-process") not in ([], [drained]), "a new model process", 30)
+    server.wait_for("/ready")
+    connection = http.client.HTTPConnection(LOOPBACK, server.port, timeout=10)
+
+    def kept_alive() -> bool:
+        status, header, _ = exchange(connection, "POST", "/predict")
+        assert status == 200
+        if header == "close":
+            connection.close()
+        return header == "keep-alive"
+
+    wait_until(kept_alive, "an answer that keeps the connection", 5, interval=0.2)
+    assert all(exchange(connection, "POST", "/predict")[:2] == (200, "keep-alive") for _ in range(3))

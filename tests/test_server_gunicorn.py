@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +17,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from inferscale.settings import Settings
 from inferscale.supervisor import Supervisor
-from localcluster.servers import LOOPBACK, free_port, process_name, scrape, socket_inodes
+from localcluster.servers import LOOPBACK, ServerProcess, free_port, process_name, scrape, socket_inodes
 
 SUCCESS = 'inference_requests_total{status="success"}'
 REJECTED = 'inference_requests_total{status="rejected"}'
@@ -285,3 +287,83 @@ def wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def outcome(future) -> int | str:
+    """A request's status, or how it failed (the server went before answering)."""
+    try:
+        return future.result().status_code
+    except requests.RequestException as error:
+        return type(error).__name__
+
+
+def queue_up(server, requests_count: int, pool: ThreadPoolExecutor) -> list:
+    """`requests_count` predictions: one running, the rest queued behind it."""
+    pending = [pool.submit(server.predict) for _ in range(requests_count)]
+    wait_until(lambda: scrape(server.admin_url)["inference_queue_depth"] == requests_count - 1)
+    return pending
+
+
+def ready(admin_url: str) -> bool:
+    with contextlib.suppress(requests.ConnectionError):
+        return requests.get(admin_url + "/ready", timeout=1).status_code == 200
+    return False
+
+
+# One slot, 2 s each: five requests are 10 s of work, twice gunicorn's own 5 s stop.
+LONG_QUEUE = {
+    "INFERENCE_DURATION_SECONDS": "2",
+    "MODEL_CONCURRENCY": "1",
+    "MAX_QUEUE": "4",
+    "GRACEFUL_SHUTDOWN_SECONDS": "30",
+}
+
+
+def test_a_sigterm_to_the_whole_process_group_drains_as_one_to_the_pod_does(tmp_path):
+    """systemd's default KillMode and `kill -TERM -PGID` signal every process
+    of the group: the gunicorns must not stop on their own 5 s clock while the
+    model still drains the queue."""
+    server = ServerProcess(tmp_path, LONG_QUEUE, workers=1)
+    with open(server.log_path, "wb") as log:
+        group = subprocess.Popen(
+            server.command, env=server.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(lambda: ready(server.admin_url), timeout=60)
+        with ThreadPoolExecutor(5) as pool:
+            pending = queue_up(server, 5, pool)
+            os.killpg(group.pid, signal.SIGTERM)
+            assert [outcome(future) for future in pending] == [200] * 5
+        assert group.wait(30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group.pid, signal.SIGKILL)
+        group.wait(10)
+
+
+def test_sigint_during_the_drain_stops_at_once(start_server):
+    """docs/server.md: SIGINT stops everything at once, a drain under way too."""
+    server = start_server(LONG_QUEUE, workers=1)
+    with ThreadPoolExecutor(5) as pool:
+        pending = queue_up(server, 5, pool)
+        server.terminate()
+        wait_until(lambda: requests.get(server.admin_url + "/ready", timeout=2).json() == {"status": "draining"})
+        server.process.signal(signal.SIGINT)
+        outcomes = [outcome(future) for future in pending]
+    # Stopped with work left: the drain (10 s of it) was not waited for.
+    assert outcomes.count(200) < 5, outcomes
+    assert server.process.wait(30)
+    assert "SIGINT during the graceful stop" in server.log()
+
+
+def test_the_admin_gunicorn_dying_drains_the_queue_before_the_pod_ends(start_server):
+    """Probes and scrapes are gone, but the main port can still answer what
+    it admitted: the pod ends, with code 1, after a drain."""
+    server = start_server(LONG_QUEUE, workers=1)
+    with ThreadPoolExecutor(5) as pool:
+        pending = queue_up(server, 5, pool)
+        [admin_master] = server.processes("gunicorn-admin")
+        os.kill(admin_master, signal.SIGKILL)
+        assert [outcome(future) for future in pending] == [200] * 5
+    assert server.process.wait(30)
+    assert server.stop() == 1

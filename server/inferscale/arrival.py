@@ -24,6 +24,13 @@ from inferscale.metrics import ConnectionMetrics
 # hold its line or this many, so an answer the worker writes itself (a 408 to
 # slow headers, a 431) can speak the route's error dialect.
 REQUEST_LINE_BYTES = 8190
+# A connection closed with its request partly unread (413, 408) first reads on
+# for this long, or this much, discarding: closed at once with bytes unread,
+# the kernel resets it, and a client still sending (http.client, urllib)
+# loses the answer before reading it (RFC 9112, 9.6). Bounded, as a client
+# may send for ever.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 
 class RequestTimeout(Exception):
@@ -201,7 +208,20 @@ class ClientConnection:
         self.request_received()
         with contextlib.suppress(OSError):
             self.send_held()
+            if self._refusing:
+                self._linger()
         self._sock.close()
+
+    def _linger(self) -> None:
+        """Say we are done, then discard what the client still sends for a while (see LINGER_SECONDS)."""
+        self._sock.shutdown(socket.SHUT_WR)
+        deadline, left = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            self._sock.settimeout(remaining)
+            data = self._sock.recv(65536)
+            if not data:
+                return
+            left -= len(data)
 
     def _first_bytes(self, size: int) -> bytes:
         if self._arrivals.draining and self.kept_alive and not self._request_waiting():

@@ -213,9 +213,11 @@ class ModelExecutor:
             self._lock.notify_all()
 
     def _run(self, future: Future[Outcome], payload: Any, admitted_at: float) -> None:
+        # Still queued while the gate is shut: a load that fails answers it
+        # (abandon_queued), and a caller may withdraw it meanwhile.
+        self._gate.wait()
         if not self._take_queued(future):
             return  # withdrawn or abandoned while queued
-        self._gate.wait()
         with self._lock:
             started = self._clock()
             self._running[future] = started

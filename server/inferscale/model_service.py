@@ -18,7 +18,7 @@ from inferscale.backend import ModelStatus, Outcome
 from inferscale.errors import InferenceFailed, InferenceLost, ModelUnavailable
 from inferscale.executor import ModelExecutor
 from inferscale.metrics import ModelMetrics
-from inferscale.model import Model, ModelNotLoaded, ModelSpec
+from inferscale.model import Model, ModelSpec
 from inferscale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class InferenceService:
         # change (the load ending as SIGTERM arrives) must not be told after it.
         self._status_lock = threading.Lock()
         # Opened when loading ends, however it ends: queued work must never wait
-        # on a load that failed (it then fails fast with ModelUnavailable).
+        # on a load that failed (it is answered ModelUnavailable first).
         self._load_finished = threading.Event()
         self._load_error: str | None = None
         self._restarting = False
@@ -116,8 +116,6 @@ class InferenceService:
     def _predict(self, rows: np.ndarray) -> np.ndarray:
         try:
             return self.model.predict(rows)
-        except ModelNotLoaded:
-            raise ModelUnavailable("the model failed to load") from None
         except Exception as error:
             log.exception("inference failed")
             raise InferenceFailed("the model failed on this request") from error
@@ -131,6 +129,11 @@ class InferenceService:
         except Exception as error:  # a failed load must surface in /health, not vanish
             self._load_error = f"{type(error).__name__}: {error}"
             log.exception("model load failed")
+            # Refused at the door from now on, and the queued answered: no slot
+            # runs them, and the inference histograms see no empty "inference".
+            refusal = ModelUnavailable("the model failed to load")
+            self.executor.refuse_new_work(refusal)
+            self.executor.abandon_queued(refusal)
         finally:
             self._load_finished.set()
             self.publish_status()

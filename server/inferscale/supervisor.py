@@ -11,10 +11,16 @@ The model process is restarted when it dies, when it ends itself to free a
 slot stuck past INFERENCE_TIMEOUT_SECONDS, or after being killed when its
 heartbeat has stopped for MODEL_WATCHDOG_SECONDS (the HTTP workers answer its
 lost requests with 503 and say "not ready" until the reload is done); a gunicorn
-dying ends the pod. On SIGTERM the model process drains first (its queue
-finishes, new work gets 503, /ready says draining), then the main gunicorn
-stops once every admitted request's answer is written, and the admin one
-last. SIGINT and SIGQUIT stop everything at once.
+dying ends the pod: the main one at once (no one is left to answer the
+queue), the admin one after a drain. On SIGTERM the model process drains
+first (its queue finishes, new work gets 503, /ready says draining), then the
+main gunicorn stops once every admitted request's answer is written, and the
+admin one last. SIGINT and SIGQUIT stop everything at once, a drain under
+way too.
+
+Each child leads a process group of its own: a SIGTERM to the whole group
+(systemd's default KillMode, `kill -TERM -PGID`) reaches this process alone,
+which stops the children in that order, instead of each on its own clock.
 
 Every child is forked from this process after the heavy imports (see
 `_import_shared`), so the pages holding the interpreter's modules are shared
@@ -64,6 +70,12 @@ REQUEST_PATH_NICENESS = 10
 # pause (Ctrl-Z, a cgroup freezer) the supervisor may look before the model
 # process has had its turn to beat.
 CONFIRM_BEATS = 2
+# Each child's stop signal: [at once, graceful].
+STOP_SIGNALS = {
+    "model": (signal.SIGINT, signal.SIGTERM),
+    "gunicorn": (signal.SIGQUIT, signal.SIGTERM),
+    "admin": (signal.SIGQUIT, signal.SIGTERM),
+}
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 
@@ -119,6 +131,7 @@ class Supervisor:
         self.restarts = model_restarts_counter()
         self.restart_at: float | None = None
         self.stopping = False
+        self.graceful = True
 
     def run(self) -> int:
         # Signals are taken synchronously (sigwaitinfo), so none can arrive
@@ -137,8 +150,10 @@ class Supervisor:
         while True:
             info = self._wait_for_signal()
             if info.si_signo in (signal.SIGCHLD, signal.SIGALRM):
-                if not self._reap_and_restart():
-                    return self._stop(graceful=False, code=1)
+                gone = self._reap_and_restart()
+                if gone:
+                    # Without the admin port the queue can still be answered: drained, nothing admitted is lost.
+                    return self._stop(graceful=gone == "gunicorn-admin", code=1)
                 self._kill_if_wedged()
             elif info.si_signo == signal.SIGTERM:
                 return self._stop(graceful=True, code=0)
@@ -217,16 +232,16 @@ class Supervisor:
         # a process in uninterruptible sleep dies only once its call returns.
         self.suspect_until = now + self.settings.model_watchdog_seconds
 
-    def _reap_and_restart(self) -> bool:
-        """Reap every exited child; False once a gunicorn is gone (the pod can't serve)."""
+    def _reap_and_restart(self) -> str | None:
+        """Reap every exited child; the name of a gunicorn that is gone (the pod can't serve), else None."""
         gunicorns = {self.gunicorn_pid: "gunicorn", self.admin_pid: "gunicorn-admin"}
         for pid, status in self._reap():
             if pid in gunicorns:
                 log.error("%s exited (%s); stopping", gunicorns[pid], _describe(status))
-                return False
+                return gunicorns[pid]
         if self.restart_at is not None and time.monotonic() >= self.restart_at:
             self._start_model()
-        return True
+        return None
 
     def _reap(self) -> list[tuple[int, int]]:
         """Reap every exited child, including orphans reparented to us when we are PID 1."""
@@ -272,24 +287,44 @@ class Supervisor:
         /ready answers 503 until the very end ("draining", then "model_unreachable"
         once the drained model process has exited)."""
         self.stopping = True
-        drain = self.settings.graceful_shutdown_seconds if graceful else 0.0
-        self._stop_child("model", drain, signal.SIGTERM if graceful else signal.SIGINT)
-        for name in ("gunicorn", "admin"):
-            self._stop_child(name, gunicorn_conf.STOP_SECONDS, signal.SIGTERM if graceful else signal.SIGQUIT)
+        self.graceful = graceful
+        for name in ("model", "gunicorn", "admin"):
+            self._stop_child(name)
         return code
 
-    def _stop_child(self, name: str, budget: float, signum: int) -> None:
+    def _stop_child(self, name: str) -> None:
         pid = getattr(self, f"{name}_pid")
         if not pid:
             return
-        os.kill(pid, signum)
-        deadline = time.monotonic() + budget + EXIT_MARGIN_SECONDS
+        os.kill(pid, STOP_SIGNALS[name][self.graceful])
+        deadline = time.monotonic() + self._stop_budget(name)
         while getattr(self, f"{name}_pid") == pid:
             if time.monotonic() >= deadline:
                 log.error("%s process %d did not stop in time; killing it", name, pid)
                 os.kill(pid, signal.SIGKILL)
+            if self.graceful and self._told_to_hurry():
+                self.graceful = False
+                os.kill(pid, STOP_SIGNALS[name][False])
+                deadline = min(deadline, time.monotonic() + self._stop_budget(name))
             signal.sigtimedwait({signal.SIGCHLD}, 0.5)
             self._reap()
+
+    def _stop_budget(self, name: str) -> float:
+        """How long a child may take to stop, after its stop signal."""
+        if name == "model":
+            return (self.settings.graceful_shutdown_seconds if self.graceful else 0.0) + EXIT_MARGIN_SECONDS
+        return gunicorn_conf.STOP_SECONDS + EXIT_MARGIN_SECONDS
+
+    def _told_to_hurry(self) -> bool:
+        """SIGINT or SIGQUIT came during a graceful stop: stop at once. Taken
+        from the pending set, not from sigtimedwait's answer, which a stop and
+        continue can fill with random numbers (see SIGNALS)."""
+        hurry = signal.sigpending() & {signal.SIGINT, signal.SIGQUIT}
+        if not hurry:
+            return False
+        signal.sigwaitinfo(hurry)
+        log.warning("%s during the graceful stop: stopping at once", signal.Signals(min(hurry)).name)
+        return True
 
 
 def _import_shared() -> None:
@@ -333,6 +368,7 @@ def _fork(target: Callable[[], int]) -> int:
         return pid
     code = 1
     try:
+        os.setpgid(0, 0)  # see the module's docstring
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         _die_with(parent)
         code = target()

@@ -96,9 +96,18 @@ class InferenceWorker(GeventWorker):
         left the Service; a worker due for recycling (MAX_REQUESTS, whose count
         gunicorn takes as a request starts) has stopped accepting and would admit
         them, only to wait for their answers before its successor starts. New
-        connections it accepts in its last second are still answered."""
+        connections it accepts in its last second are still answered. A model
+        process that answers again, not draining, after a drain had the drain
+        to itself (a SIGTERM to it, not to the pod) and was replaced:
+        connections are kept alive again. (Between a pod's drained model
+        process ending and this worker's stop, none answers.)"""
         backend = runtime_of(self.wsgi).backend
-        while self.alive and not backend.status().draining:
+        while self.alive:
+            status = backend.status()
+            if status.draining and not self.arrivals.draining:
+                self.arrivals.close_kept_alive()
+            elif status.reachable and not status.draining:
+                self.arrivals.draining = False
             gevent.sleep(DRAIN_CHECK_SECONDS)
         self.arrivals.close_kept_alive()
 
