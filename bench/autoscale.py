@@ -3,12 +3,17 @@
 For each configuration (the chart's defaults, and the seeds' 240 s scale-up /
 300 s scale-down stabilization) this brings up the whole stack
 (localcluster), steps the load from nothing to `--users` locust users, and
-prints, in seconds from the step: the HPA's first scale-up decision, the first
-added pod Ready, the peak replica count and when it was reached, when the
-per-pod average came back under the target, and over the steady last part of
-the load the median replica count and how often it changed. Then it prints
-the reaction-time budget (scrape interval + rate window + HPA sync + pod
-readiness) to compare the measurements against.
+prints, in seconds from the step: the HPA's first scale-up decision, the
+first added pod created and Ready, the peak replica count and when it was
+reached, when the per-pod average came back under the target (as the
+simulator counts it: figures.back_under), and, once the scale-down window
+after the peak has passed, the median replica count and how often it changed.
+Then it prints the reaction-time budget (scrape interval + rate window + HPA
+sync + pod readiness) to compare the measurements against.
+
+Replicas are the Deployment's, read beside the HPA every second: the HPA's
+status.currentReplicas is the count it read before its own rescale
+(setStatus in horizontal.go), one sync behind the pods it creates.
 
 The pods request 100m CPU instead of the chart's 250m (`--cpu-request`): they
 sleep through their inferences, and this 2-core node has room for 6 pods at
@@ -33,12 +38,15 @@ from pathlib import Path
 import yaml
 
 from inferscale.simulation.chart_values import seconds
-from localcluster.hpa import HpaRecorder, sample
+from inferscale.simulation.figures import back_under_text
+from localcluster.hpa import HpaRecorder, HpaSample, sample
 from localcluster.load import headless_locust
 from localcluster.repo import ARRIVAL_LOG_PLUGIN
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
 
 ROOT = Path(__file__).resolve().parent.parent
+# Kubernetes' scale-down stabilization window when the HPA's behavior sets none.
+DEFAULT_SCALE_DOWN_WINDOW = 300.0
 
 SEEDS_BEHAVIOR = {
     "autoscaling": {
@@ -113,6 +121,46 @@ def offer_load(
     )
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One look at the loop, `at` seconds from the load step."""
+
+    at: float
+    replicas: int  # the Deployment's spec.replicas: what the HPA's rescale set
+    ready: int  # the Deployment's status.readyReplicas
+    desired: int  # the HPA's status.desiredReplicas
+    metric: float | None  # the HPA's per-pod average; None while it has none
+
+
+class DeploymentBesideHpa:
+    """HpaRecorder's read: the Deployment, then the HPA. A read that fails adds
+    neither, so `deployments` pairs one to one with the recorder's samples."""
+
+    def __init__(self, stack: LocalStack):
+        self.stack = stack
+        self.deployments: list[dict] = []
+
+    def __call__(self) -> dict:
+        deployment = self.stack.api.get(
+            f"/apis/apps/v1/namespaces/{self.stack.config.namespace}/deployments/{self.stack.fullname}"
+        )
+        hpa = self.stack.hpa()
+        self.deployments.append(deployment)
+        return hpa
+
+    def readings(self, samples: list[HpaSample]) -> list[Reading]:
+        return [
+            Reading(
+                hpa.at,
+                deployment["spec"]["replicas"],
+                deployment.get("status", {}).get("readyReplicas", 0),
+                hpa.desired,
+                hpa.metric,
+            )
+            for hpa, deployment in zip(samples, self.deployments, strict=True)
+        ]
+
+
 def measure(
     label: str,
     config: StackConfig,
@@ -121,48 +169,80 @@ def measure(
     load_seconds: float,
     steady_seconds: float,
     target: float,
+    scale_down_window: float,
 ) -> dict:
     with LocalStack(config) as stack:
         wait_for_metric(stack)
-        recorder = HpaRecorder(stack.hpa, period=1.0)
+        reads = DeploymentBesideHpa(stack)
+        recorder = HpaRecorder(reads, period=1.0)
         recorder.start()
         locust = offer_load(stack, users, user_rps, load_seconds)
         samples = recorder.stop()
-    return summarize(label, samples, load_seconds, steady_seconds, target, locust)
-
-
-def first(samples, condition) -> float | None:
-    return next((s.at for s in samples if condition(s)), None)
-
-
-def summarize(label, samples, load_seconds, steady_seconds, target, locust) -> dict:
-    scaled = first(samples, lambda s: s.replicas > 1)
-    peak = max(s.replicas for s in samples)
-    # Without a scale-up there is no peak to reach or recover from.
-    reached = first(samples, lambda s: s.replicas == peak) if scaled is not None else None
-    steady = [s.replicas for s in samples if s.at >= load_seconds - steady_seconds]
-    aggregated = next(
-        (
-            line.split()
-            for line in locust.stdout.splitlines() + locust.stderr.splitlines()
-            if line.strip().startswith("Aggregated")
-        ),
-        ["", "?", "?"],
+    return summarize(
+        label, reads.readings(samples), Run(load_seconds, steady_seconds, target, scale_down_window), locust
     )
+
+
+@dataclass(frozen=True)
+class Run:
+    load_seconds: float
+    steady_seconds: float  # the least span of readings the steady figures are taken over
+    target: float
+    scale_down_window: float  # the HPA's: until it has passed after the peak, the peak is all it can hold
+
+
+def first(readings: list[Reading], condition) -> float | None:
+    return next((r.at for r in readings if condition(r)), None)
+
+
+def locust_requests(locust: subprocess.CompletedProcess) -> str:
+    """locust's summary row, "Aggregated <requests> <failures>(<percent>)", as "<requests> (<failures>)".
+    Raises when locust did not run to its end: no figure of the loop means anything then."""
+    output = locust.stdout.splitlines() + locust.stderr.splitlines()
+    aggregated = next((line.split() for line in output if line.strip().startswith("Aggregated")), None)
+    if locust.returncode not in (0, 1) or aggregated is None:  # 1: some requests failed, which is a figure here
+        raise RuntimeError(f"locust failed (exit {locust.returncode}):\n{locust.stderr[-2000:]}")
+    return f"{aggregated[1]} ({aggregated[2]})"
+
+
+def summarize(label: str, readings: list[Reading], run: Run, locust: subprocess.CompletedProcess) -> dict:
+    requests = locust_requests(locust)
+    scaled = first(readings, lambda r: r.replicas > 1)
+    peak = max(r.replicas for r in readings)
+    # Without a scale-up there is no peak to reach or recover from.
+    reached = first(readings, lambda r: r.replicas == peak) if scaled is not None else None
+    steady = steady_replicas(readings, run, reached or 0.0)
     return {
         "config": label,
-        "first scale-up decision": first(samples, lambda s: s.desired > 1),
-        "replicas first above 1": scaled,
+        "first scale-up decision": first(readings, lambda r: r.desired > 1),
+        "replicas first above 1 (pod created)": scaled,
+        "first added pod Ready": first(readings, lambda r: r.ready > 1),
         "peak replicas": peak,
         "peak reached": reached,
-        "steady replicas (median)": f"{statistics.median(steady):g}",
-        "latency back under target": first(
-            samples, lambda s: reached is not None and s.at >= reached and s.metric is not None and s.metric < target
-        ),
-        "replica changes in steady period": sum(1 for a, b in itertools.pairwise(steady) if a != b),
-        # locust's summary row: "Aggregated <requests> <failures>(<percent>)".
-        "requests (failed)": f"{aggregated[1]} ({aggregated[2]})",
+        "latency back under target": back_under_text([(r.at, r.metric) for r in readings], run.target, 0.0, " s"),
+        **steady,
+        "requests (failed)": requests,
     }
+
+
+def steady_replicas(readings: list[Reading], run: Run, peak_at: float) -> dict:
+    """The median replicas and their changes from the scale-down window after the peak
+    to the end of the load: before it, the HPA still holds the peak's recommendation."""
+    since = peak_at + run.scale_down_window
+    if run.load_seconds - since < run.steady_seconds:
+        short = f"not reached: hold the load >= {since + run.steady_seconds:.0f} s"
+        return {"steady replicas (median)": short, "replica changes while steady": short}
+    steady = [r.replicas for r in readings if since <= r.at < run.load_seconds]
+    return {
+        "steady replicas (median)": f"{statistics.median(steady):g} (from {since:.0f} s)",
+        "replica changes while steady": sum(1 for a, b in itertools.pairwise(steady) if a != b),
+    }
+
+
+def scale_down_window(values: dict) -> float:
+    behavior = values["autoscaling"].get("behavior") or {}
+    window = (behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds")
+    return DEFAULT_SCALE_DOWN_WINDOW if window is None else float(window)
 
 
 def main() -> None:
@@ -177,9 +257,10 @@ def main() -> None:
     installed = merged(yaml.safe_load((ROOT / "chart" / "values.yaml").read_text()), chart_values)
     timing = timing_of(args.fast, installed)
     target = installed["autoscaling"]["targetAverageDurationSeconds"]
-    # Offered load = 5 pods' worth: one pod serves workers x slots / inference seconds.
     user_rps = 0.5 if args.fast else 0.2
     users = args.users or 5
+    # One pod serves slots / inference seconds.
+    capacity = installed["server"]["modelConcurrency"] / installed["server"]["inferenceDurationSeconds"]
     load_seconds = args.load_seconds or (240 if args.fast else 720)
     steady_seconds = load_seconds / 4
     results = []
@@ -190,17 +271,19 @@ def main() -> None:
                 chart_values=merged(chart_values, extra),
                 **base,
             )
-            result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target)
+            window = scale_down_window(merged(installed, extra))
+            result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target, window)
         results.append(result)
         print(result, flush=True)
     print(
-        f"\n# load step: 0 -> {users} users x {user_rps} req/s for {load_seconds:.0f} s; "
-        f"target {target} s; steady period = last {steady_seconds:.0f} s"
+        f"\n# load step: 0 -> {users} users x {user_rps} req/s ({users * user_rps / capacity:g} pods' worth) "
+        f"for {load_seconds:.0f} s; target {target} s; steady: at least {steady_seconds:.0f} s of readings "
+        "after the scale-down window that follows the peak"
     )
     keys = [k for k in results[0] if k != "config"]
-    print(f"{'':36}" + "".join(f"{r['config']:>30}" for r in results))
+    print(f"{'':36}" + "".join(f"{r['config']:>40}" for r in results))
     for key in keys:
-        print(f"{key:36}" + "".join(f"{fmt(r[key]):>30}" for r in results))
+        print(f"{key:36}" + "".join(f"{fmt(r[key]):>40}" for r in results))
     print(
         f"\n# reaction budget: scrape {timing.scrape:.0f} + rate window {timing.window:.0f} + "
         f"HPA sync {timing.sync:.0f} + readiness {timing.readiness:.0f} = {timing.budget:.0f} s "
@@ -213,7 +296,7 @@ def fmt(value) -> str:
         return "never"
     if isinstance(value, float):
         return f"{value:.0f} s"
-    return str(value)[:28]
+    return str(value)
 
 
 if __name__ == "__main__":

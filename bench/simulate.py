@@ -2,7 +2,7 @@
 
 For each: when the per-pod average is back under the target, peak and steady
 replicas against the fewest always-on pods that meet the target for the same
-load, refused %, replica changes per hour over the steady span (the last half
+load, refused % in the 10 minutes after the load change, replica changes per hour over the steady span (the last half
 of the run), and pod-minutes against those always-on pods. The ratios are
 against that baseline, found by the same simulator in the same run.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inferscale.simulation.figures import REFUSAL_WINDOW_SECONDS, Figures
 from inferscale.simulation.scenarios import Model, fewest_fixed, run, scenario
 from inferscale.simulation.values_yaml import read_values
 
@@ -24,6 +25,10 @@ CASES = (("step", 2), ("step", 5), ("step", 10), ("ramp", 5), ("spike", 10), ("s
 
 def seconds_or_never(value: float | None) -> str:
     return "never" if value is None else f"{value:.0f}"
+
+
+def back_under(figures: Figures) -> str:
+    return "never over" if figures.never_over_target else seconds_or_never(figures.back_under_target_seconds)
 
 
 def main() -> None:
@@ -38,7 +43,8 @@ def main() -> None:
         f"{args.hours:g} h simulated per row\n"
     )
     print(
-        "| load | arrivals | back under target, s | back to min, s | peak | steady | fewest fixed | refused % "
+        "| load | arrivals | back under target, s | back to min, s | peak | steady | fewest fixed "
+        f"| refused %, {REFUSAL_WINDOW_SECONDS / 60:g} min after the change "
         "| changes/h (steady) | pod-minutes / fixed |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -49,7 +55,7 @@ def main() -> None:
             fixed = fewest_fixed(model, case, arrivals, args.seed)
             ratio = f"{figures.pod_minutes / (fixed * case.seconds / 60):.2f}" if fixed else "-"
             print(
-                f"| {name} {times:g}x | {arrivals} | {seconds_or_never(figures.back_under_target_seconds)} "
+                f"| {name} {times:g}x | {arrivals} | {back_under(figures)} "
                 f"| {seconds_or_never(figures.back_to_min_seconds) if name == 'stop' else '-'} "
                 f"| {figures.peak_replicas} | {figures.steady_replicas:g} | {fixed or '-'} "
                 f"| {figures.refused_percent:.2f} | {figures.changes_per_hour:.1f} | {ratio} |",

@@ -1,7 +1,9 @@
 """Can the HPA, on the average request duration alone, meet the loop's goals? A sweep through the simulator.
 
 The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
-  1. a 5× step from idle is back under the target within 150 s, with ≤ 2 % refused;
+  1. a 5× step from idle is back under the target within 150 s, with ≤ 2 % refused
+     (of the requests of the 10 minutes after the step: a step's refusals all
+     come in its first minutes, and a whole run's count would dilute them);
   2. steady replicas ≤ 1.25 × the fewest always-on pods that meet the target, at 2× and at 5×;
   3. ≤ 2 replica changes per hour in steady load, at 2× and at 5×;
   4. back to minReplicas within 10 minutes after a 5× load stops.
@@ -265,7 +267,8 @@ def _print_sweep(pool: ProcessPoolExecutor, sweep: list[Knobs], seeds: range, ho
     print(
         "| target | utilization target | scrape / window | scale-up / scale-down window "
         f"| scale-up / scale-down tolerance {step}| arrivals "
-        "| 5x step: back under target, s (seeds) | refused % | steady / fewest fixed, 2x | 5x "
+        "| 5x step: back under target, s (seeds) | refused % in the 10 min after the step "
+        "| steady / fewest fixed, 2x | 5x "
         "| changes/h, max of 2x and 5x (seeds) | back to min, s "
         f"| seeds of {len(seeds)} meeting goal 1 / 2 / 3 / 4 |"
     )

@@ -185,3 +185,124 @@ def test_calibrate_judges_saved_runs_against_each_other(tmp_path):
     assert result.returncode != 0
     assert "--among compares runs of one load" in result.stderr and "unlike.json" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---- bench/autoscale.py's figures, from hand-made readings ---------------------------
+
+
+def locust_run(returncode: int = 0, stdout: str = " Aggregated   694   14(2.02%) ") -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], returncode, stdout=stdout, stderr="")
+
+
+def loop_readings(metric, replicas, ready, desired, end: int = 720):
+    """The loop read every second, each figure a function of the second."""
+    autoscale = load_script("autoscale.py")
+    return [autoscale.Reading(float(t), replicas(t), ready(t), desired(t), metric(t)) for t in range(end)]
+
+
+def step_readings(metric, end: int = 720):
+    """Decided at 15 s; the Deployment at 2 from 16 s, 14 from 91 s; the first new pod Ready at 40 s."""
+    return loop_readings(
+        metric,
+        replicas=lambda t: 1 if t < 16 else (2 if t < 91 else 14),
+        ready=lambda t: 1 if t < 40 else 2,
+        desired=lambda t: 1 if t < 15 else 14,
+        end=end,
+    )
+
+
+def summary(readings, load_seconds: float = 720, window: float = 420, locust=None):
+    autoscale = load_script("autoscale.py")
+    run = autoscale.Run(load_seconds, 180, 12.0, window)
+    return autoscale.summarize("x", readings, run, locust or locust_run())
+
+
+def test_autoscale_reads_the_pods_created_and_ready_from_the_deployment():
+    result = summary(step_readings(lambda t: 30.0 if 10 <= t <= 60 else 9.0))
+    assert result["first scale-up decision"] == 15.0
+    assert result["replicas first above 1 (pod created)"] == 16.0
+    assert result["first added pod Ready"] == 40.0
+    assert result["peak replicas"] == 14 and result["peak reached"] == 91.0
+    assert result["requests (failed)"] == "694 (14(2.02%))"
+
+
+def test_autoscale_counts_back_under_target_as_the_simulator_does():
+    # Over from 10 s to 60 s, under from 61 s: back at 61 s, though 14 pods come only at 91 s.
+    assert summary(step_readings(lambda t: 30.0 if 10 <= t <= 60 else 9.0))["latency back under target"] == "61 s"
+    # One dip to 11 s at 120 s amid 20 s readings from 106 s to 300 s is not back.
+    dipping = step_readings(lambda t: 11.0 if t == 120 else (20.0 if 106 <= t <= 300 else 9.0))
+    assert summary(dipping)["latency back under target"] == "301 s"
+    assert summary(step_readings(lambda t: 9.0))["latency back under target"] == "never over"
+
+
+def test_autoscale_takes_steady_replicas_after_the_scale_down_window_never_the_peak():
+    # 14 at the peak (91 s), down to 6 once the 420 s window has passed.
+    readings = loop_readings(
+        lambda t: 9.0,
+        replicas=lambda t: 1 if t < 16 else (14 if t < 520 else 6),
+        ready=lambda t: 1,
+        desired=lambda t: 14,
+        end=900,
+    )
+    result = summary(readings, load_seconds=900)
+    assert result["steady replicas (median)"] == "6 (from 436 s)"
+    assert result["replica changes while steady"] == 1
+    # 720 s of load leave 284 s after the window, enough; 600 s do not.
+    short = summary(readings, load_seconds=600)
+    assert short["steady replicas (median)"] == "not reached: hold the load >= 616 s"
+    assert short["replica changes while steady"] == short["steady replicas (median)"]
+
+
+@pytest.mark.parametrize(
+    "locust",
+    [locust_run(returncode=2), locust_run(stdout=""), locust_run(returncode=127, stdout="")],
+    ids=["crashed", "no summary", "missing"],
+)
+def test_autoscale_refuses_a_run_whose_locust_failed(locust):
+    with pytest.raises(RuntimeError, match="locust failed"):
+        summary(step_readings(lambda t: 9.0), locust=locust)
+
+
+# ---- bench/placement.py and bench/metrics_under_load.py ----------------------------
+
+HELD_BEFORE_ADMISSION = 0.3  # a wait the server's queue_seconds cannot see: in a worker, on the socket
+
+
+class HeldAnswer(http.server.BaseHTTPRequestHandler):
+    """A /predict whose answer reports no queue wait, though it was held before admission."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(HELD_BEFORE_ADMISSION)
+        body = json.dumps({"queue_seconds": 0.0, "inference_seconds": 0.05}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_placement_sees_a_wait_before_admission_from_the_client():
+    placement = load_script("placement.py")
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), HeldAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wait = placement.timed_predict(placement.requests.Session(), f"http://{LOOPBACK}:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert wait.server == 0.0
+    assert HELD_BEFORE_ADMISSION - 0.05 <= wait.client < HELD_BEFORE_ADMISSION + 1
+    assert placement.waited([0.0, 0.002, wait.client]).startswith("1 of 3 (p50 2.00 ms")
+
+
+def test_metrics_under_load_calls_the_tail_of_few_samples_the_max(capsys):
+    metrics = load_script("metrics_under_load.py")
+    metrics.report({"server": "naive", "samples": 4, "p50": 7.980, "tail": 8.027})
+    metrics.report({"server": "inferscale", "samples": 473, "p50": 0.0117, "tail": 0.0251})
+    naive, ours = capsys.readouterr().out.splitlines()
+    assert "n=4" in naive and "max=   8027.0 ms" in naive and "p99" not in naive
+    assert "n=473" in ours and "p99=" in ours

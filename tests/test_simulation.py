@@ -33,7 +33,14 @@ from inferscale.simulation.calibration import (
     within_seeds,
 )
 from inferscale.simulation.chart_values import Autoscaling, coalesced, seconds
-from inferscale.simulation.figures import HOLD_SECONDS, back_under, back_under_target
+from inferscale.simulation.figures import (
+    HOLD_SECONDS,
+    REFUSAL_WINDOW_SECONDS,
+    back_under,
+    back_under_target,
+    back_under_text,
+    figures,
+)
 from inferscale.simulation.hpa import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
@@ -924,3 +931,44 @@ def test_the_simulated_syncs_to_the_first_scale_up_run_from_the_step_to_it():
 def test_the_median_agreement_is_the_middle_seed():
     shares = [Agreement(10, within, 0.0, 0.0) for within in (9, 5, 7, 10)]
     assert median_agreement(shares).within == 7
+
+
+def test_back_under_target_counts_from_the_average_going_over_it():
+    # Under for 400 s, over for 600 s, then under: back at 1000 s, not at 0 s,
+    # where the average had not yet gone over.
+    readings = [(float(t), 5.0 if t < 400 or t >= 1000 else 30.0) for t in range(0, 2000, 15)]
+    assert back_under(readings, 12.0, 0.0) == 1005.0  # the first reading under it, at 1005 s
+    assert back_under_text(readings, 12.0, 0.0, " s") == "1005 s"
+
+
+def test_an_average_never_over_the_target_is_never_over_not_back_at_once():
+    readings = [(float(t), 5.0) for t in range(0, 2000, 15)]
+    assert back_under(readings, 12.0, 0.0) is None
+    assert back_under_text(readings, 12.0, 0.0) == "never over"
+    assert back_under_text([(float(t), 30.0) for t in range(0, 2000, 15)], 12.0, 0.0) == "never"
+
+
+def test_refused_percent_is_that_of_the_ten_minutes_after_the_change_whatever_the_runs_length():
+    model = Model.from_chart_values(CHART_VALUES)
+    percents = []
+    for hours in (1, 2):
+        case = scenario("step", model.pod_capacity, 5, hours)
+        trace = Loop(model.hpa, model.pod, model.timing, "paced", 1).run(case.shape, case.seconds)
+        assert trace.refused and max(trace.refused) < case.change_at + REFUSAL_WINDOW_SECONDS
+        percents.append(figures(trace, model.hpa.target, 1, case.change_at, case.steady_from, case.seconds))
+    assert percents[0].refused_percent == percents[1].refused_percent > 0
+
+
+def test_every_run_of_a_seed_is_offered_the_same_arrivals():
+    model = Model.from_chart_values(CHART_VALUES)
+
+    def offered(hpa, fixed, hours):
+        case = scenario("step", model.pod_capacity, 5, hours)
+        trace = Loop(hpa, model.pod, model.timing, "poisson", 1, fixed_replicas=fixed).run(case.shape, case.seconds)
+        # Those of the last minutes may still be held at the end, neither answered nor refused.
+        return trace.arrived, sorted(at for at in [at for at, _ in trace.answered] + trace.refused if at < 3000)
+
+    autoscaled = offered(model.hpa, None, 1)
+    assert offered(None, 9, 1) == offered(None, 10, 1) == autoscaled
+    # A longer run draws the same first hour.
+    assert offered(model.hpa, None, 2)[1] == autoscaled[1]

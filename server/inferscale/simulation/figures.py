@@ -9,19 +9,25 @@ from dataclasses import dataclass
 from .loop import Trace
 
 HOLD_SECONDS = 300.0
+# Refusals are counted over this span after the load change: a step's all
+# come in its first minutes, and a whole run's arrivals would dilute them
+# with the length of the run.
+REFUSAL_WINDOW_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
 class Figures:
-    # From the load change until the HPA's per-pod average stays at or under
-    # the target for HOLD_SECONDS; None when it never does.
+    # From the load change to the reading from which the HPA's per-pod average,
+    # once over the target, stays at or under it for HOLD_SECONDS; None when
+    # it never does, or never went over (never_over_target).
     back_under_target_seconds: float | None
+    never_over_target: bool
     # From the load change until spec.replicas is at minReplicas for good
     # (after load stops); None when it is not at the end of the run.
     back_to_min_seconds: float | None
     peak_replicas: int
     steady_replicas: float  # median spec.replicas over the steady span
-    refused_percent: float
+    refused_percent: float  # of the arrivals in the REFUSAL_WINDOW_SECONDS after the change
     changes_per_hour: float  # replica changes over the steady span
     pod_minutes: float  # spec.replicas integrated over the run
     mean_seconds: float  # mean duration of the answered requests
@@ -42,21 +48,50 @@ def pod_minutes(trace: Trace, end: float) -> float:
     return sum((b[0] - a[0]) * a[1] for a, b in itertools.pairwise(points) if a[0] < end) / 60
 
 
+def readings(trace: Trace) -> list[tuple[float, float | None]]:
+    return [(s.at, s.value) for s in trace.syncs]
+
+
 def back_under_target(trace: Trace, target: float, change_at: float) -> float | None:
-    return back_under([(s.at, s.value) for s in trace.syncs], target, change_at)
+    return back_under(readings(trace), target, change_at)
 
 
 def back_under(readings: list[tuple[float, float | None]], target: float, change_at: float) -> float | None:
-    """From `change_at` to the first (time, value) reading of the HPA from which
-    the value stays at or under `target` for HOLD_SECONDS: one reading's dip
-    under it is not "back". Simulated syncs and measured readings alike."""
+    """Issue 10's "time until the per-pod average is back under target", from
+    (time, value) readings of the HPA, simulated syncs and measured alike:
+    from `change_at` to the first reading under `target` that follows one over
+    it and starts HOLD_SECONDS at or under it (one reading's dip under it is
+    not "back"). None when the average never went over the target after the
+    change (`never_over`: nothing to come back from) or never came back."""
     known = [(at, value) for at, value in readings if at >= change_at and value is not None]
-    for i, (start, _) in enumerate(known):
+    for (_, before), (start, value) in itertools.pairwise(known):
+        if before <= target or value > target:
+            continue
         if known[-1][0] < start + HOLD_SECONDS:
             return None  # too little run left to tell
-        if all(value <= target for _, value in _until(known[i:], start + HOLD_SECONDS)):
+        if all(later <= target for _, later in _until(known, start, start + HOLD_SECONDS)):
             return start - change_at
     return None
+
+
+def never_over(readings: list[tuple[float, float | None]], target: float, change_at: float) -> bool:
+    return all(value is None or value <= target for at, value in readings if at >= change_at)
+
+
+def back_under_text(readings: list[tuple[float, float | None]], target: float, change_at: float, unit: str = "") -> str:
+    """back_under as a table shows it: seconds, "never", or "never over"."""
+    if never_over(readings, target, change_at):
+        return "never over"
+    back = back_under(readings, target, change_at)
+    return "never" if back is None else f"{back:.0f}{unit}"
+
+
+def refused_percent(trace: Trace, change_at: float) -> float:
+    """Refused share of the requests arriving in the REFUSAL_WINDOW_SECONDS after `change_at`."""
+    end = change_at + REFUSAL_WINDOW_SECONDS
+    refused = sum(1 for at in trace.refused if change_at <= at < end)
+    answered = sum(1 for at, _ in trace.answered if change_at <= at < end)
+    return 100 * refused / (refused + answered) if refused + answered else 0.0
 
 
 def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
@@ -68,15 +103,15 @@ def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
 def figures(
     trace: Trace, target: float, min_replicas: int, change_at: float, steady_from: float, end: float
 ) -> Figures:
-    arrivals = len(trace.answered) + len(trace.refused)
     steady_changes = [at for at, _ in trace.replicas[1:] if steady_from <= at < end]
     samples = [replicas_at(trace, steady_from + i * 15.0) for i in range(int((end - steady_from) // 15.0) + 1)]
     return Figures(
         back_under_target_seconds=back_under_target(trace, target, change_at),
+        never_over_target=never_over(readings(trace), target, change_at),
         back_to_min_seconds=back_to(trace, min_replicas, change_at),
         peak_replicas=max(r for _, r in trace.replicas),
         steady_replicas=statistics.median(samples),
-        refused_percent=100 * len(trace.refused) / arrivals if arrivals else 0.0,
+        refused_percent=refused_percent(trace, change_at),
         changes_per_hour=len(steady_changes) * 3600 / (end - steady_from),
         pod_minutes=pod_minutes(trace, end),
         mean_seconds=statistics.fmean(d for _, d in trace.answered) if trace.answered else 0.0,
@@ -93,6 +128,6 @@ def meets_target(trace: Trace, target: float, since: float, max_refused_percent:
     return statistics.fmean(durations or [0.0]) <= target and 100 * refused / total <= max_refused_percent
 
 
-def _until(readings: list[tuple[float, float]], horizon: float):
-    """The time-ordered `readings` up to and including `horizon`."""
-    return itertools.takewhile(lambda reading: reading[0] <= horizon, readings)
+def _until(readings: list[tuple[float, float]], start: float, horizon: float):
+    """The time-ordered `readings` from `start` up to and including `horizon`."""
+    return (reading for reading in readings if start <= reading[0] <= horizon)

@@ -139,6 +139,10 @@ class Loop:
         self.user_rps = user_rps
         self.max_running_pods = max_running_pods
         self.rng = random.Random(seed)
+        # The arrivals draw from their own generator: every run of a seed, with
+        # an HPA or a fixed count, for any length, is offered the same requests,
+        # whatever the pods and the scrapes draw meanwhile.
+        self.arrival_rng = random.Random(f"arrivals {seed}")
         self.pods: list[Pod] = []
         self.spec_replicas = 0
         self.trace = Trace()
@@ -153,7 +157,7 @@ class Loop:
         heapq.heappush(self._events, (time, next(self._order), action, args))
 
     def run(self, shape: Shape, seconds: float) -> Trace:
-        return self.replay(arrivals(self.arrivals_kind, shape, seconds, self.rng, self.user_rps), seconds)
+        return self.replay(arrivals(self.arrivals_kind, shape, seconds, self.arrival_rng, self.user_rps), seconds)
 
     def replay(self, times: Iterable[float], seconds: float) -> Trace:
         """The run with these arrival times (a real run's, say) instead of drawn ones."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .figures import Figures
+from .figures import REFUSAL_WINDOW_SECONDS, Figures
 from .scenarios import Model, Scenario
 
 
 def _baseline_minutes(case: Scenario, fixed: int | None) -> float | None:
     return None if fixed is None else fixed * case.seconds / 60
+
+
+def back_under_text(autoscaled: Figures) -> str:
+    if autoscaled.never_over_target:
+        return "never over the target"
+    back = autoscaled.back_under_target_seconds
+    return "never" if back is None else f"{back:.0f} s after the change"
 
 
 def as_json(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fixed: int | None) -> str:
@@ -30,10 +37,9 @@ def as_json(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fi
 
 
 def as_text(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fixed: int | None) -> str:
-    back = autoscaled.back_under_target_seconds
     baseline = _baseline_minutes(case, fixed)
     rows = [
-        ("back under target", "never" if back is None else f"{back:.0f} s after the change"),
+        ("back under target", back_under_text(autoscaled)),
         *(
             [("back to minReplicas", f"{autoscaled.back_to_min_seconds:.0f} s after the change")]
             if case.shape.rate(case.seconds) == 0 and autoscaled.back_to_min_seconds is not None
@@ -45,7 +51,10 @@ def as_text(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fi
             f"{autoscaled.steady_replicas:g}"
             + (f" (fewest always-on that meet the target: {fixed})" if fixed else " (no fixed count meets the target)"),
         ),
-        ("refused", f"{autoscaled.refused_percent:.2f} %"),
+        (
+            "refused",
+            f"{autoscaled.refused_percent:.2f} % in the {REFUSAL_WINDOW_SECONDS / 60:g} min after the change",
+        ),
         ("replica changes", f"{autoscaled.changes_per_hour:.1f} per hour over the steady span"),
         ("pod-minutes", f"{autoscaled.pod_minutes:.0f}" + (f" (always-on: {baseline:.0f})" if baseline else "")),
         ("mean request", f"{autoscaled.mean_seconds:.2f} s (target {model.hpa.target:g} s)"),
