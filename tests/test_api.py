@@ -1,4 +1,5 @@
-"""The protocol layer in process: shapes, status codes and JSON errors for every bad input."""
+"""The protocol layer in process: shapes, status codes and JSON errors for every bad input;
+and, on a real server, the values of the metrics the autoscaling reads."""
 
 from __future__ import annotations
 
@@ -139,6 +140,25 @@ def test_metrics_follow_the_contract(client):
         "inference_model_ready 1.0",
     ):
         assert name in text
+
+
+def test_the_metrics_the_autoscaling_reads_hold_the_slots_and_every_requests_time(start_server):
+    """Values, not only names: the slot count the utilization is divided by, and
+    the duration histograms the HPA's average is their sum over their count."""
+    from localcluster.servers import scrape
+
+    duration, sent = 0.1, 5
+    server = start_server(
+        {"MODEL_CONCURRENCY": "3", "INFERENCE_DURATION_SECONDS": str(duration), "INFERENCE_JITTER_SECONDS": "0"}
+    )
+    for _ in range(sent):
+        assert server.predict().status_code == 200
+    metrics = scrape(server.admin_url)
+    assert metrics["inference_model_slots"] == 3
+    for histogram in ("inference_duration_seconds", "inference_request_duration_seconds"):
+        assert metrics[f"{histogram}_count"] == sent, histogram
+        # A sleep never ends early; above, a bound loose enough for a busy machine.
+        assert sent * duration <= metrics[f"{histogram}_sum"] < sent * duration + 10, histogram
 
 
 def test_model_failure_is_a_json_500_counted_as_error(client, monkeypatch):

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from copy import deepcopy
 from functools import cache
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def _render_cached(values_json: str, extra: tuple[str, ...]) -> tuple[dict, ...]
 
 
 def render(values: dict | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
-    return list(_render_cached(json.dumps(values or {}, sort_keys=True), extra))
+    """The rendered documents, a copy of their own for each caller: a test that
+    changes them leaves the cache, and every test after it, as helm rendered it."""
+    return deepcopy(list(_render_cached(json.dumps(values or {}, sort_keys=True), extra)))
 
 
 def only(docs: list[dict], kind: str) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -247,9 +248,18 @@ def test_selectors_are_described_as_kubectl_spells_them():
 
 
 class FakePrometheus:
+    """Targets of the given healths, of pods svc-0, svc-1, ... in namespace ns.
+
+    `query` records each query in `queries` and answers as Prometheus would: a
+    value for each target's pod that the query's namespace matcher and pod
+    regex select, labelled by what it groups by; the pods in `without` have
+    none (too new for two samples). A query without those matchers selects nothing."""
+
     address = "prometheus-operated:web"
 
-    def __init__(self, *healths):
+    def __init__(self, *healths, without: tuple[str, ...] = ()):
+        self.without = set(without)
+        self.queries: list[str] = []
         self.targets = [
             {
                 "health": h,
@@ -265,8 +275,21 @@ class FakePrometheus:
         return {"activeTargets": self.targets}
 
     def query(self, promql):
-        """A value for each target's pod, whatever is asked."""
-        return [{"metric": {"namespace": "ns", "pod": t["labels"]["pod"]}, "value": [0, "1"]} for t in self.targets]
+        self.queries.append(promql)
+        namespace = re.search(r'\bnamespace="([^"]*)"', promql)
+        pods = re.search(r'\bpod=~"([^"]*)"', promql)
+        group_by = re.search(r"\bby \(([^)]*)\)", promql)
+        if not (namespace and pods and group_by):
+            return []
+        labels = [label.strip() for label in group_by.group(1).split(",")]
+        selected = [
+            target["labels"]
+            for target in self.targets
+            if target["labels"]["namespace"] == namespace.group(1)
+            and re.fullmatch(pods.group(1), target["labels"]["pod"])
+            and target["labels"]["pod"] not in self.without
+        ]
+        return [{"metric": {label: series[label] for label in labels}, "value": [0, "1"]} for series in selected]
 
 
 def targets_walk(*healths) -> Walk:
@@ -600,9 +623,15 @@ def config_map(data: dict | None) -> dict:
 ADAPTER_CONFIG = config_map({"config.yaml": yaml.safe_dump({"rules": [ADAPTER_RULE]})})
 
 
-def adapter_walk(container: dict | None = None, volume: dict | None = None, config: dict | ApiError = ADAPTER_CONFIG):
-    """The walk at the adapter's link: one ready pod, an HPA on DURATION, and the
-    adapter behind its APIService, reading `config` (its ConfigMap's answer)."""
+def adapter_walk(
+    container: dict | None = None,
+    volume: dict | None = None,
+    config: dict | ApiError = ADAPTER_CONFIG,
+    ready_pods: tuple[str, ...] = ("svc-0",),
+):
+    """The walk at the adapter's link: `ready_pods` (Prometheus scrapes one more,
+    not ready), an HPA on DURATION, and the adapter behind its APIService,
+    reading `config` (its ConfigMap's answer)."""
     hpa = {
         "metadata": {"name": "inferscale"},
         "spec": {
@@ -629,9 +658,15 @@ def adapter_walk(container: dict | None = None, volume: dict | None = None, conf
         namespace="ns",
         release=RELEASE,
         deployment=app_deployment("inferscale"),
-        ready_pods=["svc-0"],
-        prometheus=FakePrometheus("up"),
+        ready_pods=list(ready_pods),
+        prometheus=FakePrometheus(*["up"] * (len(ready_pods) + 1)),
     )
+
+
+def adapter_query(*pods: str) -> str:
+    """ADAPTER_RULE's metricsQuery as the adapter fills it in for the HPA's `pods` in namespace ns."""
+    matchers = f'namespace="ns",pod=~"{"|".join(pods)}"'
+    return f"sum(rate(inference_request_duration_seconds_count{{{matchers}}}[40s])) by (pod)"
 
 
 @pytest.mark.parametrize(
@@ -654,6 +689,19 @@ def test_the_adapters_rules_are_read_however_its_config_is_passed_and_mounted(co
     assert adapter_rule_answers(walk) == (
         f"the adapter's query for {DURATION} returns a value for each of the 1 ready pods"
     )
+    assert walk.prometheus.queries == [adapter_query("svc-0")]
+
+
+def test_the_adapters_query_is_sent_for_the_ready_pods_and_a_pod_without_a_value_is_named():
+    walk = adapter_walk(ready_pods=("svc-0", "svc-1", "svc-2"))
+    assert adapter_rule_answers(walk) == (
+        f"the adapter's query for {DURATION} returns a value for each of the 3 ready pods"
+    )
+    assert walk.prometheus.queries == [adapter_query("svc-0", "svc-1", "svc-2")]
+    walk.prometheus = FakePrometheus("up", "up", "up", "up", without=("svc-1",))
+    with pytest.raises(Broken, match=f"the adapter's query for {DURATION} has no value for pods svc-1$"):
+        adapter_rule_answers(walk)
+    assert walk.prometheus.queries == [adapter_query("svc-0", "svc-1", "svc-2")]
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@ by a real Prometheus evaluating the chart's rules, under bounded locust load, qu
 with the exact PromQL prometheus-adapter sends for the HPA.
 
 One timeline serves every slow test here (module fixture `loop`):
-  pod-a (1 worker, 1 slot, 1 s inference, queue 4) and an idle pod-b are scraped every 1 s;
-  locust sends pod-a a burst of 3 requests every 4 s for LOAD_SECONDS: each burst is
-  answered after 1, 2 and 3 s (queue wait included), so the average is ~2 s, the
-  queue never overflows and there are no rejections;
+  pod-a (1 worker, 2 slots, 1 s inference, queue 4) and an idle pod-b are scraped every 1 s;
+  locust sends pod-a a burst of 5 requests every 4 s for LOAD_SECONDS: each burst is
+  answered after 1, 1, 2, 2 and 3 s (queue wait included), so the average is ~1.8 s,
+  the queue never overflows and there are no rejections;
   MEASURED_AT, a few seconds before the load ends, has a full rate window of steady load.
 Queries evaluated `at=MEASURED_AT` read the same data whenever they run.
 """
@@ -41,8 +41,9 @@ RELEASE = "inferscale"  # the chart's fullname is then "inferscale": the `servic
 PODS = ("pod-a", "pod-b")
 HPA_METRIC = "inference_request_duration_seconds_avg"
 UTILIZATION_METRIC = "inference_slot_utilization"
-POD_ENV = {"INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "1", "MAX_QUEUE": "4"}
-BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "3", "LOAD_USER_RPS": "0.25"}
+# Two slots, so the slot utilization's division by them shows (x / 1 is x).
+POD_ENV = {"INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "4"}
+BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "5", "LOAD_USER_RPS": "0.25"}
 # The adapter rules' window is a literal 40s (not parameterised), so the test
 # waits it out: LOAD_SECONDS must exceed it plus warm-up, and "idle" comes a
 # window after the load ends.
@@ -221,7 +222,7 @@ def test_hpa_metric_equals_what_clients_waited(loop):
     Compared with locust's client-side mean over the same completions: what the HPA
     metric claims to be is "how long a caller waits". The server-side histogram
     (which Prometheus reads) excludes only HTTP parsing and the loopback
-    round trip, milliseconds against ~2 s, so 10% is a real bound, not slack.
+    round trip, milliseconds against ~1.8 s, so 10% is a real bound, not slack.
     The window is the stored samples rate() used: (first, last] sample of pod-a.
     """
     values = loop.hpa_values(loop.measured_at)
@@ -230,7 +231,7 @@ def test_hpa_metric_equals_what_clients_waited(loop):
         f'inference_request_duration_seconds_count{{namespace="{NAMESPACE}",pod="pod-a"}}', WINDOW, loop.measured_at
     )
     client_average, completed = client_window_average(loop.csv_prefix, samples[0].timestamp, samples[-1].timestamp)
-    assert completed >= 20, completed  # ~30 expected: 3 every 4 s for 40 s
+    assert completed >= 30, completed  # ~50 expected: 5 every 4 s for 40 s
     assert client_average > 1.5, f"the load did not queue (client average {client_average:.2f} s)"
     assert values["pod-a"] == pytest.approx(client_average, rel=0.10), (values, client_average)
     # The load never overflowed the queue, so no rejected request is missing from either side.
@@ -242,13 +243,14 @@ def test_hpa_metric_equals_what_clients_waited(loop):
 def test_slot_utilization_is_the_requests_clients_had_open_per_slot(loop):
     """The adapter's slot utilization for the busy pod is what Little's law
     makes of the callers' own figures: requests completed per second times
-    their mean duration is the mean number a pod held, here over its one slot.
+    their mean duration is the mean number a pod held, here over its two slots.
 
     Both sides cover the window of stored gauge samples the query averaged.
     The server's gauges leave out only parsing and the loopback round trip,
     and the 40 one-second samples of a 4 s burst cycle average its step
-    shape evenly: 15 % is a real bound (the load holds ~1.5, and a rule that
-    left out the queue would read ~0.75)."""
+    shape evenly: 15 % is a real bound (the load holds ~2.25, ~1.13 per slot;
+    a rule that left out the queue would read ~0.63, one that left out the
+    slots, or a pod exporting 1 slot, ~2.25)."""
     values = loop.hpa_values(loop.measured_at, UTILIZATION_METRIC)
     assert values["pod-b"] == 0, values
     samples = loop.prometheus.raw_samples(
