@@ -44,7 +44,7 @@ def main() -> None:
     )
     print(
         "| load | arrivals | back under target, s | back to min, s | peak | steady | fewest fixed "
-        f"| refused %, {REFUSAL_WINDOW_SECONDS / 60:g} min after the change "
+        f"| refused %, from the change to {REFUSAL_WINDOW_SECONDS / 60:g} min after the load settles (sine: all) "
         "| changes/h (steady) | pod-minutes / fixed |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -180,9 +180,11 @@ apt_offers() {
 # Ours is temporary and removed after; one that was already there is left
 # untouched.
 apt_install_without_starting() {
-  local policy=/usr/sbin/policy-rc.d created_policy="" ours='#!/bin/sh\nexit 101\n'
-  # One with our exact words is ours, left by a run that was killed (SIGKILL
-  # runs no trap): it is replaced and removed like a new one.
+  local policy=/usr/sbin/policy-rc.d created_policy=""
+  local ours='#!/bin/sh\n# ci/tools.sh of inferscale, for one apt-get: remove me if that is not running\nexit 101\n'
+  # One with our exact words (their second line names us: a bare `exit 101`
+  # is what many chroot setups write) is ours, left by a run that was killed
+  # (SIGKILL runs no trap): it is replaced and removed like a new one.
   if [[ ! -e "$policy" || "$(cat "$policy")" == "$(printf "$ours")" ]]; then
     # Removed however the script ends, Ctrl-C mid-apt included: left behind,
     # it would keep every service on the machine from starting, and the next
@@ -355,9 +357,13 @@ install_node() {
     install_deb "$name" "${pin#*=}"
     log "$name $(deb_installed_version "$name") (Debian package)"
   done
-  if [[ -e "$CONTAINERD_OURS" && -d /run/systemd/system ]] && systemctl is-enabled --quiet containerd 2>/dev/null; then
-    log "disabling containerd.service: the node runs a containerd of its own on the same socket"
-    $SUDO systemctl disable --now containerd >&2
+  if [[ -e "$CONTAINERD_OURS" ]]; then
+    if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet containerd 2>/dev/null; then
+      log "disabling containerd.service: the node runs a containerd of its own on the same socket"
+      $SUDO systemctl disable --now containerd >&2
+    fi
+    # Once: a containerd enabled after this (for Docker, say) is the user's.
+    rm -f "$CONTAINERD_OURS"
   fi
   build_pause_image
   build_coredns_image

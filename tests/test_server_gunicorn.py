@@ -367,3 +367,18 @@ def test_the_admin_gunicorn_dying_drains_the_queue_before_the_pod_ends(start_ser
         assert [outcome(future) for future in pending] == [200] * 5
     assert server.process.wait(30)
     assert server.stop() == 1
+
+
+def test_when_both_gunicorns_are_gone_at_once_the_main_ports_loss_decides():
+    """Reaped in one pass, in either order: with the main port gone nobody
+    would answer a drained queue, so the pod stops at once."""
+    supervisor = Supervisor.__new__(Supervisor)  # its decision alone, no processes
+    supervisor.restart_at = None
+    killed = signal.SIGKILL.value  # a wait status: killed by SIGKILL
+    for reaped in ([(12, killed), (11, killed)], [(11, killed), (12, killed)]):
+        supervisor.gunicorn_pid, supervisor.admin_pid = 11, 12
+        supervisor._reap = lambda reaped=reaped: reaped
+        assert supervisor._reap_and_restart() == "gunicorn"
+    supervisor.gunicorn_pid, supervisor.admin_pid = 11, 12
+    supervisor._reap = lambda: [(12, killed)]
+    assert supervisor._reap_and_restart() == "gunicorn-admin"

@@ -40,6 +40,7 @@ from inferscale.simulation.figures import (
     back_under_target,
     back_under_text,
     figures,
+    refused_percent,
 )
 from inferscale.simulation.hpa import (
     DEFAULT_SCALE_DOWN,
@@ -961,8 +962,34 @@ def test_refused_percent_is_that_of_the_ten_minutes_after_the_change_whatever_th
         case = scenario("step", model.pod_capacity, 5, hours)
         trace = Loop(model.hpa, model.pod, model.timing, "paced", 1).run(case.shape, case.seconds)
         assert trace.refused and max(trace.refused) < case.change_at + REFUSAL_WINDOW_SECONDS
-        percents.append(figures(trace, model.hpa.target, 1, case.change_at, case.steady_from, case.seconds))
+        percents.append(
+            figures(trace, model.hpa.target, 1, case.change_at, case.steady_from, case.seconds, case.refusals_until)
+        )
     assert percents[0].refused_percent == percents[1].refused_percent > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "span"),
+    [("step", (60.0, 660.0)), ("spike", (600.0, 1320.0)), ("ramp", (60.0, 2460.0)), ("sine", (0.0, 14400.0))],
+)
+def test_refusals_are_counted_until_ten_minutes_after_the_load_settles_and_over_the_whole_sine(name, span):
+    """A ramp climbs for 30 minutes and a sine peaks at half the run: ten
+    minutes after the start would see neither's refusals."""
+    case = scenario(name, 0.2, 5, 4)
+    assert (case.change_at, case.refusals_until) == span
+    # One refused and one answered inside the span, one answered just past it.
+    trace = Trace(answered=[(span[1] - 2.0, 10.0), (span[1] + 1.0, 10.0)], refused=[span[1] - 1.0])
+    assert refused_percent(trace, case.change_at, case.refusals_until) == 50.0
+
+
+def test_back_under_target_names_a_run_without_readings_and_one_too_short_to_tell():
+    """An HPA that never read a value (the adapter down) is not "never over";
+    a run that ends before the 5 minutes under the target is not "never"."""
+    assert back_under_text([], 12.0, 0.0) == "no readings"
+    assert back_under_text([(float(t), None) for t in range(0, 600, 15)], 12.0, 0.0) == "no readings"
+    short = [(0.0, 20.0), (15.0, 20.0), (39.0, 1.0), *[(float(t), 1.0) for t in range(45, 241, 15)]]
+    assert back_under(short, 1.5, 0.0) is None
+    assert back_under_text(short, 1.5, 0.0, " s") == "under only for the run's last 225 s (< 300 s hold)"
 
 
 def test_every_run_of_a_seed_is_offered_the_same_arrivals():

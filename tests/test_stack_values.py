@@ -552,3 +552,12 @@ def test_the_operator_pin_is_the_one_ci_tools_builds():
     script = (Path(__file__).resolve().parents[1] / "ci" / "tools.sh").read_text()
     pin = re.search(r'PROMETHEUS_OPERATOR_VERSION="\$\{PROMETHEUS_OPERATOR_VERSION:-(v[\d.]+)\}"', script).group(1)
     assert pin == monitoring.OPERATOR_VERSION
+
+
+def test_the_install_guide_installs_the_charts_at_the_versions_the_umbrella_pins():
+    """Without --version, helm installs whatever the repository has newest, which these values files never met."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "install.md").read_text()
+    stack = yaml.safe_load((Path(__file__).resolve().parents[1] / "stack" / "Chart.yaml").read_text())
+    for dependency in stack["dependencies"][1:]:
+        installs = re.findall(rf"prometheus-community/{dependency['name']} --version (\S+)", guide)
+        assert installs == [dependency["version"]], dependency["name"]

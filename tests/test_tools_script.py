@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "ci" / "tools.sh"
+# The policy-rc.d ci/tools.sh writes while its apt-get runs.
+OURS = "#!/bin/sh\n# ci/tools.sh of inferscale, for one apt-get: remove me if that is not running\nexit 101\n"
 
 
 def test_links_point_at_real_programs_whatever_path_holds(tmp_path):
@@ -76,7 +78,7 @@ def test_apt_install_without_starting_removes_its_policy_rc_d_and_its_traps(tmp_
         tmp_path, f'cat "{policy}" >"{seen}"', f"{function}\napt_install_without_starting wrk\ntrap -p"
     )
     assert result.returncode == 0, result.stderr
-    assert seen.read_text() == "#!/bin/sh\nexit 101\n"
+    assert seen.read_text() == OURS
     assert not policy.exists()
     assert result.stdout == "", "the traps outlived apt-get"
 
@@ -94,13 +96,19 @@ def test_an_interrupted_apt_get_leaves_no_policy_rc_d(tmp_path, signal):
     assert not policy.exists()
 
 
-def test_an_administrators_policy_rc_d_is_left_alone(tmp_path):
+@pytest.mark.parametrize("theirs", ["#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 101\n"], ids=["allow", "forbid"])
+def test_an_administrators_policy_rc_d_is_left_alone(tmp_path, theirs):
+    """A bare `exit 101` is what many chroot setups write: only our own words are ours."""
     policy = tmp_path / "policy-rc.d"
-    policy.write_text("#!/bin/sh\nexit 0\n")
+    policy.write_text(theirs)
     function = shell_function("apt_install_without_starting", **{"/usr/sbin/policy-rc.d": str(policy)})
     result = run_with_apt_get(tmp_path, "kill -INT 0\nsleep 10", f"{function}\napt_install_without_starting wrk")
     assert result.returncode != 0
-    assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+    assert policy.read_text() == theirs
+    again = tmp_path / "again"
+    again.mkdir()
+    assert run_with_apt_get(again, "exit 0", f"{function}\napt_install_without_starting wrk").returncode == 0
+    assert policy.read_text() == theirs
 
 
 @pytest.mark.parametrize(
@@ -143,13 +151,15 @@ systemctl() {{ if [[ "$1" == is-enabled ]]; then {"true" if enabled else "false"
     result = run_with_apt_get(tmp_path, "exit 1", f"{stubs}\n{function}\ninstall_node")
     assert result.returncode == 0, result.stderr
     assert (calls.read_text() if calls.exists() else "") == ("disable --now containerd\n" if disabled else "")
+    # Acted on once: a containerd the user enables later is theirs, never disabled by a later run.
+    assert not mark.exists()
 
 
 def test_a_policy_rc_d_a_killed_run_left_is_taken_for_ours_and_removed(tmp_path):
     """SIGKILL runs no trap: the file with our exact words is left behind, and
     would keep every service of the machine from starting."""
     policy = tmp_path / "policy-rc.d"
-    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.write_text(OURS)
     function = shell_function("apt_install_without_starting", **{"/usr/sbin/policy-rc.d": str(policy)})
     result = run_with_apt_get(tmp_path, "exit 0", f"{function}\napt_install_without_starting wrk")
     assert result.returncode == 0, result.stderr

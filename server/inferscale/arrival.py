@@ -206,11 +206,13 @@ class ClientConnection:
 
     def close(self) -> None:
         self.request_received()
-        with contextlib.suppress(OSError):
-            self.send_held()
-            if self._refusing:
-                self._linger()
-        self._sock.close()
+        try:
+            with contextlib.suppress(OSError):
+                self.send_held()
+                if self._refusing:
+                    self._linger()
+        finally:  # a stopping worker may kill the greenlet mid-linger
+            self._sock.close()
 
     def _linger(self) -> None:
         """Say we are done, then discard what the client still sends for a while (see LINGER_SECONDS)."""

@@ -19,8 +19,10 @@ admin one last. SIGINT and SIGQUIT stop everything at once, a drain under
 way too.
 
 Each child leads a process group of its own: a SIGTERM to the whole group
-(systemd's default KillMode, `kill -TERM -PGID`) reaches this process alone,
-which stops the children in that order, instead of each on its own clock.
+(`kill -TERM -PGID`, a process manager that signals groups) reaches this
+process alone, which stops the children in that order, instead of each on
+its own clock. systemd signals the whole cgroup instead: run it with
+`KillMode=mixed`. Ctrl-Z in a terminal stops this process alone, too.
 
 Every child is forked from this process after the heavy imports (see
 `_import_shared`), so the pages holding the interpreter's modules are shared
@@ -50,7 +52,7 @@ from inferscale.settings import Settings
 log = logging.getLogger("inferscale.supervisor")
 
 # SIGALRM is the timer of a due model restart or watchdog check. sigtimedwait's
-# own timeout is not used: when a stop and continue (Ctrl-Z, a cgroup freezer)
+# own timeout is not used: when a stop and continue (SIGSTOP, a cgroup freezer)
 # interrupt it past its deadline, CPython 3.11 returns an unfilled siginfo,
 # random numbers, instead of None.
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGALRM}
@@ -67,7 +69,7 @@ EXIT_MARGIN_SECONDS = 5.0
 REQUEST_PATH_NICENESS = 10
 # A stale heartbeat is looked at again this many beats later, by the
 # supervisor's own clock, before the kill: when the whole pod resumes from a
-# pause (Ctrl-Z, a cgroup freezer) the supervisor may look before the model
+# pause (SIGSTOP to all, a cgroup freezer) the supervisor may look before the model
 # process has had its turn to beat.
 CONFIRM_BEATS = 2
 # Each child's stop signal: [at once, graceful].
@@ -235,10 +237,14 @@ class Supervisor:
     def _reap_and_restart(self) -> str | None:
         """Reap every exited child; the name of a gunicorn that is gone (the pod can't serve), else None."""
         gunicorns = {self.gunicorn_pid: "gunicorn", self.admin_pid: "gunicorn-admin"}
+        gone = []
         for pid, status in self._reap():
             if pid in gunicorns:
                 log.error("%s exited (%s); stopping", gunicorns[pid], _describe(status))
-                return gunicorns[pid]
+                gone.append(gunicorns[pid])
+        if gone:
+            # Both at once: the main port's loss decides (no drain, nobody would answer it).
+            return "gunicorn" if "gunicorn" in gone else gone[0]
         if self.restart_at is not None and time.monotonic() >= self.restart_at:
             self._start_model()
         return None

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from .loop import Trace
 
 HOLD_SECONDS = 300.0
-# Refusals are counted over this span after the load change: a step's all
-# come in its first minutes, and a whole run's arrivals would dilute them
-# with the length of the run.
+# Refusals are counted from the load change to this long after the load stops
+# changing (a step's, the end of a ramp's climb): a step's all come in its
+# first minutes, and a whole run's arrivals would dilute them with the length
+# of the run.
 REFUSAL_WINDOW_SECONDS = 600.0
 
 
@@ -27,7 +28,7 @@ class Figures:
     back_to_min_seconds: float | None
     peak_replicas: int
     steady_replicas: float  # median spec.replicas over the steady span
-    refused_percent: float  # of the arrivals in the REFUSAL_WINDOW_SECONDS after the change
+    refused_percent: float  # of the arrivals from the change to the scenario's refusals_until
     changes_per_hour: float  # replica changes over the steady span
     pod_minutes: float  # spec.replicas integrated over the run
     mean_seconds: float  # mean duration of the answered requests
@@ -63,7 +64,7 @@ def back_under(readings: list[tuple[float, float | None]], target: float, change
     it and starts HOLD_SECONDS at or under it (one reading's dip under it is
     not "back"). None when the average never went over the target after the
     change (`never_over`: nothing to come back from) or never came back."""
-    known = [(at, value) for at, value in readings if at >= change_at and value is not None]
+    known = _known(readings, change_at)
     for (_, before), (start, value) in itertools.pairwise(known):
         if before <= target or value > target:
             continue
@@ -75,22 +76,33 @@ def back_under(readings: list[tuple[float, float | None]], target: float, change
 
 
 def never_over(readings: list[tuple[float, float | None]], target: float, change_at: float) -> bool:
-    return all(value is None or value <= target for at, value in readings if at >= change_at)
+    """The HPA read values after the change, and none over the target (no readings: not known, so False)."""
+    known = _known(readings, change_at)
+    return bool(known) and all(value <= target for _, value in known)
 
 
 def back_under_text(readings: list[tuple[float, float | None]], target: float, change_at: float, unit: str = "") -> str:
-    """back_under as a table shows it: seconds, "never", or "never over"."""
+    """back_under as a table shows it: seconds; "never over"; "no readings" (an
+    HPA that never read a value); under only for the run's last seconds, too
+    few to call it back; or "never"."""
+    known = _known(readings, change_at)
+    if not known:
+        return "no readings"
     if never_over(readings, target, change_at):
         return "never over"
     back = back_under(readings, target, change_at)
-    return "never" if back is None else f"{back:.0f}{unit}"
+    if back is not None:
+        return f"{back:.0f}{unit}"
+    if known[-1][1] <= target:
+        last_over = max(at for at, value in known if value > target)
+        return f"under only for the run's last {known[-1][0] - last_over:.0f}{unit} (< {HOLD_SECONDS:g}{unit} hold)"
+    return "never"
 
 
-def refused_percent(trace: Trace, change_at: float) -> float:
-    """Refused share of the requests arriving in the REFUSAL_WINDOW_SECONDS after `change_at`."""
-    end = change_at + REFUSAL_WINDOW_SECONDS
-    refused = sum(1 for at in trace.refused if change_at <= at < end)
-    answered = sum(1 for at, _ in trace.answered if change_at <= at < end)
+def refused_percent(trace: Trace, change_at: float, until: float) -> float:
+    """Refused share of the requests arriving from `change_at` to `until`."""
+    refused = sum(1 for at in trace.refused if change_at <= at < until)
+    answered = sum(1 for at, _ in trace.answered if change_at <= at < until)
     return 100 * refused / (refused + answered) if refused + answered else 0.0
 
 
@@ -101,7 +113,13 @@ def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
 
 
 def figures(
-    trace: Trace, target: float, min_replicas: int, change_at: float, steady_from: float, end: float
+    trace: Trace,
+    target: float,
+    min_replicas: int,
+    change_at: float,
+    steady_from: float,
+    end: float,
+    refusals_until: float,
 ) -> Figures:
     steady_changes = [at for at, _ in trace.replicas[1:] if steady_from <= at < end]
     samples = [replicas_at(trace, steady_from + i * 15.0) for i in range(int((end - steady_from) // 15.0) + 1)]
@@ -111,7 +129,7 @@ def figures(
         back_to_min_seconds=back_to(trace, min_replicas, change_at),
         peak_replicas=max(r for _, r in trace.replicas),
         steady_replicas=statistics.median(samples),
-        refused_percent=refused_percent(trace, change_at),
+        refused_percent=refused_percent(trace, change_at, refusals_until),
         changes_per_hour=len(steady_changes) * 3600 / (end - steady_from),
         pod_minutes=pod_minutes(trace, end),
         mean_seconds=statistics.fmean(d for _, d in trace.answered) if trace.answered else 0.0,
@@ -126,6 +144,10 @@ def meets_target(trace: Trace, target: float, since: float, max_refused_percent:
     if not total:
         return True
     return statistics.fmean(durations or [0.0]) <= target and 100 * refused / total <= max_refused_percent
+
+
+def _known(readings: list[tuple[float, float | None]], change_at: float) -> list[tuple[float, float]]:
+    return [(at, value) for at, value in readings if at >= change_at and value is not None]
 
 
 def _until(readings: list[tuple[float, float]], start: float, horizon: float):

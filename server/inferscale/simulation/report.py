@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .figures import REFUSAL_WINDOW_SECONDS, Figures
+from .figures import Figures
 from .scenarios import Model, Scenario
 
 
@@ -53,7 +53,8 @@ def as_text(model: Model, case: Scenario, arrivals: str, autoscaled: Figures, fi
         ),
         (
             "refused",
-            f"{autoscaled.refused_percent:.2f} % in the {REFUSAL_WINDOW_SECONDS / 60:g} min after the change",
+            f"{autoscaled.refused_percent:.2f} % of the requests arriving {case.refusals_span} "
+            "(the change to 10 min after the load settles)",
         ),
         ("replica changes", f"{autoscaled.changes_per_hour:.1f} per hour over the steady span"),
         ("pod-minutes", f"{autoscaled.pod_minutes:.0f}" + (f" (always-on: {baseline:.0f})" if baseline else "")),

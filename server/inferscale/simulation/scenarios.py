@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from . import load
 from .chart_values import ChartValues
-from .figures import Figures, figures, meets_target
+from .figures import REFUSAL_WINDOW_SECONDS, Figures, figures, meets_target
 from .hpa import HpaSpec
 from .loop import Loop, PodModel, Timing
 
@@ -65,22 +65,30 @@ class Scenario:
     seconds: float
     change_at: float  # when the load changes: the clock of "back under target"
     steady_from: float  # the span the steady figures are taken over
+    # Refusals are counted from change_at to here: REFUSAL_WINDOW_SECONDS after
+    # the load stops changing (a ramp's top), the whole run for the sine.
+    refusals_until: float
+
+    @property
+    def refusals_span(self) -> str:
+        return f"{self.change_at:g}-{min(self.refusals_until, self.seconds):g} s"
 
 
 def scenario(name: str, capacity: float, times: float, hours: float) -> Scenario:
     """`times` × one pod's `capacity`; steady figures over the last half of the run."""
     seconds = hours * 3600
     high = times * capacity
+    after = REFUSAL_WINDOW_SECONDS
     if name == "step":
-        return Scenario(load.step(0.0, high, 60.0), seconds, 60.0, seconds / 2)
+        return Scenario(load.step(0.0, high, 60.0), seconds, 60.0, seconds / 2, 60.0 + after)
     if name == "ramp":
-        return Scenario(load.ramp(0.0, high, 60.0, 1800.0), seconds, 60.0, max(seconds / 2, 1860.0))
+        return Scenario(load.ramp(0.0, high, 60.0, 1800.0), seconds, 60.0, max(seconds / 2, 1860.0), 1860.0 + after)
     if name == "spike":
-        return Scenario(load.spike(capacity, high, 600.0, 120.0), seconds, 600.0, seconds / 2)
+        return Scenario(load.spike(capacity, high, 600.0, 120.0), seconds, 600.0, seconds / 2, 720.0 + after)
     if name == "sine":
-        return Scenario(load.sine(0.1 * high, high, seconds), seconds, 0.0, 0.0)
+        return Scenario(load.sine(0.1 * high, high, seconds), seconds, 0.0, 0.0, seconds)
     if name == "stop":
-        return Scenario(load.stop(high, seconds / 2), seconds, seconds / 2, seconds / 2)
+        return Scenario(load.stop(high, seconds / 2), seconds, seconds / 2, seconds / 2, seconds / 2 + after)
     raise ValueError(f"unknown scenario {name!r}: step, ramp, spike, sine or stop")
 
 
@@ -88,7 +96,15 @@ def run(model: Model, case: Scenario, arrivals: str, seed: int = 1) -> Figures:
     trace = Loop(model.hpa, model.pod, model.timing, arrivals, seed, max_running_pods=model.max_running_pods).run(
         case.shape, case.seconds
     )
-    return figures(trace, model.hpa.target, model.hpa.min_replicas, case.change_at, case.steady_from, case.seconds)
+    return figures(
+        trace,
+        model.hpa.target,
+        model.hpa.min_replicas,
+        case.change_at,
+        case.steady_from,
+        case.seconds,
+        case.refusals_until,
+    )
 
 
 def fewest_fixed(model: Model, case: Scenario, arrivals: str, seed: int = 1, limit: int = 200) -> int | None:
