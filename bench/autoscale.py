@@ -39,14 +39,13 @@ import yaml
 
 from inferscale.simulation.chart_values import seconds
 from inferscale.simulation.figures import back_under_text
+from inferscale.simulation.hpa import DOWNSCALE_STABILIZATION_SECONDS
 from localcluster.hpa import HpaRecorder, HpaSample, sample
 from localcluster.load import headless_locust
 from localcluster.repo import ARRIVAL_LOG_PLUGIN
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
 
 ROOT = Path(__file__).resolve().parent.parent
-# Kubernetes' scale-down stabilization window when the HPA's behavior sets none.
-DEFAULT_SCALE_DOWN_WINDOW = 300.0
 
 SEEDS_BEHAVIOR = {
     "autoscaling": {
@@ -242,7 +241,8 @@ def steady_replicas(readings: list[Reading], run: Run, peak_at: float) -> dict:
 def scale_down_window(values: dict) -> float:
     behavior = values["autoscaling"].get("behavior") or {}
     window = (behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds")
-    return DEFAULT_SCALE_DOWN_WINDOW if window is None else float(window)
+    # Kubernetes' own when the HPA's behavior sets none, as the simulator has it.
+    return float(DOWNSCALE_STABILIZATION_SECONDS if window is None else window)
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def back_under_text(readings: list[tuple[float, float | None]], target: float, c
     known = _known(readings, change_at)
     if not known:
         return "no readings"
-    if never_over(readings, target, change_at):
+    if all(value <= target for _, value in known):  # never_over, on the readings already taken
         return "never over"
     back = back_under(readings, target, change_at)
     if back is not None:
