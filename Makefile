@@ -107,14 +107,15 @@ bench-autoscale: venv tools ## reaction times of the real loop (root)
 bench-simulate: venv ## every load scenario through the simulated loop
 	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
 
-# The duration signal's knobs, then a companion metric's, swept through the simulator against the loop's goals, 5 seeds of 4 h per row (~6 min).
+# The duration signal's knobs, then a companion metric's, then the pods at rest, swept through the simulator against the loop's goals, 5 or 30 seeds of 4 h per row (~6 min).
 bench-tune: venv ## the HPA's knobs swept through the simulator
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 
 # The simulator against the real loop: a 5x step up and down on the local
 # control plane, then the same run simulated; plot in docs/calibration/.
-# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults), utilization-0.7 (~37 min: the defaults before them),
-# duration-only (~30 min: the defaults until 2026-12-02), scale-up-per-30s or scale-up-tolerance (bench/calibrate.py), as root.
+# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults), min-replicas-1 (~37 min: the defaults before them),
+# utilization-0.7, duration-only (~30 min: the defaults until 2026-12-02), scale-up-per-30s or scale-up-tolerance
+# (bench/calibrate.py), as root.
 CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools ## the simulator against the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)

@@ -96,18 +96,32 @@ def timing_of(fast: bool, chart: dict) -> Timing:
 
 
 def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
+    """Until the loop is at rest: the HPA reads its metric, and minReplicas pods
+    are Ready. The Deployment starts with one pod, and the HPA raises it to
+    minReplicas at its first sync; a step before the others are Ready would
+    meet fewer pods than the simulator's loop at rest has."""
     deadline = time.monotonic() + timeout
-    while sample(stack.hpa(), 0).metric is None:
+    while not at_rest(stack, stack.hpa()):
         if time.monotonic() > deadline:
-            raise TimeoutError("the HPA never read its metric")
+            raise TimeoutError("the HPA never read its metric with minReplicas pods Ready")
         time.sleep(2)
+
+
+def at_rest(stack: LocalStack, hpa: dict) -> bool:
+    if sample(hpa, 0).metric is None:
+        return False
+    return read_deployment(stack).get("status", {}).get("readyReplicas", 0) >= hpa["spec"]["minReplicas"]
+
+
+def read_deployment(stack: LocalStack) -> dict:
+    return stack.api.get(f"/apis/apps/v1/namespaces/{stack.config.namespace}/deployments/{stack.fullname}")
 
 
 def offer_load(
     stack: LocalStack, users: int, user_rps: float, seconds: float, arrival_log: Path | None = None
 ) -> subprocess.CompletedProcess:
     """`users` locust users, all started within a second, for `seconds`; locust's summary is in its output.
-    With `arrival_log`, the wall-clock start of every request sent is appended to that file."""
+    With `arrival_log`, the wall-clock start and the status of every request sent are appended to that file."""
     plugins, env = (), {**os.environ, "LOAD_USER_RPS": str(user_rps)}
     if arrival_log is not None:
         plugins, env["ARRIVAL_LOG"] = (ARRIVAL_LOG_PLUGIN,), str(arrival_log)
@@ -140,9 +154,7 @@ class DeploymentBesideHpa:
         self.deployments: list[dict] = []
 
     def __call__(self) -> dict:
-        deployment = self.stack.api.get(
-            f"/apis/apps/v1/namespaces/{self.stack.config.namespace}/deployments/{self.stack.fullname}"
-        )
+        deployment = read_deployment(self.stack)
         hpa = self.stack.hpa()
         self.deployments.append(deployment)
         return hpa
@@ -169,6 +181,7 @@ def measure(
     steady_seconds: float,
     target: float,
     scale_down_window: float,
+    min_replicas: int,
 ) -> dict:
     with LocalStack(config) as stack:
         wait_for_metric(stack)
@@ -177,9 +190,8 @@ def measure(
         recorder.start()
         locust = offer_load(stack, users, user_rps, load_seconds)
         samples = recorder.stop()
-    return summarize(
-        label, reads.readings(samples), Run(load_seconds, steady_seconds, target, scale_down_window), locust
-    )
+    run = Run(load_seconds, steady_seconds, target, scale_down_window, min_replicas)
+    return summarize(label, reads.readings(samples), run, locust)
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,7 @@ class Run:
     steady_seconds: float  # the least span of readings the steady figures are taken over
     target: float
     scale_down_window: float  # the HPA's: until it has passed after the peak, the peak is all it can hold
+    min_replicas: int  # the pods at rest when the load steps: a scale-up is a count above them
 
 
 def first(readings: list[Reading], condition) -> float | None:
@@ -206,16 +219,17 @@ def locust_requests(locust: subprocess.CompletedProcess) -> str:
 
 def summarize(label: str, readings: list[Reading], run: Run, locust: subprocess.CompletedProcess) -> dict:
     requests = locust_requests(locust)
-    scaled = first(readings, lambda r: r.replicas > 1)
+    at_rest = run.min_replicas
+    scaled = first(readings, lambda r: r.replicas > at_rest)
     peak = max(r.replicas for r in readings)
     # Without a scale-up there is no peak to reach or recover from.
     reached = first(readings, lambda r: r.replicas == peak) if scaled is not None else None
     steady = steady_replicas(readings, run, reached or 0.0)
     return {
         "config": label,
-        "first scale-up decision": first(readings, lambda r: r.desired > 1),
-        "replicas first above 1 (pod created)": scaled,
-        "first added pod Ready": first(readings, lambda r: r.ready > 1),
+        "first scale-up decision": first(readings, lambda r: r.desired > at_rest),
+        "replicas first above minReplicas (pod created)": scaled,
+        "first added pod Ready": first(readings, lambda r: r.ready > at_rest),
         "peak replicas": peak,
         "peak reached": reached,
         "latency back under target": back_under_text([(r.at, r.metric) for r in readings], run.target, 0.0, " s"),
@@ -272,7 +286,8 @@ def main() -> None:
                 **base,
             )
             window = scale_down_window(merged(installed, extra))
-            result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target, window)
+            at_rest = installed["autoscaling"]["minReplicas"]
+            result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target, window, at_rest)
         results.append(result)
         print(result, flush=True)
     print(

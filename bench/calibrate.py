@@ -26,12 +26,13 @@ another run on the cluster.
 
     python bench/calibrate.py --timing fast            # ~12 min
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
-    python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: the same with the scale-up step until 2026-12-03
+    python bench/calibrate.py --timing min-replicas-1  # ~37 min: the same from one pod at rest (until 2026-12-06)
+    python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: that with the scale-up step until 2026-12-03
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
     python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
     python bench/calibrate.py --timing scale-up-tolerance  # ~37 min: a 13 s target, 0.65, 0.75 up
     python bench/calibrate.py --timing chart --replot
-    python bench/calibrate.py --timing chart --among docs/calibration/chart*.json
+    python bench/calibrate.py --timing min-replicas-1 --among docs/calibration/min-replicas-1*.json
 
 `--among` simulates nothing: it judges saved runs of one timing against each
 other exactly as a seed is judged against a run, which measures how closely
@@ -72,7 +73,14 @@ from inferscale.simulation.calibration import (  # noqa: E402
     within_seeds,
 )
 from inferscale.simulation.chart_values import seconds  # noqa: E402
-from inferscale.simulation.figures import HOLD_SECONDS, back_to, back_under, back_under_target  # noqa: E402
+from inferscale.simulation.figures import (  # noqa: E402
+    HOLD_SECONDS,
+    REFUSAL_WINDOW_SECONDS,
+    back_to,
+    back_under,
+    back_under_target,
+    refused_percent,
+)
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model  # noqa: E402
 from inferscale.simulation.values_yaml import read_values  # noqa: E402
@@ -92,6 +100,7 @@ USER_RPS = {
     "duration-only": 0.2,
     "utilization-0.7": 0.2,
     "scale-up-per-30s": 0.2,
+    "min-replicas-1": 0.2,
     "chart": 0.2,
     "scale-up-tolerance": 0.2,
 }
@@ -100,6 +109,7 @@ DEFAULT_SECONDS = {
     "duration-only": (720.0, 600.0),
     "utilization-0.7": (1200.0, 600.0),
     "scale-up-per-30s": (1200.0, 600.0),
+    "min-replicas-1": (1200.0, 600.0),
     "chart": (1200.0, 600.0),
     "scale-up-tolerance": (1200.0, 600.0),
 }
@@ -129,7 +139,9 @@ TEN_SECOND_SCRAPES = dict(
 )
 # StackConfig's settings for each timing. Each pins what its saved run was
 # measured with, so that --replot simulates that run whatever the chart's
-# defaults have become since.
+# defaults have become since: every saved run but the fast one (FAST_LOOP
+# pins its own) and the chart's, one pod at rest (minReplicas 1, the chart's
+# until 2026-12-06).
 STACKS = {
     # The end-to-end test's timing, measured with the duration metric alone.
     "fast": merged(FAST_LOOP, {"chart_values": DURATION_ONLY}),
@@ -143,6 +155,7 @@ STACKS = {
             {
                 "serviceMonitor": {"interval": "15s"},
                 "autoscaling": {
+                    "minReplicas": 1,
                     "rateWindow": "1m",
                     "maxReplicas": 10,
                     "behavior": merged(SCALE_UP_PER_30S, SCALE_DOWN_300),
@@ -157,21 +170,24 @@ STACKS = {
         {
             "chart_values": {
                 "autoscaling": {
+                    "minReplicas": 1,
                     "slotUtilization": {"enabled": True, "target": 0.7},
                     "behavior": merged(SCALE_UP_PER_30S, SCALE_DOWN_300),
                 }
             }
         },
     ),
-    # The chart's defaults since: bench/tune.py's best row over 5 seeds, a
-    # 0.75 utilization target and a 420 s scale-down window, with
-    # chart/values.yaml's scale-up policies (Kubernetes' own default, 100 % or
-    # 4 pods per 15 s, since 2026-12-03: bench/tune.py's fifth sweep).
-    "chart": merged(
+    # The chart's defaults from then until 2026-12-06: bench/tune.py's best
+    # row over 5 seeds, a 0.75 utilization target and a 420 s scale-down
+    # window, with chart/values.yaml's scale-up policies (Kubernetes' own
+    # default, 100 % or 4 pods per 15 s, since 2026-12-03: bench/tune.py's
+    # fifth sweep), and one pod at rest.
+    "min-replicas-1": merged(
         TEN_SECOND_SCRAPES,
         {
             "chart_values": {
                 "autoscaling": {
+                    "minReplicas": 1,
                     "slotUtilization": {"enabled": True, "target": 0.75},
                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 420}},
                 }
@@ -179,8 +195,13 @@ STACKS = {
         },
     ),
 }
-# The chart's defaults until 2026-12-03: the same, with the scale-up policies of then.
-STACKS["scale-up-per-30s"] = merged(STACKS["chart"], {"chart_values": {"autoscaling": {"behavior": SCALE_UP_PER_30S}}})
+# The chart's defaults since 2026-12-06: the same with two pods at rest
+# (bench/tune.py's sixth sweep).
+STACKS["chart"] = merged(STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"minReplicas": 2}}})
+# The chart's defaults until 2026-12-03: one pod at rest, the scale-up policies of then.
+STACKS["scale-up-per-30s"] = merged(
+    STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"behavior": SCALE_UP_PER_30S}}}
+)
 
 # One of bench/tune.py's rows with a wider tolerance on the way up (Kubernetes'
 # HPAConfigurableTolerance, on in the local control plane): the defaults of
@@ -246,6 +267,7 @@ class Measured:
     observed: list[Observed]
     schedulable: int
     arrivals: list[float]  # seconds from the step at which each request was sent
+    refused: list[float]  # the arrivals answered 503
 
 
 def measure(timing: str, users: int, up: float, down: float) -> Measured:
@@ -266,8 +288,25 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
         finally:
             samples = recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
-        arrivals = sorted(round(float(line) - step_wall, 3) for line in arrival_log.read_text().split())
-    return Measured([Observed(s.at - step_at, s.desired, s.metric, s.second) for s in samples], schedulable, arrivals)
+        arrivals, refused = read_arrival_log(arrival_log.read_text(), step_wall)
+    observed = [Observed(s.at - step_at, s.desired, s.metric, s.second) for s in samples]
+    return Measured(observed, schedulable, arrivals, refused)
+
+
+def read_arrival_log(text: str, step_wall: float) -> tuple[list[float], list[float]]:
+    """bench/arrival_log.py's lines, "<wall-clock start> <status>": the seconds
+    from the step of every request sent, and of those answered 503 (a full
+    queue; a draining pod's 503 too, but no pod drains in a step's first
+    minutes). A line cut short by locust's exit has no status: sent, not refused."""
+    arrivals, refused = [], []
+    for fields in (line.split() for line in text.splitlines()):
+        if not fields:
+            continue
+        at = round(float(fields[0]) - step_wall, 3)
+        arrivals.append(at)
+        if fields[1:] == ["503"]:
+            refused.append(at)
+    return sorted(arrivals), sorted(refused)
 
 
 def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, seed: int) -> Trace:
@@ -485,6 +524,7 @@ def main() -> None:
             "schedulable": measured.schedulable,
             "observed": [vars(o) for o in measured.observed],
             "arrivals": measured.arrivals,
+            "refused": measured.refused,
         }
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(run, indent=1) + "\n")
@@ -529,6 +569,7 @@ def main() -> None:
         f"{fmt(back_under([(o.at, o.value) for o in observed], model.hpa.target, 0.0))}, simulated "
         f"{fmt(back[chosen])} (median seed; {fmt_range(back)} over seeds)"
     )
+    print_refusals(run, traces, chosen)
     peaks = [max(r for _, r in trace.replicas) for trace in traces]
     print(
         f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
@@ -545,6 +586,22 @@ def main() -> None:
     drawn = saved.with_suffix(".png")
     plot(drawn, title, observed, traces, chosen, run["up"], model.hpa.target, run["schedulable"])
     print(f"plot: {drawn.relative_to(ROOT) if drawn.is_relative_to(ROOT) else drawn}")
+
+
+def print_refusals(run: dict, traces: list[Trace], chosen: int) -> None:
+    """Goal 1's other half: the share refused of the requests sent in the
+    step's first REFUSAL_WINDOW_SECONDS (a run saved before 2026-12-06 has
+    no record of its 503s: the simulated share only)."""
+    simulated = [refused_percent(trace, 0.0, REFUSAL_WINDOW_SECONDS) for trace in traces]
+    measured = "not recorded with this run"
+    if "refused" in run:
+        sent = sum(1 for at in run["arrivals"] if 0.0 <= at < REFUSAL_WINDOW_SECONDS)
+        refused = sum(1 for at in run["refused"] if 0.0 <= at < REFUSAL_WINDOW_SECONDS)
+        measured = f"{100 * refused / sent:.2f} % ({refused} of {sent})" if sent else "no requests"
+    print(
+        f"refused in the {REFUSAL_WINDOW_SECONDS:.0f} s after the step: measured {measured}, simulated "
+        f"{simulated[chosen]:.2f} % (median seed; {min(simulated):.2f}..{max(simulated):.2f} % over seeds)"
+    )
 
 
 if __name__ == "__main__":

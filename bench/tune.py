@@ -8,7 +8,7 @@ The goals (for the chart's pod: 2 slots × 10 s inferences, both arrival kinds):
   3. ≤ 2 replica changes per hour in steady load, at 2× and at 5×;
   4. back to minReplicas within 10 minutes after a 5× load stops.
 
-Five sweeps. The first turns the knobs a user has on the duration signal
+Six sweeps. The first turns the knobs a user has on the duration signal
 alone: the duration target, the scrape interval with the rate window (the
 chart's rule of 4 scrapes per window), and the scale-down stabilization
 window. The second keeps the chart's 12 s target and adds the chart's
@@ -24,7 +24,11 @@ as early as before and a duration target that lets go of the pods an
 unqueued 10 s reading holds. The fifth keeps the chart's defaults and
 changes how fast the HPA may add pods (`behavior.scaleUp.policies`), with
 more seeds (--step-seeds), since a step's few syncs make goal 1 a draw of
-when they fall. Everything else is the chart's values, with maxReplicas raised to
+when they fall. These five start from one pod at rest, the chart's
+minReplicas until 2026-12-06. The sixth, with as many seeds, keeps more pods
+at rest (minReplicas) or lets each pod queue more (server.maxQueue): a step
+from idle refuses what the pods at rest cannot queue until the first added
+pods are Ready. Everything else is the chart's values, with maxReplicas raised to
 20 so that the cap decides nothing. The baselines are found by the same
 simulator in the same run, for each seed.
 
@@ -88,6 +92,12 @@ def percent_or_pods(percent: int, pods: int, period: int) -> tuple[ScalingPolicy
 # Kubernetes' default (the chart's since), and a larger first step with the
 # longer period.
 SCALE_UP_STEPS = (percent_or_pods(100, 4, 30), percent_or_pods(100, 4, 15), percent_or_pods(100, 8, 30))
+# The sixth sweep: pods kept at rest, and the queue each pod holds (server.maxQueue).
+MIN_REPLICAS = (1, 2, 3)
+MAX_QUEUES = (8, 12)
+# The first five sweeps start from one pod at rest (the chart's minReplicas
+# until 2026-12-06): the hardest step for goal 1, and their tables' base.
+SWEPT_FROM_MIN_REPLICAS = 1
 STEADY_LOADS = (2, 5)
 # The last part: duration targets from the chart's 12 s up, for the 2x load.
 KEEP_TARGETS = (12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)
@@ -112,12 +122,16 @@ class Knobs:
     scale_down_tolerance: float = DEFAULT_TOLERANCE
     # behavior.scaleUp.policies as percent_or_pods gives them; None keeps the chart's.
     scale_up_step: tuple[ScalingPolicy, ScalingPolicy] | None = None
+    # autoscaling.minReplicas and server.maxQueue; None keeps the chart's.
+    min_replicas: int | None = None
+    max_queue: int | None = None
 
     def applied(self, model: Model) -> Model:
         held = None if self.utilization_target is None else self.utilization_target * model.pod.slots
         hpa = replace(
             model.hpa,
             target=self.target,
+            min_replicas=model.hpa.min_replicas if self.min_replicas is None else self.min_replicas,
             max_replicas=20,
             held_target=held,
             scale_up=replace(
@@ -133,19 +147,39 @@ class Knobs:
             ),
         )
         timing = replace(model.timing, scrape_interval=self.scrape_interval, rate_window=self.rate_window)
-        return replace(model, hpa=hpa, timing=timing)
+        pod = replace(model.pod, max_queue=model.pod.max_queue if self.max_queue is None else self.max_queue)
+        return replace(model, hpa=hpa, timing=timing, pod=pod)
 
     def label(self) -> str:
         utilization = "-" if self.utilization_target is None else f"{self.utilization_target:g}"
         return (
-            f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
-            f"{self.scale_up_window} s / {self.scale_down_window} s | "
-            f"{self.scale_up_tolerance:g} / {self.scale_down_tolerance:g}"
-        ) + ("" if self.scale_up_step is None else self._step_label(*self.scale_up_step))
+            (
+                f"{self.target:g} s | {utilization} | {self.scrape_interval:g} s / {self.rate_window:g} s | "
+                f"{self.scale_up_window} s / {self.scale_down_window} s | "
+                f"{self.scale_up_tolerance:g} / {self.scale_down_tolerance:g}"
+            )
+            + ("" if self.scale_up_step is None else self._step_label(*self.scale_up_step))
+            + self._at_rest_label()
+        )
+
+    def extra_headers(self) -> list[str]:
+        """The columns a sweep of these knobs adds to the table, in `label`'s order."""
+        return ["scale-up policies"] * (self.scale_up_step is not None) + ["minReplicas", "maxQueue"] * (
+            self.min_replicas is not None or self.max_queue is not None
+        )
+
+    def _at_rest_label(self) -> str:
+        if self.min_replicas is None and self.max_queue is None:
+            return ""
+        return f" | {_or_charts(self.min_replicas)} | {_or_charts(self.max_queue)}"
 
     @staticmethod
     def _step_label(percent: ScalingPolicy, pods: ScalingPolicy) -> str:
         return f" | {percent.value} % or {pods.value} pods per {percent.period_seconds} s"
+
+
+def _or_charts(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 # chart/values.yaml's autoscaling, whose steady counts at 2x the last two parts explain.
@@ -153,7 +187,8 @@ CHART_DEFAULTS = Knobs(CHART_TARGET, 10.0, 40.0, 420, 0.75)
 
 
 def chart_model() -> Model:
-    return Model.from_chart_values(read_values((ROOT / "chart" / "values.yaml").read_text()))
+    model = Model.from_chart_values(read_values((ROOT / "chart" / "values.yaml").read_text()))
+    return replace(model, hpa=replace(model.hpa, min_replicas=SWEPT_FROM_MIN_REPLICAS))
 
 
 def baseline(job: tuple[float, int, str, float, int]) -> int | None:
@@ -263,16 +298,16 @@ def _print_sweep(pool: ProcessPoolExecutor, sweep: list[Knobs], seeds: range, ho
         for seed in seeds
     ]
     runs = list(pool.map(seed_run, jobs))
-    step = "" if sweep[0].scale_up_step is None else "| scale-up policies "
+    extra = sweep[0].extra_headers()
     print(
         "| target | utilization target | scrape / window | scale-up / scale-down window "
-        f"| scale-up / scale-down tolerance {step}| arrivals "
+        f"| scale-up / scale-down tolerance {''.join(f'| {h} ' for h in extra)}| arrivals "
         "| 5x step: back under target, s (seeds) | refused % in the 10 min after the step "
         "| steady / fewest fixed, 2x | 5x "
         "| changes/h, max of 2x and 5x (seeds) | back to min, s "
         f"| seeds of {len(seeds)} meeting goal 1 / 2 / 3 / 4 |"
     )
-    print("| --- " * (13 + bool(step)) + "|")
+    print("| --- " * (13 + len(extra)) + "|")
     for i, (knobs, arrivals) in enumerate(rows):
         print(row(knobs, arrivals, runs[i * len(seeds) : (i + 1) * len(seeds)]), flush=True)
 
@@ -329,6 +364,10 @@ def main() -> None:
             )
         ]
         with_scale_up_step = [replace(CHART_DEFAULTS, scale_up_step=step) for step in SCALE_UP_STEPS]
+        at_rest = [
+            replace(CHART_DEFAULTS, min_replicas=pods, max_queue=queue)
+            for pods, queue in itertools.product(MIN_REPLICAS, MAX_QUEUES)
+        ]
         print(f"# {args.hours:g} h simulated per run; goals as in this script's docstring")
         for title, sweep, sweep_seeds in (
             ("the duration alone", duration_alone, seeds),
@@ -336,6 +375,7 @@ def main() -> None:
             ("the chart's defaults with a scale-up stabilization window", with_scale_up_window, seeds),
             ("the chart's defaults with a wider tolerance on the way up", with_scale_up_tolerance, seeds),
             ("the chart's defaults with other scale-up policies", with_scale_up_step, step_seeds),
+            ("the chart's defaults with more pods at rest or a longer queue", at_rest, step_seeds),
         ):
             print(f"\n## {title}\n")
             _print_sweep(pool, sweep, sweep_seeds, args.hours, fixed)

@@ -88,6 +88,25 @@ def test_a_scale_up_step_replaces_the_charts_policies_and_labels_its_row():
     assert "pods per" not in tune.CHART_DEFAULTS.label()
 
 
+def test_the_sweeps_start_from_one_pod_at_rest_and_the_sixth_turns_the_pods_at_rest_and_the_queue():
+    tune = load_script("tune.py")
+    charts = tune.CHART_DEFAULTS.applied(tune.chart_model())
+    assert charts.hpa.min_replicas == 1  # the five sweeps' base, whatever the chart's default
+    assert (
+        tune.Model.from_chart_values(
+            tune.read_values((tune.ROOT / "chart" / "values.yaml").read_text())
+        ).hpa.min_replicas
+        == 2
+    )
+    at_rest = tune.replace(tune.CHART_DEFAULTS, min_replicas=3, max_queue=12)
+    model = at_rest.applied(tune.chart_model())
+    assert (model.hpa.min_replicas, model.pod.max_queue) == (3, 12)
+    assert (model.hpa.target, model.timing) == (charts.hpa.target, charts.timing)
+    assert at_rest.label().endswith("| 3 | 12")
+    assert at_rest.extra_headers() == ["minReplicas", "maxQueue"]
+    assert tune.CHART_DEFAULTS.extra_headers() == []
+
+
 # ---- bench/wire_timing.py ------------------------------------------------------
 
 SERVER_DELAY = 0.05
@@ -170,7 +189,10 @@ def saved_run(path: Path, changes: list[tuple[float, int]], users: int = 5) -> P
 def test_calibrate_judges_saved_runs_against_each_other(tmp_path):
     one = saved_run(tmp_path / "one.json", [(0, 1), (20, 4), (50, 12), (250, 1)])
     other = saved_run(tmp_path / "other.json", [(0, 1), (40, 6), (50, 16), (250, 1)])
-    command = [sys.executable, str(BENCH / "calibrate.py"), "--timing", "chart", "--among", str(one), str(other)]
+    command = [
+        *(sys.executable, str(BENCH / "calibrate.py"), "--timing", "min-replicas-1"),
+        *("--among", str(one), str(other)),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(("one.json", "other.json"))}
@@ -185,6 +207,58 @@ def test_calibrate_judges_saved_runs_against_each_other(tmp_path):
     assert result.returncode != 0
     assert "--among compares runs of one load" in result.stderr and "unlike.json" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_chart_timing_is_the_charts_defaults_and_the_saved_runs_keep_their_pods_at_rest(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # calibrate.py imports autoscale.py beside it, as a script does
+    calibrate = load_script("calibrate.py")
+    chart = calibrate.Model.from_chart_values(
+        calibrate.read_values((BENCH.parent / "chart" / "values.yaml").read_text())
+    )
+    measured = calibrate.model_of("chart")
+    assert (measured.hpa, measured.timing, measured.pod) == (chart.hpa, chart.timing, chart.pod)
+    for timing in (
+        "fast",
+        "duration-only",
+        "utilization-0.7",
+        "min-replicas-1",
+        "scale-up-per-30s",
+        "scale-up-tolerance",
+    ):
+        assert calibrate.model_of(timing).hpa.min_replicas == 1, timing
+
+
+def test_calibrate_reads_the_arrival_log_as_the_plugin_writes_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    calibrate = load_script("calibrate.py")
+    log = "1000.5 200\n1001.25 503\n\n1000.0 0\n1002.0 503\n1003.0\n"
+    arrivals, refused = calibrate.read_arrival_log(log, step_wall=1000.0)
+    assert arrivals == [0.0, 0.5, 1.25, 2.0, 3.0]
+    assert refused == [1.25, 2.0]
+
+
+def replayed(tmp_path: Path, run: dict) -> str:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    command = [sys.executable, str(BENCH / "calibrate.py"), "--timing", "chart", "--replot", "--run", str(path)]
+    command += ["--seeds", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert path.with_suffix(".png").stat().st_size > 0
+    return result.stdout
+
+
+def test_calibrate_counts_the_refusals_of_the_steps_first_ten_minutes_beside_the_simulators(tmp_path):
+    run = json.loads(saved_run(tmp_path / "base.json", [(0, 2), (20, 4), (250, 2)]).read_text())
+    # One request a second for 200 s, then one at 700 s; 503s at 5, 6 and 700 s: the last is past the window.
+    run["arrivals"] = [float(t) for t in range(200)] + [700.0]
+    run["refused"] = [5.0, 6.0, 700.0]
+    out = replayed(tmp_path, run)
+    assert "refused in the 600 s after the step: measured 1.00 % (2 of 200), simulated " in out, out
+    del run["refused"]
+    assert "refused in the 600 s after the step: measured not recorded with this run, simulated " in replayed(
+        tmp_path, run
+    )
 
 
 # ---- bench/autoscale.py's figures, from hand-made readings ---------------------------
@@ -211,19 +285,34 @@ def step_readings(metric, end: int = 720):
     )
 
 
-def summary(readings, load_seconds: float = 720, window: float = 420, locust=None):
+def summary(readings, load_seconds: float = 720, window: float = 420, locust=None, min_replicas: int = 1):
     autoscale = load_script("autoscale.py")
-    run = autoscale.Run(load_seconds, 180, 12.0, window)
+    run = autoscale.Run(load_seconds, 180, 12.0, window, min_replicas)
     return autoscale.summarize("x", readings, run, locust or locust_run())
 
 
 def test_autoscale_reads_the_pods_created_and_ready_from_the_deployment():
     result = summary(step_readings(lambda t: 30.0 if 10 <= t <= 60 else 9.0))
     assert result["first scale-up decision"] == 15.0
-    assert result["replicas first above 1 (pod created)"] == 16.0
+    assert result["replicas first above minReplicas (pod created)"] == 16.0
     assert result["first added pod Ready"] == 40.0
     assert result["peak replicas"] == 14 and result["peak reached"] == 91.0
     assert result["requests (failed)"] == "694 (14(2.02%))"
+
+
+def test_autoscale_counts_a_scale_up_from_the_pods_at_rest_not_from_one():
+    # Two pods at rest from the start: decided at 20 s, the third pod created at 21 s and Ready at 45 s.
+    readings = loop_readings(
+        lambda t: 30.0 if 10 <= t <= 60 else 9.0,
+        replicas=lambda t: 2 if t < 21 else 6,
+        ready=lambda t: 2 if t < 45 else 3,
+        desired=lambda t: 2 if t < 20 else 6,
+    )
+    result = summary(readings, min_replicas=2)
+    assert result["first scale-up decision"] == 20.0
+    assert result["replicas first above minReplicas (pod created)"] == 21.0
+    assert result["first added pod Ready"] == 45.0
+    assert result["peak replicas"] == 6 and result["peak reached"] == 21.0
 
 
 def test_autoscale_counts_back_under_target_as_the_simulator_does():

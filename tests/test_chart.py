@@ -389,7 +389,7 @@ def test_hpa_scales_the_deployment_on_the_pods_duration_metric():
     assert metric["pods"]["metric"]["name"] == PODS_METRIC
     assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "12"}
     assert utilization["pods"]["metric"]["name"] == "inference_slot_utilization"
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 20)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 20)
 
 
 def test_slot_utilization_is_a_second_pods_metric_beside_the_duration():
@@ -452,7 +452,7 @@ def test_keda_scaledobject_queries_the_service_average_and_shares_the_hpa_settin
     scaled = only(docs, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"] == {"name": FULLNAME}
-    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 20)
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (2, 20)
     assert (
         scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         == chart_values()["autoscaling"]["behavior"]

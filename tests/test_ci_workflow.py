@@ -106,13 +106,12 @@ def fake_program(bin_dir: Path, name: str, body: str) -> None:
     (bin_dir / name).chmod(0o755)
 
 
-def test_the_kind_script_replaces_a_cluster_a_failed_run_left(tmp_path):
-    """Run with stand-ins for kind, docker, helm, kubectl and Python; kind's
-    refuses to create a cluster whose name it already lists, as kind does."""
+def stand_ins(tmp_path: Path, clusters: Path, replicas: int) -> Path:
+    """kind, docker, helm, kubectl and Python for the kind script; kind's
+    refuses to create a cluster whose name it already lists, as kind does,
+    and kubectl's HPA has minReplicas 2 and `replicas` now."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    clusters = tmp_path / "clusters"
-    clusters.write_text("inferscale\n")  # left by a failed run
     fake_program(
         bin_dir,
         "kind",
@@ -123,17 +122,37 @@ def test_the_kind_script_replaces_a_cluster_a_failed_run_left(tmp_path):
     echo "$4" >>"{clusters}" ;;
 esac""",
     )
-    for name in ("docker", "helm", "python"):
+    for name in ("docker", "helm", "python", "sleep"):
         fake_program(bin_dir, name, "exit 0")
-    # The HPA's replicas, read at once: it scaled.
-    fake_program(bin_dir, "kubectl", 'case "$*" in *jsonpath*) echo 2 ;; esac')
-    result = subprocess.run(
+    fake_program(
+        bin_dir, "kubectl", f'case "$*" in *minReplicas*) echo 2 ;; *currentReplicas*) echo {replicas} ;; esac'
+    )
+    return bin_dir
+
+
+def run_kind_script(bin_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         ["bash", str(KIND_SCRIPT)],
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(bin_dir / "python")},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_kind_script_replaces_a_cluster_a_failed_run_left(tmp_path):
+    clusters = tmp_path / "clusters"
+    clusters.write_text("inferscale\n")  # left by a failed run
+    result = run_kind_script(stand_ins(tmp_path, clusters, replicas=3))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "the HPA scaled to 2 pods" in result.stdout
+    assert "the HPA scaled to 3 pods" in result.stdout
     assert clusters.read_text() == "inferscale\n"
+
+
+def test_the_kind_script_does_not_take_minreplicas_for_a_scale_out(tmp_path):
+    """The HPA raises a new Deployment to minReplicas without any load."""
+    clusters = tmp_path / "clusters"
+    clusters.write_text("")
+    result = run_kind_script(stand_ins(tmp_path, clusters, replicas=2))
+    assert result.returncode == 1
+    assert "the HPA never scaled out" in result.stderr

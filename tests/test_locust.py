@@ -198,9 +198,12 @@ def test_arrival_log_has_every_request_sent_and_no_dropped_arrival(start_server,
     stats = final_stats(tmp_path / "run.json")
     dropped = [entry for name, entry in stats.items() if name.startswith("arrival dropped")]
     assert dropped and dropped[0]["num_requests"] >= 2, stats
-    sent = [float(line) for line in log.read_text().split()]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    sent, statuses = [float(start) for start, _ in lines], [int(status) for _, status in lines]
     assert len(sent) == stats["/predict"]["num_requests"] >= 2, (sent, stats)
-    assert stats["/predict"]["num_failures"] >= 1, stats  # the refused ones are arrivals too
+    # The refused ones are arrivals too, each logged with its 503.
+    assert statuses.count(503) == stats["/predict"]["num_failures"] >= 1, (statuses, stats)
+    assert statuses.count(200) == len(sent) - statuses.count(503) >= 1, statuses
     assert all(began <= t <= ended for t in sent), (began, sent, ended)
 
 

@@ -190,7 +190,7 @@ def chart_controller(**autoscaling) -> Controller:
 
 
 def test_chart_scale_up_policies_allow_the_larger_of_double_and_four_pods_per_15_s():
-    controller = chart_controller()
+    controller = chart_controller(minReplicas=1)  # from one pod: the first step is the policies' to take
     replicas, steps = 1, []
     for t in (0, 15, 30):
         # 120 s against 12 on every pod: the proposal is ten times the count.
@@ -229,7 +229,7 @@ def test_select_policy_min_takes_the_smaller_change():
 
 
 def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
-    controller = chart_controller(maxReplicas=10)
+    controller = chart_controller(minReplicas=1, maxReplicas=10)
     busy, idle = [24.0] * 10, [0.0] * 10
     assert controller.sync(0.0, 10, pods(*busy)).desired == 10
     window = CHART_VALUES["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
@@ -247,7 +247,7 @@ def test_scale_down_waits_out_the_stabilization_window_then_halves_per_minute():
 
 
 def test_without_behavior_each_sync_may_double_or_add_up_to_four():
-    controller = chart_controller(behavior=None)
+    controller = chart_controller(minReplicas=1, behavior=None)
     replicas, steps = 1, []
     for t in (0, 1, 2, 3):
         # 120 s against 12: the proposal is ten times the count. No period: a
@@ -259,7 +259,7 @@ def test_without_behavior_each_sync_may_double_or_add_up_to_four():
 
 
 def test_without_behavior_scale_down_holds_the_highest_of_300_s_then_goes_all_the_way():
-    controller = chart_controller(behavior=None)
+    controller = chart_controller(minReplicas=1, behavior=None)
     assert controller.sync(0.0, 10, pods(*[12.0] * 10)).desired == 10
     idle = [0.0] * 10
     for t in range(15, 301, 15):
@@ -395,7 +395,7 @@ def test_every_accepted_request_is_answered_also_by_pods_scaled_in():
     loop = Loop(model.hpa, model.pod, model.timing, "poisson", seed=4)
     shape = load.stop(5 * model.pod_capacity, 1200.0)
     trace = loop.run(shape, 3600.0)
-    assert max(r for _, r in trace.replicas) >= 5 and trace.replicas[-1][1] == 1
+    assert max(r for _, r in trace.replicas) >= 5 and trace.replicas[-1][1] == model.hpa.min_replicas
     assert trace.arrived > 1000
     assert len(trace.answered) + len(trace.refused) == trace.arrived
 
@@ -414,7 +414,7 @@ def test_a_full_node_keeps_the_rest_of_a_scale_up_pending_until_room_is_made():
     # Three pods queue more than the unbounded run's: the load is five pods' worth.
     assert statistics.fmean(d for _, d in bounded.answered) > statistics.fmean(d for _, d in unbounded.answered)
     assert len(bounded.answered) + len(bounded.refused) == bounded.arrived
-    assert bounded.replicas[-1][1] == 1
+    assert bounded.replicas[-1][1] == model.hpa.min_replicas
 
 
 def test_same_seed_same_run():
@@ -446,7 +446,7 @@ def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
     model = Model.from_chart_values(CHART_VALUES)
     case = scenario("step", model.pod_capacity, 5, 0.5)
     trace = Loop(model.hpa, model.pod, model.timing, "poisson", 1).run(case.shape, case.seconds)
-    first_out = next(at for at, r in trace.replicas[1:] if r > 1)
+    first_out = next(at for at, r in trace.replicas[1:] if r > model.hpa.min_replicas)
     # The load needs a window of samples and a sync: scrape + window + sync at the most.
     timing = model.timing
     assert (
@@ -650,7 +650,8 @@ def test_the_charts_max_replicas_comment_quotes_the_5x_step_of_docs_sizing():
     (fast, slow), (low, high) = (sorted(int(row[i]) for row in rows) for i in (0, 1))
     values = (REPO / "chart" / "values.yaml").read_text()
     comments = " ".join(line.strip().lstrip("#- ") for line in values.splitlines())
-    assert f"peaks at {low}-{high} pods and is back under the target in {fast}-{slow} s with 20" in comments
+    peak = f"{low}" if low == high else f"{low}-{high}"
+    assert f"peaks at {peak} pods and is back under the target in {fast}-{slow} s with 20" in comments
 
 
 # null deletes the key, as helm does, and the chart's template then renders no ServiceMonitor either.
@@ -725,7 +726,7 @@ def test_the_command_takes_the_load_in_requests_per_second_and_the_clusters_room
             ["--times", "1e6", "--hours", "0.5"],
             "--times 1e+06 (200000 req/s) over --hours 0.5 is up to 3.6e+08 requests, over the 1e+07 it simulates",
         ),
-        (["--max-running-pods", "0"], "--max-running-pods 0 is below minReplicas 1"),
+        (["--max-running-pods", "1"], "--max-running-pods 1 is below minReplicas 2"),
         (["--rate", "1", "--times", "2"], "not allowed with argument"),
     ],
 )

@@ -287,6 +287,8 @@ FAST_LOOP = Timing(
             "readiness": {"periodSeconds": 1},
         },
         "autoscaling": {
+            # One pod at rest, so that the first scale-up is the load's doing.
+            "minReplicas": 1,
             "maxReplicas": 8,
             "targetAverageDurationSeconds": 1.5,
             "rateWindow": "10s",

@@ -67,6 +67,11 @@ class Arrivals:
             if connection.kept_alive:
                 connection.hang_up()
 
+    def resume_keep_alive(self) -> None:
+        """The model process that drained alone was replaced and answers: keep
+        connections alive again."""
+        self.draining = False
+
 
 class ClientConnection:
     """A client's socket as an HTTP worker uses it: each request must arrive within

@@ -107,7 +107,7 @@ class InferenceWorker(GeventWorker):
             if status.draining and not self.arrivals.draining:
                 self.arrivals.close_kept_alive()
             elif status.reachable and not status.draining:
-                self.arrivals.draining = False
+                self.arrivals.resume_keep_alive()
             gevent.sleep(DRAIN_CHECK_SECONDS)
         self.arrivals.close_kept_alive()
 
