@@ -31,7 +31,6 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import yaml
 from inferscale.simulation.chart_values import seconds
 from inferscale.simulation.figures import back_under_text
 from inferscale.simulation.hpa import DOWNSCALE_STABILIZATION_SECONDS
-from localcluster.hpa import HpaRecorder, HpaSample, sample
+from localcluster.hpa import HpaRecorder, HpaSample
 from localcluster.load import headless_locust
 from localcluster.repo import ARRIVAL_LOG_PLUGIN
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
@@ -95,28 +94,6 @@ def timing_of(fast: bool, chart: dict) -> Timing:
     )
 
 
-def wait_for_metric(stack: LocalStack, timeout: float = 180) -> None:
-    """Until the loop is at rest: the HPA reads its metric, and minReplicas pods
-    are Ready. The Deployment starts with one pod, and the HPA raises it to
-    minReplicas at its first sync; a step before the others are Ready would
-    meet fewer pods than the simulator's loop at rest has."""
-    deadline = time.monotonic() + timeout
-    while not at_rest(stack, stack.hpa()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the HPA never read its metric with minReplicas pods Ready")
-        time.sleep(2)
-
-
-def at_rest(stack: LocalStack, hpa: dict) -> bool:
-    if sample(hpa, 0).metric is None:
-        return False
-    return read_deployment(stack).get("status", {}).get("readyReplicas", 0) >= hpa["spec"]["minReplicas"]
-
-
-def read_deployment(stack: LocalStack) -> dict:
-    return stack.api.get(f"/apis/apps/v1/namespaces/{stack.config.namespace}/deployments/{stack.fullname}")
-
-
 def offer_load(
     stack: LocalStack, users: int, user_rps: float, seconds: float, arrival_log: Path | None = None
 ) -> subprocess.CompletedProcess:
@@ -154,7 +131,7 @@ class DeploymentBesideHpa:
         self.deployments: list[dict] = []
 
     def __call__(self) -> dict:
-        deployment = read_deployment(self.stack)
+        deployment = self.stack.deployment()
         hpa = self.stack.hpa()
         self.deployments.append(deployment)
         return hpa
@@ -172,28 +149,6 @@ class DeploymentBesideHpa:
         ]
 
 
-def measure(
-    label: str,
-    config: StackConfig,
-    users: int,
-    user_rps: float,
-    load_seconds: float,
-    steady_seconds: float,
-    target: float,
-    scale_down_window: float,
-    min_replicas: int,
-) -> dict:
-    with LocalStack(config) as stack:
-        wait_for_metric(stack)
-        reads = DeploymentBesideHpa(stack)
-        recorder = HpaRecorder(reads, period=1.0)
-        recorder.start()
-        locust = offer_load(stack, users, user_rps, load_seconds)
-        samples = recorder.stop()
-    run = Run(load_seconds, steady_seconds, target, scale_down_window, min_replicas)
-    return summarize(label, reads.readings(samples), run, locust)
-
-
 @dataclass(frozen=True)
 class Run:
     load_seconds: float
@@ -201,6 +156,17 @@ class Run:
     target: float
     scale_down_window: float  # the HPA's: until it has passed after the peak, the peak is all it can hold
     min_replicas: int  # the pods at rest when the load steps: a scale-up is a count above them
+
+
+def measure(label: str, config: StackConfig, users: int, user_rps: float, run: Run) -> dict:
+    with LocalStack(config) as stack:
+        stack.wait_at_rest()
+        reads = DeploymentBesideHpa(stack)
+        recorder = HpaRecorder(reads, period=1.0)
+        recorder.start()
+        locust = offer_load(stack, users, user_rps, run.load_seconds)
+        samples = recorder.stop()
+    return summarize(label, reads.readings(samples), run, locust)
 
 
 def first(readings: list[Reading], condition) -> float | None:
@@ -285,9 +251,14 @@ def main() -> None:
                 chart_values=merged(chart_values, extra),
                 **base,
             )
-            window = scale_down_window(merged(installed, extra))
-            at_rest = installed["autoscaling"]["minReplicas"]
-            result = measure(label, config, users, user_rps, load_seconds, steady_seconds, target, window, at_rest)
+            run = Run(
+                load_seconds,
+                steady_seconds,
+                target,
+                scale_down_window(merged(installed, extra)),
+                installed["autoscaling"]["minReplicas"],
+            )
+            result = measure(label, config, users, user_rps, run)
         results.append(result)
         print(result, flush=True)
     print(

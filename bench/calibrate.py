@@ -12,7 +12,9 @@ rate, and with the measured arrivals replayed (the seeds then draw only the
 routing, the scrape and sync phases and the readiness delays). For each it
 prints, per seed, the share of measured samples whose simulated replicas
 are within ±1, and the simulated first scale-up against the measured one;
-then the share of measured readings within the seeds' range ±1, and what
+then the share of measured readings within the seeds' range ±1, the
+replicas over the load's second half against the fewest always-on pods
+that hold the target for that load, and what
 the HPA read at its syncs up to the first scale-up, measured and at the
 median seed (both metrics; a run measured before 2026-12-04 has the
 measured duration only). The replay
@@ -26,6 +28,8 @@ another run on the cluster.
 
     python bench/calibrate.py --timing fast            # ~12 min
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
+    python bench/calibrate.py --timing chart --times 2 --up 1800 --run docs/calibration/chart-2x.json
+                                                       # ~47 min: goal 2's load, held past the scale-down window
     python bench/calibrate.py --timing min-replicas-1  # ~37 min: the same from one pod at rest (until 2026-12-06)
     python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: that with the scale-up step until 2026-12-03
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
@@ -66,6 +70,7 @@ from inferscale.simulation.calibration import (  # noqa: E402
     mean_measured_value,
     mean_simulated_value,
     median_agreement,
+    median_observed_replicas,
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
@@ -79,15 +84,16 @@ from inferscale.simulation.figures import (  # noqa: E402
     back_to,
     back_under,
     back_under_target,
+    median_replicas,
     refused_percent,
 )
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
-from inferscale.simulation.scenarios import Model  # noqa: E402
+from inferscale.simulation.scenarios import Model, fewest_fixed, scenario  # noqa: E402
 from inferscale.simulation.values_yaml import read_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from autoscale import offer_load, wait_for_metric  # noqa: E402 - bench/ is this script's directory
+from autoscale import offer_load  # noqa: E402 - bench/ is this script's directory
 
 from localcluster.hpa import HpaRecorder  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
@@ -113,6 +119,8 @@ DEFAULT_SECONDS = {
     "chart": (1200.0, 600.0),
     "scale-up-tolerance": (1200.0, 600.0),
 }
+# Simulated hours of each fewest-fixed search, as in bench-simulate's and bench-tune's tables.
+FIXED_HOURS = 4.0
 DURATION_ONLY = {"autoscaling": {"slotUtilization": {"enabled": False}}}
 # The chart's scale-up policies until 2026-12-03, which every saved run but
 # the fast one (its own policies) and the chart's was measured with.
@@ -272,7 +280,7 @@ class Measured:
 
 def measure(timing: str, users: int, up: float, down: float) -> Measured:
     with tempfile.TemporaryDirectory() as work, LocalStack(stack_config(timing, Path(work))) as stack:
-        wait_for_metric(stack)
+        stack.wait_at_rest()
         schedulable = schedulable_pods(stack)
         print(f"# the node has room for {schedulable} of the Deployment's pods", flush=True)
         arrival_log = Path(work) / "arrivals.txt"
@@ -454,6 +462,10 @@ def print_first_readings(observed: list[Observed], trace: Trace, model: Model) -
     )
 
 
+def fmt_count(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def fmt_number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -577,6 +589,7 @@ def main() -> None:
         f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
         f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"
     )
+    print_steady(run, observed, traces, chosen, model)
     print_first_readings(observed, traces[chosen], model)
     simulated_arrivals = "the measured arrivals replayed" if "arrivals" in run else "Poisson draws"
     title = (
@@ -586,6 +599,32 @@ def main() -> None:
     drawn = saved.with_suffix(".png")
     plot(drawn, title, observed, traces, chosen, run["up"], model.hpa.target, run["schedulable"])
     print(f"plot: {drawn.relative_to(ROOT) if drawn.is_relative_to(ROOT) else drawn}")
+
+
+def print_steady(run: dict, observed: list[Observed], traces: list[Trace], chosen: int, model: Model) -> None:
+    """Goal 2: the replicas over the load's second half against the fewest
+    always-on pods that hold the target for that load with Poisson arrivals
+    (locust's), found as bench-simulate finds them, one per seed."""
+    start, stop = run["up"] / 2, run["up"]
+    measured = median_observed_replicas(observed, start, stop)
+    simulated = [median_replicas(trace, start, stop) for trace in traces]
+    case = scenario("step", model.pod_capacity, run["users"] * run["user_rps"] / model.pod_capacity, FIXED_HOURS)
+    # Searched up to maxReplicas only: a baseline past it is one the HPA could never reach anyway.
+    limit = model.hpa.max_replicas
+    fixed = [fewest_fixed(model, case, "poisson", seed, limit) for seed in range(1, len(traces) + 1)]
+    known = [f for f in fixed if f is not None]
+    baseline = statistics.median(known) if known else None
+    ratio = f"{measured / baseline:.2f}x" if measured is not None and baseline else "-"
+    over = len(fixed) - len(known)
+    span = ", ".join(
+        ([f"{min(known)}..{max(known)}"] if known else []) + ([f"{over} over maxReplicas ({limit})"] if over else [])
+    )
+    print(
+        f"steady replicas from {start:.0f} to {stop:.0f} s (median): measured {fmt_count(measured)}, simulated "
+        f"{simulated[chosen]:g} (median seed; {min(simulated):g}..{max(simulated):g} over seeds); fewest fixed "
+        f"for this load: {fmt_count(baseline)} (Poisson, {FIXED_HOURS:g} h, median of {len(fixed)} seeds; "
+        f"{span}); measured / fewest fixed {ratio}"
+    )
 
 
 def print_refusals(run: dict, traces: list[Trace], chosen: int) -> None:

@@ -164,12 +164,18 @@ class Knobs:
 
     def extra_headers(self) -> list[str]:
         """The columns a sweep of these knobs adds to the table, in `label`'s order."""
-        return ["scale-up policies"] * (self.scale_up_step is not None) + ["minReplicas", "maxQueue"] * (
-            self.min_replicas is not None or self.max_queue is not None
-        )
+        headers = ["scale-up policies"] if self.scale_up_step is not None else []
+        if self._turns_pods_at_rest:
+            headers += ["minReplicas", "maxQueue"]
+        return headers
+
+    @property
+    def _turns_pods_at_rest(self) -> bool:
+        """The sixth sweep's knobs: set, they add their two columns to the table."""
+        return self.min_replicas is not None or self.max_queue is not None
 
     def _at_rest_label(self) -> str:
-        if self.min_replicas is None and self.max_queue is None:
+        if not self._turns_pods_at_rest:
             return ""
         return f" | {_or_charts(self.min_replicas)} | {_or_charts(self.max_queue)}"
 

@@ -7,6 +7,7 @@ import http.client
 import http.server
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -248,13 +249,23 @@ def replayed(tmp_path: Path, run: dict) -> str:
     return result.stdout
 
 
-def test_calibrate_counts_the_refusals_of_the_steps_first_ten_minutes_beside_the_simulators(tmp_path):
+def test_calibrate_counts_refusals_and_steady_replicas_beside_the_simulators(tmp_path):
     run = json.loads(saved_run(tmp_path / "base.json", [(0, 2), (20, 4), (250, 2)]).read_text())
     # One request a second for 200 s, then one at 700 s; 503s at 5, 6 and 700 s: the last is past the window.
     run["arrivals"] = [float(t) for t in range(200)] + [700.0]
     run["refused"] = [5.0, 6.0, 700.0]
     out = replayed(tmp_path, run)
     assert "refused in the 600 s after the step: measured 1.00 % (2 of 200), simulated " in out, out
+    # The load's second half, 100-200 s, read 4 replicas throughout; the baseline is 5x a pod's load.
+    steady = re.search(
+        r"steady replicas from 100 to 200 s \(median\): measured 4, .*fewest fixed for this load: "
+        r"(\d+(?:\.5)?) .*measured / fewest fixed ([\d.]+)x",
+        out,
+    )
+    assert steady, out
+    fixed = float(steady.group(1))
+    assert 5 < fixed <= 20  # 5 pods' worth: 5 pods would be busy all the time, and queue without end
+    assert steady.group(2) == f"{4 / fixed:.2f}"
     del run["refused"]
     assert "refused in the 600 s after the step: measured not recorded with this run, simulated " in replayed(
         tmp_path, run

@@ -72,6 +72,12 @@ def test_the_workflow_pins_what_ci_tools_pins():
     assert {step["with"]["python-version"] for step in uses("actions/setup-python")} == {requires}
 
 
+def test_the_kind_job_pins_kind_and_so_its_node_image():
+    [kind] = uses("helm/kind-action")
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", kind["with"]["version"]), kind
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", kind["with"]["kubectl_version"]), kind
+
+
 def test_the_kind_job_runs_the_kind_script_which_reads_the_stacks_pins():
     assert runs("kind")[-1] == f"bash {KIND_SCRIPT.relative_to(REPO)}"
     assert subprocess.run(["bash", "-n", str(KIND_SCRIPT)], capture_output=True).returncode == 0

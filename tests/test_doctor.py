@@ -105,7 +105,7 @@ def broken(stack: LocalStack, break_args: tuple, mend_args: tuple):
 def test_doctor_says_healthy_and_names_each_broken_link_with_its_fix(tmp_path):
     # The chart's HPA has two metrics (duration, slot utilization): doctor checks each.
     with LocalStack(StackConfig(workdir=tmp_path / "stack", **FAST_LOOP)) as stack:
-        stack.wait_for_hpa_metric(240)
+        stack.wait_at_rest(240)
         # The operator's rule files and configuration reach Prometheus within a
         # minute or two; InferenceMetricAbsent may fire until the first scrapes.
         report = wait_for_healthy(stack)

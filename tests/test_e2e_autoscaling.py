@@ -184,7 +184,7 @@ def test_hpa_scales_out_under_load_and_back_in_without_failed_requests(tmp_path)
         # The adapter serves the metric for the idle pod: 0, not <unknown>. The
         # operator's new configuration reaches Prometheus through a Secret volume,
         # which the kubelet refreshes within about a minute.
-        stack.wait_for_hpa_metric(240)
+        stack.wait_at_rest(240)
         assert_operator_configured_prometheus(stack)
         table = stack.kubectl("get", "hpa", "-n", config.namespace)
         assert "<unknown>" not in table, table

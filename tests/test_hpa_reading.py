@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localcluster.hpa import every_metric_known, sample
+from localcluster.hpa import at_rest, every_metric_known, sample
 
 DURATION, UTILIZATION = "inference_request_duration_seconds_avg", "inference_slot_utilization"
 
@@ -34,6 +34,18 @@ def test_every_metric_is_known_only_when_each_has_a_current_value():
     assert not every_metric_known(hpa(pods_current(UTILIZATION, "0")))
     assert not every_metric_known(hpa())
     assert not every_metric_known({"spec": {}})
+
+
+def test_the_loop_is_at_rest_once_each_metric_is_known_and_minreplicas_pods_are_ready():
+    known = hpa(pods_current(DURATION, "10"), pods_current(UTILIZATION, "0"))
+    known["spec"]["minReplicas"] = 2
+    # The HPA raises a new Deployment's one pod to minReplicas at its first sync.
+    assert not at_rest(known, {"status": {"readyReplicas": 1}})
+    assert not at_rest(known, {"status": {}})
+    assert at_rest(known, {"status": {"readyReplicas": 2}})
+    assert not at_rest(hpa(pods_current(DURATION, "10")), {"status": {"readyReplicas": 2}})
+    # minReplicas left out of the spec is the API's default, 1.
+    assert at_rest(hpa(pods_current(DURATION, "10"), pods_current(UTILIZATION, "0")), {"status": {"readyReplicas": 1}})
 
 
 def test_an_external_metric_is_matched_by_its_own_type_and_name():

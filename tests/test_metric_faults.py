@@ -152,7 +152,7 @@ def test_missing_metric_data_never_scales_a_loaded_deployment_in(tmp_path):
         ) as stack,
         HeartbeatReceiver(HOST_IP, switch_port) as switch,
     ):
-        stack.wait_for_hpa_metric(240)
+        stack.wait_at_rest(240)
         # Prometheus -> Alertmanager -> the switch, before any fault.
         wait_until(lambda: switch.heartbeats_since(0) or None, "Watchdog's first heartbeat", 120, interval=1)
         load = subprocess.Popen(

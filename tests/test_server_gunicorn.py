@@ -16,7 +16,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 
 from inferscale.settings import Settings
-from inferscale.supervisor import Supervisor
+from inferscale.supervisor import Lost, Supervisor
 from localcluster.servers import LOOPBACK, ServerProcess, free_port, process_name, scrape, socket_inodes
 
 SUCCESS = 'inference_requests_total{status="success"}'
@@ -378,7 +378,7 @@ def test_when_both_gunicorns_are_gone_at_once_the_main_ports_loss_decides():
     for reaped in ([(12, killed), (11, killed)], [(11, killed), (12, killed)]):
         supervisor.gunicorn_pid, supervisor.admin_pid = 11, 12
         supervisor._reap = lambda reaped=reaped: reaped
-        assert supervisor._reap_and_restart() == "gunicorn"
+        assert supervisor._reap_and_restart() is Lost.MAIN
     supervisor.gunicorn_pid, supervisor.admin_pid = 11, 12
     supervisor._reap = lambda: [(12, killed)]
-    assert supervisor._reap_and_restart() == "gunicorn-admin"
+    assert supervisor._reap_and_restart() is Lost.ADMIN

@@ -26,6 +26,7 @@ from inferscale.simulation.calibration import (
     as_trace,
     back_to_min_observed,
     median_agreement,
+    median_observed_replicas,
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
@@ -40,6 +41,7 @@ from inferscale.simulation.figures import (
     back_under_target,
     back_under_text,
     figures,
+    median_replicas,
     refused_percent,
 )
 from inferscale.simulation.hpa import (
@@ -888,6 +890,16 @@ def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():
     assert back_to_min_observed(readings, 1, 100.0) == 60.0
     assert back_to_min_observed(readings[:-2], 1, 100.0) is None  # ends above min
     assert back_to_min_observed([Observed(120.0, 1, None)], 1, 100.0) == 0.0
+
+
+def test_steady_replicas_are_the_median_over_the_same_span_measured_and_simulated():
+    # Simulated: read at 100, 115, ..., 190 s (7 syncs, both ends included): 4 three times, 6 four times.
+    trace = trace_of((0.0, 2), (50.0, 4), (140.0, 6))
+    assert median_replicas(trace, 100.0, 190.0) == 6
+    assert median_replicas(trace, 115.0, 160.0) == 5  # 4, 4, 6, 6: without the end, 4
+    readings = [Observed(at, replicas, None) for at, replicas in [(90.0, 9), (100.0, 4), (150.0, 5), (190.0, 6)]]
+    assert median_observed_replicas(readings, 100.0, 190.0) == 5  # 90 s is before the span
+    assert median_observed_replicas(readings, 200.0, 300.0) is None
 
 
 def test_measured_readings_are_back_under_target_as_simulated_syncs_are():

@@ -106,10 +106,11 @@ def run_demo(args) -> int:
             load.start(locust)
             locust.wait_http_ok(f"http://127.0.0.1:{args.locust_port}/", 60)
             print(
-                "waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) ...",
+                "waiting for the HPA's metrics (a rate window of scrapes, then the adapter's relist) "
+                "and its minReplicas pods Ready ...",
                 flush=True,
             )
-            stack.wait_for_hpa_metric()
+            stack.wait_at_rest()
             print(banner(stack, args, user_rps), flush=True)
             signal.pause()
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ from inferscale.simulation.chart_values import merged, seconds
 from localcluster import adapter, dns, monitoring
 from localcluster.binaries import bin_dir, binary
 from localcluster.controlplane import ControlPlane
-from localcluster.hpa import every_metric_known
+from localcluster.hpa import at_rest
 from localcluster.images import app_image
 from localcluster.kubectl import apply, kubectl
 from localcluster.node import HOST_IP, NODE_IP, RealNode
@@ -191,12 +191,19 @@ class LocalStack:
             f"/apis/autoscaling/v2/namespaces/{self.config.namespace}/horizontalpodautoscalers/{self.fullname}"
         )
 
-    def wait_for_hpa_metric(self, timeout: float = 300) -> bool:
+    def deployment(self) -> dict:
+        return self.api.get(f"/apis/apps/v1/namespaces/{self.config.namespace}/deployments/{self.fullname}")
+
+    def wait_at_rest(self, timeout: float = 300) -> bool:
         """Until `kubectl get hpa` shows a value for each of the HPA's metrics, not
-        `<unknown>`: Prometheus has scraped the pods for a rate window, the
-        adapter has relisted, and the HPA controller has synced since."""
+        `<unknown>` (Prometheus has scraped the pods for a rate window, the adapter
+        has relisted, and the HPA controller has synced since), and minReplicas
+        pods are Ready: load offered sooner meets fewer pods than the loop at rest has."""
         return wait_until(
-            lambda: every_metric_known(self.hpa()) or None, "a value for each of the HPA's metrics", timeout, interval=2
+            lambda: at_rest(self.hpa(), self.deployment()) or None,
+            "a value for each of the HPA's metrics and minReplicas pods Ready",
+            timeout,
+            interval=2,
         )
 
     def kubectl(self, *args: str) -> str:

@@ -32,6 +32,7 @@ by all of them instead of copied into each.
 from __future__ import annotations
 
 import ctypes
+import enum
 import gc
 import logging
 import os
@@ -50,6 +51,15 @@ from inferscale.metrics import DIED, TIMED_OUT, WEDGED, model_ready_gauge, model
 from inferscale.settings import Settings
 
 log = logging.getLogger("inferscale.supervisor")
+
+
+class Lost(enum.Enum):
+    """A gunicorn gone: the pod can't serve. Without the admin port the queue
+    can still be drained; without the main port nobody would answer it."""
+
+    MAIN = "gunicorn"
+    ADMIN = "gunicorn-admin"
+
 
 # SIGALRM is the timer of a due model restart or watchdog check. sigtimedwait's
 # own timeout is not used: when a stop and continue (SIGSTOP, a cgroup freezer)
@@ -152,10 +162,9 @@ class Supervisor:
         while True:
             info = self._wait_for_signal()
             if info.si_signo in (signal.SIGCHLD, signal.SIGALRM):
-                gone = self._reap_and_restart()
-                if gone:
-                    # Without the admin port the queue can still be answered: drained, nothing admitted is lost.
-                    return self._stop(graceful=gone == "gunicorn-admin", code=1)
+                lost = self._reap_and_restart()
+                if lost is not None:
+                    return self._stop(graceful=lost is Lost.ADMIN, code=1)
                 self._kill_if_wedged()
             elif info.si_signo == signal.SIGTERM:
                 return self._stop(graceful=True, code=0)
@@ -234,17 +243,17 @@ class Supervisor:
         # a process in uninterruptible sleep dies only once its call returns.
         self.suspect_until = now + self.settings.model_watchdog_seconds
 
-    def _reap_and_restart(self) -> str | None:
-        """Reap every exited child; the name of a gunicorn that is gone (the pod can't serve), else None."""
-        gunicorns = {self.gunicorn_pid: "gunicorn", self.admin_pid: "gunicorn-admin"}
-        gone = []
+    def _reap_and_restart(self) -> Lost | None:
+        """Reap every exited child; a gunicorn that is gone, else None (a model process due is restarted)."""
+        gunicorns = {self.gunicorn_pid: Lost.MAIN, self.admin_pid: Lost.ADMIN}
+        gone = set()
         for pid, status in self._reap():
             if pid in gunicorns:
-                log.error("%s exited (%s); stopping", gunicorns[pid], _describe(status))
-                gone.append(gunicorns[pid])
+                log.error("%s exited (%s); stopping", gunicorns[pid].value, _describe(status))
+                gone.add(gunicorns[pid])
         if gone:
             # Both at once: the main port's loss decides (no drain, nobody would answer it).
-            return "gunicorn" if "gunicorn" in gone else gone[0]
+            return Lost.MAIN if Lost.MAIN in gone else Lost.ADMIN
         if self.restart_at is not None and time.monotonic() >= self.restart_at:
             self._start_model()
         return None

@@ -157,6 +157,13 @@ def mean_measured_value(observed: list[Observed], start: float, end: float) -> f
     return statistics.fmean(values) if values else None
 
 
+def median_observed_replicas(observed: list[Observed], start: float, end: float) -> float | None:
+    """The median of the measured replicas from `start` to `end`, both included
+    (as `figures.median_replicas`); None without a reading there."""
+    values = [o.replicas for o in observed if start <= o.at <= end]
+    return statistics.median(values) if values else None
+
+
 def mean_simulated_value(trace: Trace, start: float, end: float) -> float | None:
     """The simulated HPA's per-pod average over [start, end), averaged over its syncs."""
     values = [s.value for s in trace.syncs if start <= s.at < end and s.value is not None]

@@ -112,6 +112,11 @@ def back_to(trace: Trace, replicas: int, change_at: float) -> float | None:
     return max(trace.replicas[-1][0] - change_at, 0.0)
 
 
+def median_replicas(trace: Trace, start: float, end: float) -> float:
+    """The median of the replicas read every 15 s (an HPA sync) from `start` to `end`, both included."""
+    return statistics.median(replicas_at(trace, start + i * 15.0) for i in range(int((end - start) // 15.0) + 1))
+
+
 def figures(
     trace: Trace,
     target: float,
@@ -122,13 +127,12 @@ def figures(
     refusals_until: float,
 ) -> Figures:
     steady_changes = [at for at, _ in trace.replicas[1:] if steady_from <= at < end]
-    samples = [replicas_at(trace, steady_from + i * 15.0) for i in range(int((end - steady_from) // 15.0) + 1)]
     return Figures(
         back_under_target_seconds=back_under_target(trace, target, change_at),
         never_over_target=never_over(readings(trace), target, change_at),
         back_to_min_seconds=back_to(trace, min_replicas, change_at),
         peak_replicas=max(r for _, r in trace.replicas),
-        steady_replicas=statistics.median(samples),
+        steady_replicas=median_replicas(trace, steady_from, end),
         refused_percent=refused_percent(trace, change_at, refusals_until),
         changes_per_hour=len(steady_changes) * 3600 / (end - steady_from),
         pod_minutes=pod_minutes(trace, end),
