@@ -98,7 +98,7 @@ MATRIX = {
     "keda": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}},
     "pdb-off": {"podDisruptionBudget": {"enabled": False}},
     "servicemonitor-off": {"serviceMonitor": {"enabled": False}},
-    "prometheusrule-off": {"prometheusRule": {"enabled": False}},
+    "prometheusrule-off": {"prometheusRule": {"enabled": False}, "dashboard": {"enabled": False}},
     "dashboard-off": {"dashboard": {"enabled": False}},
     "prestop-exec": {"preStop": {"mode": "exec"}},
     "cpu-mode-more-slots": {
@@ -127,7 +127,7 @@ def expected_kinds(case: str) -> set[str]:
         "keda": {"HorizontalPodAutoscaler"},
         "pdb-off": {"PodDisruptionBudget"},
         "servicemonitor-off": {"ServiceMonitor"},
-        "prometheusrule-off": {"PrometheusRule"},
+        "prometheusrule-off": {"PrometheusRule", "ConfigMap"},  # the dashboard goes with its rules
         "dashboard-off": {"ConfigMap"},
     }.get(case, set())
     added = {"keda": {"ScaledObject"}}.get(case, set())
@@ -443,7 +443,8 @@ def test_external_variant_selects_this_service_and_compares_the_value():
 
 
 def test_fractional_target_is_a_valid_quantity():
-    hpa = only(render({"autoscaling": {"targetAverageDurationSeconds": 0.75}}), "HorizontalPodAutoscaler")
+    values = {"autoscaling": {"targetAverageDurationSeconds": 0.75}, "server": {"inferenceDurationSeconds": 0.5}}
+    hpa = only(render(values), "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "0.75"
 
 
@@ -538,6 +539,25 @@ REFUSALS = {
         {"extraEnv": [{"name": "MODEL_CONCURRENCY", "value": "4"}]},
         "extraEnv must not set MODEL_CONCURRENCY",
     ),
+    # The server reads its environment in any case: max_queue is MAX_QUEUE.
+    "extraEnv redefining a chart variable in lower case": (
+        {"extraEnv": [{"name": "max_queue", "value": "100"}]},
+        "extraEnv must not set max_queue",
+    ),
+    # Every pod would read at least the target with no queue at all.
+    "a target no longer than one inference": (
+        {"autoscaling": {"targetAverageDurationSeconds": 10}},
+        "autoscaling.targetAverageDurationSeconds (10) must exceed server.inferenceDurationSeconds (10)",
+    ),
+    "a target no longer than one inference with keda": (
+        {"autoscaling": {"enabled": False, "targetAverageDurationSeconds": 8}, "keda": {"enabled": True}},
+        "must exceed server.inferenceDurationSeconds",
+    ),
+    "a dashboard without the rules it reads": (
+        {"prometheusRule": {"enabled": False}},
+        "dashboard.enabled needs prometheusRule.enabled",
+    ),
+    "successThreshold on the liveness probe": ({"probes": {"liveness": {"successThreshold": 3}}}, "successThreshold"),
     "a batch too large for the model process's line": (
         {"server": {"maxBatchSize": 4096, "maxFeatures": 65536}},
         "server.maxBatchSize x server.maxFeatures (4096 x 65536)",
@@ -861,6 +881,42 @@ def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
         f'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/{PODS_METRIC}"' in notes
     )
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+
+
+def render_stack_notes(tmp_path: Path, release: str, inferscale: dict) -> str:
+    """The umbrella chart's NOTES.txt as helm would render it on install: its
+    `inferscale` values are the app chart's defaults under the stack's own and
+    then `inferscale`, as helm coalesces a dependency's values into its parent's."""
+    stack = ROOT / "stack"
+    values = yaml.safe_load((stack / "values.yaml").read_text())["inferscale"]
+    stand_in = tmp_path / "stack-notes"
+    (stand_in / "templates").mkdir(parents=True)
+    (stand_in / "Chart.yaml").write_text("apiVersion: v2\nname: stack-notes\nversion: 0.0.0\n")
+    coalesced = {"inferscale": {**chart_values(), **values, **inferscale}}
+    (stand_in / "values.yaml").write_text(yaml.safe_dump(coalesced))
+    shutil.copy(stack / "templates" / "NOTES.txt", stand_in / "notes-source.txt")
+    (stand_in / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
+        'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
+    )
+    result = run([binary("helm"), "template", release, str(stand_in), "--namespace", NAMESPACE])
+    assert result.returncode == 0, result.stderr
+    [cm] = [d for d in yaml.safe_load_all(result.stdout) if d]
+    return cm["data"]["notes"]
+
+
+@pytest.mark.parametrize(
+    ("release", "inferscale", "service"),
+    [
+        ("demo", {}, "inferscale 8080:80"),  # the stack's fullnameOverride
+        ("demo", {"fullnameOverride": "", "service": {"port": 8000}}, "demo-inferscale 8080:8000"),
+        ("inferscale-stack", {"fullnameOverride": ""}, "inferscale-stack 8080:80"),  # no suffix, as _helpers.tpl
+        ("demo", {"fullnameOverride": "", "nameOverride": "model"}, "demo-model 8080:80"),
+    ],
+)
+def test_the_stacks_notes_forward_to_the_service_the_app_chart_names(tmp_path, release, inferscale, service):
+    notes = render_stack_notes(tmp_path, release, inferscale)
+    assert f"kubectl port-forward -n {NAMESPACE} svc/{service}" in notes, notes
 
 
 @pytest.mark.parametrize("autoscaling", [True, False], ids=["autoscaling", "fixed-replicas"])

@@ -66,6 +66,7 @@ CHART_VALUES = {
     "autoscaling": {"enabled": False},
     "serviceMonitor": {"enabled": False},
     "prometheusRule": {"enabled": False},
+    "dashboard": {"enabled": False},
 }
 
 

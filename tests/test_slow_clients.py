@@ -70,6 +70,22 @@ def test_probes_answer_while_hundreds_of_connections_stall_and_every_slot_is_tak
     assert samples["inference_http_receiving_connections"] == 0
 
 
+def test_a_large_body_all_in_is_not_counted_as_receiving_while_it_is_served(start_server):
+    """gunicorn reads a body 8 KiB at a time, so any large request takes more
+    than one read; once the last byte is in, the request has arrived, and its
+    inference is no slow client."""
+    server = start_server({"INFERENCE_DURATION_SECONDS": "3", "MODEL_CONCURRENCY": "1"}, workers=1)
+    rows, width = 64, 256  # the defaults' largest tensor: about 100 KiB of JSON
+    tensor = {"name": "features", "shape": [rows, width], "datatype": "FP32", "data": [0.5] * (rows * width)}
+    url = f"{server.url}/v2/models/inferscale/infer"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(requests.post, url, json={"inputs": [tensor]}, timeout=30)
+        wait_until(lambda: scrape(server.admin_url)["inference_in_flight_requests"] == 1, "the inference", 10)
+        assert scrape(server.admin_url)["inference_http_receiving_connections"] == 0
+        assert answer.result().status_code == 200
+    assert scrape(server.admin_url)["inference_http_receiving_connections"] == 0
+
+
 def test_an_idle_connection_is_closed_quietly_after_the_keep_alive(start_server):
     server = start_server({"KEEPALIVE_SECONDS": "1", "REQUEST_TIMEOUT_SECONDS": "5"}, workers=1)
     sock = socket.create_connection((LOOPBACK, server.port), timeout=10)

@@ -10,8 +10,9 @@ or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
 {{- $sharedWithTemplates := list "PORT" "ADMIN_PORT" "MODEL_CONCURRENCY" "MAX_QUEUE" "INFERENCE_DURATION_SECONDS" "INFERENCE_JITTER_SECONDS" "INFERENCE_TIMEOUT_SECONDS" "MODEL_LOAD_SECONDS" "GRACEFUL_SHUTDOWN_SECONDS" "MAX_BATCH_SIZE" "MAX_FEATURES" "PROMETHEUS_MULTIPROC_DIR" }}
 {{- $extra := dict }}
 {{- range .Values.extraEnv }}
-{{- if has .name $sharedWithTemplates }}
-{{- fail (printf "extraEnv must not set %s: other parts of the chart read it too; set it in values.yaml server (the [%s] comment there)" .name .name) }}
+{{- /* The server reads its environment in any case (Settings: case_sensitive=False). */}}
+{{- if has (upper .name) $sharedWithTemplates }}
+{{- fail (printf "extraEnv must not set %s: other parts of the chart read it too; set it in values.yaml server (the [%s] comment there)" .name (upper .name)) }}
 {{- end }}
 {{- $_ := set $extra .name . }}
 {{- end }}

@@ -266,6 +266,13 @@ class ClientConnection:
         raise RequestTimeout(f"the request did not arrive within {self._arrivals.arrival_seconds:g} s") from None
 
 
+def request_in() -> None:
+    """The body is all read: the request has arrived, however long its answer now takes."""
+    connection = request.environ.get("gunicorn.socket")
+    if isinstance(connection, ClientConnection):
+        connection.request_received()
+
+
 def refuse_rest_of_request() -> None:
     """After an answer that leaves part of the request unread (408, 413): close, don't drain."""
     connection = request.environ.get("gunicorn.socket")

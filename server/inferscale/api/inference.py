@@ -13,7 +13,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from inferscale.api import media_types
 from inferscale.api.errors import ApiError, invalid_body
-from inferscale.arrival import refuse_rest_of_request
+from inferscale.arrival import refuse_rest_of_request, request_in
 from inferscale.backend import Outcome
 from inferscale.errors import InferenceError, Rejected
 from inferscale.metrics import ERROR, SUCCESS
@@ -50,6 +50,9 @@ def read_body() -> bytes:
         raise _unreadable("incomplete_body", "the body ended before its last chunk") from None
     if declared is not None and len(body) < declared:
         raise _unreadable("incomplete_body", f"the body ended after {len(body)} of its {declared} bytes")
+    # Not only at the answer: a body of more than one read would count as a
+    # slow client's for as long as its inference runs.
+    request_in()
     return body
 
 
