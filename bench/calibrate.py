@@ -30,6 +30,8 @@ another run on the cluster.
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
     python bench/calibrate.py --timing chart --times 2 --up 1800 --run docs/calibration/chart-2x.json
                                                        # ~47 min: goal 2's load, held past the scale-down window
+    python bench/calibrate.py --timing target-13       # ~37 min: a 13 s target, 0.6, 0.75 up, two pods at rest
+    python bench/calibrate.py --timing target-13 --times 2 --up 1800 --run docs/calibration/target-13-2x.json
     python bench/calibrate.py --timing min-replicas-1  # ~37 min: the same from one pod at rest (until 2026-12-06)
     python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: that with the scale-up step until 2026-12-03
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
@@ -108,6 +110,7 @@ USER_RPS = {
     "scale-up-per-30s": 0.2,
     "min-replicas-1": 0.2,
     "chart": 0.2,
+    "target-13": 0.2,
     "scale-up-tolerance": 0.2,
 }
 DEFAULT_SECONDS = {
@@ -117,6 +120,7 @@ DEFAULT_SECONDS = {
     "scale-up-per-30s": (1200.0, 600.0),
     "min-replicas-1": (1200.0, 600.0),
     "chart": (1200.0, 600.0),
+    "target-13": (1200.0, 600.0),
     "scale-up-tolerance": (1200.0, 600.0),
 }
 # Simulated hours of each fewest-fixed search, as in bench-simulate's and bench-tune's tables.
@@ -145,11 +149,26 @@ TEN_SECOND_SCRAPES = dict(
         "resources": {"requests": {"cpu": "100m"}},
     },
 )
+
+
+def thirteen_second_target(utilization: float) -> dict:
+    """A 13 s duration target, `utilization` of the slots and a 0.75 tolerance on the way up (bench/tune.py)."""
+    return {
+        "chart_values": {
+            "autoscaling": {
+                "targetAverageDurationSeconds": 13,
+                "slotUtilization": {"target": utilization},
+                "behavior": {"scaleUp": {"tolerance": 0.75}},
+            }
+        }
+    }
+
+
 # StackConfig's settings for each timing. Each pins what its saved run was
 # measured with, so that --replot simulates that run whatever the chart's
 # defaults have become since: every saved run but the fast one (FAST_LOOP
-# pins its own) and the chart's, one pod at rest (minReplicas 1, the chart's
-# until 2026-12-06).
+# pins its own), the chart's and "target-13" keeps one pod at rest
+# (minReplicas 1, the chart's until 2026-12-06).
 STACKS = {
     # The end-to-end test's timing, measured with the duration metric alone.
     "fast": merged(FAST_LOOP, {"chart_values": DURATION_ONLY}),
@@ -206,6 +225,10 @@ STACKS = {
 # The chart's defaults since 2026-12-06: the same with two pods at rest
 # (bench/tune.py's sixth sweep).
 STACKS["chart"] = merged(STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"minReplicas": 2}}})
+# bench/tune.py's seventh sweep's choice, which the real loop did not bear out
+# (docs/sizing.md): the chart's defaults with a 13 s target, 0.6 utilization
+# and a 0.75 tolerance on the way up.
+STACKS["target-13"] = merged(STACKS["chart"], thirteen_second_target(0.6))
 # The chart's defaults until 2026-12-03: one pod at rest, the scale-up policies of then.
 STACKS["scale-up-per-30s"] = merged(
     STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"behavior": SCALE_UP_PER_30S}}}
@@ -214,18 +237,7 @@ STACKS["scale-up-per-30s"] = merged(
 # One of bench/tune.py's rows with a wider tolerance on the way up (Kubernetes'
 # HPAConfigurableTolerance, on in the local control plane): the defaults of
 # "scale-up-per-30s" with a 13 s target, 0.65 utilization and 0.75 up (docs/sizing.md).
-STACKS["scale-up-tolerance"] = merged(
-    STACKS["scale-up-per-30s"],
-    {
-        "chart_values": {
-            "autoscaling": {
-                "targetAverageDurationSeconds": 13,
-                "slotUtilization": {"target": 0.65},
-                "behavior": {"scaleUp": {"tolerance": 0.75}},
-            }
-        }
-    },
-)
+STACKS["scale-up-tolerance"] = merged(STACKS["scale-up-per-30s"], thirteen_second_target(0.65))
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:

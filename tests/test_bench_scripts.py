@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -106,6 +107,31 @@ def test_the_sweeps_start_from_one_pod_at_rest_and_the_sixth_turns_the_pods_at_r
     assert at_rest.label().endswith("| 3 | 12")
     assert at_rest.extra_headers() == ["minReplicas", "maxQueue"]
     assert tune.CHART_DEFAULTS.extra_headers() == []
+
+
+def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_charts_defaults_elsewhere(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    tune = load_script("tune.py")
+    calibrate = load_script("calibrate.py")
+    chart = tune.Model.from_chart_values(tune.read_values((tune.ROOT / "chart" / "values.yaml").read_text()))
+    *_, (title, band, seeds) = tune.all_sweeps(range(1, 6), range(1, 31))
+    assert seeds == range(1, 31) and "13 s target" in title
+    rows = [knobs.applied(tune.chart_model()).hpa for knobs in band]
+    assert calibrate.model_of("target-13").hpa in rows and chart.hpa not in rows
+    charts = tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa
+    assert (charts.target, charts.held_target, charts.tolerances) == (
+        chart.hpa.target,
+        chart.hpa.held_target,
+        chart.hpa.tolerances,
+    )
+
+
+def test_a_step_that_never_pushes_the_average_over_the_target_meets_goal_1s_time():
+    tune = load_script("tune.py")
+    never_over = SimpleNamespace(never_over_target=True, back_under_target_seconds=None)
+    stayed_over = SimpleNamespace(never_over_target=False, back_under_target_seconds=None)
+    came_back = SimpleNamespace(never_over_target=False, back_under_target_seconds=131.0)
+    assert [tune.back_under_target(f) for f in (never_over, stayed_over, came_back)] == [0.0, None, 131.0]
 
 
 # ---- bench/wire_timing.py ------------------------------------------------------
@@ -218,6 +244,8 @@ def test_the_chart_timing_is_the_charts_defaults_and_the_saved_runs_keep_their_p
     )
     measured = calibrate.model_of("chart")
     assert (measured.hpa, measured.timing, measured.pod) == (chart.hpa, chart.timing, chart.pod)
+    band = calibrate.model_of("target-13").hpa
+    assert (band.min_replicas, band.target, band.held_target, band.tolerances.up) == (2, 13.0, 1.2, 0.75)
     for timing in (
         "fast",
         "duration-only",

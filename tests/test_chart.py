@@ -856,8 +856,9 @@ def test_dashboard_queries_are_valid_promql():
     promtool_check_rules({"groups": [{"name": "dashboard", "rules": rules}]})
 
 
-def render_notes(values: dict | None = None, tmp_path: Path | None = None) -> str:
-    """helm renders NOTES.txt only on install, which needs a cluster: render it through tpl instead."""
+def render_notes(values: dict | None = None, tmp_path: Path | None = None, kube_version: str = "1.35.0") -> str:
+    """helm renders NOTES.txt only on install, which needs a cluster: render it through tpl instead,
+    for a cluster of `kube_version`."""
     copy = tmp_path / "chart"
     shutil.copytree(CHART, copy)
     shutil.copy(copy / "templates" / "NOTES.txt", copy / "notes-source.txt")
@@ -865,7 +866,7 @@ def render_notes(values: dict | None = None, tmp_path: Path | None = None) -> st
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
         'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
     )
-    result = helm_template(values, chart=copy)
+    result = helm_template(values, extra=("--kube-version", kube_version), chart=copy)
     assert result.returncode == 0, result.stderr
     [cm] = [d for d in yaml.safe_load_all(result.stdout) if d and d["metadata"]["name"] == "rendered-notes"]
     return cm["data"]["notes"]
@@ -895,6 +896,8 @@ def render_stack_notes(tmp_path: Path, release: str, inferscale: dict) -> str:
     coalesced = {"inferscale": {**chart_values(), **values, **inferscale}}
     (stand_in / "values.yaml").write_text(yaml.safe_dump(coalesced))
     shutil.copy(stack / "templates" / "NOTES.txt", stand_in / "notes-source.txt")
+    # The app chart's helpers, which helm shares with the umbrella chart as a subchart's.
+    shutil.copy(CHART / "templates" / "_helpers.tpl", stand_in / "templates" / "_helpers.tpl")
     (stand_in / "templates" / "notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
         'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
@@ -917,6 +920,12 @@ def render_stack_notes(tmp_path: Path, release: str, inferscale: dict) -> str:
 def test_the_stacks_notes_forward_to_the_service_the_app_chart_names(tmp_path, release, inferscale, service):
     notes = render_stack_notes(tmp_path, release, inferscale)
     assert f"kubectl port-forward -n {NAMESPACE} svc/{service}" in notes, notes
+
+
+def test_the_stacks_notes_name_no_service_when_the_app_chart_is_off(tmp_path):
+    # helm leaves a disabled subchart's named templates out, so the helper must not be called.
+    notes = render_stack_notes(tmp_path, "demo", {"enabled": False})
+    assert "Watch the autoscaler" in notes and "Call the server" not in notes
 
 
 @pytest.mark.parametrize("autoscaling", [True, False], ids=["autoscaling", "fixed-replicas"])
@@ -949,6 +958,26 @@ def test_notes_name_the_slot_utilization_when_the_hpa_scales_on_it(tmp_path):
     notes = render_notes(tmp_path=tmp_path / "on")
     assert "and on the share of its model slots in use (target 0.75), whichever asks for more pods." in notes
     assert path in notes
+
+
+UP_BAND = {"behavior": {"scaleUp": {"tolerance": 0.75}}}
+
+
+@pytest.mark.parametrize(
+    ("kube_version", "autoscaling", "warned"),
+    [
+        ("1.34.0", UP_BAND, True),  # the feature gate is alpha and off: the API server drops the tolerance
+        ("1.35.0", UP_BAND, False),  # on by default
+        ("1.34.0", {}, False),  # the chart's defaults set none
+        ("1.34.0", {"behavior": {"scaleDown": {"tolerance": 0.2}}}, True),
+        ("1.34.0", {**UP_BAND, "enabled": False}, False),
+    ],
+    ids=["1.34", "1.35", "1.34-without-a-tolerance", "1.34-scale-down-tolerance", "1.34-fixed-replicas"],
+)
+def test_notes_warn_that_a_cluster_before_1_35_may_drop_the_tolerance(tmp_path, kube_version, autoscaling, warned):
+    notes = render_notes({"autoscaling": autoscaling}, tmp_path=tmp_path, kube_version=kube_version)
+    warning = f"WARNING: Kubernetes v{kube_version} honours autoscaling.behavior's tolerance only with the"
+    assert (warning in notes) == warned, notes
 
 
 def test_helm_test_pod_calls_ready_and_predict_on_the_service():

@@ -268,13 +268,17 @@ class ClientConnection:
 
 def request_in() -> None:
     """The body is all read: the request has arrived, however long its answer now takes."""
-    connection = request.environ.get("gunicorn.socket")
-    if isinstance(connection, ClientConnection):
+    if connection := _current_connection():
         connection.request_received()
 
 
 def refuse_rest_of_request() -> None:
     """After an answer that leaves part of the request unread (408, 413): close, don't drain."""
-    connection = request.environ.get("gunicorn.socket")
-    if isinstance(connection, ClientConnection):
+    if connection := _current_connection():
         connection.refuse_rest()
+
+
+def _current_connection() -> ClientConnection | None:
+    """The request's connection as the worker wrapped it; None under a test client or another server."""
+    connection = request.environ.get("gunicorn.socket")
+    return connection if isinstance(connection, ClientConnection) else None
