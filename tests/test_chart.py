@@ -969,14 +969,14 @@ UP_BAND = {"behavior": {"scaleUp": {"tolerance": 0.75}}}
         ("1.34.0", UP_BAND, True),  # the feature gate is alpha and off: the API server drops the tolerance
         ("1.35.0", UP_BAND, False),  # on by default
         ("1.34.0", {}, False),  # the chart's defaults set none
-        ("1.34.0", {"behavior": {"scaleDown": {"tolerance": 0.2}}}, True),
+        ("1.34.0", {"behavior": {"scaleDown": {"tolerance": 0}}}, True),  # a 0 band is dropped too
         ("1.34.0", {**UP_BAND, "enabled": False}, False),
     ],
     ids=["1.34", "1.35", "1.34-without-a-tolerance", "1.34-scale-down-tolerance", "1.34-fixed-replicas"],
 )
 def test_notes_warn_that_a_cluster_before_1_35_may_drop_the_tolerance(tmp_path, kube_version, autoscaling, warned):
     notes = render_notes({"autoscaling": autoscaling}, tmp_path=tmp_path, kube_version=kube_version)
-    warning = f"WARNING: Kubernetes v{kube_version} honours autoscaling.behavior's tolerance only with the"
+    warning = f"WARNING: Kubernetes v{kube_version} honours autoscaling.behavior's tolerance only from 1.35,"
     assert (warning in notes) == warned, notes
 
 
