@@ -8,7 +8,7 @@ TOOLS_BIN := $(or $(INFERSCALE_CACHE),$(HOME)/.cache/inferscale)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: help venv constraints tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-scrape-priority bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune clean
+.PHONY: help venv constraints tools demo require-root run lint test test-fast test-prometheus test-cluster bench bench-kserve bench-scrape-priority bench-placement bench-slow-clients bench-overload bench-autoscale bench-calibrate bench-simulate bench-tune bench-ranks clean
 
 .DEFAULT_GOAL := help
 
@@ -110,6 +110,14 @@ bench-simulate: venv ## every load scenario through the simulated loop
 # The duration signal's knobs, then a companion metric's, the pods at rest, then a 13 s target with a band on the way up, swept through the simulator against the loop's goals, 5 or 30 seeds of 4 h per row (~12 min; BENCH_ARGS="--sweep 7" for one sweep).
 bench-tune: venv ## the HPA's knobs swept through the simulator
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
+
+# Where each saved real-loop run's peak, steady replicas and refusals fall
+# among 100 replays of its arrivals, for every timing whose runs recorded
+# them, and the means over all of them (~25 s, no cluster).
+RANKED_TIMINGS := scale-up-per-30s scale-up-tolerance min-replicas-1 chart target-13
+RANKED_RUNS := $(foreach timing,$(RANKED_TIMINGS),$(foreach run,$(wildcard docs/calibration/$(timing)*.json),$(timing)=$(run)))
+bench-ranks: venv ## the saved real-loop runs ranked among the simulator's seeds
+	$(BIN)/python bench/calibrate.py --timing chart --seeds 100 --ranks $(RANKED_RUNS)
 
 # The simulator against the real loop: a 5x step up and down on the local
 # control plane, then the same run simulated; plot in docs/calibration/.

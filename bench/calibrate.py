@@ -14,7 +14,9 @@ prints, per seed, the share of measured samples whose simulated replicas
 are within ±1, and the simulated first scale-up against the measured one;
 then the share of measured readings within the seeds' range ±1, the
 replicas over the load's second half against the fewest always-on pods
-that hold the target for that load, and what
+that hold the target for that load and against the same load held 4 h with
+Poisson draws (the steady count bench-tune judges, which a run of minutes
+cannot show), and what
 the HPA read at its syncs up to the first scale-up, measured and at the
 median seed (both metrics; a run measured before 2026-12-04 has the
 measured duration only). The replay
@@ -31,6 +33,7 @@ another run on the cluster.
     python bench/calibrate.py --timing chart --times 2 --up 1800 --run docs/calibration/chart-2x.json
                                                        # ~47 min: goal 2's load, held past the scale-down window
     python bench/calibrate.py --timing target-13       # ~37 min: a 13 s target, 0.6, 0.75 up, two pods at rest
+    python bench/calibrate.py --timing target-13 --run docs/calibration/target-13-second-run.json
     python bench/calibrate.py --timing target-13 --times 2 --up 1800 --run docs/calibration/target-13-2x.json
     python bench/calibrate.py --timing min-replicas-1  # ~37 min: the same from one pod at rest (until 2026-12-06)
     python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: that with the scale-up step until 2026-12-03
@@ -39,10 +42,17 @@ another run on the cluster.
     python bench/calibrate.py --timing scale-up-tolerance  # ~37 min: a 13 s target, 0.65, 0.75 up
     python bench/calibrate.py --timing chart --replot
     python bench/calibrate.py --timing min-replicas-1 --among docs/calibration/min-replicas-1*.json
+    python bench/calibrate.py --timing chart --seeds 100 --ranks docs/calibration/chart*.json \
+        target-13=docs/calibration/target-13.json
 
 `--among` simulates nothing: it judges saved runs of one timing against each
 other exactly as a seed is judged against a run, which measures how closely
 the real loop repeats itself (the floor under any simulator's ±1 share).
+`--ranks` replays saved runs (of `--timing`, or TIMING=RUN) with `--seeds` seeds
+each and prints where each run's peak, steady replicas and refusals fall
+among the seeds' and their means over all the runs: a
+step's free peak is a draw, so one run against the median of 10 seeds says
+little, and the ranks of many runs say whether the simulator runs high or low.
 """
 
 from __future__ import annotations
@@ -73,6 +83,7 @@ from inferscale.simulation.calibration import (  # noqa: E402
     mean_simulated_value,
     median_agreement,
     median_observed_replicas,
+    mid_rank,
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
@@ -91,6 +102,7 @@ from inferscale.simulation.figures import (  # noqa: E402
 )
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
 from inferscale.simulation.scenarios import Model, fewest_fixed, scenario  # noqa: E402
+from inferscale.simulation.scenarios import run as run_scenario  # noqa: E402
 from inferscale.simulation.values_yaml import read_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -390,6 +402,60 @@ def among(paths: list[Path], model: Model) -> None:
     )
 
 
+def ranked_run(item: str, default_timing: str) -> tuple[str, Path]:
+    """One --ranks argument: a saved run of --timing, or TIMING=RUN for a run of another timing."""
+    timing, sep, path = item.partition("=")
+    return (timing, Path(path)) if sep and timing in STACKS else (default_timing, Path(item))
+
+
+def ranks(runs: list[tuple[str, Path]], seeds: range) -> None:
+    """Print where each saved run's peak, steady replicas and refusals fall
+    among the seeds' replays of its arrivals, and the mean over all the runs:
+    one run against one median seed cannot tell a simulator that runs high or
+    low from a draw of the same randomness, many runs' ranks can."""
+    print(f"# each run's arrivals replayed with {len(seeds)} seeds; mid-rank of the measured figure among theirs:")
+    print("# 0 under every seed, 1 over every seed; 0.5 on average over many runs if the simulator draws alike")
+    ranked: dict[str, list[float]] = {"peak": [], "steady": [], "refused": []}
+    for timing, path in runs:
+        run = json.loads(path.read_text())
+        measured_in = run.get("timing", timing)  # the runs of 2026-12-06 and before do not say
+        if measured_in != timing:
+            raise SystemExit(f"{path}: measured in the {measured_in} timing, not {timing}: pass {measured_in}={path}")
+        if "arrivals" not in run:
+            print(f"{path.name}, {timing} timing: skipped, no arrivals recorded with this run")
+            continue
+        observed = [Observed(**o) for o in run["observed"]]
+        node = replace(model_of(timing), max_running_pods=run["schedulable"])
+        traces = [replay(node, run["arrivals"], observed[-1].at, seed) for seed in seeds]
+        start, stop = run["up"] / 2, run["up"]
+        figures = [("peak", "peak", max(o.replicas for o in observed), [max(r for _, r in t.replicas) for t in traces])]
+        steady = median_observed_replicas(observed, start, stop)
+        if steady is not None:  # a run read over the load's second half
+            steadies = [median_replicas(t, start, stop) for t in traces]
+            figures.append((f"steady from {start:.0f} to {stop:.0f} s", "steady", steady, steadies))
+        counted = refused_of_sent(run)
+        if counted and counted[1]:
+            figures.append(
+                (
+                    f"refused in the first {REFUSAL_WINDOW_SECONDS:.0f} s, %",
+                    "refused",
+                    100 * counted[0] / counted[1],
+                    [refused_percent(t, 0.0, REFUSAL_WINDOW_SECONDS) for t in traces],
+                )
+            )
+        parts = []
+        for label, key, measured, simulated in figures:
+            ranked[key].append(mid_rank(measured, simulated))
+            parts.append(
+                f"{label} {measured:.3g} against {min(simulated):.3g}..{max(simulated):.3g} "
+                f"(mid-rank {ranked[key][-1]:.2f})"
+            )
+        print(f"{path.name}, {timing} timing: " + "; ".join(parts))
+    means = [f"{key} {statistics.mean(r):.2f} over {len(r)} runs" for key, r in ranked.items() if r]
+    if means:
+        print("mean mid-rank: " + ", ".join(means))
+
+
 def plot(
     path: Path,
     title: str,
@@ -526,10 +592,22 @@ def main() -> None:
         metavar="RUN",
         help="no cluster, no simulation: these saved runs of the timing judged against each other",
     )
+    parser.add_argument(
+        "--ranks",
+        nargs="+",
+        metavar="RUN",
+        help="no cluster: where these saved runs' peak, steady replicas and refusals fall among --seeds replays; "
+        "TIMING=RUN for a run of another timing than --timing",
+    )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be 1 or more")
     model = model_of(args.timing)
     if args.among:
         among(args.among, model)
+        return
+    if args.ranks:
+        ranks([ranked_run(item, args.timing) for item in args.ranks], range(1, args.seeds + 1))
         return
     user_rps = USER_RPS[args.timing]
     users = round(args.times * model.pod_capacity / user_rps)
@@ -541,6 +619,7 @@ def main() -> None:
         up, down = args.up or default_up, args.down or default_down
         measured = measure(args.timing, users, up, down)
         run = {
+            "timing": args.timing,
             "times": args.times,
             "users": users,
             "user_rps": user_rps,
@@ -637,6 +716,14 @@ def print_steady(run: dict, observed: list[Observed], traces: list[Trace], chose
         f"for this load: {fmt_count(baseline)} (Poisson, {FIXED_HOURS:g} h, median of {len(fixed)} seeds; "
         f"{span}); measured / fewest fixed {ratio}"
     )
+    # A run of minutes still carries its peak's way down; the sweeps' steady count comes from hours.
+    held = [run_scenario(model, case, "poisson", seed).steady_replicas for seed in range(1, len(traces) + 1)]
+    held_ratio = f"{statistics.median(held) / baseline:.2f}x" if baseline else "-"
+    print(
+        f"the same load held {FIXED_HOURS:g} h (Poisson draws, as bench-tune): steady over the last "
+        f"{FIXED_HOURS / 2:g} h {statistics.median(held):g} (median of {len(held)} seeds; "
+        f"{min(held):g}..{max(held):g}), {held_ratio} the fewest fixed"
+    )
 
 
 def print_refusals(run: dict, traces: list[Trace], chosen: int) -> None:
@@ -645,14 +732,24 @@ def print_refusals(run: dict, traces: list[Trace], chosen: int) -> None:
     no record of its 503s: the simulated share only)."""
     simulated = [refused_percent(trace, 0.0, REFUSAL_WINDOW_SECONDS) for trace in traces]
     measured = "not recorded with this run"
-    if "refused" in run:
-        sent = sum(1 for at in run["arrivals"] if 0.0 <= at < REFUSAL_WINDOW_SECONDS)
-        refused = sum(1 for at in run["refused"] if 0.0 <= at < REFUSAL_WINDOW_SECONDS)
+    counted = refused_of_sent(run)
+    if counted:
+        refused, sent = counted
         measured = f"{100 * refused / sent:.2f} % ({refused} of {sent})" if sent else "no requests"
     print(
         f"refused in the {REFUSAL_WINDOW_SECONDS:.0f} s after the step: measured {measured}, simulated "
         f"{simulated[chosen]:.2f} % (median seed; {min(simulated):.2f}..{max(simulated):.2f} % over seeds)"
     )
+
+
+def refused_of_sent(run: dict) -> tuple[int, int] | None:
+    """The 503s and the requests sent in the step's first REFUSAL_WINDOW_SECONDS;
+    None for a run saved without its 503s (before 2026-12-06)."""
+    if "refused" not in run:
+        return None
+    sent = sum(1 for at in run["arrivals"] if 0.0 <= at < REFUSAL_WINDOW_SECONDS)
+    refused = sum(1 for at in run["refused"] if 0.0 <= at < REFUSAL_WINDOW_SECONDS)
+    return refused, sent
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ when they fall. These five start from one pod at rest, the chart's
 minReplicas until 2026-12-06. The sixth, with as many seeds, keeps more pods
 at rest (minReplicas) or lets each pod queue more (server.maxQueue): a step
 from idle refuses what the pods at rest cannot queue until the first added
-pods are Ready. The seventh keeps those two pods at rest and turns the fourth's
-knobs with a 13 s target: the band on the way up against the utilization
-target. Everything else is the chart's values, with maxReplicas raised to 20 so that the cap decides
-nothing. The baselines are found by the same simulator in the same run, for
-each seed (a step's average never pushed over the target meets goal 1's
-"back under" at 0 s).
+pods are Ready. The seventh keeps those two pods at rest and turns the
+fourth's knobs with a 13 s target: the band on the way up against the
+utilization target. Everything else is the chart's values, with maxReplicas
+raised to 20 so that the cap decides nothing. The baselines are found by the
+same simulator in the same run, for each seed (a step's average never pushed
+over the target meets goal 1's "back under" at 0 s).
 
 Two last parts pin the chart's defaults at a fixed count under the 2× load
 and count the syncs whose duration reading holds a pod there: the readings

@@ -117,7 +117,8 @@ def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_charts_de
     *_, (title, band, seeds) = tune.all_sweeps(range(1, 6), range(1, 31))
     assert seeds == range(1, 31) and "13 s target" in title
     rows = [knobs.applied(tune.chart_model()).hpa for knobs in band]
-    assert calibrate.model_of("target-13").hpa in rows and chart.hpa not in rows
+    assert calibrate.model_of("target-13").hpa in rows
+    assert {(hpa.target, hpa.min_replicas) for hpa in rows} == {(13.0, 2)}
     charts = tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa
     assert (charts.target, charts.held_target, charts.tolerances) == (
         chart.hpa.target,
@@ -236,6 +237,41 @@ def test_calibrate_judges_saved_runs_against_each_other(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_calibrate_ranks_saved_runs_among_the_replays_of_their_arrivals(tmp_path):
+    # One request every 20 s: the two pods at rest hold it, so every seed stays at 2.
+    arrivals = [float(t) for t in range(0, 200, 20)]
+    runs = {
+        "high.json": saved_run(tmp_path / "high.json", [(0, 2), (20, 20), (250, 2)]),
+        "low.json": saved_run(tmp_path / "low.json", [(0, 2)]),
+        "unrecorded.json": saved_run(tmp_path / "unrecorded.json", [(0, 2)]),
+    }
+    for name in ("high.json", "low.json"):
+        run = json.loads(runs[name].read_text())
+        runs[name].write_text(json.dumps({**run, "arrivals": arrivals, "refused": []}))
+    command = [sys.executable, str(BENCH / "calibrate.py"), "--timing", "chart", "--seeds", "3", "--ranks"]
+    result = subprocess.run([*command, *map(str, runs.values())], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(",")[0]: line for line in result.stdout.splitlines() if not line.startswith("#")}
+    assert lines["high.json"] == (
+        "high.json, chart timing: peak 20 against 2..2 (mid-rank 1.00); "
+        "steady from 100 to 200 s 20 against 2..2 (mid-rank 1.00); "
+        "refused in the first 600 s, % 0 against 0..0 (mid-rank 0.50)"
+    )
+    assert lines["low.json"].startswith("low.json, chart timing: peak 2 against 2..2 (mid-rank 0.50); steady from 100")
+    assert lines["unrecorded.json"] == "unrecorded.json, chart timing: skipped, no arrivals recorded with this run"
+    assert "mean mid-rank: peak 0.75 over 2 runs, steady 0.75 over 2 runs, refused 0.50 over 2 runs" in result.stdout
+
+    # A run saved with its timing is ranked in that timing only.
+    run = json.loads(runs["low.json"].read_text())
+    runs["low.json"].write_text(json.dumps({**run, "timing": "target-13"}))
+    result = subprocess.run([*command, str(runs["low.json"])], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "measured in the target-13 timing, not chart" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = subprocess.run([*command, f"target-13={runs['low.json']}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "low.json, target-13 timing: peak 2 against 2..2 (mid-rank 0.50)" in result.stdout
+
+
 def test_the_chart_timing_is_the_charts_defaults_and_the_saved_runs_keep_their_pods_at_rest(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))  # calibrate.py imports autoscale.py beside it, as a script does
     calibrate = load_script("calibrate.py")
@@ -294,6 +330,10 @@ def test_calibrate_counts_refusals_and_steady_replicas_beside_the_simulators(tmp
     fixed = float(steady.group(1))
     assert 5 < fixed <= 20  # 5 pods' worth: 5 pods would be busy all the time, and queue without end
     assert steady.group(2) == f"{4 / fixed:.2f}"
+    # The count goal 2 judges comes from hours of the same load, which a run of minutes cannot show.
+    held = re.search(r"the same load held 4 h .*: steady over the last 2 h (\d+(?:\.5)?) .*, ([\d.]+)x the fewest", out)
+    assert held, out
+    assert 5 < float(held.group(1)) <= 20 and held.group(2) == f"{float(held.group(1)) / fixed:.2f}"
     del run["refused"]
     assert "refused in the 600 s after the step: measured not recorded with this run, simulated " in replayed(
         tmp_path, run

@@ -856,20 +856,28 @@ def test_dashboard_queries_are_valid_promql():
     promtool_check_rules({"groups": [{"name": "dashboard", "rules": rules}]})
 
 
+# helm renders NOTES.txt only on install, which needs a cluster: this
+# ConfigMap, added to a copy of the chart, renders it through tpl instead.
+NOTES_CONFIGMAP = (
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
+    'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
+)
+
+
+def rendered_notes(manifests: str) -> str:
+    [cm] = [d for d in yaml.safe_load_all(manifests) if d and d["metadata"]["name"] == "rendered-notes"]
+    return cm["data"]["notes"]
+
+
 def render_notes(values: dict | None = None, tmp_path: Path | None = None, kube_version: str = "1.35.0") -> str:
-    """helm renders NOTES.txt only on install, which needs a cluster: render it through tpl instead,
-    for a cluster of `kube_version`."""
+    """The chart's NOTES.txt as helm would render it on install to a cluster of `kube_version`."""
     copy = tmp_path / "chart"
     shutil.copytree(CHART, copy)
     shutil.copy(copy / "templates" / "NOTES.txt", copy / "notes-source.txt")
-    (copy / "templates" / "zz-notes.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
-        'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
-    )
+    (copy / "templates" / "zz-notes.yaml").write_text(NOTES_CONFIGMAP)
     result = helm_template(values, extra=("--kube-version", kube_version), chart=copy)
     assert result.returncode == 0, result.stderr
-    [cm] = [d for d in yaml.safe_load_all(result.stdout) if d and d["metadata"]["name"] == "rendered-notes"]
-    return cm["data"]["notes"]
+    return rendered_notes(result.stdout)
 
 
 def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
@@ -898,14 +906,10 @@ def render_stack_notes(tmp_path: Path, release: str, inferscale: dict) -> str:
     shutil.copy(stack / "templates" / "NOTES.txt", stand_in / "notes-source.txt")
     # The app chart's helpers, which helm shares with the umbrella chart as a subchart's.
     shutil.copy(CHART / "templates" / "_helpers.tpl", stand_in / "templates" / "_helpers.tpl")
-    (stand_in / "templates" / "notes.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\n"
-        'data:\n  notes: {{ tpl (.Files.Get "notes-source.txt") . | quote }}\n'
-    )
+    (stand_in / "templates" / "notes.yaml").write_text(NOTES_CONFIGMAP)
     result = run([binary("helm"), "template", release, str(stand_in), "--namespace", NAMESPACE])
     assert result.returncode == 0, result.stderr
-    [cm] = [d for d in yaml.safe_load_all(result.stdout) if d]
-    return cm["data"]["notes"]
+    return rendered_notes(result.stdout)
 
 
 @pytest.mark.parametrize(

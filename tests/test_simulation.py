@@ -27,6 +27,7 @@ from inferscale.simulation.calibration import (
     back_to_min_observed,
     median_agreement,
     median_observed_replicas,
+    mid_rank,
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
@@ -880,6 +881,14 @@ def test_within_seeds_counts_readings_inside_the_seeds_range_widened_by_one():
     assert within_seeds(seed_ranges(observed, [low, high])) == 0.75
     # No single seed is within one replica of both 3 and 9.
     assert agreement(observed, low, 1).within_share < 0.75 and agreement(observed, high, 1).within_share < 0.75
+
+
+def test_mid_rank_places_a_measured_figure_among_the_seeds_counting_ties_half():
+    assert mid_rank(5, [3, 4, 5, 5, 6, 7]) == 0.5  # 2 below, 2 equal
+    assert mid_rank(6, [3, 4, 5, 5, 6, 7]) == 4.5 / 6
+    assert (mid_rank(2, [3, 4]), mid_rank(9, [3, 4]), mid_rank(4, [4, 4, 4])) == (0.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="at least one simulated figure"):
+        mid_rank(4, [])
 
 
 def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():

@@ -135,6 +135,20 @@ def within_seeds(ranges: list[tuple[Observed, int, int]]) -> float:
     return inside / len(ranges) if ranges else 0.0
 
 
+def mid_rank(measured: float, simulated: list[float]) -> float:
+    """Where a measured figure falls among the seeds' figures for the same run,
+    from 0 (below every seed) to 1 (above every seed): the share of seeds
+    below it plus half the share equal to it. Over many runs, a simulator that
+    draws what the real loop draws puts the runs anywhere from 0 to 1, 0.5 on
+    average; one that overestimates the figure puts them near 0, one that
+    underestimates it near 1."""
+    if not simulated:
+        raise ValueError("a mid-rank needs at least one simulated figure")
+    below = sum(figure < measured for figure in simulated)
+    equal = sum(figure == measured for figure in simulated)
+    return (below + equal / 2) / len(simulated)
+
+
 def back_to_min_observed(observed: list[Observed], min_replicas: int, stopped_at: float) -> float | None:
     """Seconds from `stopped_at` to the first reading from which the HPA stays at
     `min_replicas`; None if the run ends above it."""
