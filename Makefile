@@ -111,7 +111,7 @@ bench-simulate: venv ## every load scenario through the simulated loop
 bench-tune: venv ## the HPA's knobs swept through the simulator
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 
-# Where each saved real-loop run's peak, steady replicas and refusals fall
+# Where each saved real-loop run's peak, steady replicas, refusals and wait for Ready fall
 # among 100 replays of its arrivals, for every timing whose runs recorded
 # them, and the means over all of them (~25 s, no cluster).
 RANKED_TIMINGS := scale-up-per-30s scale-up-tolerance min-replicas-1 chart target-13

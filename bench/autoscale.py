@@ -39,7 +39,7 @@ import yaml
 from inferscale.simulation.chart_values import seconds
 from inferscale.simulation.figures import back_under_text
 from inferscale.simulation.hpa import DOWNSCALE_STABILIZATION_SECONDS
-from localcluster.hpa import HpaRecorder, HpaSample
+from localcluster.hpa import HpaRecorder, HpaSample, ready_replicas
 from localcluster.load import headless_locust
 from localcluster.repo import ARRIVAL_LOG_PLUGIN
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged
@@ -141,7 +141,7 @@ class DeploymentBesideHpa:
             Reading(
                 hpa.at,
                 deployment["spec"]["replicas"],
-                deployment.get("status", {}).get("readyReplicas", 0),
+                ready_replicas(deployment),
                 hpa.desired,
                 hpa.metric,
             )

@@ -16,7 +16,9 @@ then the share of measured readings within the seeds' range ±1, the
 replicas over the load's second half against the fewest always-on pods
 that hold the target for that load and against the same load held 4 h with
 Poisson draws (the steady count bench-tune judges, which a run of minutes
-cannot show), and what
+cannot show), how long each pod the scale-up added took to turn Ready,
+measured (the Deployment's Ready count, read beside the HPA, in runs from
+docs/calibration/chart-second-run.json on) and simulated, and what
 the HPA read at its syncs up to the first scale-up, measured and at the
 median seed (both metrics; a run measured before 2026-12-04 has the
 measured duration only). The replay
@@ -30,6 +32,7 @@ another run on the cluster.
 
     python bench/calibrate.py --timing fast            # ~12 min
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
+    python bench/calibrate.py --timing chart --run docs/calibration/chart-second-run.json
     python bench/calibrate.py --timing chart --times 2 --up 1800 --run docs/calibration/chart-2x.json
                                                        # ~47 min: goal 2's load, held past the scale-down window
     python bench/calibrate.py --timing target-13       # ~37 min: a 13 s target, 0.6, 0.75 up, two pods at rest
@@ -49,8 +52,9 @@ another run on the cluster.
 other exactly as a seed is judged against a run, which measures how closely
 the real loop repeats itself (the floor under any simulator's ±1 share).
 `--ranks` replays saved runs (of `--timing`, or TIMING=RUN) with `--seeds` seeds
-each and prints where each run's peak, steady replicas and refusals fall
-among the seeds' and their means over all the runs: a
+each and prints where each run's peak, steady replicas, refusals and added
+pods' median wait for Ready fall among the seeds' and their means over all
+the runs: a
 step's free peak is a draw, so one run against the median of 10 seeds says
 little, and the ranks of many runs say whether the simulator runs high or low.
 """
@@ -84,9 +88,11 @@ from inferscale.simulation.calibration import (  # noqa: E402
     median_agreement,
     median_observed_replicas,
     mid_rank,
+    observed_ready_lags,
     readings_to_first_scale_up,
     seed_ranges,
     share_over,
+    simulated_ready_lags,
     syncs_to_first_scale_up,
     within_seeds,
 )
@@ -98,6 +104,7 @@ from inferscale.simulation.figures import (  # noqa: E402
     back_under,
     back_under_target,
     median_replicas,
+    peak_replicas,
     refused_percent,
 )
 from inferscale.simulation.loop import Loop, Trace  # noqa: E402
@@ -107,9 +114,9 @@ from inferscale.simulation.values_yaml import read_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from autoscale import offer_load  # noqa: E402 - bench/ is this script's directory
+from autoscale import DeploymentBesideHpa, offer_load  # noqa: E402 - bench/ is this script's directory
 
-from localcluster.hpa import HpaRecorder  # noqa: E402
+from localcluster.hpa import HpaRecorder, ready_replicas  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
 
 OUT = ROOT / "docs" / "calibration"
@@ -308,7 +315,8 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
         schedulable = schedulable_pods(stack)
         print(f"# the node has room for {schedulable} of the Deployment's pods", flush=True)
         arrival_log = Path(work) / "arrivals.txt"
-        recorder = HpaRecorder(stack.hpa, period=1.0)
+        reads = DeploymentBesideHpa(stack)
+        recorder = HpaRecorder(reads, period=1.0)
         recorder.start()
         try:
             step_at, step_wall = recorder.elapsed(), time.time()
@@ -321,7 +329,10 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
             samples = recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
         arrivals, refused = read_arrival_log(arrival_log.read_text(), step_wall)
-    observed = [Observed(s.at - step_at, s.desired, s.metric, s.second) for s in samples]
+    observed = [
+        Observed(s.at - step_at, s.desired, s.metric, s.second, ready_replicas(deployment))
+        for s, deployment in zip(samples, reads.deployments, strict=True)
+    ]
     return Measured(observed, schedulable, arrivals, refused)
 
 
@@ -351,6 +362,17 @@ def simulate(model: Model, rate: float, user_rps: float, up: float, end: float, 
 def replay(model: Model, arrivals: list[float], end: float, seed: int) -> Trace:
     loop = Loop(model.hpa, model.pod, model.timing, seed=seed, max_running_pods=model.max_running_pods)
     return loop.replay(arrivals, end)
+
+
+def replays(model: Model, run: dict, seeds: range) -> list[Trace]:
+    """A saved run's measured arrivals replayed on the node it was measured on, one run per seed."""
+    node = replace(model, max_running_pods=run["schedulable"])
+    return [replay(node, run["arrivals"], run["observed"][-1]["at"], seed) for seed in seeds]
+
+
+def second_half(run: dict) -> tuple[float, float]:
+    """The load's second half: past the scale-up, before the stop."""
+    return run["up"] / 2, run["up"]
 
 
 def compare(label: str, observed: list[Observed], traces: list[Trace], model: Model) -> list[Agreement]:
@@ -409,26 +431,27 @@ def ranked_run(item: str, default_timing: str) -> tuple[str, Path]:
 
 
 def ranks(runs: list[tuple[str, Path]], seeds: range) -> None:
-    """Print where each saved run's peak, steady replicas and refusals fall
-    among the seeds' replays of its arrivals, and the mean over all the runs:
+    """Print where each saved run's peak, steady replicas, refusals and added
+    pods' median wait for Ready fall among the seeds' replays of its
+    arrivals, and the mean over all the runs:
     one run against one median seed cannot tell a simulator that runs high or
     low from a draw of the same randomness, many runs' ranks can."""
     print(f"# each run's arrivals replayed with {len(seeds)} seeds; mid-rank of the measured figure among theirs:")
     print("# 0 under every seed, 1 over every seed; 0.5 on average over many runs if the simulator draws alike")
-    ranked: dict[str, list[float]] = {"peak": [], "steady": [], "refused": []}
+    ranked: dict[str, list[float]] = {"peak": [], "steady": [], "refused": [], "ready": []}
     for timing, path in runs:
         run = json.loads(path.read_text())
-        measured_in = run.get("timing", timing)  # the runs of 2026-12-06 and before do not say
+        measured_in = run.get("timing", timing)  # the runs before chart-second-run.json do not say
         if measured_in != timing:
             raise SystemExit(f"{path}: measured in the {measured_in} timing, not {timing}: pass {measured_in}={path}")
         if "arrivals" not in run:
             print(f"{path.name}, {timing} timing: skipped, no arrivals recorded with this run")
             continue
         observed = [Observed(**o) for o in run["observed"]]
-        node = replace(model_of(timing), max_running_pods=run["schedulable"])
-        traces = [replay(node, run["arrivals"], observed[-1].at, seed) for seed in seeds]
-        start, stop = run["up"] / 2, run["up"]
-        figures = [("peak", "peak", max(o.replicas for o in observed), [max(r for _, r in t.replicas) for t in traces])]
+        model = model_of(timing)
+        traces = replays(model, run, seeds)
+        start, stop = second_half(run)
+        figures = [("peak", "peak", max(o.replicas for o in observed), [peak_replicas(t) for t in traces])]
         steady = median_observed_replicas(observed, start, stop)
         if steady is not None:  # a run read over the load's second half
             steadies = [median_replicas(t, start, stop) for t in traces]
@@ -443,12 +466,21 @@ def ranks(runs: list[tuple[str, Path]], seeds: range) -> None:
                     [refused_percent(t, 0.0, REFUSAL_WINDOW_SECONDS) for t in traces],
                 )
             )
+        lags = observed_ready_lags(observed, model.hpa.min_replicas)
+        if lags:  # a run measured with the Deployment's Ready count, that scaled up
+            per_seed = [simulated_ready_lags(t, model.hpa.min_replicas) for t in traces]
+            medians = [statistics.median(seed_lags) for seed_lags in per_seed if seed_lags]
+            if medians:  # ranked among the seeds that added a pod, which says how many when not all did
+                label = "added pods' median wait for Ready, s"
+                if len(medians) < len(traces):
+                    label += f" ({len(medians)} of {len(traces)} seeds added pods)"
+                figures.append((label, "ready", statistics.median(lags), medians))
         parts = []
         for label, key, measured, simulated in figures:
             ranked[key].append(mid_rank(measured, simulated))
             parts.append(
-                f"{label} {measured:.3g} against {min(simulated):.3g}..{max(simulated):.3g} "
-                f"(mid-rank {ranked[key][-1]:.2f})"
+                f"{label} {measured:.3g} against {min(simulated):.3g}..{max(simulated):.3g}, "
+                f"median {statistics.median(simulated):.3g} (mid-rank {ranked[key][-1]:.2f})"
             )
         print(f"{path.name}, {timing} timing: " + "; ".join(parts))
     means = [f"{key} {statistics.mean(r):.2f} over {len(r)} runs" for key, r in ranked.items() if r]
@@ -596,7 +628,8 @@ def main() -> None:
         "--ranks",
         nargs="+",
         metavar="RUN",
-        help="no cluster: where these saved runs' peak, steady replicas and refusals fall among --seeds replays; "
+        help="no cluster: where these saved runs' peak, steady replicas, refusals and wait for Ready fall among "
+        "--seeds replays; "
         "TIMING=RUN for a run of another timing than --timing",
     )
     args = parser.parse_args()
@@ -641,13 +674,12 @@ def main() -> None:
     agreements = compare(f"{args.timing} timing, Poisson draws of the same rate", observed, traces, model)
     if "arrivals" in run:
         # The seeds still draw the routing, the scrape and sync phases and the readiness delays.
-        traces = [replay(model, run["arrivals"], end, seed) for seed in seeds]
+        traces = replays(model, run, seeds)
         agreements = compare(f"{args.timing} timing, the measured arrivals replayed", observed, traces, model)
     else:
         print("# no arrivals recorded with this run: Poisson draws of its rate only")
     chosen = agreements.index(median_agreement(agreements))
-    # The second half of the load: past the scale-up, before the stop.
-    start, stop = run["up"] / 2, run["up"]
+    start, stop = second_half(run)
     simulated = [mean_simulated_value(trace, start, stop) for trace in traces]
     known = [value for value in simulated if value is not None]
     print(
@@ -673,7 +705,7 @@ def main() -> None:
         f"{fmt(back[chosen])} (median seed; {fmt_range(back)} over seeds)"
     )
     print_refusals(run, traces, chosen)
-    peaks = [max(r for _, r in trace.replicas) for trace in traces]
+    peaks = [peak_replicas(trace) for trace in traces]
     print(
         f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
         f"{peaks[chosen]} (median seed; {min(peaks)}..{max(peaks)} over seeds); back to minReplicas after the stop: "
@@ -681,6 +713,7 @@ def main() -> None:
         f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"
     )
     print_steady(run, observed, traces, chosen, model)
+    print_readiness(observed, traces, chosen, model.hpa.min_replicas)
     print_first_readings(observed, traces[chosen], model)
     simulated_arrivals = "the measured arrivals replayed" if "arrivals" in run else "Poisson draws"
     title = (
@@ -696,7 +729,7 @@ def print_steady(run: dict, observed: list[Observed], traces: list[Trace], chose
     """Goal 2: the replicas over the load's second half against the fewest
     always-on pods that hold the target for that load with Poisson arrivals
     (locust's), found as bench-simulate finds them, one per seed."""
-    start, stop = run["up"] / 2, run["up"]
+    start, stop = second_half(run)
     measured = median_observed_replicas(observed, start, stop)
     simulated = [median_replicas(trace, start, stop) for trace in traces]
     case = scenario("step", model.pod_capacity, run["users"] * run["user_rps"] / model.pod_capacity, FIXED_HOURS)
@@ -724,6 +757,29 @@ def print_steady(run: dict, observed: list[Observed], traces: list[Trace], chose
         f"{FIXED_HOURS / 2:g} h {statistics.median(held):g} (median of {len(held)} seeds; "
         f"{min(held):g}..{max(held):g}), {held_ratio} the fewest fixed"
     )
+
+
+def print_readiness(observed: list[Observed], traces: list[Trace], chosen: int, min_replicas: int) -> None:
+    """How long the pods the scale-up added took to turn Ready: on a small
+    node, several pods loading their model at once may take longer than the
+    simulator's start, load and probe delays, and refuse more meanwhile."""
+    measured = observed_ready_lags(observed, min_replicas)
+    if measured is None:
+        print("added pods' wait for Ready: not recorded with this run (runs from chart-second-run.json on)")
+        return
+    simulated = [simulated_ready_lags(trace, min_replicas) for trace in traces]
+    medians = [statistics.median(lags) for lags in simulated if lags]
+    print(
+        f"added pods' wait for Ready, from the HPA asking for each count above minReplicas to that many Ready: "
+        f"measured {fmt_lags(measured)}; simulated {fmt_lags(simulated[chosen])} (median seed; "
+        f"medians {fmt_range(medians)} over seeds)"
+    )
+
+
+def fmt_lags(lags: list[float]) -> str:
+    if not lags:
+        return "no pod added"
+    return f"median {statistics.median(lags):.0f} s, longest {max(lags):.0f} s over {len(lags)} pods"
 
 
 def print_refusals(run: dict, traces: list[Trace], chosen: int) -> None:

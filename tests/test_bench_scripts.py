@@ -203,12 +203,15 @@ def test_wire_timing_leaves_out_the_clients_pauses_before_the_body_and_before_re
     assert wire.server_ms(time.time()) == []
 
 
-def saved_run(path: Path, changes: list[tuple[float, int]], users: int = 5) -> Path:
-    """A run as calibrate.py saves it: the HPA read every 10 s for 300 s, replicas changing at `changes`."""
+def saved_run(path: Path, changes: list[tuple[float, int]], users: int = 5, ready=None) -> Path:
+    """A run as calibrate.py saves it: the HPA read every 10 s for 300 s, replicas changing at `changes`,
+    and the Deployment's Ready count at `ready`'s (the runs before chart-second-run.json have none)."""
     observed = []
     for at in range(0, 300, 10):
         replicas = [r for t, r in changes if t <= at][-1]
         observed.append({"at": float(at), "replicas": replicas, "value": None, "second": None})
+        if ready:
+            observed[-1]["ready"] = [r for t, r in ready if t <= at][-1]
     run = {"times": 5.0, "users": users, "user_rps": 0.2, "up": 200.0, "schedulable": 15, "observed": observed}
     path.write_text(json.dumps(run))
     return path
@@ -253,11 +256,13 @@ def test_calibrate_ranks_saved_runs_among_the_replays_of_their_arrivals(tmp_path
     assert result.returncode == 0, result.stderr
     lines = {line.split(",")[0]: line for line in result.stdout.splitlines() if not line.startswith("#")}
     assert lines["high.json"] == (
-        "high.json, chart timing: peak 20 against 2..2 (mid-rank 1.00); "
-        "steady from 100 to 200 s 20 against 2..2 (mid-rank 1.00); "
-        "refused in the first 600 s, % 0 against 0..0 (mid-rank 0.50)"
+        "high.json, chart timing: peak 20 against 2..2, median 2 (mid-rank 1.00); "
+        "steady from 100 to 200 s 20 against 2..2, median 2 (mid-rank 1.00); "
+        "refused in the first 600 s, % 0 against 0..0, median 0 (mid-rank 0.50)"
     )
-    assert lines["low.json"].startswith("low.json, chart timing: peak 2 against 2..2 (mid-rank 0.50); steady from 100")
+    assert lines["low.json"].startswith(
+        "low.json, chart timing: peak 2 against 2..2, median 2 (mid-rank 0.50); steady from"
+    )
     assert lines["unrecorded.json"] == "unrecorded.json, chart timing: skipped, no arrivals recorded with this run"
     assert "mean mid-rank: peak 0.75 over 2 runs, steady 0.75 over 2 runs, refused 0.50 over 2 runs" in result.stdout
 
@@ -269,7 +274,18 @@ def test_calibrate_ranks_saved_runs_among_the_replays_of_their_arrivals(tmp_path
     assert "Traceback" not in result.stderr
     result = subprocess.run([*command, f"target-13={runs['low.json']}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "low.json, target-13 timing: peak 2 against 2..2 (mid-rank 0.50)" in result.stdout
+    assert "low.json, target-13 timing: peak 2 against 2..2, median 2 (mid-rank 0.50)" in result.stdout
+
+    # Five pods' worth for 200 s: every seed adds pods, each Ready 8-13 s after it is asked for; these took 60 s.
+    slow = saved_run(tmp_path / "slow.json", [(0, 2), (20, 6), (250, 2)], ready=[(0, 2), (80, 6)])
+    slow.write_text(json.dumps({**json.loads(slow.read_text()), "arrivals": [t / 5 for t in range(1000)]}))
+    result = subprocess.run([*command, str(slow)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"added pods' median wait for Ready, s 60 against [\d.]+\.\.1\d(\.\d)?, median 1\d(\.\d)? \(mid-rank 1\.00\)",
+        result.stdout,
+    )
+    assert "ready 1.00 over 1 runs" in result.stdout
 
 
 def test_the_chart_timing_is_the_charts_defaults_and_the_saved_runs_keep_their_pods_at_rest(monkeypatch):
@@ -334,10 +350,20 @@ def test_calibrate_counts_refusals_and_steady_replicas_beside_the_simulators(tmp
     held = re.search(r"the same load held 4 h .*: steady over the last 2 h (\d+(?:\.5)?) .*, ([\d.]+)x the fewest", out)
     assert held, out
     assert 5 < float(held.group(1)) <= 20 and held.group(2) == f"{float(held.group(1)) / fixed:.2f}"
+    assert "added pods' wait for Ready: not recorded with this run" in out
     del run["refused"]
     assert "refused in the 600 s after the step: measured not recorded with this run, simulated " in replayed(
         tmp_path, run
     )
+    # Asked for 4 at 20 s; the third pod Ready at 40 s, the fourth at 50 s.
+    run = json.loads(
+        saved_run(tmp_path / "base.json", [(0, 2), (20, 4), (250, 2)], ready=[(0, 2), (40, 3), (50, 4)]).read_text()
+    )
+    out = replayed(tmp_path, run)
+    assert re.search(
+        r"wait for Ready, .*: measured median 25 s, longest 30 s over 2 pods; simulated median \d+ s, longest \d+ s",
+        out,
+    ), out
 
 
 # ---- bench/autoscale.py's figures, from hand-made readings ---------------------------

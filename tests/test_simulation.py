@@ -28,9 +28,12 @@ from inferscale.simulation.calibration import (
     median_agreement,
     median_observed_replicas,
     mid_rank,
+    observed_ready_lags,
     readings_to_first_scale_up,
+    ready_lags,
     seed_ranges,
     share_over,
+    simulated_ready_lags,
     syncs_to_first_scale_up,
     within_seeds,
 )
@@ -889,6 +892,32 @@ def test_mid_rank_places_a_measured_figure_among_the_seeds_counting_ties_half():
     assert (mid_rank(2, [3, 4]), mid_rank(9, [3, 4]), mid_rank(4, [4, 4, 4])) == (0.0, 1.0, 0.5)
     with pytest.raises(ValueError, match="at least one simulated figure"):
         mid_rank(4, [])
+
+
+def test_ready_lags_run_from_asking_for_each_count_to_that_many_ready():
+    asked = [(0.0, 2), (15.0, 4), (30.0, 6), (200.0, 3)]
+    ready = [(0.0, 2), (25.0, 3), (40.0, 4), (41.0, 6), (200.0, 3)]
+    # 3 and 4 asked at 15 s, Ready at 25 and 40 s; 5 and 6 asked at 30 s, both Ready at 41 s.
+    assert ready_lags(asked, ready, above=2) == [10.0, 25.0, 11.0, 11.0]
+    assert ready_lags(asked, [(0.0, 2), (25.0, 3)], above=2) == [10.0]  # the fourth never Ready: no more
+    assert ready_lags([(0.0, 2)], [(0.0, 2)], above=2) == []
+    measured = [Observed(-1.0, 2, None, ready=1), Observed(0.0, 2, None, ready=2), Observed(15.0, 3, None, ready=2)]
+    measured.append(Observed(20.0, 3, None, ready=3))
+    assert observed_ready_lags(measured, min_replicas=2) == [5.0]
+    assert observed_ready_lags([Observed(0.0, 2, None), Observed(15.0, 3, None)], min_replicas=2) is None
+
+
+def test_each_added_pod_turns_ready_after_its_start_its_model_load_and_a_probe():
+    model = Model.from_chart_values(CHART_VALUES)
+    pod = model.pod
+    trace = Loop(model.hpa, pod, model.timing, "poisson", 3).run(load.stop(5 * model.pod_capacity, 600.0), 1200.0)
+    assert trace.ready[0] == (0.0, model.hpa.min_replicas)
+    lags = simulated_ready_lags(trace, model.hpa.min_replicas)
+    assert len(lags) == max(r for _, r in trace.replicas) - model.hpa.min_replicas > 0
+    earliest = pod.start_seconds + pod.model_load_seconds
+    assert all(earliest <= lag <= earliest + pod.readiness_period for lag in lags), lags
+    # Scaled in after the stop: the Ready count follows the replicas down.
+    assert trace.ready[-1][1] == trace.replicas[-1][1] == model.hpa.min_replicas
 
 
 def test_back_to_min_is_the_reading_from_which_the_hpa_stays_at_min():

@@ -40,12 +40,15 @@ def every_metric_known(hpa: dict) -> bool:
     return bool(wanted) and all(key in known for key in wanted)
 
 
+def ready_replicas(deployment: dict) -> int:
+    return deployment.get("status", {}).get("readyReplicas", 0)  # absent while no pod is Ready
+
+
 def at_rest(hpa: dict, deployment: dict) -> bool:
     """The loop is ready for load: each of the HPA's metrics has a value, and
     its minReplicas pods are Ready. The Deployment starts with one pod, which the
     HPA raises to minReplicas at its first sync."""
-    ready = deployment.get("status", {}).get("readyReplicas", 0)
-    return every_metric_known(hpa) and ready >= hpa["spec"].get("minReplicas", 1)
+    return every_metric_known(hpa) and ready_replicas(deployment) >= hpa["spec"].get("minReplicas", 1)
 
 
 class HpaRecorder(threading.Thread):

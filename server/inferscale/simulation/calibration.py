@@ -33,6 +33,8 @@ class Observed:
     value: float | None
     # The HPA's second metric (the chart's slot utilization), in runs measured from 2026-12-04 on.
     second: float | None = None
+    # The Deployment's status.readyReplicas, in runs from docs/calibration/chart-second-run.json on.
+    ready: int | None = None
 
 
 # A measured reading or a simulated sync: both say when, in seconds from the step.
@@ -147,6 +149,38 @@ def mid_rank(measured: float, simulated: list[float]) -> float:
     below = sum(figure < measured for figure in simulated)
     equal = sum(figure == measured for figure in simulated)
     return (below + equal / 2) / len(simulated)
+
+
+def ready_lags(asked: list[tuple[float, int]], ready: list[tuple[float, int]], above: int) -> list[float]:
+    """For each count above `above` up to the most the HPA asked for, in
+    order: seconds from the HPA first asking for that many pods to that many
+    first counting Ready. Both lists are (time, count) from the step on. A
+    count never Ready ends the list: the node had no room for it, or a
+    scale-in came first. Counts, not pods: a count asked for, given back and
+    asked for again before it was Ready waits from the first asking (no run
+    so far has done so)."""
+    lags = []
+    for count in range(above + 1, max((c for _, c in asked), default=above) + 1):
+        asked_at = next(t for t, c in asked if c >= count)
+        ready_at = next((t for t, c in ready if c >= count and t >= asked_at), None)
+        if ready_at is None:
+            break
+        lags.append(ready_at - asked_at)
+    return lags
+
+
+def observed_ready_lags(observed: list[Observed], min_replicas: int) -> list[float] | None:
+    """`ready_lags` of a measured run; None for one measured without the Ready count."""
+    since = [o for o in observed if o.at >= 0]
+    ready = [(o.at, o.ready) for o in since if o.ready is not None]
+    if len(ready) < len(since):
+        return None
+    return ready_lags([(o.at, o.replicas) for o in since], ready, min_replicas)
+
+
+def simulated_ready_lags(trace: Trace, min_replicas: int) -> list[float]:
+    """`ready_lags` of a simulated run."""
+    return ready_lags(trace.replicas, trace.ready, min_replicas)
 
 
 def back_to_min_observed(observed: list[Observed], min_replicas: int, stopped_at: float) -> float | None:

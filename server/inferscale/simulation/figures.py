@@ -43,6 +43,10 @@ def replicas_at(trace: Trace, t: float) -> int:
     return current
 
 
+def peak_replicas(trace: Trace) -> int:
+    return max(r for _, r in trace.replicas)
+
+
 def pod_minutes(trace: Trace, end: float) -> float:
     # The last point only ends the last span: its replica count is never read.
     points = [*trace.replicas, (end, 0)]
@@ -131,7 +135,7 @@ def figures(
         back_under_target_seconds=back_under_target(trace, target, change_at),
         never_over_target=never_over(readings(trace), target, change_at),
         back_to_min_seconds=back_to(trace, min_replicas, change_at),
-        peak_replicas=max(r for _, r in trace.replicas),
+        peak_replicas=peak_replicas(trace),
         steady_replicas=median_replicas(trace, steady_from, end),
         refused_percent=refused_percent(trace, change_at, refusals_until),
         changes_per_hour=len(steady_changes) * 3600 / (end - steady_from),

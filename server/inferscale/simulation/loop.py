@@ -9,7 +9,10 @@ What is modelled, and how it maps onto the real parts:
   the server does not observe them.
 - A new pod is Pending for `start_seconds` (scheduling, container start),
   then Running: its /metrics answers and Prometheus scrapes it; it turns
-  Ready after `model_load_seconds` and the next readiness probe. Only Ready
+  Ready after `model_load_seconds` and the next readiness probe. (The
+  kubelet probes readiness at once when the startup probe succeeds, so the
+  real phase is the startup probe's shorter period: measured, the pods turn
+  Ready about 1.5 s sooner than simulated, docs/sizing.md.) Only Ready
   pods get requests; kube-proxy picks one at random per request.
 - The cluster runs at most `max_running_pods` at once (None: no bound), as
   a node's allocatable CPU against the pods' requests bounds them; a pod
@@ -110,6 +113,8 @@ class Trace:
     refused: list[float] = field(default_factory=list)
     # (time, spec.replicas) at every change, from (0, initial).
     replicas: list[tuple[float, int]] = field(default_factory=list)
+    # (time, Ready pods) at every change, from (0, initial).
+    ready: list[tuple[float, int]] = field(default_factory=list)
 
 
 class Loop:
@@ -185,6 +190,7 @@ class Loop:
         for pod in self._deletion_order(now, live)[: max(0, len(live) - replicas)]:
             pod.deleted = True
             self._forget_if_done(now, pod)
+        self._count_ready(now)
 
     def _create(self, now: float, warm: bool) -> None:
         pod = Pod(f"pod-{next(self._names)}", now, running_at=math.inf, ready_at=math.inf)
@@ -203,6 +209,12 @@ class Loop:
         pod.running_at = now + model.start_seconds
         pod.ready_at = pod.running_at + model.model_load_seconds + self.rng.uniform(0, model.readiness_period)
         self._at(first_scrape, self._scrape, pod)
+        self._at(pod.ready_at, self._count_ready)
+
+    def _count_ready(self, now: float) -> None:
+        ready = sum(p.ready(now) for p in self.pods)
+        if not self.trace.ready or self.trace.ready[-1][1] != ready:
+            self.trace.ready.append((now, ready))
 
     def _room_for_one_more(self) -> bool:
         # Deleted pods still finishing their work hold their share of the node.
