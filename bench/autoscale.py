@@ -122,31 +122,12 @@ class Reading:
     metric: float | None  # the HPA's per-pod average; None while it has none
 
 
-class DeploymentBesideHpa:
-    """HpaRecorder's read: the Deployment, then the HPA. A read that fails adds
-    neither, so `deployments` pairs one to one with the recorder's samples."""
-
-    def __init__(self, stack: LocalStack):
-        self.stack = stack
-        self.deployments: list[dict] = []
-
-    def __call__(self) -> dict:
-        deployment = self.stack.deployment()
-        hpa = self.stack.hpa()
-        self.deployments.append(deployment)
-        return hpa
-
-    def readings(self, samples: list[HpaSample]) -> list[Reading]:
-        return [
-            Reading(
-                hpa.at,
-                deployment["spec"]["replicas"],
-                ready_replicas(deployment),
-                hpa.desired,
-                hpa.metric,
-            )
-            for hpa, deployment in zip(samples, self.deployments, strict=True)
-        ]
+def paired_readings(samples: list[HpaSample], deployments: list[dict]) -> list[Reading]:
+    """The recorder's HPA samples with the Deployment read beside each (HpaRecorder's `beside`)."""
+    return [
+        Reading(hpa.at, deployment["spec"]["replicas"], ready_replicas(deployment), hpa.desired, hpa.metric)
+        for hpa, deployment in zip(samples, deployments, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -161,12 +142,11 @@ class Run:
 def measure(label: str, config: StackConfig, users: int, user_rps: float, run: Run) -> dict:
     with LocalStack(config) as stack:
         stack.wait_at_rest()
-        reads = DeploymentBesideHpa(stack)
-        recorder = HpaRecorder(reads, period=1.0)
+        recorder = HpaRecorder(stack.hpa, period=1.0, read_beside=stack.deployment)
         recorder.start()
         locust = offer_load(stack, users, user_rps, run.load_seconds)
         samples = recorder.stop()
-    return summarize(label, reads.readings(samples), run, locust)
+    return summarize(label, paired_readings(samples, recorder.beside), run, locust)
 
 
 def first(readings: list[Reading], condition) -> float | None:

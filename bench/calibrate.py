@@ -114,7 +114,7 @@ from inferscale.simulation.values_yaml import read_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from autoscale import DeploymentBesideHpa, offer_load  # noqa: E402 - bench/ is this script's directory
+from autoscale import offer_load  # noqa: E402 - bench/ is this script's directory
 
 from localcluster.hpa import HpaRecorder, ready_replicas  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
@@ -315,8 +315,7 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
         schedulable = schedulable_pods(stack)
         print(f"# the node has room for {schedulable} of the Deployment's pods", flush=True)
         arrival_log = Path(work) / "arrivals.txt"
-        reads = DeploymentBesideHpa(stack)
-        recorder = HpaRecorder(reads, period=1.0)
+        recorder = HpaRecorder(stack.hpa, period=1.0, read_beside=stack.deployment)
         recorder.start()
         try:
             step_at, step_wall = recorder.elapsed(), time.time()
@@ -331,7 +330,7 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
         arrivals, refused = read_arrival_log(arrival_log.read_text(), step_wall)
     observed = [
         Observed(s.at - step_at, s.desired, s.metric, s.second, ready_replicas(deployment))
-        for s, deployment in zip(samples, reads.deployments, strict=True)
+        for s, deployment in zip(samples, recorder.beside, strict=True)
     ]
     return Measured(observed, schedulable, arrivals, refused)
 

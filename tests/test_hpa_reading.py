@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from localcluster.hpa import at_rest, every_metric_known, sample
+import itertools
+import threading
+
+from localcluster.hpa import HpaRecorder, at_rest, every_metric_known, sample
 
 DURATION, UTILIZATION = "inference_request_duration_seconds_avg", "inference_slot_utilization"
 
@@ -80,3 +83,33 @@ def test_the_recorders_sample_reads_each_metric_by_name():
         "status": {"currentMetrics": [pods_current(DURATION, "9")]},
     }
     assert (sample(alone, 0.0).metric, sample(alone, 0.0).second) == (9.0, None)
+
+
+def test_a_failed_or_unsampleable_read_adds_nothing_and_keeps_the_pairs_in_step():
+    def failing():
+        raise TimeoutError("the API server did not answer")
+
+    # Read 1 fails, read 2 is an HPA whose quantity cannot be parsed; the recorder goes on after both.
+    script = [lambda: hpa(pods_current(DURATION, "9")), failing, lambda: hpa(pods_current(DURATION, "nine"))]
+    reads = itertools.chain(script, itertools.repeat(lambda: hpa(pods_current(DURATION, "10"))))
+    counter = itertools.count()
+    enough = threading.Event()
+
+    def read_hpa():
+        read = next(reads)
+        return read()
+
+    def read_deployment():
+        n = next(counter)
+        if n >= 4:
+            enough.set()
+        return n
+
+    recorder = HpaRecorder(read_hpa, period=0.001, read_beside=read_deployment)
+    recorder.start()
+    enough.wait(timeout=30)
+    recorder.stop()
+    assert recorder.failed_reads == 2
+    assert len(recorder.samples) == len(recorder.beside) >= 2
+    assert recorder.beside[:2] == [0, 3]
+    assert [s.metric for s in recorder.samples[:2]] == [9.0, 10.0]

@@ -52,25 +52,34 @@ def at_rest(hpa: dict, deployment: dict) -> bool:
 
 
 class HpaRecorder(threading.Thread):
-    """Samples an HPA every `period` seconds until stopped."""
+    """Samples an HPA every `period` seconds until stopped. With `read_beside`
+    (the Deployment, say), read just before each HPA, its answers go to
+    `beside`, one to one with `samples`: a read of either that fails, or an
+    HPA that cannot be sampled, adds to neither, so no pairing slips and no
+    long run is lost to one bad read."""
 
-    def __init__(self, read_hpa, period: float = 2.0):
+    def __init__(self, read_hpa, period: float = 2.0, read_beside=None):
         super().__init__(daemon=True)
         self._read_hpa = read_hpa
+        self._read_beside = read_beside
         self._period = period
         self._stop_event = threading.Event()
         self.started = time.monotonic()
         self.samples: list[HpaSample] = []
+        self.beside: list = []
         self.failed_reads = 0
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
-                hpa = self._read_hpa()
+                other = self._read_beside() if self._read_beside else None
+                taken = sample(self._read_hpa(), time.monotonic() - self.started)
             except Exception:  # noqa: BLE001 - an API server restarting, a timeout: a gap, not the end
                 self.failed_reads += 1
             else:
-                self.samples.append(sample(hpa, time.monotonic() - self.started))
+                self.samples.append(taken)
+                if self._read_beside:
+                    self.beside.append(other)
             self._stop_event.wait(self._period)
 
     def stop(self) -> list[HpaSample]:
