@@ -418,6 +418,13 @@ def test_chart_serves_through_kube_proxy_from_the_image_users_build(control_plan
                 30,
             )
 
+        # And kube-proxy has written them: the slices lead its rules by a sync.
+        wait_until(
+            lambda: node.routed(f"{CHART_NAMESPACE}/inferscale:http") == sorted(pod_ips) or None,
+            "kube-proxy routing the Service to both pods",
+            30,
+        )
+
         service = control_plane.api.get(f"/api/v1/namespaces/{CHART_NAMESPACE}/services/inferscale")
         [(port_name, node_port)] = [(p["name"], p["nodePort"]) for p in service["spec"]["ports"]]
         assert port_name == "http"

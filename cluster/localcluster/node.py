@@ -216,6 +216,18 @@ class RealNode:
                 return int(status_path.parent.name)
         raise LookupError(f"no such process of container {container_id} on node {self.name}")
 
+    def routed(self, service_port: str) -> list[str]:
+        """The pod addresses, sorted, that kube-proxy's rules send `namespace/service:port`
+        to. They trail the EndpointSlices by a sync; until its first, a Service
+        without endpoints is rejected, which a client sees as connection refused."""
+        rules = run("iptables-save", "-t", "nat", netns=True)
+        marker = f'--comment "{service_port} -> '
+        return sorted(
+            line.split(marker, 1)[1].split(":", 1)[0]
+            for line in rules.splitlines()
+            if line.startswith("-A KUBE-SVC-") and marker in line
+        )
+
     def stop(self) -> None:
         """Stop the kubelet, the pods' containers and containerd; unmount, remove
         cgroups and the namespace; restore the sysctls."""

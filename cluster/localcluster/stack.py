@@ -176,7 +176,7 @@ class LocalStack:
             alertmanager,
             self.config.api_down_for,
         )
-        self._install_chart()
+        self._install_chart(self.node)
         adapter.install(self.control_plane, ADAPTER_VALUES, self.config.rate_window, self.config.relist_interval)
 
     def down(self) -> None:
@@ -242,7 +242,7 @@ class LocalStack:
             for crd in ours
         )
 
-    def _install_chart(self) -> None:
+    def _install_chart(self, node: RealNode) -> None:
         exposed = {"service": {"type": "NodePort", "nodePort": self.config.node_port}}
         install_chart(
             self.kubeconfig,
@@ -250,6 +250,14 @@ class LocalStack:
             self.config.namespace,
             merged(self.config.chart_values, exposed),
             self.config.workdir / "chart-values.yaml",
+        )
+        # helm's --wait waits for Ready pods; a client at service_url also needs
+        # kube-proxy to have routed the Service to them.
+        wait_until(
+            lambda: node.routed(f"{self.config.namespace}/{self.fullname}:http") or None,
+            "kube-proxy routing the chart's Service to its pods",
+            60,
+            interval=0.5,
         )
 
 
