@@ -122,11 +122,11 @@ class Reading:
     metric: float | None  # the HPA's per-pod average; None while it has none
 
 
-def paired_readings(samples: list[HpaSample], deployments: list[dict]) -> list[Reading]:
-    """The recorder's HPA samples with the Deployment read beside each (HpaRecorder's `beside`)."""
+def paired_readings(pairs: list[tuple[HpaSample, dict]]) -> list[Reading]:
+    """The recorder's HPA samples with the Deployment read beside each (HpaRecorder's `pairs`)."""
     return [
         Reading(hpa.at, deployment["spec"]["replicas"], ready_replicas(deployment), hpa.desired, hpa.metric)
-        for hpa, deployment in zip(samples, deployments, strict=True)
+        for hpa, deployment in pairs
     ]
 
 
@@ -145,8 +145,8 @@ def measure(label: str, config: StackConfig, users: int, user_rps: float, run: R
         recorder = HpaRecorder(stack.hpa, period=1.0, read_beside=stack.deployment)
         recorder.start()
         locust = offer_load(stack, users, user_rps, run.load_seconds)
-        samples = recorder.stop()
-    return summarize(label, paired_readings(samples, recorder.beside), run, locust)
+        recorder.stop()
+    return summarize(label, paired_readings(recorder.pairs()), run, locust)
 
 
 def first(readings: list[Reading], condition) -> float | None:

@@ -91,6 +91,7 @@ from inferscale.simulation.calibration import (  # noqa: E402
     observed_ready_lags,
     readings_to_first_scale_up,
     seed_ranges,
+    seed_ready_medians,
     share_over,
     simulated_ready_lags,
     syncs_to_first_scale_up,
@@ -325,12 +326,12 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
             stopped_at = recorder.elapsed()
             time.sleep(down)
         finally:
-            samples = recorder.stop()
+            recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
         arrivals, refused = read_arrival_log(arrival_log.read_text(), step_wall)
     observed = [
         Observed(s.at - step_at, s.desired, s.metric, s.second, ready_replicas(deployment))
-        for s, deployment in zip(samples, recorder.beside, strict=True)
+        for s, deployment in recorder.pairs()
     ]
     return Measured(observed, schedulable, arrivals, refused)
 
@@ -363,9 +364,14 @@ def replay(model: Model, arrivals: list[float], end: float, seed: int) -> Trace:
     return loop.replay(arrivals, end)
 
 
+def on_its_node(model: Model, run: dict) -> Model:
+    """The model on the node a saved run was measured on: the node's room, as measure() found it."""
+    return replace(model, max_running_pods=run["schedulable"])
+
+
 def replays(model: Model, run: dict, seeds: range) -> list[Trace]:
     """A saved run's measured arrivals replayed on the node it was measured on, one run per seed."""
-    node = replace(model, max_running_pods=run["schedulable"])
+    node = on_its_node(model, run)
     return [replay(node, run["arrivals"], run["observed"][-1]["at"], seed) for seed in seeds]
 
 
@@ -467,8 +473,7 @@ def ranks(runs: list[tuple[str, Path]], seeds: range) -> None:
             )
         lags = observed_ready_lags(observed, model.hpa.min_replicas)
         if lags:  # a run measured with the Deployment's Ready count, that scaled up
-            per_seed = [simulated_ready_lags(t, model.hpa.min_replicas) for t in traces]
-            medians = [statistics.median(seed_lags) for seed_lags in per_seed if seed_lags]
+            medians = seed_ready_medians(traces, model.hpa.min_replicas)
             if medians:  # ranked among the seeds that added a pod, which says how many when not all did
                 label = "added pods' median wait for Ready, s"
                 if len(medians) < len(traces):
@@ -666,8 +671,7 @@ def main() -> None:
     observed = [Observed(**o) for o in run["observed"]]
     end = observed[-1].at
     rate = run["users"] * run["user_rps"]
-    # The cluster the run was measured on: the node's room, as measure() found it.
-    model = replace(model, max_running_pods=run["schedulable"])
+    model = on_its_node(model, run)
     seeds = range(1, args.seeds + 1)
     traces = [simulate(model, rate, run["user_rps"], run["up"], end, seed) for seed in seeds]
     agreements = compare(f"{args.timing} timing, Poisson draws of the same rate", observed, traces, model)
@@ -766,12 +770,11 @@ def print_readiness(observed: list[Observed], traces: list[Trace], chosen: int, 
     if measured is None:
         print("added pods' wait for Ready: not recorded with this run (runs from chart-second-run.json on)")
         return
-    simulated = [simulated_ready_lags(trace, min_replicas) for trace in traces]
-    medians = [statistics.median(lags) for lags in simulated if lags]
+    simulated = simulated_ready_lags(traces[chosen], min_replicas)
     print(
         f"added pods' wait for Ready, from the HPA asking for each count above minReplicas to that many Ready: "
-        f"measured {fmt_lags(measured)}; simulated {fmt_lags(simulated[chosen])} (median seed; "
-        f"medians {fmt_range(medians)} over seeds)"
+        f"measured {fmt_lags(measured)}; simulated {fmt_lags(simulated)} (median seed; "
+        f"medians {fmt_range(seed_ready_medians(traces, min_replicas))} over seeds)"
     )
 
 

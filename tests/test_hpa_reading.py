@@ -111,5 +111,4 @@ def test_a_failed_or_unsampleable_read_adds_nothing_and_keeps_the_pairs_in_step(
     recorder.stop()
     assert recorder.failed_reads == 2
     assert len(recorder.samples) == len(recorder.beside) >= 2
-    assert recorder.beside[:2] == [0, 3]
-    assert [s.metric for s in recorder.samples[:2]] == [9.0, 10.0]
+    assert [(s.metric, deployment) for s, deployment in recorder.pairs()[:2]] == [(9.0, 0), (10.0, 3)]

@@ -656,8 +656,8 @@ def test_the_charts_max_replicas_comment_quotes_the_5x_step_of_docs_sizing():
     (fast, slow), (low, high) = (sorted(int(row[i]) for row in rows) for i in (0, 1))
     values = (REPO / "chart" / "values.yaml").read_text()
     comments = " ".join(line.strip().lstrip("#- ") for line in values.splitlines())
-    peak = f"{low}" if low == high else f"{low}-{high}"
-    assert f"peaks at {peak} pods and is back under the target in {fast}-{slow} s with 20" in comments
+    peak, back = (f"{a}" if a == b else f"{a}-{b}" for a, b in ((low, high), (fast, slow)))
+    assert f"peaks at {peak} pods and is back under the target in {back} s with 20" in comments
 
 
 # null deletes the key, as helm does, and the chart's template then renders no ServiceMonitor either.
@@ -907,15 +907,17 @@ def test_ready_lags_run_from_asking_for_each_count_to_that_many_ready():
     assert observed_ready_lags([Observed(0.0, 2, None), Observed(15.0, 3, None)], min_replicas=2) is None
 
 
-def test_each_added_pod_turns_ready_after_its_start_its_model_load_and_a_probe():
+def test_each_added_pod_turns_ready_after_its_start_its_model_load_and_the_next_startup_probe():
     model = Model.from_chart_values(CHART_VALUES)
     pod = model.pod
+    probes = CHART_VALUES["probes"]
+    assert pod.startup_probe_period == probes["startup"]["periodSeconds"] < probes["readiness"]["periodSeconds"]
     trace = Loop(model.hpa, pod, model.timing, "poisson", 3).run(load.stop(5 * model.pod_capacity, 600.0), 1200.0)
     assert trace.ready[0] == (0.0, model.hpa.min_replicas)
     lags = simulated_ready_lags(trace, model.hpa.min_replicas)
     assert len(lags) == max(r for _, r in trace.replicas) - model.hpa.min_replicas > 0
     earliest = pod.start_seconds + pod.model_load_seconds
-    assert all(earliest <= lag <= earliest + pod.readiness_period for lag in lags), lags
+    assert all(earliest <= lag <= earliest + pod.startup_probe_period for lag in lags), lags
     # Scaled in after the stop: the Ready count follows the replicas down.
     assert trace.ready[-1][1] == trace.replicas[-1][1] == model.hpa.min_replicas
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .binaries import image_archive
+from .hpa import ready_replicas
 from .images import packed_image
 from .kubectl import apply
 from .manifests import deployment
@@ -67,8 +68,7 @@ def install(control_plane: ControlPlane, timeout: float = 120) -> None:
 
 
 def _ready(api: Cluster) -> bool:
-    deployment = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")
-    return deployment.get("status", {}).get("readyReplicas", 0) >= 1
+    return ready_replicas(api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")) >= 1
 
 
 def objects() -> list[dict]:

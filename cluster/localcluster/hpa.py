@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -86,6 +87,10 @@ class HpaRecorder(threading.Thread):
         self._stop_event.set()
         self.join()
         return self.samples
+
+    def pairs(self) -> list[tuple[HpaSample, Any]]:
+        """Each sample with what `read_beside` answered just before it."""
+        return list(zip(self.samples, self.beside, strict=True))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

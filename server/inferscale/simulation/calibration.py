@@ -183,6 +183,11 @@ def simulated_ready_lags(trace: Trace, min_replicas: int) -> list[float]:
     return ready_lags(trace.replicas, trace.ready, min_replicas)
 
 
+def seed_ready_medians(traces: Iterable[Trace], min_replicas: int) -> list[float]:
+    """Each seed's median `simulated_ready_lags`, leaving out the seeds that added no pod."""
+    return [statistics.median(lags) for lags in (simulated_ready_lags(t, min_replicas) for t in traces) if lags]
+
+
 def back_to_min_observed(observed: list[Observed], min_replicas: int, stopped_at: float) -> float | None:
     """Seconds from `stopped_at` to the first reading from which the HPA stays at
     `min_replicas`; None if the run ends above it."""

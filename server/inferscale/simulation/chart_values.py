@@ -116,7 +116,9 @@ class Probe(_Values):
 
 
 class Probes(_Values):
-    readiness: Probe
+    # The kubelet probes readiness at once when the startup probe first
+    # succeeds, so the startup probe's period sets when a new pod turns Ready.
+    startup: Probe
 
 
 class ServiceMonitor(_Values):

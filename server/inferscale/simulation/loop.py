@@ -9,10 +9,10 @@ What is modelled, and how it maps onto the real parts:
   the server does not observe them.
 - A new pod is Pending for `start_seconds` (scheduling, container start),
   then Running: its /metrics answers and Prometheus scrapes it; it turns
-  Ready after `model_load_seconds` and the next readiness probe. (The
-  kubelet probes readiness at once when the startup probe succeeds, so the
-  real phase is the startup probe's shorter period: measured, the pods turn
-  Ready about 1.5 s sooner than simulated, docs/sizing.md.) Only Ready
+  Ready after `model_load_seconds` and the next startup probe: the kubelet
+  probes readiness at once when the startup probe first succeeds
+  (`UpdatePodStatus`, pkg/kubelet/prober/prober_manager.go), so the startup
+  probe's period, not the readiness probe's, sets the phase. Only Ready
   pods get requests; kube-proxy picks one at random per request.
 - The cluster runs at most `max_running_pods` at once (None: no bound), as
   a node's allocatable CPU against the pods' requests bounds them; a pod
@@ -64,7 +64,7 @@ class PodModel:
     inference_seconds: float = 10.0
     start_seconds: float = 3.0
     model_load_seconds: float = 5.0
-    readiness_period: float = 5.0
+    startup_probe_period: float = 2.0
 
 
 @dataclass
@@ -207,7 +207,7 @@ class Loop:
         model = self.pod_model
         first_scrape = now + self.rng.uniform(0, self.timing.scrape_interval) + model.start_seconds
         pod.running_at = now + model.start_seconds
-        pod.ready_at = pod.running_at + model.model_load_seconds + self.rng.uniform(0, model.readiness_period)
+        pod.ready_at = pod.running_at + model.model_load_seconds + self.rng.uniform(0, model.startup_probe_period)
         self._at(first_scrape, self._scrape, pod)
         self._at(pod.ready_at, self._count_ready)
 

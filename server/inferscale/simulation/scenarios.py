@@ -36,7 +36,7 @@ class Model:
             inference_seconds=chart.server.inferenceDurationSeconds,
             start_seconds=start_seconds,
             model_load_seconds=chart.server.modelLoadSeconds,
-            readiness_period=chart.probes.readiness.periodSeconds,
+            startup_probe_period=chart.probes.startup.periodSeconds,
         )
         timing = Timing(
             scrape_interval=chart.serviceMonitor.interval,
