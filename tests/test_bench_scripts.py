@@ -261,7 +261,7 @@ def test_calibrate_ranks_saved_runs_among_the_replays_of_their_arrivals(tmp_path
         "refused in the first 600 s, % 0 against 0..0, median 0 (mid-rank 0.50)"
     )
     assert lines["low.json"].startswith(
-        "low.json, chart timing: peak 2 against 2..2, median 2 (mid-rank 0.50); steady from"
+        "low.json, chart timing: peak 2 against 2..2, median 2 (mid-rank 0.50); steady from 100"
     )
     assert lines["unrecorded.json"] == "unrecorded.json, chart timing: skipped, no arrivals recorded with this run"
     assert "mean mid-rank: peak 0.75 over 2 runs, steady 0.75 over 2 runs, refused 0.50 over 2 runs" in result.stdout
