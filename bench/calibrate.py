@@ -89,6 +89,7 @@ from inferscale.simulation.calibration import (  # noqa: E402
     median_observed_replicas,
     mid_rank,
     observed_ready_lags,
+    peak_observed_replicas,
     readings_to_first_scale_up,
     seed_ranges,
     seed_ready_medians,
@@ -369,9 +370,9 @@ def on_its_node(model: Model, run: dict) -> Model:
     return replace(model, max_running_pods=run["schedulable"])
 
 
-def replays(model: Model, run: dict, seeds: range) -> list[Trace]:
-    """A saved run's measured arrivals replayed on the node it was measured on, one run per seed."""
-    node = on_its_node(model, run)
+def replays(node: Model, run: dict, seeds: range) -> list[Trace]:
+    """A saved run's measured arrivals replayed, one run per seed, by the
+    model of the node it was measured on (`on_its_node`)."""
     return [replay(node, run["arrivals"], run["observed"][-1]["at"], seed) for seed in seeds]
 
 
@@ -453,10 +454,10 @@ def ranks(runs: list[tuple[str, Path]], seeds: range) -> None:
             print(f"{path.name}, {timing} timing: skipped, no arrivals recorded with this run")
             continue
         observed = [Observed(**o) for o in run["observed"]]
-        model = model_of(timing)
+        model = on_its_node(model_of(timing), run)
         traces = replays(model, run, seeds)
         start, stop = second_half(run)
-        figures = [("peak", "peak", max(o.replicas for o in observed), [peak_replicas(t) for t in traces])]
+        figures = [("peak", "peak", peak_observed_replicas(observed), [peak_replicas(t) for t in traces])]
         steady = median_observed_replicas(observed, start, stop)
         if steady is not None:  # a run read over the load's second half
             steadies = [median_replicas(t, start, stop) for t in traces]
@@ -710,7 +711,7 @@ def main() -> None:
     print_refusals(run, traces, chosen)
     peaks = [peak_replicas(trace) for trace in traces]
     print(
-        f"peak replicas: measured {max(o.replicas for o in observed)}, simulated "
+        f"peak replicas: measured {peak_observed_replicas(observed)}, simulated "
         f"{peaks[chosen]} (median seed; {min(peaks)}..{max(peaks)} over seeds); back to minReplicas after the stop: "
         f"measured {fmt(back_to_min_observed(observed, model.hpa.min_replicas, run['up']))}, simulated "
         f"{fmt(back_to(traces[chosen], model.hpa.min_replicas, run['up']))}"

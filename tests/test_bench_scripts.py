@@ -114,7 +114,7 @@ def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_charts_de
     tune = load_script("tune.py")
     calibrate = load_script("calibrate.py")
     chart = tune.Model.from_chart_values(tune.read_values((tune.ROOT / "chart" / "values.yaml").read_text()))
-    *_, (title, band, seeds) = tune.all_sweeps(range(1, 6), range(1, 31))
+    title, band, seeds = tune.all_sweeps(range(1, 6), range(1, 31))[6]
     assert seeds == range(1, 31) and "13 s target" in title
     rows = [knobs.applied(tune.chart_model()).hpa for knobs in band]
     assert calibrate.model_of("target-13").hpa in rows
@@ -125,6 +125,20 @@ def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_charts_de
         chart.hpa.held_target,
         chart.hpa.tolerances,
     )
+
+
+def test_the_eighth_sweep_reads_the_charts_target_through_each_offset_with_the_sixths_chart_row_as_control():
+    tune = load_script("tune.py")
+    *_, (title, rows, seeds) = tune.all_sweeps(range(1, 6), range(1, 31))
+    assert seeds == range(1, 31) and "offset" in title
+    hpas = [knobs.applied(tune.chart_model()).hpa for knobs in rows]
+    assert {(hpa.target, hpa.min_replicas) for hpa in hpas} == {(12.0, 2)}
+    assert {hpa.duration_offset for hpa in hpas} == {0.0, 4.0, 5.0, 6.0}
+    charts_row = tune.replace(tune.CHART_DEFAULTS, min_replicas=2).applied(tune.chart_model()).hpa
+    assert charts_row in hpas
+    shifted = tune.replace(tune.CHART_DEFAULTS, duration_offset=4.0)
+    assert shifted.label().endswith("| 4 s") and shifted.extra_headers() == ["duration offset"]
+    assert tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa.duration_offset == 0.0
 
 
 def test_a_step_that_never_pushes_the_average_over_the_target_meets_goal_1s_time():

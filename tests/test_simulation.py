@@ -153,6 +153,34 @@ def test_no_value_for_any_pod_is_no_decision():
     assert (decision.desired, decision.value, decision.scaling_active) == (3, None, False)
 
 
+def offset_controller(offset: float) -> Controller:
+    """The chart's duration HPA read through a query that takes `offset` seconds
+    off each pod's average, without a scale-down window: each sync acts."""
+    spec = chart_hpa(CHART_VALUES["autoscaling"])
+    return Controller(
+        replace(spec, duration_offset=offset, scale_down=replace(spec.scale_down, stabilization_window_seconds=0))
+    )
+
+
+def test_an_offset_holds_the_same_target_and_steepens_the_proposal_either_side_of_it():
+    bare = pods(10, 10, 10, 10)
+    # 4 pods at the bare 10 s: 10 / 12 proposes ceil(3.33) = 4; 6 / 8 proposes ceil(3.0) = 3.
+    assert offset_controller(0.0).sync(0.0, 4, bare).desired == 4
+    given_back = offset_controller(4.0).sync(0.0, 4, bare)
+    assert (given_back.desired, given_back.value) == (3, 10.0)  # the HPA's reading is still the duration
+    # 13.2 s is 10 % over 12 (inside the tolerance) but 15 % over 8: ceil(1.15 x 4) = 5.
+    queued = pods(13.2, 13.2, 13.2, 13.2)
+    assert [offset_controller(c).sync(0.0, 4, queued).desired for c in (0.0, 4.0)] == [4, 5]
+    # At the target itself both keep their count.
+    assert [offset_controller(c).sync(0.0, 4, pods(*[12.0] * 4)).desired for c in (0.0, 4.0)] == [4, 4]
+
+
+@pytest.mark.parametrize("offset", [-1.0, 12.0, 13.0])
+def test_an_offset_is_refused_unless_it_leaves_a_target_above_zero(offset):
+    with pytest.raises(ValueError, match="duration_offset"):
+        replace(chart_hpa(CHART_VALUES["autoscaling"]), duration_offset=offset)
+
+
 # ---- two metrics: computeReplicasForMetrics -------------------------------------------
 
 

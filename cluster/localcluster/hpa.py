@@ -54,10 +54,10 @@ def at_rest(hpa: dict, deployment: dict) -> bool:
 
 class HpaRecorder(threading.Thread):
     """Samples an HPA every `period` seconds until stopped. With `read_beside`
-    (the Deployment, say), read just before each HPA, its answers go to
-    `beside`, one to one with `samples`: a read of either that fails, or an
-    HPA that cannot be sampled, adds to neither, so no pairing slips and no
-    long run is lost to one bad read."""
+    (the Deployment, say), read just before each HPA, each sample is kept with
+    its answer (`pairs`): a read of either that fails, or an HPA that cannot be
+    sampled, keeps neither, so no pairing slips and no long run is lost to one
+    bad read."""
 
     def __init__(self, read_hpa, period: float = 2.0, read_beside=None):
         super().__init__(daemon=True)
@@ -66,8 +66,7 @@ class HpaRecorder(threading.Thread):
         self._period = period
         self._stop_event = threading.Event()
         self.started = time.monotonic()
-        self.samples: list[HpaSample] = []
-        self.beside: list = []
+        self._read: list[tuple[HpaSample, Any]] = []
         self.failed_reads = 0
 
     def run(self) -> None:
@@ -78,9 +77,7 @@ class HpaRecorder(threading.Thread):
             except Exception:  # noqa: BLE001 - an API server restarting, a timeout: a gap, not the end
                 self.failed_reads += 1
             else:
-                self.samples.append(taken)
-                if self._read_beside:
-                    self.beside.append(other)
+                self._read.append((taken, other))
             self._stop_event.wait(self._period)
 
     def stop(self) -> list[HpaSample]:
@@ -88,9 +85,13 @@ class HpaRecorder(threading.Thread):
         self.join()
         return self.samples
 
+    @property
+    def samples(self) -> list[HpaSample]:
+        return [taken for taken, _ in self._read]
+
     def pairs(self) -> list[tuple[HpaSample, Any]]:
-        """Each sample with what `read_beside` answered just before it."""
-        return list(zip(self.samples, self.beside, strict=True))
+        """Each sample with what `read_beside` answered just before it (None without one)."""
+        return list(self._read)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

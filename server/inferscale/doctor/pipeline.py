@@ -600,7 +600,7 @@ def _adapter(walk: Walk, kind: str) -> dict:
             "install prometheus-adapter with adapter-values.yaml",
         )
     deployment = deployments[0]
-    flags = _flags(_adapter_container(deployment["spec"]["template"]["spec"]))
+    _, flags = _adapter_container(deployment["spec"]["template"]["spec"])
     walk.budget["relist interval"] = flags.get("metrics-relist-interval", f"{RELIST_DEFAULT} (the adapter's default)")
     source, config = _adapter_config(walk, deployment, flags.get("config"))
     walk.adapters[kind] = {"deployment": deployment, "source": source, "config": config}
@@ -622,14 +622,15 @@ def _deployments_behind(walk: Walk, service_ref: dict | None) -> list[dict]:
     ]
 
 
-def _adapter_container(pod_spec: dict) -> dict:
-    """The container that runs the adapter: the one given a --config, else the
-    chart's `prometheus-adapter`, else the first (a sidecar may come before it)."""
-    containers = pod_spec["containers"]
-    given = [c for c in containers if "config" in _flags(c)]
-    named = [c for c in containers if c.get("name") == "prometheus-adapter"]
+def _adapter_container(pod_spec: dict) -> tuple[dict, dict[str, str]]:
+    """The container that runs the adapter, with its `_flags`: the one given a
+    --config, else the chart's `prometheus-adapter`, else the first (a sidecar
+    may come before it)."""
+    flagged = [(c, _flags(c)) for c in pod_spec["containers"]]
+    given = [pair for pair in flagged if "config" in pair[1]]
+    named = [pair for pair in flagged if pair[0].get("name") == "prometheus-adapter"]
     # A sidecar may take a --config of its own (oauth2-proxy): the chart's name decides first.
-    return next((c for c in named if c in given), None) or (given or named or containers)[0]
+    return next((pair for pair in named if pair in given), None) or (given or named or flagged)[0]
 
 
 def _flags(container: dict) -> dict[str, str]:
@@ -727,7 +728,8 @@ def _config_map_files(pod_spec: dict, path: str) -> list[tuple[str, str | None]]
     shows the whole volume, or with subPath a file or directory of it; the
     volume holds every key as a file, or with items the keys they name, at the
     paths they give."""
-    mount = _innermost_mount(_adapter_container(pod_spec), path)
+    container, _ = _adapter_container(pod_spec)
+    mount = _innermost_mount(container, path)
     if mount is None:
         return []
     mounted = posixpath.normpath(mount["mountPath"])

@@ -210,6 +210,11 @@ def mean_measured_value(observed: list[Observed], start: float, end: float) -> f
     return statistics.fmean(values) if values else None
 
 
+def peak_observed_replicas(observed: list[Observed]) -> int:
+    """The most replicas the HPA was read at (as `figures.peak_replicas`)."""
+    return max(o.replicas for o in observed)
+
+
 def median_observed_replicas(observed: list[Observed], start: float, end: float) -> float | None:
     """The median of the measured replicas from `start` to `end`, both included
     (as `figures.median_replicas`); None without a reading there."""

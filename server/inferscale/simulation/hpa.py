@@ -41,7 +41,7 @@ this class, one instance per HPA.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 
@@ -111,10 +111,20 @@ class HpaSpec:
     # A second Pods metric, the requests a pod holds (running and queued)
     # averaged over the window, and its target per pod; None: duration only.
     held_target: float | None = None
+    # Seconds the adapter's query would take off each pod's average before the
+    # HPA reads it, with `target` lowered by as much: the same point to hold,
+    # a steeper proposal either side of it. 0: the chart's query.
+    duration_offset: float = 0.0
     # False: the HPA has no `behavior` and the controller takes its older
     # path. Of the rules above (then the defaults) it reads only the
     # tolerance, which is the controller's flag.
     has_behavior: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.duration_offset < self.target:
+            raise ValueError(
+                f"duration_offset {self.duration_offset:g} s: from 0 up to below the {self.target:g} s target"
+            )
 
     @property
     def tolerances(self) -> Tolerances:
@@ -185,6 +195,13 @@ def replicas_for_metric(current: int, pods: list[PodView], target: float, tolera
     return proposal, average / 1000
 
 
+def _shifted(pods: list[PodView], offset: float) -> list[PodView]:
+    """The pods as the HPA reads them through a query that takes `offset` off each value."""
+    if not offset:
+        return pods
+    return [replace(p, value=None if p.value is None else p.value - offset) for p in pods]
+
+
 @dataclass
 class Controller:
     """One HPA's controller state: recent recommendations and scale events."""
@@ -219,7 +236,7 @@ class Controller:
         without values does not stop a scale-up the others ask for, but it does
         stop a scale-in, and with none valid there is no proposal."""
         spec = self.spec
-        metrics = [(spec.target, pods)]
+        metrics = [(spec.target - spec.duration_offset, _shifted(pods, spec.duration_offset))]
         if spec.held_target is not None:
             metrics.append((spec.held_target, [PodView(p.name, p.running, p.held) for p in pods]))
         proposals, invalid, tolerances = [], 0, spec.tolerances
@@ -233,7 +250,8 @@ class Controller:
             proposals.append(proposal)
         if invalid == len(metrics) or (invalid and max(proposals) < current):
             raise NoMetrics("a metric has no values")
-        return max(proposals), averages[0], averages[1]
+        duration = None if averages[0] is None else averages[0] + spec.duration_offset
+        return max(proposals), duration, averages[1]
 
     def _scaled(
         self, now: float, current: int, desired: int, value: float | None, held: float | None = None
