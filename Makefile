@@ -107,7 +107,7 @@ bench-autoscale: venv tools ## reaction times of the real loop (root)
 bench-simulate: venv ## every load scenario through the simulated loop
 	$(BIN)/python bench/simulate.py $(BENCH_ARGS)
 
-# The duration signal's knobs, then a companion metric's, the pods at rest, then a 13 s target with a band on the way up, swept through the simulator against the loop's goals, 5 or 30 seeds of 4 h per row (~12 min; BENCH_ARGS="--sweep 7" for one sweep).
+# The duration signal's knobs, then a companion metric's, the pods at rest, then a 13 s target with a band on the way up, then the 12 s target read through an offset, swept through the simulator against the loop's goals, 5 or 30 seeds of 4 h per row (~20 min; BENCH_ARGS="--sweep 8" for one sweep).
 bench-tune: venv ## the HPA's knobs swept through the simulator
 	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 

@@ -112,7 +112,7 @@ class HpaSpec:
     # averaged over the window, and its target per pod; None: duration only.
     held_target: float | None = None
     # Seconds the adapter's query would take off each pod's average before the
-    # HPA reads it, with `target` lowered by as much: the same point to hold,
+    # HPA reads it against `target - duration_offset`: the same point to hold,
     # a steeper proposal either side of it. 0: the chart's query.
     duration_offset: float = 0.0
     # False: the HPA has no `behavior` and the controller takes its older
@@ -123,7 +123,8 @@ class HpaSpec:
     def __post_init__(self) -> None:
         if not 0 <= self.duration_offset < self.target:
             raise ValueError(
-                f"duration_offset {self.duration_offset:g} s: from 0 up to below the {self.target:g} s target"
+                f"a {self.target:g} s target with a duration_offset of {self.duration_offset:g} s: "
+                "the offset must be from 0 up to below the target"
             )
 
     @property
