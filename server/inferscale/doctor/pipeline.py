@@ -600,9 +600,9 @@ def _adapter(walk: Walk, kind: str) -> dict:
             "install prometheus-adapter with adapter-values.yaml",
         )
     deployment = deployments[0]
-    _, flags = _adapter_container(deployment["spec"]["template"]["spec"])
+    container, flags = _adapter_container(deployment["spec"]["template"]["spec"])
     walk.budget["relist interval"] = flags.get("metrics-relist-interval", f"{RELIST_DEFAULT} (the adapter's default)")
-    source, config = _adapter_config(walk, deployment, flags.get("config"))
+    source, config = _adapter_config(walk, deployment, container, flags.get("config"))
     walk.adapters[kind] = {"deployment": deployment, "source": source, "config": config}
     return walk.adapters[kind]
 
@@ -649,8 +649,9 @@ def _flags(container: dict) -> dict[str, str]:
     return flags
 
 
-def _adapter_config(walk: Walk, deployment: dict, path: str | None) -> tuple[str, dict]:
-    """The adapter's --config file: which ConfigMap key it is (for findings), and what it holds."""
+def _adapter_config(walk: Walk, deployment: dict, container: dict, path: str | None) -> tuple[str, dict]:
+    """The adapter's --config file, as `container` sees it: which ConfigMap key
+    it is (for findings), and what it holds."""
     if not path:
         raise Broken(
             "doctor finds no --config flag in prometheus-adapter's command or args (a flag inside a shell script "
@@ -659,7 +660,7 @@ def _adapter_config(walk: Walk, deployment: dict, path: str | None) -> tuple[str
         )
     path = posixpath.normpath(path)
     namespace, adapter = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
-    found = _config_map_files(deployment["spec"]["template"]["spec"], path)
+    found = _config_map_files(deployment["spec"]["template"]["spec"], container, path)
     if not found:
         raise Broken(
             f"cannot find the ConfigMap behind the adapter's --config={path}",
@@ -720,15 +721,14 @@ def _config_map_data(walk: Walk, namespace: str, name: str) -> dict | None:
     return None if config_map is None else config_map.get("data") or {}
 
 
-def _config_map_files(pod_spec: dict, path: str) -> list[tuple[str, str | None]]:
-    """The ConfigMaps whose volume the container may see `path` from, with the
+def _config_map_files(pod_spec: dict, container: dict, path: str) -> list[tuple[str, str | None]]:
+    """The ConfigMaps of `pod_spec` whose volume `container` may see `path` from, with the
     key that file would be, the kubelet's choice first: of a projected volume's
     sources the later writes over the earlier. A key of None: the volume's items
     leave the file out. Empty when no ConfigMap volume is mounted there. A mount
     shows the whole volume, or with subPath a file or directory of it; the
     volume holds every key as a file, or with items the keys they name, at the
     paths they give."""
-    container, _ = _adapter_container(pod_spec)
     mount = _innermost_mount(container, path)
     if mount is None:
         return []
