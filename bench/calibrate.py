@@ -38,6 +38,8 @@ another run on the cluster.
     python bench/calibrate.py --timing target-13       # ~37 min: a 13 s target, 0.6, 0.75 up, two pods at rest
     python bench/calibrate.py --timing target-13 --run docs/calibration/target-13-second-run.json
     python bench/calibrate.py --timing target-13 --times 2 --up 1800 --run docs/calibration/target-13-2x.json
+    python bench/calibrate.py --timing offset-4 --times 2 --up 1800 --run docs/calibration/offset-4-2x.json
+                                                       # ~47 min: a 4 s offset, 0.4 up, at goal 2's load
     python bench/calibrate.py --timing min-replicas-1  # ~37 min: the same from one pod at rest (until 2026-12-06)
     python bench/calibrate.py --timing scale-up-per-30s  # ~37 min: that with the scale-up step until 2026-12-03
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
@@ -133,6 +135,7 @@ USER_RPS = {
     "chart": 0.2,
     "target-13": 0.2,
     "scale-up-tolerance": 0.2,
+    "offset-4": 0.2,
 }
 DEFAULT_SECONDS = {
     "fast": (240.0, 240.0),
@@ -143,6 +146,7 @@ DEFAULT_SECONDS = {
     "chart": (1200.0, 600.0),
     "target-13": (1200.0, 600.0),
     "scale-up-tolerance": (1200.0, 600.0),
+    "offset-4": (1200.0, 600.0),
 }
 # Simulated hours of each fewest-fixed search, as in bench-simulate's and bench-tune's tables.
 FIXED_HOURS = 4.0
@@ -259,6 +263,12 @@ STACKS["scale-up-per-30s"] = merged(
 # HPAConfigurableTolerance, on in the local control plane): the defaults of
 # "scale-up-per-30s" with a 13 s target, 0.65 utilization and 0.75 up (docs/sizing.md).
 STACKS["scale-up-tolerance"] = merged(STACKS["scale-up-per-30s"], thirteen_second_target(0.65))
+# bench/tune.py's eighth sweep's best row: the chart's defaults read through a
+# 4 s offset (autoscaling.durationOffsetSeconds), with a 0.4 tolerance on the way up.
+STACKS["offset-4"] = merged(
+    STACKS["chart"],
+    {"chart_values": {"autoscaling": {"durationOffsetSeconds": 4, "behavior": {"scaleUp": {"tolerance": 0.4}}}}},
+)
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:
@@ -330,11 +340,17 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
             recorder.stop()
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
         arrivals, refused = read_arrival_log(arrival_log.read_text(), step_wall)
+    # An offset metric reads the duration less the offset: saved, and compared, as the duration.
+    offset = model_of(timing).hpa.duration_offset
     observed = [
-        Observed(s.at - step_at, s.desired, s.metric, s.second, ready_replicas(deployment))
+        Observed(s.at - step_at, s.desired, plus(s.metric, offset), s.second, ready_replicas(deployment))
         for s, deployment in recorder.pairs()
     ]
     return Measured(observed, schedulable, arrivals, refused)
+
+
+def plus(value: float | None, offset: float) -> float | None:
+    return None if value is None else value + offset
 
 
 def read_arrival_log(text: str, step_wall: float) -> tuple[list[float], list[float]]:

@@ -127,8 +127,12 @@ def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_charts_de
     )
 
 
-def test_the_eighth_sweep_reads_the_charts_target_through_each_offset_with_the_sixths_chart_row_as_control():
+def test_the_eighth_sweep_reads_the_charts_target_through_each_offset_with_the_sixths_chart_row_as_control(
+    monkeypatch,
+):
+    monkeypatch.syspath_prepend(str(BENCH))
     tune = load_script("tune.py")
+    calibrate = load_script("calibrate.py")
     *_, (title, rows, seeds) = tune.all_sweeps(range(1, 6), range(1, 31))
     assert seeds == range(1, 31) and "offset" in title
     hpas = [knobs.applied(tune.chart_model()).hpa for knobs in rows]
@@ -139,6 +143,11 @@ def test_the_eighth_sweep_reads_the_charts_target_through_each_offset_with_the_s
     shifted = tune.replace(tune.CHART_DEFAULTS, duration_offset=4.0)
     assert shifted.label().endswith("| 4 s") and shifted.extra_headers() == ["duration offset"]
     assert tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa.duration_offset == 0.0
+    # The real loop's run of the best row is that row, through the chart's own values.
+    best = calibrate.model_of("offset-4").hpa
+    assert best in hpas and (best.duration_offset, best.tolerances.up, best.held_target) == (4.0, 0.4, 1.5)
+    # What the HPA read through the offset is saved as the duration the simulator reports.
+    assert (calibrate.plus(8.5, best.duration_offset), calibrate.plus(None, best.duration_offset)) == (12.5, None)
 
 
 def test_a_step_that_never_pushes_the_average_over_the_target_meets_goal_1s_time():

@@ -434,6 +434,26 @@ def test_a_tolerance_set_for_one_direction_reaches_the_hpa_beside_the_defaults()
     assert behavior["scaleDown"] == defaults["scaleDown"]
 
 
+def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_reaches_the_pods():
+    """One value sets both halves: what the pods export for the adapter's rule
+    to take off, and the HPA target less the same seconds."""
+    docs = render({"autoscaling": {"durationOffsetSeconds": 4.1, "targetAverageDurationSeconds": 12.2}})
+    duration, utilization = only(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert duration == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "inference_request_duration_seconds_avg_minus_offset"},
+            "target": {"type": "AverageValue", "averageValue": "8.1"},
+        },
+    }
+    assert utilization["pods"]["metric"]["name"] == "inference_slot_utilization"
+    assert env_of(server_container(docs))["AUTOSCALING_DURATION_OFFSET_SECONDS"] == "4.1"
+    # Off by default: the duration itself, and pods that export 0.
+    default = render()
+    assert only(default, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == PODS_METRIC
+    assert env_of(server_container(default))["AUTOSCALING_DURATION_OFFSET_SECONDS"] == "0"
+
+
 def test_external_variant_selects_this_service_and_compares_the_value():
     hpa = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
     metric = hpa["spec"]["metrics"][0]
@@ -553,6 +573,20 @@ REFUSALS = {
         {"autoscaling": {"enabled": False, "targetAverageDurationSeconds": 8}, "keda": {"enabled": True}},
         "must exceed server.inferenceDurationSeconds",
     ),
+    # The HPA's target is the target less the offset: it must stay above 0.
+    "an offset up to the target": (
+        {"autoscaling": {"durationOffsetSeconds": 12}},
+        "autoscaling.durationOffsetSeconds (12) must be below autoscaling.targetAverageDurationSeconds (12)",
+    ),
+    # Only the Pods rule subtracts it: elsewhere it would be set and ignored.
+    "an offset on the external metric": (
+        {"autoscaling": {"durationOffsetSeconds": 4, "metric": {"type": "External"}}},
+        "autoscaling.durationOffsetSeconds (4) applies to the HPA's Pods metric only",
+    ),
+    "an offset with keda": (
+        {"autoscaling": {"enabled": False, "durationOffsetSeconds": 4}, "keda": {"enabled": True}},
+        "autoscaling.durationOffsetSeconds (4) applies to the HPA's Pods metric only",
+    ),
     "a dashboard without the rules it reads": (
         {"prometheusRule": {"enabled": False}},
         "dashboard.enabled needs prometheusRule.enabled",
@@ -642,7 +676,14 @@ def test_the_variables_extra_env_may_not_replace_are_every_one_another_template_
     as_env = {key: re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper() for key in chart_values()["server"]}
     guarded = re.search(r"\$sharedWithTemplates := list ((?:\"[A-Z_]+\" ?)+)", (templates / "_env.tpl").read_text())
     assert read, "no template reads a server value: the pattern is stale"
-    assert {as_env[key] for key in read} == set(re.findall(r"[A-Z_]+", guarded.group(1)))
+    # The one variable set from outside `server`: the HPA's target is the duration target less it.
+    offset = (
+        {"AUTOSCALING_DURATION_OFFSET_SECONDS"}
+        if any("durationOffsetSeconds" in p.read_text() for p in readers)
+        else set()
+    )
+    assert offset, "no template reads autoscaling.durationOffsetSeconds: the pattern is stale"
+    assert {as_env[key] for key in read} | offset == set(re.findall(r"[A-Z_]+", guarded.group(1)))
 
 
 def test_extra_env_follows_the_charts_own_variables_unchanged():
@@ -945,6 +986,12 @@ def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
         f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{EXTERNAL_METRIC}?labelSelector=service%3D{FULLNAME}"
         in notes
     )
+
+
+def test_notes_say_what_the_hpa_shows_through_an_offset(tmp_path):
+    notes = render_notes({"autoscaling": {"durationOffsetSeconds": 4}}, tmp_path / "offset")
+    assert "read through a 4 s offset: the HPA shows each pod's average less 4 s\nagainst 8 s" in notes, notes
+    assert "offset" not in render_notes(None, tmp_path / "default")
 
 
 def test_notes_read_both_keda_triggers(tmp_path):

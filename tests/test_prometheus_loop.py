@@ -41,8 +41,15 @@ RELEASE = "inferscale"  # the chart's fullname is then "inferscale": the `servic
 PODS = ("pod-a", "pod-b")
 HPA_METRIC = "inference_request_duration_seconds_avg"
 UTILIZATION_METRIC = "inference_slot_utilization"
+OFFSET_METRIC = "inference_request_duration_seconds_avg_minus_offset"
 # Two slots, so the slot utilization's division by them shows (x / 1 is x).
-POD_ENV = {"INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "4"}
+# An offset, so the offset rule's subtraction shows (x - 0 is x).
+POD_ENV = {
+    "INFERENCE_DURATION_SECONDS": "1",
+    "MODEL_CONCURRENCY": "2",
+    "MAX_QUEUE": "4",
+    "AUTOSCALING_DURATION_OFFSET_SECONDS": "0.4",
+}
 BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "5", "LOAD_USER_RPS": "0.25"}
 # The adapter rules' window is a literal 40s (not parameterised), so the test
 # waits it out: LOAD_SECONDS must exceed it plus warm-up, and "idle" comes a
@@ -262,6 +269,19 @@ def test_slot_utilization_is_the_requests_clients_had_open_per_slot(loop):
     assert held_by_clients > 1.0, f"the load did not queue ({held_by_clients:.2f} held)"
     slots = int(POD_ENV["MODEL_CONCURRENCY"])
     assert values["pod-a"] == pytest.approx(held_by_clients / slots, rel=0.15), (values, held_by_clients)
+
+
+@pytest.mark.prometheus
+def test_the_offset_metric_is_each_pods_average_less_the_offset_it_exports(loop):
+    """The chart's HPA with an offset reads this rule at the target less the
+    same offset: the busy pod reads its average less it, the idle one minus it."""
+    offset = float(POD_ENV["AUTOSCALING_DURATION_OFFSET_SECONDS"])
+    durations = loop.hpa_values(loop.measured_at)
+    offsets = loop.hpa_values(loop.measured_at, OFFSET_METRIC)
+    assert set(offsets) == set(PODS), offsets
+    assert durations["pod-a"] > 1.5, durations
+    assert offsets["pod-a"] == pytest.approx(durations["pod-a"] - offset, abs=1e-9), (offsets, durations)
+    assert offsets["pod-b"] == -offset, offsets
 
 
 @pytest.mark.prometheus

@@ -476,6 +476,17 @@ def test_the_charts_slot_utilization_target_becomes_requests_held_per_pod():
     assert Model.from_chart_values(values).hpa.held_target is None
 
 
+def test_the_charts_duration_offset_is_what_the_simulated_hpa_takes_off():
+    assert Model.from_chart_values(CHART_VALUES).hpa.duration_offset == 0
+    values = yaml.safe_load(yaml.safe_dump(CHART_VALUES))
+    values["autoscaling"]["durationOffsetSeconds"] = 4
+    hpa = Model.from_chart_values(values).hpa
+    assert (hpa.target, hpa.duration_offset) == (12, 4)
+    # Older copies of values.yaml have no offset: the duration itself.
+    del values["autoscaling"]["durationOffsetSeconds"]
+    assert Model.from_chart_values(values).hpa.duration_offset == 0
+
+
 def test_a_step_scales_out_within_a_minute_and_never_past_max_replicas():
     model = Model.from_chart_values(CHART_VALUES)
     case = scenario("step", model.pod_capacity, 5, 0.5)
@@ -812,6 +823,10 @@ def chart_values_with(**changes) -> str:
         ),
         (chart_values_with(autoscaling__rateWindow="1 m"), "{path}: autoscaling.rateWindow: not a duration: '1 m'"),
         (chart_values_with(autoscaling__minReplicas=30), "{path}: autoscaling: minReplicas 30 is above maxReplicas 20"),
+        (
+            chart_values_with(autoscaling__durationOffsetSeconds=12),
+            "{path}: autoscaling: durationOffsetSeconds 12 is not below targetAverageDurationSeconds 12",
+        ),
         # Values helm installs, but with no HPA of the chart's to simulate.
         (
             chart_values_with(autoscaling__enabled=False),

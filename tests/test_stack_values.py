@@ -160,7 +160,11 @@ def test_adapter_metric_names_are_what_the_chart_asks_for(adapter, chart_values)
     assert custom_rule(adapter)["name"]["as"] == metric["name"] == DURATION_METRIC
     assert external_rule(adapter)["name"]["as"] == metric["externalName"]
     assert chart_values["autoscaling"]["slotUtilization"]["name"] == UTILIZATION_METRIC
-    assert [rule["name"]["as"] for rule in adapter["rules"]["custom"]] == [DURATION_METRIC, UTILIZATION_METRIC]
+    assert [rule["name"]["as"] for rule in adapter["rules"]["custom"]] == [
+        DURATION_METRIC,
+        metric["offsetName"],
+        UTILIZATION_METRIC,
+    ]
 
 
 def test_adapter_maps_namespace_and_pod_labels_to_resources(adapter):

@@ -30,6 +30,8 @@ class Observed:
 
     at: float
     replicas: int
+    # The per-pod average duration the HPA read (an offset metric's reading
+    # with its offset added back, as bench/calibrate.py saves it).
     value: float | None
     # The HPA's second metric (the chart's slot utilization), in runs measured from 2026-12-04 on.
     second: float | None = None

@@ -195,6 +195,8 @@ class Autoscaling(_Values):
     minReplicas: PositiveInt
     maxReplicas: PositiveInt
     targetAverageDurationSeconds: PositiveFloat
+    # Older copies of values.yaml have no offset: the duration itself.
+    durationOffsetSeconds: NonNegativeFloat = 0.0
     rateWindow: Duration
     # Older copies of values.yaml have no choice of metric: Pods.
     metric: Metric = Metric(type="Pods")
@@ -214,9 +216,14 @@ class Autoscaling(_Values):
         return enabled
 
     @model_validator(mode="after")
-    def _bounds_in_order(self) -> Autoscaling:
+    def _pairs_in_order(self) -> Autoscaling:
         if self.minReplicas > self.maxReplicas:
             raise ValueError(f"minReplicas {self.minReplicas} is above maxReplicas {self.maxReplicas}")
+        if self.durationOffsetSeconds >= self.targetAverageDurationSeconds:
+            raise ValueError(
+                f"durationOffsetSeconds {self.durationOffsetSeconds:g} is not below "
+                f"targetAverageDurationSeconds {self.targetAverageDurationSeconds:g}"
+            )
         return self
 
     def spec(self) -> HpaSpec:
@@ -228,6 +235,7 @@ class Autoscaling(_Values):
             self.targetAverageDurationSeconds,
             behavior.scaleUp.rules(DEFAULT_SCALE_UP),
             behavior.scaleDown.rules(DEFAULT_SCALE_DOWN),
+            duration_offset=self.durationOffsetSeconds,
             has_behavior=self.behavior is not None,
         )
 
