@@ -119,15 +119,27 @@ class Reading:
     replicas: int  # the Deployment's spec.replicas: what the HPA's rescale set
     ready: int  # the Deployment's status.readyReplicas
     desired: int  # the HPA's status.desiredReplicas
-    metric: float | None  # the HPA's per-pod average; None while it has none
+    metric: float | None  # the per-pod average duration the HPA read; None while it has none
 
 
-def paired_readings(pairs: list[tuple[HpaSample, dict]]) -> list[Reading]:
-    """The recorder's HPA samples with the Deployment read beside each (HpaRecorder's `pairs`)."""
+def paired_readings(pairs: list[tuple[HpaSample, dict]], offset: float) -> list[Reading]:
+    """The recorder's HPA samples with the Deployment read beside each
+    (HpaRecorder's `pairs`); an offset metric's readings as the duration."""
     return [
-        Reading(hpa.at, deployment["spec"]["replicas"], ready_replicas(deployment), hpa.desired, hpa.metric)
+        Reading(
+            hpa.at,
+            deployment["spec"]["replicas"],
+            ready_replicas(deployment),
+            hpa.desired,
+            with_offset(hpa.metric, offset),
+        )
         for hpa, deployment in pairs
     ]
+
+
+def with_offset(value: float | None, offset: float) -> float | None:
+    """An offset metric's reading (the chart's autoscaling.durationOffsetSeconds) as the duration it offsets."""
+    return None if value is None else value + offset
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,7 @@ class Run:
     target: float
     scale_down_window: float  # the HPA's: until it has passed after the peak, the peak is all it can hold
     min_replicas: int  # the pods at rest when the load steps: a scale-up is a count above them
+    duration_offset: float  # autoscaling.durationOffsetSeconds: what the HPA's readings have taken off
 
 
 def measure(label: str, config: StackConfig, users: int, user_rps: float, run: Run) -> dict:
@@ -146,7 +159,7 @@ def measure(label: str, config: StackConfig, users: int, user_rps: float, run: R
         recorder.start()
         locust = offer_load(stack, users, user_rps, run.load_seconds)
         recorder.stop()
-    return summarize(label, paired_readings(recorder.pairs()), run, locust)
+    return summarize(label, paired_readings(recorder.pairs(), run.duration_offset), run, locust)
 
 
 def first(readings: list[Reading], condition) -> float | None:
@@ -237,6 +250,7 @@ def main() -> None:
                 target,
                 scale_down_window(merged(installed, extra)),
                 installed["autoscaling"]["minReplicas"],
+                merged(installed, extra)["autoscaling"].get("durationOffsetSeconds") or 0.0,
             )
             result = measure(label, config, users, user_rps, run)
         results.append(result)

@@ -118,7 +118,7 @@ from inferscale.simulation.values_yaml import read_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from autoscale import offer_load  # noqa: E402 - bench/ is this script's directory
+from autoscale import offer_load, with_offset  # noqa: E402 - bench/ is this script's directory
 
 from localcluster.hpa import HpaRecorder, ready_replicas  # noqa: E402
 from localcluster.stack import FAST_LOOP, LocalStack, StackConfig, merged  # noqa: E402
@@ -343,14 +343,10 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
     # An offset metric reads the duration less the offset: saved, and compared, as the duration.
     offset = model_of(timing).hpa.duration_offset
     observed = [
-        Observed(s.at - step_at, s.desired, plus(s.metric, offset), s.second, ready_replicas(deployment))
+        Observed(s.at - step_at, s.desired, with_offset(s.metric, offset), s.second, ready_replicas(deployment))
         for s, deployment in recorder.pairs()
     ]
     return Measured(observed, schedulable, arrivals, refused)
-
-
-def plus(value: float | None, offset: float) -> float | None:
-    return None if value is None else value + offset
 
 
 def read_arrival_log(text: str, step_wall: float) -> tuple[list[float], list[float]]:

@@ -8,6 +8,7 @@ target labels add the same ones, so the PromQL under test runs unchanged.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import time
@@ -25,9 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "chart"
 
 
-def chart_rule_groups(release: str, namespace: str, values: dict[str, str] | None = None) -> list[dict]:
-    """spec.groups of the chart's PrometheusRule, as `helm template` renders it."""
-    sets = [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")]
+def chart_rule_groups(release: str, namespace: str, values: dict[str, object] | None = None) -> list[dict]:
+    """spec.groups of the chart's PrometheusRule, as `helm template` renders it with
+    `values` (dotted paths: numbers stay numbers, which `--set` would make text)."""
+    sets = [arg for key, value in (values or {}).items() for arg in ("--set-json", f"{key}={json.dumps(value)}")]
     result = subprocess.run(
         [
             binary("helm"),

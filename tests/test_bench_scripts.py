@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from localcluster.hpa import HpaSample
 from localcluster.loopback import LOOPBACK
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -146,8 +147,6 @@ def test_the_eighth_sweep_reads_the_charts_target_through_each_offset_with_the_s
     # The real loop's run of the best row is that row, through the chart's own values.
     best = calibrate.model_of("offset-4").hpa
     assert best in hpas and (best.duration_offset, best.tolerances.up, best.held_target) == (4.0, 0.4, 1.5)
-    # What the HPA read through the offset is saved as the duration the simulator reports.
-    assert (calibrate.plus(8.5, best.duration_offset), calibrate.plus(None, best.duration_offset)) == (12.5, None)
 
 
 def test_a_step_that_never_pushes_the_average_over_the_target_meets_goal_1s_time():
@@ -419,8 +418,23 @@ def step_readings(metric, end: int = 720):
 
 def summary(readings, load_seconds: float = 720, window: float = 420, locust=None, min_replicas: int = 1):
     autoscale = load_script("autoscale.py")
-    run = autoscale.Run(load_seconds, 180, 12.0, window, min_replicas)
+    run = autoscale.Run(load_seconds, 180, 12.0, window, min_replicas, 0.0)
     return autoscale.summarize("x", readings, run, locust or locust_run())
+
+
+def test_an_hpa_read_through_an_offset_is_read_back_as_the_duration(monkeypatch):
+    """What the HPA shows through autoscaling.durationOffsetSeconds (the average
+    less it, -offset at rest) is judged against the duration target as the duration."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    autoscale = load_script("autoscale.py")
+    deployment = {"spec": {"replicas": 3}, "status": {"readyReplicas": 2}}
+    samples = [HpaSample(1.0, 3, 4, 8.5), HpaSample(2.0, 3, 3, -4.0), HpaSample(3.0, 3, 3, None)]
+    readings = autoscale.paired_readings([(sample, deployment) for sample in samples], 4.0)
+    assert [(r.at, r.replicas, r.ready, r.desired, r.metric) for r in readings] == [
+        (1.0, 3, 2, 4, 12.5),
+        (2.0, 3, 2, 3, 0.0),
+        (3.0, 3, 2, 3, None),
+    ]
 
 
 def test_autoscale_reads_the_pods_created_and_ready_from_the_deployment():

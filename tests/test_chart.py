@@ -95,6 +95,7 @@ MATRIX = {
     "defaults": {},
     "hpa-off": {"autoscaling": {"enabled": False}},
     "external-metric": {"autoscaling": {"metric": {"type": "External"}}},
+    "duration-offset": {"autoscaling": {"durationOffsetSeconds": 4}},
     "keda": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}},
     "pdb-off": {"podDisruptionBudget": {"enabled": False}},
     "servicemonitor-off": {"serviceMonitor": {"enabled": False}},
@@ -434,10 +435,12 @@ def test_a_tolerance_set_for_one_direction_reaches_the_hpa_beside_the_defaults()
     assert behavior["scaleDown"] == defaults["scaleDown"]
 
 
-def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_reaches_the_pods():
-    """One value sets both halves: what the pods export for the adapter's rule
-    to take off, and the HPA target less the same seconds."""
-    docs = render({"autoscaling": {"durationOffsetSeconds": 4.1, "targetAverageDurationSeconds": 12.2}})
+def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_records_it_per_pod():
+    """One value sets both halves: the series the adapter's rule takes off each
+    pod's average, and the HPA's target less the same seconds. No pod reads it,
+    so a change rolls no pod."""
+    values = {"autoscaling": {"durationOffsetSeconds": 4.1, "targetAverageDurationSeconds": 12.2}}
+    docs = render(values)
     duration, utilization = only(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert duration == {
         "type": "Pods",
@@ -447,11 +450,25 @@ def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_reache
         },
     }
     assert utilization["pods"]["metric"]["name"] == "inference_slot_utilization"
-    assert env_of(server_container(docs))["AUTOSCALING_DURATION_OFFSET_SECONDS"] == "4.1"
-    # Off by default: the duration itself, and pods that export 0.
-    default = render()
-    assert only(default, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == PODS_METRIC
-    assert env_of(server_container(default))["AUTOSCALING_DURATION_OFFSET_SECONDS"] == "0"
+    [group] = [g for g in rendered_rule_groups(values)["groups"] if g["name"].endswith(".autoscaling")]
+    assert group["interval"] == chart_values()["serviceMonitor"]["interval"]
+    assert group["rules"] == [
+        {
+            "record": "namespace_pod:inference_request_duration_seconds:hpa_offset",
+            "expr": f'0 * max by (namespace, pod) (up{{namespace="{NAMESPACE}",service="{FULLNAME}"}}) + 4.1',
+        }
+    ]
+    assert only(docs, "Deployment")["spec"]["template"] == only(render(), "Deployment")["spec"]["template"]
+    [unavailable] = [
+        r
+        for g in rendered_rule_groups(values)["groups"]
+        for r in g["rules"]
+        if r.get("alert") == ("InferenceHPAMetricUnavailable")
+    ]
+    assert "inference_request_duration_seconds_avg_minus_offset" in unavailable["annotations"]["description"]
+    # Off by default: the duration itself, and nothing recorded.
+    assert only(render(), "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == PODS_METRIC
+    assert not [g for g in rendered_rule_groups()["groups"] if g["name"].endswith(".autoscaling")]
 
 
 def test_external_variant_selects_this_service_and_compares_the_value():
@@ -573,19 +590,41 @@ REFUSALS = {
         {"autoscaling": {"enabled": False, "targetAverageDurationSeconds": 8}, "keda": {"enabled": True}},
         "must exceed server.inferenceDurationSeconds",
     ),
-    # The HPA's target is the target less the offset: it must stay above 0.
+    # The HPA's target is the target less the offset, in milli-units: it must stay above 0.
     "an offset up to the target": (
         {"autoscaling": {"durationOffsetSeconds": 12}},
-        "autoscaling.durationOffsetSeconds (12) must be below autoscaling.targetAverageDurationSeconds (12)",
+        "autoscaling.durationOffsetSeconds (12) must be at least 0.001 below autoscaling.targetAverageDurationSeconds",
     ),
-    # Only the Pods rule subtracts it: elsewhere it would be set and ignored.
+    "an offset within a milli-unit of the target": (
+        {"autoscaling": {"durationOffsetSeconds": 11.9996}},
+        "autoscaling.durationOffsetSeconds (11.9996) must be at least 0.001 below",
+    ),
+    # Only the chart's HPA on the Pods rule subtracts it: elsewhere it would be set and ignored.
     "an offset on the external metric": (
         {"autoscaling": {"durationOffsetSeconds": 4, "metric": {"type": "External"}}},
-        "autoscaling.durationOffsetSeconds (4) applies to the HPA's Pods metric only",
+        "autoscaling.durationOffsetSeconds (4) applies to the chart's HPA with metric.type Pods only",
     ),
     "an offset with keda": (
         {"autoscaling": {"enabled": False, "durationOffsetSeconds": 4}, "keda": {"enabled": True}},
-        "autoscaling.durationOffsetSeconds (4) applies to the HPA's Pods metric only",
+        "autoscaling.durationOffsetSeconds (4) applies to the chart's HPA with metric.type Pods only",
+    ),
+    "an offset with no autoscaler": (
+        {"autoscaling": {"enabled": False, "durationOffsetSeconds": 4}},
+        "autoscaling.durationOffsetSeconds (4) applies to the chart's HPA with metric.type Pods only",
+    ),
+    # The offset reaches the adapter as the PrometheusRule's recorded series.
+    "an offset without the prometheus rule": (
+        {
+            "autoscaling": {"durationOffsetSeconds": 4},
+            "prometheusRule": {"enabled": False},
+            "dashboard": {"enabled": False},
+        },
+        "autoscaling.durationOffsetSeconds (4) needs prometheusRule.enabled and serviceMonitor.enabled",
+    ),
+    # Scraped otherwise, the pods may carry no `service` label for the rule to select them by.
+    "an offset without the service monitor": (
+        {"autoscaling": {"durationOffsetSeconds": 4}, "serviceMonitor": {"enabled": False}},
+        "autoscaling.durationOffsetSeconds (4) needs prometheusRule.enabled and serviceMonitor.enabled",
     ),
     "a dashboard without the rules it reads": (
         {"prometheusRule": {"enabled": False}},
@@ -676,14 +715,7 @@ def test_the_variables_extra_env_may_not_replace_are_every_one_another_template_
     as_env = {key: re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper() for key in chart_values()["server"]}
     guarded = re.search(r"\$sharedWithTemplates := list ((?:\"[A-Z_]+\" ?)+)", (templates / "_env.tpl").read_text())
     assert read, "no template reads a server value: the pattern is stale"
-    # The one variable set from outside `server`: the HPA's target is the duration target less it.
-    offset = (
-        {"AUTOSCALING_DURATION_OFFSET_SECONDS"}
-        if any("durationOffsetSeconds" in p.read_text() for p in readers)
-        else set()
-    )
-    assert offset, "no template reads autoscaling.durationOffsetSeconds: the pattern is stale"
-    assert {as_env[key] for key in read} | offset == set(re.findall(r"[A-Z_]+", guarded.group(1)))
+    assert {as_env[key] for key in read} == set(re.findall(r"[A-Z_]+", guarded.group(1)))
 
 
 def test_extra_env_follows_the_charts_own_variables_unchanged():
@@ -990,7 +1022,9 @@ def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
 
 def test_notes_say_what_the_hpa_shows_through_an_offset(tmp_path):
     notes = render_notes({"autoscaling": {"durationOffsetSeconds": 4}}, tmp_path / "offset")
-    assert "read through a 4 s offset: the HPA shows each pod's average less 4 s\nagainst 8 s" in notes, notes
+    assert "read through a 4 s offset: the HPA shows the pods' average less 4 s against\n8 s, and -4 at rest" in notes
+    assert "Prometheus must select it" in notes
+    assert "/pods/*/inference_request_duration_seconds_avg_minus_offset" in notes, notes
     assert "offset" not in render_notes(None, tmp_path / "default")
 
 
@@ -1063,7 +1097,7 @@ def rendered_rule_groups(values: dict | None = None) -> dict:
     return {"groups": rule["spec"]["groups"]}
 
 
-@pytest.mark.parametrize("case", ["defaults", "external-metric", "keda", "hpa-off"])
+@pytest.mark.parametrize("case", ["defaults", "external-metric", "duration-offset", "keda", "hpa-off"])
 def test_rendered_rules_pass_promtool_check(case):
     promtool_check_rules(rendered_rule_groups(MATRIX[case]))
 

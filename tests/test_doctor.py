@@ -257,8 +257,9 @@ class FakePrometheus:
 
     address = "prometheus-operated:web"
 
-    def __init__(self, *healths, without: tuple[str, ...] = ()):
+    def __init__(self, *healths, without: tuple[str, ...] = (), recording: tuple[str, ...] = ()):
         self.without = set(without)
+        self.recording = recording  # the recording rules it has loaded, by the series they write
         self.queries: list[str] = []
         self.targets = [
             {
@@ -272,6 +273,8 @@ class FakePrometheus:
         ]
 
     def api(self, path, **params):
+        if path == "rules":
+            return {"groups": [{"name": "svc.recording", "rules": [{"name": name} for name in self.recording]}]}
         return {"activeTargets": self.targets}
 
     def query(self, promql):
@@ -702,6 +705,32 @@ def test_the_adapters_query_is_sent_for_the_ready_pods_and_a_pod_without_a_value
     with pytest.raises(Broken, match=f"the adapter's query for {DURATION} has no value for pods svc-1$"):
         adapter_rule_answers(walk)
     assert walk.prometheus.queries == [adapter_query("svc-0", "svc-1", "svc-2")]
+
+
+def test_a_recorded_series_no_pod_has_is_traced_to_the_rule_prometheus_has_not_loaded():
+    """The chart's offset rule reads a series its PrometheusRule records: while
+    Prometheus has not loaded that rule no pod has a value, and the link names
+    the rule; once it has, a pod without a value is a pod too new."""
+    recorded = "namespace_pod:inference_request_duration_seconds:hpa_offset"
+    rule = ADAPTER_RULE | {
+        "seriesQuery": f'{recorded}{{namespace!="",pod!=""}}',
+        "name": {"matches": f"^{recorded}$", "as": DURATION},
+    }
+    walk = adapter_walk(
+        config=config_map({"config.yaml": yaml.safe_dump({"rules": [rule]})}), ready_pods=("svc-0", "svc-1")
+    )
+    walk.prometheus = FakePrometheus("up", "up", "up", without=("svc-0", "svc-1"))
+    with pytest.raises(Broken, match=f"Prometheus has not loaded the rule that records {recorded}, ") as broken:
+        adapter_rule_answers(walk)
+    assert "ruleSelector" in broken.value.fix and "ruleNamespaceSelector" in broken.value.fix
+    walk.prometheus = FakePrometheus("up", "up", "up", without=("svc-1",), recording=(recorded,))
+    with pytest.raises(Broken, match=f"the adapter's query for {DURATION} has no value for pods svc-1$"):
+        adapter_rule_answers(walk)
+    # A scraped series never sends the doctor to the rules.
+    scraped = adapter_walk(ready_pods=("svc-0", "svc-1"))
+    scraped.prometheus = FakePrometheus("up", "up", "up", without=("svc-1",))
+    with pytest.raises(Broken, match="has no value for pods svc-1$"):
+        adapter_rule_answers(scraped)
 
 
 @pytest.mark.parametrize(

@@ -43,12 +43,14 @@ HPA_METRIC = "inference_request_duration_seconds_avg"
 UTILIZATION_METRIC = "inference_slot_utilization"
 OFFSET_METRIC = "inference_request_duration_seconds_avg_minus_offset"
 # Two slots, so the slot utilization's division by them shows (x / 1 is x).
-# An offset, so the offset rule's subtraction shows (x - 0 is x).
-POD_ENV = {
-    "INFERENCE_DURATION_SECONDS": "1",
-    "MODEL_CONCURRENCY": "2",
-    "MAX_QUEUE": "4",
-    "AUTOSCALING_DURATION_OFFSET_SECONDS": "0.4",
+POD_ENV = {"INFERENCE_DURATION_SECONDS": "1", "MODEL_CONCURRENCY": "2", "MAX_QUEUE": "4"}
+# The chart's rules as a release with an HPA offset renders them (x - 0 is x),
+# its recording group evaluated as often as these pods are scraped.
+OFFSET_SECONDS = 0.4
+CHART_VALUES = {
+    "autoscaling.durationOffsetSeconds": OFFSET_SECONDS,
+    "serviceMonitor.interval": "1s",
+    "serviceMonitor.scrapeTimeout": "1s",
 }
 BURSTY_LOAD = {"LOAD_ARRIVALS": "fixed", "LOAD_BURST": "5", "LOAD_USER_RPS": "0.25"}
 # The adapter rules' window is a literal 40s (not parameterised), so the test
@@ -174,7 +176,7 @@ def loop(tmp_path_factory):
             )
             for pod, server in pods.items()
         ]
-        rules = chart_rule_groups(RELEASE, NAMESPACE)
+        rules = chart_rule_groups(RELEASE, NAMESPACE, CHART_VALUES)
         prometheus = PrometheusProcess(workdir / "prometheus", targets, rules, SCRAPE_SECONDS)
         (workdir / "prometheus").mkdir()
         prometheus.start()
@@ -272,10 +274,11 @@ def test_slot_utilization_is_the_requests_clients_had_open_per_slot(loop):
 
 
 @pytest.mark.prometheus
-def test_the_offset_metric_is_each_pods_average_less_the_offset_it_exports(loop):
+def test_the_offset_metric_is_each_pods_average_less_the_offset_the_chart_records(loop):
     """The chart's HPA with an offset reads this rule at the target less the
-    same offset: the busy pod reads its average less it, the idle one minus it."""
-    offset = float(POD_ENV["AUTOSCALING_DURATION_OFFSET_SECONDS"])
+    same offset, which the chart's PrometheusRule records for each scraped pod:
+    the busy pod reads its average less it, the idle one minus it."""
+    offset = OFFSET_SECONDS
     durations = loop.hpa_values(loop.measured_at)
     offsets = loop.hpa_values(loop.measured_at, OFFSET_METRIC)
     assert set(offsets) == set(PODS), offsets
@@ -364,6 +367,7 @@ def test_documented_queries_cover_what_an_operator_needs():
     for needed in (
         "inference_request_duration_seconds_sum",  # average duration per pod: the HPA metric
         "inference_model_slots",  # slot utilization: the HPA's second metric
+        "namespace_pod:inference_request_duration_seconds:hpa_offset",  # the HPA metric through an offset
         "inference_request_duration_seconds_bucket",  # p95
         "inference_requests_total",  # RPS by status, error and rejection ratio
         "inference_queue_depth",

@@ -124,30 +124,6 @@ def test_success_counter_sums_predictions_across_both_workers(start_server):
     assert scrape(server.admin_url)[SUCCESS] == predictions
 
 
-def test_every_worker_exports_the_duration_offset_and_the_pod_shows_it_once(start_server):
-    """The adapter's offset rule takes one series per pod off its average: both
-    workers write the setting, the scrape folds them into one sample, and the
-    sample stays while a worker lives."""
-    server = start_server({"AUTOSCALING_DURATION_OFFSET_SECONDS": "4.5"}, workers=2)
-
-    def writers() -> set[str]:
-        return {
-            path.stem
-            for path in server.multiproc_dir.glob("gauge_livemax_*.db")
-            for key, _, _, _ in MmapedDict.read_all_values_from_file(str(path))
-            if "inference_autoscaling_duration_offset_seconds" in key
-        }
-
-    # The server is ready once one worker answers; the other may still be loading its app.
-    deadline = time.monotonic() + 30
-    while len(writers()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(writers()) == 2, writers()
-    page = requests.get(server.admin_url + "/metrics", timeout=10).text
-    samples = [line for line in page.splitlines() if line.startswith("inference_autoscaling_duration_offset_seconds")]
-    assert samples == ["inference_autoscaling_duration_offset_seconds 4.5"], samples
-
-
 def success_counts_per_process(directory: Path) -> dict[str, float]:
     counts = {}
     for path in directory.glob("counter_*.db"):

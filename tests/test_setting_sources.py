@@ -26,20 +26,9 @@ def camel(name: str) -> str:
     return first + "".join(word.capitalize() for word in rest)
 
 
-# Settings whose chart value is not under `server`: the offset is the HPA's,
-# and its section sets the HPA's target from it too.
-HOMES = {"autoscaling_duration_offset_seconds": ("autoscaling", "durationOffsetSeconds")}
-
-
-def chart_home(name: str) -> tuple[str, str]:
-    """The section and key of the chart value that sets the setting."""
-    return HOMES.get(name, ("server", camel(name)))
-
-
-def schema_of(name: str) -> dict:
-    """The schema of the setting's chart value, with the file's shared definitions in reach of its $refs."""
-    section, key = chart_home(name)
-    return {**SCHEMA["properties"][section]["properties"][key], "definitions": SCHEMA.get("definitions", {})}
+def schema_of(key: str) -> dict:
+    """The schema of `server.<key>`, with the file's shared definitions in reach of its $refs."""
+    return {**SCHEMA["properties"]["server"]["properties"][key], "definitions": SCHEMA.get("definitions", {})}
 
 
 def probes(name: str) -> list:
@@ -85,19 +74,17 @@ def settings_accept(name: str, value) -> bool:
 
 def schema_accepts(name: str, value) -> bool:
     try:
-        jsonschema.validate(value, schema_of(name))
+        jsonschema.validate(value, schema_of(camel(name)))
     except jsonschema.ValidationError:
         return False
     return True
 
 
 def test_every_setting_is_a_chart_value_with_a_schema_entry_and_nothing_else_is():
-    under_server = {camel(name) for name in Settings.model_fields if name not in HOMES}
-    assert set(chart_values()["server"]) == under_server
-    assert set(SCHEMA["properties"]["server"]["properties"]) == under_server
+    settings = {camel(name) for name in Settings.model_fields}
+    assert set(chart_values()["server"]) == settings
+    assert set(SCHEMA["properties"]["server"]["properties"]) == settings
     assert SCHEMA["properties"]["server"]["additionalProperties"] is False
-    for section, key in HOMES.values():
-        assert key in chart_values()[section] and key in SCHEMA["properties"][section]["properties"], (section, key)
 
 
 def test_every_setting_reaches_the_container_under_its_own_variable():

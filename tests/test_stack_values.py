@@ -309,6 +309,28 @@ def test_adapter_queries_read_zero_only_for_pods_seen_idle(adapter, tmp_path):
     )
 
 
+def test_the_offset_rule_takes_each_pods_recorded_offset_off_its_average(adapter, chart_values, tmp_path):
+    """The offset rule's filled-in query with promtool: the busy pod reads its
+    average less its recorded offset, the idle one minus the offset, and a pod
+    whose offset Prometheus has not recorded (its rule not selected, or not
+    yet evaluated) is absent, not its bare average."""
+    rule = custom_rule(adapter, chart_values["autoscaling"]["metric"]["offsetName"])
+    recorded = "namespace_pod:inference_request_duration_seconds:hpa_offset"
+    assert rule["seriesQuery"].startswith(recorded + "{")
+    query = adapter_query(rule, 'namespace="serving",pod=~"busy|idle|unrecorded"', "pod")
+    labels = 'namespace="serving",service="inferscale",job="inferscale"'
+    series = [
+        *pod_series(labels, "busy", "0+1x40", "0+14x40", "1x40"),
+        *pod_series(labels, "idle", "7x40", "70x40", "1x40"),
+        *pod_series(labels, "unrecorded", "0+1x40", "0+14x40", "1x40"),
+        # As the chart's rule records it: the pod's namespace and name only.
+        (f'{recorded}{{namespace="serving",pod="busy"}}', "4x40"),
+        (f'{recorded}{{namespace="serving",pod="idle"}}', "4x40"),
+    ]
+    expected = [{"labels": '{pod="busy"}', "value": 10}, {"labels": '{pod="idle"}', "value": -4}]
+    promtool_test_rules(tmp_path, series, [{"expr": query, "eval_time": "5m", "exp_samples": expected}])
+
+
 def promtool_test_rules(tmp_path: Path, series: list[tuple[str, str]], expr_tests: list[dict]) -> None:
     """`promtool test rules` of `expr_tests` on `series` scraped every 15 s: more
     slowly than the chart's 10 s, so that the 40s window holds 2 or 3 samples,

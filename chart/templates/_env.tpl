@@ -1,14 +1,13 @@
 {{/*
 The server container's environment: one variable per value under `server`
-(values.yaml names each one) and autoscaling.durationOffsetSeconds, which the
-pods export for the HPA's offset metric, with extraEnv laid over it. An extraEnv entry of
+(values.yaml names each one), with extraEnv laid over it. An extraEnv entry of
 a chart variable replaces the chart's (HOST from the pod's IP, LOG_LEVEL from a
 ConfigMap), except for the variables other templates read too: the container
 would run with the extraEnv value while the probes, the drain, the HPA's slots
 or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
 */}}
 {{- define "inferscale.env" -}}
-{{- $sharedWithTemplates := list "PORT" "ADMIN_PORT" "MODEL_CONCURRENCY" "MAX_QUEUE" "INFERENCE_DURATION_SECONDS" "INFERENCE_JITTER_SECONDS" "INFERENCE_TIMEOUT_SECONDS" "MODEL_LOAD_SECONDS" "GRACEFUL_SHUTDOWN_SECONDS" "MAX_BATCH_SIZE" "MAX_FEATURES" "PROMETHEUS_MULTIPROC_DIR" "AUTOSCALING_DURATION_OFFSET_SECONDS" }}
+{{- $sharedWithTemplates := list "PORT" "ADMIN_PORT" "MODEL_CONCURRENCY" "MAX_QUEUE" "INFERENCE_DURATION_SECONDS" "INFERENCE_JITTER_SECONDS" "INFERENCE_TIMEOUT_SECONDS" "MODEL_LOAD_SECONDS" "GRACEFUL_SHUTDOWN_SECONDS" "MAX_BATCH_SIZE" "MAX_FEATURES" "PROMETHEUS_MULTIPROC_DIR" }}
 {{- $extra := dict }}
 {{- range .Values.extraEnv }}
 {{- /* The server reads its environment in any case (Settings: case_sensitive=False). */}}
@@ -86,8 +85,6 @@ or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
   value: {{ $s.maxRequests | int | quote }}
 - name: MAX_REQUESTS_JITTER
   value: {{ $s.maxRequestsJitter | int | quote }}
-- name: AUTOSCALING_DURATION_OFFSET_SECONDS
-  value: {{ .Values.autoscaling.durationOffsetSeconds | default 0 | toString | quote }}
 - name: PROMETHEUS_MULTIPROC_DIR
   value: {{ $s.prometheusMultiprocDir | quote }}
 - name: LOG_LEVEL

@@ -108,6 +108,20 @@ fullname loses the hash's tail, its dash, or more. Names that share their first
 {{- end -}}
 {{- end }}
 
+{{/*
+autoscaling.durationOffsetSeconds as a number, 0 when unset. Above 0 the HPA
+reads the duration less it (metric.offsetName), against the target less it.
+*/}}
+{{- define "inferscale.durationOffset" -}}
+{{- .Values.autoscaling.durationOffsetSeconds | default 0 | float64 -}}
+{{- end }}
+
+{{/* The Pods metric the HPA reads for the duration: with an offset, the offset rule's. */}}
+{{- define "inferscale.durationMetric" -}}
+{{- $a := .Values.autoscaling -}}
+{{- ternary $a.metric.offsetName $a.metric.name (gt (include "inferscale.durationOffset" . | float64) 0.0) -}}
+{{- end }}
+
 {{/* A PromQL matcher for this release's series: its namespace and its Service. */}}
 {{- define "inferscale.seriesSelector" -}}
 {{- printf "namespace=%q,service=%q" .Release.Namespace (include "inferscale.fullname" .) -}}

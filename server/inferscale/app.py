@@ -25,8 +25,7 @@ def create_app(settings: Settings | None = None, backend: InferenceBackend | Non
     if backend is None:
         backend = InferenceService(settings, ModelMetrics(registry), model_from_settings(settings))
         backend.start_loading()
-    request_metrics = RequestMetrics(registry, settings.autoscaling_duration_offset_seconds)
-    app = _app(Runtime(settings, backend, registry, request_metrics, _multiproc_dir()))
+    app = _app(Runtime(settings, backend, registry, RequestMetrics(registry), _multiproc_dir()))
     for blueprint in (health.blueprint, exposition.blueprint, predict.blueprint, v2.blueprint):
         app.register_blueprint(blueprint)
     return app

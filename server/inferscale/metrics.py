@@ -140,7 +140,7 @@ def model_restarts_counter() -> Counter:
 class RequestMetrics:
     """An HTTP worker's metrics: how inference requests ended, and what callers waited."""
 
-    def __init__(self, registry: CollectorRegistry, duration_offset: float = 0.0):
+    def __init__(self, registry: CollectorRegistry):
         self.request_duration = duration_histogram(
             "inference_request_duration_seconds",
             "Time from admission to answer of an inference request, queue wait included.",
@@ -156,18 +156,6 @@ class RequestMetrics:
         )
         for status in STATUSES:
             self.requests.labels(status=status)
-        # Beside the duration it offsets, from the processes that observe it:
-        # the adapter's offset rule has a value for a pod exactly when its
-        # duration rule has one. Every worker writes the same setting, so the
-        # largest over the live ones is that setting, once per pod.
-        self.duration_offset = Gauge(
-            "inference_autoscaling_duration_offset_seconds",
-            "Seconds the HPA's offset metric takes off this pod's average request duration "
-            "(AUTOSCALING_DURATION_OFFSET_SECONDS; its target is the duration target less it).",
-            multiprocess_mode="livemax",
-            registry=registry,
-        )
-        self.duration_offset.set(duration_offset)
 
     def answered(self, status: str, request_seconds: float) -> None:
         """An admitted request ended; its duration feeds the HPA metric."""

@@ -115,12 +115,6 @@ class Settings(BaseSettings):
     max_requests_jitter: int = Field(0, ge=0)
     """random spread added to `MAX_REQUESTS`"""
 
-    autoscaling_duration_offset_seconds: float = Field(0.0, ge=0, le=DAY_SECONDS)
-    """seconds the HPA's metric takes off each pod's average request duration: exported as the gauge
-    `inference_autoscaling_duration_offset_seconds` for the adapter's rule
-    `inference_request_duration_seconds_avg_minus_offset`, whose HPA target is the duration target less it. The chart
-    sets it from `autoscaling.durationOffsetSeconds`; the server only exports it"""
-
     prometheus_multiproc_dir: str = Field("/tmp/inferscale-metrics", pattern=r"^/")
     """directory the workers share their metrics through, an absolute path, of its own: its metric files are removed
     at start, and one holding other `.db` files is refused"""

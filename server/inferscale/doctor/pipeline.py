@@ -243,7 +243,8 @@ def _rule_answers(walk: Walk, metric: dict) -> str:
             )
         raise Broken(
             f"the HPA asks for {kind} metric {name!r}; the adapter's rules serve {sorted(served) or 'nothing'}",
-            "set the chart's autoscaling.metric.name (or externalName, or slotUtilization.name) to a served name, "
+            "set the chart's autoscaling.metric.name (or externalName, offsetName, or slotUtilization.name) to a "
+            "served name, "
             "or add the rule to the adapter's values (adapter-values.yaml)",
         )
     rule = served[name]
@@ -280,6 +281,7 @@ def _rule_answers(walk: Walk, metric: dict) -> str:
     answered = {sample["metric"].get(_label_for(rule, "pod")) for sample in result}
     missing = sorted(set(walk.ready_pods) - answered)
     if missing:
+        _recording_loaded(walk, _series(rule), name)
         raise Broken(f"the adapter's query for {name} has no value for pods {', '.join(missing)}", _too_little_data())
     return f"the adapter's query for {name} returns a value for each of the {len(walk.ready_pods)} ready pods"
 
@@ -893,6 +895,22 @@ def _expand(rule: dict, walk: Walk, metric: dict) -> str:
         .replace("<<.LabelMatchers>>", matchers)
         .replace("<<.GroupBy>>", group_by)
     )
+
+
+def _recording_loaded(walk: Walk, series: str | None, name: str) -> None:
+    """A series named level:metric:operations is a recording rule's, never a
+    scraped one: no pod has it while Prometheus has not loaded that rule (the
+    chart's PrometheusRule, for its offset rule)."""
+    if series is None or ":" not in series:
+        return
+    groups = _prometheus(walk).api("rules", type="record")["groups"]
+    if not any(rule.get("name") == series for group in groups for rule in group.get("rules") or []):
+        raise Broken(
+            f"Prometheus has not loaded the rule that records {series}, which the adapter's query for {name} reads",
+            "helm upgrade with prometheusRule.enabled=true, its labels selected by the Prometheus's ruleSelector "
+            "(prometheusRule.additionalLabels) in a namespace its ruleNamespaceSelector selects; "
+            "the operator then reloads Prometheus within a minute or two",
+        )
 
 
 def _too_little_data() -> str:
