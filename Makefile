@@ -122,8 +122,8 @@ bench-ranks: venv ## the saved real-loop runs ranked among the simulator's seeds
 # The simulator against the real loop: a 5x step up and down on the local
 # control plane, then the same run simulated; plot in docs/calibration/.
 # CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults), min-replicas-1 (~37 min: the defaults before them),
-# utilization-0.7, duration-only (~30 min: the defaults until 2026-12-02), scale-up-per-30s, scale-up-tolerance
-# or target-13 (bench/calibrate.py), as root.
+# utilization-0.7, duration-only (~30 min: the defaults until 2026-12-02), scale-up-per-30s, scale-up-tolerance,
+# target-13 or offset-4 (bench/calibrate.py), as root.
 CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools ## the simulator against the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)
