@@ -238,6 +238,7 @@ def main() -> None:
     steady_seconds = load_seconds / 4
     results = []
     for label, extra in (("chart defaults", {}), ("seeds 240s up / 300s down", SEEDS_BEHAVIOR)):
+        values = merged(installed, extra)
         with tempfile.TemporaryDirectory() as work:
             config = StackConfig(
                 workdir=Path(work),
@@ -248,9 +249,9 @@ def main() -> None:
                 load_seconds,
                 steady_seconds,
                 target,
-                scale_down_window(merged(installed, extra)),
+                scale_down_window(values),
                 installed["autoscaling"]["minReplicas"],
-                merged(installed, extra)["autoscaling"].get("durationOffsetSeconds") or 0.0,
+                values["autoscaling"].get("durationOffsetSeconds") or 0.0,
             )
             result = measure(label, config, users, user_rps, run)
         results.append(result)

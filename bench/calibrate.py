@@ -321,7 +321,8 @@ class Measured:
     refused: list[float]  # the arrivals answered 503
 
 
-def measure(timing: str, users: int, up: float, down: float) -> Measured:
+def measure(timing: str, users: int, up: float, down: float, offset: float) -> Measured:
+    """`offset`: what the HPA's duration readings have taken off (the timing's durationOffsetSeconds)."""
     with tempfile.TemporaryDirectory() as work, LocalStack(stack_config(timing, Path(work))) as stack:
         stack.wait_at_rest()
         schedulable = schedulable_pods(stack)
@@ -341,7 +342,6 @@ def measure(timing: str, users: int, up: float, down: float) -> Measured:
         print(f"# load stopped {stopped_at - step_at:.0f} s after the step; {recorder.failed_reads} failed reads")
         arrivals, refused = read_arrival_log(arrival_log.read_text(), step_wall)
     # An offset metric reads the duration less the offset: saved, and compared, as the duration.
-    offset = model_of(timing).hpa.duration_offset
     observed = [
         Observed(s.at - step_at, s.desired, with_offset(s.metric, offset), s.second, ready_replicas(deployment))
         for s, deployment in recorder.pairs()
@@ -667,7 +667,7 @@ def main() -> None:
     else:
         default_up, default_down = DEFAULT_SECONDS[args.timing]
         up, down = args.up or default_up, args.down or default_down
-        measured = measure(args.timing, users, up, down)
+        measured = measure(args.timing, users, up, down, model.hpa.duration_offset)
         run = {
             "timing": args.timing,
             "times": args.times,

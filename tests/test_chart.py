@@ -450,7 +450,8 @@ def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_record
         },
     }
     assert utilization["pods"]["metric"]["name"] == "inference_slot_utilization"
-    [group] = [g for g in rendered_rule_groups(values)["groups"] if g["name"].endswith(".autoscaling")]
+    groups = rendered_rule_groups(values)["groups"]
+    [group] = [g for g in groups if g["name"].endswith(".autoscaling")]
     assert group["interval"] == chart_values()["serviceMonitor"]["interval"]
     assert group["rules"] == [
         {
@@ -459,12 +460,7 @@ def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_record
         }
     ]
     assert only(docs, "Deployment")["spec"]["template"] == only(render(), "Deployment")["spec"]["template"]
-    [unavailable] = [
-        r
-        for g in rendered_rule_groups(values)["groups"]
-        for r in g["rules"]
-        if r.get("alert") == ("InferenceHPAMetricUnavailable")
-    ]
+    [unavailable] = [r for g in groups for r in g["rules"] if r.get("alert") == "InferenceHPAMetricUnavailable"]
     assert "inference_request_duration_seconds_avg_minus_offset" in unavailable["annotations"]["description"]
     # Off by default: the duration itself, and nothing recorded.
     assert only(render(), "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == PODS_METRIC

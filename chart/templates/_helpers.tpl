@@ -116,6 +116,20 @@ reads the duration less it (metric.offsetName), against the target less it.
 {{- .Values.autoscaling.durationOffsetSeconds | default 0 | float64 -}}
 {{- end }}
 
+{{/*
+The HPA's target for that metric: with an offset, the target less it,
+rounded to milli-units, the HPA's own.
+*/}}
+{{- define "inferscale.durationTarget" -}}
+{{- $a := .Values.autoscaling -}}
+{{- $offset := include "inferscale.durationOffset" . | float64 -}}
+{{- if gt $offset 0.0 -}}
+{{- round (subf $a.targetAverageDurationSeconds $offset) 3 -}}
+{{- else -}}
+{{- $a.targetAverageDurationSeconds -}}
+{{- end -}}
+{{- end }}
+
 {{/* The Pods metric the HPA reads for the duration: with an offset, the offset rule's. */}}
 {{- define "inferscale.durationMetric" -}}
 {{- $a := .Values.autoscaling -}}
