@@ -114,16 +114,17 @@ bench-tune: venv ## the HPA's knobs swept through the simulator
 # Where each saved real-loop run's peak, steady replicas, refusals and wait for Ready fall
 # among 100 replays of its arrivals, for every timing whose runs recorded
 # them, and the means over all of them (~25 s, no cluster).
-RANKED_TIMINGS := scale-up-per-30s scale-up-tolerance min-replicas-1 chart target-13
+RANKED_TIMINGS := scale-up-per-30s scale-up-tolerance min-replicas-1 offset-0 target-13
 RANKED_RUNS := $(foreach timing,$(RANKED_TIMINGS),$(foreach run,$(wildcard docs/calibration/$(timing)*.json),$(timing)=$(run)))
 bench-ranks: venv ## the saved real-loop runs ranked among the simulator's seeds
 	$(BIN)/python bench/calibrate.py --timing chart --seeds 100 --ranks $(RANKED_RUNS)
 
 # The simulator against the real loop: a 5x step up and down on the local
 # control plane, then the same run simulated; plot in docs/calibration/.
-# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults), min-replicas-1 (~37 min: the defaults before them),
-# utilization-0.7, duration-only (~30 min: the defaults until 2026-12-02), scale-up-per-30s, scale-up-tolerance,
-# target-13 or offset-4 (bench/calibrate.py), as root.
+# CALIBRATE_TIMING=fast (~12 min), chart (~37 min: the chart's defaults, as offset-4 pins them), offset-0 (~37 min:
+# the defaults before them, the bare duration), min-replicas-1 (~37 min: those from one pod at rest), utilization-0.7,
+# duration-only (~30 min: the defaults until 2026-12-02), scale-up-per-30s, scale-up-tolerance or target-13
+# (bench/calibrate.py), as root.
 CALIBRATE_TIMING ?= fast
 bench-calibrate: venv tools ## the simulator against the real loop (root)
 	PATH="$(TOOLS_BIN):$$PATH" $(BIN)/python bench/calibrate.py --timing $(CALIBRATE_TIMING) $(BENCH_ARGS)

@@ -18,7 +18,7 @@ that hold the target for that load and against the same load held 4 h with
 Poisson draws (the steady count bench-tune judges, which a run of minutes
 cannot show), how long each pod the scale-up added took to turn Ready,
 measured (the Deployment's Ready count, read beside the HPA, in runs from
-docs/calibration/chart-second-run.json on) and simulated, and what
+docs/calibration/offset-0-second-run.json on) and simulated, and what
 the HPA read at its syncs up to the first scale-up, measured and at the
 median seed (both metrics; a run measured before 2026-12-04 has the
 measured duration only). The replay
@@ -32,12 +32,14 @@ another run on the cluster.
 
     python bench/calibrate.py --timing fast            # ~12 min
     python bench/calibrate.py --timing chart           # ~37 min: the chart's defaults, a 20-minute step
-    python bench/calibrate.py --timing chart --run docs/calibration/chart-second-run.json
-    python bench/calibrate.py --timing chart --times 2 --up 1800 --run docs/calibration/chart-2x.json
+    python bench/calibrate.py --timing offset-0        # ~37 min: the defaults until 2026-12-07, the bare duration
+    python bench/calibrate.py --timing offset-0 --run docs/calibration/offset-0-second-run.json
+    python bench/calibrate.py --timing offset-0 --times 2 --up 1800 --run docs/calibration/offset-0-2x.json
                                                        # ~47 min: goal 2's load, held past the scale-down window
     python bench/calibrate.py --timing target-13       # ~37 min: a 13 s target, 0.6, 0.75 up, two pods at rest
     python bench/calibrate.py --timing target-13 --run docs/calibration/target-13-second-run.json
     python bench/calibrate.py --timing target-13 --times 2 --up 1800 --run docs/calibration/target-13-2x.json
+    python bench/calibrate.py --timing offset-4        # ~37 min: the chart's defaults since 2026-12-07, pinned
     python bench/calibrate.py --timing offset-4 --times 2 --up 1800 --run docs/calibration/offset-4-2x.json
                                                        # ~47 min: a 4 s offset, 0.4 up, at goal 2's load
     python bench/calibrate.py --timing min-replicas-1  # ~37 min: the same from one pod at rest (until 2026-12-06)
@@ -45,9 +47,9 @@ another run on the cluster.
     python bench/calibrate.py --timing utilization-0.7 # ~37 min: the defaults of 2026-12-02 until the tune over seeds
     python bench/calibrate.py --timing duration-only   # ~30 min: the defaults until 2026-12-02
     python bench/calibrate.py --timing scale-up-tolerance  # ~37 min: a 13 s target, 0.65, 0.75 up
-    python bench/calibrate.py --timing chart --replot
+    python bench/calibrate.py --timing offset-4 --replot
     python bench/calibrate.py --timing min-replicas-1 --among docs/calibration/min-replicas-1*.json
-    python bench/calibrate.py --timing chart --seeds 100 --ranks docs/calibration/chart*.json \
+    python bench/calibrate.py --timing offset-0 --seeds 100 --ranks docs/calibration/offset-0*.json \
         target-13=docs/calibration/target-13.json
 
 `--among` simulates nothing: it judges saved runs of one timing against each
@@ -132,10 +134,11 @@ USER_RPS = {
     "utilization-0.7": 0.2,
     "scale-up-per-30s": 0.2,
     "min-replicas-1": 0.2,
-    "chart": 0.2,
+    "offset-0": 0.2,
     "target-13": 0.2,
     "scale-up-tolerance": 0.2,
     "offset-4": 0.2,
+    "chart": 0.2,
 }
 DEFAULT_SECONDS = {
     "fast": (240.0, 240.0),
@@ -143,10 +146,11 @@ DEFAULT_SECONDS = {
     "utilization-0.7": (1200.0, 600.0),
     "scale-up-per-30s": (1200.0, 600.0),
     "min-replicas-1": (1200.0, 600.0),
-    "chart": (1200.0, 600.0),
+    "offset-0": (1200.0, 600.0),
     "target-13": (1200.0, 600.0),
     "scale-up-tolerance": (1200.0, 600.0),
     "offset-4": (1200.0, 600.0),
+    "chart": (1200.0, 600.0),
 }
 # Simulated hours of each fewest-fixed search, as in bench-simulate's and bench-tune's tables.
 FIXED_HOURS = 4.0
@@ -162,6 +166,9 @@ SCALE_UP_PER_30S = {
     }
 }
 SCALE_DOWN_300 = {"scaleDown": {"stabilizationWindowSeconds": 300}}
+# The HPA read the bare duration, with Kubernetes' 10 % band both ways, until
+# 2026-12-07: every saved run before offset-4's was measured so.
+BARE_DURATION = {"durationOffsetSeconds": 0, "behavior": {"scaleUp": {"tolerance": 0.1}}}
 # 10 s scrapes and a 40s window, the chart's since 2026-12-02. The pods
 # request 100m CPU instead of 250m so that this 2-core node has room for the
 # 10-15 pods a 5x step needs (they sleep, not compute).
@@ -170,7 +177,7 @@ TEN_SECOND_SCRAPES = dict(
     rate_window="40s",
     chart_values={
         "serviceMonitor": {"interval": "10s"},
-        "autoscaling": {"rateWindow": "40s", "maxReplicas": 20},
+        "autoscaling": {"rateWindow": "40s", "maxReplicas": 20, **BARE_DURATION},
         "resources": {"requests": {"cpu": "100m"}},
     },
 )
@@ -210,7 +217,8 @@ STACKS = {
                     "minReplicas": 1,
                     "rateWindow": "1m",
                     "maxReplicas": 10,
-                    "behavior": merged(SCALE_UP_PER_30S, SCALE_DOWN_300),
+                    "durationOffsetSeconds": 0,
+                    "behavior": merged(merged(BARE_DURATION["behavior"], SCALE_UP_PER_30S), SCALE_DOWN_300),
                 },
             },
         ),
@@ -247,13 +255,13 @@ STACKS = {
         },
     ),
 }
-# The chart's defaults since 2026-12-06: the same with two pods at rest
-# (bench/tune.py's sixth sweep).
-STACKS["chart"] = merged(STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"minReplicas": 2}}})
+# The chart's defaults from 2026-12-06 until 2026-12-07: the same with two pods
+# at rest (bench/tune.py's sixth sweep).
+STACKS["offset-0"] = merged(STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"minReplicas": 2}}})
 # bench/tune.py's seventh sweep's choice, which the real loop did not bear out
 # (docs/sizing.md): the chart's defaults with a 13 s target, 0.6 utilization
 # and a 0.75 tolerance on the way up.
-STACKS["target-13"] = merged(STACKS["chart"], thirteen_second_target(0.6))
+STACKS["target-13"] = merged(STACKS["offset-0"], thirteen_second_target(0.6))
 # The chart's defaults until 2026-12-03: one pod at rest, the scale-up policies of then.
 STACKS["scale-up-per-30s"] = merged(
     STACKS["min-replicas-1"], {"chart_values": {"autoscaling": {"behavior": SCALE_UP_PER_30S}}}
@@ -263,12 +271,14 @@ STACKS["scale-up-per-30s"] = merged(
 # HPAConfigurableTolerance, on in the local control plane): the defaults of
 # "scale-up-per-30s" with a 13 s target, 0.65 utilization and 0.75 up (docs/sizing.md).
 STACKS["scale-up-tolerance"] = merged(STACKS["scale-up-per-30s"], thirteen_second_target(0.65))
-# bench/tune.py's eighth sweep's best row: the chart's defaults read through a
-# 4 s offset (autoscaling.durationOffsetSeconds), with a 0.4 tolerance on the way up.
+# bench/tune.py's eighth sweep's best row: those defaults read through a 4 s
+# offset (autoscaling.durationOffsetSeconds), with a 0.4 tolerance on the way
+# up; the chart's defaults since 2026-12-07, which "chart" follows.
 STACKS["offset-4"] = merged(
-    STACKS["chart"],
+    STACKS["offset-0"],
     {"chart_values": {"autoscaling": {"durationOffsetSeconds": 4, "behavior": {"scaleUp": {"tolerance": 0.4}}}}},
 )
+STACKS["chart"] = STACKS["offset-4"]
 
 
 def stack_config(timing: str, workdir: Path) -> StackConfig:
@@ -459,7 +469,7 @@ def ranks(runs: list[tuple[str, Path]], seeds: range) -> None:
     ranked: dict[str, list[float]] = {"peak": [], "steady": [], "refused": [], "ready": []}
     for timing, path in runs:
         run = json.loads(path.read_text())
-        measured_in = run.get("timing", timing)  # the runs before chart-second-run.json do not say
+        measured_in = run.get("timing", timing)  # the runs before offset-0-second-run.json do not say
         if measured_in != timing:
             raise SystemExit(f"{path}: measured in the {measured_in} timing, not {timing}: pass {measured_in}={path}")
         if "arrivals" not in run:
@@ -781,7 +791,7 @@ def print_readiness(observed: list[Observed], traces: list[Trace], chosen: int, 
     simulator's start, load and probe delays, and refuse more meanwhile."""
     measured = observed_ready_lags(observed, min_replicas)
     if measured is None:
-        print("added pods' wait for Ready: not recorded with this run (runs from chart-second-run.json on)")
+        print("added pods' wait for Ready: not recorded with this run (runs from offset-0-second-run.json on)")
         return
     simulated = simulated_ready_lags(traces[chosen], min_replicas)
     print(

@@ -82,18 +82,18 @@ def test_a_pinned_count_is_kept_by_readings_over_its_share_of_the_target():
 
 def test_a_scale_up_step_replaces_the_charts_policies_and_labels_its_row():
     tune = load_script("tune.py")
-    charts = tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa.scale_up.policies
-    stepped = tune.replace(tune.CHART_DEFAULTS, scale_up_step=tune.percent_or_pods(200, 6, 30))
+    charts = tune.BARE_DEFAULTS.applied(tune.chart_model()).hpa.scale_up.policies
+    stepped = tune.replace(tune.BARE_DEFAULTS, scale_up_step=tune.percent_or_pods(200, 6, 30))
     policies = stepped.applied(tune.chart_model()).hpa.scale_up.policies
     assert [(p.kind, p.value, p.period_seconds) for p in policies] == [("Percent", 200, 30), ("Pods", 6, 30)]
     assert policies != charts
     assert stepped.label().endswith("| 200 % or 6 pods per 30 s")
-    assert "pods per" not in tune.CHART_DEFAULTS.label()
+    assert "pods per" not in tune.BARE_DEFAULTS.label()
 
 
 def test_the_sweeps_start_from_one_pod_at_rest_and_the_sixth_turns_the_pods_at_rest_and_the_queue():
     tune = load_script("tune.py")
-    charts = tune.CHART_DEFAULTS.applied(tune.chart_model())
+    charts = tune.BARE_DEFAULTS.applied(tune.chart_model())
     assert charts.hpa.min_replicas == 1  # the five sweeps' base, whatever the chart's default
     assert (
         tune.Model.from_chart_values(
@@ -101,30 +101,31 @@ def test_the_sweeps_start_from_one_pod_at_rest_and_the_sixth_turns_the_pods_at_r
         ).hpa.min_replicas
         == 2
     )
-    at_rest = tune.replace(tune.CHART_DEFAULTS, min_replicas=3, max_queue=12)
+    at_rest = tune.replace(tune.BARE_DEFAULTS, min_replicas=3, max_queue=12)
     model = at_rest.applied(tune.chart_model())
     assert (model.hpa.min_replicas, model.pod.max_queue) == (3, 12)
     assert (model.hpa.target, model.timing) == (charts.hpa.target, charts.timing)
     assert at_rest.label().endswith("| 3 | 12")
     assert at_rest.extra_headers() == ["minReplicas", "maxQueue"]
-    assert tune.CHART_DEFAULTS.extra_headers() == []
+    assert tune.BARE_DEFAULTS.extra_headers() == []
 
 
-def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_charts_defaults_elsewhere(monkeypatch):
+def test_the_seventh_sweep_holds_the_target_13_timing_as_a_row_and_the_bare_defaults_elsewhere(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     tune = load_script("tune.py")
     calibrate = load_script("calibrate.py")
-    chart = tune.Model.from_chart_values(tune.read_values((tune.ROOT / "chart" / "values.yaml").read_text()))
     title, band, seeds = tune.all_sweeps(range(1, 6), range(1, 31))[6]
     assert seeds == range(1, 31) and "13 s target" in title
     rows = [knobs.applied(tune.chart_model()).hpa for knobs in band]
     assert calibrate.model_of("target-13").hpa in rows
     assert {(hpa.target, hpa.min_replicas) for hpa in rows} == {(13.0, 2)}
-    charts = tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa
-    assert (charts.target, charts.held_target, charts.tolerances) == (
-        chart.hpa.target,
-        chart.hpa.held_target,
-        chart.hpa.tolerances,
+    # What the sweeps turn is the chart's values until 2026-12-07, calibrate's offset-0 timing.
+    swept, bare = tune.BARE_DEFAULTS.applied(tune.chart_model()).hpa, calibrate.model_of("offset-0").hpa
+    assert (swept.target, swept.held_target, swept.tolerances, swept.duration_offset) == (
+        bare.target,
+        bare.held_target,
+        bare.tolerances,
+        bare.duration_offset,
     )
 
 
@@ -139,11 +140,11 @@ def test_the_eighth_sweep_reads_the_charts_target_through_each_offset_with_the_s
     hpas = [knobs.applied(tune.chart_model()).hpa for knobs in rows]
     assert {(hpa.target, hpa.min_replicas) for hpa in hpas} == {(12.0, 2)}
     assert {hpa.duration_offset for hpa in hpas} == {0.0, 4.0, 5.0, 6.0}
-    charts_row = tune.replace(tune.CHART_DEFAULTS, min_replicas=2).applied(tune.chart_model()).hpa
+    charts_row = tune.replace(tune.BARE_DEFAULTS, min_replicas=2).applied(tune.chart_model()).hpa
     assert charts_row in hpas
-    shifted = tune.replace(tune.CHART_DEFAULTS, duration_offset=4.0)
+    shifted = tune.replace(tune.BARE_DEFAULTS, duration_offset=4.0)
     assert shifted.label().endswith("| 4 s") and shifted.extra_headers() == ["duration offset"]
-    assert tune.CHART_DEFAULTS.applied(tune.chart_model()).hpa.duration_offset == 0.0
+    assert tune.BARE_DEFAULTS.applied(tune.chart_model()).hpa.duration_offset == 0.0
     # The real loop's run of the best row is that row, through the chart's own values.
     best = calibrate.model_of("offset-4").hpa
     assert best in hpas and (best.duration_offset, best.tolerances.up, best.held_target) == (4.0, 0.4, 1.5)
@@ -227,7 +228,7 @@ def test_wire_timing_leaves_out_the_clients_pauses_before_the_body_and_before_re
 
 def saved_run(path: Path, changes: list[tuple[float, int]], users: int = 5, ready=None) -> Path:
     """A run as calibrate.py saves it: the HPA read every 10 s for 300 s, replicas changing at `changes`,
-    and the Deployment's Ready count at `ready`'s (the runs before chart-second-run.json have none)."""
+    and the Deployment's Ready count at `ready`'s (the runs before offset-0-second-run.json have none)."""
     observed = []
     for at in range(0, 300, 10):
         replicas = [r for t, r in changes if t <= at][-1]
@@ -322,6 +323,12 @@ def test_the_chart_timing_is_the_charts_defaults_and_the_saved_runs_keep_their_p
     )
     measured = calibrate.model_of("chart")
     assert (measured.hpa, measured.timing, measured.pod) == (chart.hpa, chart.timing, chart.pod)
+    # The eighth sweep's bold row, pinned as it was measured; the chart's since 2026-12-07.
+    assert calibrate.model_of("offset-4") == measured
+    # Every timing measured before then read the bare duration with the HPA's own band up.
+    for timing in ("fast", "duration-only", "utilization-0.7", "min-replicas-1", "scale-up-per-30s", "offset-0"):
+        hpa = calibrate.model_of(timing).hpa
+        assert (hpa.duration_offset, hpa.tolerances.up) == (0.0, 0.1), timing
     band = calibrate.model_of("target-13").hpa
     assert (band.min_replicas, band.target, band.held_target, band.tolerances.up) == (2, 13.0, 1.2, 0.75)
     for timing in (

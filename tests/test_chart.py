@@ -29,6 +29,8 @@ RELEASE = "inferscale"
 NAMESPACE = "serving"
 FULLNAME = "inferscale"  # release name contains the chart name: no suffix
 PODS_METRIC = "inference_request_duration_seconds_avg"
+# What the chart's HPA reads by default: the same less its 4 s offset.
+OFFSET_METRIC = "inference_request_duration_seconds_avg_minus_offset"
 EXTERNAL_METRIC = "inference_request_duration_seconds_avg_external"
 
 
@@ -95,11 +97,17 @@ MATRIX = {
     "defaults": {},
     "hpa-off": {"autoscaling": {"enabled": False}},
     "external-metric": {"autoscaling": {"metric": {"type": "External"}}},
-    "duration-offset": {"autoscaling": {"durationOffsetSeconds": 4}},
+    # The chart's defaults until 2026-12-07: the duration read bare, the HPA's own band.
+    "bare-duration": {"autoscaling": {"durationOffsetSeconds": 0, "behavior": {"scaleUp": {"tolerance": 0.1}}}},
     "keda": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}},
     "pdb-off": {"podDisruptionBudget": {"enabled": False}},
-    "servicemonitor-off": {"serviceMonitor": {"enabled": False}},
-    "prometheusrule-off": {"prometheusRule": {"enabled": False}, "dashboard": {"enabled": False}},
+    # The offset needs both (the refusals below): without them the bare duration.
+    "servicemonitor-off": {"serviceMonitor": {"enabled": False}, "autoscaling": {"durationOffsetSeconds": 0}},
+    "prometheusrule-off": {
+        "prometheusRule": {"enabled": False},
+        "dashboard": {"enabled": False},
+        "autoscaling": {"durationOffsetSeconds": 0},
+    },
     "dashboard-off": {"dashboard": {"enabled": False}},
     "prestop-exec": {"preStop": {"mode": "exec"}},
     "cpu-mode-more-slots": {
@@ -387,8 +395,9 @@ def test_hpa_scales_the_deployment_on_the_pods_duration_metric():
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
     metric, utilization = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == PODS_METRIC
-    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "12"}
+    # The 12 s target read through the 4 s offset.
+    assert metric["pods"]["metric"]["name"] == OFFSET_METRIC
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "8"}
     assert utilization["pods"]["metric"]["name"] == "inference_slot_utilization"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 20)
 
@@ -396,7 +405,7 @@ def test_hpa_scales_the_deployment_on_the_pods_duration_metric():
 def test_slot_utilization_is_a_second_pods_metric_beside_the_duration():
     hpa = only(render({"autoscaling": {"slotUtilization": {"target": 0.65}}}), "HorizontalPodAutoscaler")
     duration, utilization = hpa["spec"]["metrics"]
-    assert duration["pods"]["metric"]["name"] == PODS_METRIC
+    assert duration["pods"]["metric"]["name"] == OFFSET_METRIC
     assert utilization == {
         "type": "Pods",
         "pods": {
@@ -407,13 +416,15 @@ def test_slot_utilization_is_a_second_pods_metric_beside_the_duration():
     external = only(render(MATRIX["external-metric"]), "HorizontalPodAutoscaler")
     assert [m["type"] for m in external["spec"]["metrics"]] == ["External", "Pods"]
     alone = only(render({"autoscaling": {"slotUtilization": {"enabled": False}}}), "HorizontalPodAutoscaler")
-    assert [m["pods"]["metric"]["name"] for m in alone["spec"]["metrics"]] == [PODS_METRIC]
+    assert [m["pods"]["metric"]["name"] for m in alone["spec"]["metrics"]] == [OFFSET_METRIC]
 
 
 def test_hpa_target_sits_above_the_bare_inference_duration():
     docs = render()
     target = float(only(docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
-    assert target > float(env_of(server_container(docs))["INFERENCE_DURATION_SECONDS"])
+    # The duration the HPA holds: its target on the offset metric plus the offset.
+    held = target + chart_values()["autoscaling"]["durationOffsetSeconds"]
+    assert held == 12 > float(env_of(server_container(docs))["INFERENCE_DURATION_SECONDS"])
 
 
 def test_hpa_behavior_reacts_fast_up_and_slowly_down():
@@ -462,9 +473,23 @@ def test_an_offset_reads_the_offset_metric_against_the_target_less_it_and_record
     assert only(docs, "Deployment")["spec"]["template"] == only(render(), "Deployment")["spec"]["template"]
     [unavailable] = [r for g in groups for r in g["rules"] if r.get("alert") == "InferenceHPAMetricUnavailable"]
     assert "inference_request_duration_seconds_avg_minus_offset" in unavailable["annotations"]["description"]
-    # Off by default: the duration itself, and nothing recorded.
-    assert only(render(), "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == PODS_METRIC
-    assert not [g for g in rendered_rule_groups()["groups"] if g["name"].endswith(".autoscaling")]
+    # At 0, off: the duration itself, and nothing recorded.
+    bare = MATRIX["bare-duration"]
+    assert only(render(bare), "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == PODS_METRIC
+    assert not [g for g in rendered_rule_groups(bare)["groups"] if g["name"].endswith(".autoscaling")]
+
+
+@pytest.mark.parametrize("case", ["external-metric", "keda", "hpa-off"])
+def test_the_default_offset_stays_out_of_what_reads_the_duration_itself(case):
+    """Only the chart's HPA on the Pods metric reads through the offset: the
+    External metric, KEDA's query and a fixed count of pods take the default
+    4 s as nothing, render no recorded offset and need no PrometheusRule."""
+    docs = render(MATRIX[case])
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert not [g for g in rule["spec"]["groups"] if g["name"].endswith(".autoscaling")]
+    assert "minus_offset" not in yaml.safe_dump_all(docs)
+    without_rules = {**MATRIX[case], "prometheusRule": {"enabled": False}, "dashboard": {"enabled": False}}
+    assert not [d for d in render(without_rules) if d["kind"] == "PrometheusRule"]
 
 
 def test_external_variant_selects_this_service_and_compares_the_value():
@@ -476,7 +501,10 @@ def test_external_variant_selects_this_service_and_compares_the_value():
 
 
 def test_fractional_target_is_a_valid_quantity():
-    values = {"autoscaling": {"targetAverageDurationSeconds": 0.75}, "server": {"inferenceDurationSeconds": 0.5}}
+    values = {
+        "autoscaling": {"targetAverageDurationSeconds": 0.75, "durationOffsetSeconds": 0},
+        "server": {"inferenceDurationSeconds": 0.5},
+    }
     hpa = only(render(values), "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "0.75"
 
@@ -595,19 +623,6 @@ REFUSALS = {
         {"autoscaling": {"durationOffsetSeconds": 11.9996}},
         "autoscaling.durationOffsetSeconds (11.9996) must be at least 0.001 below",
     ),
-    # Only the chart's HPA on the Pods rule subtracts it: elsewhere it would be set and ignored.
-    "an offset on the external metric": (
-        {"autoscaling": {"durationOffsetSeconds": 4, "metric": {"type": "External"}}},
-        "autoscaling.durationOffsetSeconds (4) applies to the chart's HPA with metric.type Pods only",
-    ),
-    "an offset with keda": (
-        {"autoscaling": {"enabled": False, "durationOffsetSeconds": 4}, "keda": {"enabled": True}},
-        "autoscaling.durationOffsetSeconds (4) applies to the chart's HPA with metric.type Pods only",
-    ),
-    "an offset with no autoscaler": (
-        {"autoscaling": {"enabled": False, "durationOffsetSeconds": 4}},
-        "autoscaling.durationOffsetSeconds (4) applies to the chart's HPA with metric.type Pods only",
-    ),
     # The offset reaches the adapter as the PrometheusRule's recorded series.
     "an offset without the prometheus rule": (
         {
@@ -616,6 +631,11 @@ REFUSALS = {
             "dashboard": {"enabled": False},
         },
         "autoscaling.durationOffsetSeconds (4) needs prometheusRule.enabled and serviceMonitor.enabled",
+    ),
+    # The chart's default offset, with its way out named.
+    "the default offset without the prometheus rule": (
+        {"prometheusRule": {"enabled": False}, "dashboard": {"enabled": False}},
+        "set autoscaling.durationOffsetSeconds=0 and autoscaling.behavior.scaleUp.tolerance=0.1",
     ),
     # Scraped otherwise, the pods may carry no `service` label for the rule to select them by.
     "an offset without the service monitor": (
@@ -664,7 +684,9 @@ def test_a_null_for_any_value_renders_a_server_that_starts_or_is_refused_by_the_
         mine.write_text(yaml.safe_dump(nulled))
         result = helm_template(extra=("-f", str(mine)))
         if result.returncode != 0:
-            if "values don't meet the specifications of the schema" not in result.stderr:
+            # The schema's refusal, or a check of the chart's that names the value.
+            named = f"needs {'.'.join(path)}" in result.stderr or f"and {'.'.join(path)}" in result.stderr
+            if "values don't meet the specifications of the schema" not in result.stderr and not named:
                 crashed[".".join(path)] = result.stderr.splitlines()[0]
             continue
         if "<nil>" in result.stdout:
@@ -956,7 +978,8 @@ def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
     assert "kubectl port-forward -n monitoring svc/prometheus-operated 9090:9090" in notes
     assert "curl -s -X POST http://127.0.0.1:8080/predict" in notes
     assert (
-        f'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/{PODS_METRIC}"' in notes
+        f'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/{OFFSET_METRIC}"'
+        in notes
     )
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
@@ -995,6 +1018,13 @@ def test_the_stacks_notes_forward_to_the_service_the_app_chart_names(tmp_path, r
     assert f"kubectl port-forward -n {NAMESPACE} svc/{service}" in notes, notes
 
 
+def test_the_stacks_notes_query_the_metric_the_app_charts_hpa_reads(tmp_path):
+    path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/*/"
+    assert f'{path}{OFFSET_METRIC}"' in render_stack_notes(tmp_path / "offset", "demo", {})
+    bare = {"autoscaling": {**chart_values()["autoscaling"], "durationOffsetSeconds": 0}}
+    assert f'{path}{PODS_METRIC}"' in render_stack_notes(tmp_path / "bare", "demo", bare)
+
+
 def test_the_stacks_notes_name_no_service_when_the_app_chart_is_off(tmp_path):
     # helm leaves a disabled subchart's named templates out, so the helper must not be called.
     notes = render_stack_notes(tmp_path, "demo", {"enabled": False})
@@ -1017,11 +1047,12 @@ def test_notes_show_the_external_metric_path_for_the_external_variant(tmp_path):
 
 
 def test_notes_say_what_the_hpa_shows_through_an_offset(tmp_path):
-    notes = render_notes({"autoscaling": {"durationOffsetSeconds": 4}}, tmp_path / "offset")
+    notes = render_notes(None, tmp_path / "default")
     assert "read through a 4 s offset: the HPA shows the pods' average less 4 s against\n8 s, and -4 at rest" in notes
     assert "Prometheus must select it" in notes
-    assert "/pods/*/inference_request_duration_seconds_avg_minus_offset" in notes, notes
-    assert "offset" not in render_notes(None, tmp_path / "default")
+    assert f"/pods/*/{OFFSET_METRIC}" in notes, notes
+    bare = render_notes(MATRIX["bare-duration"], tmp_path / "bare")
+    assert "offset" not in bare and f"/pods/*/{PODS_METRIC}" in bare
 
 
 def test_notes_read_both_keda_triggers(tmp_path):
@@ -1042,6 +1073,7 @@ def test_notes_name_the_slot_utilization_when_the_hpa_scales_on_it(tmp_path):
 
 
 UP_BAND = {"behavior": {"scaleUp": {"tolerance": 0.75}}}
+NO_BAND = {"durationOffsetSeconds": 0, "behavior": {"scaleUp": {"tolerance": None}}}
 
 
 @pytest.mark.parametrize(
@@ -1049,8 +1081,9 @@ UP_BAND = {"behavior": {"scaleUp": {"tolerance": 0.75}}}
     [
         ("1.34.0", UP_BAND, True),  # the feature gate is alpha and off: the API server drops the tolerance
         ("1.35.0", UP_BAND, False),  # on by default
-        ("1.34.0", {}, False),  # the chart's defaults set none
-        ("1.34.0", {"behavior": {"scaleDown": {"tolerance": 0}}}, True),  # a 0 band is dropped too
+        ("1.34.0", NO_BAND, False),  # none set
+        # A 0 band is dropped too.
+        ("1.34.0", {**NO_BAND, "behavior": {"scaleUp": {"tolerance": None}, "scaleDown": {"tolerance": 0}}}, True),
         ("1.34.0", {**UP_BAND, "enabled": False}, False),
     ],
     ids=["1.34", "1.35", "1.34-without-a-tolerance", "1.34-scale-down-tolerance", "1.34-fixed-replicas"],
@@ -1059,6 +1092,15 @@ def test_notes_warn_that_a_cluster_before_1_35_may_drop_the_tolerance(tmp_path, 
     notes = render_notes({"autoscaling": autoscaling}, tmp_path=tmp_path, kube_version=kube_version)
     warning = f"WARNING: Kubernetes v{kube_version} honours autoscaling.behavior's tolerance only from 1.35,"
     assert (warning in notes) == warned, notes
+
+
+def test_notes_tell_a_cluster_before_1_35_to_set_the_default_offset_to_0(tmp_path):
+    """The chart's defaults need the band on the way up that such a cluster drops."""
+    notes = render_notes(tmp_path=tmp_path / "old", kube_version="1.34.0")
+    assert "WARNING: Kubernetes v1.34.0 honours autoscaling.behavior's tolerance only from 1.35," in notes
+    assert "The 4 s offset needs that band on the way up" in notes
+    assert "set autoscaling.durationOffsetSeconds=0." in notes
+    assert "WARNING" not in render_notes(tmp_path=tmp_path / "new", kube_version="1.35.0")
 
 
 def test_helm_test_pod_calls_ready_and_predict_on_the_service():
@@ -1093,7 +1135,7 @@ def rendered_rule_groups(values: dict | None = None) -> dict:
     return {"groups": rule["spec"]["groups"]}
 
 
-@pytest.mark.parametrize("case", ["defaults", "external-metric", "duration-offset", "keda", "hpa-off"])
+@pytest.mark.parametrize("case", ["defaults", "external-metric", "bare-duration", "keda", "hpa-off"])
 def test_rendered_rules_pass_promtool_check(case):
     promtool_check_rules(rendered_rule_groups(MATRIX[case]))
 

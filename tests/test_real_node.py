@@ -199,6 +199,18 @@ def hpa_as_kept(control_plane: ControlPlane, values: dict) -> tuple[dict, dict]:
         kubectl(kubeconfig, "delete", "hpa", "-n", NAMESPACE, hpa["metadata"]["name"])
 
 
+def numeric_tolerances(behavior: dict) -> dict:
+    """The behavior with each direction's tolerance, a Quantity the API server
+    gives back in its canonical form ("400m" for the chart's 0.4), as the number the values hold."""
+    directions = {}
+    for name, rules in behavior.items():
+        quantity = rules.get("tolerance")
+        if isinstance(quantity, str):
+            rules = {**rules, "tolerance": int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)}
+        directions[name] = rules
+    return directions
+
+
 @pytest.mark.parametrize(
     "behavior",
     [
@@ -218,7 +230,7 @@ def test_the_simulator_drops_and_defaults_behavior_as_helm_and_the_api_server_do
     if simulated.has_behavior:
         # Every field the API server filled in is set here; the scale-down
         # window it leaves unset is the controller's flag, as in the simulator.
-        applied = Behavior.model_validate(kept["behavior"])
+        applied = Behavior.model_validate(numeric_tolerances(kept["behavior"]))
         assert applied.scaleUp.rules(DEFAULT_SCALE_UP) == simulated.scale_up
         assert applied.scaleDown.rules(DEFAULT_SCALE_DOWN) == simulated.scale_down
         assert kept["behavior"] != rendered["behavior"], "the API server filled in nothing: the case tests no default"

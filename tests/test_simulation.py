@@ -51,6 +51,7 @@ from inferscale.simulation.figures import (
 from inferscale.simulation.hpa import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
+    DEFAULT_TOLERANCE,
     Controller,
     HpaSpec,
     NoMetrics,
@@ -155,10 +156,16 @@ def test_no_value_for_any_pod_is_no_decision():
 
 def offset_controller(offset: float) -> Controller:
     """The chart's duration HPA read through a query that takes `offset` seconds
-    off each pod's average, without a scale-down window: each sync acts."""
+    off each pod's average, with the HPA's own 10 % band and without a
+    scale-down window: each sync acts."""
     spec = chart_hpa(CHART_VALUES["autoscaling"])
     return Controller(
-        replace(spec, duration_offset=offset, scale_down=replace(spec.scale_down, stabilization_window_seconds=0))
+        replace(
+            spec,
+            duration_offset=offset,
+            scale_up=replace(spec.scale_up, tolerance=DEFAULT_TOLERANCE),
+            scale_down=replace(spec.scale_down, stabilization_window_seconds=0),
+        )
     )
 
 
@@ -477,11 +484,11 @@ def test_the_charts_slot_utilization_target_becomes_requests_held_per_pod():
 
 
 def test_the_charts_duration_offset_is_what_the_simulated_hpa_takes_off():
-    assert Model.from_chart_values(CHART_VALUES).hpa.duration_offset == 0
+    hpa = Model.from_chart_values(CHART_VALUES).hpa
+    assert (hpa.target, hpa.duration_offset, hpa.tolerances.up) == (12, 4, 0.4)
     values = yaml.safe_load(yaml.safe_dump(CHART_VALUES))
-    values["autoscaling"]["durationOffsetSeconds"] = 4
-    hpa = Model.from_chart_values(values).hpa
-    assert (hpa.target, hpa.duration_offset) == (12, 4)
+    values["autoscaling"]["durationOffsetSeconds"] = 5.5
+    assert Model.from_chart_values(values).hpa.duration_offset == 5.5
     # Older copies of values.yaml have no offset: the duration itself.
     del values["autoscaling"]["durationOffsetSeconds"]
     assert Model.from_chart_values(values).hpa.duration_offset == 0
@@ -627,7 +634,9 @@ def helm_template(*values_files) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("enabled", [True, False])
 def test_a_window_under_four_scrape_intervals_is_refused_where_the_chart_refuses_it(tmp_path, enabled):
     mine = tmp_path / "mine.yaml"
-    mine.write_text(f"serviceMonitor:\n  enabled: {str(enabled).lower()}\nautoscaling:\n  rateWindow: 30s\n")
+    # Without a ServiceMonitor the offset has no recorded series (the refusal below): the bare duration.
+    offset = "" if enabled else "  durationOffsetSeconds: 0\n"
+    mine.write_text(f"serviceMonitor:\n  enabled: {str(enabled).lower()}\nautoscaling:\n  rateWindow: 30s\n{offset}")
     helm = helm_template(mine)
     simulated = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1", "--json")
     if not enabled:
@@ -703,7 +712,9 @@ def test_the_charts_max_replicas_comment_quotes_the_5x_step_of_docs_sizing():
 @pytest.mark.parametrize("enabled", ["false", "null"])
 def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scrapes_are_the_users(tmp_path, enabled):
     mine = tmp_path / "mine.yaml"
-    mine.write_text(f"serviceMonitor:\n  enabled: {enabled}\n  interval: 15s\n")
+    mine.write_text(
+        f"serviceMonitor:\n  enabled: {enabled}\n  interval: 15s\nautoscaling:\n  durationOffsetSeconds: 0\n"
+    )
     result = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["autoscaled"]["peak_replicas"] >= 1
@@ -712,6 +723,21 @@ def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scra
     assert "Traceback" not in result.stderr
     # The chart's own values render one: no note (nor anything else) on stderr.
     assert simulate_cli("--hours", "0.1", "--json").stderr == ""
+
+
+@pytest.mark.parametrize(
+    "mine", ["serviceMonitor:\n  enabled: false\n", "prometheusRule:\n  enabled: false\ndashboard:\n  enabled: false\n"]
+)
+def test_the_default_offset_without_its_recorded_series_is_refused_where_the_chart_refuses_it(tmp_path, mine):
+    mine_path = tmp_path / "mine.yaml"
+    mine_path.write_text(mine)
+    helm = helm_template(mine_path)
+    assert (
+        "autoscaling.durationOffsetSeconds (4) needs prometheusRule.enabled and serviceMonitor.enabled" in helm.stderr
+    )
+    simulated = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine_path), "--hours", "0.1")
+    assert simulated.returncode == 2 and simulated.stdout == "" and "Traceback" not in simulated.stderr
+    assert "durationOffsetSeconds (4) needs prometheusRule.enabled and serviceMonitor.enabled" in simulated.stderr
 
 
 @pytest.mark.parametrize("module", ["yaml", "jsonschema"])

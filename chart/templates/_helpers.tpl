@@ -109,11 +109,18 @@ fullname loses the hash's tail, its dash, or more. Names that share their first
 {{- end }}
 
 {{/*
-autoscaling.durationOffsetSeconds as a number, 0 when unset. Above 0 the HPA
-reads the duration less it (metric.offsetName), against the target less it.
+The offset the chart's HPA reads the duration through: autoscaling.durationOffsetSeconds
+as a number while the chart's HPA reads the Pods metric, else 0 (no HPA of the
+chart's, KEDA's queries and the External metric read the duration itself). Above
+0 the HPA reads the duration less it (metric.offsetName), against the target less it.
 */}}
 {{- define "inferscale.durationOffset" -}}
-{{- .Values.autoscaling.durationOffsetSeconds | default 0 | float64 -}}
+{{- $a := .Values.autoscaling -}}
+{{- if and $a.enabled (eq $a.metric.type "Pods") -}}
+{{- $a.durationOffsetSeconds | default 0 | float64 -}}
+{{- else -}}
+0
+{{- end -}}
 {{- end }}
 
 {{/*

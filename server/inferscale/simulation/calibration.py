@@ -35,7 +35,7 @@ class Observed:
     value: float | None
     # The HPA's second metric (the chart's slot utilization), in runs measured from 2026-12-04 on.
     second: float | None = None
-    # The Deployment's status.readyReplicas, in runs from docs/calibration/chart-second-run.json on.
+    # The Deployment's status.readyReplicas, in runs from docs/calibration/offset-0-second-run.json on.
     ready: int | None = None
 
 
