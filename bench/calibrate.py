@@ -199,8 +199,9 @@ def thirteen_second_target(utilization: float) -> dict:
 # StackConfig's settings for each timing. Each pins what its saved run was
 # measured with, so that --replot simulates that run whatever the chart's
 # defaults have become since: every saved run but the fast one (FAST_LOOP
-# pins its own), the chart's and "target-13" keeps one pod at rest
-# (minReplicas 1, the chart's until 2026-12-06).
+# pins its own), offset-0's, target-13's and offset-4's keeps one pod at rest
+# (minReplicas 1, the chart's until 2026-12-06), and every one before
+# offset-4's reads the bare duration with the HPA's own band (BARE_DURATION).
 STACKS = {
     # The end-to-end test's timing, measured with the duration metric alone.
     "fast": merged(FAST_LOOP, {"chart_values": DURATION_ONLY}),

@@ -436,6 +436,22 @@ def test_hpa_behavior_reacts_fast_up_and_slowly_down():
     assert all(p["periodSeconds"] >= graceful for p in behavior["scaleDown"]["policies"])
 
 
+@pytest.mark.parametrize(("kube_version", "kept"), [("1.32.0", False), ("1.33.0", True), ("1.35.0", True)])
+def test_the_tolerance_is_left_out_where_the_hpa_api_has_no_such_field(kube_version, kept):
+    """Before 1.33 the field is unknown, which a strict validation refuses; from 1.33 it is the API's own."""
+    extra = ("--kube-version", kube_version)
+    down = {"autoscaling": {"behavior": {"scaleDown": {"tolerance": 0.05}}}}
+    hpa = only(render(down, extra), "HorizontalPodAutoscaler")["spec"]["behavior"]
+    keda = {**MATRIX["keda"], "autoscaling": {**MATRIX["keda"]["autoscaling"], **down["autoscaling"]}}
+    scaled = only(render(keda, extra), "ScaledObject")["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    for behavior in (hpa, scaled):
+        assert [behavior["scaleUp"].get("tolerance"), behavior["scaleDown"].get("tolerance")] == (
+            [0.4, 0.05] if kept else [None, None]
+        )
+        # Everything else as the values say.
+        assert behavior["scaleUp"]["policies"] == chart_values()["autoscaling"]["behavior"]["scaleUp"]["policies"]
+
+
 def test_a_tolerance_set_for_one_direction_reaches_the_hpa_beside_the_defaults():
     # Kubernetes' HPAConfigurableTolerance; docs/sizing.md sweeps it.
     behavior = only(render({"autoscaling": {"behavior": {"scaleUp": {"tolerance": 0.5}}}}), "HorizontalPodAutoscaler")[
@@ -684,8 +700,10 @@ def test_a_null_for_any_value_renders_a_server_that_starts_or_is_refused_by_the_
         mine.write_text(yaml.safe_dump(nulled))
         result = helm_template(extra=("-f", str(mine)))
         if result.returncode != 0:
-            # The schema's refusal, or a check of the chart's that names the value.
-            named = f"needs {'.'.join(path)}" in result.stderr or f"and {'.'.join(path)}" in result.stderr
+            # The schema's refusal or, for the rules and scrapes the offset and the dashboard
+            # need (a null is off), the chart's own naming them.
+            needed = "needs prometheusRule.enabled" in result.stderr
+            named = needed and ".".join(path) in ("prometheusRule.enabled", "serviceMonitor.enabled")
             if "values don't meet the specifications of the schema" not in result.stderr and not named:
                 crashed[".".join(path)] = result.stderr.splitlines()[0]
             continue
@@ -984,7 +1002,7 @@ def test_notes_print_the_next_commands_with_the_release_names(tmp_path):
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
-def render_stack_notes(tmp_path: Path, release: str, inferscale: dict) -> str:
+def render_stack_notes(tmp_path: Path, release: str, inferscale: dict, kube_version: str = "1.35.0") -> str:
     """The umbrella chart's NOTES.txt as helm would render it on install: its
     `inferscale` values are the app chart's defaults under the stack's own and
     then `inferscale`, as helm coalesces a dependency's values into its parent's."""
@@ -996,10 +1014,13 @@ def render_stack_notes(tmp_path: Path, release: str, inferscale: dict) -> str:
     coalesced = {"inferscale": {**chart_values(), **values, **inferscale}}
     (stand_in / "values.yaml").write_text(yaml.safe_dump(coalesced))
     shutil.copy(stack / "templates" / "NOTES.txt", stand_in / "notes-source.txt")
-    # The app chart's helpers, which helm shares with the umbrella chart as a subchart's.
-    shutil.copy(CHART / "templates" / "_helpers.tpl", stand_in / "templates" / "_helpers.tpl")
+    # The app chart's helpers, which helm shares with the umbrella chart as a subchart's,
+    # and leaves out with the subchart disabled.
+    if coalesced["inferscale"].get("enabled", True):
+        shutil.copy(CHART / "templates" / "_helpers.tpl", stand_in / "templates" / "_helpers.tpl")
     (stand_in / "templates" / "notes.yaml").write_text(NOTES_CONFIGMAP)
-    result = run([binary("helm"), "template", release, str(stand_in), "--namespace", NAMESPACE])
+    command = [binary("helm"), "template", release, str(stand_in), "--namespace", NAMESPACE]
+    result = run([*command, "--kube-version", kube_version])
     assert result.returncode == 0, result.stderr
     return rendered_notes(result.stdout)
 
@@ -1023,6 +1044,16 @@ def test_the_stacks_notes_query_the_metric_the_app_charts_hpa_reads(tmp_path):
     assert f'{path}{OFFSET_METRIC}"' in render_stack_notes(tmp_path / "offset", "demo", {})
     bare = {"autoscaling": {**chart_values()["autoscaling"], "durationOffsetSeconds": 0}}
     assert f'{path}{PODS_METRIC}"' in render_stack_notes(tmp_path / "bare", "demo", bare)
+
+
+def test_the_stacks_notes_tell_a_cluster_before_1_35_to_set_the_app_charts_offset_to_0(tmp_path):
+    old = render_stack_notes(tmp_path / "old", "demo", {}, kube_version="1.34.0")
+    assert "less the app chart's 4 s offset (-4 at rest)" in old
+    assert "WARNING: Kubernetes v1.34.0 honours the HPA's tolerance only from 1.35" in old
+    assert "set inferscale.autoscaling.durationOffsetSeconds=0" in old
+    assert "WARNING" not in render_stack_notes(tmp_path / "new", "demo", {}, kube_version="1.35.0")
+    bare = {"autoscaling": {**chart_values()["autoscaling"], "durationOffsetSeconds": 0}}
+    assert "offset" not in render_stack_notes(tmp_path / "bare", "demo", bare, kube_version="1.34.0")
 
 
 def test_the_stacks_notes_name_no_service_when_the_app_chart_is_off(tmp_path):
@@ -1092,6 +1123,46 @@ def test_notes_warn_that_a_cluster_before_1_35_may_drop_the_tolerance(tmp_path, 
     notes = render_notes({"autoscaling": autoscaling}, tmp_path=tmp_path, kube_version=kube_version)
     warning = f"WARNING: Kubernetes v{kube_version} honours autoscaling.behavior's tolerance only from 1.35,"
     assert (warning in notes) == warned, notes
+
+
+TIMINGS = {"server": {"gracefulShutdownSeconds": 60, "inferenceTimeoutSeconds": 0}}
+
+
+@pytest.mark.parametrize(
+    ("timings", "told"),
+    [
+        ({}, None),  # the chart's 4 s on its 10 s and 12 s
+        (
+            {"server": {"inferenceDurationSeconds": 5}, "autoscaling": {"targetAverageDurationSeconds": 6}},
+            "reads 0.50 of the target, where\nthe chart's 4 s with its 10 s inferences and 12 s target reads 0.75 "
+            "(its pods give one back from 4 on). For your\ntimings autoscaling.durationOffsetSeconds = "
+            "(X - 0.75 x T) / 0.25 = 2 s does the same.",
+        ),
+        (
+            {
+                "server": {"inferenceDurationSeconds": 1},
+                "autoscaling": {"targetAverageDurationSeconds": 1.5, "durationOffsetSeconds": 0.1},
+            },
+            "set autoscaling.durationOffsetSeconds=0: the bare 1 s already reads 0.67 of the target.",
+        ),
+        # 0.7-0.8 fits: 2 s, 2.5 s and 0.4 s read (2 - 0.4) / (2.5 - 0.4) = 0.76.
+        (
+            {
+                "server": {"inferenceDurationSeconds": 2},
+                "autoscaling": {"targetAverageDurationSeconds": 2.5, "durationOffsetSeconds": 0.4},
+            },
+            None,
+        ),
+    ],
+    ids=["chart", "offset-too-large", "no-offset-fits", "near-enough"],
+)
+def test_notes_name_the_offset_that_fits_timings_the_default_does_not(tmp_path, timings, told):
+    values = {**timings, "server": {**TIMINGS["server"], **timings.get("server", {})}}
+    notes = render_notes(values, tmp_path=tmp_path)
+    if told is None:
+        assert "NOTE: through the" not in notes, notes
+    else:
+        assert told in notes, notes
 
 
 def test_notes_tell_a_cluster_before_1_35_to_set_the_default_offset_to_0(tmp_path):

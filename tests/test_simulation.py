@@ -725,6 +725,19 @@ def test_values_without_a_servicemonitor_are_simulated_with_a_note_that_the_scra
     assert simulate_cli("--hours", "0.1", "--json").stderr == ""
 
 
+def test_an_offset_that_no_longer_fits_the_timings_is_named_with_the_one_that_does(tmp_path):
+    # The chart's NOTES say the same (tests/test_chart.py); its own 4 s on 10 s and 12 s says nothing.
+    mine = tmp_path / "mine.yaml"
+    timings = "server:\n  inferenceDurationSeconds: 5\nautoscaling:\n  targetAverageDurationSeconds: 6\n"
+    mine.write_text(timings)
+    result = simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "through the 4 s offset a pod answering unqueued (5 s) reads 0.50 of the target" in result.stderr
+    assert "for these timings durationOffsetSeconds = 2 s does the same" in result.stderr
+    mine.write_text(timings + "  durationOffsetSeconds: 2\n")
+    assert simulate_cli("-f", str(REPO / "chart" / "values.yaml"), "-f", str(mine), "--hours", "0.1").stderr == ""
+
+
 @pytest.mark.parametrize(
     "mine", ["serviceMonitor:\n  enabled: false\n", "prometheusRule:\n  enabled: false\ndashboard:\n  enabled: false\n"]
 )

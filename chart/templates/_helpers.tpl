@@ -137,6 +137,26 @@ rounded to milli-units, the HPA's own.
 {{- end -}}
 {{- end }}
 
+{{/*
+autoscaling.behavior as the cluster's HPA API takes it: before Kubernetes 1.33
+the API has no tolerance field (HPAConfigurableTolerance), and an API server or
+client that validates fields strictly refuses an unknown one, so the chart
+leaves it out there (NOTES say so). From 1.33 the field is known, and dropped
+by the API server while the feature gate is off.
+*/}}
+{{- define "inferscale.hpaBehavior" -}}
+{{- $behavior := deepCopy .behavior -}}
+{{- if semverCompare "<1.33-0" .context.Capabilities.KubeVersion.Version -}}
+{{- range $direction := list "scaleUp" "scaleDown" -}}
+{{- $rules := get $behavior $direction -}}
+{{- if kindIs "map" $rules -}}
+{{- $_ := unset $rules "tolerance" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $behavior -}}
+{{- end }}
+
 {{/* The Pods metric the HPA reads for the duration: with an offset, the offset rule's. */}}
 {{- define "inferscale.durationMetric" -}}
 {{- $a := .Values.autoscaling -}}

@@ -281,7 +281,8 @@ class ChartValues(_Values):
             raise ValueError(
                 f"durationOffsetSeconds ({autoscaling.durationOffsetSeconds:g}) needs prometheusRule.enabled and "
                 "serviceMonitor.enabled, as the chart refuses it: the PrometheusRule records the offset for each "
-                "pod the ServiceMonitor scrapes. Without them set durationOffsetSeconds to 0"
+                "pod the ServiceMonitor scrapes. Without them set durationOffsetSeconds to 0 and "
+                "behavior.scaleUp.tolerance to 0.1: the HPA then reads the bare duration"
             )
         return autoscaling
 
