@@ -214,13 +214,15 @@ STACKS = {
             DURATION_ONLY,
             {
                 "serviceMonitor": {"interval": "15s"},
-                "autoscaling": {
-                    "minReplicas": 1,
-                    "rateWindow": "1m",
-                    "maxReplicas": 10,
-                    "durationOffsetSeconds": 0,
-                    "behavior": merged(merged(BARE_DURATION["behavior"], SCALE_UP_PER_30S), SCALE_DOWN_300),
-                },
+                "autoscaling": merged(
+                    BARE_DURATION,
+                    {
+                        "minReplicas": 1,
+                        "rateWindow": "1m",
+                        "maxReplicas": 10,
+                        "behavior": merged(SCALE_UP_PER_30S, SCALE_DOWN_300),
+                    },
+                ),
             },
         ),
     ),

@@ -11,8 +11,12 @@ the slot threads into greenlets, so a CPU-bound inference would stop its
 worker's other requests. At 0 s inferences none of that costs anything, so
 its throughput bounds what any design with the model inside the workers
 could reach; a pod-wide admission shared between them would only add work.
+To make the bound generous, it also parses HTTP with gunicorn's C parser
+(gunicorn_h1c; vs_kserve.py installs it beside the benchmark, never into the
+project) and runs with ACCESS_LOG=false (vs_kserve.py sets it): the most a
+Flask app on gunicorn with full validation and every metric could get here.
 
-    python bench/model_in_workers.py PORT    # settings from the environment, as for `inferscale serve`
+    PYTHONPATH=DIR_WITH_GUNICORN_H1C python bench/model_in_workers.py PORT    # settings from the environment
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class ModelInWorkers(BaseApplication):
     def load_config(self) -> None:
         for key, value in gunicorn_conf.main_options(self.settings).items():
             self.cfg.set(key, value)
+        # gunicorn's own C parser (its `fast` extra), which the shipped image
+        # lacks: it needs a compiler to install. `fast` refuses to start without it.
+        self.cfg.set("http_parser", "fast")
         self.cfg.set("bind", [self.bind])
 
     def load(self):

@@ -19,10 +19,13 @@ numbers; exits non-zero on errors (including non-2xx answers and failed
 scrapes), never on a ratio.
 
 With --model-in-workers a third server takes its turn each round: the same
-app with the model inside each HTTP worker (bench/model_in_workers.py), the
-ceiling of the one design left to try for throughput.
+app with the model inside each HTTP worker (bench/model_in_workers.py), with
+gunicorn's C parser (gunicorn_h1c, built into the cache on first use) and no
+access log: the most generous ceiling of a Flask app on gunicorn here. With
+--without-access-log, the shipped server with ACCESS_LOG=false takes a turn too.
 
     python bench/vs_kserve.py [--rounds 3] [--seconds 20] [--connections 8] [--model-in-workers]
+                              [--without-access-log]
                               [--skip-kserve-install]
 """
 
@@ -67,10 +70,16 @@ INFERSCALE_ENV = {
 
 # bench/model_in_workers.py, with --model-in-workers.
 IN_WORKERS = "model in workers"
+# inferscale with ACCESS_LOG=false, with --without-access-log.
+QUIET = "no access log"
 
 KSERVE_VERSION = "0.21.0"
 CACHE_DIR = Path(os.environ.get("INFERSCALE_CACHE") or Path.home() / ".cache" / "inferscale")
 KSERVE_VENV = CACHE_DIR / "bench" / "kserve-venv"
+# gunicorn's C HTTP parser for the model-in-workers ceiling, on that server's
+# PYTHONPATH only: built from its source distribution, so it needs a C compiler.
+H1C_VERSION = "0.6.10"
+H1C_DIR = CACHE_DIR / "bench" / f"gunicorn-h1c-{H1C_VERSION}"
 
 MODEL = "inferscale"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
@@ -167,12 +176,14 @@ class Result:
 # ---- the servers ------------------------------------------------------------
 
 
-def inferscale_server(work: Path) -> Server:
+def inferscale_server(work: Path, name: str = "inferscale", settings: dict[str, str] | None = None) -> Server:
     port, admin_port = free_port(), free_port()
+    slug = name.replace(" ", "-")
     env = {
         **os.environ,
         **INFERSCALE_ENV,
-        "PROMETHEUS_MULTIPROC_DIR": str(work / "inferscale-metrics"),
+        **(settings or {}),
+        "PROMETHEUS_MULTIPROC_DIR": str(work / f"{slug}-metrics"),
     }
     command = [
         str(Path(sys.executable).parent / "inferscale"),
@@ -185,14 +196,21 @@ def inferscale_server(work: Path) -> Server:
         str(admin_port),
     ]
     # Probes and scrapes on the admin port, as the chart's probes and ServiceMonitor do.
-    process = ManagedProcess("inferscale", command, work / "inferscale.log", env=env, stop_timeout=STOP_TIMEOUT)
-    return Server("inferscale", process, port, "/ready", "/metrics", admin_port)
+    process = ManagedProcess(name, command, work / f"{slug}.log", env=env, stop_timeout=STOP_TIMEOUT)
+    return Server(name, process, port, "/ready", "/metrics", admin_port)
 
 
-def model_in_workers_server(work: Path) -> Server:
-    """The ceiling of bench/model_in_workers.py: the model in each HTTP worker, probes and scrapes on its one port."""
+def model_in_workers_server(work: Path, h1c_dir: Path) -> Server:
+    """The ceiling of bench/model_in_workers.py: the model in each HTTP worker,
+    gunicorn's C parser, no access log; probes and scrapes on its one port."""
     port = free_port()
-    env = {**os.environ, **INFERSCALE_ENV, "PROMETHEUS_MULTIPROC_DIR": str(work / "in-workers-metrics")}
+    env = {
+        **os.environ,
+        **INFERSCALE_ENV,
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "in-workers-metrics"),
+        "ACCESS_LOG": "false",
+        "PYTHONPATH": str(h1c_dir),
+    }
     command = [sys.executable, str(ROOT / "bench" / "model_in_workers.py"), str(port)]
     process = ManagedProcess(IN_WORKERS, command, work / "in-workers.log", env=env, stop_timeout=STOP_TIMEOUT)
     return Server(IN_WORKERS, process, port, "/ready", "/metrics")
@@ -234,6 +252,19 @@ def kserve_python(skip_install: bool) -> Path:
     if installed_kserve(python) != KSERVE_VERSION:
         raise SystemExit(f"kserve {KSERVE_VERSION} did not install into {KSERVE_VENV}")
     return python
+
+
+def gunicorn_c_parser(skip_install: bool) -> Path:
+    """The directory holding gunicorn_h1c; installed on first use, never into the project's venv."""
+    if (H1C_DIR / f"gunicorn_h1c-{H1C_VERSION}.dist-info").is_dir():
+        return H1C_DIR
+    if skip_install:
+        raise SystemExit(f"gunicorn_h1c {H1C_VERSION} is not installed in {H1C_DIR} (--skip-kserve-install)")
+    print(f"# building gunicorn_h1c=={H1C_VERSION} into {H1C_DIR}", flush=True)
+    shutil.rmtree(H1C_DIR, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(H1C_DIR)]
+    subprocess.run([*command, f"gunicorn_h1c=={H1C_VERSION}"], check=True)
+    return H1C_DIR
 
 
 def installed_kserve(python: Path) -> str | None:
@@ -533,17 +564,25 @@ def main() -> int:
     parser.add_argument(
         "--model-in-workers",
         action="store_true",
-        help="also run bench/model_in_workers.py, the ceiling of a design with the model in each HTTP worker",
+        help="also run bench/model_in_workers.py, the ceiling of a Flask app on gunicorn: the model in each HTTP "
+        "worker, gunicorn's C parser, no access log",
+    )
+    parser.add_argument(
+        "--without-access-log",
+        action="store_true",
+        help="also run inferscale with ACCESS_LOG=false, to price the access log",
     )
     parser.add_argument(
         "--skip-kserve-install",
         action="store_true",
-        help=f"use {KSERVE_VENV} as it is; fail if kserve {KSERVE_VERSION} is missing",
+        help=f"use {KSERVE_VENV} (and {H1C_DIR}) as they are; fail if kserve {KSERVE_VERSION} (or gunicorn_h1c) "
+        "is missing",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: bash ci/tools.sh wrk")
     python = kserve_python(args.skip_kserve_install)
+    h1c_dir = gunicorn_c_parser(args.skip_kserve_install) if args.model_in_workers else None
 
     with tempfile.TemporaryDirectory(prefix="vs-kserve-") as tmp:
         script = Path(tmp) / "v2_infer.lua"
@@ -559,8 +598,10 @@ def main() -> int:
             work = Path(tmp) / f"round-{round_number}"
             work.mkdir()
             servers = [inferscale_server(work), kserve_server(work, python, 2)]
-            if args.model_in_workers:
-                servers.append(model_in_workers_server(work))
+            if h1c_dir:
+                servers.append(model_in_workers_server(work, h1c_dir))
+            if args.without_access_log:
+                servers.append(inferscale_server(work, QUIET, {"ACCESS_LOG": "false"}))
             for server in servers if round_number % 2 else reversed(servers):
                 results.append(measure(server, round_number, work, script, args))
                 print(
@@ -574,6 +615,8 @@ def main() -> int:
     if args.model_in_workers:
         print_ratios(results, IN_WORKERS, "inferscale")
         print_ratios(results, IN_WORKERS, "KServe 2-worker")
+    if args.without_access_log:
+        print_ratios(results, QUIET, "inferscale")
     return exit_status(results)
 
 

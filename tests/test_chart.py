@@ -287,7 +287,9 @@ def test_every_server_setting_reaches_the_container_as_env():
     for key, value in server.items():
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
         assert name in env, f"server.{key} is not passed as {name}"
-        assert env[name] == str(value), f"{name}={env[name]!r}, values say {value!r}"
+        # A boolean as YAML and the server spell it.
+        written = str(value).lower() if isinstance(value, bool) else str(value)
+        assert env[name] == written, f"{name}={env[name]!r}, values say {value!r}"
 
 
 def test_large_integers_are_not_rendered_in_float_notation():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +51,42 @@ def saturating_load(server, clients: int):
         stop.set()
         for thread in threads:
             thread.join(60)
+
+
+# access_log.py's line: Apache combined format, then the seconds taken.
+ACCESS_LINE = re.compile(
+    r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "(\S+) (\S+) HTTP/1\.1" (\d{3}) (\d+) '
+    r'"([^"]*)" "([^"]*)" (\d+\.\d{6})$',
+    re.MULTILINE,
+)
+
+
+def test_each_request_on_the_main_port_is_one_access_line_unless_access_log_is_false(start_server):
+    """At LOG_LEVEL=warning, as the tests run: the access log does not follow it.
+    The admin port's probes and scrapes are never logged."""
+    logged, quiet = start_server(), start_server({"ACCESS_LOG": "false"})
+    answers = {}
+    for server in (logged, quiet):
+        ok = server.predict()
+        refused = requests.post(
+            server.url + "/v2/models/nosuch/infer",
+            json={},
+            headers={"User-Agent": "probe/1", "Referer": "http://example.test/"},
+            timeout=10,
+        )
+        assert (ok.status_code, refused.status_code) == (200, 404)
+        assert requests.get(server.admin_url + "/metrics", timeout=10).status_code == 200
+        answers[server] = (ok, refused)
+        # Stopped, so that every line written has reached the log.
+        server.stop()
+    ok, refused = answers[logged]
+    lines = ACCESS_LINE.findall(logged.log())
+    assert [line[:6] for line in lines] == [
+        ("POST", "/predict", "200", str(len(ok.content)), "-", f"python-requests/{requests.__version__}"),
+        ("POST", "/v2/models/nosuch/infer", "404", str(len(refused.content)), "http://example.test/", "probe/1"),
+    ]
+    assert all(0 <= float(line[6]) < 10 for line in lines)
+    assert ACCESS_LINE.findall(quiet.log()) == [] and "/predict" not in quiet.log()
 
 
 def test_both_ports_accept_before_any_gunicorn_exists(tmp_path):

@@ -89,4 +89,6 @@ or NOTES follow the chart's. tests/test_chart.py keeps this list complete.
   value: {{ $s.prometheusMultiprocDir | quote }}
 - name: LOG_LEVEL
   value: {{ $s.logLevel | quote }}
+- name: ACCESS_LOG
+  value: {{ $s.accessLog | toString | quote }}
 {{- end }}

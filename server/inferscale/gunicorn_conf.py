@@ -28,7 +28,7 @@ def main_options(settings: Settings) -> dict[str, Any]:
         "proc_name": "http-worker",
         "max_requests": settings.max_requests,
         "max_requests_jitter": settings.max_requests_jitter,
-        "accesslog": "-",
+        "accesslog": "-" if settings.access_log else None,
         "logger_class": "inferscale.access_log.AccessLogger",
     }
 
