@@ -18,15 +18,14 @@ server's process tree is printed beside req/s, as the measure of work. Prints
 numbers; exits non-zero on errors (including non-2xx answers and failed
 scrapes), never on a ratio.
 
-With --model-in-workers a third server takes its turn each round: the same
+With --model-in-workers another server takes its turn each round: the same
 app with the model inside each HTTP worker (bench/model_in_workers.py), with
 gunicorn's C parser (gunicorn_h1c, built into the cache on first use) and no
 access log: the most generous ceiling of a Flask app on gunicorn here. With
 --without-access-log, the shipped server with ACCESS_LOG=false takes a turn too.
 
     python bench/vs_kserve.py [--rounds 3] [--seconds 20] [--connections 8] [--model-in-workers]
-                              [--without-access-log]
-                              [--skip-kserve-install]
+                              [--without-access-log] [--skip-install]
 """
 
 from __future__ import annotations
@@ -66,20 +65,28 @@ INFERSCALE_ENV = {
     "MODEL_MEMORY_MB": "0",
     "WORKERS": "2",
     "LOG_LEVEL": "warning",
+    # Pinned: an ACCESS_LOG=false in the caller's shell would silence the baseline.
+    "ACCESS_LOG": "true",
 }
 
 # bench/model_in_workers.py, with --model-in-workers.
 IN_WORKERS = "model in workers"
 # inferscale with ACCESS_LOG=false, with --without-access-log.
 QUIET = "no access log"
+# The servers run with ACCESS_LOG=false.
+SILENT = {IN_WORKERS, QUIET}
+# The process name of inferscale's HTTP workers (both its servers and the ceiling).
+HTTP_WORKER = "http-worker"
 
 KSERVE_VERSION = "0.21.0"
 CACHE_DIR = Path(os.environ.get("INFERSCALE_CACHE") or Path.home() / ".cache" / "inferscale")
 KSERVE_VENV = CACHE_DIR / "bench" / "kserve-venv"
 # gunicorn's C HTTP parser for the model-in-workers ceiling, on that server's
 # PYTHONPATH only: built from its source distribution, so it needs a C compiler.
+# gunicorn 27's `fast` extra asks for 0.6.14 or later; 0.6.10 is the newest
+# that PyPI serves here (gunicorn mends what it knows of the older ones).
 H1C_VERSION = "0.6.10"
-H1C_DIR = CACHE_DIR / "bench" / f"gunicorn-h1c-{H1C_VERSION}"
+H1C_DIR = CACHE_DIR / "bench" / f"gunicorn-h1c-{H1C_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"
 
 MODEL = "inferscale"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
@@ -209,7 +216,7 @@ def model_in_workers_server(work: Path, h1c_dir: Path) -> Server:
         **INFERSCALE_ENV,
         "PROMETHEUS_MULTIPROC_DIR": str(work / "in-workers-metrics"),
         "ACCESS_LOG": "false",
-        "PYTHONPATH": str(h1c_dir),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(h1c_dir), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, str(ROOT / "bench" / "model_in_workers.py"), str(port)]
     process = ManagedProcess(IN_WORKERS, command, work / "in-workers.log", env=env, stop_timeout=STOP_TIMEOUT)
@@ -243,7 +250,7 @@ def kserve_python(skip_install: bool) -> Path:
     if installed_kserve(python) == KSERVE_VERSION:
         return python
     if skip_install:
-        raise SystemExit(f"kserve {KSERVE_VERSION} is not installed in {KSERVE_VENV} (--skip-kserve-install)")
+        raise SystemExit(f"kserve {KSERVE_VERSION} is not installed in {KSERVE_VENV} (--skip-install)")
     print(f"# installing kserve=={KSERVE_VERSION} into {KSERVE_VENV} (about a minute)", flush=True)
     # python3 from PATH, not this venv's interpreter: the KServe venv must not
     # depend on the project's venv, which `make clean` removes.
@@ -256,15 +263,26 @@ def kserve_python(skip_install: bool) -> Path:
 
 def gunicorn_c_parser(skip_install: bool) -> Path:
     """The directory holding gunicorn_h1c; installed on first use, never into the project's venv."""
-    if (H1C_DIR / f"gunicorn_h1c-{H1C_VERSION}.dist-info").is_dir():
+    if installed_h1c() == H1C_VERSION:
         return H1C_DIR
     if skip_install:
-        raise SystemExit(f"gunicorn_h1c {H1C_VERSION} is not installed in {H1C_DIR} (--skip-kserve-install)")
+        raise SystemExit(f"gunicorn_h1c {H1C_VERSION} is not installed in {H1C_DIR} (--skip-install)")
     print(f"# building gunicorn_h1c=={H1C_VERSION} into {H1C_DIR}", flush=True)
     shutil.rmtree(H1C_DIR, ignore_errors=True)
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(H1C_DIR)]
     subprocess.run([*command, f"gunicorn_h1c=={H1C_VERSION}"], check=True)
+    if installed_h1c() != H1C_VERSION:
+        raise SystemExit(f"gunicorn_h1c {H1C_VERSION} did not install into {H1C_DIR}")
     return H1C_DIR
+
+
+def installed_h1c() -> str | None:
+    """The version this interpreter imports from H1C_DIR, once its compiled module loads."""
+    script = "import importlib.metadata as m, gunicorn_h1c; print(m.version('gunicorn_h1c'))"
+    answer = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(H1C_DIR)}
+    )
+    return answer.stdout.strip() if answer.returncode == 0 else None
 
 
 def installed_kserve(python: Path) -> str | None:
@@ -513,13 +531,20 @@ def print_ratios(results: list[Result], ours: str, theirs: str) -> None:
     rows = {
         "req/s": [a.requests_per_second / b.requests_per_second for a, b in pairs],
         "CPU per request": [a.cpu_us_per_request / b.cpu_us_per_request for a, b in pairs],
+        "HTTP workers' CPU": [
+            a.cpu_by_name[HTTP_WORKER] / a.wrk["requests"] / (b.cpu_by_name[HTTP_WORKER] / b.wrk["requests"])
+            for a, b in pairs
+            if a.cpu_by_name.get(HTTP_WORKER) and b.cpu_by_name.get(HTTP_WORKER)
+        ],
         "scrape max": [max(a.scrape_ms) / max(b.scrape_ms) for a, b in pairs if a.scrape_ms and b.scrape_ms],
         "idle PSS": [a.pss_mib / b.pss_mib for a, b in pairs],
     }
     print(f"\n{ours} / {theirs}, per round, and the median:")
     for label, ratios in rows.items():
+        if not ratios:
+            continue
         print(
-            f"  {label:<16}"
+            f"  {label:<17}"
             + "".join(f"  x{ratio:.2f}" for ratio in ratios)
             + f"   median x{statistics.median(ratios):.2f}"
         )
@@ -532,10 +557,10 @@ def errors_of(results: list[Result]) -> list[str]:
         errors.append("the servers disagree: " + ", ".join(f"{r.name} {r.answer}" for r in results))
     for r in results:
         if r.wrk["non_2xx"]:
-            errors.append(
-                f"{r.name}: {r.wrk['non_2xx']:.0f} non-2xx answers of {r.wrk['requests']:.0f} "
-                f"(statuses in its access log, warm-up included: {dict(r.statuses)})"
-            )
+            seen = f"its access log's statuses, warm-up included: {dict(r.statuses)}" if r.statuses else "no access log"
+            errors.append(f"{r.name}: {r.wrk['non_2xx']:.0f} non-2xx answers of {r.wrk['requests']:.0f} ({seen})")
+        if r.name in SILENT and r.statuses:
+            errors.append(f"{r.name}: wrote access lines, with ACCESS_LOG=false")
         if r.socket_errors:
             errors.append(f"{r.name}: {r.socket_errors} socket errors (connect/read/write/timeout)")
         if r.scrape_failures:
@@ -573,6 +598,7 @@ def main() -> int:
         help="also run inferscale with ACCESS_LOG=false, to price the access log",
     )
     parser.add_argument(
+        "--skip-install",
         "--skip-kserve-install",
         action="store_true",
         help=f"use {KSERVE_VENV} (and {H1C_DIR}) as they are; fail if kserve {KSERVE_VERSION} (or gunicorn_h1c) "
@@ -581,8 +607,8 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: bash ci/tools.sh wrk")
-    python = kserve_python(args.skip_kserve_install)
-    h1c_dir = gunicorn_c_parser(args.skip_kserve_install) if args.model_in_workers else None
+    python = kserve_python(args.skip_install)
+    h1c_dir = gunicorn_c_parser(args.skip_install) if args.model_in_workers else None
 
     with tempfile.TemporaryDirectory(prefix="vs-kserve-") as tmp:
         script = Path(tmp) / "v2_infer.lua"
@@ -597,11 +623,13 @@ def main() -> int:
         for round_number in range(1, args.rounds + 1):
             work = Path(tmp) / f"round-{round_number}"
             work.mkdir()
-            servers = [inferscale_server(work), kserve_server(work, python, 2)]
+            servers = [inferscale_server(work)]
+            if args.without_access_log:
+                # Beside the shipped server: the two are compared, and the machine drifts.
+                servers.append(inferscale_server(work, QUIET, {"ACCESS_LOG": "false"}))
+            servers.append(kserve_server(work, python, 2))
             if h1c_dir:
                 servers.append(model_in_workers_server(work, h1c_dir))
-            if args.without_access_log:
-                servers.append(inferscale_server(work, QUIET, {"ACCESS_LOG": "false"}))
             for server in servers if round_number % 2 else reversed(servers):
                 results.append(measure(server, round_number, work, script, args))
                 print(

@@ -292,6 +292,12 @@ def test_every_server_setting_reaches_the_container_as_env():
         assert env[name] == written, f"{name}={env[name]!r}, values say {value!r}"
 
 
+def test_the_access_log_turned_off_reaches_the_container_as_false():
+    env = env_of(server_container(render({"server": {"accessLog": False}})))
+    assert env["ACCESS_LOG"] == "false"
+    assert Settings(access_log=env["ACCESS_LOG"]).access_log is False
+
+
 def test_large_integers_are_not_rendered_in_float_notation():
     env = env_of(server_container(render({"server": {"maxBodyBytes": 104857600}})))
     assert env["MAX_BODY_BYTES"] == "104857600"

@@ -44,6 +44,8 @@ def probes(name: str) -> list:
             values += [bound.gt, bound.gt + step]
         elif isinstance(bound, annotated_types.Le):
             values += [bound.le, bound.le + step]
+    if isinstance(default, bool):
+        values += [not default]
     if isinstance(field.default, Enum):
         values += [member.value for member in type(field.default)] + ["gpu"]
     if isinstance(default, str):

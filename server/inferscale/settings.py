@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     """`debug`, `info`, `warning`, `error` or `critical`"""
     access_log: bool = True
     """a line per request on stdout (Apache combined format, then the seconds taken); `false` turns it off, which
-    at thousands of requests a second takes about 7 % off the HTTP workers' CPU. Whatever `LOG_LEVEL` says"""
+    at thousands of requests a second takes 7–10 % off the HTTP workers' CPU. Whatever `LOG_LEVEL` says"""
 
     @field_validator("inference_mode", mode="before")
     @classmethod
